@@ -1,0 +1,46 @@
+# The two commands: `make run` (the all-in-one) and `make test` (everything).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test unit functional lint typecheck genconfig check-config system-deps clean
+
+run: $(STAMP)
+	$(BIN)/tether-allinone --config-file etc/tether/allinone.ini
+
+test: $(STAMP) system-deps lint typecheck check-config
+	$(BIN)/python -m pytest -p no:cacheprovider tests
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
+
+functional: $(STAMP) system-deps
+	$(BIN)/python -m pytest -p no:cacheprovider tests/functional
+
+$(STAMP): setup.cfg setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+system-deps:
+	tools/install-system-deps.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check tether tests
+	$(BIN)/ruff format --check tether tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy tether
+
+# Sample ini files are generated from the option definitions, never edited.
+genconfig: $(STAMP)
+	for role in plugin agent allinone; do \
+	  $(BIN)/oslo-config-generator --config-file etc/oslo-config-generator/$$role.conf; done
+
+check-config: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider -q tests/unit/test_sample_config.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

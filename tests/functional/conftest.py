@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from rabbitmq import INSTALL_HINT, RABBITMQ_SERVER, RabbitMQNode, is_installed
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> Iterator[RabbitMQNode]:
+    """A private RabbitMQ node shared by the whole session (see rabbitmq.py)."""
+    if not is_installed():
+        # A failure, never a skip: a silently skipped functional suite looks
+        # exactly like a passing one in CI.
+        pytest.fail(f"{RABBITMQ_SERVER} is missing: {INSTALL_HINT}", pytrace=False)
+    node = RabbitMQNode()
+    try:
+        node.start()
+        yield node
+    finally:
+        node.close()

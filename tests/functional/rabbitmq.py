@@ -1,0 +1,534 @@
+"""A private, throw-away RabbitMQ node for the functional tests.
+
+The node runs from Debian's rabbitmq-server package (see
+tools/install-system-deps.sh) as the current user, with every path, port and
+name of its own, so it never touches or clashes with a system node, another
+test session on the same machine, or a developer's own broker.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import amqp  # type: ignore[import-untyped]
+from amqp.exceptions import AMQPError  # type: ignore[import-untyped]
+
+RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+# Not /usr/sbin/rabbitmq-server: Debian's wrapper su's to the rabbitmq user
+# and drops our environment, so the node would ignore all our settings.
+RABBITMQ_SERVER = RABBITMQ_BIN / "rabbitmq-server"
+RABBITMQCTL = RABBITMQ_BIN / "rabbitmqctl"
+INSTALL_HINT = "run tools/install-system-deps.sh to install Debian's rabbitmq-server"
+
+# The CLI tools listen on this range for their own distribution port
+# (RABBITMQ_CTL_DIST_PORT_MIN/MAX defaults), so our node must not take it.
+_CTL_DIST_PORTS = range(35672, 35683)
+_RESERVED_PORTS = {4369, 5672, 15672, 25672, *_CTL_DIST_PORTS}
+
+_node_numbers = itertools.count(1)
+
+
+class RabbitMQNodeError(RuntimeError):
+    pass
+
+
+class _PortTakenError(RabbitMQNodeError):
+    pass
+
+
+def is_installed() -> bool:
+    return os.access(RABBITMQ_SERVER, os.X_OK)
+
+
+def _free_ports(count: int) -> list[int]:
+    # Keep every socket bound until all are chosen so the kernel cannot hand
+    # out the same port twice; the node binds them moments later.
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            if port not in _RESERVED_PORTS:
+                ports.append(port)
+    finally:
+        for sock in held:
+            sock.close()
+    return ports
+
+
+def _tail(path: Path, lines: int = 60) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"<cannot read {path}: {exc}>"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _error_lines(path: Path, offset: int, limit: int = 40) -> str:
+    # The root cause is usually logged well above the tail, which is filled
+    # by the orderly shutdown that follows a failed boot.
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            lines = handle.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join([line for line in lines if "[error]" in line][:limit])
+
+
+def _read_cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return raw.decode(errors="replace").split("\0")
+
+
+def _read_ppid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name in parentheses may itself contain spaces or ")".
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _all_pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # A zombie has already released everything; only its parent can reap it.
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+class RabbitMQNode:
+    """One private RabbitMQ node, started and stopped by the test session.
+
+    ``restart()`` keeps the data directory, port and node name, so durable
+    queues and persistent messages survive it just as on a real broker.
+    """
+
+    def __init__(self, base_dir: str | Path | None = None) -> None:
+        if base_dir is None:
+            self.base_dir = Path(tempfile.mkdtemp(prefix="tether-rabbitmq-"))
+            self._owns_base_dir = True
+        else:
+            self.base_dir = Path(base_dir)
+            self.base_dir.mkdir(parents=True, exist_ok=True)
+            self._owns_base_dir = False
+        # Unique per process and per node, so parallel sessions' nodes never
+        # mix logs or data, and none can be mistaken for the system "rabbit".
+        # @localhost rather than the host name because CI machines' host names
+        # do not always resolve, while localhost always does.
+        self.nodename = f"tether-test-{os.getpid()}-{next(_node_numbers)}@localhost"
+        self.port, self.dist_port = _free_ports(2)
+        self.home_dir = self.base_dir / "home"
+        self.mnesia_base = self.base_dir / "mnesia"
+        self.log_base = self.base_dir / "log"
+        self.config_file = self.base_dir / "rabbitmq.conf"
+        self.enabled_plugins_file = self.base_dir / "enabled_plugins"
+        self.startup_log = self.log_base / "startup.log"
+        self.epmd_log = self.log_base / "epmd.log"
+        self._epmd_port: int | None = None
+        self._epmd: subprocess.Popen[bytes] | None = None
+        self._server: subprocess.Popen[bytes] | None = None
+        self._atexit_registered = False
+        self._has_started = False
+        # Where this start's part of the (appended-to) node log begins.
+        self._log_offset = 0
+
+    # -- addresses -------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"rabbit://guest:guest@127.0.0.1:{self.port}/"
+
+    @property
+    def amqp_url(self) -> str:
+        # The trailing "//" is kombu's spelling of the default vhost "/".
+        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+
+    @property
+    def log_file(self) -> Path:
+        return self.log_base / f"{self.nodename}.log"
+
+    # -- lifecycle -------------------------------------------------------
+
+    def start(self, timeout: float = 60.0) -> None:
+        if not is_installed():
+            raise RabbitMQNodeError(f"{RABBITMQ_SERVER} is missing: {INSTALL_HINT}")
+        if self.is_running():
+            return
+        for _attempt in range(3):
+            try:
+                self._start_once(timeout)
+            except _PortTakenError:
+                # Another process grabbed a port between _free_ports() and
+                # the node binding it. Only a node that never ran may move:
+                # after that, clients hold its URL.
+                if self._has_started:
+                    raise
+                self.port, self.dist_port = _free_ports(2)
+            else:
+                self._has_started = True
+                return
+        raise RabbitMQNodeError(f"{self.nodename}: no free port after 3 attempts")
+
+    def _start_once(self, timeout: float) -> None:
+        # A node that was kill()ed leaves its wrapper and helpers behind.
+        self._reap_server()
+        self._prepare_files()
+        self._start_epmd()
+        try:
+            self._log_offset = self.log_file.stat().st_size
+        except FileNotFoundError:
+            self._log_offset = 0
+        if not self._atexit_registered:
+            # Backstop for an interrupted session (Ctrl-C, internal error):
+            # a leaked node would keep running and holding memory forever.
+            atexit.register(self._stop_quietly)
+            self._atexit_registered = True
+        with open(self.startup_log, "ab") as out:
+            self._server = subprocess.Popen(
+                [str(RABBITMQ_SERVER)],
+                cwd=self.base_dir,
+                env=self._env(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                # Own session, so stop() can signal the wrapper script, the
+                # VM and its port programs together.
+                start_new_session=True,
+            )
+        self._wait_until_accepting(timeout)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        server = self._server
+        if server is not None and server.poll() is None:
+            try:
+                self.rabbitmqctl("stop", timeout=timeout)
+            except (RabbitMQNodeError, subprocess.TimeoutExpired):
+                pass  # the signals below still bring it down
+            self._wait_or_signal(server, timeout)
+        self._reap_server()
+        self._stop_epmd()
+
+    def restart(self, timeout: float = 60.0) -> None:
+        self.stop(timeout)
+        self.start(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the Erlang VM, as a crash would: no graceful shutdown."""
+        pid = self.beam_pid()
+        if pid is None:
+            raise RabbitMQNodeError(f"{self.nodename} has no running VM to kill")
+        os.kill(pid, signal.SIGKILL)
+        if self._server is not None:
+            # The wrapper script exits as soon as its VM is gone.
+            try:
+                self._server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self._wait_gone([pid], timeout=10)
+
+    def close(self) -> None:
+        """Stop the node and delete its files if this object created them."""
+        self.stop()
+        atexit.unregister(self._stop_quietly)
+        self._atexit_registered = False
+        if self._owns_base_dir:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- inspection ------------------------------------------------------
+
+    def is_running(self) -> bool:
+        return self._server is not None and self._server.poll() is None
+
+    def beam_pid(self) -> int | None:
+        pids = self._beam_pids()
+        return pids[0] if pids else None
+
+    def rabbitmqctl(self, *args: str, timeout: float = 60.0) -> str:
+        """Run rabbitmqctl against this node and return its stdout.
+
+        E.g. ``node.rabbitmqctl("-q", "list_queues", "name", "messages")``.
+        """
+        if not self.is_running():
+            raise RabbitMQNodeError(f"{self.nodename} is not running")
+        result = subprocess.run(
+            [str(RABBITMQCTL), "-n", self.nodename, *args],
+            env=self._env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RabbitMQNodeError(
+                f"rabbitmqctl {' '.join(args)} failed with exit code "
+                f"{result.returncode}:\n{result.stdout}\n{result.stderr}"
+            )
+        return result.stdout
+
+    # -- internals -------------------------------------------------------
+
+    def _env(self) -> dict[str, str]:
+        # The caller's RABBITMQ_* and ERL_* settings (a developer's own
+        # broker, ERL_FLAGS, ...) must not leak into the private node.
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("RABBITMQ_", "ERL_"))}
+        if self._epmd_port is None:
+            raise RabbitMQNodeError(f"{self.nodename} was never started")
+        env.update(
+            HOME=str(self.home_dir),
+            # The CLI tools are Elixir and warn loudly on a non-UTF-8 locale.
+            LANG="C.UTF-8",
+            LC_ALL="C.UTF-8",
+            # Our own epmd: no clash with, or dependence on, a system one,
+            # and nothing left running once the node is stopped.
+            ERL_EPMD_PORT=str(self._epmd_port),
+            RABBITMQ_NODENAME=self.nodename,
+            RABBITMQ_USE_LONGNAME="false",
+            RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
+            RABBITMQ_NODE_PORT=str(self.port),
+            RABBITMQ_DIST_PORT=str(self.dist_port),
+            RABBITMQ_MNESIA_BASE=str(self.mnesia_base),
+            RABBITMQ_LOG_BASE=str(self.log_base),
+            RABBITMQ_CONFIG_FILE=str(self.config_file),
+            # Point both away from /etc/rabbitmq, whose files are meant for
+            # the system node and may be edited by whoever owns the machine.
+            RABBITMQ_ADVANCED_CONFIG_FILE=str(self.base_dir / "advanced.config"),
+            RABBITMQ_CONF_ENV_FILE=str(self.base_dir / "rabbitmq-env.conf"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(self.enabled_plugins_file),
+            RABBITMQ_PID_FILE=str(self.base_dir / "rabbitmq.pid"),
+            # An Erlang VM that finds no epmd starts a daemon of its own,
+            # which would outlive the node: use ours or fail. Also keep the
+            # distribution port off the network interfaces.
+            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=(
+                "-start_epmd false -kernel inet_dist_use_interface {127,0,0,1}"
+            ),
+            RABBITMQ_CTL_ERL_ARGS="-start_epmd false",
+        )
+        return env
+
+    def _prepare_files(self) -> None:
+        for directory in (self.home_dir, self.mnesia_base, self.log_base):
+            directory.mkdir(parents=True, exist_ok=True)
+        cookie = self.home_dir / ".erlang.cookie"
+        if not cookie.exists():
+            # Erlang refuses a cookie file readable by group or others.
+            fd = os.open(cookie, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(20).upper())
+        self.config_file.write_text(
+            "loopback_users = none\n"
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            # Pinned rather than inherited: a limit relative to RAM, common in
+            # production configs, blocks every publisher on a CI machine whose
+            # free disk is smaller than its memory.
+            "disk_free_limit.absolute = 50MB\n"
+            "log.file.level = info\n"
+            "log.console = false\n"
+        )
+        # No plugins at all: management and friends add seconds to boot.
+        self.enabled_plugins_file.write_text("[].\n")
+        (self.base_dir / "rabbitmq-env.conf").write_text("")
+
+    def _start_epmd(self) -> None:
+        if self._epmd is not None and self._epmd.poll() is None:
+            return
+        epmd = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
+        self.log_base.mkdir(parents=True, exist_ok=True)
+        for _attempt in range(5):
+            (port,) = _free_ports(1)
+            with open(self.epmd_log, "ab") as out:
+                proc = subprocess.Popen(
+                    # In the foreground (no -daemon) so it stays our child and
+                    # stop() can end it.
+                    [epmd, "-port", str(port), "-address", "127.0.0.1"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                except OSError:
+                    time.sleep(0.05)
+                    continue
+                self._epmd, self._epmd_port = proc, port
+                return
+            # Most likely someone took the port in between: try another one.
+            proc.kill()
+            proc.wait()
+        raise RabbitMQNodeError(f"epmd did not start:\n{_tail(self.epmd_log)}")
+
+    def _stop_epmd(self) -> None:
+        if self._epmd is not None:
+            if self._epmd.poll() is None:
+                self._epmd.kill()
+            self._epmd.wait()
+            self._epmd = None
+
+    def _wait_until_accepting(self, timeout: float) -> None:
+        assert self._server is not None
+        deadline = time.monotonic() + timeout
+        last_error: BaseException | None = None
+        while time.monotonic() < deadline:
+            if self._server.poll() is not None:
+                code = self._server.returncode
+                self._fail(f"exited (code {code}) before accepting clients", last_error)
+            # A full AMQP handshake, not just a TCP connect: the listener
+            # opens a little before the broker can serve a client.
+            connection = amqp.Connection(
+                host=f"127.0.0.1:{self.port}",
+                userid="guest",
+                password="guest",
+                virtual_host="/",
+                connect_timeout=2,
+            )
+            try:
+                connection.connect()
+            except (OSError, AMQPError) as exc:  # booting: "not yet"
+                last_error = exc
+                # Drops a half-open socket, which would otherwise surface as
+                # a ResourceWarning (an error under our filterwarnings).
+                connection.collect()
+                time.sleep(0.2)
+            else:
+                connection.close()
+                return
+        self._fail(f"did not accept AMQP connections within {timeout:.0f}s", last_error)
+
+    def _fail(self, what: str, last_error: BaseException | None) -> None:
+        errors = _error_lines(self.log_file, self._log_offset)
+        message = (
+            f"RabbitMQ node {self.nodename} (port {self.port}) {what}; "
+            f"last connection error: {last_error!r}\n"
+            f"--- errors in {self.log_file} ---\n{errors}\n"
+            f"--- tail of {self.log_file} ---\n{_tail(self.log_file, 30)}\n"
+            f"--- tail of {self.startup_log} ---\n{_tail(self.startup_log, 30)}"
+        )
+        self._reap_server()
+        self._stop_epmd()
+        error_class = _PortTakenError if "eaddrinuse" in errors else RabbitMQNodeError
+        raise error_class(message)
+
+    def _descendant_pids(self) -> list[int]:
+        # By parentage, not session or process group: erl_child_setup and
+        # the port programs under it call setsid(), escaping both.
+        # Only while the wrapper is unreaped: after that its pid may belong
+        # to some unrelated process, and its orphans are no longer ours.
+        if self._server is None or self._server.returncode is not None:
+            return []
+        children: dict[int, list[int]] = {}
+        for pid in _all_pids():
+            parent = _read_ppid(pid)
+            if parent is not None:
+                children.setdefault(parent, []).append(pid)
+        found: list[int] = []
+        pending = [self._server.pid]
+        while pending:
+            pid = pending.pop()
+            found.append(pid)
+            pending.extend(children.get(pid, []))
+        return found
+
+    def _beam_pids(self) -> list[int]:
+        # The VM names itself only after boot, so its argv carries no node
+        # name; "-home <our home dir>" is just as unique, and still finds a VM
+        # whose wrapper is gone: nothing of this node may outlive stop().
+        wanted = str(self.home_dir)
+        found = []
+        for pid in _all_pids():
+            argv = _read_cmdline(pid)
+            if not argv or not os.path.basename(argv[0]).startswith("beam"):
+                continue
+            pairs = set(itertools.pairwise(argv))
+            # rabbitmqctl's VM gets the same home; only the server boots rabbit.
+            if ("-home", wanted) in pairs and ("-s", "rabbit") in pairs:
+                found.append(pid)
+        return sorted(found)
+
+    def _wait_or_signal(self, server: subprocess.Popen[bytes], timeout: float) -> None:
+        for sig, grace in ((None, timeout), (signal.SIGTERM, 15.0)):
+            if sig is not None:
+                self._signal_session(sig)
+            try:
+                server.wait(timeout=grace)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def _signal_session(self, sig: signal.Signals) -> None:
+        if self._server is None:
+            return
+        try:
+            os.killpg(self._server.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _reap_server(self) -> None:
+        """Make sure nothing of the node is left: wrapper, VM, port programs."""
+        if self._server is None:
+            return
+        leftovers = set(self._descendant_pids()) | set(self._beam_pids())
+        for pid in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self._server.wait(timeout=10)
+        except subprocess.TimeoutExpired as exc:
+            raise RabbitMQNodeError(f"{self.nodename}: wrapper did not exit") from exc
+        self._wait_gone(sorted(leftovers), timeout=10)
+        self._server = None
+
+    def _wait_gone(self, pids: list[int], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while any(_pid_alive(pid) for pid in pids):
+            if time.monotonic() > deadline:
+                raise RabbitMQNodeError(f"{self.nodename}: processes {pids} survived SIGKILL")
+            time.sleep(0.05)
+
+    def _stop_quietly(self) -> None:
+        try:
+            self.stop(timeout=15)
+        except (RabbitMQNodeError, OSError, subprocess.SubprocessError) as exc:
+            print(f"could not stop RabbitMQ node {self.nodename}: {exc}", file=sys.stderr)

@@ -1,0 +1,141 @@
+"""The agent's work consumer (DESIGN.md guarantee 3: no lost result).
+
+The connection thread consumes with a prefetch bound and hands each message
+to a bounded pool of worker threads, which call drivers. Finished work comes
+back to the connection thread, which publishes the results (persistent,
+confirmed) and only then acks the work messages. Drivers may block for as
+long as they like without starving the connection's heartbeats.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+
+import kombu
+
+from tether.agent.runner import Runner
+from tether.common import messages, transport
+from tether.common.exceptions import MalformedMessage
+
+LOG = logging.getLogger(__name__)
+
+
+class WorkConsumer(transport.ConnectionLoop):
+    """Consumes the work queues of the providers an agent serves."""
+
+    tick = 0.01
+
+    def __init__(
+        self,
+        broker: transport.Broker,
+        runner: Runner,
+        providers: list[str],
+        workers: int,
+        prefetch: int,
+        shutdown_timeout: float,
+    ) -> None:
+        super().__init__(broker, f"work-consumer-{runner.agent_id}")
+        self.runner = runner
+        self.providers = providers
+        self.prefetch = prefetch
+        self.shutdown_timeout = shutdown_timeout
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="driver")
+        self._done: queue.SimpleQueue[tuple[int, kombu.Message, messages.Result]] = queue.SimpleQueue()
+        # Bumped on every reconnect: a message can only be acked on the
+        # connection that delivered it.
+        self._epoch = 0
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._consumer: kombu.Consumer | None = None
+        self._publisher: transport.Publisher | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def on_connect(self, connection: kombu.Connection) -> None:
+        queues = [self.broker.work_queue(p) for p in self.providers]
+        self.broker.declare(connection, queues + [self.broker.results_queue()])
+        self._publisher = transport.Publisher(connection, self.broker.confirm_timeout)
+        self._consumer = kombu.Consumer(
+            connection.channel(), queues=queues, on_message=self._on_message, prefetch_count=self.prefetch
+        )
+        self._consumer.consume()
+        LOG.info(
+            "agent %s consuming %s on %s",
+            self.runner.agent_id,
+            ", ".join(q.name for q in queues),
+            self.broker.url.masked,
+        )
+
+    def on_disconnect(self) -> None:
+        self._epoch += 1
+        self._consumer = None
+        self._publisher = None
+
+    def on_tick(self, connection: kombu.Connection) -> None:
+        finished = []
+        while True:
+            try:
+                epoch, message, result = self._done.get_nowait()
+            except queue.Empty:
+                break
+            if epoch == self._epoch:
+                finished.append((message, result))
+        if not finished:
+            return
+        assert self._publisher is not None
+        self._publisher.publish(
+            [
+                transport.Envelope(
+                    exchange=self.broker.results_exchange,
+                    routing_key=transport.RESULTS_QUEUE,
+                    body=messages.encode(result.to_body()),
+                    message_id=f"{result.task_id}.{result.attempt}",
+                    headers={"request_id": result.request_id} if result.request_id else {},
+                )
+                for _, result in finished
+            ]
+        )
+        for message, _ in finished:
+            message.ack()
+
+    def on_stop(self, connection: kombu.Connection) -> None:
+        if self._consumer is not None:
+            self._consumer.cancel()
+        deadline = time.monotonic() + self.shutdown_timeout
+        while self._in_flight and time.monotonic() < deadline:
+            self.on_tick(connection)
+            time.sleep(0.05)
+        self.on_tick(connection)
+        if self._in_flight:
+            LOG.warning(
+                "stopping with %d task(s) unfinished; the broker hands them to another agent", self._in_flight
+            )
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _on_message(self, message: kombu.Message) -> None:
+        try:
+            work = messages.decode_work(message.body)
+        except MalformedMessage as exc:
+            LOG.error("dead-lettering work message %s: %s", message.properties.get("message_id"), exc.msg)
+            assert self._publisher is not None
+            self._publisher.publish([self.broker.dead_letter_envelope(message, exc.msg)])
+            message.ack()
+            return
+        with self._lock:
+            self._in_flight += 1
+        redelivered = bool(message.delivery_info.get("redelivered"))
+        self._pool.submit(self._work, self._epoch, message, work, redelivered)
+
+    def _work(self, epoch: int, message: kombu.Message, work: messages.Work, redelivered: bool) -> None:
+        try:
+            result = self.runner.run(work, redelivered)
+            self._done.put((epoch, message, result))
+        finally:
+            with self._lock:
+                self._in_flight -= 1

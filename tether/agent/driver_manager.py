@@ -1,0 +1,97 @@
+"""Loading the drivers an agent serves, through stevedore."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from oslo_config import cfg
+from stevedore import driver as stevedore_driver
+from stevedore.exception import NoMatches
+
+from tether.common.exceptions import ConfigError
+from tether.common.states import OperatingStatus
+from tether.drivers.base import Callbacks, Driver, driver_group
+
+LOG = logging.getLogger(__name__)
+
+NAMESPACE = "tether.drivers"
+
+_reports: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "driver_reports", default=None
+)
+
+
+class AgentCallbacks(Callbacks):
+    """Collects what a driver reports during one task, for that task's result.
+
+    Drivers are shared by all worker threads; each worker collects into its
+    own context, so reports never cross tasks.
+    """
+
+    def operating_status(self, resource_id: str, status: OperatingStatus) -> None:
+        reports = _reports.get()
+        if reports is not None:
+            reports[resource_id] = OperatingStatus(status).value
+
+    def progress(self, message: str) -> None:
+        LOG.info("progress: %s", message)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def collect() -> Iterator[dict[str, str]]:
+        reports: dict[str, str] = {}
+        token = _reports.set(reports)
+        try:
+            yield reports
+        finally:
+            _reports.reset(token)
+
+
+def load_driver_class(name: str) -> type[Driver]:
+    try:
+        manager: stevedore_driver.DriverManager[Any] = stevedore_driver.DriverManager(
+            NAMESPACE, name, invoke_on_load=False
+        )
+    except NoMatches as exc:
+        raise ConfigError(
+            reason=f"[agent] providers names {name!r}, but no installed package provides a "
+            f"driver called {name!r} in the entry-point namespace {NAMESPACE}; install the "
+            "driver's package or remove it from the option."
+        ) from exc
+    cls = manager.driver
+    if not (isinstance(cls, type) and issubclass(cls, Driver)):
+        raise ConfigError(reason=f"driver {name!r} ({cls!r}) is not a tether.drivers.base.Driver")
+    return cls
+
+
+def register_driver_opts(conf: cfg.ConfigOpts, names: list[str]) -> None:
+    for name in names:
+        conf.register_opts(load_driver_class(name).list_opts(), group=driver_group(name))
+
+
+def load_drivers(conf: cfg.ConfigOpts, names: list[str], callbacks: Callbacks) -> dict[str, Driver]:
+    """Instantiate the drivers of the providers an agent serves.
+
+    :raises ConfigError: for a missing or incomplete driver, naming it.
+    """
+    drivers = {}
+    for name in names:
+        cls = load_driver_class(name)
+        missing = sorted(getattr(cls, "__abstractmethods__", ()))
+        if missing:
+            raise ConfigError(
+                reason=f"driver {name!r} ({cls.__module__}.{cls.__qualname__}) does not "
+                f"implement {', '.join(missing)}; a driver must implement every abstract "
+                "method of tether.drivers.base.Driver."
+            )
+        try:
+            drivers[name] = cls(conf, callbacks)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(reason=f"driver {name!r} failed to start: {exc}") from exc
+    return drivers

@@ -1,0 +1,64 @@
+"""What every tether daemon does at start and stop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+from oslo_config import cfg
+
+from tether.common import config, log
+from tether.common.exceptions import ConfigError, TetherError
+
+LOG = logging.getLogger(__name__)
+
+
+def configure(
+    argv: Sequence[str] | None,
+    prog: str,
+    register: Sequence[Callable[[cfg.ConfigOpts], None]],
+    required: Sequence[tuple[str | None, str]] = (),
+    defaults: dict[tuple[str | None, str], object] | None = None,
+) -> cfg.ConfigOpts:
+    """Register options, parse the ini files and set up logging, or exit 2.
+
+    oslo.messaging works with the global ``cfg.CONF`` only, so daemons use it.
+    """
+    conf = cfg.CONF
+    config.register_opts(conf)
+    for reg in register:
+        reg(conf)
+    for (group, name), value in (defaults or {}).items():
+        conf.set_default(name, value, group=group)
+    try:
+        config.load(conf, argv, prog, required)
+    except ConfigError as exc:
+        fail(prog, exc)
+    log.setup(conf)
+    return conf
+
+
+def fail(prog: str, exc: TetherError) -> None:
+    print(f"{prog}: {exc.msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stop = threading.Event()
+    on_stop_signal(lambda: stop.set())
+    while not stop.wait(1.0):
+        pass
+
+
+def on_stop_signal(callback: Callable[[], None]) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        LOG.info("received %s, stopping", signal.Signals(signum).name)
+        callback()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)

@@ -1,0 +1,32 @@
+"""``tether-plugin``: the REST API, outbox relay and result recorder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tether.cmd import daemon
+from tether.common.exceptions import TetherError
+from tether.plugin import opts
+from tether.plugin.service import Plugin
+
+PROG = "tether-plugin"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    conf = daemon.configure(argv, PROG, [opts.register_opts], required=[(None, "transport_url")])
+    try:
+        plugin = Plugin(conf)
+    except TetherError as exc:
+        daemon.fail(PROG, exc)
+    # uvicorn re-raises the stop signal after it shuts down; a handler of our
+    # own keeps that from killing the process before the relay stops.
+    daemon.on_stop_signal(lambda: None)
+    plugin.start()
+    try:
+        plugin.serve()
+    finally:
+        plugin.stop()
+
+
+if __name__ == "__main__":
+    main()

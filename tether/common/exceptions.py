@@ -1,0 +1,76 @@
+"""The exception root of tether.
+
+Every error tether raises on purpose derives from :class:`TetherError`, which
+carries a message template and the HTTP status the REST layer answers with::
+
+    TetherError
+    ├── InvalidInput (400)
+    ├── NotFound (404)
+    ├── Conflict (409)
+    ├── ConfigError (stops a daemon at start)
+    ├── TransportError (the broker could not be reached or refused)
+    │   └── PublishNotConfirmed
+    ├── MalformedMessage (a message that cannot be decoded or validated)
+    └── DriverError (tether.drivers.base: what a driver tells the framework)
+
+Third-party errors (kombu, SQLAlchemy, jsonschema, vendor SDKs) are re-raised
+as one of these where they enter tether, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class TetherError(Exception):
+    """The root of tether's errors.
+
+    Subclasses set ``message`` (a ``str.format`` template filled from the
+    keyword arguments) and ``status`` (the HTTP status of the REST answer).
+    """
+
+    message: ClassVar[str] = "An unknown error occurred."
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        if message is None:
+            message = self.message.format(**kwargs)
+        self.msg = message
+        super().__init__(message)
+
+    @property
+    def type(self) -> str:
+        return type(self).__name__
+
+
+class InvalidInput(TetherError):
+    message = "Invalid input: {reason}"
+    status = 400
+
+
+class NotFound(TetherError):
+    message = "{kind} {id} was not found."
+    status = 404
+
+
+class Conflict(TetherError):
+    message = "{reason}"
+    status = 409
+
+
+class ConfigError(TetherError):
+    message = "Invalid configuration: {reason}"
+
+
+class TransportError(TetherError):
+    message = "The message broker failed: {reason}"
+    status = 503
+
+
+class PublishNotConfirmed(TransportError):
+    message = "The broker did not confirm {count} message(s): {reason}"
+
+
+class MalformedMessage(TetherError):
+    message = "Malformed message: {reason}"

@@ -1,0 +1,68 @@
+"""Logging for tether daemons.
+
+Every line carries the request id of the API call it serves, so one grep
+follows a request from the plugin's API through the broker to the agent and
+its driver. The id travels in a context variable inside a process and in the
+message between processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import sys
+from collections.abc import Iterator
+
+from oslo_config import cfg
+
+LOG_OPTS: list[cfg.Opt] = [
+    cfg.BoolOpt("debug", default=False, help="Log at DEBUG level instead of INFO."),
+    cfg.StrOpt(
+        "log_file",
+        help="File to append log lines to; standard error when unset (what systemd "
+        "and container runtimes collect).",
+    ),
+]
+
+FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+def current_request_id() -> str:
+    return _request_id.get()
+
+
+@contextlib.contextmanager
+def request_context(request_id: str | None) -> Iterator[None]:
+    token = _request_id.set(request_id or "-")
+    try:
+        yield
+    finally:
+        _request_id.reset(token)
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = _request_id.get()
+        return True
+
+
+def setup(conf: cfg.ConfigOpts) -> None:
+    handler: logging.Handler
+    if conf.log_file:
+        handler = logging.FileHandler(conf.log_file)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.addFilter(_RequestIdFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if conf.debug else logging.INFO)
+    # Library chatter at INFO drowns the lines an operator needs.
+    for noisy in ("amqp", "kombu", "uvicorn.access", "alembic.runtime.migration"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

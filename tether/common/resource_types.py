@@ -1,0 +1,196 @@
+"""Resource types: what the API accepts, declared as data.
+
+A service built on tether declares its resource types as
+:class:`ResourceType` objects and publishes them in the entry-point namespace
+``tether.resource_types``; tether finds them at start with stevedore. The
+load-balancing set in :mod:`tether.common.lbaas` is the reference::
+
+    [options.entry_points]
+    tether.resource_types =
+        widget = acme_service.types:WIDGET
+
+Every type also accepts ``name``, ``description`` and ``metadata`` (an object
+of short string keys and values), added by the registry.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import ipaddress
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import jsonschema
+from stevedore import extension
+
+from tether.common.exceptions import ConfigError, InvalidInput
+
+NAMESPACE = "tether.resource_types"
+
+METADATA_MAX_ITEMS = 64
+METADATA_KEY_MAX = 255
+METADATA_VALUE_MAX = 255
+
+COMMON_PROPERTIES: dict[str, Any] = {
+    "name": {"type": "string", "maxLength": 255, "description": "Human-readable name."},
+    "description": {"type": "string", "maxLength": 1024},
+    "metadata": {
+        "type": "object",
+        "description": "Free-form labels: short string keys and values.",
+        "maxProperties": METADATA_MAX_ITEMS,
+        "propertyNames": {"minLength": 1, "maxLength": METADATA_KEY_MAX},
+        "additionalProperties": {"type": "string", "maxLength": METADATA_VALUE_MAX},
+    },
+}
+
+FORMAT_CHECKER = jsonschema.FormatChecker()
+
+
+@FORMAT_CHECKER.checks("ip-address", raises=ValueError)
+def _is_ip_address(value: object) -> bool:
+    if isinstance(value, str):
+        ipaddress.ip_address(value)
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class ResourceType:
+    """The declaration of one resource type.
+
+    :param name: singular, lower case; the collection is ``/v1/<name>s``.
+    :param properties: JSON Schema of each attribute, by attribute name.
+    :param required: attributes a create must carry.
+    :param parent: the type this one belongs to, or ``None`` for a root; a
+        root carries ``provider`` (the driver that applies its whole tree).
+        A child names its parent as ``<parent>_id``.
+    :param immutable: attributes that cannot change after create.
+    :param description: one sentence for the API reference.
+    """
+
+    name: str
+    properties: Mapping[str, Any]
+    required: tuple[str, ...] = ()
+    parent: str | None = None
+    immutable: frozenset[str] = frozenset()
+    description: str = ""
+
+    @property
+    def collection(self) -> str:
+        return f"{self.name}s"
+
+    @property
+    def is_root(self) -> bool:
+        return self.parent is None
+
+    @property
+    def parent_key(self) -> str | None:
+        return f"{self.parent}_id" if self.parent else None
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        """The JSON Schema of a create body."""
+        properties = dict(copy.deepcopy(COMMON_PROPERTIES))
+        properties.update(copy.deepcopy(dict(self.properties)))
+        required = list(self.required)
+        if self.parent_key:
+            properties[self.parent_key] = {
+                "type": "string",
+                "description": f"The {self.parent} this {self.name} belongs to.",
+            }
+            required.insert(0, self.parent_key)
+        return {
+            "type": "object",
+            "title": self.name,
+            "description": self.description,
+            "properties": properties,
+            "required": required,
+            "additionalProperties": False,
+        }
+
+    def defaults(self) -> dict[str, Any]:
+        return {k: copy.deepcopy(v["default"]) for k, v in self.properties.items() if "default" in v}
+
+
+class Registry(Mapping[str, ResourceType]):
+    """The resource types this process knows, by name."""
+
+    def __init__(self, types: Mapping[str, ResourceType]) -> None:
+        self._types = dict(types)
+        self._validators = {
+            name: jsonschema.Draft202012Validator(t.schema, format_checker=FORMAT_CHECKER)
+            for name, t in self._types.items()
+        }
+        self._check()
+
+    @classmethod
+    def load(cls) -> Registry:
+        """Find every type published under ``tether.resource_types``."""
+        manager: extension.ExtensionManager[Any] = extension.ExtensionManager(
+            NAMESPACE, invoke_on_load=False, on_load_failure_callback=_load_failed
+        )
+        types: dict[str, ResourceType] = {}
+        for ext in manager:
+            rtype = ext.plugin
+            if not isinstance(rtype, ResourceType) or rtype.name != ext.name:
+                raise ConfigError(
+                    reason=f"entry point {ext.name!r} in {NAMESPACE} must name a "
+                    f"ResourceType called {ext.name!r}, found {rtype!r}"
+                )
+            types[ext.name] = rtype
+        return cls(types)
+
+    def __getitem__(self, name: str) -> ResourceType:
+        return self._types[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._types)
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+    def by_collection(self, collection: str) -> ResourceType | None:
+        for rtype in self._types.values():
+            if rtype.collection == collection:
+                return rtype
+        return None
+
+    def children_of(self, name: str) -> list[ResourceType]:
+        return [t for t in self._types.values() if t.parent == name]
+
+    def validate(self, rtype: ResourceType, body: Any) -> None:
+        """Check a full body against the type's schema.
+
+        :raises InvalidInput: with the JSON path and the reason.
+        """
+        if not isinstance(body, dict):
+            raise InvalidInput(reason=f"the body must be a JSON object of {rtype.name} attributes")
+        error = jsonschema.exceptions.best_match(self._validators[rtype.name].iter_errors(body))
+        if error is not None:
+            raise InvalidInput(
+                f"Invalid {rtype.name} at {error.json_path}: {error.message}",
+                path=error.json_path,
+            )
+
+    def _check(self) -> None:
+        for rtype in self._types.values():
+            if rtype.parent is not None and rtype.parent not in self._types:
+                raise ConfigError(
+                    reason=f"resource type {rtype.name!r} names parent {rtype.parent!r}, "
+                    "which no installed package declares"
+                )
+            if rtype.is_root and "provider" not in rtype.properties:
+                raise ConfigError(
+                    reason=f"root resource type {rtype.name!r} must declare a 'provider' attribute"
+                )
+            seen = {rtype.name}
+            parent = rtype.parent
+            while parent is not None:
+                if parent in seen:
+                    raise ConfigError(reason=f"resource type {rtype.name!r} is its own ancestor")
+                seen.add(parent)
+                parent = self._types[parent].parent
+
+
+def _load_failed(manager: Any, entrypoint: Any, exc: BaseException) -> None:
+    raise ConfigError(reason=f"cannot load resource type {entrypoint}: {exc}") from exc

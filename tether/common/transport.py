@@ -1,0 +1,367 @@
+"""The broker as tether uses it: one URL, the queue topology, confirmed
+publishing and the connection thread.
+
+Features
+    Durable queues (quorum queues on RabbitMQ, with a delivery limit and a
+    dead-letter exchange), persistent messages, publisher confirms batched per
+    window, reconnection with backoff.
+
+Connection string (``[DEFAULT] transport_url``)
+    ``rabbit://USER:PASS@HOST:PORT[,USER:PASS@HOST2:PORT]/VHOST``
+        RabbitMQ; several hosts form a failover list.
+    ``memory://``
+        kombu's in-memory transport: one process only, nothing survives it.
+        The all-in-one and unit tests use it.
+
+Threading
+    kombu channels are not thread-safe, and a connection whose thread blocks
+    stops answering heartbeats (the broker then hands its unacked messages to
+    someone else while the work still runs). So each connection belongs to one
+    :class:`ConnectionLoop` thread that does all consuming, publishing and
+    acking; slow work runs elsewhere and hands results back through a queue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import threading
+import time
+import urllib.parse
+from collections.abc import Sequence
+from typing import Any
+
+import kombu
+from oslo_config import cfg
+
+from tether.common.exceptions import ConfigError, PublishNotConfirmed
+
+LOG = logging.getLogger(__name__)
+
+WORK_EXCHANGE = "tether.work"
+RESULTS_EXCHANGE = "tether.results"
+RESULTS_QUEUE = "tether.results"
+DEAD_LETTER_EXCHANGE = "tether.dead-letter"
+DEAD_LETTER_QUEUE = "tether.dead-letter"
+
+#: Header naming why tether dead-lettered a message itself.
+DEAD_LETTER_REASON = "x-tether-dead-letter-reason"
+
+_MEMORY_POLLING_INTERVAL = 0.005
+
+
+@dataclasses.dataclass(frozen=True)
+class TransportURL:
+    """A parsed ``transport_url``."""
+
+    scheme: str
+    kombu_urls: tuple[str, ...]
+    masked: str
+
+    @property
+    def in_memory(self) -> bool:
+        return self.scheme == "memory"
+
+
+def parse_url(url: str | None) -> TransportURL:
+    """Translate ``transport_url`` into what kombu connects to.
+
+    :raises ConfigError: naming the option and the schemes it accepts.
+    """
+    if not url:
+        raise ConfigError(reason="[DEFAULT] transport_url is not set.")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "memory":
+        return TransportURL("memory", ("memory://",), "memory://")
+    if parts.scheme not in ("rabbit", "amqp"):
+        raise ConfigError(
+            reason=f"[DEFAULT] transport_url has scheme {parts.scheme!r}; tether "
+            "speaks rabbit:// (RabbitMQ) and memory:// (one process only)."
+        )
+    vhost = urllib.parse.unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    urls, masked = [], []
+    for hostspec in parts.netloc.split(","):
+        if not hostspec:
+            raise ConfigError(reason="[DEFAULT] transport_url has an empty host entry.")
+        creds, _, hostport = hostspec.rpartition("@")
+        user, _, password = creds.partition(":")
+        quoted_vhost = urllib.parse.quote(vhost, safe="")
+        auth = f"{user}:{password}@" if creds else ""
+        urls.append(f"amqp://{auth}{hostport}/{quoted_vhost}")
+        masked.append(f"{user + ':***@' if creds else ''}{hostport}")
+    return TransportURL("rabbit", tuple(urls), f"rabbit://{','.join(masked)}/{vhost}")
+
+
+class Broker:
+    """Connections and queue topology for one ``transport_url``.
+
+    Every process declares the same queues with the same arguments: RabbitMQ
+    refuses (406) a declaration that differs from the existing queue.
+    """
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        self.url = parse_url(conf.transport_url)
+        self.queue_type = conf.messaging.queue_type
+        self.delivery_limit = conf.messaging.delivery_limit
+        self.confirm_timeout = conf.messaging.confirm_timeout
+        self.heartbeat = conf.messaging.heartbeat
+        self.work_exchange = kombu.Exchange(WORK_EXCHANGE, type="direct", durable=True)
+        self.results_exchange = kombu.Exchange(RESULTS_EXCHANGE, type="direct", durable=True)
+        self.dead_letter_exchange = kombu.Exchange(DEAD_LETTER_EXCHANGE, type="fanout", durable=True)
+
+    def connect(self) -> kombu.Connection:
+        if self.url.in_memory:
+            return kombu.Connection(
+                "memory://",
+                transport_options={"polling_interval": _MEMORY_POLLING_INTERVAL},
+            )
+        return kombu.Connection(
+            ";".join(self.url.kombu_urls),
+            heartbeat=self.heartbeat or None,
+            failover_strategy="round-robin",
+            connect_timeout=5,
+        )
+
+    def work_queue(self, provider: str) -> kombu.Queue:
+        return self._queue(f"tether.work.{provider}", self.work_exchange, provider)
+
+    def results_queue(self) -> kombu.Queue:
+        return self._queue(RESULTS_QUEUE, self.results_exchange, RESULTS_QUEUE)
+
+    def dead_letter_queue(self) -> kombu.Queue:
+        return kombu.Queue(
+            DEAD_LETTER_QUEUE,
+            self.dead_letter_exchange,
+            durable=True,
+            queue_arguments=self._arguments(dead_letter=False),
+        )
+
+    def dead_letter_envelope(self, message: Any, reason: str) -> Envelope:
+        """The message, as it came, bound for the dead-letter queue with ``reason``."""
+        body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+        headers = dict(message.headers or {})
+        headers[DEAD_LETTER_REASON] = reason[:1000]
+        headers["x-tether-original-queue"] = message.delivery_info.get("routing_key")
+        return Envelope(
+            exchange=self.dead_letter_exchange,
+            routing_key=DEAD_LETTER_QUEUE,
+            body=body,
+            message_id=str(message.properties.get("message_id") or ""),
+            headers=headers,
+        )
+
+    def declare(self, connection: kombu.Connection, queues: Sequence[kombu.Queue]) -> None:
+        channel = connection.default_channel
+        self.dead_letter_queue().bind(channel).declare()
+        for queue in queues:
+            queue.bind(channel).declare()
+
+    def _queue(self, name: str, exchange: kombu.Exchange, routing_key: str) -> kombu.Queue:
+        return kombu.Queue(
+            name,
+            exchange,
+            routing_key=routing_key,
+            durable=True,
+            queue_arguments=self._arguments(dead_letter=True),
+        )
+
+    def _arguments(self, dead_letter: bool) -> dict[str, Any] | None:
+        if self.url.in_memory:
+            return None
+        arguments: dict[str, Any] = {}
+        if self.queue_type == "quorum":
+            arguments["x-queue-type"] = "quorum"
+            if dead_letter:
+                arguments["x-delivery-limit"] = self.delivery_limit
+        if dead_letter:
+            arguments["x-dead-letter-exchange"] = DEAD_LETTER_EXCHANGE
+        return arguments or None
+
+
+@dataclasses.dataclass(frozen=True)
+class Envelope:
+    """One message to publish."""
+
+    exchange: kombu.Exchange
+    routing_key: str
+    body: bytes
+    message_id: str
+    headers: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Publisher:
+    """Publishes persistent messages and waits for the broker's confirms.
+
+    py-amqp has no asynchronous confirm API, and waiting for each confirm in
+    turn costs several times more than waiting once per window, so
+    :meth:`publish` sends a whole window and then waits for every delivery tag
+    in it. Anything not confirmed makes the whole call fail; the caller
+    publishes the window again (consumers treat duplicates as harmless).
+    """
+
+    def __init__(self, connection: kombu.Connection, timeout: float) -> None:
+        self._connection = connection
+        self._timeout = timeout
+        self._confirms = connection.transport.driver_type == "amqp"
+        self._channel = connection.channel()
+        self._producer = kombu.Producer(self._channel)
+        self._next_tag = 1
+        self._outstanding: set[int] = set()
+        self._nacked: set[int] = set()
+        if self._confirms:
+            self._channel.confirm_select()
+            self._channel.events["basic_ack"].add(self._on_ack)
+            self._channel.events["basic_nack"].add(self._on_nack)
+
+    def publish(self, envelopes: Sequence[Envelope]) -> None:
+        """Publish every envelope; return once the broker confirmed them all.
+
+        :raises PublishNotConfirmed: when one was refused or not confirmed in time.
+        """
+        if not envelopes:
+            return
+        self._outstanding.clear()
+        self._nacked.clear()
+        for envelope in envelopes:
+            self._producer.publish(
+                envelope.body,
+                exchange=envelope.exchange,
+                routing_key=envelope.routing_key,
+                delivery_mode=2,
+                content_type="application/json",
+                content_encoding="utf-8",
+                message_id=envelope.message_id,
+                headers=envelope.headers,
+                retry=False,
+            )
+            if self._confirms:
+                self._outstanding.add(self._next_tag)
+                self._next_tag += 1
+        deadline = time.monotonic() + self._timeout
+        while self._outstanding:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PublishNotConfirmed(
+                    count=len(self._outstanding),
+                    reason=f"no confirm within {self._timeout:g} s",
+                )
+            try:
+                self._connection.drain_events(timeout=min(remaining, 1.0))
+            except TimeoutError:
+                continue
+        if self._nacked:
+            raise PublishNotConfirmed(count=len(self._nacked), reason="the broker refused them")
+
+    def close(self) -> None:
+        try:
+            self._channel.close()
+        except Exception:
+            LOG.debug("closing publisher channel failed", exc_info=True)
+
+    def _settle(self, tag: int, multiple: bool, nacked: bool) -> None:
+        settled = {t for t in self._outstanding if t <= tag} if multiple else {tag}
+        settled &= self._outstanding
+        self._outstanding -= settled
+        if nacked:
+            self._nacked |= settled
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        self._settle(delivery_tag, multiple, nacked=False)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        self._settle(delivery_tag, multiple, nacked=True)
+
+
+class ConnectionLoop:
+    """A thread that owns one broker connection and everything done on it.
+
+    Subclasses declare and consume in :meth:`on_connect`, do their periodic
+    work in :meth:`on_tick`, and forget per-connection state (unacked messages
+    cannot be acked on a new connection) in :meth:`on_disconnect`. The loop
+    reconnects with capped, jittered backoff until stopped.
+    """
+
+    #: Longest time a tick waits for broker events.
+    tick: float = 0.05
+    max_backoff: float = 30.0
+
+    def __init__(self, broker: Broker, name: str) -> None:
+        self.broker = broker
+        self.name = name
+        self.stopping = threading.Event()
+        self.connected = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        failures = 0
+        while not self.stopping.is_set():
+            connection = self.broker.connect()
+            try:
+                connection.ensure_connection(max_retries=1)
+                self.on_connect(connection)
+                self.connected.set()
+                if failures:
+                    LOG.info("%s: connected to %s again", self.name, self.broker.url.masked)
+                failures = 0
+                while not self.stopping.is_set():
+                    self.wait(connection)
+                    if self.broker.heartbeat and not self.broker.url.in_memory:
+                        connection.heartbeat_check()
+                    self.on_tick(connection)
+                self.on_stop(connection)
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure
+                self.connected.clear()
+                self.on_disconnect()
+                failures += 1
+                delay = min(self.max_backoff, 0.5 * 2 ** min(failures, 8)) * random.uniform(0.5, 1)
+                recoverable = isinstance(
+                    exc,
+                    (
+                        *connection.recoverable_connection_errors,
+                        *connection.connection_errors,
+                        OSError,
+                        PublishNotConfirmed,
+                    ),
+                )
+                log = LOG.warning if recoverable else LOG.exception
+                log(
+                    "%s: %s; reconnecting to %s in %.1f s",
+                    self.name,
+                    exc or type(exc).__name__,
+                    self.broker.url.masked,
+                    delay,
+                )
+                self.stopping.wait(delay)
+            finally:
+                try:
+                    connection.release()
+                except Exception:
+                    LOG.debug("%s: releasing the connection failed", self.name, exc_info=True)
+
+    def wait(self, connection: kombu.Connection) -> None:
+        try:
+            connection.drain_events(timeout=self.tick)
+        except TimeoutError:
+            pass
+
+    def on_connect(self, connection: kombu.Connection) -> None:
+        """Declare queues, start consumers."""
+
+    def on_tick(self, connection: kombu.Connection) -> None:
+        """Periodic work on the connection's thread."""
+
+    def on_stop(self, connection: kombu.Connection) -> None:
+        """Finish what can be finished before the connection closes."""
+
+    def on_disconnect(self) -> None:
+        """Forget state bound to the lost connection."""

@@ -1,0 +1,214 @@
+"""The driver API.
+
+A driver translates the desired state of a resource into one vendor's device
+configuration. The agent loads it through stevedore from the entry-point
+namespace ``tether.drivers`` (the entry-point name is the provider name users
+put in ``provider``) and calls it synchronously in a worker thread::
+
+    [options.entry_points]
+    tether.drivers =
+        acme = acme_tether.driver:AcmeDriver
+
+Contract
+    * Every call carries the **full desired state** of the resource and of
+      its whole tree, never a diff.
+    * Calls are **idempotent**: applying the same desired state twice leaves
+      the device as applying it once. A work message can be delivered again
+      after an agent dies mid-call, so a driver will see repeats.
+    * Calls return when the device has the state, or raise one of the
+      exceptions below to say what went wrong.
+    * Status flows back through the :class:`Callbacks` object, never through
+      the database: agents hold no database credentials.
+
+Exceptions (all :class:`DriverError`, whose messages reach the API user and
+the operator's log respectively)::
+
+    DriverError                 failed; the task ends FAILED with the message
+    ├── DeviceUnreachable       transient: the framework may retry with backoff
+    ├── InvalidConfiguration    permanent: retrying cannot help
+    └── NotSupported            the driver cannot do this operation or feature
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar, Literal
+
+from oslo_config import cfg
+
+from tether.common.exceptions import TetherError
+from tether.common.states import OperatingStatus
+
+Placement = Literal["shared", "host"]
+
+
+class DriverError(TetherError):
+    """A driver failed to apply a change.
+
+    :param user_message: what the API user sees in ``last_error``; say what
+        is wrong and what to do about it.
+    :param operator_message: extra detail for the agent's log (device
+        responses, internal ids); defaults to the user message.
+    """
+
+    message = "The driver failed: {reason}"
+    retryable: ClassVar[bool] = False
+
+    def __init__(
+        self, user_message: str | None = None, operator_message: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(user_message, **kwargs)
+        self.user_message = self.msg
+        self.operator_message = operator_message or self.msg
+
+
+class DeviceUnreachable(DriverError):
+    """The device did not answer; the same call may succeed later."""
+
+    message = "The device could not be reached: {reason}"
+    retryable = True
+
+
+class InvalidConfiguration(DriverError):
+    """The desired state cannot be applied as given; retrying cannot help."""
+
+    message = "The device refused the configuration: {reason}"
+
+
+class NotSupported(DriverError):
+    """The driver does not implement this operation or feature."""
+
+    message = "Not supported by this driver: {reason}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Resource:
+    """The desired state of one resource, as a driver receives it.
+
+    :ivar type: the resource type name, e.g. ``listener``.
+    :ivar attributes: every attribute, defaults applied.
+    :ivar children: the resources that belong to this one, each with its own.
+    """
+
+    type: str
+    id: str
+    project_id: str
+    attributes: Mapping[str, Any]
+    parent_id: str | None = None
+    children: tuple[Resource, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Resource:
+        return cls(
+            type=data["type"],
+            id=data["id"],
+            project_id=data["project_id"],
+            attributes=dict(data.get("attributes") or {}),
+            parent_id=data.get("parent_id"),
+            children=tuple(cls.from_dict(c) for c in data.get("children") or ()),
+        )
+
+    def walk(self) -> Iterator[Resource]:
+        """This resource and every descendant, parents before children."""
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+    def find(self, resource_id: str) -> Resource | None:
+        return next((r for r in self.walk() if r.id == resource_id), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """One change a driver applies.
+
+    :ivar operation: ``create``, ``update`` or ``delete``.
+    :ivar resource: the target's desired state (for a delete, its last one).
+    :ivar tree: the desired state of the target's whole root tree; for a
+        delete, the target is still in it.
+    """
+
+    task_id: str
+    operation: str
+    generation: int
+    attempt: int
+    request_id: str | None
+    resource: Resource
+    tree: Resource
+
+
+class Callbacks:
+    """What a driver reports back while or after applying a change.
+
+    The agent carries these reports to the plugin; calling them is optional.
+    """
+
+    def operating_status(self, resource_id: str, status: OperatingStatus) -> None:
+        """Report the fabric status of a resource (``ONLINE``, ``DEGRADED`` ...)."""
+
+    def progress(self, message: str) -> None:
+        """Report progress of a long call, for people watching the task."""
+
+
+class Driver(abc.ABC):
+    """Base class of every driver.
+
+    Subclasses implement :meth:`create`, :meth:`update` and :meth:`delete`
+    (an incomplete driver fails when it loads, naming what is missing) and
+    declare:
+
+    :cvar resource_types: the resource type names this driver applies; a
+        change to any other type fails with :class:`NotSupported`.
+    :cvar placement: ``shared`` when any agent can reach the device (remote
+        management API), ``host`` when the device lives on the agent's host.
+    :cvar capabilities: free-form feature names the driver offers.
+
+    :param conf: the process configuration; the driver's own options live in
+        the group ``[driver:NAME]`` and are listed by :meth:`list_opts`.
+    :param callbacks: where to report status.
+    """
+
+    name: ClassVar[str] = ""
+    resource_types: ClassVar[frozenset[str]] = frozenset()
+    placement: ClassVar[Placement] = "shared"
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, conf: cfg.ConfigOpts, callbacks: Callbacks) -> None:
+        self.conf = conf
+        self.callbacks = callbacks
+
+    @classmethod
+    def list_opts(cls) -> list[cfg.Opt]:
+        """Options of this driver, registered under ``[driver:NAME]``."""
+        return []
+
+    @abc.abstractmethod
+    def create(self, change: Change) -> None:
+        """Make the device hold ``change.resource`` as desired.
+
+        :raises DriverError: or a subclass, when the device cannot.
+        """
+
+    @abc.abstractmethod
+    def update(self, change: Change) -> None:
+        """Make the device hold the new desired state of ``change.resource``.
+
+        :raises DriverError: or a subclass, when the device cannot.
+        """
+
+    @abc.abstractmethod
+    def delete(self, change: Change) -> None:
+        """Remove ``change.resource`` from the device; absent is success.
+
+        :raises DriverError: or a subclass, when the device cannot.
+        """
+
+    def close(self) -> None:
+        """Release connections and files; called when the agent stops."""
+
+
+def driver_group(name: str) -> str:
+    """The ini section of a driver's own options."""
+    return f"driver:{name}"

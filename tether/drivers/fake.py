@@ -1,0 +1,112 @@
+"""The ``fake`` driver: does what the resource's metadata tells it to.
+
+It lets tests, and people trying tether, walk every path of the pipeline.
+Instructions are read from the ``metadata`` of the resource being changed:
+
+``fake.fail``
+    Fail permanently with this text as the error message.
+``fake.fail_operation``
+    With ``fake.fail``: fail only this operation (``create``, ``update`` or
+    ``delete``); the others succeed.
+``fake.unreachable``
+    Fail as if the device did not answer (a retryable error) with this text.
+``fake.delay_ms``
+    Sleep this many milliseconds before answering (a slow device).
+``fake.crash``
+    Kill the agent's process at the start of the call, once per resource (a
+    marker under ``state_path`` remembers it), to exercise redelivery. In the
+    all-in-one this kills the whole process.
+``fake.operating_status``
+    Report this operating status instead of ``ONLINE``.
+
+Example: ``{"provider": "fake", "metadata": {"fake.fail": "no capacity"}}``
+ends in ``ERROR`` with ``last_error`` "no capacity".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from oslo_config import cfg
+
+from tether.common.states import OperatingStatus
+from tether.drivers.base import Change, DeviceUnreachable, DriverError, driver_group
+from tether.drivers.noop import NoopDriver
+
+LOG = logging.getLogger(__name__)
+
+OPTS: list[cfg.Opt] = [
+    cfg.StrOpt(
+        "crash_marker_dir",
+        help="Directory of the markers that make fake.crash fire once per resource; "
+        "defaults to <state_path>/fake-driver.",
+    ),
+]
+
+
+class FakeDriver(NoopDriver):
+    """A noop driver that fails, stalls or crashes on request."""
+
+    name = "fake"
+
+    @classmethod
+    def list_opts(cls) -> list[cfg.Opt]:
+        return OPTS
+
+    def create(self, change: Change) -> None:
+        self._obey(change)
+        super().create(change)
+
+    def update(self, change: Change) -> None:
+        self._obey(change)
+        super().update(change)
+
+    def delete(self, change: Change) -> None:
+        self._obey(change)
+        super().delete(change)
+
+    def _apply(self, change: Change) -> None:
+        super()._apply(change)
+        status = _instructions(change).get("fake.operating_status")
+        if status:
+            self.callbacks.operating_status(change.resource.id, OperatingStatus(status))
+
+    def _obey(self, change: Change) -> None:
+        meta = _instructions(change)
+        if meta.get("fake.crash"):
+            self._crash_once(change)
+        if "fake.delay_ms" in meta:
+            time.sleep(int(meta["fake.delay_ms"]) / 1000.0)
+        if "fake.unreachable" in meta:
+            raise DeviceUnreachable(meta["fake.unreachable"])
+        operation = meta.get("fake.fail_operation")
+        if "fake.fail" in meta and operation in (None, change.operation):
+            raise DriverError(meta["fake.fail"])
+
+    def _crash_once(self, change: Change) -> None:
+        directory = self._marker_dir()
+        marker = os.path.join(directory, change.resource.id)
+        if os.path.exists(marker):
+            return
+        os.makedirs(directory, exist_ok=True)
+        with open(marker, "w") as f:
+            f.write(change.task_id)
+        LOG.warning(
+            "fake.crash: killing this process (pid %d) during task %s as instructed",
+            os.getpid(),
+            change.task_id,
+        )
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def _marker_dir(self) -> str:
+        configured = self.conf[driver_group(self.name)].crash_marker_dir
+        return configured or os.path.join(os.path.expanduser(self.conf.state_path), "fake-driver")
+
+
+def _instructions(change: Change) -> Mapping[str, Any]:
+    return change.resource.attributes.get("metadata") or {}

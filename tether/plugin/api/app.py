@@ -1,0 +1,97 @@
+"""The plugin's ASGI application."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio.to_thread
+import fastapi
+from oslo_config import cfg
+from starlette.responses import Response
+
+from tether import __version__
+from tether.common import log
+from tether.plugin.api import errors, resources, tasks
+from tether.plugin.api.deps import Api
+
+LOG = logging.getLogger(__name__)
+
+GROUP = "api"
+OPTS: list[cfg.Opt] = [
+    cfg.HostAddressOpt("bind_host", default="127.0.0.1", help="Address the REST API listens on."),
+    cfg.PortOpt("bind_port", default=9870, help="Port the REST API listens on."),
+    cfg.IntOpt("workers", default=8, min=1, help="Threads that serve requests touching the database."),
+    cfg.IntOpt("default_page_size", default=100, min=1, help="Items in a page when no limit is given."),
+    cfg.IntOpt("max_page_size", default=1000, min=1, help="Largest limit a list request may ask for."),
+    cfg.IntOpt(
+        "max_body_bytes", default=1024 * 1024, min=1024, help="Largest request body accepted, in bytes."
+    ),
+]
+
+REQUEST_ID_HEADER = "X-Request-Id"
+_CLIENT_REQUEST_ID = re.compile(r"^req-[0-9a-f-]{36}$")
+
+
+def create_app(api: Api) -> fastapi.FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: fastapi.FastAPI) -> AsyncIterator[None]:
+        # Endpoints that touch the database run in threads; bound them so a
+        # burst queues in the API instead of piling up on the database.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = api.workers
+        yield
+
+    app = fastapi.FastAPI(
+        lifespan=lifespan,
+        title="tether",
+        version=__version__,
+        description="Desired state in, device state out: every change is a task "
+        "that ends SUCCEEDED or FAILED with a reason.",
+        openapi_url="/v1/openapi.json",
+        docs_url="/v1/docs",
+        redoc_url=None,
+    )
+    app.state.api = api
+    errors.install(app)
+
+    @app.middleware("http")
+    async def request_id(
+        request: fastapi.Request, call_next: Callable[[fastapi.Request], Awaitable[Response]]
+    ) -> Response:
+        # A client may pass its own id (e.g. to retry under the same id);
+        # anything else gets a fresh one, so logs never carry caller text.
+        offered = request.headers.get(REQUEST_ID_HEADER, "")
+        rid = offered if _CLIENT_REQUEST_ID.match(offered) else f"req-{uuid.uuid4()}"
+        request.state.request_id = rid
+        with log.request_context(rid):
+            response = await call_next(request)
+        response.headers[REQUEST_ID_HEADER] = rid
+        return response
+
+    @app.get("/v1", tags=["discovery"], summary="List the resource types and their schemas")
+    def discovery() -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "resource_types": [
+                {
+                    "name": t.name,
+                    "collection": f"/v1/{t.collection}",
+                    "parent": t.parent,
+                    "parent_key": t.parent_key,
+                    "immutable": sorted(t.immutable),
+                    "description": t.description,
+                    "schema": t.schema,
+                }
+                for t in api.registry.values()
+            ],
+            "providers": api.changes.providers.names,
+        }
+
+    for rtype in api.registry.values():
+        app.include_router(resources.router(api, rtype))
+    app.include_router(tasks.router(api))
+    return app

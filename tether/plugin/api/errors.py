@@ -1,0 +1,71 @@
+"""Turning errors into answers, in one place.
+
+Every error answer has the same shape::
+
+    {"error": {"type": "InvalidInput", "message": "...", "path": "$.port",
+               "request_id": "req-..."}}
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import fastapi
+from fastapi import exceptions as fastapi_exceptions
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from tether.common.exceptions import TetherError
+
+LOG = logging.getLogger(__name__)
+
+
+def error_response(
+    request: fastapi.Request, status: int, type_: str, message: str, **extra: Any
+) -> JSONResponse:
+    body = {
+        "type": type_,
+        "message": message,
+        **extra,
+        "request_id": getattr(request.state, "request_id", None),
+    }
+    return JSONResponse({"error": body}, status_code=status)
+
+
+def install(app: fastapi.FastAPI) -> None:
+    @app.exception_handler(TetherError)
+    async def _tether_error(request: fastapi.Request, exc: TetherError) -> JSONResponse:
+        if exc.status >= 500:
+            LOG.error("%s %s failed: %s", request.method, request.url.path, exc.msg)
+        extra = {"path": exc.kwargs["path"]} if "path" in exc.kwargs else {}
+        return error_response(request, exc.status, exc.type, exc.msg, **extra)
+
+    @app.exception_handler(fastapi_exceptions.RequestValidationError)
+    async def _validation_error(
+        request: fastapi.Request, exc: fastapi_exceptions.RequestValidationError
+    ) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+        )
+        return error_response(request, 400, "InvalidInput", f"Invalid request: {problems}")
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: fastapi.Request, exc: HTTPException) -> JSONResponse:
+        message = str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"No such endpoint: {request.url.path}; GET /v1 lists the resource types."
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}."
+        return error_response(request, exc.status_code, "HTTPError", message)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: fastapi.Request, exc: Exception) -> JSONResponse:
+        LOG.exception("%s %s failed unexpectedly", request.method, request.url.path)
+        return error_response(
+            request,
+            500,
+            "InternalError",
+            "The plugin failed to handle the request; the operator's log has the details "
+            "under this request id.",
+        )

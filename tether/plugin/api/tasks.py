@@ -1,0 +1,58 @@
+"""``/v1/tasks``: what happened to every accepted change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fastapi
+
+from tether.common.exceptions import InvalidInput, NotFound
+from tether.common.states import TaskState
+from tether.plugin.api import pagination, views
+from tether.plugin.api.deps import Api, Context
+from tether.plugin.db import queries
+
+#: query parameter -> column; ``task_state`` is the spelling of the original
+#: Neutron task-API proposal, kept so its clients work unchanged.
+FILTERS = {
+    "resource_id": "resource_id",
+    "resource_type": "resource_type",
+    "state": "state",
+    "task_state": "state",
+    "operation": "operation",
+    "provider": "provider",
+    "request_id": "request_id",
+}
+
+
+def router(api: Api) -> fastapi.APIRouter:
+    r = fastapi.APIRouter(prefix="/v1/tasks", tags=["task"])
+
+    @r.get("", summary="List tasks")
+    def list_(request: fastapi.Request, ctx: Context) -> dict[str, Any]:
+        params = dict(request.query_params)
+        query = pagination.parse(params, FILTERS, api.default_limit, api.max_limit)
+        state = query.filters.get("state")
+        if state is not None and state not in TaskState.__members__:
+            raise InvalidInput(f"state must be one of {', '.join(TaskState.__members__)}.")
+        with api.sessionmaker() as session:
+            marker = None
+            if query.marker:
+                marker = queries.get_task(session, query.marker, ctx.project_filter)
+                if marker is None:
+                    raise InvalidInput(f"marker {query.marker} is not a task you can see.")
+            rows = list(queries.list_tasks(session, ctx.project_filter, query.filters, query.limit, marker))
+        return {
+            "tasks": [views.task(t) for t in rows],
+            "links": pagination.next_link(request.url.path, params, rows, query.limit),
+        }
+
+    @r.get("/{task_id}", summary="Show a task")
+    def show(task_id: str, ctx: Context) -> dict[str, Any]:
+        with api.sessionmaker() as session:
+            row = queries.get_task(session, task_id, ctx.project_filter)
+        if row is None:
+            raise NotFound(kind="Task", id=task_id)
+        return views.task(row)
+
+    return r

@@ -1,0 +1,243 @@
+"""Accepting changes: validate, then record desired state, task and outbox
+row in one transaction (DESIGN.md guarantee 1: accepted means durable).
+
+Until a change has run, another change to the same resource tree is refused
+with 409 naming the task in flight, so tasks on one tree never overlap.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import orm
+
+from tether.common import messages, transport
+from tether.common.exceptions import Conflict, InvalidInput, NotFound
+from tether.common.resource_types import Registry, ResourceType
+from tether.common.states import OperatingStatus, Operation, ProvisioningStatus, TaskState
+from tether.plugin.context import RequestContext
+from tether.plugin.db import queries
+from tether.plugin.db.models import Outbox, Resource, Task, utcnow
+from tether.plugin.providers import Providers
+
+LOG = logging.getLogger(__name__)
+
+
+class Changes:
+    """Turns API requests into committed desired state and tasks."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        providers: Providers,
+        sessionmaker: orm.sessionmaker[orm.Session],
+        on_commit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.registry = registry
+        self.providers = providers
+        self.sessionmaker = sessionmaker
+        self._on_commit = on_commit
+
+    def create(self, ctx: RequestContext, rtype: ResourceType, body: Any) -> tuple[Resource, Task]:
+        self.registry.validate(rtype, body)
+        attributes = rtype.defaults() | dict(body)
+        with self.sessionmaker.begin() as session:
+            parent = None
+            if rtype.parent is not None and rtype.parent_key:
+                parent_id = attributes.pop(rtype.parent_key)
+                parent = self._get(session, ctx, self.registry[rtype.parent], parent_id)
+                if parent.provisioning_status == ProvisioningStatus.PENDING_DELETE:
+                    raise Conflict(f"{parent.type} {parent.id} is being deleted.")
+                provider_name = parent.provider
+            else:
+                provider_name = attributes["provider"]
+            self.providers.get(provider_name, rtype.name)
+            resource_id = str(uuid.uuid4())
+            root_id = parent.root_id if parent is not None else resource_id
+            self._check_idle(session, root_id)
+            resource = Resource(
+                id=resource_id,
+                type=rtype.name,
+                project_id=parent.project_id if parent is not None else ctx.project_id,
+                parent_id=parent.id if parent is not None else None,
+                root_id=root_id,
+                provider=provider_name,
+                name=attributes.get("name"),
+                attributes=attributes,
+                provisioning_status=ProvisioningStatus.PENDING_CREATE,
+                operating_status=OperatingStatus.UNKNOWN,
+                generation=1,
+                applied_generation=0,
+            )
+            session.add(resource)
+            task = self._dispatch(session, ctx, resource, Operation.CREATE)
+        self._on_commit()
+        return resource, task
+
+    def update(
+        self, ctx: RequestContext, rtype: ResourceType, resource_id: str, body: Any
+    ) -> tuple[Resource, Task]:
+        if not isinstance(body, dict):
+            raise InvalidInput(reason=f"the body must be a JSON object of {rtype.name} attributes")
+        if not body:
+            raise InvalidInput(reason=f"the body names no {rtype.name} attribute to change")
+        with self.sessionmaker.begin() as session:
+            resource = self._get(session, ctx, rtype, resource_id)
+            if rtype.parent_key and rtype.parent_key in body and body[rtype.parent_key] != resource.parent_id:
+                raise InvalidInput(
+                    f"{rtype.parent_key} cannot change after create; create a new {rtype.name} instead.",
+                    path=f"$.{rtype.parent_key}",
+                )
+            changes = {k: v for k, v in body.items() if k != rtype.parent_key}
+            self._check_immutable(rtype, resource.attributes, changes)
+            attributes = copy.deepcopy(resource.attributes) | changes
+            full = attributes | ({rtype.parent_key: resource.parent_id} if rtype.parent_key else {})
+            self.registry.validate(rtype, full)
+            self._check_idle(session, resource.root_id)
+            if resource.provisioning_status == ProvisioningStatus.PENDING_DELETE:
+                raise Conflict(f"{rtype.name} {resource.id} is being deleted.")
+            resource.attributes = attributes
+            resource.name = attributes.get("name")
+            resource.generation += 1
+            resource.provisioning_status = ProvisioningStatus.PENDING_UPDATE
+            task = self._dispatch(session, ctx, resource, Operation.UPDATE)
+        self._on_commit()
+        return resource, task
+
+    def delete(self, ctx: RequestContext, rtype: ResourceType, resource_id: str) -> tuple[Resource, Task]:
+        with self.sessionmaker.begin() as session:
+            resource = self._get(session, ctx, rtype, resource_id)
+            kids = queries.children(session, resource.id)
+            if kids:
+                raise Conflict(f"{rtype.name} {resource.id} still has {_describe(kids)}; delete them first.")
+            self._check_idle(session, resource.root_id)
+            resource.generation += 1
+            resource.provisioning_status = ProvisioningStatus.PENDING_DELETE
+            task = self._dispatch(session, ctx, resource, Operation.DELETE)
+        self._on_commit()
+        return resource, task
+
+    def _get(
+        self, session: orm.Session, ctx: RequestContext, rtype: ResourceType, resource_id: Any
+    ) -> Resource:
+        resource = None
+        if isinstance(resource_id, str):
+            resource = queries.get_resource(session, resource_id, ctx.project_filter, rtype.name)
+        if resource is None:
+            raise NotFound(kind=rtype.name.capitalize(), id=resource_id)
+        return resource
+
+    @staticmethod
+    def _check_immutable(rtype: ResourceType, current: dict[str, Any], changes: dict[str, Any]) -> None:
+        changed = sorted(k for k in changes if k in rtype.immutable and changes[k] != current.get(k))
+        if changed:
+            raise InvalidInput(
+                f"{', '.join(changed)} of a {rtype.name} cannot change after create "
+                f"(immutable: {', '.join(sorted(rtype.immutable))}); create a new {rtype.name} instead.",
+                path=f"$.{changed[0]}",
+            )
+
+    @staticmethod
+    def _check_idle(session: orm.Session, root_id: str) -> None:
+        busy = queries.in_flight_task(session, root_id)
+        if busy is not None:
+            raise Conflict(
+                f"Task {busy.id} ({busy.operation} {busy.resource_type} {busy.resource_id}) is "
+                f"{busy.state} on the same resource tree; retry when it has finished "
+                f"(GET /v1/tasks/{busy.id})."
+            )
+
+    def _dispatch(
+        self, session: orm.Session, ctx: RequestContext, resource: Resource, operation: Operation
+    ) -> Task:
+        now = utcnow()
+        task = Task(
+            id=str(uuid.uuid4()),
+            resource_id=resource.id,
+            resource_type=resource.type,
+            root_id=resource.root_id,
+            project_id=resource.project_id,
+            provider=resource.provider,
+            operation=operation,
+            generation=resource.generation,
+            state=TaskState.PENDING,
+            attempt=1,
+            request_id=ctx.request_id,
+            created_at=now,
+            pending_at=now,
+        )
+        session.add(task)
+        session.flush()
+        work = messages.Work(
+            task=work_task(task),
+            resource=resource_message(resource),
+            tree=tree_message(queries.tree(session, resource.root_id)),
+        )
+        session.add(
+            Outbox(
+                task_id=task.id,
+                exchange=transport.WORK_EXCHANGE,
+                routing_key=resource.provider,
+                payload=messages.encode(work.to_body()).decode(),
+                request_id=ctx.request_id,
+            )
+        )
+        LOG.info(
+            "accepted %s of %s %s as task %s (generation %d, provider %s)",
+            operation,
+            resource.type,
+            resource.id,
+            task.id,
+            task.generation,
+            resource.provider,
+        )
+        return task
+
+
+def work_task(task: Task) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "operation": task.operation,
+        "resource_type": task.resource_type,
+        "resource_id": task.resource_id,
+        "root_id": task.root_id,
+        "generation": task.generation,
+        "attempt": task.attempt,
+        "project_id": task.project_id,
+        "request_id": task.request_id,
+        "provider": task.provider,
+    }
+
+
+def resource_message(resource: Resource) -> dict[str, Any]:
+    return {
+        "type": resource.type,
+        "id": resource.id,
+        "project_id": resource.project_id,
+        "parent_id": resource.parent_id,
+        "attributes": resource.attributes,
+    }
+
+
+def tree_message(rows: Sequence[Resource]) -> dict[str, Any]:
+    """Nest a root's resources under the root, parents before children."""
+    nodes = {r.id: resource_message(r) | {"children": []} for r in rows}
+    root = None
+    for row in rows:
+        if row.parent_id is None:
+            root = nodes[row.id]
+        elif row.parent_id in nodes:
+            nodes[row.parent_id]["children"].append(nodes[row.id])
+    if root is None:
+        raise NotFound(kind="Root resource", id=rows[0].root_id if rows else "?")
+    return root
+
+
+def _describe(kids: Sequence[Resource]) -> str:
+    shown = ", ".join(f"{k.type} {k.id}" for k in kids[:5])
+    more = f" and {len(kids) - 5} more" if len(kids) > 5 else ""
+    return f"{len(kids)} child resource(s): {shown}{more}"

@@ -1,0 +1,21 @@
+"""Who is asking: the project and roles of an API caller."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestContext:
+    project_id: str
+    roles: frozenset[str] = frozenset()
+    request_id: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+    @property
+    def project_filter(self) -> str | None:
+        """The project a query is limited to; None lets an admin see all."""
+        return None if self.is_admin else self.project_id

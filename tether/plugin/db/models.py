@@ -1,0 +1,120 @@
+"""SQLAlchemy models: desired state, tasks and the outbox.
+
+Only portable SQL lives here: the same models run on SQLite (the embedded
+default) and PostgreSQL. Timestamps are stored as naive UTC and read back
+timezone-aware, because SQLite keeps no time zone.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime.datetime]):
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime.datetime | None, dialect: Any) -> Any:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(datetime.UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Any) -> datetime.datetime | None:
+        if value is None:
+            return None
+        stored: datetime.datetime = value
+        return stored if stored.tzinfo else stored.replace(tzinfo=datetime.UTC)
+
+
+class Base(orm.DeclarativeBase):
+    type_annotation_map = {datetime.datetime: UTCDateTime, dict[str, Any]: sa.JSON}
+
+
+class Resource(Base):
+    """The desired state of one resource and what is known of the device."""
+
+    __tablename__ = "resources"
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(36), primary_key=True)
+    type: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+    project_id: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    parent_id: orm.Mapped[str | None] = orm.mapped_column(
+        sa.String(36), sa.ForeignKey("resources.id", name="fk_resources_parent_id")
+    )
+    root_id: orm.Mapped[str] = orm.mapped_column(sa.String(36))
+    provider: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+    name: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+    attributes: orm.Mapped[dict[str, Any]]
+    provisioning_status: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    operating_status: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    #: bumped by every accepted change; the driver is told which one it applies
+    generation: orm.Mapped[int] = orm.mapped_column(default=1)
+    #: the newest generation a driver reported applied
+    applied_generation: orm.Mapped[int] = orm.mapped_column(default=0)
+    last_error: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+    created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow)
+    updated_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        sa.Index("ix_resources_type_project_created", "type", "project_id", "created_at", "id"),
+        sa.Index("ix_resources_parent_id", "parent_id"),
+        sa.Index("ix_resources_root_id", "root_id"),
+    )
+
+
+class Task(Base):
+    """One accepted change of one resource and its journey to a device."""
+
+    __tablename__ = "tasks"
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(36), primary_key=True)
+    # No foreign key: a deleted resource's tasks stay as its history.
+    resource_id: orm.Mapped[str] = orm.mapped_column(sa.String(36))
+    resource_type: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+    root_id: orm.Mapped[str] = orm.mapped_column(sa.String(36))
+    project_id: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    provider: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+    operation: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    generation: orm.Mapped[int]
+    state: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    attempt: orm.Mapped[int] = orm.mapped_column(default=1)
+    agent_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+    host: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+    request_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(64))
+    error_type: orm.Mapped[str | None] = orm.mapped_column(sa.String(64))
+    error_message: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+    created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow)
+    queued_at: orm.Mapped[datetime.datetime | None]
+    pending_at: orm.Mapped[datetime.datetime | None]
+    running_at: orm.Mapped[datetime.datetime | None]
+    finished_at: orm.Mapped[datetime.datetime | None]
+    updated_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        sa.Index("ix_tasks_resource_created", "resource_id", "created_at"),
+        sa.Index("ix_tasks_root_state", "root_id", "state"),
+        sa.Index("ix_tasks_project_created", "project_id", "created_at", "id"),
+        sa.Index("ix_tasks_state_updated", "state", "updated_at"),
+    )
+
+
+class Outbox(Base):
+    """A message committed with its task and not yet confirmed by the broker."""
+
+    __tablename__ = "outbox"
+
+    id: orm.Mapped[int] = orm.mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    task_id: orm.Mapped[str] = orm.mapped_column(sa.String(36))
+    exchange: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    routing_key: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    payload: orm.Mapped[str] = orm.mapped_column(sa.Text)
+    request_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(64))
+    created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow)

@@ -1,0 +1,119 @@
+"""The queries the plugin runs, in one place so indexes can follow them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from tether.common.states import IN_FLIGHT_TASK_STATES
+from tether.plugin.db.models import Outbox, Resource, Task
+
+
+def get_resource(
+    session: orm.Session, resource_id: str, project_id: str | None, rtype: str | None = None
+) -> Resource | None:
+    """A resource by id, or None when absent or in another project.
+
+    :param project_id: None for an admin, who sees every project.
+    """
+    query = sa.select(Resource).where(Resource.id == resource_id)
+    if project_id is not None:
+        query = query.where(Resource.project_id == project_id)
+    if rtype is not None:
+        query = query.where(Resource.type == rtype)
+    return session.scalars(query).one_or_none()
+
+
+def list_resources(
+    session: orm.Session,
+    rtype: str,
+    project_id: str | None,
+    filters: dict[str, Any],
+    limit: int,
+    marker: Resource | None,
+) -> Sequence[Resource]:
+    query = sa.select(Resource).where(Resource.type == rtype)
+    if project_id is not None:
+        query = query.where(Resource.project_id == project_id)
+    for column, value in filters.items():
+        query = query.where(getattr(Resource, column) == value)
+    if marker is not None:
+        query = query.where(
+            sa.tuple_(Resource.created_at, Resource.id)
+            > sa.tuple_(sa.literal(marker.created_at, Resource.created_at.type), sa.literal(marker.id))
+        )
+    query = query.order_by(Resource.created_at, Resource.id).limit(limit)
+    return session.scalars(query).all()
+
+
+def children(session: orm.Session, resource_id: str) -> Sequence[Resource]:
+    return session.scalars(
+        sa.select(Resource).where(Resource.parent_id == resource_id).order_by(Resource.created_at)
+    ).all()
+
+
+def tree(session: orm.Session, root_id: str) -> Sequence[Resource]:
+    return session.scalars(
+        sa.select(Resource).where(Resource.root_id == root_id).order_by(Resource.created_at)
+    ).all()
+
+
+def in_flight_task(session: orm.Session, root_id: str) -> Task | None:
+    return session.scalars(
+        sa.select(Task)
+        .where(Task.root_id == root_id, Task.state.in_(list(IN_FLIGHT_TASK_STATES)))
+        .order_by(Task.created_at)
+        .limit(1)
+    ).first()
+
+
+def latest_task(session: orm.Session, resource_id: str) -> Task | None:
+    return session.scalars(
+        sa.select(Task)
+        .where(Task.resource_id == resource_id)
+        .order_by(Task.created_at.desc(), Task.id.desc())
+        .limit(1)
+    ).first()
+
+
+def get_task(session: orm.Session, task_id: str, project_id: str | None) -> Task | None:
+    query = sa.select(Task).where(Task.id == task_id)
+    if project_id is not None:
+        query = query.where(Task.project_id == project_id)
+    return session.scalars(query).one_or_none()
+
+
+def get_tasks(session: orm.Session, task_ids: Sequence[str]) -> dict[str, Task]:
+    rows = session.scalars(sa.select(Task).where(Task.id.in_(list(task_ids)))).all()
+    return {t.id: t for t in rows}
+
+
+def list_tasks(
+    session: orm.Session,
+    project_id: str | None,
+    filters: dict[str, Any],
+    limit: int,
+    marker: Task | None,
+) -> Sequence[Task]:
+    query = sa.select(Task)
+    if project_id is not None:
+        query = query.where(Task.project_id == project_id)
+    for column, value in filters.items():
+        query = query.where(getattr(Task, column) == value)
+    if marker is not None:
+        query = query.where(
+            sa.tuple_(Task.created_at, Task.id)
+            > sa.tuple_(sa.literal(marker.created_at, Task.created_at.type), sa.literal(marker.id))
+        )
+    return session.scalars(query.order_by(Task.created_at, Task.id).limit(limit)).all()
+
+
+def unsent_outbox(session: orm.Session, limit: int) -> Sequence[Outbox]:
+    return session.scalars(sa.select(Outbox).order_by(Outbox.id).limit(limit)).all()
+
+
+def delete_outbox(session: orm.Session, ids: Sequence[int]) -> None:
+    session.execute(sa.delete(Outbox).where(Outbox.id.in_(list(ids))))

@@ -1,0 +1,22 @@
+"""Options of the plugin, listed for oslo-config-generator."""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+from tether.plugin import dispatch, results, service
+from tether.plugin.api import app
+from tether.plugin.db import session
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    for group, opts in list_opts():
+        conf.register_opts(opts, group=group)
+
+
+def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
+    return [
+        (service.GROUP, service.OPTS + dispatch.OPTS + results.OPTS),
+        (app.GROUP, app.OPTS),
+        (session.GROUP, session.OPTS),
+    ]

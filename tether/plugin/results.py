@@ -1,0 +1,221 @@
+"""Recording what agents report (DESIGN.md guarantee 3: no lost result).
+
+:class:`ResultConsumer` takes result messages off the results queue and acks
+them only after :class:`ResultRecorder` committed them. Recording is
+idempotent: a result for a task that is already finished changes nothing, so
+a redelivered result is harmless. A batch of results shares one commit.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections.abc import Sequence
+
+import kombu
+import sqlalchemy.exc
+from oslo_config import cfg
+from sqlalchemy import orm
+
+from tether.common import log, messages, transport
+from tether.common.exceptions import MalformedMessage
+from tether.common.states import (
+    OperatingStatus,
+    Operation,
+    Outcome,
+    ProvisioningStatus,
+    TaskState,
+)
+from tether.plugin.db import queries
+from tether.plugin.db.models import Task, utcnow
+
+LOG = logging.getLogger(__name__)
+
+OPTS: list[cfg.Opt] = [
+    cfg.IntOpt(
+        "result_batch_size",
+        default=200,
+        min=1,
+        help="Results taken from the broker before recording them in one transaction "
+        "(the consumer's prefetch).",
+    ),
+]
+
+
+class ResultRecorder:
+    """Applies results to tasks and resources."""
+
+    def __init__(self, sessionmaker: orm.sessionmaker[orm.Session]) -> None:
+        self.sessionmaker = sessionmaker
+
+    def record(self, results: Sequence[messages.Result]) -> None:
+        """Record results in one transaction."""
+        with self.sessionmaker.begin() as session:
+            tasks = queries.get_tasks(session, [r.task_id for r in results])
+            for result in results:
+                self._apply(session, tasks.get(result.task_id), result)
+
+    def _apply(self, session: orm.Session, task: Task | None, result: messages.Result) -> None:
+        with log.request_context(result.request_id):
+            if task is None:
+                LOG.warning(
+                    "result for unknown task %s from agent %s ignored", result.task_id, result.agent_id
+                )
+                return
+            if TaskState(task.state).terminal:
+                LOG.debug("task %s is already %s; duplicate result ignored", task.id, task.state)
+                return
+            if result.attempt != task.attempt:
+                LOG.warning(
+                    "result of attempt %d of task %s ignored: attempt %d is current",
+                    result.attempt,
+                    task.id,
+                    task.attempt,
+                )
+                return
+            now = utcnow()
+            task.agent_id = result.agent_id
+            task.host = result.host
+            task.running_at = task.running_at or _parse_time(result.started_at) or now
+            task.finished_at = now
+            if result.outcome == Outcome.SUCCEEDED:
+                task.state = TaskState.SUCCEEDED
+            else:
+                task.state = TaskState.FAILED
+                task.error_type = result.error_type
+                task.error_message = result.error_message
+            self._apply_to_resource(session, task, result)
+            LOG.info(
+                "task %s (%s %s %s, attempt %d) %s on agent %s%s",
+                task.id,
+                task.operation,
+                task.resource_type,
+                task.resource_id,
+                task.attempt,
+                task.state,
+                result.agent_id,
+                f": {result.error_message}" if result.error_message else "",
+            )
+
+    @staticmethod
+    def _apply_statuses(session: orm.Session, task: Task, result: messages.Result) -> None:
+        for resource_id, status in result.statuses.items():
+            if status not in OperatingStatus.__members__:
+                LOG.warning(
+                    "agent %s reported unknown operating status %r for %s; ignored",
+                    result.agent_id,
+                    status,
+                    resource_id,
+                )
+                continue
+            resource = queries.get_resource(session, resource_id, None)
+            # A driver speaks only for the tree it was given.
+            if resource is not None and resource.root_id == task.root_id:
+                resource.operating_status = status
+
+    def _apply_to_resource(self, session: orm.Session, task: Task, result: messages.Result) -> None:
+        self._apply_statuses(session, task, result)
+        resource = queries.get_resource(session, task.resource_id, None)
+        if resource is None:
+            return
+        latest = resource.generation == task.generation
+        if result.outcome == Outcome.SUCCEEDED:
+            if task.operation == Operation.DELETE:
+                session.delete(resource)
+                return
+            resource.applied_generation = max(resource.applied_generation, task.generation)
+            if latest:
+                resource.provisioning_status = ProvisioningStatus.ACTIVE
+                resource.last_error = None
+        elif latest:
+            resource.provisioning_status = ProvisioningStatus.ERROR
+            resource.last_error = result.error_message
+            if task.operation == Operation.CREATE:
+                resource.operating_status = OperatingStatus.OFFLINE
+
+
+class ResultConsumer(transport.ConnectionLoop):
+    """The plugin's consumer of the results queue."""
+
+    def __init__(self, broker: transport.Broker, recorder: ResultRecorder, batch: int) -> None:
+        super().__init__(broker, "result-consumer")
+        self.recorder = recorder
+        self.batch = batch
+        self._pending: list[tuple[kombu.Message, messages.Result]] = []
+        self._publisher: transport.Publisher | None = None
+        self._db_failures = 0
+        self._retry_at = 0.0
+
+    def on_connect(self, connection: kombu.Connection) -> None:
+        queue = self.broker.results_queue()
+        self.broker.declare(connection, [queue])
+        self._publisher = transport.Publisher(connection, self.broker.confirm_timeout)
+        consumer = kombu.Consumer(
+            connection.channel(), queues=[queue], on_message=self._on_message, prefetch_count=self.batch
+        )
+        consumer.consume()
+        LOG.info("consuming results from %s on %s", queue.name, self.broker.url.masked)
+
+    def on_disconnect(self) -> None:
+        # Unacked results come back to some consumer; ours are void now.
+        self._pending.clear()
+        self._publisher = None
+
+    def on_tick(self, connection: kombu.Connection) -> None:
+        if not self._pending or time.monotonic() < self._retry_at:
+            return
+        batch, self._pending = self._pending, []
+        try:
+            self.recorder.record([r for _, r in batch])
+        except sqlalchemy.exc.OperationalError as exc:
+            # The database is down or locked: keep the results unacked and
+            # try again; acking now would lose them.
+            self._pending = batch + self._pending
+            self._db_failures += 1
+            self._retry_at = time.monotonic() + min(30.0, 0.5 * 2 ** min(self._db_failures, 6))
+            LOG.warning("cannot record %d result(s), retrying: %s", len(batch), exc)
+            return
+        except Exception:
+            LOG.exception("recording a batch of %d results failed; recording one by one", len(batch))
+            batch = self._record_one_by_one(batch)
+        self._db_failures = 0
+        for message, _ in batch:
+            message.ack()
+
+    def _record_one_by_one(
+        self, batch: list[tuple[kombu.Message, messages.Result]]
+    ) -> list[tuple[kombu.Message, messages.Result]]:
+        recorded = []
+        for message, result in batch:
+            try:
+                self.recorder.record([result])
+            except Exception as exc:  # noqa: BLE001
+                self._dead_letter(message, f"recording failed: {exc}")
+                continue
+            recorded.append((message, result))
+        return recorded
+
+    def _on_message(self, message: kombu.Message) -> None:
+        try:
+            result = messages.decode_result(message.body)
+        except MalformedMessage as exc:
+            self._dead_letter(message, exc.msg)
+            return
+        self._pending.append((message, result))
+
+    def _dead_letter(self, message: kombu.Message, reason: str) -> None:
+        LOG.error("dead-lettering result message %s: %s", message.properties.get("message_id"), reason)
+        assert self._publisher is not None
+        self._publisher.publish([self.broker.dead_letter_envelope(message, reason)])
+        message.ack()
+
+
+def _parse_time(value: str | None) -> datetime.datetime | None:
+    if not value:
+        return None
+
+    try:
+        return datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None

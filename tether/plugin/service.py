@@ -1,0 +1,105 @@
+"""The plugin process: API, outbox relay and result consumer, wired together."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+from oslo_config import cfg
+
+from tether.common import transport
+from tether.common.exceptions import ConfigError
+from tether.common.resource_types import Registry
+from tether.plugin import dispatch, results
+from tether.plugin.api.app import create_app
+from tether.plugin.api.deps import Api
+from tether.plugin.changes import Changes
+from tether.plugin.db import migration, session
+from tether.plugin.providers import Providers
+
+LOG = logging.getLogger(__name__)
+
+GROUP = "plugin"
+OPTS: list[cfg.Opt] = [
+    cfg.ListOpt(
+        "providers",
+        default=["noop", "fake"],
+        help="Providers (driver names in the tether.drivers entry-point namespace) that "
+        "resources may name; agents serving them must be running for changes to apply.",
+    ),
+]
+
+
+class Plugin:
+    """Everything one plugin process runs."""
+
+    def __init__(self, conf: cfg.ConfigOpts, migrate: bool = False) -> None:
+        self.conf = conf
+        self.registry = Registry.load()
+        self.providers = Providers.load(conf.plugin.providers)
+        self.broker = transport.Broker(conf)
+        self.engine = session.make_engine(conf)
+        if migrate:
+            migration.upgrade(self.engine)
+        elif not migration.is_current(self.engine):
+            raise ConfigError(
+                reason=f"the database schema is at revision {migration.current(self.engine)}, "
+                f"this plugin needs {migration.head()}; run "
+                f"`tether-manage {_config_args(conf)}db upgrade` first."
+            )
+        self.sessionmaker = session.make_sessionmaker(self.engine)
+        self.relay = dispatch.OutboxRelay(
+            self.broker,
+            self.sessionmaker,
+            self.providers.names,
+            conf.plugin.relay_batch_size,
+            conf.plugin.relay_interval,
+        )
+        self.changes = Changes(self.registry, self.providers, self.sessionmaker, on_commit=self.relay.wake)
+        self.results = results.ResultConsumer(
+            self.broker, results.ResultRecorder(self.sessionmaker), conf.plugin.result_batch_size
+        )
+        self.api = Api(
+            registry=self.registry,
+            changes=self.changes,
+            sessionmaker=self.sessionmaker,
+            default_limit=conf.api.default_page_size,
+            max_limit=conf.api.max_page_size,
+            max_body_bytes=conf.api.max_body_bytes,
+            workers=conf.api.workers,
+        )
+        self.app = create_app(self.api)
+
+    def start(self) -> None:
+        self.relay.start()
+        self.results.start()
+        LOG.info(
+            "plugin: providers %s; resource types %s; database %s; broker %s",
+            ", ".join(self.providers.names),
+            ", ".join(self.registry),
+            self.engine.url.render_as_string(hide_password=True),
+            self.broker.url.masked,
+        )
+
+    def serve(self) -> None:
+        """Serve the API until SIGINT or SIGTERM."""
+        config = uvicorn.Config(
+            self.app,
+            host=self.conf.api.bind_host,
+            port=self.conf.api.bind_port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+        )
+        LOG.info("API listening on http://%s:%d/v1", self.conf.api.bind_host, self.conf.api.bind_port)
+        uvicorn.Server(config).run()
+
+    def stop(self) -> None:
+        self.relay.stop()
+        self.results.stop()
+        self.engine.dispose()
+        LOG.info("plugin stopped")
+
+
+def _config_args(conf: cfg.ConfigOpts) -> str:
+    return "".join(f"--config-file {f} " for f in conf.config_file)

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Installs the system packages the functional tests need: Debian's
+# rabbitmq-server (which pulls in Erlang). The tests start their own private
+# node from it (tests/functional/rabbitmq.py), so the packaged system service
+# is stopped and disabled: it would only hold port 5672, the default node name
+# and memory.
+#
+# Idempotent and quick when everything is already there, so CI can call it
+# on every run. Needs root (or sudo) only when something has to be installed.
+set -euo pipefail
+
+RABBITMQ_SERVER=/usr/lib/rabbitmq/bin/rabbitmq-server
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        echo "install-system-deps: need root to run: $*" >&2
+        exit 1
+    fi
+}
+
+stop_system_rabbitmq() {
+    # There is no systemd in our containers, so the SysV script is what
+    # postinst may have used; with systemd, disabling the unit is what counts.
+    as_root service rabbitmq-server stop >/dev/null 2>&1 || true
+    as_root update-rc.d rabbitmq-server disable >/dev/null 2>&1 || true
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        as_root systemctl disable --now rabbitmq-server >/dev/null 2>&1 || true
+    fi
+    # The init script can fail to stop a node it did not start itself (no pid
+    # file), so as a last resort end the packaged node by its owner: only the
+    # system service runs as the 'rabbitmq' user, our test nodes run as us.
+    if id rabbitmq >/dev/null 2>&1 && pgrep -u rabbitmq -x beam.smp >/dev/null 2>&1; then
+        as_root pkill -TERM -u rabbitmq -x beam.smp || true
+        for _ in $(seq 1 30); do
+            pgrep -u rabbitmq -x beam.smp >/dev/null 2>&1 || break
+            sleep 0.5
+        done
+        as_root pkill -KILL -u rabbitmq -x beam.smp || true
+    fi
+}
+
+if [ ! -x "$RABBITMQ_SERVER" ]; then
+    echo "install-system-deps: installing rabbitmq-server" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq
+    # apt writes progress to stdout even with -qq; keep CI logs readable
+    # but let errors through on stderr.
+    as_root apt-get install -y -qq --no-install-recommends rabbitmq-server >/dev/null
+    if [ ! -x "$RABBITMQ_SERVER" ]; then
+        echo "install-system-deps: $RABBITMQ_SERVER still missing after install" >&2
+        exit 1
+    fi
+fi
+
+# Checked on every run, not just after an install: the package may have been
+# installed by hand or by an older script, leaving the service enabled (it
+# would start on the next boot) or running.
+if compgen -G '/etc/rc[2-5].d/S*rabbitmq-server' >/dev/null \
+    || { id rabbitmq >/dev/null 2>&1 && pgrep -u rabbitmq -x beam.smp >/dev/null 2>&1; }; then
+    stop_system_rabbitmq
+fi
