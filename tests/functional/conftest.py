@@ -3,7 +3,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from rabbitmq import INSTALL_HINT, RABBITMQ_SERVER, RabbitMQNode, is_installed
+
+from .rabbitmq import INSTALL_HINT, RABBITMQ_SERVER, RabbitMQNode, is_installed
 
 
 @pytest.fixture(scope="session")

@@ -23,8 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-import amqp  # type: ignore[import-untyped]
-from amqp.exceptions import AMQPError  # type: ignore[import-untyped]
+import amqp
+from amqp.exceptions import AMQPError
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 # Not /usr/sbin/rabbitmq-server: Debian's wrapper su's to the rabbitmq user

@@ -6,7 +6,8 @@ from typing import Any
 import pytest
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.message import Message
-from rabbitmq import RabbitMQNode
+
+from .rabbitmq import RabbitMQNode
 
 pytestmark = pytest.mark.functional
 

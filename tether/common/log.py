@@ -13,6 +13,7 @@ import contextvars
 import logging
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 from oslo_config import cfg
 
@@ -43,11 +44,23 @@ def request_context(request_id: str | None) -> Iterator[None]:
         _request_id.reset(token)
 
 
-class _RequestIdFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "request_id"):
-            record.request_id = _request_id.get()
-        return True
+def install_record_factory() -> None:
+    """Stamp every log record with the request id current where it is made.
+
+    Stamping at creation, not in a handler, keeps the id right when a record
+    is handled later or elsewhere (queue handlers, test capture).
+    """
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "tether", False):
+        return
+
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        record.request_id = _request_id.get()
+        return record
+
+    make_record.tether = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make_record)
 
 
 def setup(conf: cfg.ConfigOpts) -> None:
@@ -56,8 +69,8 @@ def setup(conf: cfg.ConfigOpts) -> None:
         handler = logging.FileHandler(conf.log_file)
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT))
-    handler.addFilter(_RequestIdFilter())
+    handler.setFormatter(logging.Formatter(FORMAT, defaults={"request_id": "-"}))
+    install_record_factory()
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -1,0 +1,80 @@
+"""Unit-test fixtures: a real plugin and real agents on SQLite and kombu's
+in-memory transport, inside the test process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from kombu.transport import memory
+from oslo_config import cfg
+
+from tether.agent import driver_manager
+from tether.agent import service as agent_service
+from tether.common import config
+from tether.plugin import opts as plugin_opts
+from tether.plugin.service import Plugin
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memory_broker() -> Iterator[None]:
+    # kombu's memory transport keeps queues in class attributes, shared by
+    # every connection in the process; start each test with an empty broker.
+    memory.Channel.queues = {}
+    memory.Transport.global_state.clear()
+    yield
+    memory.Channel.queues = {}
+    memory.Transport.global_state.clear()
+
+
+@pytest.fixture
+def conf(tmp_path: Any) -> cfg.ConfigOpts:
+    conf = cfg.ConfigOpts()
+    config.register_opts(conf)
+    plugin_opts.register_opts(conf)
+    agent_service.register_opts(conf)
+    conf([], project="tether", default_config_files=[])
+    conf.set_override("transport_url", "memory://")
+    conf.set_override("state_path", str(tmp_path))
+    conf.set_override("providers", ["noop", "fake"], group="agent")
+    conf.set_override("relay_interval", 0.05, group="plugin")
+    driver_manager.register_driver_opts(conf, ["noop", "fake"])
+    return conf
+
+
+@pytest.fixture
+def plugin(conf: cfg.ConfigOpts) -> Plugin:
+    """A plugin whose relay and result consumer are not running."""
+    return Plugin(conf, migrate=True)
+
+
+@pytest.fixture
+def client(plugin: Plugin) -> Iterator[TestClient]:
+    with TestClient(plugin.app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def pipeline(plugin: Plugin, conf: cfg.ConfigOpts) -> Iterator[list[agent_service.Agent]]:
+    """The plugin's relay and result consumer, and two agents, all running."""
+    agents = [agent_service.Agent(conf, agent_id=f"agent-{i}") for i in (1, 2)]
+    plugin.start()
+    for agent in agents:
+        agent.start()
+    yield agents
+    for agent in agents:
+        agent.stop()
+    plugin.stop()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"condition not met within {timeout} s")

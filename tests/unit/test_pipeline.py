@@ -1,0 +1,133 @@
+"""The whole pipeline in one process: API → outbox → relay → in-memory
+broker → agent → driver → result → recorder."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.unit.conftest import wait_for
+from tether.agent.service import Agent
+from tether.common import log
+
+
+def _settled(client: TestClient, collection: str, resource_id: str) -> Any:
+    def check() -> Any:
+        response = client.get(f"/v1/{collection}/{resource_id}")
+        if response.status_code == 404:
+            return {"gone": True}
+        body = response.json()
+        return body if not body["provisioning_status"].startswith("PENDING") else None
+
+    return wait_for(check)
+
+
+def test_a_loadbalancer_goes_from_pending_create_to_active_and_in_sync(
+    client: TestClient, pipeline: list[Agent]
+) -> None:
+    lb = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
+    body = _settled(client, "loadbalancers", lb["id"])
+    assert body["provisioning_status"] == "ACTIVE"
+    assert body["operating_status"] == "ONLINE"
+    assert body["in_sync"] is True
+    task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
+    assert task["state"] == "SUCCEEDED"
+    assert task["agent_id"] in {"agent-1", "agent-2"}
+    assert task["finished_at"] >= task["running_at"] >= task["pending_at"]
+
+
+def test_the_driver_gets_the_full_desired_state_of_the_tree(
+    client: TestClient, pipeline: list[Agent]
+) -> None:
+    lb = client.post("/v1/loadbalancers", json={"provider": "noop", "name": "web"}).json()
+    _settled(client, "loadbalancers", lb["id"])
+    listener = client.post(
+        "/v1/listeners", json={"loadbalancer_id": lb["id"], "protocol": "HTTP", "protocol_port": 80}
+    ).json()
+    _settled(client, "listeners", listener["id"])
+    applied = {}
+    for agent in pipeline:
+        applied.update(agent.drivers["noop"].applied)  # type: ignore[attr-defined]
+    assert applied[listener["id"]] == (
+        1,
+        {"protocol": "HTTP", "protocol_port": 80, "connection_limit": -1, "admin_state_up": True},
+    )
+
+
+def test_a_fake_failure_ends_in_error_with_the_drivers_message(
+    client: TestClient, pipeline: list[Agent]
+) -> None:
+    lb = client.post(
+        "/v1/loadbalancers", json={"provider": "fake", "metadata": {"fake.fail": "no capacity in rack 7"}}
+    ).json()
+    body = _settled(client, "loadbalancers", lb["id"])
+    assert (body["provisioning_status"], body["last_error"]) == ("ERROR", "no capacity in rack 7")
+    assert body["in_sync"] is False
+    task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
+    assert task["state"] == "FAILED"
+    assert task["error"] == {"type": "DriverError", "message": "no capacity in rack 7"}
+
+
+def test_an_update_applies_the_new_generation(client: TestClient, pipeline: list[Agent]) -> None:
+    lb = client.post("/v1/loadbalancers", json={"provider": "noop", "name": "a"}).json()
+    _settled(client, "loadbalancers", lb["id"])
+    client.put(f"/v1/loadbalancers/{lb['id']}", json={"name": "b"})
+    body = _settled(client, "loadbalancers", lb["id"])
+    assert (body["name"], body["generation"], body["applied_generation"], body["in_sync"]) == (
+        "b",
+        2,
+        2,
+        True,
+    )
+
+
+def test_a_delete_removes_the_resource_and_keeps_its_tasks(client: TestClient, pipeline: list[Agent]) -> None:
+    lb = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
+    _settled(client, "loadbalancers", lb["id"])
+    client.delete(f"/v1/loadbalancers/{lb['id']}")
+    assert _settled(client, "loadbalancers", lb["id"]) == {"gone": True}
+    tasks = client.get(f"/v1/tasks?resource_id={lb['id']}").json()["tasks"]
+    assert [(t["operation"], t["state"]) for t in tasks] == [("create", "SUCCEEDED"), ("delete", "SUCCEEDED")]
+
+
+def test_a_failed_delete_leaves_the_resource_in_error(client: TestClient, pipeline: list[Agent]) -> None:
+    lb = client.post(
+        "/v1/loadbalancers",
+        json={"provider": "fake", "metadata": {"fake.fail": "device busy", "fake.fail_operation": "delete"}},
+    ).json()
+    assert _settled(client, "loadbalancers", lb["id"])["provisioning_status"] == "ACTIVE"
+    client.delete(f"/v1/loadbalancers/{lb['id']}")
+    body = _settled(client, "loadbalancers", lb["id"])
+    assert (body["provisioning_status"], body["last_error"]) == ("ERROR", "device busy")
+
+
+def test_a_driver_bug_becomes_an_error_and_the_agent_keeps_serving(
+    client: TestClient, pipeline: list[Agent]
+) -> None:
+    bad = client.post(
+        "/v1/loadbalancers", json={"provider": "fake", "metadata": {"fake.delay_ms": "soon"}}
+    ).json()
+    body = _settled(client, "loadbalancers", bad["id"])
+    assert body["provisioning_status"] == "ERROR"
+    assert "driver failed unexpectedly (ValueError" in body["last_error"]
+    good = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
+    assert _settled(client, "loadbalancers", good["id"])["provisioning_status"] == "ACTIVE"
+
+
+def test_the_request_id_appears_in_the_plugins_and_the_agents_log_lines(
+    client: TestClient, pipeline: list[Agent], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    log.install_record_factory()
+    response = client.post("/v1/loadbalancers", json={"provider": "noop"})
+    _settled(client, "loadbalancers", response.json()["id"])
+    request_id = response.headers["X-Request-Id"]
+    lines = [r for r in caplog.records if getattr(r, "request_id", None) == request_id]
+    assert {r.name for r in lines} >= {
+        "tether.plugin.changes",
+        "tether.agent.runner",
+        "tether.plugin.results",
+    }
