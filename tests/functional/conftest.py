@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from .daemons import Deployment
 from .rabbitmq import INSTALL_HINT, RABBITMQ_SERVER, RabbitMQNode, is_installed
 
 
@@ -20,3 +21,15 @@ def rabbitmq() -> Iterator[RabbitMQNode]:
         yield node
     finally:
         node.close()
+
+
+@pytest.fixture(scope="module")
+def deployment(rabbitmq: RabbitMQNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """tether-plugin and two tether-agent processes on the private node."""
+    deployment = Deployment(tmp_path_factory.mktemp("deployment"), rabbitmq.url)
+    deployment.start()
+    try:
+        yield deployment
+    finally:
+        codes = deployment.stop()
+    assert set(codes.values()) == {0}, f"a daemon did not stop cleanly: {codes}\n{deployment.logs()}"

@@ -14,6 +14,8 @@ def resource(rtype: ResourceType, row: Resource, task: Task | None = None) -> di
     view: dict[str, Any] = {"id": row.id}
     if rtype.parent_key:
         view[rtype.parent_key] = row.parent_id
+    # Every declared attribute appears, null when unset, so clients see one shape.
+    view.update(dict.fromkeys(_attribute_names(rtype)))
     view.update(row.attributes)
     view.update(
         project_id=row.project_id,
@@ -29,6 +31,10 @@ def resource(rtype: ResourceType, row: Resource, task: Task | None = None) -> di
     if task is not None:
         view["task"] = {"id": task.id, "state": task.state, "href": f"/v1/tasks/{task.id}"}
     return view
+
+
+def _attribute_names(rtype: ResourceType) -> list[str]:
+    return [k for k in rtype.schema["properties"] if k != rtype.parent_key]
 
 
 def in_sync(row: Resource) -> bool:

@@ -1,0 +1,182 @@
+"""The pipeline with real parts: a private RabbitMQ node, tether-plugin and
+two tether-agent processes, configured by ini files as an operator would."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from typing import Any
+
+import kombu
+import pytest
+
+from .daemons import Deployment
+from .rabbitmq import RabbitMQNode
+
+pytestmark = pytest.mark.functional
+
+FAKE_FAILURES = 50
+
+
+def _post(deployment: Deployment, collection: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = deployment.http.post(f"/v1/{collection}", json=body)
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+def _wait_status(
+    deployment: Deployment, collection: str, resource_id: str, timeout: float = 60.0
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = deployment.http.get(f"/v1/{collection}/{resource_id}").json()
+        if not body["provisioning_status"].startswith("PENDING"):
+            return dict(body)
+        time.sleep(0.05)
+    raise AssertionError(f"{collection} {resource_id} still PENDING:\n{deployment.logs()}")
+
+
+def _all(deployment: Deployment, collection: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 1000}
+    while True:
+        page = deployment.http.get(f"/v1/{collection}", params=params).json()
+        items.extend(page[collection])
+        if not page["links"]:
+            return items
+        params["marker"] = items[-1]["id"]
+
+
+def test_five_hundred_resources_end_active_or_in_the_error_the_fake_driver_was_told(
+    deployment: Deployment,
+) -> None:
+    # 400 loadbalancers, 50 of which the fake driver is told to fail ...
+    bodies = [{"provider": "noop", "name": f"lb-{i}"} for i in range(350)]
+    bodies += [
+        {
+            "provider": "fake",
+            "name": f"doomed-{i}",
+            "metadata": {"fake.fail": f"no capacity for doomed-{i}", "fake.delay_ms": "20"},
+        }
+        for i in range(FAKE_FAILURES)
+    ]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        lbs = list(pool.map(lambda b: _post(deployment, "loadbalancers", b), bodies))
+    deployment.wait_settled()
+
+    # ... and 25 full trees: listener, pool, member, health monitor (100 more).
+    trees = [lb for lb in lbs if lb["name"].startswith("lb-")][:25]
+
+    def build(lb: dict[str, Any]) -> None:
+        listener = _post(
+            deployment, "listeners", {"loadbalancer_id": lb["id"], "protocol": "HTTP", "protocol_port": 80}
+        )
+        _wait_status(deployment, "listeners", listener["id"])
+        pool_ = _post(
+            deployment,
+            "pools",
+            {"loadbalancer_id": lb["id"], "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN"},
+        )
+        _wait_status(deployment, "pools", pool_["id"])
+        member = _post(
+            deployment,
+            "members",
+            {"pool_id": pool_["id"], "address": "192.0.2.10", "protocol_port": 8080, "weight": 5},
+        )
+        _wait_status(deployment, "members", member["id"])
+        monitor = _post(
+            deployment,
+            "healthmonitors",
+            {"pool_id": pool_["id"], "type": "HTTP", "delay": 5, "timeout": 3, "max_retries": 2},
+        )
+        _wait_status(deployment, "healthmonitors", monitor["id"])
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(build, trees))
+    deployment.wait_settled()
+
+    resources = {
+        c: _all(deployment, c) for c in ("loadbalancers", "listeners", "pools", "members", "healthmonitors")
+    }
+    total = sum(len(v) for v in resources.values())
+    assert total >= 500
+    errors = {}
+    for collection, items in resources.items():
+        for item in items:
+            if item["name"] and item["name"].startswith("doomed-"):
+                errors[item["name"]] = item
+            else:
+                assert (item["provisioning_status"], item["in_sync"]) == ("ACTIVE", True), item
+    assert len(errors) == FAKE_FAILURES
+    for name, item in errors.items():
+        assert item["provisioning_status"] == "ERROR"
+        assert item["last_error"] == f"no capacity for {name}"
+    pending = deployment.http.get("/v1/tasks", params={"state": "PENDING"}).json()["tasks"]
+    assert pending == []
+    agents = {t["agent_id"] for t in deployment.http.get("/v1/tasks", params={"limit": 1000}).json()["tasks"]}
+    assert agents == {"agent-1", "agent-2"}, "both agents should have taken work"
+
+
+def test_a_malformed_work_message_is_dead_lettered_and_the_queue_keeps_flowing(
+    deployment: Deployment, rabbitmq: RabbitMQNode
+) -> None:
+    with kombu.Connection(rabbitmq.amqp_url) as connection:
+        producer = kombu.Producer(connection.channel())
+        producer.publish(
+            b"\x00 not json",
+            exchange="tether.work",
+            routing_key="noop",
+            content_type="application/json",
+            delivery_mode=2,
+        )
+        producer.publish(
+            b'{"version": 42, "kind": "work"}',
+            exchange="tether.work",
+            routing_key="noop",
+            content_type="application/json",
+            delivery_mode=2,
+        )
+    lb = _post(deployment, "loadbalancers", {"provider": "noop"})
+    assert _wait_status(deployment, "loadbalancers", lb["id"])["provisioning_status"] == "ACTIVE"
+    with kombu.Connection(rabbitmq.amqp_url) as connection:
+        queue = kombu.Queue("tether.dead-letter", no_declare=True)
+        reasons = []
+        for _ in range(2):
+            message = queue(connection.channel()).get(no_ack=True)
+            assert message is not None, deployment.logs()
+            reasons.append(message.headers["x-tether-dead-letter-reason"])
+    assert any("not JSON" in r for r in reasons)
+    assert any("version 42 is unknown" in r for r in reasons)
+
+
+def test_an_agent_killed_during_a_driver_call_loses_nothing(deployment: Deployment) -> None:
+    lb = _post(deployment, "loadbalancers", {"provider": "fake", "metadata": {"fake.crash": "yes"}})
+    body = _wait_status(deployment, "loadbalancers", lb["id"], timeout=90)
+    assert body["provisioning_status"] == "ACTIVE", deployment.logs()
+    dead = [a for a in deployment.agents if not a.alive]
+    assert len(dead) == 1, "fake.crash should have killed exactly one agent"
+    assert dead[0].wait_exit(5) == -9
+    dead[0].start()  # back to two agents for whoever comes next
+
+
+def test_results_published_while_the_plugin_is_down_are_recorded_when_it_returns(
+    deployment: Deployment,
+) -> None:
+    lbs = [
+        _post(deployment, "loadbalancers", {"provider": "fake", "metadata": {"fake.delay_ms": "1500"}})
+        for _ in range(5)
+    ]
+    assert deployment.plugin.stop() == 0
+    time.sleep(3)  # the agents finish and publish while nobody records
+    deployment.start_plugin()
+    for lb in lbs:
+        assert _wait_status(deployment, "loadbalancers", lb["id"])["provisioning_status"] == "ACTIVE"
+
+
+def test_the_pipeline_carries_on_after_the_broker_restarts(
+    deployment: Deployment, rabbitmq: RabbitMQNode
+) -> None:
+    rabbitmq.restart()
+    lb = _post(deployment, "loadbalancers", {"provider": "noop"})
+    body = _wait_status(deployment, "loadbalancers", lb["id"], timeout=120)
+    assert body["provisioning_status"] == "ACTIVE", deployment.logs()
