@@ -101,7 +101,7 @@ def test_five_hundred_resources_end_active_or_in_the_error_the_fake_driver_was_t
     total = sum(len(v) for v in resources.values())
     assert total >= 500
     errors = {}
-    for collection, items in resources.items():
+    for items in resources.values():
         for item in items:
             if item["name"] and item["name"].startswith("doomed-"):
                 errors[item["name"]] = item
