@@ -217,8 +217,8 @@ class RabbitMQNode:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                # Own session, so stop() can signal the wrapper script, the
-                # VM and its port programs together.
+                # Out of pytest's process group: a Ctrl-C must not kill the
+                # node mid-write; the atexit hook stops it in order instead.
                 start_new_session=True,
             )
         self._wait_until_accepting(timeout)

@@ -40,13 +40,7 @@ def list_resources(
         query = query.where(Resource.project_id == project_id)
     for column, value in filters.items():
         query = query.where(getattr(Resource, column) == value)
-    if marker is not None:
-        query = query.where(
-            sa.tuple_(Resource.created_at, Resource.id)
-            > sa.tuple_(sa.literal(marker.created_at, Resource.created_at.type), sa.literal(marker.id))
-        )
-    query = query.order_by(Resource.created_at, Resource.id).limit(limit)
-    return session.scalars(query).all()
+    return session.scalars(_page(query, Resource, marker, limit)).all()
 
 
 def children(session: orm.Session, resource_id: str) -> Sequence[Resource]:
@@ -103,12 +97,7 @@ def list_tasks(
         query = query.where(Task.project_id == project_id)
     for column, value in filters.items():
         query = query.where(getattr(Task, column) == value)
-    if marker is not None:
-        query = query.where(
-            sa.tuple_(Task.created_at, Task.id)
-            > sa.tuple_(sa.literal(marker.created_at, Task.created_at.type), sa.literal(marker.id))
-        )
-    return session.scalars(query.order_by(Task.created_at, Task.id).limit(limit)).all()
+    return session.scalars(_page(query, Task, marker, limit)).all()
 
 
 def unsent_outbox(session: orm.Session, limit: int) -> Sequence[Outbox]:
@@ -117,3 +106,14 @@ def unsent_outbox(session: orm.Session, limit: int) -> Sequence[Outbox]:
 
 def delete_outbox(session: orm.Session, ids: Sequence[int]) -> None:
     session.execute(sa.delete(Outbox).where(Outbox.id.in_(list(ids))))
+
+
+def _page(query: sa.Select[Any], model: Any, marker: Any, limit: int) -> sa.Select[Any]:
+    """Order by creation and start after ``marker``: keyset paging that stays
+    correct while rows are added."""
+    if marker is not None:
+        query = query.where(
+            sa.tuple_(model.created_at, model.id)
+            > sa.tuple_(sa.literal(marker.created_at, model.created_at.type), sa.literal(marker.id))
+        )
+    return query.order_by(model.created_at, model.id).limit(limit)
