@@ -52,6 +52,7 @@ class WorkConsumer(transport.ConnectionLoop):
         self._lock = threading.Lock()
         self._consumer: kombu.Consumer | None = None
         self._publisher: transport.Publisher | None = None
+        self._dead_letters = transport.DeadLetters(broker, "work")
 
     @property
     def in_flight(self) -> int:
@@ -76,8 +77,11 @@ class WorkConsumer(transport.ConnectionLoop):
         self._epoch += 1
         self._consumer = None
         self._publisher = None
+        self._dead_letters.clear()
 
     def on_tick(self, connection: kombu.Connection) -> None:
+        assert self._publisher is not None
+        self._dead_letters.flush(self._publisher)
         finished = []
         while True:
             try:
@@ -122,10 +126,7 @@ class WorkConsumer(transport.ConnectionLoop):
         try:
             work = messages.decode_work(message.body)
         except MalformedMessage as exc:
-            LOG.error("dead-lettering work message %s: %s", message.properties.get("message_id"), exc.msg)
-            assert self._publisher is not None
-            self._publisher.publish([self.broker.dead_letter_envelope(message, exc.msg)])
-            message.ack()
+            self._dead_letters.add(message, exc.msg)
             return
         with self._lock:
             self._in_flight += 1

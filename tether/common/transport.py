@@ -273,6 +273,42 @@ class Publisher:
         self._settle(delivery_tag, multiple, nacked=True)
 
 
+class DeadLetters:
+    """Messages a consumer could not use, bound for the dead-letter queue.
+
+    Consumer callbacks run inside ``drain_events``, which may itself be
+    running inside :meth:`Publisher.publish`; publishing from there would
+    nest one confirm window in another. So callbacks only :meth:`add`, and
+    the connection loop calls :meth:`flush` from its tick: publish, confirm,
+    then ack each original.
+    """
+
+    def __init__(self, broker: Broker, kind: str) -> None:
+        self.broker = broker
+        self.kind = kind
+        self._pending: list[tuple[Any, str]] = []
+
+    def add(self, message: Any, reason: str) -> None:
+        LOG.error(
+            "dead-lettering %s message %s: %s",
+            self.kind,
+            message.properties.get("message_id") or "(no id)",
+            reason,
+        )
+        self._pending.append((message, reason))
+
+    def flush(self, publisher: Publisher) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        publisher.publish([self.broker.dead_letter_envelope(m, r) for m, r in batch])
+        for message, _ in batch:
+            message.ack()
+
+    def clear(self) -> None:
+        self._pending.clear()
+
+
 class ConnectionLoop:
     """A thread that owns one broker connection and everything done on it.
 

@@ -146,6 +146,7 @@ class ResultConsumer(transport.ConnectionLoop):
         self._publisher: transport.Publisher | None = None
         self._db_failures = 0
         self._retry_at = 0.0
+        self._dead_letters = transport.DeadLetters(broker, "result")
 
     def on_connect(self, connection: kombu.Connection) -> None:
         queue = self.broker.results_queue()
@@ -160,9 +161,12 @@ class ResultConsumer(transport.ConnectionLoop):
     def on_disconnect(self) -> None:
         # Unacked results come back to some consumer; ours are void now.
         self._pending.clear()
+        self._dead_letters.clear()
         self._publisher = None
 
     def on_tick(self, connection: kombu.Connection) -> None:
+        assert self._publisher is not None
+        self._dead_letters.flush(self._publisher)
         if not self._pending or time.monotonic() < self._retry_at:
             return
         batch, self._pending = self._pending, []
@@ -182,6 +186,7 @@ class ResultConsumer(transport.ConnectionLoop):
         self._db_failures = 0
         for message, _ in batch:
             message.ack()
+        self._dead_letters.flush(self._publisher)
 
     def _record_one_by_one(
         self, batch: list[tuple[kombu.Message, messages.Result]]
@@ -191,7 +196,7 @@ class ResultConsumer(transport.ConnectionLoop):
             try:
                 self.recorder.record([result])
             except Exception as exc:  # noqa: BLE001
-                self._dead_letter(message, f"recording failed: {exc}")
+                self._dead_letters.add(message, f"recording failed: {exc}")
                 continue
             recorded.append((message, result))
         return recorded
@@ -200,15 +205,9 @@ class ResultConsumer(transport.ConnectionLoop):
         try:
             result = messages.decode_result(message.body)
         except MalformedMessage as exc:
-            self._dead_letter(message, exc.msg)
+            self._dead_letters.add(message, exc.msg)
             return
         self._pending.append((message, result))
-
-    def _dead_letter(self, message: kombu.Message, reason: str) -> None:
-        LOG.error("dead-lettering result message %s: %s", message.properties.get("message_id"), reason)
-        assert self._publisher is not None
-        self._publisher.publish([self.broker.dead_letter_envelope(message, reason)])
-        message.ack()
 
 
 def _parse_time(value: str | None) -> datetime.datetime | None:
