@@ -30,7 +30,8 @@ class Runner:
         with log.request_context(work.request_id), AgentCallbacks.collect() as statuses:
             started = _now()
             LOG.info(
-                "running task %s: %s %s %s (generation %d, attempt %d%s) with driver %s",
+                "agent %s running task %s: %s %s %s (generation %d, attempt %d%s) with driver %s",
+                self.agent_id,
                 task["id"],
                 task["operation"],
                 task["resource_type"],
