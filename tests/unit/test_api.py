@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
+import sqlalchemy.exc
 from fastapi.testclient import TestClient
 
+from tether.plugin.db import queries
 from tether.plugin.db.models import Outbox
 from tether.plugin.service import Plugin
 
@@ -201,3 +204,65 @@ def test_an_unknown_path_gets_a_404_that_says_where_to_look(client: TestClient) 
     response = client.get("/v1/widgets")
     assert response.status_code == 404
     assert "GET /v1 lists the resource types" in response.json()["error"]["message"]
+
+
+def test_a_body_over_the_limit_gets_413(client: TestClient) -> None:
+    response = client.post("/v1/loadbalancers", content=b"{" + b" " * (2 * 1024 * 1024) + b"}")
+    assert response.status_code == 413
+    assert "larger than 1048576 bytes" in response.json()["error"]["message"]
+
+
+def test_a_body_nested_too_deeply_gets_400_not_500(client: TestClient) -> None:
+    response = client.post("/v1/loadbalancers", content=b"[" * 100_000)
+    assert response.status_code == 400
+
+
+def test_a_float_where_an_integer_belongs_gets_400(client: TestClient, plugin: Plugin) -> None:
+    lb = _create(client, "loadbalancers", {"provider": "noop"}).json()
+    _finish(plugin, lb["task"]["id"])
+    response = client.post(
+        "/v1/listeners", json={"loadbalancer_id": lb["id"], "protocol": "TCP", "protocol_port": 80.0}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["path"] == "$.protocol_port"
+
+
+def test_a_nul_character_in_a_string_gets_400_with_its_path(client: TestClient) -> None:
+    response = client.post("/v1/loadbalancers", json={"provider": "noop", "name": "web\x00"})
+    assert response.status_code == 400
+    assert response.json()["error"]["path"] == "$.name"
+
+
+def test_a_project_header_too_long_gets_400(client: TestClient) -> None:
+    response = client.get("/v1/loadbalancers", headers={"X-Project-Id": "p" * 256})
+    assert response.status_code == 400
+
+
+def test_conflicting_state_and_task_state_filters_get_400(client: TestClient) -> None:
+    assert client.get("/v1/tasks?state=FAILED&task_state=PENDING").status_code == 400
+
+
+def test_an_unexpected_failure_answers_500_with_the_request_id(
+    plugin: Plugin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(queries, "list_tasks", broken)
+    with TestClient(plugin.app, raise_server_exceptions=False) as client:
+        response = client.get("/v1/tasks")
+    assert response.status_code == 500
+    assert response.json()["error"]["request_id"] == response.headers["X-Request-Id"]
+    assert "boom" not in response.text
+
+
+def test_a_database_that_is_locked_or_down_answers_503_with_retry_after(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def locked(*args: Any, **kwargs: Any) -> None:
+        raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(queries, "list_tasks", locked)
+    response = client.get("/v1/tasks")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"

@@ -62,3 +62,12 @@ def test_a_message_breaking_its_schema_names_where() -> None:
     body["task"]["generation"] = "one"  # type: ignore[index]
     with pytest.raises(MalformedMessage, match=r"\$\.task\.generation"):
         messages.decode_work(json.dumps(body))
+
+
+def test_a_tree_nested_too_deeply_is_malformed_not_a_crash() -> None:
+    node = '{"type": "x", "id": "i", "project_id": "p", "attributes": {}'
+    depth = 3000
+    tree = (node + ', "children": [') * depth + node + "}" + "]}" * depth
+    body = json.dumps(_work()).replace('"tree": {', '"tree": ' + tree + ', "unused": {', 1)
+    with pytest.raises(MalformedMessage):
+        messages.decode_work(body)

@@ -9,8 +9,8 @@ long as they like without starving the connection's heartbeats.
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
+import math
 import queue
 import threading
 import time
@@ -18,10 +18,13 @@ import time
 import kombu
 
 from tether.agent.runner import Runner
+from tether.agent.workers import WorkerPool
 from tether.common import messages, transport
 from tether.common.exceptions import MalformedMessage
 
 LOG = logging.getLogger(__name__)
+
+_Delivery = tuple[int, kombu.Message]
 
 
 class WorkConsumer(transport.ConnectionLoop):
@@ -43,12 +46,15 @@ class WorkConsumer(transport.ConnectionLoop):
         self.providers = providers
         self.prefetch = prefetch
         self.shutdown_timeout = shutdown_timeout
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="driver")
-        self._done: queue.SimpleQueue[tuple[int, kombu.Message, messages.Result]] = queue.SimpleQueue()
+        self._pool = WorkerPool(workers)
+        self._done: queue.SimpleQueue[tuple[_Delivery, messages.Result]] = queue.SimpleQueue()
         # Bumped on every reconnect: a message can only be acked on the
         # connection that delivered it.
         self._epoch = 0
-        self._in_flight = 0
+        # task id -> the deliveries waiting for the driver call running it. A
+        # redelivery of a task still running here (after a reconnect) joins
+        # the running call instead of starting a second one on the device.
+        self._running: dict[str, list[_Delivery]] = {}
         self._lock = threading.Lock()
         self._consumer: kombu.Consumer | None = None
         self._publisher: transport.Publisher | None = None
@@ -56,14 +62,17 @@ class WorkConsumer(transport.ConnectionLoop):
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        with self._lock:
+            return len(self._running)
 
     def on_connect(self, connection: kombu.Connection) -> None:
         queues = [self.broker.work_queue(p) for p in self.providers]
-        self.broker.declare(connection, queues + [self.broker.results_queue()])
+        self.broker.declare(connection, [*queues, self.broker.results_queue()])
         self._publisher = transport.Publisher(connection, self.broker.confirm_timeout)
+        # RabbitMQ applies the prefetch to each queue's consumer; share it out.
+        per_queue = max(1, math.ceil(self.prefetch / len(queues)))
         self._consumer = kombu.Consumer(
-            connection.channel(), queues=queues, on_message=self._on_message, prefetch_count=self.prefetch
+            connection.channel(), queues=queues, on_message=self._on_message, prefetch_count=per_queue
         )
         self._consumer.consume()
         LOG.info(
@@ -74,7 +83,8 @@ class WorkConsumer(transport.ConnectionLoop):
         )
 
     def on_disconnect(self) -> None:
-        self._epoch += 1
+        with self._lock:
+            self._epoch += 1
         self._consumer = None
         self._publisher = None
         self._dead_letters.clear()
@@ -85,14 +95,13 @@ class WorkConsumer(transport.ConnectionLoop):
         finished = []
         while True:
             try:
-                epoch, message, result = self._done.get_nowait()
+                (epoch, message), result = self._done.get_nowait()
             except queue.Empty:
                 break
             if epoch == self._epoch:
                 finished.append((message, result))
         if not finished:
             return
-        assert self._publisher is not None
         self._publisher.publish(
             [
                 transport.Envelope(
@@ -112,15 +121,15 @@ class WorkConsumer(transport.ConnectionLoop):
         if self._consumer is not None:
             self._consumer.cancel()
         deadline = time.monotonic() + self.shutdown_timeout
-        while self._in_flight and time.monotonic() < deadline:
+        while self.in_flight and time.monotonic() < deadline:
             self.on_tick(connection)
             time.sleep(0.05)
         self.on_tick(connection)
-        if self._in_flight:
+        if self.in_flight:
             LOG.warning(
-                "stopping with %d task(s) unfinished; the broker hands them to another agent", self._in_flight
+                "stopping with %d task(s) unfinished; the broker hands them to another agent", self.in_flight
             )
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
 
     def _on_message(self, message: kombu.Message) -> None:
         try:
@@ -128,15 +137,25 @@ class WorkConsumer(transport.ConnectionLoop):
         except MalformedMessage as exc:
             self._dead_letters.add(message, exc.msg)
             return
+        except Exception as exc:  # noqa: BLE001 - nothing a peer sends may stop the consumer
+            self._dead_letters.add(message, f"unreadable work message: {type(exc).__name__}: {exc}")
+            return
         with self._lock:
-            self._in_flight += 1
+            delivery = (self._epoch, message)
+            waiting = self._running.get(work.task_id)
+            if waiting is not None:
+                LOG.info("task %s is already running here; its redelivery waits for that call", work.task_id)
+                waiting.append(delivery)
+                return
+            self._running[work.task_id] = [delivery]
         redelivered = bool(message.delivery_info.get("redelivered"))
-        self._pool.submit(self._work, self._epoch, message, work, redelivered)
+        self._pool.submit(self._work, work, redelivered)
 
-    def _work(self, epoch: int, message: kombu.Message, work: messages.Work, redelivered: bool) -> None:
+    def _work(self, work: messages.Work, redelivered: bool) -> None:
         try:
             result = self.runner.run(work, redelivered)
-            self._done.put((epoch, message, result))
         finally:
             with self._lock:
-                self._in_flight -= 1
+                deliveries = self._running.pop(work.task_id, [])
+        for delivery in deliveries:
+            self._done.put((delivery, result))

@@ -74,7 +74,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         ]
     except TetherError as exc:
         daemon.fail(PROG, exc)
-    daemon.on_stop_signal(lambda: None)
     plugin.start()
     for agent in agents:
         agent.start()
@@ -86,7 +85,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         conf.state_path,
     )
     try:
-        plugin.serve()
+        # uvicorn takes the stop signals while it serves and raises them again
+        # when it has shut down; our handler then only records the stop.
+        if not daemon.STOP.is_set():
+            plugin.serve()
     finally:
         for agent in agents:
             agent.stop()

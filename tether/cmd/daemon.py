@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -16,6 +17,9 @@ from tether.common.exceptions import ConfigError, TetherError
 
 LOG = logging.getLogger(__name__)
 
+#: Set by the first SIGINT or SIGTERM; a second one ends the process at once.
+STOP = threading.Event()
+
 
 def configure(
     argv: Sequence[str] | None,
@@ -28,6 +32,7 @@ def configure(
 
     oslo.messaging works with the global ``cfg.CONF`` only, so daemons use it.
     """
+    _install_signal_handlers()
     conf = cfg.CONF
     config.register_opts(conf)
     for reg in register:
@@ -49,16 +54,19 @@ def fail(prog: str, exc: TetherError) -> None:
 
 def wait_for_signal() -> None:
     """Block until SIGINT or SIGTERM."""
-    stop = threading.Event()
-    on_stop_signal(lambda: stop.set())
-    while not stop.wait(1.0):
+    while not STOP.wait(1.0):
         pass
 
 
-def on_stop_signal(callback: Callable[[], None]) -> None:
+def _install_signal_handlers() -> None:
     def handler(signum: int, _frame: FrameType | None) -> None:
-        LOG.info("received %s, stopping", signal.Signals(signum).name)
-        callback()
+        name = signal.Signals(signum).name
+        if STOP.is_set():
+            LOG.warning("received %s again, exiting now", name)
+            logging.shutdown()
+            os._exit(1)
+        LOG.info("received %s, stopping", name)
+        STOP.set()
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)

@@ -18,12 +18,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         plugin = Plugin(conf)
     except TetherError as exc:
         daemon.fail(PROG, exc)
-    # uvicorn re-raises the stop signal after it shuts down; a handler of our
-    # own keeps that from killing the process before the relay stops.
-    daemon.on_stop_signal(lambda: None)
     plugin.start()
     try:
-        plugin.serve()
+        # uvicorn takes the stop signals while it serves and raises them again
+        # when it has shut down; our handler then only records the stop.
+        if not daemon.STOP.is_set():
+            plugin.serve()
     finally:
         plugin.stop()
 

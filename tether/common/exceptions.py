@@ -7,6 +7,8 @@ carries a message template and the HTTP status the REST layer answers with::
     ├── InvalidInput (400)
     ├── NotFound (404)
     ├── Conflict (409)
+    ├── PayloadTooLarge (413)
+    ├── ServiceUnavailable (503)
     ├── ConfigError (stops a daemon at start)
     ├── TransportError (the broker could not be reached or refused)
     │   └── PublishNotConfirmed
@@ -57,6 +59,16 @@ class NotFound(TetherError):
 class Conflict(TetherError):
     message = "{reason}"
     status = 409
+
+
+class PayloadTooLarge(TetherError):
+    message = "The request body is larger than {limit} bytes; send less."
+    status = 413
+
+
+class ServiceUnavailable(TetherError):
+    message = "{reason}"
+    status = 503
 
 
 class ConfigError(TetherError):

@@ -203,7 +203,7 @@ def decode_result(raw: bytes | str) -> Result:
 def _decode(raw: bytes | str, validator: jsonschema.Draft202012Validator, kind: str) -> Any:
     try:
         body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise MalformedMessage(reason=f"the {kind} message is not JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise MalformedMessage(reason=f"the {kind} message is not a JSON object")
@@ -213,7 +213,10 @@ def _decode(raw: bytes | str, validator: jsonschema.Draft202012Validator, kind: 
             reason=f"{kind} message schema version {version!r} is unknown to this "
             f"process (it knows {sorted(KNOWN_VERSIONS)}); upgrade it to read the message"
         )
-    error = jsonschema.exceptions.best_match(validator.iter_errors(body))
+    try:
+        error = jsonschema.exceptions.best_match(validator.iter_errors(body))
+    except RecursionError as exc:
+        raise MalformedMessage(reason=f"the {kind} message is nested too deeply") from exc
     if error is not None:
         where = error.json_path
         raise MalformedMessage(reason=f"the {kind} message breaks its schema at {where}: {error.message}")

@@ -46,6 +46,14 @@ COMMON_PROPERTIES: dict[str, Any] = {
 
 FORMAT_CHECKER = jsonschema.FormatChecker()
 
+# JSON Schema counts 80.0 as an integer; drivers should never see a float port.
+_Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+    ),
+)
+
 
 @FORMAT_CHECKER.checks("ip-address", raises=ValueError)
 def _is_ip_address(value: object) -> bool:
@@ -118,8 +126,7 @@ class Registry(Mapping[str, ResourceType]):
     def __init__(self, types: Mapping[str, ResourceType]) -> None:
         self._types = dict(types)
         self._validators = {
-            name: jsonschema.Draft202012Validator(t.schema, format_checker=FORMAT_CHECKER)
-            for name, t in self._types.items()
+            name: _Validator(t.schema, format_checker=FORMAT_CHECKER) for name, t in self._types.items()
         }
         self._check()
 
@@ -165,7 +172,10 @@ class Registry(Mapping[str, ResourceType]):
         """
         if not isinstance(body, dict):
             raise InvalidInput(reason=f"the body must be a JSON object of {rtype.name} attributes")
-        error = jsonschema.exceptions.best_match(self._validators[rtype.name].iter_errors(body))
+        try:
+            error = jsonschema.exceptions.best_match(self._validators[rtype.name].iter_errors(body))
+        except RecursionError as exc:
+            raise InvalidInput(f"The {rtype.name} body is nested too deeply.") from exc
         if error is not None:
             raise InvalidInput(
                 f"Invalid {rtype.name} at {error.json_path}: {error.message}",

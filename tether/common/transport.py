@@ -37,6 +37,11 @@ from oslo_config import cfg
 
 from tether.common.exceptions import ConfigError, PublishNotConfirmed
 
+
+class Unroutable(PublishNotConfirmed):
+    message = "The broker routed {count} message(s) to no queue: {reason}"
+
+
 LOG = logging.getLogger(__name__)
 
 WORK_EXCHANGE = "tether.work"
@@ -205,10 +210,12 @@ class Publisher:
         self._timeout = timeout
         self._confirms = connection.transport.driver_type == "amqp"
         self._channel = connection.channel()
-        self._producer = kombu.Producer(self._channel)
+        self._producer = kombu.Producer(self._channel, on_return=self._on_return)
         self._next_tag = 1
         self._outstanding: set[int] = set()
         self._nacked: set[int] = set()
+        self._returned: list[str] = []
+        self._publishing = False
         if self._confirms:
             self._channel.confirm_select()
             self._channel.events["basic_ack"].add(self._on_ack)
@@ -221,8 +228,18 @@ class Publisher:
         """
         if not envelopes:
             return
+        if self._publishing:
+            raise RuntimeError("Publisher.publish is not re-entrant; publish from the connection loop's tick")
+        self._publishing = True
+        try:
+            self._publish(envelopes)
+        finally:
+            self._publishing = False
+
+    def _publish(self, envelopes: Sequence[Envelope]) -> None:
         self._outstanding.clear()
         self._nacked.clear()
+        self._returned.clear()
         for envelope in envelopes:
             self._producer.publish(
                 envelope.body,
@@ -234,6 +251,8 @@ class Publisher:
                 message_id=envelope.message_id,
                 headers=envelope.headers,
                 retry=False,
+                # A message no queue takes is returned, not silently dropped.
+                mandatory=self._confirms,
             )
             if self._confirms:
                 self._outstanding.add(self._next_tag)
@@ -252,6 +271,8 @@ class Publisher:
                 continue
         if self._nacked:
             raise PublishNotConfirmed(count=len(self._nacked), reason="the broker refused them")
+        if self._returned:
+            raise Unroutable(count=len(self._returned), reason=", ".join(sorted(set(self._returned))))
 
     def close(self) -> None:
         try:
@@ -265,6 +286,9 @@ class Publisher:
         self._outstanding -= settled
         if nacked:
             self._nacked |= settled
+
+    def _on_return(self, exc: Any, exchange: str, routing_key: str, message: Any) -> None:
+        self._returned.append(f"exchange {exchange!r}, routing key {routing_key!r}")
 
     def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
         self._settle(delivery_tag, multiple, nacked=False)

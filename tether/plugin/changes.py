@@ -111,10 +111,10 @@ class Changes:
     def delete(self, ctx: RequestContext, rtype: ResourceType, resource_id: str) -> tuple[Resource, Task]:
         with self.sessionmaker.begin() as session:
             resource = self._get(session, ctx, rtype, resource_id)
+            self._check_idle(session, resource.root_id)
             kids = queries.children(session, resource.id)
             if kids:
                 raise Conflict(f"{rtype.name} {resource.id} still has {_describe(kids)}; delete them first.")
-            self._check_idle(session, resource.root_id)
             resource.generation += 1
             resource.provisioning_status = ProvisioningStatus.PENDING_DELETE
             task = self._dispatch(session, ctx, resource, Operation.DELETE)
@@ -143,6 +143,9 @@ class Changes:
 
     @staticmethod
     def _check_idle(session: orm.Session, root_id: str) -> None:
+        # The root's row lock serialises every change of one tree on databases
+        # with row locks (PostgreSQL); SQLite's single writer does the same.
+        queries.lock_root(session, root_id)
         busy = queries.in_flight_task(session, root_id)
         if busy is not None:
             raise Conflict(

@@ -12,7 +12,9 @@ process, a restart).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 
 import kombu
@@ -49,12 +51,14 @@ class OutboxRelay(transport.ConnectionLoop):
         self,
         broker: transport.Broker,
         sessionmaker: orm.sessionmaker[orm.Session],
+        reader: orm.sessionmaker[orm.Session],
         providers: list[str],
         batch_size: int,
         interval: float,
     ) -> None:
         super().__init__(broker, "outbox-relay")
         self.sessionmaker = sessionmaker
+        self.reader = reader
         self.providers = providers
         self.batch_size = batch_size
         self.interval = interval
@@ -84,8 +88,16 @@ class OutboxRelay(transport.ConnectionLoop):
         self._declared = set()
 
     def wait(self, connection: kombu.Connection) -> None:
-        self._wake.wait(self.interval)
+        # Sleep on the wake-up event, but read the socket often enough that
+        # the broker's heartbeats are seen: py-amqp counts only frames read.
+        timeout = self.interval
+        if self.broker.heartbeat and not self.broker.url.in_memory:
+            timeout = min(timeout, self.broker.heartbeat / 4)
+        self._wake.wait(timeout)
         self._wake.clear()
+        if not self.broker.url.in_memory:
+            with contextlib.suppress(socket.timeout):
+                connection.drain_events(timeout=0.001)
 
     def on_tick(self, connection: kombu.Connection) -> None:
         while not self.stopping.is_set() and self.relay_once(connection) == self.batch_size:
@@ -94,7 +106,7 @@ class OutboxRelay(transport.ConnectionLoop):
     def relay_once(self, connection: kombu.Connection) -> int:
         """Publish one window of unsent rows; return how many were sent."""
         assert self._publisher is not None
-        with self.sessionmaker() as session:
+        with self.reader() as session:
             rows = queries.unsent_outbox(session, self.batch_size)
         if not rows:
             return 0
@@ -102,18 +114,22 @@ class OutboxRelay(transport.ConnectionLoop):
         if new_keys:
             self.broker.declare(connection, [self.broker.work_queue(k) for k in new_keys])
             self._declared |= new_keys
-        self._publisher.publish(
-            [
-                transport.Envelope(
-                    exchange=self.broker.work_exchange,
-                    routing_key=row.routing_key,
-                    body=row.payload.encode(),
-                    message_id=row.task_id,
-                    headers={"request_id": row.request_id} if row.request_id else {},
-                )
-                for row in rows
-            ]
-        )
+        envelopes = [
+            transport.Envelope(
+                exchange=self.broker.work_exchange,
+                routing_key=row.routing_key,
+                body=row.payload.encode(),
+                message_id=row.task_id,
+                headers={"request_id": row.request_id} if row.request_id else {},
+            )
+            for row in rows
+        ]
+        try:
+            self._publisher.publish(envelopes)
+        except transport.Unroutable:
+            # Someone deleted a queue we declared: declare again, then retry.
+            self._declared.clear()
+            raise
         with self.sessionmaker.begin() as session:
             queries.delete_outbox(session, [r.id for r in rows])
         LOG.debug("relayed %d outbox row(s)", len(rows))

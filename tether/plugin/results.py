@@ -75,15 +75,15 @@ class ResultRecorder:
                 )
                 return
             now = utcnow()
-            task.agent_id = result.agent_id
-            task.host = result.host
+            task.agent_id = result.agent_id[:255]
+            task.host = result.host[:255] if result.host else None
             task.running_at = task.running_at or _parse_time(result.started_at) or now
             task.finished_at = now
             if result.outcome == Outcome.SUCCEEDED:
                 task.state = TaskState.SUCCEEDED
             else:
                 task.state = TaskState.FAILED
-                task.error_type = result.error_type
+                task.error_type = (result.error_type or "Error")[:64]
                 task.error_message = result.error_message
             self._apply_to_resource(session, task, result)
             LOG.info(
@@ -172,30 +172,37 @@ class ResultConsumer(transport.ConnectionLoop):
         batch, self._pending = self._pending, []
         try:
             self.recorder.record([r for _, r in batch])
-        except sqlalchemy.exc.OperationalError as exc:
-            # The database is down or locked: keep the results unacked and
-            # try again; acking now would lose them.
-            self._pending = batch + self._pending
-            self._db_failures += 1
-            self._retry_at = time.monotonic() + min(30.0, 0.5 * 2 ** min(self._db_failures, 6))
-            LOG.warning("cannot record %d result(s), retrying: %s", len(batch), exc)
-            return
-        except Exception:
+            recorded = batch
+        except Exception as exc:
+            if _transient(exc):
+                self._retry_later(batch, exc)
+                return
             LOG.exception("recording a batch of %d results failed; recording one by one", len(batch))
-            batch = self._record_one_by_one(batch)
+            recorded = self._record_one_by_one(batch)
         self._db_failures = 0
-        for message, _ in batch:
+        for message, _ in recorded:
             message.ack()
         self._dead_letters.flush(self._publisher)
+
+    def _retry_later(self, batch: list[tuple[kombu.Message, messages.Result]], exc: Exception) -> None:
+        # The database is down or locked: keep the results unacked and try
+        # again; acking now would lose them.
+        self._pending = batch + self._pending
+        self._db_failures += 1
+        self._retry_at = time.monotonic() + min(30.0, 0.5 * 2 ** min(self._db_failures, 6))
+        LOG.warning("cannot record %d result(s), retrying: %s", len(batch), exc)
 
     def _record_one_by_one(
         self, batch: list[tuple[kombu.Message, messages.Result]]
     ) -> list[tuple[kombu.Message, messages.Result]]:
         recorded = []
-        for message, result in batch:
+        for index, (message, result) in enumerate(batch):
             try:
                 self.recorder.record([result])
             except Exception as exc:  # noqa: BLE001
+                if _transient(exc):
+                    self._retry_later(batch[index:], exc)
+                    break
                 self._dead_letters.add(message, f"recording failed: {exc}")
                 continue
             recorded.append((message, result))
@@ -207,13 +214,22 @@ class ResultConsumer(transport.ConnectionLoop):
         except MalformedMessage as exc:
             self._dead_letters.add(message, exc.msg)
             return
+        except Exception as exc:  # noqa: BLE001 - nothing a peer sends may stop the consumer
+            self._dead_letters.add(message, f"unreadable result message: {type(exc).__name__}: {exc}")
+            return
         self._pending.append((message, result))
+
+
+def _transient(exc: Exception) -> bool:
+    """Will the same write succeed later (the database, not the data, failed)?"""
+    return isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError) or (
+        isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated
+    )
 
 
 def _parse_time(value: str | None) -> datetime.datetime | None:
     if not value:
         return None
-
     try:
         return datetime.datetime.fromisoformat(value)
     except ValueError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import sqlalchemy as sa
 import uvicorn
 from oslo_config import cfg
 
@@ -48,9 +49,14 @@ class Plugin:
                 f"`tether-manage {_config_args(conf)}db upgrade` first."
             )
         self.sessionmaker = session.make_sessionmaker(self.engine)
+        self.read_engine = (
+            self.engine if _in_memory(self.engine) else session.make_engine(conf, readonly=True)
+        )
+        self.reader = session.make_sessionmaker(self.read_engine)
         self.relay = dispatch.OutboxRelay(
             self.broker,
             self.sessionmaker,
+            self.reader,
             self.providers.names,
             conf.plugin.relay_batch_size,
             conf.plugin.relay_interval,
@@ -62,7 +68,7 @@ class Plugin:
         self.api = Api(
             registry=self.registry,
             changes=self.changes,
-            sessionmaker=self.sessionmaker,
+            reader=self.reader,
             default_limit=conf.api.default_page_size,
             max_limit=conf.api.max_page_size,
             max_body_bytes=conf.api.max_body_bytes,
@@ -98,7 +104,13 @@ class Plugin:
         self.relay.stop()
         self.results.stop()
         self.engine.dispose()
+        self.read_engine.dispose()
         LOG.info("plugin stopped")
+
+
+def _in_memory(engine: sa.Engine) -> bool:
+    # An in-memory SQLite database exists only on its one connection.
+    return engine.url.get_backend_name() == "sqlite" and engine.url.database in (None, "", ":memory:")
 
 
 def _config_args(conf: cfg.ConfigOpts) -> str:

@@ -68,7 +68,10 @@ def create_app(api: Api) -> fastapi.FastAPI:
         rid = offered if _CLIENT_REQUEST_ID.match(offered) else f"req-{uuid.uuid4()}"
         request.state.request_id = rid
         with log.request_context(rid):
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except Exception as exc:  # noqa: BLE001 - answered here so the id is on it
+                response = errors.unexpected(request, exc)
         response.headers[REQUEST_ID_HEADER] = rid
         return response
 

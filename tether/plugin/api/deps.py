@@ -9,19 +9,20 @@ from typing import Annotated, Any
 import fastapi
 from sqlalchemy import orm
 
-from tether.common.exceptions import InvalidInput
+from tether.common.exceptions import InvalidInput, PayloadTooLarge
 from tether.common.resource_types import Registry
 from tether.plugin.changes import Changes
 from tether.plugin.context import RequestContext
 
 DEFAULT_PROJECT = "default"
+MAX_PROJECT_ID = 255
 
 
 @dataclasses.dataclass(frozen=True)
 class Api:
     registry: Registry
     changes: Changes
-    sessionmaker: orm.sessionmaker[orm.Session]
+    reader: orm.sessionmaker[orm.Session]
     default_limit: int
     max_limit: int
     max_body_bytes: int
@@ -32,21 +33,53 @@ def context(request: fastapi.Request) -> RequestContext:
     # Without authentication the caller names its project; the auth
     # strategies replace this with verified identities.
     project = request.headers.get("X-Project-Id") or DEFAULT_PROJECT
+    if len(project) > MAX_PROJECT_ID or not project.isprintable():
+        raise InvalidInput(f"X-Project-Id must be at most {MAX_PROJECT_ID} printable characters.")
     roles = frozenset(r.strip() for r in request.headers.get("X-Roles", "member").split(",") if r.strip())
     return RequestContext(project_id=project, roles=roles, request_id=request.state.request_id)
 
 
 async def json_body(request: fastapi.Request) -> Any:
     api: Api = request.app.state.api
-    raw = await request.body()
-    if len(raw) > api.max_body_bytes:
-        raise InvalidInput(f"The body is {len(raw)} bytes; the limit is {api.max_body_bytes}.")
+    limit = api.max_body_bytes
+    declared = request.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(limit=limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(limit=limit)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw.strip():
         raise InvalidInput("The request needs a JSON body.")
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidInput(f"The body is not valid JSON: {exc}.") from exc
+    except RecursionError as exc:
+        raise InvalidInput("The body is nested too deeply.") from exc
+    _refuse_nul(body)
+    return body
+
+
+def _refuse_nul(value: Any, path: str = "$") -> None:
+    # NUL cannot be stored in PostgreSQL text and has no business in names.
+    stack = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str) and "\x00" in item:
+            raise InvalidInput(f"Invalid input at {where}: NUL characters are not allowed.", path=where)
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if "\x00" in key:
+                    raise InvalidInput(
+                        f"Invalid input at {where}: NUL characters are not allowed.", path=where
+                    )
+                stack.append((child, f"{where}.{key}"))
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}[{i}]") for i, child in enumerate(item))
 
 
 Context = Annotated[RequestContext, fastapi.Depends(context)]

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 import fastapi
+import sqlalchemy.exc
 from fastapi import exceptions as fastapi_exceptions
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
@@ -59,13 +60,30 @@ def install(app: fastapi.FastAPI) -> None:
             message = f"{request.method} is not allowed on {request.url.path}."
         return error_response(request, exc.status_code, "HTTPError", message)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: fastapi.Request, exc: Exception) -> JSONResponse:
-        LOG.exception("%s %s failed unexpectedly", request.method, request.url.path)
-        return error_response(
+    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    async def _database_down(request: fastapi.Request, exc: Exception) -> JSONResponse:
+        LOG.error("%s %s: the database failed: %s", request.method, request.url.path, exc)
+        response = error_response(
             request,
-            500,
-            "InternalError",
-            "The plugin failed to handle the request; the operator's log has the details "
-            "under this request id.",
+            503,
+            "ServiceUnavailable",
+            "The database is busy or unreachable; retry in a moment.",
         )
+        response.headers["Retry-After"] = "1"
+        return response
+
+
+def unexpected(request: fastapi.Request, exc: Exception) -> JSONResponse:
+    """The answer to an exception nothing else handled."""
+    LOG.error(
+        "%s %s failed unexpectedly",
+        request.method,
+        request.url.path,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    return error_response(
+        request,
+        500,
+        "InternalError",
+        "The plugin failed to handle the request; the operator's log has the details under this request id.",
+    )

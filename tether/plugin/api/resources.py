@@ -46,7 +46,7 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
         query = pagination.parse(params, filters, api.default_limit, api.max_limit)
         _check_enum(query.filters, "provisioning_status", ProvisioningStatus)
         _check_enum(query.filters, "operating_status", OperatingStatus)
-        with api.sessionmaker() as session:
+        with api.reader() as session:
             marker = None
             if query.marker:
                 marker = queries.get_resource(session, query.marker, ctx.project_filter, rtype.name)
@@ -64,7 +64,7 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
 
     @r.get("/{resource_id}", summary=f"Show a {rtype.name}", responses=_ERRORS)
     def show(resource_id: str, ctx: Context) -> dict[str, Any]:
-        with api.sessionmaker() as session:
+        with api.reader() as session:
             row = queries.get_resource(session, resource_id, ctx.project_filter, rtype.name)
             if row is None:
                 raise NotFound(kind=rtype.name.capitalize(), id=resource_id)

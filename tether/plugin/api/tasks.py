@@ -31,11 +31,13 @@ def router(api: Api) -> fastapi.APIRouter:
     @r.get("", summary="List tasks")
     def list_(request: fastapi.Request, ctx: Context) -> dict[str, Any]:
         params = dict(request.query_params)
+        if "state" in params and "task_state" in params and params["state"] != params["task_state"]:
+            raise InvalidInput("state and task_state name the same filter; give one of them.")
         query = pagination.parse(params, FILTERS, api.default_limit, api.max_limit)
         state = query.filters.get("state")
         if state is not None and state not in TaskState.__members__:
             raise InvalidInput(f"state must be one of {', '.join(TaskState.__members__)}.")
-        with api.sessionmaker() as session:
+        with api.reader() as session:
             marker = None
             if query.marker:
                 marker = queries.get_task(session, query.marker, ctx.project_filter)
@@ -49,7 +51,7 @@ def router(api: Api) -> fastapi.APIRouter:
 
     @r.get("/{task_id}", summary="Show a task")
     def show(task_id: str, ctx: Context) -> dict[str, Any]:
-        with api.sessionmaker() as session:
+        with api.reader() as session:
             row = queries.get_task(session, task_id, ctx.project_filter)
         if row is None:
             raise NotFound(kind="Task", id=task_id)

@@ -55,6 +55,10 @@ def tree(session: orm.Session, root_id: str) -> Sequence[Resource]:
     ).all()
 
 
+def lock_root(session: orm.Session, root_id: str) -> None:
+    session.execute(sa.select(Resource.id).where(Resource.id == root_id).with_for_update())
+
+
 def in_flight_task(session: orm.Session, root_id: str) -> Task | None:
     return session.scalars(
         sa.select(Task)

@@ -1,10 +1,11 @@
 """Engines and sessions.
 
 SQLite is the embedded default, used with WAL (readers never wait for the
-writer), full fsync on commit (an accepted request survives power loss),
-foreign keys on, and ``BEGIN IMMEDIATE`` so that two writers queue on the
-busy timeout instead of failing with "database is locked" when one upgrades
-a read lock.
+writer), full fsync on commit (an accepted request survives power loss) and
+foreign keys on. Writers begin with ``BEGIN IMMEDIATE``, so two of them queue
+on the busy timeout instead of failing with "database is locked" when one
+upgrades a read lock; readers use a second engine with plain deferred
+transactions, so a GET never waits for a write.
 """
 
 from __future__ import annotations
@@ -35,10 +36,15 @@ OPTS: list[cfg.Opt] = [
 ]
 
 
-def make_engine(conf: cfg.ConfigOpts) -> sa.Engine:
+def make_engine(conf: cfg.ConfigOpts, readonly: bool = False) -> sa.Engine:
+    """An engine on ``[database] connection``.
+
+    :param readonly: for SQLite, an engine whose transactions take no write
+        lock; elsewhere the same kind of engine.
+    """
     url = sa.make_url(conf.database.connection)
     if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, conf.database.busy_timeout)
+        return _sqlite_engine(url, conf.database.busy_timeout, immediate=not readonly)
     return sa.create_engine(url, pool_size=conf.database.pool_size, pool_pre_ping=True)
 
 
@@ -46,7 +52,7 @@ def make_sessionmaker(engine: sa.Engine) -> orm.sessionmaker[orm.Session]:
     return orm.sessionmaker(engine, expire_on_commit=False)
 
 
-def _sqlite_engine(url: sa.URL, busy_timeout: float) -> sa.Engine:
+def _sqlite_engine(url: sa.URL, busy_timeout: float, immediate: bool) -> sa.Engine:
     if url.database and url.database != ":memory:":
         os.makedirs(os.path.dirname(os.path.abspath(url.database)), exist_ok=True)
     engine = sa.create_engine(
@@ -67,6 +73,6 @@ def _sqlite_engine(url: sa.URL, busy_timeout: float) -> sa.Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine

@@ -1,0 +1,165 @@
+"""The connection-thread logic of the agent's and the plugin's consumers,
+driven with stand-in broker messages."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import kombu
+import pytest
+import sqlalchemy.exc
+from oslo_config import cfg
+
+from tests.unit.conftest import wait_for
+from tether.agent.consumer import WorkConsumer
+from tether.agent.runner import Runner
+from tether.common import messages, transport
+from tether.common.states import Outcome
+from tether.drivers.base import Change, Driver
+from tether.plugin.results import ResultConsumer, ResultRecorder
+
+
+class StandInMessage:
+    """What kombu hands a consumer callback, minus the broker."""
+
+    def __init__(self, body: bytes, redelivered: bool = False) -> None:
+        self.body = body
+        self.headers: dict[str, Any] = {}
+        self.properties = {"message_id": "m"}
+        self.delivery_info = {"redelivered": redelivered, "routing_key": "noop"}
+        self.acked = 0
+
+    def ack(self) -> None:
+        self.acked += 1
+
+
+class GatedDriver(Driver):
+    resource_types = frozenset({"loadbalancer"})
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.gate = threading.Event()
+
+    def create(self, change: Change) -> None:
+        self.calls += 1
+        assert self.gate.wait(10)
+
+    update = delete = create
+
+
+def _work_body() -> bytes:
+    resource = {"type": "loadbalancer", "id": "r", "project_id": "p", "attributes": {}}
+    return messages.encode(
+        messages.Work(
+            task={
+                "id": "t",
+                "operation": "create",
+                "resource_type": "loadbalancer",
+                "resource_id": "r",
+                "root_id": "r",
+                "generation": 1,
+                "attempt": 1,
+                "project_id": "p",
+                "provider": "gated",
+            },
+            resource=resource,
+            tree=resource,
+        ).to_body()
+    )
+
+
+@pytest.fixture
+def connection(conf: cfg.ConfigOpts) -> Any:
+    broker = transport.Broker(conf)
+    with broker.connect() as conn:
+        broker.declare(conn, [broker.results_queue()])
+        yield broker, conn
+
+
+def test_a_redelivery_of_a_running_task_joins_the_running_call(connection: Any) -> None:
+    broker, conn = connection
+    driver = GatedDriver()
+    consumer = WorkConsumer(
+        broker,
+        Runner({"gated": driver}, "agent-1", "host"),
+        ["gated"],
+        workers=4,
+        prefetch=8,
+        shutdown_timeout=1,
+    )
+    consumer._publisher = transport.Publisher(conn, 5)
+    first, again = StandInMessage(_work_body()), StandInMessage(_work_body(), redelivered=True)
+    consumer._on_message(first)
+    wait_for(lambda: driver.calls == 1)
+    consumer._on_message(again)
+    driver.gate.set()
+    wait_for(lambda: not consumer.in_flight)
+    consumer.on_tick(conn)
+    assert driver.calls == 1
+    assert (first.acked, again.acked) == (1, 1)
+
+
+def test_an_unreadable_work_message_is_dead_lettered_then_acked(connection: Any) -> None:
+    broker, conn = connection
+    consumer = WorkConsumer(
+        broker, Runner({}, "agent-1", "host"), ["gated"], workers=1, prefetch=1, shutdown_timeout=1
+    )
+    consumer._publisher = transport.Publisher(conn, 5)
+    garbage = StandInMessage(b"\xff\xfe")
+    consumer._on_message(garbage)
+    assert garbage.acked == 0  # not before the dead-letter copy is published
+    consumer.on_tick(conn)
+    assert garbage.acked == 1
+    dead = kombu.Queue(transport.DEAD_LETTER_QUEUE)(conn.default_channel).get(no_ack=True)
+    assert "not JSON" in dead.headers[transport.DEAD_LETTER_REASON]
+
+
+class FlakyRecorder(ResultRecorder):
+    def __init__(self, error: Exception, bad_task: str | None = None) -> None:
+        self.error = error
+        self.bad_task = bad_task
+        self.recorded: list[str] = []
+
+    def record(self, results: Any) -> None:
+        if self.bad_task is None or any(r.task_id == self.bad_task for r in results):
+            raise self.error
+        self.recorded.extend(r.task_id for r in results)
+
+
+def _result(task_id: str) -> StandInMessage:
+    return StandInMessage(
+        messages.encode(
+            messages.Result(task_id=task_id, attempt=1, outcome=Outcome.SUCCEEDED, agent_id="a").to_body()
+        )
+    )
+
+
+def test_results_stay_unacked_while_the_database_is_down(connection: Any) -> None:
+    broker, conn = connection
+    down = sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("could not connect"))
+    consumer = ResultConsumer(broker, FlakyRecorder(down), batch=10)
+    consumer._publisher = transport.Publisher(conn, 5)
+    results = [_result("t1"), _result("t2")]
+    for message in results:
+        consumer._on_message(message)
+    consumer.on_tick(conn)
+    assert [m.acked for m in results] == [0, 0]
+    assert len(consumer._pending) == 2
+
+
+def test_one_result_that_cannot_be_recorded_is_dead_lettered_and_the_rest_recorded(
+    connection: Any,
+) -> None:
+    broker, conn = connection
+    recorder = FlakyRecorder(ValueError("bad data"), bad_task="t2")
+    consumer = ResultConsumer(broker, recorder, batch=10)
+    consumer._publisher = transport.Publisher(conn, 5)
+    results = [_result("t1"), _result("t2"), _result("t3")]
+    for message in results:
+        consumer._on_message(message)
+    consumer.on_tick(conn)
+    assert recorder.recorded == ["t1", "t3"]
+    assert [m.acked for m in results] == [1, 1, 1]
+    dead = kombu.Queue(transport.DEAD_LETTER_QUEUE)(conn.default_channel).get(no_ack=True)
+    assert "recording failed: bad data" in dead.headers[transport.DEAD_LETTER_REASON]
