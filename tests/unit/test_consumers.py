@@ -27,7 +27,7 @@ class StandInMessage:
         self.body = body
         self.headers: dict[str, Any] = {}
         self.properties = {"message_id": "m"}
-        self.delivery_info = {"redelivered": redelivered, "routing_key": "noop"}
+        self.delivery_info = {"redelivered": redelivered, "exchange": "tether.work", "routing_key": "noop"}
         self.acked = 0
 
     def ack(self) -> None:

@@ -52,6 +52,8 @@ DEAD_LETTER_QUEUE = "tether.dead-letter"
 
 #: Header naming why tether dead-lettered a message itself.
 DEAD_LETTER_REASON = "x-tether-dead-letter-reason"
+ORIGINAL_EXCHANGE = "x-tether-original-exchange"
+ORIGINAL_ROUTING_KEY = "x-tether-original-routing-key"
 
 _MEMORY_POLLING_INTERVAL = 0.005
 
@@ -147,7 +149,9 @@ class Broker:
         body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
         headers = dict(message.headers or {})
         headers[DEAD_LETTER_REASON] = reason[:1000]
-        headers["x-tether-original-queue"] = message.delivery_info.get("routing_key")
+        # Where it came from, so that `tether-manage dead-letters requeue` can send it back.
+        headers[ORIGINAL_EXCHANGE] = message.delivery_info.get("exchange") or ""
+        headers[ORIGINAL_ROUTING_KEY] = message.delivery_info.get("routing_key") or ""
         return Envelope(
             exchange=self.dead_letter_exchange,
             routing_key=DEAD_LETTER_QUEUE,
