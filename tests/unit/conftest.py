@@ -14,7 +14,8 @@ from oslo_config import cfg
 
 from tether.agent import driver_manager
 from tether.agent import service as agent_service
-from tether.common import config
+from tether.common import config, messages, rpc
+from tether.common.states import Outcome
 from tether.plugin import opts as plugin_opts
 from tether.plugin.service import Plugin
 
@@ -31,18 +32,24 @@ def _fresh_memory_broker() -> Iterator[None]:
 
 
 @pytest.fixture
-def conf(tmp_path: Any) -> cfg.ConfigOpts:
-    conf = cfg.ConfigOpts()
+def conf(tmp_path: Any) -> Iterator[cfg.ConfigOpts]:
+    # oslo.messaging reads some options from the global object only, so the
+    # tests use it as the daemons do, and reset it after each test.
+    conf = cfg.CONF
     config.register_opts(conf)
     plugin_opts.register_opts(conf)
     agent_service.register_opts(conf)
+    driver_manager.register_driver_opts(conf, ["noop", "fake"])
     conf([], project="tether", default_config_files=[])
+    rpc.register_opts(conf)
     conf.set_override("transport_url", "memory://")
     conf.set_override("state_path", str(tmp_path))
     conf.set_override("providers", ["noop", "fake"], group="agent")
+    conf.set_override("report_interval", 0.2, group="agent")
     conf.set_override("relay_interval", 0.05, group="plugin")
-    driver_manager.register_driver_opts(conf, ["noop", "fake"])
-    return conf
+    conf.set_override("reaper_interval", 0.2, group="plugin")
+    yield conf
+    conf.reset()
 
 
 @pytest.fixture
@@ -78,3 +85,32 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
             return value
         time.sleep(0.02)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+def claim(plugin: Plugin, task_id: str, agent_id: str = "test-agent", redelivered: bool = False) -> Any:
+    """Claim a task as an agent would, through the plugin's RPC endpoint."""
+    return plugin.endpoint.claim(
+        {},
+        task_id=task_id,
+        agent_id=agent_id,
+        claim_id=f"claim-{time.monotonic()}",
+        redelivered=redelivered,
+        driver_timeout=60.0,
+    )
+
+
+def finish(plugin: Plugin, task_id: str, outcome: str = "SUCCEEDED", **result: Any) -> None:
+    """Stand in for an agent: claim the task, then record its result."""
+    answer = claim(plugin, task_id)
+    assert answer["run"], answer
+    plugin.results.recorder.record(
+        [
+            messages.Result(
+                task_id=task_id,
+                attempt=answer["attempt"],
+                outcome=Outcome(outcome),
+                agent_id="test-agent",
+                **result,
+            )
+        ]
+    )

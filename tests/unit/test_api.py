@@ -9,6 +9,7 @@ import sqlalchemy as sa
 import sqlalchemy.exc
 from fastapi.testclient import TestClient
 
+from tests.unit.conftest import finish
 from tether.plugin.db import queries
 from tether.plugin.db.models import Outbox
 from tether.plugin.service import Plugin
@@ -21,13 +22,7 @@ def _create(client: TestClient, collection: str, body: dict[str, Any], **headers
 
 
 def _finish(plugin: Plugin, task_id: str, outcome: str = "SUCCEEDED") -> None:
-    # Stand in for an agent: record the result the way the consumer would.
-    from tether.common.messages import Result
-    from tether.common.states import Outcome
-
-    plugin.results.recorder.record(
-        [Result(task_id=task_id, attempt=1, outcome=Outcome(outcome), agent_id="test-agent")]
-    )
+    finish(plugin, task_id, outcome)
 
 
 def test_create_answers_202_with_the_resource_its_task_and_a_location(client: TestClient) -> None:

@@ -34,6 +34,23 @@ class StandInMessage:
         self.acked += 1
 
 
+class StandInPlugin:
+    """Answers claims the way a plugin does for a fresh task."""
+
+    timeout = 1.0
+
+    def __init__(self) -> None:
+        self.claims = 0
+
+    def claim_until_answered(self, task_id: str, *args: Any) -> dict[str, Any]:
+        self.claims += 1
+        return {"run": True, "attempt": self.claims, "max_attempts": 3}
+
+
+def _runner(drivers: dict[str, Driver], driver_timeout: float = 30.0) -> Runner:
+    return Runner(drivers, StandInPlugin(), "agent-1", "host", driver_timeout)  # type: ignore[arg-type]
+
+
 class GatedDriver(Driver):
     resource_types = frozenset({"loadbalancer"})
 
@@ -82,7 +99,7 @@ def test_a_redelivery_of_a_running_task_joins_the_running_call(connection: Any) 
     driver = GatedDriver()
     consumer = WorkConsumer(
         broker,
-        Runner({"gated": driver}, "agent-1", "host"),
+        _runner({"gated": driver}),
         ["gated"],
         workers=4,
         prefetch=8,
@@ -102,9 +119,7 @@ def test_a_redelivery_of_a_running_task_joins_the_running_call(connection: Any) 
 
 def test_an_unreadable_work_message_is_dead_lettered_then_acked(connection: Any) -> None:
     broker, conn = connection
-    consumer = WorkConsumer(
-        broker, Runner({}, "agent-1", "host"), ["gated"], workers=1, prefetch=1, shutdown_timeout=1
-    )
+    consumer = WorkConsumer(broker, _runner({}), ["gated"], workers=1, prefetch=1, shutdown_timeout=1)
     consumer._publisher = transport.Publisher(conn, 5)
     garbage = StandInMessage(b"\xff\xfe")
     consumer._on_message(garbage)

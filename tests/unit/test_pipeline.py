@@ -129,5 +129,6 @@ def test_the_request_id_appears_in_the_plugins_and_the_agents_log_lines(
     assert {r.name for r in lines} >= {
         "tether.plugin.changes",
         "tether.agent.runner",
-        "tether.plugin.results",
+        "tether.plugin.rpc",
+        "tether.plugin.lifecycle",
     }

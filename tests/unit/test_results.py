@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from tests.unit.conftest import claim, finish
 from tether.common.messages import Result
 from tether.common.states import Outcome
 from tether.plugin.service import Plugin
@@ -21,18 +22,40 @@ def _create(client: TestClient) -> Any:
 
 def test_recording_the_same_result_twice_changes_nothing(client: TestClient, plugin: Plugin) -> None:
     lb = _create(client)
-    recorder = plugin.results.recorder
-    recorder.record([_result(lb["task"]["id"], statuses={lb["id"]: "ONLINE"})])
+    finish(plugin, lb["task"]["id"], statuses={lb["id"]: "ONLINE"})
     first = client.get(f"/v1/loadbalancers/{lb['id']}").json()
     task_first = client.get(f"/v1/tasks/{lb['task']['id']}").json()
-    recorder.record([_result(lb["task"]["id"], Outcome.FAILED, error_type="X", error_message="late")])
+    plugin.results.recorder.record(
+        [_result(lb["task"]["id"], Outcome.FAILED, error_type="X", error_message="late")]
+    )
     assert client.get(f"/v1/loadbalancers/{lb['id']}").json() == first
-    assert client.get(f"/v1/tasks/{lb['task']['id']}").json() == task_first
+    assert client.get(f"/v1/tasks/{lb['task']['id']}").json()["state"] == task_first["state"]
 
 
-def test_a_result_from_another_attempt_is_not_applied(client: TestClient, plugin: Plugin) -> None:
+def test_a_result_from_an_earlier_attempt_is_kept_in_history_but_not_applied(
+    client: TestClient, plugin: Plugin
+) -> None:
     lb = _create(client)
-    plugin.results.recorder.record([_result(lb["task"]["id"], attempt=2)])
+    task_id = lb["task"]["id"]
+    assert claim(plugin, task_id, agent_id="agent-a")["attempt"] == 1
+    # agent-a's delivery came back to the queue: agent-b takes over as attempt 2
+    assert claim(plugin, task_id, agent_id="agent-b", redelivered=True)["attempt"] == 2
+    plugin.results.recorder.record(
+        [_result(task_id, Outcome.FAILED, attempt=1, error_type="DriverError", error_message="stale news")]
+    )
+    task = client.get(f"/v1/tasks/{task_id}").json()
+    assert (task["state"], task["attempt"], task["agent_id"]) == ("RUNNING", 2, "agent-b")
+    history = {h["attempt"]: h for h in task["history"]}
+    assert (history[1]["outcome"], history[1]["applied"]) == ("FAILED", False)
+    assert client.get(f"/v1/loadbalancers/{lb['id']}").json()["provisioning_status"] == "PENDING_CREATE"
+    plugin.results.recorder.record([_result(task_id, attempt=2)])
+    assert client.get(f"/v1/loadbalancers/{lb['id']}").json()["provisioning_status"] == "ACTIVE"
+    assert client.get(f"/v1/tasks/{task_id}").json()["history"][1]["applied"] is True
+
+
+def test_a_result_for_an_unclaimed_task_is_not_applied(client: TestClient, plugin: Plugin) -> None:
+    lb = _create(client)
+    plugin.results.recorder.record([_result(lb["task"]["id"])])
     assert client.get(f"/v1/tasks/{lb['task']['id']}").json()["state"] == "PENDING"
 
 
@@ -42,15 +65,12 @@ def test_a_result_for_an_unknown_task_is_ignored(plugin: Plugin) -> None:
 
 def test_a_failure_records_error_type_message_and_last_error(client: TestClient, plugin: Plugin) -> None:
     lb = _create(client)
-    plugin.results.recorder.record(
-        [
-            _result(
-                lb["task"]["id"],
-                Outcome.FAILED,
-                error_type="InvalidConfiguration",
-                error_message="VIP 10.0.0.5 is in use",
-            )
-        ]
+    finish(
+        plugin,
+        lb["task"]["id"],
+        "FAILED",
+        error_type="InvalidConfiguration",
+        error_message="VIP 10.0.0.5 is in use",
     )
     body = client.get(f"/v1/loadbalancers/{lb['id']}").json()
     assert (body["provisioning_status"], body["operating_status"], body["last_error"]) == (
@@ -62,12 +82,42 @@ def test_a_failure_records_error_type_message_and_last_error(client: TestClient,
     assert task["error"] == {"type": "InvalidConfiguration", "message": "VIP 10.0.0.5 is in use"}
 
 
+def test_a_retryable_failure_dispatches_again_after_a_backoff(client: TestClient, plugin: Plugin) -> None:
+    lb = _create(client)
+    finish(
+        plugin,
+        lb["task"]["id"],
+        "FAILED",
+        error_type="DeviceUnreachable",
+        error_message="no route to 10.1.1.1",
+        retryable=True,
+    )
+    task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
+    assert (task["state"], task["attempt"]) == ("PENDING", 1)
+    assert task["error"]["message"] == "no route to 10.1.1.1"
+    assert client.get(f"/v1/loadbalancers/{lb['id']}").json()["provisioning_status"] == "PENDING_CREATE"
+
+
+def test_a_retryable_failure_on_the_last_attempt_fails_saying_so(client: TestClient, plugin: Plugin) -> None:
+    lb = _create(client)
+    for _ in range(plugin.policy.max_attempts):
+        finish(
+            plugin,
+            lb["task"]["id"],
+            "FAILED",
+            error_type="DeviceUnreachable",
+            error_message="no route to 10.1.1.1",
+            retryable=True,
+        )
+    task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
+    assert task["state"] == "FAILED"
+    assert task["error"]["message"] == "no route to 10.1.1.1 (attempt 3 of 3)"
+
+
 def test_operating_status_reports_apply_only_inside_the_tasks_tree(
     client: TestClient, plugin: Plugin
 ) -> None:
     a, b = _create(client), _create(client)
-    plugin.results.recorder.record(
-        [_result(a["task"]["id"], statuses={a["id"]: "DEGRADED", b["id"]: "OFFLINE"})]
-    )
+    finish(plugin, a["task"]["id"], statuses={a["id"]: "DEGRADED", b["id"]: "OFFLINE"})
     assert client.get(f"/v1/loadbalancers/{a['id']}").json()["operating_status"] == "DEGRADED"
     assert client.get(f"/v1/loadbalancers/{b['id']}").json()["operating_status"] == "UNKNOWN"

@@ -1,14 +1,17 @@
-"""The agent's work consumer (DESIGN.md guarantee 3: no lost result).
+"""The agent's work consumer (DESIGN.md guarantees 3, 4 and 7).
 
 The connection thread consumes with a prefetch bound and hands each message
-to a bounded pool of worker threads, which call drivers. Finished work comes
-back to the connection thread, which publishes the results (persistent,
-confirmed) and only then acks the work messages. Drivers may block for as
-long as they like without starving the connection's heartbeats.
+to a bounded pool of worker threads, which claim the task from the plugin
+and call the driver. Finished work comes back to the connection thread,
+which publishes the results (persistent, confirmed) and only then acks the
+work messages. Drivers may block without starving the connection's
+heartbeats; a call that overruns ``driver_timeout`` is answered with a
+retryable failure and its worker is replaced.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import queue
@@ -17,6 +20,7 @@ import time
 
 import kombu
 
+from tether.agent.plugin_api import Stopping
 from tether.agent.runner import Runner
 from tether.agent.workers import WorkerPool
 from tether.common import messages, transport
@@ -25,6 +29,18 @@ from tether.common.exceptions import MalformedMessage
 LOG = logging.getLogger(__name__)
 
 _Delivery = tuple[int, kombu.Message]
+
+
+@dataclasses.dataclass
+class _Call:
+    """A driver call in progress, for the watchdog."""
+
+    work: messages.Work
+    attempt: int
+    thread: str
+    started: float
+    started_at: str
+    timed_out: bool = False
 
 
 class WorkConsumer(transport.ConnectionLoop):
@@ -47,7 +63,10 @@ class WorkConsumer(transport.ConnectionLoop):
         self.prefetch = prefetch
         self.shutdown_timeout = shutdown_timeout
         self._pool = WorkerPool(workers)
-        self._done: queue.SimpleQueue[tuple[_Delivery, messages.Result]] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[tuple[_Delivery, messages.Result | None]] = queue.SimpleQueue()
+        self._calls: dict[str, _Call] = {}
+        self._paused = False
+        self._consuming = False
         # Bumped on every reconnect: a message can only be acked on the
         # connection that delivered it.
         self._epoch = 0
@@ -65,6 +84,18 @@ class WorkConsumer(transport.ConnectionLoop):
         with self._lock:
             return len(self._running)
 
+    def pause(self, paused: bool) -> None:
+        """Stop (or resume) taking new work; running calls carry on."""
+        if paused != self._paused:
+            LOG.warning(
+                "agent %s %s",
+                self.runner.agent_id,
+                "disabled by an administrator: taking no new work"
+                if paused
+                else "enabled again: taking work",
+            )
+        self._paused = paused
+
     def on_connect(self, connection: kombu.Connection) -> None:
         queues = [self.broker.work_queue(p) for p in self.providers]
         self.broker.declare(connection, [*queues, self.broker.results_queue()])
@@ -74,7 +105,8 @@ class WorkConsumer(transport.ConnectionLoop):
         self._consumer = kombu.Consumer(
             connection.channel(), queues=queues, on_message=self._on_message, prefetch_count=per_queue
         )
-        self._consumer.consume()
+        self._consuming = False
+        self._follow_pause()
         LOG.info(
             "agent %s consuming %s on %s",
             self.runner.agent_id,
@@ -89,8 +121,33 @@ class WorkConsumer(transport.ConnectionLoop):
         self._publisher = None
         self._dead_letters.clear()
 
+    def _follow_pause(self) -> None:
+        if self._consumer is None or self._paused == (not self._consuming):
+            return
+        if self._paused:
+            self._consumer.cancel()
+        else:
+            self._consumer.consume()
+        self._consuming = not self._paused
+
+    def _watchdog(self) -> None:
+        now = time.monotonic()
+        expired = []
+        with self._lock:
+            for task_id, call in self._calls.items():
+                if not call.timed_out and now - call.started > self.runner.driver_timeout:
+                    call.timed_out = True
+                    expired.append((call, self._running.pop(task_id, [])))
+        for call, deliveries in expired:
+            result = self.runner.timed_out(call.work, call.attempt, call.started_at)
+            for delivery in deliveries:
+                self._done.put((delivery, result))
+            self._pool.replace(call.thread)
+
     def on_tick(self, connection: kombu.Connection) -> None:
         assert self._publisher is not None
+        self._follow_pause()
+        self._watchdog()
         self._dead_letters.flush(self._publisher)
         finished = []
         while True:
@@ -102,6 +159,7 @@ class WorkConsumer(transport.ConnectionLoop):
                 finished.append((message, result))
         if not finished:
             return
+        # A skipped task (the plugin refused the claim) has no result: just ack.
         self._publisher.publish(
             [
                 transport.Envelope(
@@ -112,14 +170,17 @@ class WorkConsumer(transport.ConnectionLoop):
                     headers={"request_id": result.request_id} if result.request_id else {},
                 )
                 for _, result in finished
+                if result is not None
             ]
         )
         for message, _ in finished:
             message.ack()
 
     def on_stop(self, connection: kombu.Connection) -> None:
-        if self._consumer is not None:
+        if self._consumer is not None and self._consuming:
             self._consumer.cancel()
+            self._consuming = False
+        self._paused = True
         deadline = time.monotonic() + self.shutdown_timeout
         while self.in_flight and time.monotonic() < deadline:
             self.on_tick(connection)
@@ -152,10 +213,31 @@ class WorkConsumer(transport.ConnectionLoop):
         self._pool.submit(self._work, work, redelivered)
 
     def _work(self, work: messages.Work, redelivered: bool) -> None:
+        result: messages.Result | None = None
         try:
-            result = self.runner.run(work, redelivered)
-        finally:
+            claim = self.runner.claim(work, redelivered, self.stopping)
+            if claim.get("run"):
+                call = _Call(
+                    work,
+                    int(claim["attempt"]),
+                    threading.current_thread().name,
+                    time.monotonic(),
+                    messages.now(),
+                )
+                with self._lock:
+                    self._calls[work.task_id] = call
+                try:
+                    result = self.runner.apply(work, call.attempt)
+                finally:
+                    with self._lock:
+                        self._calls.pop(work.task_id, None)
+                if call.timed_out:
+                    return  # answered by the watchdog; this late result is void
+        except Stopping:
             with self._lock:
-                deliveries = self._running.pop(work.task_id, [])
+                self._running.pop(work.task_id, None)
+            return  # unacked: the broker hands the message to another agent
+        with self._lock:
+            deliveries = self._running.pop(work.task_id, [])
         for delivery in deliveries:
             self._done.put((delivery, result))

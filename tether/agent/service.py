@@ -1,15 +1,20 @@
-"""The agent process: drivers, worker pool and work consumer, wired together."""
+"""The agent process: drivers, worker pool, work consumer and heartbeat."""
 
 from __future__ import annotations
 
+import datetime
 import logging
+from typing import Any
 
 from oslo_config import cfg
 
+from tether import __version__
 from tether.agent import driver_manager
 from tether.agent.consumer import WorkConsumer
+from tether.agent.heartbeat import Heartbeat
+from tether.agent.plugin_api import PluginApi
 from tether.agent.runner import Runner
-from tether.common import transport
+from tether.common import rpc, transport
 
 LOG = logging.getLogger(__name__)
 
@@ -36,6 +41,28 @@ OPTS: list[cfg.Opt] = [
         "twice the workers. Messages held here are not available to other agents.",
     ),
     cfg.FloatOpt(
+        "driver_timeout",
+        default=300.0,
+        min=1,
+        max=1740,
+        help="Seconds a driver call may take before its task fails with a retryable "
+        "DriverTimeout and its worker is replaced. Keep it well below RabbitMQ's "
+        "consumer_timeout (30 minutes by default): the broker takes back a work message "
+        "held unacked longer than that.",
+    ),
+    cfg.FloatOpt(
+        "report_interval",
+        default=10.0,
+        min=0.1,
+        help="Seconds between state reports to the plugin (the agent's heartbeat).",
+    ),
+    cfg.FloatOpt(
+        "rpc_timeout",
+        default=10.0,
+        min=0.1,
+        help="Seconds to wait for the plugin to answer a claim or a state report before trying again.",
+    ),
+    cfg.FloatOpt(
         "shutdown_timeout",
         default=30.0,
         min=0,
@@ -47,6 +74,7 @@ OPTS: list[cfg.Opt] = [
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(OPTS, group=GROUP)
+    rpc.register_opts(conf)
 
 
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
@@ -60,19 +88,37 @@ class Agent:
         self.conf = conf
         self.providers = list(conf.agent.providers)
         self.agent_id = agent_id or conf.agent.agent_id or conf.host
+        self.started_at = datetime.datetime.now(datetime.UTC)
         self.drivers = driver_manager.load_drivers(conf, self.providers, driver_manager.AgentCallbacks())
+        self.plugin = PluginApi(conf)
         workers = conf.agent.workers
         self.consumer = WorkConsumer(
             transport.Broker(conf),
-            Runner(self.drivers, self.agent_id, conf.host),
+            Runner(self.drivers, self.plugin, self.agent_id, conf.host, conf.agent.driver_timeout),
             self.providers,
             workers=workers,
             prefetch=conf.agent.prefetch or 2 * workers,
             shutdown_timeout=conf.agent.shutdown_timeout,
         )
+        self.heartbeat = Heartbeat(
+            self.plugin, conf.agent.report_interval, self.state, lambda up: self.consumer.pause(not up)
+        )
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "agent_id": self.agent_id,
+            "host": self.conf.host,
+            "providers": self.providers,
+            "version": __version__,
+            "workers": self.conf.agent.workers,
+            "in_flight": self.consumer.in_flight,
+            "started_at": self.started_at.isoformat(),
+            "driver_timeout": self.conf.agent.driver_timeout,
+        }
 
     def start(self) -> None:
         self.consumer.start()
+        self.heartbeat.start()
         LOG.info(
             "agent %s on host %s serves providers %s with %d workers via %s",
             self.agent_id,
@@ -84,6 +130,7 @@ class Agent:
 
     def stop(self) -> None:
         self.consumer.stop(timeout=self.conf.agent.shutdown_timeout + 5)
+        self.heartbeat.stop()
         for driver in self.drivers.values():
             driver.close()
         LOG.info("agent %s stopped", self.agent_id)

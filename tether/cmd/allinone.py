@@ -18,6 +18,7 @@ from tether.agent import driver_manager
 from tether.agent import service as agent_service
 from tether.cmd import daemon
 from tether.common import opts as common_opts
+from tether.common import rpc
 from tether.common.exceptions import TetherError
 from tether.plugin import opts as plugin_opts
 from tether.plugin.service import Plugin
@@ -48,7 +49,11 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
     """Every option the all-in-one reads, with the all-in-one's defaults."""
     groups = (
-        common_opts.list_common_opts() + plugin_opts.list_opts() + agent_service.list_opts() + [(GROUP, OPTS)]
+        common_opts.list_common_opts()
+        + [(None, [rpc.transport_url_opt()])]
+        + plugin_opts.list_opts()
+        + agent_service.list_opts()
+        + [(GROUP, OPTS)]
     )
     listed = []
     for group, opts in groups:

@@ -19,13 +19,6 @@ from tether.common.exceptions import ConfigError
 
 DEFAULT_OPTS: list[cfg.Opt] = [
     cfg.StrOpt(
-        "transport_url",
-        secret=True,
-        help="URL of the message broker that carries work, results and control "
-        "messages: rabbit://USER:PASS@HOST:PORT[,USER:PASS@HOST2:PORT]/VHOST in "
-        "production, memory:// for a single process (the all-in-one and tests).",
-    ),
-    cfg.StrOpt(
         "state_path",
         default="/var/lib/tether",
         help="Directory where tether keeps its local state (the SQLite database of "
@@ -75,6 +68,11 @@ MESSAGING_OPTS: list[cfg.Opt] = [
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register what every process reads.
+
+    ``[DEFAULT] transport_url`` belongs to oslo.messaging, which registers it
+    itself; :func:`load` has it do so once the files are parsed.
+    """
     from tether.common import log
 
     conf.register_opts(DEFAULT_OPTS + log.LOG_OPTS)
@@ -103,10 +101,15 @@ def load(
         )
     except cfg.Error as exc:
         raise ConfigError(reason=str(exc)) from exc
+    from tether.common import rpc
+
+    rpc.register_opts(conf)
     _check_values(conf)
     for group, name in required:
         value = conf[group][name] if group else conf[name]
-        if value in (None, "", []):
+        location = conf.get_location(name, group)
+        unset = location is None or location.location == cfg.Locations.opt_default
+        if value in (None, "", []) or unset:
             raise ConfigError(
                 reason=f"[{group or 'DEFAULT'}] {name} is required but not set "
                 f"(config files: {_files(conf)})."

@@ -5,6 +5,7 @@ carries a message template and the HTTP status the REST layer answers with::
 
     TetherError
     ├── InvalidInput (400)
+    ├── Forbidden (403)
     ├── NotFound (404)
     ├── Conflict (409)
     ├── PayloadTooLarge (413)
@@ -49,6 +50,11 @@ class TetherError(Exception):
 class InvalidInput(TetherError):
     message = "Invalid input: {reason}"
     status = 400
+
+
+class Forbidden(TetherError):
+    message = "{action} needs the admin role."
+    status = 403
 
 
 class NotFound(TetherError):

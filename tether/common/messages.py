@@ -18,6 +18,7 @@ accept every version they know.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 from typing import Any
 
@@ -100,7 +101,11 @@ RESULT_SCHEMA: dict[str, Any] = {
         "error": {
             "type": ["object", "null"],
             "required": ["type", "message"],
-            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+            "properties": {
+                "type": {"type": "string"},
+                "message": {"type": "string"},
+                "retryable": {"type": "boolean"},
+            },
         },
         "started_at": {"type": ["string", "null"]},
         "finished_at": {"type": ["string", "null"]},
@@ -150,13 +155,19 @@ class Result:
     statuses: dict[str, str] = dataclasses.field(default_factory=dict)
     error_type: str | None = None
     error_message: str | None = None
+    #: the same change may succeed later (device unreachable, driver timeout)
+    retryable: bool = False
     started_at: str | None = None
     finished_at: str | None = None
 
     def to_body(self) -> dict[str, Any]:
         error = None
         if self.error_type is not None:
-            error = {"type": self.error_type, "message": self.error_message or ""}
+            error = {
+                "type": self.error_type,
+                "message": self.error_message or "",
+                "retryable": self.retryable,
+            }
         return {
             "version": VERSION,
             "kind": "result",
@@ -171,6 +182,11 @@ class Result:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
         }
+
+
+def now() -> str:
+    """A timestamp as messages carry them."""
+    return datetime.datetime.now(datetime.UTC).isoformat()
 
 
 def encode(body: dict[str, Any]) -> bytes:
@@ -195,6 +211,7 @@ def decode_result(raw: bytes | str) -> Result:
         statuses=dict(body.get("statuses") or {}),
         error_type=error.get("type"),
         error_message=error.get("message"),
+        retryable=bool(error.get("retryable", False)),
         started_at=body.get("started_at"),
         finished_at=body.get("finished_at"),
     )

@@ -15,13 +15,13 @@ from typing import Any
 
 from sqlalchemy import orm
 
-from tether.common import messages, transport
 from tether.common.exceptions import Conflict, InvalidInput, NotFound
 from tether.common.resource_types import Registry, ResourceType
 from tether.common.states import OperatingStatus, Operation, ProvisioningStatus, TaskState
+from tether.plugin import lifecycle
 from tether.plugin.context import RequestContext
 from tether.plugin.db import queries
-from tether.plugin.db.models import Outbox, Resource, Task, utcnow
+from tether.plugin.db.models import Resource, Task, utcnow
 from tether.plugin.providers import Providers
 
 LOG = logging.getLogger(__name__)
@@ -35,8 +35,10 @@ class Changes:
         registry: Registry,
         providers: Providers,
         sessionmaker: orm.sessionmaker[orm.Session],
+        policy: lifecycle.Policy,
         on_commit: Callable[[], None] = lambda: None,
     ) -> None:
+        self.policy = policy
         self.registry = registry
         self.providers = providers
         self.sessionmaker = sessionmaker
@@ -157,7 +159,6 @@ class Changes:
     def _dispatch(
         self, session: orm.Session, ctx: RequestContext, resource: Resource, operation: Operation
     ) -> Task:
-        now = utcnow()
         task = Task(
             id=str(uuid.uuid4()),
             resource_id=resource.id,
@@ -168,27 +169,13 @@ class Changes:
             operation=operation,
             generation=resource.generation,
             state=TaskState.PENDING,
-            attempt=1,
+            attempt=0,
             request_id=ctx.request_id,
-            created_at=now,
-            pending_at=now,
+            created_at=utcnow(),
         )
         session.add(task)
         session.flush()
-        work = messages.Work(
-            task=work_task(task),
-            resource=resource_message(resource),
-            tree=tree_message(queries.tree(session, resource.root_id)),
-        )
-        session.add(
-            Outbox(
-                task_id=task.id,
-                exchange=transport.WORK_EXCHANGE,
-                routing_key=resource.provider,
-                payload=messages.encode(work.to_body()).decode(),
-                request_id=ctx.request_id,
-            )
-        )
+        lifecycle.enqueue(session, self.policy, task, resource)
         LOG.info(
             "accepted %s of %s %s as task %s (generation %d, provider %s)",
             operation,
@@ -199,45 +186,6 @@ class Changes:
             resource.provider,
         )
         return task
-
-
-def work_task(task: Task) -> dict[str, Any]:
-    return {
-        "id": task.id,
-        "operation": task.operation,
-        "resource_type": task.resource_type,
-        "resource_id": task.resource_id,
-        "root_id": task.root_id,
-        "generation": task.generation,
-        "attempt": task.attempt,
-        "project_id": task.project_id,
-        "request_id": task.request_id,
-        "provider": task.provider,
-    }
-
-
-def resource_message(resource: Resource) -> dict[str, Any]:
-    return {
-        "type": resource.type,
-        "id": resource.id,
-        "project_id": resource.project_id,
-        "parent_id": resource.parent_id,
-        "attributes": resource.attributes,
-    }
-
-
-def tree_message(rows: Sequence[Resource]) -> dict[str, Any]:
-    """Nest a root's resources under the root, parents before children."""
-    nodes = {r.id: resource_message(r) | {"children": []} for r in rows}
-    root = None
-    for row in rows:
-        if row.parent_id is None:
-            root = nodes[row.id]
-        elif row.parent_id in nodes:
-            nodes[row.parent_id]["children"].append(nodes[row.id])
-    if root is None:
-        raise NotFound(kind="Root resource", id=rows[0].root_id if rows else "?")
-    return root
 
 
 def _describe(kids: Sequence[Resource]) -> str:

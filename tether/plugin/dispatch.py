@@ -23,6 +23,7 @@ from sqlalchemy import orm
 
 from tether.common import transport
 from tether.plugin.db import queries
+from tether.plugin.db.models import utcnow
 
 LOG = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class OutboxRelay(transport.ConnectionLoop):
         """Publish one window of unsent rows; return how many were sent."""
         assert self._publisher is not None
         with self.reader() as session:
-            rows = queries.unsent_outbox(session, self.batch_size)
+            rows = queries.unsent_outbox(session, self.batch_size, utcnow())
         if not rows:
             return 0
         new_keys = {r.routing_key for r in rows} - self._declared

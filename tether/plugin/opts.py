@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
-from tether.plugin import dispatch, results, service
+from tether.common import rpc
+from tether.plugin import agents, dispatch, lifecycle, reaper, results, service
 from tether.plugin.api import app
 from tether.plugin.db import session
 
@@ -12,11 +13,15 @@ from tether.plugin.db import session
 def register_opts(conf: cfg.ConfigOpts) -> None:
     for group, opts in list_opts():
         conf.register_opts(opts, group=group)
+    rpc.register_opts(conf)
 
 
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
     return [
-        (service.GROUP, service.OPTS + dispatch.OPTS + results.OPTS),
+        (
+            service.GROUP,
+            service.OPTS + dispatch.OPTS + results.OPTS + lifecycle.OPTS + agents.OPTS + reaper.OPTS,
+        ),
         (app.GROUP, app.OPTS),
         (session.GROUP, session.OPTS),
     ]

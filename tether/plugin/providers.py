@@ -54,6 +54,9 @@ class Providers:
     def names(self) -> list[str]:
         return sorted(self._providers)
 
+    def placement(self, name: str) -> str:
+        return self._providers[name].placement
+
     def get(self, name: str, resource_type: str) -> Provider:
         """The provider a root resource names.
 

@@ -20,15 +20,10 @@ from sqlalchemy import orm
 
 from tether.common import log, messages, transport
 from tether.common.exceptions import MalformedMessage
-from tether.common.states import (
-    OperatingStatus,
-    Operation,
-    Outcome,
-    ProvisioningStatus,
-    TaskState,
-)
+from tether.common.states import Outcome, TaskState
+from tether.plugin import lifecycle
 from tether.plugin.db import queries
-from tether.plugin.db.models import Task, utcnow
+from tether.plugin.db.models import Task, TaskAttempt, utcnow
 
 LOG = logging.getLogger(__name__)
 
@@ -44,95 +39,71 @@ OPTS: list[cfg.Opt] = [
 
 
 class ResultRecorder:
-    """Applies results to tasks and resources."""
+    """Applies results to tasks and resources, fenced by attempt."""
 
-    def __init__(self, sessionmaker: orm.sessionmaker[orm.Session]) -> None:
+    def __init__(self, sessionmaker: orm.sessionmaker[orm.Session], policy: lifecycle.Policy) -> None:
         self.sessionmaker = sessionmaker
+        self.policy = policy
 
     def record(self, results: Sequence[messages.Result]) -> None:
         """Record results in one transaction."""
         with self.sessionmaker.begin() as session:
             tasks = queries.get_tasks(session, [r.task_id for r in results])
             for result in results:
-                self._apply(session, tasks.get(result.task_id), result)
+                with log.request_context(result.request_id):
+                    self._apply(session, tasks.get(result.task_id), result)
 
     def _apply(self, session: orm.Session, task: Task | None, result: messages.Result) -> None:
-        with log.request_context(result.request_id):
-            if task is None:
-                LOG.warning(
-                    "result for unknown task %s from agent %s ignored", result.task_id, result.agent_id
-                )
-                return
-            if TaskState(task.state).terminal:
-                LOG.debug("task %s is already %s; duplicate result ignored", task.id, task.state)
-                return
-            if result.attempt != task.attempt:
-                LOG.warning(
-                    "result of attempt %d of task %s ignored: attempt %d is current",
-                    result.attempt,
-                    task.id,
-                    task.attempt,
-                )
-                return
-            now = utcnow()
-            task.agent_id = result.agent_id[:255]
-            task.host = result.host[:255] if result.host else None
-            task.running_at = task.running_at or _parse_time(result.started_at) or now
-            task.finished_at = now
-            if result.outcome == Outcome.SUCCEEDED:
-                task.state = TaskState.SUCCEEDED
-            else:
-                task.state = TaskState.FAILED
-                task.error_type = (result.error_type or "Error")[:64]
-                task.error_message = result.error_message
-            self._apply_to_resource(session, task, result)
-            LOG.info(
-                "task %s (%s %s %s, attempt %d) %s on agent %s%s",
+        if task is None:
+            LOG.warning("result for unknown task %s from agent %s ignored", result.task_id, result.agent_id)
+            return
+        current = task.state == TaskState.RUNNING and result.attempt == task.attempt
+        self._remember(session, task, result, current)
+        if not current:
+            LOG.warning(
+                "result of attempt %d of task %s from agent %s kept in history, not applied: "
+                "the task is %s at attempt %d",
+                result.attempt,
                 task.id,
-                task.operation,
-                task.resource_type,
-                task.resource_id,
-                task.attempt,
-                task.state,
                 result.agent_id,
-                f": {result.error_message}" if result.error_message else "",
+                task.state,
+                task.attempt,
+            )
+            return
+        task.host = result.host[:255] if result.host else task.host
+        if result.outcome == Outcome.SUCCEEDED:
+            lifecycle.succeed(session, task, result.statuses)
+        elif result.retryable:
+            lifecycle.retry_or_fail(
+                session,
+                self.policy,
+                task,
+                result.error_type or "Error",
+                result.error_message or "the driver failed",
+            )
+        else:
+            lifecycle.fail(
+                session, task, result.error_type or "Error", result.error_message or "the driver failed"
             )
 
     @staticmethod
-    def _apply_statuses(session: orm.Session, task: Task, result: messages.Result) -> None:
-        for resource_id, status in result.statuses.items():
-            if status not in OperatingStatus.__members__:
-                LOG.warning(
-                    "agent %s reported unknown operating status %r for %s; ignored",
-                    result.agent_id,
-                    status,
-                    resource_id,
-                )
-                continue
-            resource = queries.get_resource(session, resource_id, None)
-            # A driver speaks only for the tree it was given.
-            if resource is not None and resource.root_id == task.root_id:
-                resource.operating_status = status
-
-    def _apply_to_resource(self, session: orm.Session, task: Task, result: messages.Result) -> None:
-        self._apply_statuses(session, task, result)
-        resource = queries.get_resource(session, task.resource_id, None)
-        if resource is None:
+    def _remember(session: orm.Session, task: Task, result: messages.Result, applied: bool) -> None:
+        row = queries.get_attempt(session, task.id, result.attempt)
+        if row is None:
+            row = TaskAttempt(
+                task_id=task.id,
+                attempt=result.attempt,
+                agent_id=result.agent_id[:255],
+                claimed_at=_parse_time(result.started_at) or utcnow(),
+            )
+            session.add(row)
+        if row.outcome is not None and row.outcome != "ABANDONED":
             return
-        latest = resource.generation == task.generation
-        if result.outcome == Outcome.SUCCEEDED:
-            if task.operation == Operation.DELETE:
-                session.delete(resource)
-                return
-            resource.applied_generation = max(resource.applied_generation, task.generation)
-            if latest:
-                resource.provisioning_status = ProvisioningStatus.ACTIVE
-                resource.last_error = None
-        elif latest:
-            resource.provisioning_status = ProvisioningStatus.ERROR
-            resource.last_error = result.error_message
-            if task.operation == Operation.CREATE:
-                resource.operating_status = OperatingStatus.OFFLINE
+        row.finished_at = utcnow()
+        row.outcome = result.outcome.value
+        row.applied = applied
+        row.error_type = result.error_type[:64] if result.error_type else None
+        row.error_message = result.error_message
 
 
 class ResultConsumer(transport.ConnectionLoop):

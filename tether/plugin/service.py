@@ -1,22 +1,25 @@
-"""The plugin process: API, outbox relay and result consumer, wired together."""
+"""The plugin process: API, outbox relay, result consumer, RPC server and
+reaper, wired together."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import sqlalchemy as sa
 import uvicorn
 from oslo_config import cfg
 
-from tether.common import transport
+from tether.common import rpc, transport
 from tether.common.exceptions import ConfigError
 from tether.common.resource_types import Registry
-from tether.plugin import dispatch, results
+from tether.plugin import agents, dispatch, lifecycle, reaper, results
 from tether.plugin.api.app import create_app
 from tether.plugin.api.deps import Api
 from tether.plugin.changes import Changes
 from tether.plugin.db import migration, session
 from tether.plugin.providers import Providers
+from tether.plugin.rpc import PluginEndpoint
 
 LOG = logging.getLogger(__name__)
 
@@ -53,6 +56,8 @@ class Plugin:
             self.engine if _in_memory(self.engine) else session.make_engine(conf, readonly=True)
         )
         self.reader = session.make_sessionmaker(self.read_engine)
+        self.policy = lifecycle.Policy.from_conf(conf)
+        self.agents = agents.Registry(conf.plugin.agent_down_time)
         self.relay = dispatch.OutboxRelay(
             self.broker,
             self.sessionmaker,
@@ -61,14 +66,21 @@ class Plugin:
             conf.plugin.relay_batch_size,
             conf.plugin.relay_interval,
         )
-        self.changes = Changes(self.registry, self.providers, self.sessionmaker, on_commit=self.relay.wake)
-        self.results = results.ResultConsumer(
-            self.broker, results.ResultRecorder(self.sessionmaker), conf.plugin.result_batch_size
+        self.changes = Changes(
+            self.registry, self.providers, self.sessionmaker, self.policy, on_commit=self.relay.wake
         )
+        self.results = results.ResultConsumer(
+            self.broker, results.ResultRecorder(self.sessionmaker, self.policy), conf.plugin.result_batch_size
+        )
+        self.endpoint = PluginEndpoint(self.sessionmaker, self.policy, self.agents)
+        self.reaper = reaper.Reaper(self.sessionmaker, self.policy, self.agents, conf.plugin.reaper_interval)
+        self._rpc_server: Any = None
         self.api = Api(
             registry=self.registry,
             changes=self.changes,
             reader=self.reader,
+            agents=self.agents,
+            sessionmaker=self.sessionmaker,
             default_limit=conf.api.default_page_size,
             max_limit=conf.api.max_page_size,
             max_body_bytes=conf.api.max_body_bytes,
@@ -77,10 +89,14 @@ class Plugin:
         self.app = create_app(self.api)
 
     def start(self) -> None:
+        self._rpc_server = rpc.get_server(rpc.get_transport(self.conf), self.conf.host, [self.endpoint])
+        self._rpc_server.start()
         self.relay.start()
         self.results.start()
+        self.reaper.start()
         LOG.info(
-            "plugin: providers %s; resource types %s; database %s; broker %s",
+            "plugin on %s: providers %s; resource types %s; database %s; broker %s",
+            self.conf.host,
             ", ".join(self.providers.names),
             ", ".join(self.registry),
             self.engine.url.render_as_string(hide_password=True),
@@ -101,6 +117,12 @@ class Plugin:
         uvicorn.Server(config).run()
 
     def stop(self) -> None:
+        """Stop taking calls, then drain: the relay publishes what is committed,
+        the result consumer records what it holds."""
+        if self._rpc_server is not None:
+            self._rpc_server.stop()
+            self._rpc_server.wait()
+        self.reaper.stop()
         self.relay.stop()
         self.results.stop()
         self.engine.dispose()

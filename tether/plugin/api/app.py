@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from tether import __version__
 from tether.common import log
-from tether.plugin.api import errors, resources, tasks
+from tether.plugin.api import agents, errors, resources, tasks
 from tether.plugin.api.deps import Api
 
 LOG = logging.getLogger(__name__)
@@ -97,4 +97,5 @@ def create_app(api: Api) -> fastapi.FastAPI:
     for rtype in api.registry.values():
         app.include_router(resources.router(api, rtype))
     app.include_router(tasks.router(api))
+    app.include_router(agents.router(api))
     return app

@@ -11,6 +11,7 @@ from sqlalchemy import orm
 
 from tether.common.exceptions import InvalidInput, PayloadTooLarge
 from tether.common.resource_types import Registry
+from tether.plugin.agents import Registry as AgentRegistry
 from tether.plugin.changes import Changes
 from tether.plugin.context import RequestContext
 
@@ -23,6 +24,8 @@ class Api:
     registry: Registry
     changes: Changes
     reader: orm.sessionmaker[orm.Session]
+    sessionmaker: orm.sessionmaker[orm.Session]
+    agents: AgentRegistry
     default_limit: int
     max_limit: int
     max_body_bytes: int

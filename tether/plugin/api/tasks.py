@@ -53,8 +53,9 @@ def router(api: Api) -> fastapi.APIRouter:
     def show(task_id: str, ctx: Context) -> dict[str, Any]:
         with api.reader() as session:
             row = queries.get_task(session, task_id, ctx.project_filter)
-        if row is None:
-            raise NotFound(kind="Task", id=task_id)
-        return views.task(row)
+            if row is None:
+                raise NotFound(kind="Task", id=task_id)
+            history = [views.attempt(a) for a in queries.attempts(session, row.id)]
+        return views.task(row) | {"history": history}
 
     return r

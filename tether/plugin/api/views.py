@@ -7,7 +7,7 @@ from typing import Any
 
 from tether.common.resource_types import ResourceType
 from tether.common.states import ProvisioningStatus
-from tether.plugin.db.models import Resource, Task
+from tether.plugin.db.models import Agent, Resource, Task, TaskAttempt
 
 
 def resource(rtype: ResourceType, row: Resource, task: Task | None = None) -> dict[str, Any]:
@@ -43,9 +43,6 @@ def in_sync(row: Resource) -> bool:
 
 
 def task(row: Task) -> dict[str, Any]:
-    error = None
-    if row.error_type is not None:
-        error = {"type": row.error_type, "message": row.error_message}
     return {
         "id": row.id,
         "state": row.state,
@@ -60,7 +57,7 @@ def task(row: Task) -> dict[str, Any]:
         "host": row.host,
         "project_id": row.project_id,
         "request_id": row.request_id,
-        "error": error,
+        "error": _error(row.error_type, row.error_message),
         "created_at": _time(row.created_at),
         "queued_at": _time(row.queued_at),
         "pending_at": _time(row.pending_at),
@@ -69,5 +66,37 @@ def task(row: Task) -> dict[str, Any]:
     }
 
 
+def _error(error_type: str | None, message: str | None) -> dict[str, Any] | None:
+    return None if error_type is None else {"type": error_type, "message": message}
+
+
 def _time(value: datetime.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def attempt(row: TaskAttempt) -> dict[str, Any]:
+    return {
+        "attempt": row.attempt,
+        "agent_id": row.agent_id,
+        "redelivered": row.redelivered,
+        "claimed_at": _time(row.claimed_at),
+        "finished_at": _time(row.finished_at),
+        "outcome": row.outcome,
+        "applied": row.applied,
+        "error": _error(row.error_type, row.error_message),
+    }
+
+
+def agent(row: Agent, alive: bool) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "host": row.host,
+        "providers": row.providers,
+        "version": row.version,
+        "alive": alive,
+        "admin_state_up": row.admin_state_up,
+        "workers": row.workers,
+        "in_flight": row.in_flight,
+        "started_at": _time(row.started_at),
+        "last_heartbeat": _time(row.last_heartbeat),
+    }

@@ -85,7 +85,12 @@ class Task(Base):
     operation: orm.Mapped[str] = orm.mapped_column(sa.String(16))
     generation: orm.Mapped[int]
     state: orm.Mapped[str] = orm.mapped_column(sa.String(16))
-    attempt: orm.Mapped[int] = orm.mapped_column(default=1)
+    #: the number of the latest claim; 0 until an agent claims the task
+    attempt: orm.Mapped[int] = orm.mapped_column(default=0)
+    #: the agent's id for its current claim, so a retried claim call is idempotent
+    claim_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(36))
+    #: when the reaper looks at this task next, if it is still not terminal
+    deadline: orm.Mapped[datetime.datetime | None]
     agent_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
     host: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
     request_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(64))
@@ -103,7 +108,53 @@ class Task(Base):
         sa.Index("ix_tasks_root_state", "root_id", "state"),
         sa.Index("ix_tasks_project_created", "project_id", "created_at", "id"),
         sa.Index("ix_tasks_state_updated", "state", "updated_at"),
+        sa.Index("ix_tasks_state_deadline", "state", "deadline"),
+        sa.Index("ix_tasks_agent_state", "agent_id", "state"),
     )
+
+
+class TaskAttempt(Base):
+    """One claim of a task by an agent, and what became of it.
+
+    A result from an attempt that is no longer current is kept here with
+    ``applied`` false: history, not state.
+    """
+
+    __tablename__ = "task_attempts"
+
+    id: orm.Mapped[int] = orm.mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    task_id: orm.Mapped[str] = orm.mapped_column(sa.String(36))
+    attempt: orm.Mapped[int]
+    agent_id: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    redelivered: orm.Mapped[bool] = orm.mapped_column(default=False)
+    claimed_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow)
+    finished_at: orm.Mapped[datetime.datetime | None]
+    #: SUCCEEDED or FAILED as the agent reported it, or ABANDONED by the reaper
+    outcome: orm.Mapped[str | None] = orm.mapped_column(sa.String(16))
+    applied: orm.Mapped[bool] = orm.mapped_column(default=False)
+    error_type: orm.Mapped[str | None] = orm.mapped_column(sa.String(64))
+    error_message: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+
+    __table_args__ = (sa.Index("ix_task_attempts_task_attempt", "task_id", "attempt"),)
+
+
+class Agent(Base):
+    """An agent as its heartbeats describe it."""
+
+    __tablename__ = "agents"
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(255), primary_key=True)
+    host: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    providers: orm.Mapped[list[str]] = orm.mapped_column(sa.JSON)
+    version: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+    workers: orm.Mapped[int] = orm.mapped_column(default=0)
+    in_flight: orm.Mapped[int] = orm.mapped_column(default=0)
+    started_at: orm.Mapped[datetime.datetime]
+    last_heartbeat: orm.Mapped[datetime.datetime]
+    #: what the reaper last concluded, so that death and return are logged once
+    alive: orm.Mapped[bool] = orm.mapped_column(default=True)
+    admin_state_up: orm.Mapped[bool] = orm.mapped_column(default=True)
+    created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow)
 
 
 class Outbox(Base):
@@ -118,3 +169,12 @@ class Outbox(Base):
     payload: orm.Mapped[str] = orm.mapped_column(sa.Text)
     request_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(64))
     created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow)
+    #: not published before this time (a retry's backoff)
+    not_before: orm.Mapped[datetime.datetime | None]
+
+    __table_args__ = (
+        sa.Index("ix_outbox_task_id", "task_id"),
+        # Never reuse an id: the relay deletes the rows it published by id,
+        # and a reused id would delete a newer row unpublished.
+        {"sqlite_autoincrement": True},
+    )

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from tether.common.states import IN_FLIGHT_TASK_STATES
-from tether.plugin.db.models import Outbox, Resource, Task
+from tether.common.states import IN_FLIGHT_TASK_STATES, TaskState
+from tether.plugin.db.models import Agent, Outbox, Resource, Task, TaskAttempt
 
 
 def get_resource(
@@ -104,8 +105,17 @@ def list_tasks(
     return session.scalars(_page(query, Task, marker, limit)).all()
 
 
-def unsent_outbox(session: orm.Session, limit: int) -> Sequence[Outbox]:
-    return session.scalars(sa.select(Outbox).order_by(Outbox.id).limit(limit)).all()
+def unsent_outbox(session: orm.Session, limit: int, now: datetime.datetime) -> Sequence[Outbox]:
+    due = sa.or_(Outbox.not_before.is_(None), Outbox.not_before <= now)
+    return session.scalars(sa.select(Outbox).where(due).order_by(Outbox.id).limit(limit)).all()
+
+
+def delete_outbox_of(session: orm.Session, task_id: str) -> None:
+    session.execute(sa.delete(Outbox).where(Outbox.task_id == task_id))
+
+
+def has_outbox(session: orm.Session, task_id: str) -> bool:
+    return session.scalar(sa.select(sa.func.count()).where(Outbox.task_id == task_id)) != 0
 
 
 def delete_outbox(session: orm.Session, ids: Sequence[int]) -> None:
@@ -121,3 +131,54 @@ def _page(query: sa.Select[Any], model: Any, marker: Any, limit: int) -> sa.Sele
             > sa.tuple_(sa.literal(marker.created_at, model.created_at.type), sa.literal(marker.id))
         )
     return query.order_by(model.created_at, model.id).limit(limit)
+
+
+def get_attempt(session: orm.Session, task_id: str, attempt: int) -> TaskAttempt | None:
+    return session.scalars(
+        sa.select(TaskAttempt).where(TaskAttempt.task_id == task_id, TaskAttempt.attempt == attempt)
+    ).first()
+
+
+def attempts(session: orm.Session, task_id: str) -> Sequence[TaskAttempt]:
+    return session.scalars(
+        sa.select(TaskAttempt).where(TaskAttempt.task_id == task_id).order_by(TaskAttempt.attempt)
+    ).all()
+
+
+def get_agent(session: orm.Session, agent_id: str) -> Agent | None:
+    return session.get(Agent, agent_id)
+
+
+def list_agents(session: orm.Session) -> Sequence[Agent]:
+    return session.scalars(sa.select(Agent).order_by(Agent.id)).all()
+
+
+def task_for_update(session: orm.Session, task_id: str) -> Task | None:
+    return session.scalars(sa.select(Task).where(Task.id == task_id).with_for_update()).one_or_none()
+
+
+def running_on(session: orm.Session, agent_id: str) -> Sequence[Task]:
+    return session.scalars(
+        sa.select(Task).where(Task.agent_id == agent_id, Task.state == TaskState.RUNNING)
+    ).all()
+
+
+def overdue(session: orm.Session, now: datetime.datetime, limit: int) -> Sequence[Task]:
+    """Non-terminal tasks past their deadline; rows another reaper holds are skipped."""
+    return session.scalars(
+        sa.select(Task)
+        .where(Task.state.in_([TaskState.PENDING, TaskState.RUNNING]), Task.deadline <= now)
+        .order_by(Task.deadline)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+
+
+def backlog(session: orm.Session) -> dict[tuple[str, str], int]:
+    """Count of non-terminal tasks by provider and state."""
+    rows = session.execute(
+        sa.select(Task.provider, Task.state, sa.func.count())
+        .where(Task.state.in_(list(IN_FLIGHT_TASK_STATES)))
+        .group_by(Task.provider, Task.state)
+    ).all()
+    return {(provider, state): count for provider, state, count in rows}

@@ -26,6 +26,9 @@ def upgrade() -> None:
         sa.Column("request_id", sa.String(length=64), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
+        # Never reuse an id: the relay deletes the rows it published by id,
+        # and a reused id would delete a newer row unpublished.
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "resources",

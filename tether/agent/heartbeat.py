@@ -1,0 +1,83 @@
+"""State reports: how the plugin knows an agent is alive.
+
+Every ``report_interval`` the agent tells the plugin who it is, what it
+serves and how busy it is; the answer says whether an administrator has
+disabled it. The first answer after a start also triggers a resync: the
+plugin dispatches again, at once, the tasks this agent held in an earlier
+life, instead of waiting for their deadlines.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from tether.agent.plugin_api import PluginApi
+from tether.common import rpc
+
+LOG = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    def __init__(
+        self,
+        plugin: PluginApi,
+        interval: float,
+        state: Callable[[], dict[str, Any]],
+        on_admin_state: Callable[[bool], None],
+    ) -> None:
+        self.plugin = plugin
+        self.interval = interval
+        self.state = state
+        self.on_admin_state = on_admin_state
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._synced = False
+        self._failing = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.plugin.timeout + 1)
+
+    def beat(self) -> None:
+        state = self.state()
+        answer = self.plugin.report_state(state)
+        self.on_admin_state(bool(answer.get("admin_state_up", True)))
+        if not self._synced:
+            redispatched = self.plugin.resync(state["agent_id"], state["started_at"])["redispatched"]
+            self._synced = True
+            if redispatched:
+                LOG.warning(
+                    "the plugin dispatched again %d task(s) this agent held before it restarted",
+                    len(redispatched),
+                )
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.beat()
+                if self._failing:
+                    LOG.info("state reports reach the plugin again")
+                self._failing = False
+            except rpc.RECOVERABLE as exc:
+                # Logged once per outage: the plugin will declare this agent
+                # dead after agent_down_time, and it will say so.
+                if not self._failing:
+                    LOG.warning(
+                        "cannot report state to the plugin (%s: %s); retrying every %.0f s",
+                        type(exc).__name__,
+                        exc,
+                        self.interval,
+                    )
+                self._failing = True
+            except Exception:
+                LOG.exception("state report failed")
+            if self._stop.wait(self.interval):
+                return

@@ -1,0 +1,92 @@
+"""The control plane: agent→plugin RPC over oslo.messaging.
+
+Work and results travel over kombu with manual acks (see
+:mod:`tether.common.transport`); oslo.messaging acks a message before its
+endpoint runs, which is fine for request/reply calls whose caller retries
+on a timeout: claims, heartbeats and resyncs.
+
+The same ``[DEFAULT] transport_url`` configures both: ``rabbit://`` as is,
+``memory://`` becomes oslo.messaging's in-process ``fake://``.
+
+oslo.messaging registers some of its options on the global ``cfg.CONF``
+only, so the daemons (and tests) use that object.
+
+Versions of the plugin's RPC API (``TOPIC``):
+
+* 1.0 - ``claim``, ``report_state``, ``resync``
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import kombu.exceptions
+from oslo_config import cfg
+
+from tether.common.transport import parse_url
+
+with warnings.catch_warnings():
+    # oslo.messaging imports oslo.service, which imports eventlet and warns
+    # that eventlet is deprecated; tether runs no eventlet code.
+    warnings.simplefilter("ignore")
+    import oslo_messaging
+    from oslo_messaging import opts as oslo_messaging_opts
+
+TOPIC = "tether-plugin"
+API_VERSION = "1.0"
+CONTROL_EXCHANGE = "tether"
+
+#: oslo.messaging's defaults that tether changes: durable queues that
+#: survive a broker restart, and bounded reconnect attempts.
+_RABBIT_DEFAULTS = {"rabbit_quorum_queue": True}
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Have oslo.messaging register its transport options on a parsed ``conf``."""
+    oslo_messaging.set_transport_defaults(control_exchange=CONTROL_EXCHANGE)
+    # Parsing the configured URL is oslo.messaging's public way to register
+    # ``[DEFAULT] transport_url`` and its companions.
+    oslo_messaging.TransportURL.parse(conf)
+
+
+def transport_url_opt() -> cfg.Opt:
+    """oslo.messaging's ``[DEFAULT] transport_url``, which tether's broker shares."""
+    for group, opts in oslo_messaging_opts.list_opts():
+        for opt in opts:
+            if group in (None, "DEFAULT") and opt.dest == "transport_url":
+                found: cfg.Opt = opt
+                return found
+    raise LookupError("oslo.messaging no longer defines [DEFAULT] transport_url")
+
+
+def get_transport(conf: cfg.ConfigOpts) -> Any:
+    url = "fake://" if parse_url(conf.transport_url).in_memory else conf.transport_url
+    transport = oslo_messaging.get_rpc_transport(conf, url=url)
+    # The driver registered its options while loading; its connections read
+    # them when first used, which is after this.
+    for name, value in _RABBIT_DEFAULTS.items():
+        if "oslo_messaging_rabbit" in conf and name in conf.oslo_messaging_rabbit:
+            conf.set_default(name, value, group="oslo_messaging_rabbit")
+    return transport
+
+
+def server_target(host: str) -> Any:
+    return oslo_messaging.Target(topic=TOPIC, server=host)
+
+
+def get_server(transport: Any, host: str, endpoints: list[Any]) -> Any:
+    return oslo_messaging.get_rpc_server(transport, server_target(host), endpoints)
+
+
+def get_client(transport: Any) -> Any:
+    return oslo_messaging.get_rpc_client(transport, oslo_messaging.Target(topic=TOPIC, version=API_VERSION))
+
+
+def endpoint_target() -> Any:
+    return oslo_messaging.Target(version=API_VERSION)
+
+
+#: What an RPC call raises when the plugin did not answer in time or the
+#: broker is down; callers retry.
+RECOVERABLE = (oslo_messaging.MessagingException, kombu.exceptions.OperationalError, OSError)

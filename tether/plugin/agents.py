@@ -1,0 +1,99 @@
+"""The agent registry: who is alive, what each serves, how loaded it is.
+
+Agents report their state every ``report_interval``; an agent whose last
+report is older than ``agent_down_time`` is dead. The reaper turns that
+conclusion into action (its tasks are retried elsewhere) and logs each
+death and return once.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from oslo_config import cfg
+from sqlalchemy import orm
+
+from tether.plugin.db import queries
+from tether.plugin.db.models import Agent, utcnow
+
+LOG = logging.getLogger(__name__)
+
+OPTS: list[cfg.Opt] = [
+    cfg.FloatOpt(
+        "agent_down_time",
+        default=30.0,
+        min=1,
+        help="Seconds without a state report after which an agent is declared dead and "
+        "its running tasks are retried elsewhere. Keep it above twice the agents' "
+        "report_interval.",
+    ),
+]
+
+
+class Registry:
+    def __init__(self, down_time: float) -> None:
+        self.down_time = datetime.timedelta(seconds=down_time)
+
+    def alive(self, agent: Agent, now: datetime.datetime | None = None) -> bool:
+        return agent.last_heartbeat >= (now or utcnow()) - self.down_time
+
+    def live_for(self, session: orm.Session, provider: str) -> list[Agent]:
+        """Live, enabled agents that serve ``provider``."""
+        now = utcnow()
+        return [
+            a
+            for a in queries.list_agents(session)
+            if a.admin_state_up and self.alive(a, now) and provider in (a.providers or [])
+        ]
+
+    def report(self, session: orm.Session, state: dict[str, Any]) -> Agent:
+        """Record one state report; the agent row as it now stands."""
+        now = utcnow()
+        agent = queries.get_agent(session, state["agent_id"])
+        started_at = datetime.datetime.fromisoformat(state["started_at"])
+        if agent is None:
+            agent = Agent(
+                id=state["agent_id"],
+                admin_state_up=True,
+                alive=True,
+                started_at=started_at,
+                last_heartbeat=now,
+            )
+            session.add(agent)
+            LOG.info(
+                "agent %s on host %s registered, serving %s",
+                state["agent_id"],
+                state["host"],
+                ", ".join(state["providers"]),
+            )
+        elif not agent.alive or not self.alive(agent, now):
+            LOG.info("agent %s on host %s is alive again", agent.id, state["host"])
+        elif agent.started_at != started_at:
+            LOG.info("agent %s on host %s restarted", agent.id, state["host"])
+        agent.host = str(state["host"])[:255]
+        agent.providers = [str(p) for p in state["providers"]]
+        agent.version = str(state.get("version", "?"))[:64]
+        agent.workers = int(state.get("workers", 0))
+        agent.in_flight = int(state.get("in_flight", 0))
+        agent.started_at = started_at
+        agent.last_heartbeat = now
+        agent.alive = True
+        return agent
+
+    def declare_dead(self, session: orm.Session) -> Iterable[Agent]:
+        """Agents that have just been found dead."""
+        now = utcnow()
+        for agent in queries.list_agents(session):
+            if agent.alive and not self.alive(agent, now):
+                agent.alive = False
+                silent = (now - agent.last_heartbeat).total_seconds()
+                LOG.warning(
+                    "agent %s on host %s declared dead: no state report for %.0f s",
+                    agent.id,
+                    agent.host,
+                    silent,
+                )
+                yield agent

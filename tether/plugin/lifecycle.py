@@ -1,0 +1,255 @@
+"""The life of a task after it is accepted: dispatch, retry, finish.
+
+Every path that moves a task (the API accepting a change, a claim, a
+result, the reaper) goes through these functions, inside the caller's
+transaction, so the rules live in one place:
+
+* a task is dispatched by writing an outbox row (never by publishing
+  directly), so dispatch commits or rolls back with the state change;
+* a retry is a new dispatch after a capped exponential backoff with jitter,
+  up to ``max_attempts`` claims; then the task fails with the last reason,
+  stated as "attempt N of M";
+* a task that finishes moves its resource: ACTIVE (or gone, after a delete)
+  on success, ERROR with ``last_error`` on failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from oslo_config import cfg
+from sqlalchemy import orm
+
+from tether.common import messages, transport
+from tether.common.states import OperatingStatus, Operation, ProvisioningStatus, TaskState
+from tether.plugin.db import queries
+from tether.plugin.db.models import Outbox, Resource, Task, utcnow
+
+LOG = logging.getLogger(__name__)
+
+OPTS: list[cfg.Opt] = [
+    cfg.IntOpt(
+        "max_attempts",
+        default=3,
+        min=1,
+        help="Claims of one task by agents before it fails for good: a retryable driver "
+        "error, a driver timeout or the death of the agent running it each use one.",
+    ),
+    cfg.FloatOpt(
+        "retry_backoff",
+        default=2.0,
+        min=0,
+        help="Seconds before the first retry; doubled "
+        "for each further attempt, with up to 50% random jitter.",
+    ),
+    cfg.FloatOpt("retry_backoff_max", default=60.0, min=0, help="Longest wait before a retry, in seconds."),
+    cfg.FloatOpt(
+        "pending_timeout",
+        default=300.0,
+        min=1,
+        help="Seconds a published task may wait unclaimed before the reaper looks at it: "
+        "it fails the task when no live agent serves its provider, and publishes it again "
+        "otherwise.",
+    ),
+    cfg.FloatOpt(
+        "result_grace",
+        default=30.0,
+        min=0,
+        help="Seconds beyond an agent's driver_timeout that the plugin waits for the result "
+        "of a claimed task before the reaper retries or fails it.",
+    ),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    max_attempts: int = 3
+    retry_backoff: float = 2.0
+    retry_backoff_max: float = 60.0
+    pending_timeout: float = 300.0
+    result_grace: float = 30.0
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts) -> Policy:
+        group = conf.plugin
+        return cls(
+            group.max_attempts,
+            group.retry_backoff,
+            group.retry_backoff_max,
+            group.pending_timeout,
+            group.result_grace,
+        )
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before the attempt after ``attempt``."""
+        delay: float = min(self.retry_backoff_max, self.retry_backoff * 2.0 ** max(attempt - 1, 0))
+        return delay * random.uniform(0.5, 1.0)
+
+
+def enqueue(session: orm.Session, policy: Policy, task: Task, resource: Resource, delay: float = 0.0) -> None:
+    """Make ``task`` PENDING and commit its work message to the outbox.
+
+    :param delay: seconds before the relay may publish it (a retry's backoff).
+    """
+    now = utcnow()
+    not_before = now + datetime.timedelta(seconds=delay) if delay else None
+    task.state = TaskState.PENDING
+    task.pending_at = now
+    task.claim_id = None
+    task.deadline = (not_before or now) + datetime.timedelta(seconds=policy.pending_timeout)
+    work = messages.Work(
+        task=work_task(task),
+        resource=resource_message(resource),
+        tree=tree_message(queries.tree(session, resource.root_id)),
+    )
+    session.add(
+        Outbox(
+            task_id=task.id,
+            exchange=transport.WORK_EXCHANGE,
+            routing_key=task.provider,
+            payload=messages.encode(work.to_body()).decode(),
+            request_id=task.request_id,
+            not_before=not_before,
+        )
+    )
+
+
+def retry_or_fail(
+    session: orm.Session,
+    policy: Policy,
+    task: Task,
+    error_type: str,
+    reason: str,
+    delay: float | None = None,
+) -> None:
+    """After a failed attempt: dispatch again, or fail for good.
+
+    :param delay: seconds before the retry; a backoff when None.
+    """
+    resource = queries.get_resource(session, task.resource_id, None)
+    if task.attempt < policy.max_attempts and resource is not None:
+        delay = policy.backoff(task.attempt) if delay is None else delay
+        task.error_type, task.error_message = error_type[:64], reason
+        enqueue(session, policy, task, resource, delay)
+        LOG.warning(
+            "task %s: %s; retrying in %.1f s (attempt %d of %d failed)",
+            task.id,
+            reason,
+            delay,
+            task.attempt,
+            policy.max_attempts,
+        )
+        return
+    fail(session, task, error_type, f"{reason} (attempt {task.attempt} of {policy.max_attempts})")
+
+
+def abandon(
+    session: orm.Session, policy: Policy, task: Task, error_type: str, reason: str, delay: float | None = None
+) -> None:
+    """The current attempt will never report (its agent died or lost it):
+    close it in the history, then retry or fail the task."""
+    row = queries.get_attempt(session, task.id, task.attempt)
+    if row is not None and row.outcome is None:
+        row.outcome = "ABANDONED"
+        row.finished_at = utcnow()
+        row.error_type, row.error_message = error_type[:64], reason
+    retry_or_fail(session, policy, task, error_type, reason, delay)
+
+
+def succeed(session: orm.Session, task: Task, statuses: dict[str, str] | None = None) -> None:
+    _finish(session, task, TaskState.SUCCEEDED)
+    apply_statuses(session, task, statuses or {})
+    resource = queries.get_resource(session, task.resource_id, None)
+    if resource is None:
+        return
+    if task.operation == Operation.DELETE:
+        session.delete(resource)
+        return
+    resource.applied_generation = max(resource.applied_generation, task.generation)
+    if resource.generation == task.generation:
+        resource.provisioning_status = ProvisioningStatus.ACTIVE
+        resource.last_error = None
+
+
+def fail(session: orm.Session, task: Task, error_type: str, message: str) -> None:
+    task.error_type, task.error_message = error_type[:64], message
+    _finish(session, task, TaskState.FAILED)
+    resource = queries.get_resource(session, task.resource_id, None)
+    if resource is not None and resource.generation == task.generation:
+        resource.provisioning_status = ProvisioningStatus.ERROR
+        resource.last_error = message
+        if task.operation == Operation.CREATE:
+            resource.operating_status = OperatingStatus.OFFLINE
+
+
+def apply_statuses(session: orm.Session, task: Task, statuses: dict[str, str]) -> None:
+    for resource_id, status in statuses.items():
+        if status not in OperatingStatus.__members__:
+            LOG.warning("task %s: unknown operating status %r for %s ignored", task.id, status, resource_id)
+            continue
+        resource = queries.get_resource(session, resource_id, None)
+        # A driver speaks only for the tree it was given.
+        if resource is not None and resource.root_id == task.root_id:
+            resource.operating_status = status
+
+
+def _finish(session: orm.Session, task: Task, state: TaskState) -> None:
+    task.state = state
+    task.finished_at = utcnow()
+    task.deadline = None
+    queries.delete_outbox_of(session, task.id)
+    LOG.info(
+        "task %s (%s %s %s, attempt %d on agent %s) %s%s",
+        task.id,
+        task.operation,
+        task.resource_type,
+        task.resource_id,
+        task.attempt,
+        task.agent_id or "-",
+        state,
+        f": {task.error_message}" if state == TaskState.FAILED else "",
+    )
+
+
+def work_task(task: Task) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "operation": task.operation,
+        "resource_type": task.resource_type,
+        "resource_id": task.resource_id,
+        "root_id": task.root_id,
+        "generation": task.generation,
+        "attempt": task.attempt + 1,
+        "project_id": task.project_id,
+        "request_id": task.request_id,
+        "provider": task.provider,
+    }
+
+
+def resource_message(resource: Resource) -> dict[str, Any]:
+    return {
+        "type": resource.type,
+        "id": resource.id,
+        "project_id": resource.project_id,
+        "parent_id": resource.parent_id,
+        "attributes": resource.attributes,
+    }
+
+
+def tree_message(rows: Sequence[Resource]) -> dict[str, Any]:
+    """Nest a root's resources under the root, parents before children."""
+    nodes = {r.id: resource_message(r) | {"children": []} for r in rows}
+    root = None
+    for row in rows:
+        if row.parent_id is None:
+            root = nodes[row.id]
+        elif row.parent_id in nodes:
+            nodes[row.parent_id]["children"].append(nodes[row.id])
+    if root is None:
+        raise LookupError(f"the tree of {rows[0].root_id if rows else '?'} has no root")
+    return root

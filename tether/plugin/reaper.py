@@ -1,0 +1,140 @@
+"""The reaper (DESIGN.md guarantee 5: nothing is stuck).
+
+Every non-terminal task carries a deadline. Each pass of the reaper:
+
+1. declares dead the agents whose reports stopped, and retries (or fails)
+   the tasks they were running;
+2. takes the tasks past their deadline and retries them or fails them with
+   a reason a person can act on: no live agent serves the provider, the
+   agent reported no result in time.
+
+Rows are taken with ``FOR UPDATE SKIP LOCKED``, so several plugin processes
+can run reapers against one database without doing the same work twice.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+
+import sqlalchemy.exc
+from oslo_config import cfg
+from sqlalchemy import orm
+
+from tether.common.states import TaskState
+from tether.plugin import lifecycle
+from tether.plugin.agents import Registry
+from tether.plugin.db import queries
+from tether.plugin.db.models import Task, utcnow
+
+LOG = logging.getLogger(__name__)
+
+OPTS: list[cfg.Opt] = [
+    cfg.FloatOpt("reaper_interval", default=5.0, min=0.1, help="Seconds between passes of the reaper."),
+]
+
+_BATCH = 500
+
+
+class Reaper:
+    def __init__(
+        self,
+        sessionmaker: orm.sessionmaker[orm.Session],
+        policy: lifecycle.Policy,
+        agents: Registry,
+        interval: float,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.policy = policy
+        self.agents = agents
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="reaper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.reap()
+            except sqlalchemy.exc.SQLAlchemyError as exc:
+                LOG.warning("reaper pass failed, trying again in %.0f s: %s", self.interval, exc)
+            except Exception:
+                LOG.exception("reaper pass failed")
+
+    def reap(self) -> int:
+        """One pass; how many tasks it moved."""
+        moved = self._bury_dead_agents()
+        while True:
+            with self.sessionmaker.begin() as session:
+                tasks = queries.overdue(session, utcnow(), _BATCH)
+                for task in tasks:
+                    self._overdue(session, task)
+            moved += len(tasks)
+            if len(tasks) < _BATCH:
+                return moved
+
+    def _bury_dead_agents(self) -> int:
+        moved = 0
+        with self.sessionmaker.begin() as session:
+            for agent in list(self.agents.declare_dead(session)):
+                for task in queries.running_on(session, agent.id):
+                    lifecycle.abandon(
+                        session,
+                        self.policy,
+                        task,
+                        "AgentLost",
+                        f"agent {agent.id} died during attempt {task.attempt}",
+                    )
+                    moved += 1
+        return moved
+
+    def _overdue(self, session: orm.Session, task: Task) -> None:
+        now = utcnow()
+        if task.state == TaskState.RUNNING:
+            waited = (now - (task.running_at or now)).total_seconds()
+            lifecycle.abandon(
+                session,
+                self.policy,
+                task,
+                "ResultTimeout",
+                f"agent {task.agent_id} reported no result within {waited:.0f} s "
+                f"of claiming attempt {task.attempt}",
+            )
+            return
+        live = self.agents.live_for(session, task.provider)
+        if not live:
+            lifecycle.fail(
+                session,
+                task,
+                "NoLiveAgent",
+                f"no live agent serves provider {task.provider}; start an agent with "
+                f"`[agent] providers` including {task.provider}, then retry the request",
+            )
+            return
+        extend = datetime.timedelta(seconds=self.policy.pending_timeout)
+        if queries.has_outbox(session, task.id):
+            # Still waiting to be published (the broker is unreachable); the
+            # relay will get to it.
+            task.deadline = now + extend
+            return
+        resource = queries.get_resource(session, task.resource_id, None)
+        if resource is None:
+            lifecycle.fail(session, task, "ResourceGone", "the resource disappeared before the task ran")
+            return
+        LOG.warning(
+            "task %s unclaimed for %.0f s with %d live agent(s) serving %s; publishing it again",
+            task.id,
+            (now - (task.pending_at or now)).total_seconds(),
+            len(live),
+            task.provider,
+        )
+        lifecycle.enqueue(session, self.policy, task, resource)
