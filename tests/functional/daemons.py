@@ -162,11 +162,16 @@ class Deployment:
         return "\n".join(f"----- {d.name} -----\n{d.log()[-6000:]}" for d in [self.plugin, *self.agents])
 
     def wait_settled(self, timeout: float = 180.0) -> None:
-        """Wait until no task is PENDING."""
+        """Wait until no task is QUEUED, PENDING or RUNNING."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            pending = self.http.get("/v1/tasks", params={"state": "PENDING", "limit": 1000}).json()
-            if not pending["tasks"]:
+            if not self.unfinished():
                 return
             time.sleep(0.2)
-        raise AssertionError(f"tasks still PENDING after {timeout} s:\n{self.logs()}")
+        raise AssertionError(f"tasks unfinished after {timeout} s: {self.unfinished()}\n{self.logs()}")
+
+    def unfinished(self) -> list[dict[str, Any]]:
+        tasks: list[dict[str, Any]] = []
+        for state in ("QUEUED", "PENDING", "RUNNING"):
+            tasks += self.http.get("/v1/tasks", params={"state": state, "limit": 1000}).json()["tasks"]
+        return tasks

@@ -274,7 +274,7 @@ def test_a_message_rabbitmq_dead_lettered_is_listed_with_rabbitmqs_reason_and_ca
     rabbitmq: RabbitMQNode, broker: transport.Broker, ini: pathlib.Path
 ) -> None:
     provider = f"doomed-{uuid.uuid4().hex[:8]}"
-    doomed = transport.Broker(_conf(rabbitmq.url, delivery_limit=1))
+    doomed = transport.Broker(_conf(rabbitmq.url, max_deliveries=1))
     queue = doomed.work_queue(provider)
     message_id, body = uuid.uuid4().hex, b'{"task_id": "t-9"}'
     with doomed.connect() as connection:

@@ -4,14 +4,17 @@ broker → agent → driver → result → recorder."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from oslo_config import cfg
 
 from tests.unit.conftest import wait_for
 from tether.agent.service import Agent
 from tether.common import log
+from tether.plugin.service import Plugin
 
 
 def _settled(client: TestClient, collection: str, resource_id: str) -> Any:
@@ -132,3 +135,77 @@ def test_the_request_id_appears_in_the_plugins_and_the_agents_log_lines(
         "tether.plugin.rpc",
         "tether.plugin.lifecycle",
     }
+
+
+def test_a_device_that_does_not_answer_at_first_is_retried_until_it_does(
+    client: TestClient, pipeline: list[Agent], conf: cfg.ConfigOpts
+) -> None:
+    conf.set_override("retry_backoff", 0.05, group="plugin")
+    lb = client.post(
+        "/v1/loadbalancers", json={"provider": "fake", "metadata": {"fake.unreachable_attempts": "2"}}
+    ).json()
+    body = _settled(client, "loadbalancers", lb["id"])
+    assert body["provisioning_status"] == "ACTIVE"
+    task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
+    assert (task["state"], task["attempt"]) == ("SUCCEEDED", 3)
+    assert [h["outcome"] for h in task["history"]] == ["FAILED", "FAILED", "SUCCEEDED"]
+    assert task["history"][0]["error"]["type"] == "DeviceUnreachable"
+
+
+def test_a_driver_call_past_driver_timeout_fails_and_frees_its_worker(
+    conf: cfg.ConfigOpts, plugin: Plugin
+) -> None:
+    conf.set_override("driver_timeout", 1.0, group="agent")
+    conf.set_override("workers", 1, group="agent")
+    conf.set_override("max_attempts", 1, group="plugin")
+    plugin = Plugin(conf, migrate=True)
+    agent = Agent(conf, agent_id="lonely")
+    plugin.start()
+    agent.start()
+    try:
+        with TestClient(plugin.app) as client:
+            stuck = client.post(
+                "/v1/loadbalancers", json={"provider": "fake", "metadata": {"fake.delay_ms": "4000"}}
+            ).json()
+            body = _settled(client, "loadbalancers", stuck["id"])
+            assert body["last_error"] == (
+                "The fake driver did not return within 1 s (driver_timeout). (attempt 1 of 1)"
+            )
+            # The one worker was replaced: the next task does not wait for the stuck call.
+            quick = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
+            assert _settled(client, "loadbalancers", quick["id"])["provisioning_status"] == "ACTIVE"
+    finally:
+        agent.stop()
+        plugin.stop()
+
+
+def test_a_disabled_agent_takes_no_work_until_enabled(client: TestClient, pipeline: list[Agent]) -> None:
+    admin = {"X-Roles": "admin"}
+    wait_for(lambda: len(client.get("/v1/agents", headers=admin).json()["agents"]) == 2)
+    for agent in ("agent-1", "agent-2"):
+        assert (
+            client.put(f"/v1/agents/{agent}", json={"admin_state_up": False}, headers=admin).status_code
+            == 200
+        )
+    wait_for(lambda: all(a.consumer._paused for a in pipeline))
+    time.sleep(0.2)  # let both consumers cancel
+    lb = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
+    time.sleep(0.5)
+    assert client.get(f"/v1/loadbalancers/{lb['id']}").json()["provisioning_status"] == "PENDING_CREATE"
+    client.put("/v1/agents/agent-1", json={"admin_state_up": True}, headers=admin)
+    body = _settled(client, "loadbalancers", lb["id"])
+    assert body["provisioning_status"] == "ACTIVE"
+    assert client.get(f"/v1/tasks/{lb['task']['id']}").json()["agent_id"] == "agent-1"
+
+
+def test_agents_and_providers_are_listed_for_admins_only(client: TestClient, pipeline: list[Agent]) -> None:
+    admin = {"X-Roles": "admin"}
+    agents = wait_for(lambda: client.get("/v1/agents", headers=admin).json()["agents"])
+    assert {a["id"] for a in agents} <= {"agent-1", "agent-2"}
+    assert all(a["alive"] and a["admin_state_up"] for a in agents)
+    providers = {p["name"]: p for p in client.get("/v1/providers", headers=admin).json()["providers"]}
+    assert providers["noop"]["placement"] == "shared"
+    assert set(providers["noop"]["live_agents"]) <= {"agent-1", "agent-2"}
+    assert providers["noop"]["backlog"] == 0
+    assert client.get("/v1/agents").status_code == 403
+    assert client.get("/v1/providers").status_code == 403

@@ -5,9 +5,12 @@ from __future__ import annotations
 from oslo_config import cfg
 
 from tether.agent import service
-from tether.drivers import fake
 from tether.drivers.base import driver_group
+from tether.drivers.fake import FakeDriver
+from tether.drivers.noop import NoopDriver
 
 
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
-    return service.list_opts() + [(driver_group("fake"), fake.OPTS)]
+    # The shipped drivers' sections; a vendor's driver lists its own.
+    drivers = [(driver_group(d.name), d.list_opts()) for d in (NoopDriver, FakeDriver)]
+    return service.list_opts() + drivers

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from oslo_config import cfg
 
 from tether.agent import driver_manager
+from tether.agent import opts as agent_opts
 from tether.agent import service as agent_service
 from tether.cmd import daemon
 from tether.common import opts as common_opts
@@ -52,7 +53,7 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
         common_opts.list_common_opts()
         + [(None, [rpc.transport_url_opt()])]
         + plugin_opts.list_opts()
-        + agent_service.list_opts()
+        + agent_opts.list_opts()
         + [(GROUP, OPTS)]
     )
     listed = []

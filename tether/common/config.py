@@ -45,7 +45,7 @@ MESSAGING_OPTS: list[cfg.Opt] = [
         "process must use the same value, or the broker refuses the declaration.",
     ),
     cfg.IntOpt(
-        "delivery_limit",
+        "max_deliveries",
         default=5,
         min=1,
         help="Deliveries of one work or result message after which a quorum queue "

@@ -110,7 +110,7 @@ class Broker:
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.url = parse_url(conf.transport_url)
         self.queue_type = conf.messaging.queue_type
-        self.delivery_limit = conf.messaging.delivery_limit
+        self.delivery_limit = conf.messaging.max_deliveries
         self.confirm_timeout = conf.messaging.confirm_timeout
         self.heartbeat = conf.messaging.heartbeat
         self.work_exchange = kombu.Exchange(WORK_EXCHANGE, type="direct", durable=True)

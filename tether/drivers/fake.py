@@ -10,6 +10,9 @@ Instructions are read from the ``metadata`` of the resource being changed:
     ``delete``); the others succeed.
 ``fake.unreachable``
     Fail as if the device did not answer (a retryable error) with this text.
+``fake.unreachable_attempts``
+    Fail as if the device did not answer during the first N attempts, then
+    succeed: exercises retries with backoff.
 ``fake.delay_ms``
     Sleep this many milliseconds before answering (a slow device).
 ``fake.crash``
@@ -35,6 +38,7 @@ from typing import Any
 from oslo_config import cfg
 
 from tether.common.states import OperatingStatus
+from tether.drivers import noop
 from tether.drivers.base import Change, DeviceUnreachable, DriverError, driver_group
 from tether.drivers.noop import NoopDriver
 
@@ -56,7 +60,7 @@ class FakeDriver(NoopDriver):
 
     @classmethod
     def list_opts(cls) -> list[cfg.Opt]:
-        return OPTS
+        return noop.OPTS + OPTS
 
     def create(self, change: Change) -> None:
         self._obey(change)
@@ -84,6 +88,8 @@ class FakeDriver(NoopDriver):
             time.sleep(int(meta["fake.delay_ms"]) / 1000.0)
         if "fake.unreachable" in meta:
             raise DeviceUnreachable(meta["fake.unreachable"])
+        if change.attempt <= int(meta.get("fake.unreachable_attempts", 0)):
+            raise DeviceUnreachable(f"no answer from the device (attempt {change.attempt})")
         operation = meta.get("fake.fail_operation")
         if "fake.fail" in meta and operation in (None, change.operation):
             raise DriverError(meta["fake.fail"])

@@ -1,17 +1,31 @@
 """The ``noop`` driver: applies everything instantly, to nothing.
 
-It keeps a record of what it applied (:attr:`NoopDriver.applied`), so tests
-and benchmarks can check what reached "the device", and reports every
-resource ``ONLINE``.
+It keeps a record of what it applied (:attr:`NoopDriver.applied`), and, when
+``[driver:NAME] journal_path`` is set, appends each applied change to that
+file as a JSON line, so tests and benchmarks can check what reached "the
+device" independently of the plugin's database. It reports every resource
+``ONLINE``.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from typing import Any
 
+from oslo_config import cfg
+
 from tether.common.states import OperatingStatus
-from tether.drivers.base import Change, Driver
+from tether.drivers.base import Change, Driver, driver_group
+
+OPTS: list[cfg.Opt] = [
+    cfg.StrOpt(
+        "journal_path",
+        help="File to which each applied change is appended as a JSON line (resource, "
+        "generation, task, attempt, operation); shared safely by several agents.",
+    ),
+]
 
 
 class NoopDriver(Driver):
@@ -27,6 +41,11 @@ class NoopDriver(Driver):
         self._lock = threading.Lock()
         #: resource id -> (generation, attributes) last applied
         self.applied: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._journal = self.conf[driver_group(self.name)].journal_path
+
+    @classmethod
+    def list_opts(cls) -> list[cfg.Opt]:
+        return OPTS
 
     def create(self, change: Change) -> None:
         self._apply(change)
@@ -37,8 +56,33 @@ class NoopDriver(Driver):
     def delete(self, change: Change) -> None:
         with self._lock:
             self.applied.pop(change.resource.id, None)
+        self._write_journal(change)
 
     def _apply(self, change: Change) -> None:
         with self._lock:
             self.applied[change.resource.id] = (change.generation, dict(change.resource.attributes))
+        self._write_journal(change)
         self.callbacks.operating_status(change.resource.id, OperatingStatus.ONLINE)
+
+    def _write_journal(self, change: Change) -> None:
+        if not self._journal:
+            return
+        line = (
+            json.dumps(
+                {
+                    "resource_id": change.resource.id,
+                    "generation": change.generation,
+                    "task_id": change.task_id,
+                    "attempt": change.attempt,
+                    "operation": change.operation,
+                }
+            )
+            + "\n"
+        )
+        # One write() of an O_APPEND file per line: lines from several agent
+        # processes never interleave.
+        fd = os.open(self._journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)

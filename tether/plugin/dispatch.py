@@ -16,8 +16,10 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 
 import kombu
+import sqlalchemy.exc
 from oslo_config import cfg
 from sqlalchemy import orm
 
@@ -66,6 +68,8 @@ class OutboxRelay(transport.ConnectionLoop):
         self._wake = threading.Event()
         self._publisher: transport.Publisher | None = None
         self._declared: set[str] = set()
+        self._db_failures = 0
+        self.drain_timeout = 10.0
 
     def wake(self) -> None:
         self._wake.set()
@@ -101,8 +105,26 @@ class OutboxRelay(transport.ConnectionLoop):
                 connection.drain_events(timeout=0.001)
 
     def on_tick(self, connection: kombu.Connection) -> None:
-        while not self.stopping.is_set() and self.relay_once(connection) == self.batch_size:
-            pass
+        try:
+            while not self.stopping.is_set() and self.relay_once(connection) == self.batch_size:
+                pass
+            self._db_failures = 0
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            # The database is away: keep the broker connection and try again;
+            # what is committed stays in the outbox until then.
+            self._db_failures += 1
+            delay = min(30.0, 0.5 * 2 ** min(self._db_failures, 6))
+            LOG.warning("cannot read the outbox (%s); retrying in %.1f s", exc, delay)
+            self._wake.wait(delay)
+
+    def on_stop(self, connection: kombu.Connection) -> None:
+        # Drain: publish what is already committed and due before closing.
+        deadline = time.monotonic() + self.drain_timeout
+        try:
+            while time.monotonic() < deadline and self.relay_once(connection) == self.batch_size:
+                pass
+        except Exception as exc:  # noqa: BLE001 - stopping anyway; the rows stay for the next start
+            LOG.warning("stopped before the outbox was drained: %s", exc)
 
     def relay_once(self, connection: kombu.Connection) -> int:
         """Publish one window of unsent rows; return how many were sent."""

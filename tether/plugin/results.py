@@ -118,12 +118,13 @@ class ResultConsumer(transport.ConnectionLoop):
         self._db_failures = 0
         self._retry_at = 0.0
         self._dead_letters = transport.DeadLetters(broker, "result")
+        self._consumer: kombu.Consumer | None = None
 
     def on_connect(self, connection: kombu.Connection) -> None:
         queue = self.broker.results_queue()
         self.broker.declare(connection, [queue])
         self._publisher = transport.Publisher(connection, self.broker.confirm_timeout)
-        consumer = kombu.Consumer(
+        self._consumer = consumer = kombu.Consumer(
             connection.channel(), queues=[queue], on_message=self._on_message, prefetch_count=self.batch
         )
         consumer.consume()
@@ -154,6 +155,13 @@ class ResultConsumer(transport.ConnectionLoop):
         for message, _ in recorded:
             message.ack()
         self._dead_letters.flush(self._publisher)
+
+    def on_stop(self, connection: kombu.Connection) -> None:
+        # Drain: stop deliveries, record and ack what arrived.
+        if self._consumer is not None:
+            self._consumer.cancel()
+        self._retry_at = 0.0
+        self.on_tick(connection)
 
     def _retry_later(self, batch: list[tuple[kombu.Message, messages.Result]], exc: Exception) -> None:
         # The database is down or locked: keep the results unacked and try

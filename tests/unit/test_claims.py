@@ -1,0 +1,91 @@
+"""Claims: one attempt at a time, fenced, bounded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.unit.conftest import claim, finish
+from tether.plugin.service import Plugin
+
+
+def _task(client: TestClient) -> Any:
+    return client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
+
+
+def test_a_claim_moves_the_task_to_running_with_attempt_one(client: TestClient, plugin: Plugin) -> None:
+    lb = _task(client)
+    answer = claim(plugin, lb["task"]["id"], agent_id="agent-a")
+    assert answer == {"run": True, "attempt": 1, "max_attempts": 3}
+    task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
+    assert (task["state"], task["agent_id"], task["attempt"]) == ("RUNNING", "agent-a", 1)
+    assert [h["agent_id"] for h in task["history"]] == ["agent-a"]
+
+
+def test_the_same_claim_retried_is_the_same_attempt(client: TestClient, plugin: Plugin) -> None:
+    lb = _task(client)
+    args = {
+        "task_id": lb["task"]["id"],
+        "agent_id": "a",
+        "claim_id": "c1",
+        "redelivered": False,
+        "driver_timeout": 10.0,
+    }
+    assert plugin.endpoint.claim({}, **args)["attempt"] == 1
+    assert plugin.endpoint.claim({}, **args)["attempt"] == 1
+
+
+def test_a_finished_task_is_skipped(client: TestClient, plugin: Plugin) -> None:
+    lb = _task(client)
+    finish(plugin, lb["task"]["id"])
+    answer = claim(plugin, lb["task"]["id"], redelivered=True)
+    assert answer["run"] is False
+    assert "already SUCCEEDED" in answer["reason"]
+
+
+def test_a_second_copy_of_a_running_task_is_skipped(client: TestClient, plugin: Plugin) -> None:
+    lb = _task(client)
+    claim(plugin, lb["task"]["id"], agent_id="agent-a")
+    answer = claim(plugin, lb["task"]["id"], agent_id="agent-b")
+    assert answer["run"] is False
+    assert "running on agent agent-a" in answer["reason"]
+
+
+def test_a_redelivery_takes_over_and_closes_the_earlier_attempt(client: TestClient, plugin: Plugin) -> None:
+    lb = _task(client)
+    claim(plugin, lb["task"]["id"], agent_id="agent-a")
+    assert claim(plugin, lb["task"]["id"], agent_id="agent-b", redelivered=True)["attempt"] == 2
+    history = client.get(f"/v1/tasks/{lb['task']['id']}").json()["history"]
+    assert [(h["agent_id"], h["outcome"], h["redelivered"]) for h in history] == [
+        ("agent-a", "ABANDONED", False),
+        ("agent-b", None, True),
+    ]
+    assert history[0]["error"]["message"] == "agent agent-a died during attempt 1"
+
+
+def test_a_task_whose_agents_keep_dying_fails_after_max_attempts(client: TestClient, plugin: Plugin) -> None:
+    lb = _task(client)
+    for agent in ("a", "b", "c"):
+        assert claim(plugin, lb["task"]["id"], agent_id=agent, redelivered=True)["run"]
+    answer = claim(plugin, lb["task"]["id"], agent_id="d", redelivered=True)
+    assert answer["run"] is False
+    task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
+    assert task["state"] == "FAILED"
+    assert task["error"] == {"type": "AgentLost", "message": "agent c died during attempt 3 (attempt 3 of 3)"}
+    resource = client.get(f"/v1/loadbalancers/{lb['id']}").json()
+    assert (resource["provisioning_status"], resource["last_error"]) == ("ERROR", task["error"]["message"])
+
+
+def test_a_restarted_agent_gets_its_running_tasks_dispatched_again(
+    client: TestClient, plugin: Plugin
+) -> None:
+    lb = _task(client)
+    claim(plugin, lb["task"]["id"], agent_id="agent-a")
+    answer = plugin.endpoint.resync({}, agent_id="agent-a", started_at="2999-01-01T00:00:00+00:00")
+    assert answer == {"redispatched": [lb["task"]["id"]]}
+    task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
+    assert (task["state"], task["attempt"]) == ("PENDING", 1)
+    assert task["history"][0]["outcome"] == "ABANDONED"
+    # A claim after the restart starts attempt 2 at once: no backoff.
+    assert claim(plugin, lb["task"]["id"], agent_id="agent-a")["attempt"] == 2

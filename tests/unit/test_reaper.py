@@ -1,0 +1,108 @@
+"""The reaper: nothing stays PENDING or RUNNING past its deadline."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from tests.unit.conftest import claim
+from tether.plugin.db.models import Agent, Outbox, Task, utcnow
+from tether.plugin.service import Plugin
+
+
+def _task(client: TestClient, provider: str = "noop") -> Any:
+    return client.post("/v1/loadbalancers", json={"provider": provider}).json()
+
+
+def _report(plugin: Plugin, agent_id: str, providers: list[str], ago: float = 0.0) -> None:
+    plugin.endpoint.report_state(
+        {},
+        state={
+            "agent_id": agent_id,
+            "host": "h",
+            "providers": providers,
+            "version": "t",
+            "workers": 1,
+            "in_flight": 0,
+            "started_at": utcnow().isoformat(),
+        },
+    )
+    if ago:
+        with plugin.sessionmaker.begin() as session:
+            agent = session.get(Agent, agent_id)
+            assert agent is not None
+            agent.last_heartbeat = utcnow() - datetime.timedelta(seconds=ago)
+
+
+def _expire(plugin: Plugin, task_id: str, relayed: bool = True) -> None:
+    with plugin.sessionmaker.begin() as session:
+        session.execute(
+            sa.update(Task)
+            .where(Task.id == task_id)
+            .values(deadline=utcnow() - datetime.timedelta(seconds=1))
+        )
+        if relayed:
+            session.execute(sa.delete(Outbox).where(Outbox.task_id == task_id))
+
+
+def test_an_unclaimed_task_with_no_live_agent_fails_naming_the_provider(
+    client: TestClient, plugin: Plugin
+) -> None:
+    lb = _task(client, "fake")
+    _report(plugin, "old", ["fake"], ago=3600)
+    _expire(plugin, lb["task"]["id"])
+    plugin.reaper.reap()
+    task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
+    assert task["state"] == "FAILED"
+    assert task["error"]["type"] == "NoLiveAgent"
+    assert task["error"]["message"].startswith("no live agent serves provider fake")
+
+
+def test_an_unclaimed_task_with_a_live_agent_is_published_again(client: TestClient, plugin: Plugin) -> None:
+    lb = _task(client)
+    _report(plugin, "a", ["noop"])
+    _expire(plugin, lb["task"]["id"])
+    plugin.reaper.reap()
+    with plugin.sessionmaker() as session:
+        assert session.scalar(sa.select(sa.func.count()).where(Outbox.task_id == lb["task"]["id"])) == 1
+    assert client.get(f"/v1/tasks/{lb['task']['id']}").json()["state"] == "PENDING"
+
+
+def test_a_task_still_waiting_in_the_outbox_is_given_more_time(client: TestClient, plugin: Plugin) -> None:
+    lb = _task(client)
+    _report(plugin, "a", ["noop"])
+    _expire(plugin, lb["task"]["id"], relayed=False)
+    plugin.reaper.reap()
+    task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
+    with plugin.sessionmaker() as session:
+        deadline = session.get(Task, lb["task"]["id"]).deadline  # type: ignore[union-attr]
+    assert task["state"] == "PENDING"
+    assert deadline is not None and deadline > utcnow()
+
+
+def test_the_tasks_of_a_dead_agent_are_retried_elsewhere(client: TestClient, plugin: Plugin) -> None:
+    lb = _task(client)
+    _report(plugin, "doomed", ["noop"])
+    claim(plugin, lb["task"]["id"], agent_id="doomed")
+    _report(plugin, "doomed", ["noop"], ago=3600)
+    plugin.reaper.reap()
+    task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
+    assert (task["state"], task["attempt"]) == ("PENDING", 1)
+    assert task["history"][0]["outcome"] == "ABANDONED"
+    assert task["history"][0]["error"]["message"] == "agent doomed died during attempt 1"
+
+
+def test_a_claimed_task_without_a_result_by_its_deadline_is_retried(
+    client: TestClient, plugin: Plugin
+) -> None:
+    lb = _task(client)
+    _report(plugin, "slow", ["noop"])
+    claim(plugin, lb["task"]["id"], agent_id="slow")
+    _expire(plugin, lb["task"]["id"])
+    plugin.reaper.reap()
+    task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
+    assert task["state"] == "PENDING"
+    assert task["error"]["type"] == "ResultTimeout"
