@@ -41,10 +41,14 @@ class Daemon:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it for its life
         self.process = subprocess.Popen(
-            self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
         log.close()
 
@@ -80,9 +84,17 @@ class Deployment:
     """A plugin and its agents on a private broker, as an operator runs them."""
 
     def __init__(
-        self, root: pathlib.Path, transport_url: str, agents: int = 2, agent_workers: int = 4
+        self,
+        root: pathlib.Path,
+        transport_url: str,
+        agents: int = 2,
+        agent_workers: int = 4,
+        plugin_options: dict[str, Any] | None = None,
+        agent_options: dict[str, Any] | None = None,
     ) -> None:
         self.root = root
+        #: every change the fake driver applied, as JSON lines, from all agents
+        self.journal = root / "journal.jsonl"
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         common = {"transport_url": transport_url}
@@ -91,7 +103,7 @@ class Deployment:
             {
                 "DEFAULT": common | {"state_path": root / "plugin"},
                 "api": {"bind_port": self.port},
-                "plugin": {"relay_interval": 0.2},
+                "plugin": {"relay_interval": 0.2, **(plugin_options or {})},
             },
         )
         self.plugin = Daemon(
@@ -110,9 +122,13 @@ class Deployment:
                         "agent_id": f"agent-{i}",
                         "workers": agent_workers,
                         "shutdown_timeout": 10,
+                        **(agent_options or {}),
                     },
                     # Shared, so that fake.crash fires once per resource across agents.
-                    "driver:fake": {"crash_marker_dir": root / "fake-crash-markers"},
+                    "driver:fake": {
+                        "crash_marker_dir": root / "fake-crash-markers",
+                        "journal_path": self.journal,
+                    },
                 },
             )
             self.agents.append(
@@ -138,8 +154,8 @@ class Deployment:
         for agent in self.agents:
             agent.start()
 
-    def start_plugin(self, timeout: float = 60.0) -> None:
-        self.plugin.start()
+    def start_plugin(self, timeout: float = 60.0, env: dict[str, str] | None = None) -> None:
+        self.plugin.start(env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.plugin.alive:

@@ -23,7 +23,7 @@ import sqlalchemy.exc
 from oslo_config import cfg
 from sqlalchemy import orm
 
-from tether.common import transport
+from tether.common import faults, transport
 from tether.plugin.db import queries
 from tether.plugin.db.models import utcnow
 
@@ -147,6 +147,7 @@ class OutboxRelay(transport.ConnectionLoop):
             )
             for row in rows
         ]
+        faults.point("relay.before_publish")
         try:
             self._publisher.publish(envelopes)
         except transport.Unroutable:
