@@ -26,7 +26,7 @@ def rabbitmq() -> Iterator[RabbitMQNode]:
 @pytest.fixture(scope="module")
 def deployment(rabbitmq: RabbitMQNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """tether-plugin and two tether-agent processes on the private node."""
-    deployment = Deployment(tmp_path_factory.mktemp("deployment"), rabbitmq.url)
+    deployment = Deployment(tmp_path_factory.mktemp("deployment"), rabbitmq)
     deployment.start()
     try:
         yield deployment

@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx2
 
+from .rabbitmq import RabbitMQNode
+
 BIN = pathlib.Path(sys.executable).parent
 
 
@@ -86,13 +88,16 @@ class Deployment:
     def __init__(
         self,
         root: pathlib.Path,
-        transport_url: str,
+        rabbitmq: RabbitMQNode,
         agents: int = 2,
         agent_workers: int = 4,
         plugin_options: dict[str, Any] | None = None,
         agent_options: dict[str, Any] | None = None,
     ) -> None:
         self.root = root
+        # Its own virtual host: deployments sharing the node stay apart.
+        self.transport_url, self.amqp_url = rabbitmq.add_vhost(f"tether-{root.name}")
+        transport_url = self.transport_url
         #: every change the fake driver applied, as JSON lines, from all agents
         self.journal = root / "journal.jsonl"
         self.port = free_port()

@@ -169,6 +169,16 @@ class RabbitMQNode:
         # The trailing "//" is kombu's spelling of the default vhost "/".
         return f"amqp://guest:guest@127.0.0.1:{self.port}//"
 
+    def add_vhost(self, name: str) -> tuple[str, str]:
+        """A fresh virtual host for one deployment, so that deployments sharing
+        this node never see each other's queues; its (transport_url, amqp_url)."""
+        self.rabbitmqctl("-q", "add_vhost", name)
+        self.rabbitmqctl("-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        return (
+            f"rabbit://guest:guest@127.0.0.1:{self.port}/{name}",
+            f"amqp://guest:guest@127.0.0.1:{self.port}/{name}",
+        )
+
     @property
     def log_file(self) -> Path:
         return self.log_base / f"{self.nodename}.log"

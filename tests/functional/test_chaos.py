@@ -121,7 +121,7 @@ class Chaos:
     def poison(self) -> None:
         if self.stop.wait(LOAD_SECONDS / 4):
             return
-        with kombu.Connection(self.rabbitmq.amqp_url) as connection:
+        with kombu.Connection(self.deployment.amqp_url) as connection:
             producer = kombu.Producer(connection.channel())
             for i in range(POISON):
                 for exchange, key in (("tether.work", "fake"), ("tether.results", "tether.results")):
@@ -142,7 +142,7 @@ class Chaos:
 def chaos_deployment(rabbitmq: RabbitMQNode, tmp_path_factory: pytest.TempPathFactory) -> Any:
     deployment = Deployment(
         tmp_path_factory.mktemp("chaos"),
-        rabbitmq.url,
+        rabbitmq,
         agents=3,
         plugin_options={
             "reaper_interval": 1,
@@ -166,9 +166,9 @@ def chaos_deployment(rabbitmq: RabbitMQNode, tmp_path_factory: pytest.TempPathFa
     deployment.http.close()
 
 
-def _dead_letters(rabbitmq: RabbitMQNode) -> list[dict[str, Any]]:
+def _dead_letters(amqp_url: str) -> list[dict[str, Any]]:
     letters = []
-    with kombu.Connection(rabbitmq.amqp_url) as connection:
+    with kombu.Connection(amqp_url) as connection:
         queue = kombu.Queue("tether.dead-letter", no_declare=True)(connection.channel())
         while (message := queue.get(no_ack=False)) is not None:
             letters.append(
@@ -182,8 +182,8 @@ def _dead_letters(rabbitmq: RabbitMQNode) -> list[dict[str, Any]]:
     return letters
 
 
-def _purge_dead_letters(rabbitmq: RabbitMQNode) -> None:
-    with kombu.Connection(rabbitmq.amqp_url) as connection:
+def _purge_dead_letters(amqp_url: str) -> None:
+    with kombu.Connection(amqp_url) as connection:
         kombu.Queue("tether.dead-letter", no_declare=True)(connection.channel()).purge()
 
 
@@ -191,7 +191,7 @@ def test_nothing_is_lost_or_stuck_under_agent_plugin_and_broker_failures(
     chaos_deployment: Deployment, rabbitmq: RabbitMQNode
 ) -> None:
     deployment = chaos_deployment
-    _purge_dead_letters(rabbitmq)
+    _purge_dead_letters(deployment.amqp_url)
     load, chaos = Load(deployment), Chaos(deployment, rabbitmq)
     saboteurs = [
         threading.Thread(target=t, daemon=True)
@@ -246,7 +246,7 @@ def test_nothing_is_lost_or_stuck_under_agent_plugin_and_broker_failures(
             error,
         )
 
-    letters = _dead_letters(rabbitmq)
+    letters = _dead_letters(deployment.amqp_url)
     by_id = {letter["id"] for letter in letters}
     assert chaos.poisoned <= by_id, chaos.poisoned - by_id  # every poison is dead-lettered
     others = [letter for letter in letters if letter["id"] not in chaos.poisoned]

@@ -4,6 +4,7 @@ two tether-agent processes, configured by ini files as an operator would."""
 from __future__ import annotations
 
 import concurrent.futures
+import sqlite3
 import time
 from typing import Any
 
@@ -120,7 +121,7 @@ def test_five_hundred_resources_end_active_or_in_the_error_the_fake_driver_was_t
 def test_a_malformed_work_message_is_dead_lettered_and_the_queue_keeps_flowing(
     deployment: Deployment, rabbitmq: RabbitMQNode
 ) -> None:
-    with kombu.Connection(rabbitmq.amqp_url) as connection:
+    with kombu.Connection(deployment.amqp_url) as connection:
         producer = kombu.Producer(connection.channel())
         producer.publish(
             b"\x00 not json",
@@ -138,7 +139,7 @@ def test_a_malformed_work_message_is_dead_lettered_and_the_queue_keeps_flowing(
         )
     lb = _post(deployment, "loadbalancers", {"provider": "noop"})
     assert _wait_status(deployment, "loadbalancers", lb["id"])["provisioning_status"] == "ACTIVE"
-    with kombu.Connection(rabbitmq.amqp_url) as connection:
+    with kombu.Connection(deployment.amqp_url) as connection:
         queue = kombu.Queue("tether.dead-letter", no_declare=True)
         reasons = []
         for _ in range(2):
@@ -180,3 +181,44 @@ def test_the_pipeline_carries_on_after_the_broker_restarts(
     lb = _post(deployment, "loadbalancers", {"provider": "noop"})
     body = _wait_status(deployment, "loadbalancers", lb["id"], timeout=120)
     assert body["provisioning_status"] == "ACTIVE", deployment.logs()
+
+
+def test_sigterm_lets_an_agent_finish_its_running_call_then_exit(deployment: Deployment) -> None:
+    lb = _post(deployment, "loadbalancers", {"provider": "fake", "metadata": {"fake.delay_ms": "3000"}})
+    deadline = time.monotonic() + 30
+    task: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        task = deployment.http.get(f"/v1/tasks/{lb['task']['id']}").json()
+        if task["state"] == "RUNNING":
+            break
+        time.sleep(0.05)
+    holder = next(a for a in deployment.agents if a.name == task["agent_id"])
+    assert holder.stop() == 0
+    body = _wait_status(deployment, "loadbalancers", lb["id"])
+    task = deployment.http.get(f"/v1/tasks/{lb['task']['id']}").json()
+    assert body["provisioning_status"] == "ACTIVE"
+    assert (task["attempt"], task["agent_id"]) == (1, holder.name), "the call finished where it started"
+    holder.start()
+
+
+def test_a_locked_database_answers_503_and_everything_recovers_when_released(
+    rabbitmq: RabbitMQNode, tmp_path: Any
+) -> None:
+    deployment = Deployment(tmp_path, rabbitmq, agents=1)
+    deployment.plugin_ini.write_text(deployment.plugin_ini.read_text() + "[database]\nbusy_timeout = 0.5\n")
+    deployment.start()
+    try:
+        locker = sqlite3.connect(tmp_path / "plugin" / "tether.sqlite", isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        response = deployment.http.post("/v1/loadbalancers", json={"provider": "noop"})
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"] == "1"
+        locker.execute("ROLLBACK")
+        locker.close()
+        lb = _post(deployment, "loadbalancers", {"provider": "noop"})
+        assert _wait_status(deployment, "loadbalancers", lb["id"])["provisioning_status"] == "ACTIVE"
+        # Nothing half-written by the refused request: one loadbalancer, one task.
+        assert len(deployment.http.get("/v1/loadbalancers").json()["loadbalancers"]) == 1
+        assert len(deployment.http.get("/v1/tasks").json()["tasks"]) == 1
+    finally:
+        assert set(deployment.stop().values()) == {0}
