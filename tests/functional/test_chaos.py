@@ -121,7 +121,10 @@ class Chaos:
     def poison(self) -> None:
         if self.stop.wait(LOAD_SECONDS / 4):
             return
-        with kombu.Connection(self.deployment.amqp_url) as connection:
+        # Confirmed: a publish still in flight when the connection closes can be lost.
+        with kombu.Connection(
+            self.deployment.amqp_url, transport_options={"confirm_publish": True}
+        ) as connection:
             producer = kombu.Producer(connection.channel())
             for i in range(POISON):
                 for exchange, key in (("tether.work", "fake"), ("tether.results", "tether.results")):
