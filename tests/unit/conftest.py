@@ -114,3 +114,20 @@ def finish(plugin: Plugin, task_id: str, outcome: str = "SUCCEEDED", **result: A
             )
         ]
     )
+
+
+def sample_work(provider: str) -> messages.Work:
+    """A valid work message: create loadbalancer ``r`` with ``provider``."""
+    resource = {"type": "loadbalancer", "id": "r", "project_id": "p", "attributes": {}}
+    task = {
+        "id": "t",
+        "operation": "create",
+        "resource_type": "loadbalancer",
+        "resource_id": "r",
+        "root_id": "r",
+        "generation": 1,
+        "attempt": 1,
+        "project_id": "p",
+        "provider": provider,
+    }
+    return messages.Work(task=task, resource=resource, tree=resource)

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy.exc
 from oslo_config import cfg
 
-from tests.unit.conftest import wait_for
+from tests.unit.conftest import sample_work, wait_for
 from tether.agent.consumer import WorkConsumer
 from tether.agent.runner import Runner
 from tether.common import messages, transport
@@ -66,24 +66,7 @@ class GatedDriver(Driver):
 
 
 def _work_body() -> bytes:
-    resource = {"type": "loadbalancer", "id": "r", "project_id": "p", "attributes": {}}
-    return messages.encode(
-        messages.Work(
-            task={
-                "id": "t",
-                "operation": "create",
-                "resource_type": "loadbalancer",
-                "resource_id": "r",
-                "root_id": "r",
-                "generation": 1,
-                "attempt": 1,
-                "project_id": "p",
-                "provider": "gated",
-            },
-            resource=resource,
-            tree=resource,
-        ).to_body()
-    )
+    return messages.encode(sample_work("gated").to_body())
 
 
 @pytest.fixture

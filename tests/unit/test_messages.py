@@ -4,28 +4,14 @@ import json
 
 import pytest
 
+from tests.unit.conftest import sample_work
 from tether.common import messages
 from tether.common.exceptions import MalformedMessage
 from tether.common.states import Outcome
 
 
 def _work() -> dict[str, object]:
-    resource = {"type": "loadbalancer", "id": "r", "project_id": "p", "attributes": {}}
-    return messages.Work(
-        task={
-            "id": "t",
-            "operation": "create",
-            "resource_type": "loadbalancer",
-            "resource_id": "r",
-            "root_id": "r",
-            "generation": 1,
-            "attempt": 1,
-            "project_id": "p",
-            "provider": "noop",
-        },
-        resource=resource,
-        tree=resource,
-    ).to_body()
+    return sample_work("noop").to_body()
 
 
 def test_work_survives_an_encode_decode_round_trip() -> None:

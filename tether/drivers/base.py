@@ -24,7 +24,8 @@ Exceptions (all :class:`DriverError`, whose messages reach the API user and
 the operator's log respectively)::
 
     DriverError                 failed; the task ends FAILED with the message
-    ├── DeviceUnreachable       transient: the framework may retry with backoff
+    ├── DeviceUnreachable       transient: the framework retries with backoff
+    ├── DeviceBusy              transient: the device is locked or overloaded; retried too
     ├── InvalidConfiguration    permanent: retrying cannot help
     └── NotSupported            the driver cannot do this operation or feature
 """
@@ -68,6 +69,13 @@ class DeviceUnreachable(DriverError):
     """The device did not answer; the same call may succeed later."""
 
     message = "The device could not be reached: {reason}"
+    retryable = True
+
+
+class DeviceBusy(DriverError):
+    """The device is locked by another client or overloaded; try again later."""
+
+    message = "The device is busy: {reason}"
     retryable = True
 
 

@@ -158,8 +158,11 @@ def task_for_update(session: orm.Session, task_id: str) -> Task | None:
 
 
 def running_on(session: orm.Session, agent_id: str) -> Sequence[Task]:
+    """Tasks running on an agent; rows another reaper holds are skipped."""
     return session.scalars(
-        sa.select(Task).where(Task.agent_id == agent_id, Task.state == TaskState.RUNNING)
+        sa.select(Task)
+        .where(Task.agent_id == agent_id, Task.state == TaskState.RUNNING)
+        .with_for_update(skip_locked=True)
     ).all()
 
 
