@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from oslo_config import cfg
 import sqlalchemy as sa
 import sqlalchemy.exc
 from fastapi.testclient import TestClient
@@ -77,11 +78,24 @@ def test_an_unknown_parent_gets_404(client: TestClient) -> None:
     assert "Loadbalancer missing was not found" in response.json()["error"]["message"]
 
 
-def test_a_change_to_a_busy_tree_gets_409_naming_the_task(client: TestClient) -> None:
+def test_a_change_to_a_busy_tree_is_queued_behind_the_one_in_flight(client: TestClient) -> None:
     lb = _create(client, "loadbalancers", {"provider": "noop"}).json()
-    response = client.post(
-        "/v1/listeners", json={"loadbalancer_id": lb["id"], "protocol": "HTTP", "protocol_port": 80}
-    )
+    listener = _create(
+        client, "listeners", {"loadbalancer_id": lb["id"], "protocol": "HTTP", "protocol_port": 80}
+    ).json()
+    assert listener["task"]["state"] == "QUEUED"
+    assert lb["task"]["state"] == "PENDING"
+
+
+def test_under_the_reject_policy_a_busy_tree_answers_409_naming_the_task(
+    conf: cfg.ConfigOpts, plugin: Plugin
+) -> None:
+    conf.set_override("busy_policy", "reject", group="api")
+    with TestClient(Plugin(conf).app) as client:
+        lb = _create(client, "loadbalancers", {"provider": "noop"}).json()
+        response = client.post(
+            "/v1/listeners", json={"loadbalancer_id": lb["id"], "protocol": "HTTP", "protocol_port": 80}
+        )
     assert response.status_code == 409
     assert lb["task"]["id"] in response.json()["error"]["message"]
 

@@ -1,8 +1,14 @@
-"""Accepting changes: validate, then record desired state, task and outbox
-row in one transaction (DESIGN.md guarantee 1: accepted means durable).
+"""Accepting changes: validate, then record desired state and a task in one
+transaction (DESIGN.md guarantee 1: accepted means durable).
 
-Until a change has run, another change to the same resource tree is refused
-with 409 naming the task in flight, so tasks on one tree never overlap.
+One change at a time per resource tree (guarantee 6). A change to a tree
+that has one in flight is queued behind it (``[api] busy_policy = queue``,
+the default) or refused with 409 naming the task in flight (``reject``).
+Queued changes are dispatched in order as the tree frees up, each with the
+newest desired state (:func:`tether.plugin.lifecycle.advance`). A delete
+supersedes the queued updates of its resource; a delete that arrives before
+the resource's create was claimed by any agent finishes both with no device
+work.
 """
 
 from __future__ import annotations
@@ -13,11 +19,18 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from oslo_config import cfg
 from sqlalchemy import orm
 
 from tether.common.exceptions import Conflict, InvalidInput, NotFound
 from tether.common.resource_types import Registry, ResourceType
-from tether.common.states import OperatingStatus, Operation, ProvisioningStatus, TaskState
+from tether.common.states import (
+    IN_FLIGHT_TASK_STATES,
+    OperatingStatus,
+    Operation,
+    ProvisioningStatus,
+    TaskState,
+)
 from tether.plugin import lifecycle
 from tether.plugin.context import RequestContext
 from tether.plugin.db import queries
@@ -25,6 +38,26 @@ from tether.plugin.db.models import Resource, Task, utcnow
 from tether.plugin.providers import Providers
 
 LOG = logging.getLogger(__name__)
+
+OPTS: list[cfg.Opt] = [
+    cfg.StrOpt(
+        "busy_policy",
+        default="queue",
+        choices=[
+            ("queue", "queue the change behind the one in flight; queued updates coalesce"),
+            ("reject", "refuse it with 409 naming the task in flight"),
+        ],
+        help="What happens to a change of a resource tree (a root resource and everything "
+        "under it) while another change of that tree is in flight.",
+    ),
+    cfg.IntOpt(
+        "max_queued_per_tree",
+        default=100,
+        min=1,
+        help="Changes that may wait behind the one in flight on one resource tree; further "
+        "changes get 409 until the queue shortens.",
+    ),
+]
 
 
 class Changes:
@@ -36,12 +69,16 @@ class Changes:
         providers: Providers,
         sessionmaker: orm.sessionmaker[orm.Session],
         policy: lifecycle.Policy,
+        busy_policy: str = "queue",
+        max_queued: int = 100,
         on_commit: Callable[[], None] = lambda: None,
     ) -> None:
         self.policy = policy
         self.registry = registry
         self.providers = providers
         self.sessionmaker = sessionmaker
+        self.busy_policy = busy_policy
+        self.max_queued = max_queued
         self._on_commit = on_commit
 
     def create(self, ctx: RequestContext, rtype: ResourceType, body: Any) -> tuple[Resource, Task]:
@@ -60,7 +97,6 @@ class Changes:
             self.providers.get(provider_name, rtype.name)
             resource_id = str(uuid.uuid4())
             root_id = parent.root_id if parent is not None else resource_id
-            self._check_idle(session, root_id)
             resource = Resource(
                 id=resource_id,
                 type=rtype.name,
@@ -75,8 +111,9 @@ class Changes:
                 generation=1,
                 applied_generation=0,
             )
+            self._admit(session, root_id, locked=parent is not None)
             session.add(resource)
-            task = self._dispatch(session, ctx, resource, Operation.CREATE)
+            task = self._accept(session, ctx, resource, Operation.CREATE)
         self._on_commit()
         return resource, task
 
@@ -99,27 +136,29 @@ class Changes:
             attributes = copy.deepcopy(resource.attributes) | changes
             full = attributes | ({rtype.parent_key: resource.parent_id} if rtype.parent_key else {})
             self.registry.validate(rtype, full)
-            self._check_idle(session, resource.root_id)
+            self._admit(session, resource.root_id)
             if resource.provisioning_status == ProvisioningStatus.PENDING_DELETE:
                 raise Conflict(f"{rtype.name} {resource.id} is being deleted.")
             resource.attributes = attributes
             resource.name = attributes.get("name")
             resource.generation += 1
             resource.provisioning_status = ProvisioningStatus.PENDING_UPDATE
-            task = self._dispatch(session, ctx, resource, Operation.UPDATE)
+            task = self._accept(session, ctx, resource, Operation.UPDATE)
         self._on_commit()
         return resource, task
 
     def delete(self, ctx: RequestContext, rtype: ResourceType, resource_id: str) -> tuple[Resource, Task]:
         with self.sessionmaker.begin() as session:
             resource = self._get(session, ctx, rtype, resource_id)
-            self._check_idle(session, resource.root_id)
+            self._admit(session, resource.root_id)
             kids = queries.children(session, resource.id)
             if kids:
                 raise Conflict(f"{rtype.name} {resource.id} still has {_describe(kids)}; delete them first.")
+            if resource.provisioning_status == ProvisioningStatus.PENDING_DELETE:
+                raise Conflict(f"{rtype.name} {resource.id} is already being deleted.")
             resource.generation += 1
             resource.provisioning_status = ProvisioningStatus.PENDING_DELETE
-            task = self._dispatch(session, ctx, resource, Operation.DELETE)
+            task = self._accept(session, ctx, resource, Operation.DELETE)
         self._on_commit()
         return resource, task
 
@@ -143,20 +182,32 @@ class Changes:
                 path=f"$.{changed[0]}",
             )
 
-    @staticmethod
-    def _check_idle(session: orm.Session, root_id: str) -> None:
-        # The root's row lock serialises every change of one tree on databases
-        # with row locks (PostgreSQL); SQLite's single writer does the same.
-        queries.lock_root(session, root_id)
-        busy = queries.in_flight_task(session, root_id)
-        if busy is not None:
+    def _admit(self, session: orm.Session, root_id: str, locked: bool = True) -> None:
+        """May one more change of this tree be accepted now?
+
+        The root's row lock serialises every change of one tree on databases
+        with row locks (PostgreSQL); SQLite's single writer does the same.
+        """
+        if locked:
+            queries.lock_root(session, root_id)
+        tasks = queries.in_flight_tasks(session, root_id)
+        if not tasks:
+            return
+        if self.busy_policy == "reject":
+            busy = tasks[0]
             raise Conflict(
                 f"Task {busy.id} ({busy.operation} {busy.resource_type} {busy.resource_id}) is "
                 f"{busy.state} on the same resource tree; retry when it has finished "
-                f"(GET /v1/tasks/{busy.id})."
+                f"(GET /v1/tasks/{busy.id}?wait=30)."
+            )
+        queued = [t for t in tasks if t.state == TaskState.QUEUED]
+        if len(queued) >= self.max_queued:
+            raise Conflict(
+                f"{len(queued)} changes already wait on this resource tree (the limit is "
+                f"{self.max_queued}); retry when some have finished."
             )
 
-    def _dispatch(
+    def _accept(
         self, session: orm.Session, ctx: RequestContext, resource: Resource, operation: Operation
     ) -> Task:
         task = Task(
@@ -168,14 +219,15 @@ class Changes:
             provider=resource.provider,
             operation=operation,
             generation=resource.generation,
-            state=TaskState.PENDING,
+            desired=copy.deepcopy(resource.attributes),
+            state=TaskState.QUEUED,
             attempt=0,
             request_id=ctx.request_id,
             created_at=utcnow(),
+            queued_at=utcnow(),
         )
         session.add(task)
         session.flush()
-        lifecycle.enqueue(session, self.policy, task, resource)
         LOG.info(
             "accepted %s of %s %s as task %s (generation %d, provider %s)",
             operation,
@@ -185,7 +237,33 @@ class Changes:
             task.generation,
             resource.provider,
         )
+        if operation == Operation.DELETE:
+            self._fold_into_delete(session, resource, task)
+        if task.state == TaskState.QUEUED:
+            lifecycle.advance(session, self.policy, resource.root_id)
         return task
+
+    def _fold_into_delete(self, session: orm.Session, resource: Resource, delete: Task) -> None:
+        """A delete makes the resource's waiting changes moot; if its create
+        never reached an agent, nothing needs to reach one now either."""
+        waiting = [
+            t
+            for t in queries.tasks_of(session, resource.id)
+            if t.id != delete.id
+            and t.state in IN_FLIGHT_TASK_STATES
+            and t.attempt == 0
+            and t.state != TaskState.RUNNING
+        ]
+        for task in waiting:
+            lifecycle.supersede(session, self.policy, task, delete)
+        if any(t.operation == Operation.CREATE for t in waiting):
+            LOG.info(
+                "task %s: %s %s was never created on a device; deleted without device work",
+                delete.id,
+                resource.type,
+                resource.id,
+            )
+            lifecycle.succeed(session, self.policy, delete)
 
 
 def _describe(kids: Sequence[Resource]) -> str:

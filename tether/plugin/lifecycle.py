@@ -15,6 +15,7 @@ transaction, so the rules live in one place:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import logging
@@ -31,6 +32,10 @@ from tether.plugin.db import queries
 from tether.plugin.db.models import Outbox, Resource, Task, utcnow
 
 LOG = logging.getLogger(__name__)
+
+#: ``session.info`` key: (task id, resource id) of tasks that reached a
+#: terminal state in the session, for whoever waits on them after commit.
+FINISHED = "tether.finished"
 
 OPTS: list[cfg.Opt] = [
     cfg.IntOpt(
@@ -145,7 +150,7 @@ def retry_or_fail(
             policy.max_attempts,
         )
         return
-    fail(session, task, error_type, f"{reason} (attempt {task.attempt} of {policy.max_attempts})")
+    fail(session, policy, task, error_type, f"{reason} (attempt {task.attempt} of {policy.max_attempts})")
 
 
 def abandon(
@@ -161,30 +166,63 @@ def abandon(
     retry_or_fail(session, policy, task, error_type, reason, delay)
 
 
-def succeed(session: orm.Session, task: Task, statuses: dict[str, str] | None = None) -> None:
-    _finish(session, task, TaskState.SUCCEEDED)
-    apply_statuses(session, task, statuses or {})
+def succeed(session: orm.Session, policy: Policy, task: Task, statuses: dict[str, str] | None = None) -> None:
     resource = queries.get_resource(session, task.resource_id, None)
-    if resource is None:
-        return
-    if task.operation == Operation.DELETE:
-        session.delete(resource)
-        return
-    resource.applied_generation = max(resource.applied_generation, task.generation)
-    if resource.generation == task.generation:
-        resource.provisioning_status = ProvisioningStatus.ACTIVE
-        resource.last_error = None
+    apply_statuses(session, task, statuses or {})
+    if resource is not None:
+        if task.operation == Operation.DELETE:
+            session.delete(resource)
+            session.flush()
+        else:
+            if task.generation >= resource.applied_generation:
+                resource.applied_generation = task.generation
+                resource.applied_attributes = task.desired
+            if resource.generation == task.generation:
+                resource.provisioning_status = ProvisioningStatus.ACTIVE
+                resource.last_error = None
+    _finish(session, policy, task, TaskState.SUCCEEDED)
 
 
-def fail(session: orm.Session, task: Task, error_type: str, message: str) -> None:
+def fail(session: orm.Session, policy: Policy, task: Task, error_type: str, message: str) -> None:
     task.error_type, task.error_message = error_type[:64], message
-    _finish(session, task, TaskState.FAILED)
     resource = queries.get_resource(session, task.resource_id, None)
     if resource is not None and resource.generation == task.generation:
         resource.provisioning_status = ProvisioningStatus.ERROR
         resource.last_error = message
         if task.operation == Operation.CREATE:
             resource.operating_status = OperatingStatus.OFFLINE
+    _finish(session, policy, task, TaskState.FAILED)
+
+
+def supersede(session: orm.Session, policy: Policy, task: Task, by: Task) -> None:
+    """``task``'s change is carried by ``by`` (a newer desired state, or a delete)."""
+    task.superseded_by = by.id
+    _finish(session, policy, task, TaskState.SUPERSEDED)
+
+
+def advance(session: orm.Session, policy: Policy, root_id: str) -> Task | None:
+    """If no task of the tree is being worked on, dispatch the next queued one.
+
+    An update or create is dispatched with the resource's newest desired
+    state; the updates of the same resource still waiting behind it are
+    folded into it (SUPERSEDED, naming it).
+    """
+    tasks = queries.in_flight_tasks(session, root_id)
+    if not tasks or tasks[0].state != TaskState.QUEUED:
+        return None
+    task = tasks[0]
+    resource = queries.get_resource(session, task.resource_id, None)
+    if resource is None:
+        fail(session, policy, task, "ResourceGone", "the resource was removed before this change ran")
+        return None
+    if task.operation != Operation.DELETE:
+        for later in tasks[1:]:
+            if later.resource_id == task.resource_id and later.operation == Operation.UPDATE:
+                supersede(session, policy, later, task)
+        task.generation = resource.generation
+        task.desired = copy.deepcopy(resource.attributes)
+    enqueue(session, policy, task, resource)
+    return task
 
 
 def apply_statuses(session: orm.Session, task: Task, statuses: dict[str, str]) -> None:
@@ -198,11 +236,14 @@ def apply_statuses(session: orm.Session, task: Task, statuses: dict[str, str]) -
             resource.operating_status = status
 
 
-def _finish(session: orm.Session, task: Task, state: TaskState) -> None:
+def _finish(session: orm.Session, policy: Policy, task: Task, state: TaskState) -> None:
+    was_working = task.state in (TaskState.PENDING, TaskState.RUNNING)
     task.state = state
     task.finished_at = utcnow()
     task.deadline = None
     queries.delete_outbox_of(session, task.id)
+    finished = session.info.setdefault(FINISHED, [])
+    finished.append((task.id, task.resource_id))
     LOG.info(
         "task %s (%s %s %s, attempt %d on agent %s) %s%s",
         task.id,
@@ -214,6 +255,8 @@ def _finish(session: orm.Session, task: Task, state: TaskState) -> None:
         state,
         f": {task.error_message}" if state == TaskState.FAILED else "",
     )
+    if was_working:
+        advance(session, policy, task.root_id)
 
 
 def work_task(task: Task) -> dict[str, Any]:

@@ -72,7 +72,7 @@ class Reaper:
 
     def reap(self) -> int:
         """One pass; how many tasks it moved."""
-        moved = self._bury_dead_agents()
+        moved = self._bury_dead_agents() + self._unstick_trees()
         while True:
             with self.sessionmaker.begin() as session:
                 tasks = queries.overdue(session, utcnow(), _BATCH)
@@ -97,6 +97,13 @@ class Reaper:
                     moved += 1
         return moved
 
+    def _unstick_trees(self) -> int:
+        # A tree with queued changes and none in the works would wait for
+        # ever; dispatching the next is normally done as the last finishes.
+        with self.sessionmaker.begin() as session:
+            roots = queries.idle_trees_with_queue(session)
+            return sum(lifecycle.advance(session, self.policy, root) is not None for root in roots)
+
     def _overdue(self, session: orm.Session, task: Task) -> None:
         now = utcnow()
         if task.state == TaskState.RUNNING:
@@ -114,6 +121,7 @@ class Reaper:
         if not live:
             lifecycle.fail(
                 session,
+                self.policy,
                 task,
                 "NoLiveAgent",
                 f"no live agent serves provider {task.provider}; start an agent with "
@@ -128,7 +136,9 @@ class Reaper:
             return
         resource = queries.get_resource(session, task.resource_id, None)
         if resource is None:
-            lifecycle.fail(session, task, "ResourceGone", "the resource disappeared before the task ran")
+            lifecycle.fail(
+                session, self.policy, task, "ResourceGone", "the resource disappeared before the task ran"
+            )
             return
         LOG.warning(
             "task %s unclaimed for %.0f s with %d live agent(s) serving %s; publishing it again",

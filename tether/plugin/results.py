@@ -72,7 +72,7 @@ class ResultRecorder:
             return
         task.host = result.host[:255] if result.host else task.host
         if result.outcome == Outcome.SUCCEEDED:
-            lifecycle.succeed(session, task, result.statuses)
+            lifecycle.succeed(session, self.policy, task, result.statuses)
         elif result.retryable:
             lifecycle.retry_or_fail(
                 session,
@@ -83,7 +83,11 @@ class ResultRecorder:
             )
         else:
             lifecycle.fail(
-                session, task, result.error_type or "Error", result.error_message or "the driver failed"
+                session,
+                self.policy,
+                task,
+                result.error_type or "Error",
+                result.error_message or "the driver failed",
             )
 
     @staticmethod

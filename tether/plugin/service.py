@@ -67,7 +67,13 @@ class Plugin:
             conf.plugin.relay_interval,
         )
         self.changes = Changes(
-            self.registry, self.providers, self.sessionmaker, self.policy, on_commit=self.relay.wake
+            self.registry,
+            self.providers,
+            self.sessionmaker,
+            self.policy,
+            busy_policy=conf.api.busy_policy,
+            max_queued=conf.api.max_queued_per_tree,
+            on_commit=self.relay.wake,
         )
         self.results = results.ResultConsumer(
             self.broker, results.ResultRecorder(self.sessionmaker, self.policy), conf.plugin.result_batch_size

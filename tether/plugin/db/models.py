@@ -60,6 +60,8 @@ class Resource(Base):
     #: the newest generation a driver reported applied
     applied_generation: orm.Mapped[int] = orm.mapped_column(default=0)
     last_error: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+    #: the desired attributes of ``applied_generation``: what the device holds
+    applied_attributes: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON)
     created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow)
     updated_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -91,6 +93,10 @@ class Task(Base):
     claim_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(36))
     #: when the reaper looks at this task next, if it is still not terminal
     deadline: orm.Mapped[datetime.datetime | None]
+    #: the resource's desired attributes as this change left them
+    desired: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON)
+    #: the task that carried this one's change to the device (SUPERSEDED)
+    superseded_by: orm.Mapped[str | None] = orm.mapped_column(sa.String(36))
     agent_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
     host: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
     request_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(64))
@@ -110,6 +116,7 @@ class Task(Base):
         sa.Index("ix_tasks_state_updated", "state", "updated_at"),
         sa.Index("ix_tasks_state_deadline", "state", "deadline"),
         sa.Index("ix_tasks_agent_state", "agent_id", "state"),
+        sa.Index("ix_tasks_provider_state", "provider", "state"),
     )
 
 
@@ -178,3 +185,21 @@ class Outbox(Base):
         # and a reused id would delete a newer row unpublished.
         {"sqlite_autoincrement": True},
     )
+
+
+class IdempotencyKey(Base):
+    """The answer given to a request that carried an ``Idempotency-Key``."""
+
+    __tablename__ = "idempotency_keys"
+
+    project_id: orm.Mapped[str] = orm.mapped_column(sa.String(255), primary_key=True)
+    key: orm.Mapped[str] = orm.mapped_column(sa.String(255), primary_key=True)
+    #: method, path and a hash of the body: the same key must mean the same request
+    fingerprint: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+    status: orm.Mapped[int]
+    response: orm.Mapped[dict[str, Any]] = orm.mapped_column(sa.JSON)
+    location: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+    created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow)
+    expires_at: orm.Mapped[datetime.datetime]
+
+    __table_args__ = (sa.Index("ix_idempotency_keys_expires_at", "expires_at"),)

@@ -60,13 +60,20 @@ def lock_root(session: orm.Session, root_id: str) -> None:
     session.execute(sa.select(Resource.id).where(Resource.id == root_id).with_for_update())
 
 
-def in_flight_task(session: orm.Session, root_id: str) -> Task | None:
-    return session.scalars(
+def in_flight_tasks(session: orm.Session, root_id: str) -> Sequence[Task]:
+    """The tree's unfinished tasks, the one being worked on first, then the queue in order."""
+    tasks = session.scalars(
         sa.select(Task)
         .where(Task.root_id == root_id, Task.state.in_(list(IN_FLIGHT_TASK_STATES)))
-        .order_by(Task.created_at)
-        .limit(1)
-    ).first()
+        .order_by(Task.created_at, Task.id)
+    ).all()
+    return sorted(tasks, key=lambda t: t.state == TaskState.QUEUED)
+
+
+def tasks_of(session: orm.Session, resource_id: str) -> Sequence[Task]:
+    return session.scalars(
+        sa.select(Task).where(Task.resource_id == resource_id).order_by(Task.created_at, Task.id)
+    ).all()
 
 
 def latest_task(session: orm.Session, resource_id: str) -> Task | None:
@@ -185,3 +192,11 @@ def backlog(session: orm.Session) -> dict[tuple[str, str], int]:
         .group_by(Task.provider, Task.state)
     ).all()
     return {(provider, state): count for provider, state, count in rows}
+
+
+def idle_trees_with_queue(session: orm.Session) -> Sequence[str]:
+    """Roots with QUEUED tasks and none PENDING or RUNNING."""
+    working = sa.select(Task.root_id).where(Task.state.in_([TaskState.PENDING, TaskState.RUNNING]))
+    return session.scalars(
+        sa.select(Task.root_id).where(Task.state == TaskState.QUEUED, Task.root_id.not_in(working)).distinct()
+    ).all()
