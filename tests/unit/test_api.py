@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from oslo_config import cfg
 import sqlalchemy as sa
 import sqlalchemy.exc
 from fastapi.testclient import TestClient
+from oslo_config import cfg
 
 from tests.unit.conftest import finish
 from tether.plugin.db import queries

@@ -216,9 +216,13 @@ def advance(session: orm.Session, policy: Policy, root_id: str) -> Task | None:
         fail(session, policy, task, "ResourceGone", "the resource was removed before this change ran")
         return None
     if task.operation != Operation.DELETE:
-        for later in tasks[1:]:
-            if later.resource_id == task.resource_id and later.operation == Operation.UPDATE:
-                supersede(session, policy, later, task)
+        updates = [t for t in tasks if t.resource_id == task.resource_id and t.operation == Operation.UPDATE]
+        # The newest update carries the change; a create carries it itself.
+        carrier = task if task.operation == Operation.CREATE or not updates else updates[-1]
+        for folded in [task, *updates]:
+            if folded is not carrier and folded.state == TaskState.QUEUED:
+                supersede(session, policy, folded, carrier)
+        task = carrier
         task.generation = resource.generation
         task.desired = copy.deepcopy(resource.attributes)
     enqueue(session, policy, task, resource)

@@ -1,0 +1,125 @@
+"""One change at a time per tree: queueing, coalescing, deletes that fold."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.unit.conftest import finish
+from tether.plugin.service import Plugin
+
+
+def _post(client: TestClient, collection: str, body: dict[str, Any]) -> Any:
+    response = client.post(f"/v1/{collection}", json=body)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def _task(client: TestClient, task_id: str) -> Any:
+    return client.get(f"/v1/tasks/{task_id}").json()
+
+
+def test_queued_changes_are_dispatched_in_order_as_the_tree_frees_up(
+    client: TestClient, plugin: Plugin
+) -> None:
+    lb = _post(client, "loadbalancers", {"provider": "noop"})
+    listener = _post(
+        client, "listeners", {"loadbalancer_id": lb["id"], "protocol": "TCP", "protocol_port": 80}
+    )
+    pool = _post(
+        client, "pools", {"loadbalancer_id": lb["id"], "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN"}
+    )
+    assert [_task(client, t["task"]["id"])["state"] for t in (lb, listener, pool)] == [
+        "PENDING",
+        "QUEUED",
+        "QUEUED",
+    ]
+    finish(plugin, lb["task"]["id"])
+    assert [_task(client, t["task"]["id"])["state"] for t in (listener, pool)] == ["PENDING", "QUEUED"]
+    finish(plugin, listener["task"]["id"])
+    assert _task(client, pool["task"]["id"])["state"] == "PENDING"
+
+
+def test_queued_updates_are_dispatched_once_with_the_newest_desired_state(
+    client: TestClient, plugin: Plugin
+) -> None:
+    lb = _post(client, "loadbalancers", {"provider": "noop"})
+    finish(plugin, lb["task"]["id"])
+    first = client.put(f"/v1/loadbalancers/{lb['id']}", json={"name": "a"}).json()  # dispatched at once
+    second = client.put(f"/v1/loadbalancers/{lb['id']}", json={"name": "b"}).json()
+    third = client.put(f"/v1/loadbalancers/{lb['id']}", json={"name": "c", "description": "x"}).json()
+    assert _task(client, second["task"]["id"])["state"] == "QUEUED"
+    finish(plugin, first["task"]["id"])
+    carried = _task(client, third["task"]["id"])
+    folded = _task(client, second["task"]["id"])  # folded into the newest
+    assert (carried["state"], carried["generation"]) == ("PENDING", 4)
+    assert (folded["state"], folded["superseded_by"]) == ("SUPERSEDED", third["task"]["id"])
+    finish(plugin, third["task"]["id"])
+    body = client.get(f"/v1/loadbalancers/{lb['id']}").json()
+    assert (body["name"], body["description"], body["in_sync"], body["applied_generation"]) == (
+        "c",
+        "x",
+        True,
+        4,
+    )
+
+
+def test_a_delete_while_the_create_is_still_queued_finishes_both_without_device_work(
+    client: TestClient, plugin: Plugin
+) -> None:
+    lb = _post(client, "loadbalancers", {"provider": "noop"})
+    listener = _post(
+        client, "listeners", {"loadbalancer_id": lb["id"], "protocol": "TCP", "protocol_port": 80}
+    )
+    gone = client.delete(f"/v1/listeners/{listener['id']}")
+    assert gone.status_code == 202
+    assert _task(client, listener["task"]["id"])["state"] == "SUPERSEDED"
+    assert _task(client, gone.json()["task"]["id"])["state"] == "SUCCEEDED"
+    assert client.get(f"/v1/listeners/{listener['id']}").status_code == 404
+    assert _task(client, lb["task"]["id"])["state"] == "PENDING"  # the tree's work goes on
+
+
+def test_a_delete_of_a_resource_whose_create_was_never_claimed_needs_no_agent(
+    client: TestClient, plugin: Plugin
+) -> None:
+    lb = _post(client, "loadbalancers", {"provider": "noop"})  # PENDING, not claimed
+    gone = client.delete(f"/v1/loadbalancers/{lb['id']}").json()
+    assert _task(client, lb["task"]["id"])["state"] == "SUPERSEDED"
+    assert _task(client, gone["task"]["id"])["state"] == "SUCCEEDED"
+    assert client.get(f"/v1/loadbalancers/{lb['id']}").status_code == 404
+
+
+def test_a_delete_after_queued_updates_supersedes_them(client: TestClient, plugin: Plugin) -> None:
+    lb = _post(client, "loadbalancers", {"provider": "noop"})
+    finish(plugin, lb["task"]["id"])
+    running = client.put(f"/v1/loadbalancers/{lb['id']}", json={"name": "a"}).json()
+    queued = client.put(f"/v1/loadbalancers/{lb['id']}", json={"name": "b"}).json()
+    finish_first = running["task"]["id"]
+    from tests.unit.conftest import claim
+
+    claim(plugin, finish_first)  # the first update is on a device now
+    gone = client.delete(f"/v1/loadbalancers/{lb['id']}").json()
+    assert (
+        _task(client, queued["task"]["id"])["state"],
+        _task(client, queued["task"]["id"])["superseded_by"],
+    ) == ("SUPERSEDED", gone["task"]["id"])
+    assert _task(client, gone["task"]["id"])["state"] == "QUEUED"
+    assert client.get(f"/v1/loadbalancers/{lb['id']}").json()["provisioning_status"] == "PENDING_DELETE"
+
+
+def test_the_queue_of_one_tree_is_bounded(conf: Any, plugin: Plugin) -> None:
+    conf.set_override("max_queued_per_tree", 2, group="api")
+    with TestClient(Plugin(conf).app) as client:
+        lb = _post(client, "loadbalancers", {"provider": "noop"})
+        for port in (80, 81):
+            _post(
+                client, "listeners", {"loadbalancer_id": lb["id"], "protocol": "TCP", "protocol_port": port}
+            )
+        response = client.post(
+            "/v1/listeners", json={"loadbalancer_id": lb["id"], "protocol": "TCP", "protocol_port": 82}
+        )
+    assert response.status_code == 409
+    assert (
+        "2 changes already wait on this resource tree (the limit is 2)" in response.json()["error"]["message"]
+    )
