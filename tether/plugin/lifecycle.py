@@ -200,6 +200,10 @@ def supersede(session: orm.Session, policy: Policy, task: Task, by: Task) -> Non
     _finish(session, policy, task, TaskState.SUPERSEDED)
 
 
+def finish_cancelled(session: orm.Session, policy: Policy, task: Task) -> None:
+    _finish(session, policy, task, TaskState.CANCELLED)
+
+
 def advance(session: orm.Session, policy: Policy, root_id: str) -> Task | None:
     """If no task of the tree is being worked on, dispatch the next queued one.
 

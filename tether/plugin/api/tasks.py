@@ -8,6 +8,7 @@ import fastapi
 
 from tether.common.exceptions import InvalidInput, NotFound
 from tether.common.states import TaskState
+from tether.plugin import cancellation
 from tether.plugin.api import pagination, views
 from tether.plugin.api.deps import Api, Context
 from tether.plugin.db import queries
@@ -57,5 +58,11 @@ def router(api: Api) -> fastapi.APIRouter:
                 raise NotFound(kind="Task", id=task_id)
             history = [views.attempt(a) for a in queries.attempts(session, row.id)]
         return views.task(row) | {"history": history}
+
+    @r.post("/{task_id}/cancel", summary="Cancel a task no agent has started", status_code=200)
+    def cancel(task_id: str, ctx: Context) -> dict[str, Any]:
+        with api.sessionmaker.begin() as session:
+            task = cancellation.cancel(session, api.changes.policy, ctx, task_id)
+            return views.task(task)
 
     return r
