@@ -39,6 +39,9 @@ from tether.plugin.providers import Providers
 
 LOG = logging.getLogger(__name__)
 
+#: Called inside the accepting transaction, e.g. to remember an idempotent answer.
+OnAccept = Callable[[orm.Session, Resource, Task], None]
+
 OPTS: list[cfg.Opt] = [
     cfg.StrOpt(
         "busy_policy",
@@ -81,7 +84,9 @@ class Changes:
         self.max_queued = max_queued
         self._on_commit = on_commit
 
-    def create(self, ctx: RequestContext, rtype: ResourceType, body: Any) -> tuple[Resource, Task]:
+    def create(
+        self, ctx: RequestContext, rtype: ResourceType, body: Any, on_accept: OnAccept | None = None
+    ) -> tuple[Resource, Task]:
         self.registry.validate(rtype, body)
         attributes = rtype.defaults() | dict(body)
         with self.sessionmaker.begin() as session:
@@ -114,11 +119,19 @@ class Changes:
             self._admit(session, root_id, locked=parent is not None)
             session.add(resource)
             task = self._accept(session, ctx, resource, Operation.CREATE)
+            if on_accept is not None:
+                session.flush()
+                on_accept(session, resource, task)
         self._on_commit()
         return resource, task
 
     def update(
-        self, ctx: RequestContext, rtype: ResourceType, resource_id: str, body: Any
+        self,
+        ctx: RequestContext,
+        rtype: ResourceType,
+        resource_id: str,
+        body: Any,
+        on_accept: OnAccept | None = None,
     ) -> tuple[Resource, Task]:
         if not isinstance(body, dict):
             raise InvalidInput(reason=f"the body must be a JSON object of {rtype.name} attributes")
@@ -144,10 +157,15 @@ class Changes:
             resource.generation += 1
             resource.provisioning_status = ProvisioningStatus.PENDING_UPDATE
             task = self._accept(session, ctx, resource, Operation.UPDATE)
+            if on_accept is not None:
+                session.flush()
+                on_accept(session, resource, task)
         self._on_commit()
         return resource, task
 
-    def delete(self, ctx: RequestContext, rtype: ResourceType, resource_id: str) -> tuple[Resource, Task]:
+    def delete(
+        self, ctx: RequestContext, rtype: ResourceType, resource_id: str, on_accept: OnAccept | None = None
+    ) -> tuple[Resource, Task]:
         with self.sessionmaker.begin() as session:
             resource = self._get(session, ctx, rtype, resource_id)
             self._admit(session, resource.root_id)
@@ -159,6 +177,9 @@ class Changes:
             resource.generation += 1
             resource.provisioning_status = ProvisioningStatus.PENDING_DELETE
             task = self._accept(session, ctx, resource, Operation.DELETE)
+            if on_accept is not None:
+                session.flush()
+                on_accept(session, resource, task)
         self._on_commit()
         return resource, task
 

@@ -23,7 +23,7 @@ from oslo_config import cfg
 from sqlalchemy import orm
 
 from tether.common.states import TaskState
-from tether.plugin import lifecycle
+from tether.plugin import idempotency, lifecycle
 from tether.plugin.agents import Registry
 from tether.plugin.db import queries
 from tether.plugin.db.models import Task, utcnow
@@ -73,6 +73,8 @@ class Reaper:
     def reap(self) -> int:
         """One pass; how many tasks it moved."""
         moved = self._bury_dead_agents() + self._unstick_trees()
+        with self.sessionmaker.begin() as session:
+            idempotency.purge_expired(session)
         while True:
             with self.sessionmaker.begin() as session:
                 tasks = queries.overdue(session, utcnow(), _BATCH)

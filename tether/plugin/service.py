@@ -91,6 +91,7 @@ class Plugin:
             max_limit=conf.api.max_page_size,
             max_body_bytes=conf.api.max_body_bytes,
             workers=conf.api.workers,
+            idempotency_retention=conf.api.idempotency_retention,
         )
         self.app = create_app(self.api)
 

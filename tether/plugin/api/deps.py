@@ -30,6 +30,7 @@ class Api:
     max_limit: int
     max_body_bytes: int
     workers: int = 8
+    idempotency_retention: float = 86400.0
 
 
 def context(request: fastapi.Request) -> RequestContext:

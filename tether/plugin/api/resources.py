@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import fastapi
+import sqlalchemy.exc
 from fastapi.responses import JSONResponse
+from sqlalchemy import orm
 
 from tether.common.exceptions import InvalidInput, NotFound
 from tether.common.resource_types import ResourceType
 from tether.common.states import OperatingStatus, ProvisioningStatus
+from tether.plugin import idempotency
 from tether.plugin.api import pagination, views
 from tether.plugin.api.deps import Api, Context, JsonBody
+from tether.plugin.context import RequestContext
 from tether.plugin.db import queries
 
 
@@ -29,16 +34,48 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
     body_doc = {"requestBody": {"required": True, "content": {"application/json": {"schema": rtype.schema}}}}
     update_schema = dict(rtype.schema, required=[])
 
-    def accepted(row: Any, task: Any) -> JSONResponse:
-        return JSONResponse(
-            views.resource(rtype, row, task),
-            status_code=202,
-            headers={"Location": item.format(resource_id=row.id)},
-        )
+    def change(
+        request: fastapi.Request, ctx: Context, body: Any, act: Callable[..., tuple[Any, Any]]
+    ) -> JSONResponse:
+        """Run ``act`` (a Changes method taking ``on_accept``), honouring an Idempotency-Key."""
+        key = request.headers.get(idempotency.HEADER)
+        if key is None:
+            row, task = act(None)
+            return _accepted(rtype, item, row, task)
+        key = idempotency.check_key(key)
+        method, path = request.method, request.url.path
+        print_ = idempotency.fingerprint(method, path, body)
+        replay = _replay(api, ctx, key, print_, method, path)
+        if replay is not None:
+            return replay
+
+        def remember(session: orm.Session, row: Any, task: Any) -> None:
+            idempotency.remember(
+                session,
+                api.idempotency_retention,
+                ctx.project_id,
+                key,
+                print_,
+                method,
+                path,
+                202,
+                views.resource(rtype, row, task),
+                item.format(resource_id=row.id),
+            )
+
+        try:
+            row, task = act(remember)
+        except (sqlalchemy.exc.IntegrityError, idempotency.AnsweredMeanwhile):
+            # The same key committed first from a concurrent request; ours rolled back whole.
+            replay = _replay(api, ctx, key, print_, method, path)
+            if replay is None:
+                raise
+            return replay
+        return _accepted(rtype, item, row, task)
 
     @r.post("", status_code=202, openapi_extra=body_doc, summary=f"Create a {rtype.name}", responses=_ERRORS)
-    def create(ctx: Context, body: JsonBody) -> JSONResponse:
-        return accepted(*api.changes.create(ctx, rtype, body))
+    def create(request: fastapi.Request, ctx: Context, body: JsonBody) -> JSONResponse:
+        return change(request, ctx, body, lambda on_accept: api.changes.create(ctx, rtype, body, on_accept))
 
     @r.get("", summary=f"List {rtype.collection}")
     def list_(request: fastapi.Request, ctx: Context) -> dict[str, Any]:
@@ -83,18 +120,39 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
         },
         responses=_ERRORS,
     )
-    def update(
-        resource_id: str,
-        ctx: Context,
-        body: JsonBody,
-    ) -> JSONResponse:
-        return accepted(*api.changes.update(ctx, rtype, resource_id, body))
+    def update(request: fastapi.Request, resource_id: str, ctx: Context, body: JsonBody) -> JSONResponse:
+        return change(
+            request, ctx, body, lambda on_accept: api.changes.update(ctx, rtype, resource_id, body, on_accept)
+        )
 
     @r.delete("/{resource_id}", status_code=202, summary=f"Delete a {rtype.name}", responses=_ERRORS)
-    def delete(resource_id: str, ctx: Context) -> JSONResponse:
-        return accepted(*api.changes.delete(ctx, rtype, resource_id))
+    def delete(request: fastapi.Request, resource_id: str, ctx: Context) -> JSONResponse:
+        return change(
+            request, ctx, None, lambda on_accept: api.changes.delete(ctx, rtype, resource_id, on_accept)
+        )
 
     return r
+
+
+def _accepted(rtype: ResourceType, item: str, row: Any, task: Any) -> JSONResponse:
+    return JSONResponse(
+        views.resource(rtype, row, task),
+        status_code=202,
+        headers={"Location": item.format(resource_id=row.id)},
+    )
+
+
+def _replay(
+    api: Api, ctx: RequestContext, key: str, print_: str, method: str, path: str
+) -> JSONResponse | None:
+    with api.reader() as session:
+        row = idempotency.lookup(session, ctx.project_id, key, print_, method, path)
+        if row is None:
+            return None
+        headers = {"Idempotent-Replayed": "true"}
+        if row.location:
+            headers["Location"] = row.location
+        return JSONResponse(idempotency.stored_body(row), status_code=row.status, headers=headers)
 
 
 def _check_enum(filters: dict[str, Any], key: str, enum: Any) -> None:
