@@ -92,7 +92,9 @@ class Plugin:
             max_body_bytes=conf.api.max_body_bytes,
             workers=conf.api.workers,
             idempotency_retention=conf.api.idempotency_retention,
+            max_wait=conf.api.max_wait,
         )
+        self.api.waiters.install(self.sessionmaker)
         self.app = create_app(self.api)
 
     def start(self) -> None:

@@ -31,6 +31,12 @@ OPTS: list[cfg.Opt] = [
     cfg.IntOpt(
         "max_body_bytes", default=1024 * 1024, min=1024, help="Largest request body accepted, in bytes."
     ),
+    cfg.FloatOpt(
+        "max_wait",
+        default=60.0,
+        min=0,
+        help="Longest ?wait=N a client may ask for on a task or resource, in seconds.",
+    ),
 ]
 
 REQUEST_ID_HEADER = "X-Request-Id"

@@ -14,6 +14,7 @@ from tether.common.resource_types import Registry
 from tether.plugin.agents import Registry as AgentRegistry
 from tether.plugin.changes import Changes
 from tether.plugin.context import RequestContext
+from tether.plugin.waiters import Waiters
 
 DEFAULT_PROJECT = "default"
 MAX_PROJECT_ID = 255
@@ -31,6 +32,12 @@ class Api:
     max_body_bytes: int
     workers: int = 8
     idempotency_retention: float = 86400.0
+    max_wait: float = 60.0
+    waiters: Waiters = dataclasses.field(default_factory=Waiters)
+
+    def check_wait(self, wait: float) -> None:
+        if wait > self.max_wait:
+            raise InvalidInput(f"wait may be at most {self.max_wait:g} seconds; ask again to wait longer.")
 
 
 def context(request: fastapi.Request) -> RequestContext:
@@ -87,4 +94,6 @@ def _refuse_nul(value: Any, path: str = "$") -> None:
 
 
 Context = Annotated[RequestContext, fastapi.Depends(context)]
+#: ``?wait=N``: answer once the task is finished, or after N seconds.
+Wait = Annotated[float, fastapi.Query(ge=0, description="Seconds to wait for the task to finish.")]
 JsonBody = Annotated[Any, fastapi.Depends(json_body)]

@@ -9,13 +9,14 @@ import fastapi
 import sqlalchemy.exc
 from fastapi.responses import JSONResponse
 from sqlalchemy import orm
+from starlette.concurrency import run_in_threadpool
 
 from tether.common.exceptions import InvalidInput, NotFound
 from tether.common.resource_types import ResourceType
-from tether.common.states import OperatingStatus, ProvisioningStatus
+from tether.common.states import OperatingStatus, ProvisioningStatus, TaskState
 from tether.plugin import idempotency
 from tether.plugin.api import pagination, views
-from tether.plugin.api.deps import Api, Context, JsonBody
+from tether.plugin.api.deps import Api, Context, JsonBody, Wait
 from tether.plugin.context import RequestContext
 from tether.plugin.db import queries
 
@@ -99,8 +100,7 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
             "links": pagination.next_link(request.url.path, params, rows, query.limit),
         }
 
-    @r.get("/{resource_id}", summary=f"Show a {rtype.name}", responses=_ERRORS)
-    def show(resource_id: str, ctx: Context) -> dict[str, Any]:
+    def read(resource_id: str, ctx: RequestContext) -> dict[str, Any]:
         with api.reader() as session:
             row = queries.get_resource(session, resource_id, ctx.project_filter, rtype.name)
             if row is None:
@@ -110,6 +110,28 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
         if task is not None:
             view["task"] = {"id": task.id, "state": task.state, "href": f"/v1/tasks/{task.id}"}
         return view
+
+    @r.get(
+        "/{resource_id}",
+        summary=f"Show a {rtype.name}; with ?wait=N, once its latest task is finished or N seconds passed",
+        responses=_ERRORS,
+    )
+    async def show(resource_id: str, ctx: Context, wait: Wait = 0.0) -> dict[str, Any]:
+        view = await run_in_threadpool(read, resource_id, ctx)
+        task = view.get("task")
+        if wait <= 0 or task is None or TaskState(task["state"]).terminal:
+            return view
+        api.check_wait(wait)
+
+        async def finished() -> bool:
+            try:
+                latest = (await run_in_threadpool(read, resource_id, ctx)).get("task")
+            except NotFound:
+                return True
+            return latest is None or TaskState(latest["state"]).terminal
+
+        await api.waiters.wait(task["id"], wait, finished)
+        return await run_in_threadpool(read, resource_id, ctx)
 
     @r.put(
         "/{resource_id}",

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import fastapi
+from starlette.concurrency import run_in_threadpool
 
 from tether.common.exceptions import InvalidInput, NotFound
 from tether.common.states import TaskState
 from tether.plugin import cancellation
 from tether.plugin.api import pagination, views
-from tether.plugin.api.deps import Api, Context
+from tether.plugin.api.deps import Api, Context, Wait
+from tether.plugin.context import RequestContext
 from tether.plugin.db import queries
 
 #: query parameter -> column; ``task_state`` is the spelling of the original
@@ -50,14 +52,26 @@ def router(api: Api) -> fastapi.APIRouter:
             "links": pagination.next_link(request.url.path, params, rows, query.limit),
         }
 
-    @r.get("/{task_id}", summary="Show a task")
-    def show(task_id: str, ctx: Context) -> dict[str, Any]:
+    def read(task_id: str, ctx: RequestContext) -> dict[str, Any]:
         with api.reader() as session:
             row = queries.get_task(session, task_id, ctx.project_filter)
             if row is None:
                 raise NotFound(kind="Task", id=task_id)
             history = [views.attempt(a) for a in queries.attempts(session, row.id)]
         return views.task(row) | {"history": history}
+
+    @r.get("/{task_id}", summary="Show a task; with ?wait=N, once it is finished or N seconds passed")
+    async def show(task_id: str, ctx: Context, wait: Wait = 0.0) -> dict[str, Any]:
+        view = await run_in_threadpool(read, task_id, ctx)
+        if wait <= 0 or TaskState(view["state"]).terminal:
+            return view
+        api.check_wait(wait)
+
+        async def finished() -> bool:
+            return TaskState((await run_in_threadpool(read, task_id, ctx))["state"]).terminal
+
+        await api.waiters.wait(task_id, wait, finished)
+        return await run_in_threadpool(read, task_id, ctx)
 
     @r.post("/{task_id}/cancel", summary="Cancel a task no agent has started", status_code=200)
     def cancel(task_id: str, ctx: Context) -> dict[str, Any]:
