@@ -36,6 +36,7 @@ from tether.plugin.context import RequestContext
 from tether.plugin.db import queries
 from tether.plugin.db.models import Resource, Task, utcnow
 from tether.plugin.providers import Providers
+from tether.plugin.throttle import Backpressure
 
 LOG = logging.getLogger(__name__)
 
@@ -74,8 +75,10 @@ class Changes:
         policy: lifecycle.Policy,
         busy_policy: str = "queue",
         max_queued: int = 100,
+        backpressure: Backpressure | None = None,
         on_commit: Callable[[], None] = lambda: None,
     ) -> None:
+        self.backpressure = backpressure
         self.policy = policy
         self.registry = registry
         self.providers = providers
@@ -100,6 +103,7 @@ class Changes:
             else:
                 provider_name = attributes["provider"]
             self.providers.get(provider_name, rtype.name)
+            self._check_backlog(session, provider_name)
             resource_id = str(uuid.uuid4())
             root_id = parent.root_id if parent is not None else resource_id
             resource = Resource(
@@ -146,6 +150,7 @@ class Changes:
                 )
             changes = {k: v for k, v in body.items() if k != rtype.parent_key}
             self._check_immutable(rtype, resource.attributes, changes)
+            self._check_backlog(session, resource.provider)
             attributes = copy.deepcopy(resource.attributes) | changes
             full = attributes | ({rtype.parent_key: resource.parent_id} if rtype.parent_key else {})
             self.registry.validate(rtype, full)
@@ -169,6 +174,7 @@ class Changes:
         with self.sessionmaker.begin() as session:
             resource = self._get(session, ctx, rtype, resource_id)
             self._admit(session, resource.root_id)
+            self._check_backlog(session, resource.provider)
             kids = queries.children(session, resource.id)
             if kids:
                 raise Conflict(f"{rtype.name} {resource.id} still has {_describe(kids)}; delete them first.")
@@ -192,6 +198,10 @@ class Changes:
         if resource is None:
             raise NotFound(kind=rtype.name.capitalize(), id=resource_id)
         return resource
+
+    def _check_backlog(self, session: orm.Session, provider: str) -> None:
+        if self.backpressure is not None:
+            self.backpressure.check(session, provider)
 
     @staticmethod
     def _check_immutable(rtype: ResourceType, current: dict[str, Any], changes: dict[str, Any]) -> None:

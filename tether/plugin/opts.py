@@ -5,7 +5,17 @@ from __future__ import annotations
 from oslo_config import cfg
 
 from tether.common import rpc
-from tether.plugin import agents, changes, dispatch, idempotency, lifecycle, reaper, results, service
+from tether.plugin import (
+    agents,
+    changes,
+    dispatch,
+    idempotency,
+    lifecycle,
+    reaper,
+    results,
+    service,
+    throttle,
+)
 from tether.plugin.api import app
 from tether.plugin.db import session
 
@@ -22,6 +32,6 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
             service.GROUP,
             service.OPTS + dispatch.OPTS + results.OPTS + lifecycle.OPTS + agents.OPTS + reaper.OPTS,
         ),
-        (app.GROUP, app.OPTS + changes.OPTS + idempotency.OPTS),
+        (app.GROUP, app.OPTS + changes.OPTS + idempotency.OPTS + throttle.OPTS),
         (session.GROUP, session.OPTS),
     ]

@@ -13,7 +13,7 @@ from oslo_config import cfg
 from tether.common import rpc, transport
 from tether.common.exceptions import ConfigError
 from tether.common.resource_types import Registry
-from tether.plugin import agents, dispatch, lifecycle, reaper, results
+from tether.plugin import agents, dispatch, lifecycle, reaper, results, throttle
 from tether.plugin.api.app import create_app
 from tether.plugin.api.deps import Api
 from tether.plugin.changes import Changes
@@ -73,6 +73,7 @@ class Plugin:
             self.policy,
             busy_policy=conf.api.busy_policy,
             max_queued=conf.api.max_queued_per_tree,
+            backpressure=throttle.Backpressure(conf.api.max_backlog),
             on_commit=self.relay.wake,
         )
         self.results = results.ResultConsumer(
@@ -93,6 +94,7 @@ class Plugin:
             workers=conf.api.workers,
             idempotency_retention=conf.api.idempotency_retention,
             max_wait=conf.api.max_wait,
+            limiter=throttle.RateLimiter(conf.api.rate_limit, conf.api.rate_burst),
         )
         self.api.waiters.install(self.sessionmaker)
         self.app = create_app(self.api)

@@ -14,6 +14,7 @@ from tether.common.resource_types import Registry
 from tether.plugin.agents import Registry as AgentRegistry
 from tether.plugin.changes import Changes
 from tether.plugin.context import RequestContext
+from tether.plugin.throttle import RateLimiter
 from tether.plugin.waiters import Waiters
 
 DEFAULT_PROJECT = "default"
@@ -34,6 +35,7 @@ class Api:
     idempotency_retention: float = 86400.0
     max_wait: float = 60.0
     waiters: Waiters = dataclasses.field(default_factory=Waiters)
+    limiter: RateLimiter = dataclasses.field(default_factory=lambda: RateLimiter(0, 1))
 
     def check_wait(self, wait: float) -> None:
         if wait > self.max_wait:
@@ -47,6 +49,7 @@ def context(request: fastapi.Request) -> RequestContext:
     if len(project) > MAX_PROJECT_ID or not project.isprintable():
         raise InvalidInput(f"X-Project-Id must be at most {MAX_PROJECT_ID} printable characters.")
     roles = frozenset(r.strip() for r in request.headers.get("X-Roles", "member").split(",") if r.strip())
+    request.app.state.api.limiter.take(project)
     return RequestContext(project_id=project, roles=roles, request_id=request.state.request_id)
 
 

@@ -40,7 +40,10 @@ def install(app: fastapi.FastAPI) -> None:
         if exc.status >= 500:
             LOG.error("%s %s failed: %s", request.method, request.url.path, exc.msg)
         extra = {"path": exc.kwargs["path"]} if "path" in exc.kwargs else {}
-        return error_response(request, exc.status, exc.type, exc.msg, **extra)
+        response = error_response(request, exc.status, exc.type, exc.msg, **extra)
+        if "retry_after" in exc.kwargs:
+            response.headers["Retry-After"] = str(exc.kwargs["retry_after"])
+        return response
 
     @app.exception_handler(fastapi_exceptions.RequestValidationError)
     async def _validation_error(
