@@ -4,6 +4,7 @@ two tether-agent processes, configured by ini files as an operator would."""
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import sqlite3
 import time
 from typing import Any
@@ -223,3 +224,20 @@ def test_a_locked_database_answers_503_and_everything_recovers_when_released(
         assert len(deployment.http.get("/v1/tasks").json()["tasks"]) == 1
     finally:
         assert set(deployment.stop().values()) == {0}
+
+
+def test_rapid_updates_queue_behind_a_slow_change_and_reach_the_device_once(deployment: Deployment) -> None:
+    lb = _post(deployment, "loadbalancers", {"provider": "fake", "metadata": {"fake.delay_ms": "1500"}})
+    updates = [
+        deployment.http.put(f"/v1/loadbalancers/{lb['id']}", json={"name": f"v{i}"}).json() for i in range(5)
+    ]
+    assert [u["task"]["state"] for u in updates] == ["QUEUED"] * 5
+    body = deployment.http.get(f"/v1/loadbalancers/{lb['id']}?wait=30").json()
+    while body["task"]["state"] not in ("SUCCEEDED", "FAILED"):
+        body = deployment.http.get(f"/v1/loadbalancers/{lb['id']}?wait=30").json()
+    assert (body["name"], body["provisioning_status"], body["in_sync"]) == ("v4", "ACTIVE", True)
+    states = [deployment.http.get(f"/v1/tasks/{u['task']['id']}").json() for u in updates]
+    assert [t["state"] for t in states] == ["SUPERSEDED"] * 4 + ["SUCCEEDED"]
+    assert {t["superseded_by"] for t in states[:4]} == {updates[4]["task"]["id"]}
+    applied = [json.loads(line) for line in deployment.journal.read_text().splitlines()]
+    assert [a["operation"] for a in applied if a["resource_id"] == lb["id"]] == ["create", "update"]
