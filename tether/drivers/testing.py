@@ -1,0 +1,305 @@
+"""The conformance kit: the tests every driver must pass, for vendors to run
+in their own CI.
+
+Subclass :class:`DriverConformance` in a module pytest collects, tell it how
+to build your driver and how to read your device back, and every check runs
+against it::
+
+    from tether.drivers.testing import DriverConformance
+
+    class TestAcmeDriver(DriverConformance):
+        driver_class = AcmeDriver
+
+        def configure(self, conf, tmp_path):
+            conf.set_override("device_dir", str(tmp_path / "device"), group="driver:acme")
+
+        def read_device(self, driver, resource):
+            return read_my_appliance(resource.id)   # its attributes, or None when absent
+
+What it checks, for every resource type the driver claims:
+
+* create puts the resource on the device, update changes it, delete removes
+  it, and a delete of something absent succeeds;
+* idempotency: the same change applied twice leaves the device as once,
+  also when the second delivery starts while the first is still running
+  (an agent died mid-call and the broker handed the message on);
+* errors: whatever the driver raises for the failures you list in
+  :meth:`failure_cases` is a ``DriverError`` of the class you expect, with a
+  message a person can act on;
+* declarations: placement, resource types and capabilities are well formed,
+  and a driver that claims ``operating_status`` reports a valid one.
+
+The kit imports nothing of the plugin or the agent.
+"""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+from oslo_config import cfg
+
+from tether.common import config
+from tether.common.states import OperatingStatus
+from tether.drivers.base import Callbacks, Change, Driver, DriverError, Resource, driver_group
+
+#: A sample desired state for each load-balancing type, parents first.
+SAMPLES: dict[str, dict[str, Any]] = {
+    "loadbalancer": {"provider": "?", "name": "web", "vip_address": "203.0.113.10", "admin_state_up": True},
+    "listener": {"protocol": "HTTP", "protocol_port": 80, "connection_limit": -1, "admin_state_up": True},
+    "pool": {"protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN", "admin_state_up": True},
+    "member": {
+        "address": "192.0.2.10",
+        "protocol_port": 8080,
+        "weight": 1,
+        "backup": False,
+        "admin_state_up": True,
+    },
+    "healthmonitor": {
+        "type": "HTTP",
+        "delay": 5,
+        "timeout": 3,
+        "max_retries": 3,
+        "max_retries_down": 3,
+        "admin_state_up": True,
+    },
+}
+PARENTS = {"listener": "loadbalancer", "pool": "loadbalancer", "member": "pool", "healthmonitor": "pool"}
+#: An attribute each type can change in an update, and the value it changes to.
+UPDATES: dict[str, tuple[str, Any]] = {
+    "loadbalancer": ("name", "web-renamed"),
+    "listener": ("connection_limit", 5000),
+    "pool": ("lb_algorithm", "LEAST_CONNECTIONS"),
+    "member": ("weight", 7),
+    "healthmonitor": ("delay", 10),
+}
+
+
+class RecordingCallbacks(Callbacks):
+    """Keeps what a driver reports, for the checks to read."""
+
+    def __init__(self) -> None:
+        self.statuses: dict[str, OperatingStatus] = {}
+        self.progress_messages: list[str] = []
+
+    def operating_status(self, resource_id: str, status: OperatingStatus) -> None:
+        self.statuses[resource_id] = OperatingStatus(status)
+
+    def progress(self, message: str) -> None:
+        self.progress_messages.append(message)
+
+
+class DriverConformance:
+    """Base class of a driver's conformance tests; see the module docstring."""
+
+    #: the driver under test
+    driver_class: ClassVar[type[Driver]]
+
+    # -- what a vendor provides ------------------------------------------
+
+    def configure(self, conf: cfg.ConfigOpts, tmp_path: pathlib.Path) -> None:
+        """Set the driver's options (``[driver:NAME]``) for a test."""
+
+    def read_device(self, driver: Driver, resource: Resource) -> Mapping[str, Any] | None:
+        """What the device holds for ``resource``: its attributes as the
+        device knows them (at least those the kit changes), or None when absent."""
+        raise NotImplementedError("a conformance test must say how to read the device back")
+
+    def failure_cases(self, driver: Driver) -> Iterator[tuple[Change, type[DriverError]]]:
+        """Changes that must fail, with the DriverError class each must raise."""
+        return iter(())
+
+    def sample(self, type_name: str) -> dict[str, Any]:
+        """The desired attributes of a ``type_name`` the kit creates."""
+        return copy.deepcopy(SAMPLES[type_name])
+
+    # -- the checks ------------------------------------------------------
+
+    def test_the_driver_declares_what_it_does(self, tmp_path: pathlib.Path) -> None:
+        cls = self.driver_class
+        assert cls.placement in ("shared", "host"), f"placement must be shared or host, not {cls.placement!r}"
+        assert cls.resource_types, "the driver must claim at least one resource type"
+        assert all(isinstance(c, str) for c in cls.capabilities)
+        assert not getattr(cls, "__abstractmethods__", None), (
+            f"{cls.__name__} does not implement {sorted(cls.__abstractmethods__)}"
+        )
+        for opt in cls.list_opts():
+            assert isinstance(opt, cfg.Opt) and opt.help, f"option {opt} needs help text"
+
+    def test_create_puts_every_claimed_type_on_the_device(self, tmp_path: pathlib.Path) -> None:
+        driver, tree = self._driver(tmp_path), self._tree()
+        for resource in self._claimed(tree):
+            driver.create(self._change("create", resource, tree))
+            held = self.read_device(driver, resource)
+            assert held is not None, f"{resource.type} {resource.id} is not on the device after create"
+            self._assert_holds(held, resource)
+
+    def test_update_changes_the_device(self, tmp_path: pathlib.Path) -> None:
+        driver, tree = self._driver(tmp_path), self._tree()
+        self._create_all(driver, tree)
+        for resource in self._claimed(tree):
+            name, value = UPDATES[resource.type]
+            updated = Resource(
+                resource.type,
+                resource.id,
+                resource.project_id,
+                dict(resource.attributes) | {name: value},
+                resource.parent_id,
+            )
+            new_tree = _replace(tree, updated)
+            driver.update(self._change("update", updated, new_tree, generation=2))
+            held = self.read_device(driver, updated)
+            assert held is not None and held.get(name) == value, (
+                f"{resource.type} {resource.id}: expected {name}={value!r} on the device, found {held}"
+            )
+            tree = new_tree
+
+    def test_delete_removes_and_deleting_again_succeeds(self, tmp_path: pathlib.Path) -> None:
+        driver, tree = self._driver(tmp_path), self._tree()
+        self._create_all(driver, tree)
+        for resource in reversed(list(self._claimed(tree))):
+            change = self._change("delete", resource, tree, generation=3)
+            driver.delete(change)
+            assert self.read_device(driver, resource) is None, f"{resource.type} {resource.id} is still there"
+            driver.delete(change)  # absent is success
+            tree = _without(tree, resource.id)
+
+    def test_the_same_change_twice_leaves_the_device_as_once(self, tmp_path: pathlib.Path) -> None:
+        driver, tree = self._driver(tmp_path), self._tree()
+        for resource in self._claimed(tree):
+            change = self._change("create", resource, tree)
+            driver.create(change)
+            once = copy.deepcopy(self.read_device(driver, resource))
+            driver.create(change)
+            assert self.read_device(driver, resource) == once, (
+                f"a repeated create of {resource.type} changed it"
+            )
+
+    def test_a_redelivery_during_the_first_call_converges(self, tmp_path: pathlib.Path) -> None:
+        # An agent dies mid-call and the broker hands the message to another
+        # agent: two calls of the same change overlap, on two driver instances.
+        first, second, tree = self._driver(tmp_path), self._driver(tmp_path), self._tree()
+        for resource in self._claimed(tree):
+            change = self._change("create", resource, tree)
+            errors: list[BaseException] = []
+
+            def apply(driver: Driver, change: Change = change, errors: list[BaseException] = errors) -> None:
+                try:
+                    driver.create(change)
+                except BaseException as exc:  # noqa: BLE001 - reported below
+                    errors.append(exc)
+
+            calls = [threading.Thread(target=apply, args=(d,)) for d in (first, second)]
+            for call in calls:
+                call.start()
+            for call in calls:
+                call.join(60)
+            assert not errors, f"overlapping creates of {resource.type} failed: {errors}"
+            held = self.read_device(first, resource)
+            assert held is not None
+            self._assert_holds(held, resource)
+
+    def test_failures_are_classified_with_a_message_for_people(self, tmp_path: pathlib.Path) -> None:
+        driver = self._driver(tmp_path)
+        for change, expected in self.failure_cases(driver):
+            try:
+                getattr(driver, change.operation)(change)
+            except DriverError as exc:
+                assert isinstance(exc, expected), (
+                    f"{change.operation} raised {exc.type}, expected {expected.__name__}"
+                )
+                assert exc.user_message.strip(), "a failure needs a message the API user can act on"
+            else:
+                raise AssertionError(f"{change.operation} of {change.resource.type} should have failed")
+
+    def test_operating_status_is_reported_when_claimed(self, tmp_path: pathlib.Path) -> None:
+        if "operating_status" not in self.driver_class.capabilities:
+            return
+        callbacks = RecordingCallbacks()
+        driver, tree = self._driver(tmp_path, callbacks), self._tree()
+        resource = next(iter(self._claimed(tree)))
+        driver.create(self._change("create", resource, tree))
+        assert resource.id in callbacks.statuses, "the driver claims operating_status but reported none"
+
+    # -- helpers ---------------------------------------------------------
+
+    def _driver(self, tmp_path: pathlib.Path, callbacks: Callbacks | None = None) -> Driver:
+        conf = cfg.ConfigOpts()
+        config.register_opts(conf)
+        conf.register_opts(self.driver_class.list_opts(), group=driver_group(self.driver_class.name))
+        conf([], project="tether", default_config_files=[])
+        conf.set_override("state_path", str(tmp_path / "state"))
+        self.configure(conf, tmp_path)
+        return self.driver_class(conf, callbacks or RecordingCallbacks())
+
+    def _tree(self) -> Resource:
+        """A loadbalancer with one of each child type, every id fresh."""
+        ids = {t: str(uuid.uuid4()) for t in SAMPLES}
+        lb = self.sample("loadbalancer") | {"provider": self.driver_class.name}
+
+        def node(type_name: str, children: tuple[Resource, ...] = ()) -> Resource:
+            attributes = lb if type_name == "loadbalancer" else self.sample(type_name)
+            parent = PARENTS.get(type_name)
+            return Resource(
+                type_name,
+                ids[type_name],
+                "conformance",
+                attributes,
+                ids[parent] if parent else None,
+                children,
+            )
+
+        pool = node("pool", (node("member"), node("healthmonitor")))
+        return node("loadbalancer", (node("listener"), pool))
+
+    def _claimed(self, tree: Resource) -> list[Resource]:
+        return [r for r in tree.walk() if r.type in self.driver_class.resource_types]
+
+    def _create_all(self, driver: Driver, tree: Resource) -> None:
+        for resource in self._claimed(tree):
+            driver.create(self._change("create", resource, tree))
+
+    @staticmethod
+    def _change(operation: str, resource: Resource, tree: Resource, generation: int = 1) -> Change:
+        return Change(
+            task_id=str(uuid.uuid4()),
+            operation=operation,
+            generation=generation,
+            attempt=1,
+            request_id=None,
+            resource=resource,
+            tree=tree,
+        )
+
+    @staticmethod
+    def _assert_holds(held: Mapping[str, Any], resource: Resource) -> None:
+        wrong = {k: (v, held.get(k)) for k, v in resource.attributes.items() if k in held and held[k] != v}
+        assert not wrong, f"{resource.type} {resource.id} differs on the device (desired, held): {wrong}"
+
+
+def _replace(tree: Resource, new: Resource) -> Resource:
+    if tree.id == new.id:
+        return Resource(new.type, new.id, new.project_id, new.attributes, new.parent_id, tree.children)
+    return Resource(
+        tree.type,
+        tree.id,
+        tree.project_id,
+        tree.attributes,
+        tree.parent_id,
+        tuple(_replace(c, new) for c in tree.children),
+    )
+
+
+def _without(tree: Resource, resource_id: str) -> Resource:
+    return Resource(
+        tree.type,
+        tree.id,
+        tree.project_id,
+        tree.attributes,
+        tree.parent_id,
+        tuple(_without(c, resource_id) for c in tree.children if c.id != resource_id),
+    )
