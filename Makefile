@@ -10,7 +10,7 @@ run: $(STAMP)
 	$(BIN)/tether-allinone --config-file etc/tether/allinone.ini
 
 test: $(STAMP) system-deps lint typecheck
-	$(BIN)/python -m pytest -p no:cacheprovider tests
+	$(BIN)/python -m pytest -p no:cacheprovider tests examples/acme-driver/tests
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
@@ -18,18 +18,20 @@ unit: $(STAMP)
 functional: $(STAMP) system-deps
 	$(BIN)/python -m pytest -p no:cacheprovider tests/functional
 
-$(STAMP): setup.cfg setup.py
+$(STAMP): setup.cfg setup.py examples/acme-driver/setup.cfg
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# The example vendor driver, installed as any vendor's package would be.
+	$(BIN)/python -m pip install --quiet -e examples/acme-driver
 	touch $(STAMP)
 
 system-deps:
 	tools/install-system-deps.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check tether tests
-	$(BIN)/ruff format --check tether tests
+	$(BIN)/ruff check tether tests examples
+	$(BIN)/ruff format --check tether tests examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy tether

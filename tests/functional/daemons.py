@@ -93,6 +93,7 @@ class Deployment:
         agent_workers: int = 4,
         plugin_options: dict[str, Any] | None = None,
         agent_options: dict[str, Any] | None = None,
+        agent_sections: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.root = root
         # Its own virtual host: deployments sharing the node stay apart.
@@ -134,6 +135,7 @@ class Deployment:
                         "crash_marker_dir": root / "fake-crash-markers",
                         "journal_path": self.journal,
                     },
+                    **(agent_sections or {}),
                 },
             )
             self.agents.append(

@@ -1,0 +1,1 @@
+"""The ACME appliance driver for tether."""
