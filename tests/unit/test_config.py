@@ -48,9 +48,9 @@ def test_an_agent_naming_an_uninstalled_driver_lists_the_problem(tmp_path: pathl
     stderr = _refused(
         "tether.cmd.agent",
         tmp_path / "agent.ini",
-        "[DEFAULT]\ntransport_url = memory://\n[agent]\nproviders = noop,acme\n",
+        "[DEFAULT]\ntransport_url = memory://\n[agent]\nproviders = noop,nosuchvendor\n",
     )
-    assert "no installed package provides a driver called 'acme'" in stderr
+    assert "no installed package provides a driver called 'nosuchvendor'" in stderr
 
 
 @pytest.mark.parametrize("url", ["redis://localhost", "kafka://x"])

@@ -32,3 +32,12 @@ class TestFakeConformance(_Noopish):
         ):
             lb = Resource("loadbalancer", str(uuid.uuid4()), "p", {"provider": "fake", "metadata": metadata})
             yield Change(str(uuid.uuid4()), "create", 1, 1, None, lb, lb), expected
+
+
+class TestFakeLongOperationConformance(_Noopish):
+    """The fake driver running every change as a long device operation."""
+
+    driver_class = FakeDriver
+
+    def sample(self, type_name: str) -> dict[str, Any]:
+        return super().sample(type_name) | {"metadata": {"fake.operation_s": "0.2"}}

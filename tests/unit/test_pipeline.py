@@ -209,3 +209,29 @@ def test_agents_and_providers_are_listed_for_admins_only(client: TestClient, pip
     assert providers["noop"]["backlog"] == 0
     assert client.get("/v1/agents").status_code == 403
     assert client.get("/v1/providers").status_code == 403
+
+
+def test_a_long_device_operation_frees_its_worker_shows_progress_and_finishes(
+    conf: cfg.ConfigOpts, plugin: Plugin
+) -> None:
+    conf.set_override("workers", 1, group="agent")
+    plugin = Plugin(conf, migrate=True)
+    agent = Agent(conf, agent_id="solo")
+    plugin.start()
+    agent.start()
+    try:
+        with TestClient(plugin.app) as client:
+            slow = client.post(
+                "/v1/loadbalancers", json={"provider": "fake", "metadata": {"fake.operation_s": "3"}}
+            ).json()
+            progress = wait_for(lambda: client.get(f"/v1/tasks/{slow['task']['id']}").json()["progress"])
+            assert "fake operation" in progress
+            # The only worker is free while the device works: another change goes through.
+            quick = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
+            assert _settled(client, "loadbalancers", quick["id"])["provisioning_status"] == "ACTIVE"
+            assert client.get(f"/v1/tasks/{slow['task']['id']}").json()["state"] == "RUNNING"
+            body = _settled(client, "loadbalancers", slow["id"])
+            assert (body["provisioning_status"], body["in_sync"]) == ("ACTIVE", True)
+    finally:
+        agent.stop()
+        plugin.stop()

@@ -17,11 +17,13 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Callable
 
 import kombu
 
 from tether.agent.plugin_api import Stopping
-from tether.agent.runner import Runner
+from tether.agent.runner import Pending, Runner
+from tether.agent.scheduler import Scheduler
 from tether.agent.workers import WorkerPool
 from tether.common import messages, transport
 from tether.common.exceptions import MalformedMessage
@@ -56,6 +58,7 @@ class WorkConsumer(transport.ConnectionLoop):
         workers: int,
         prefetch: int,
         shutdown_timeout: float,
+        operation_timeout: float = 3600.0,
     ) -> None:
         super().__init__(broker, f"work-consumer-{runner.agent_id}")
         self.runner = runner
@@ -63,7 +66,11 @@ class WorkConsumer(transport.ConnectionLoop):
         self.prefetch = prefetch
         self.shutdown_timeout = shutdown_timeout
         self._pool = WorkerPool(workers)
-        self._done: queue.SimpleQueue[tuple[_Delivery, messages.Result | None]] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[tuple[_Delivery | None, messages.Result | None]] = queue.SimpleQueue()
+        self.operation_timeout = operation_timeout
+        # Long device operations whose work message is acked, polled from here.
+        self._long: dict[str, Pending] = {}
+        self._scheduler = Scheduler()
         self._calls: dict[str, _Call] = {}
         self._paused = False
         self._consuming = False
@@ -82,7 +89,7 @@ class WorkConsumer(transport.ConnectionLoop):
     @property
     def in_flight(self) -> int:
         with self._lock:
-            return len(self._running)
+            return len(self._running) + len(self._long)
 
     def pause(self, paused: bool) -> None:
         """Stop (or resume) taking new work; running calls carry on."""
@@ -140,8 +147,7 @@ class WorkConsumer(transport.ConnectionLoop):
                     expired.append((call, self._running.pop(task_id, [])))
         for call, deliveries in expired:
             result = self.runner.timed_out(call.work, call.attempt, call.started_at)
-            for delivery in deliveries:
-                self._done.put((delivery, result))
+            self._deliver(call.work.task_id, deliveries, result)
             self._pool.replace(call.thread)
 
     def on_tick(self, connection: kombu.Connection) -> None:
@@ -149,32 +155,43 @@ class WorkConsumer(transport.ConnectionLoop):
         self._follow_pause()
         self._watchdog()
         self._dead_letters.flush(self._publisher)
-        finished = []
+        finished: list[tuple[kombu.Message | None, messages.Result | None]] = []
         while True:
             try:
-                (epoch, message), result = self._done.get_nowait()
+                delivery, result = self._done.get_nowait()
             except queue.Empty:
                 break
-            if epoch == self._epoch:
-                finished.append((message, result))
+            if delivery is None:
+                finished.append((None, result))  # a long operation's result: its message is acked
+            elif delivery[0] == self._epoch:
+                finished.append((delivery[1], result))
         if not finished:
             return
+        unbound = [(None, r) for m, r in finished if m is None]
         # A skipped task (the plugin refused the claim) has no result: just ack.
-        self._publisher.publish(
-            [
-                transport.Envelope(
-                    exchange=self.broker.results_exchange,
-                    routing_key=transport.RESULTS_QUEUE,
-                    body=messages.encode(result.to_body()),
-                    message_id=f"{result.task_id}.{result.attempt}",
-                    headers={"request_id": result.request_id} if result.request_id else {},
-                )
-                for _, result in finished
-                if result is not None
-            ]
-        )
+        try:
+            self._publisher.publish(
+                [
+                    transport.Envelope(
+                        exchange=self.broker.results_exchange,
+                        routing_key=transport.RESULTS_QUEUE,
+                        body=messages.encode(result.to_body()),
+                        message_id=f"{result.task_id}.{result.attempt}",
+                        headers={"request_id": result.request_id} if result.request_id else {},
+                    )
+                    for _, result in finished
+                    if result is not None
+                ]
+            )
+        except Exception:
+            # Results of long operations have no message to be redelivered:
+            # keep them for the next connection.
+            for entry in unbound:
+                self._done.put(entry)
+            raise
         for message, _ in finished:
-            message.ack()
+            if message is not None:
+                message.ack()
 
     def on_stop(self, connection: kombu.Connection) -> None:
         if self._consumer is not None and self._consuming:
@@ -191,6 +208,7 @@ class WorkConsumer(transport.ConnectionLoop):
                 "stopping with %d task(s) unfinished; the broker hands them to another agent", self.in_flight
             )
         self._pool.shutdown()
+        self._scheduler.stop()
 
     def _on_message(self, message: kombu.Message) -> None:
         try:
@@ -213,31 +231,68 @@ class WorkConsumer(transport.ConnectionLoop):
         self._pool.submit(self._work, work, redelivered)
 
     def _work(self, work: messages.Work, redelivered: bool) -> None:
-        result: messages.Result | None = None
         try:
             claim = self.runner.claim(work, redelivered, self.stopping)
-            if claim.get("run"):
-                call = _Call(
-                    work,
-                    int(claim["attempt"]),
-                    threading.current_thread().name,
-                    time.monotonic(),
-                    messages.now(),
-                )
-                with self._lock:
-                    self._calls[work.task_id] = call
-                try:
-                    result = self.runner.apply(work, call.attempt)
-                finally:
-                    with self._lock:
-                        self._calls.pop(work.task_id, None)
-                if call.timed_out:
-                    return  # answered by the watchdog; this late result is void
         except Stopping:
             with self._lock:
                 self._running.pop(work.task_id, None)
             return  # unacked: the broker hands the message to another agent
+        if not claim.get("run"):
+            self._answer(work.task_id, None)
+            return
+        attempt = int(claim["attempt"])
+        self._step(work, attempt, messages.now(), lambda: self.runner.apply(work, attempt))
+
+    def _poll(self, pending: Pending) -> None:
+        if time.monotonic() - pending.started > self.operation_timeout:
+            self._answer(pending.task_id, self.runner.operation_timed_out(pending, self.operation_timeout))
+            return
+        self._step(pending.work, pending.attempt, pending.started_at, lambda: self.runner.poll(pending))
+
+    def _step(
+        self,
+        work: messages.Work,
+        attempt: int,
+        started_at: str,
+        call_driver: Callable[[], messages.Result | Pending],
+    ) -> None:
+        call = _Call(work, attempt, threading.current_thread().name, time.monotonic(), started_at)
         with self._lock:
-            deliveries = self._running.pop(work.task_id, [])
+            self._calls[work.task_id] = call
+        try:
+            outcome = call_driver()
+        finally:
+            with self._lock:
+                self._calls.pop(work.task_id, None)
+        if call.timed_out:
+            return  # answered by the watchdog; this late outcome is void
+        if isinstance(outcome, Pending):
+            self._go_long(outcome)
+        else:
+            self._answer(work.task_id, outcome)
+
+    def _go_long(self, pending: Pending) -> None:
+        """The device works on: ack the message (the broker would take it back
+        after its consumer_timeout), free the worker, poll later."""
+        current = self.runner.report_progress(pending)
+        with self._lock:
+            deliveries = self._running.pop(pending.task_id, [])
+            if current:
+                self._long[pending.task_id] = pending
+        for delivery in deliveries:
+            self._done.put((delivery, None))
+        if current:
+            self._scheduler.call_later(pending.operation.poll_after, self._pool.submit, self._poll, pending)
+
+    def _answer(self, task_id: str, result: messages.Result | None) -> None:
+        with self._lock:
+            deliveries = self._running.pop(task_id, [])
+        self._deliver(task_id, deliveries, result)
+
+    def _deliver(self, task_id: str, deliveries: list[_Delivery], result: messages.Result | None) -> None:
+        with self._lock:
+            long_running = self._long.pop(task_id, None) is not None
         for delivery in deliveries:
             self._done.put((delivery, result))
+        if long_running and not deliveries and result is not None:
+            self._done.put((None, result))

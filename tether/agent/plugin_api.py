@@ -38,6 +38,18 @@ class PluginApi:
             request_id=log.current_request_id(),
         )
 
+    def progress(
+        self, task_id: str, attempt: int, agent_id: str, message: str, expect_within: float
+    ) -> dict[str, Any]:
+        return self._call(
+            "progress",
+            task_id=task_id,
+            attempt=attempt,
+            agent_id=agent_id,
+            message=message,
+            expect_within=expect_within,
+        )
+
     def report_state(self, state: dict[str, Any]) -> dict[str, Any]:
         return self._call("report_state", state=state)
 

@@ -10,9 +10,11 @@ result carrying its message, never a dead agent.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +22,7 @@ from tether.agent.driver_manager import AgentCallbacks
 from tether.agent.plugin_api import PluginApi
 from tether.common import log, messages
 from tether.common.states import Outcome
-from tether.drivers.base import Change, Driver, DriverError, NotSupported, Resource
+from tether.drivers.base import Change, Driver, DriverError, InProgress, NotSupported, Resource
 
 LOG = logging.getLogger(__name__)
 
@@ -33,6 +35,22 @@ class DriverTimeout(DriverError):
     """A driver call overran ``driver_timeout``; the device may just be slow."""
 
     retryable = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Pending:
+    """A device operation that goes on after its driver call returned."""
+
+    work: messages.Work
+    attempt: int
+    operation: InProgress
+    started_at: str
+    #: monotonic time of the first call, for the overall operation_timeout
+    started: float
+
+    @property
+    def task_id(self) -> str:
+        return self.work.task_id
 
 
 class Runner:
@@ -60,37 +78,84 @@ class Runner:
                 LOG.info("agent %s skips task %s: %s", self.agent_id, work.task_id, answer.get("reason"))
             return answer
 
-    def apply(self, work: messages.Work, attempt: int) -> messages.Result:
+    def apply(self, work: messages.Work, attempt: int) -> messages.Result | Pending:
         """Call the driver for the claimed ``attempt``."""
+        return self._drive(work, attempt, None)
+
+    def poll(self, pending: Pending) -> messages.Result | Pending:
+        """Ask the driver about an operation an earlier call left running."""
+        return self._drive(pending.work, pending.attempt, pending)
+
+    def _drive(self, work: messages.Work, attempt: int, pending: Pending | None) -> messages.Result | Pending:
         task = work.task
         with log.request_context(work.request_id), AgentCallbacks.collect() as statuses:
-            started = _now()
-            LOG.info(
-                "agent %s running task %s: %s %s %s (generation %d, attempt %d) with driver %s",
-                self.agent_id,
-                task["id"],
-                task["operation"],
-                task["resource_type"],
-                task["resource_id"],
-                task["generation"],
-                attempt,
-                task["provider"],
-            )
+            started = pending.started_at if pending else _now()
+            if pending is None:
+                LOG.info(
+                    "agent %s running task %s: %s %s %s (generation %d, attempt %d) with driver %s",
+                    self.agent_id,
+                    task["id"],
+                    task["operation"],
+                    task["resource_type"],
+                    task["resource_id"],
+                    task["generation"],
+                    attempt,
+                    task["provider"],
+                )
             error: DriverError | None = None
             try:
-                self._call(work, attempt)
+                answer = self._call(work, attempt, pending)
             except DriverError as exc:
                 error = exc
                 LOG.error("task %s failed: %s: %s", task["id"], exc.type, exc.operator_message)
             except Exception as exc:
                 error = DriverBug(
-                    f"The {task['provider']} driver failed unexpectedly "
-                    f"({type(exc).__name__}: {exc}); see the agent's log."
+                    f"The {task['provider']} driver failed unexpectedly ({type(exc).__name__}: {exc}); "
+                    "see the agent's log."
                 )
                 LOG.exception("task %s: driver %s raised", task["id"], task["provider"])
             else:
+                if isinstance(answer, InProgress):
+                    LOG.info(
+                        "task %s in progress on the device: %s; asking again in %.1f s",
+                        task["id"],
+                        answer.progress or "no detail",
+                        answer.poll_after,
+                    )
+                    first = pending.started if pending else time.monotonic()
+                    return Pending(work, attempt, answer, started, first)
                 LOG.info("task %s succeeded", task["id"])
             return self._result(work, attempt, started, statuses, error)
+
+    def report_progress(self, pending: Pending) -> bool:
+        """Tell the plugin the device works on; False if the attempt was fenced off."""
+        try:
+            answer = self.plugin.progress(
+                pending.task_id,
+                pending.attempt,
+                self.agent_id,
+                pending.operation.progress or "in progress",
+                pending.operation.poll_after,
+            )
+        except Exception as exc:  # noqa: BLE001 - the deadline will tell the plugin instead
+            LOG.warning("task %s: cannot report progress (%s); carrying on", pending.task_id, exc)
+            return True
+        if not answer.get("current", False):
+            LOG.warning(
+                "task %s: attempt %d was taken over elsewhere; dropping its operation",
+                pending.task_id,
+                pending.attempt,
+            )
+            return False
+        return True
+
+    def operation_timed_out(self, pending: Pending, limit: float) -> messages.Result:
+        error = DriverTimeout(
+            f"The device operation of the {pending.work.task['provider']} driver did not "
+            f"finish within {limit:g} s (operation_timeout)."
+        )
+        LOG.error("task %s: %s", pending.task_id, error.msg)
+        return self._result(pending.work, pending.attempt, pending.started_at, {}, error)
 
     def timed_out(self, work: messages.Work, attempt: int, started: str) -> messages.Result:
         """The result of a call that overran ``driver_timeout``."""
@@ -124,7 +189,7 @@ class Runner:
             finished_at=_now(),
         )
 
-    def _call(self, work: messages.Work, attempt: int) -> None:
+    def _call(self, work: messages.Work, attempt: int, pending: Pending | None) -> InProgress | None:
         task = work.task
         driver = self.drivers.get(task["provider"])
         if driver is None:
@@ -146,7 +211,10 @@ class Runner:
             resource=Resource.from_dict(work.resource),
             tree=Resource.from_dict(work.tree),
         )
-        getattr(driver, task["operation"])(change)
+        if pending is not None:
+            return driver.poll(change, pending.operation)
+        answer = getattr(driver, task["operation"])(change)
+        return answer if isinstance(answer, InProgress) else None
 
 
 def _now() -> str:

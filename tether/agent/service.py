@@ -51,6 +51,13 @@ OPTS: list[cfg.Opt] = [
         "held unacked longer than that.",
     ),
     cfg.FloatOpt(
+        "operation_timeout",
+        default=3600.0,
+        min=1,
+        help="Seconds a long device operation (a driver that answered InProgress) may take in all "
+        "before its task fails with a retryable DriverTimeout.",
+    ),
+    cfg.FloatOpt(
         "report_interval",
         default=10.0,
         min=0.1,
@@ -99,6 +106,7 @@ class Agent:
             workers=workers,
             prefetch=conf.agent.prefetch or 2 * workers,
             shutdown_timeout=conf.agent.shutdown_timeout,
+            operation_timeout=conf.agent.operation_timeout,
         )
         self.heartbeat = Heartbeat(
             self.plugin, conf.agent.report_interval, self.state, lambda up: self.consumer.pause(not up)

@@ -14,6 +14,7 @@ only, so the daemons (and tests) use that object.
 Versions of the plugin's RPC API (``TOPIC``):
 
 * 1.0 - ``claim``, ``report_state``, ``resync``
+* 1.1 - ``progress`` (long device operations)
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ with warnings.catch_warnings():
     from oslo_messaging import opts as oslo_messaging_opts
 
 TOPIC = "tether-plugin"
-API_VERSION = "1.0"
+API_VERSION = "1.1"
 CONTROL_EXCHANGE = "tether"
 
 #: oslo.messaging's defaults that tether changes: durable queues that

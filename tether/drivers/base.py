@@ -147,6 +147,22 @@ class Change:
     tree: Resource
 
 
+@dataclasses.dataclass(frozen=True)
+class InProgress:
+    """What ``create``, ``update``, ``delete`` or ``poll`` return when the
+    device is still working (a firmware push, a VM boot): the agent frees the
+    worker, and calls :meth:`Driver.poll` with this object after
+    ``poll_after`` seconds, until ``poll`` returns None (done) or raises.
+
+    :ivar progress: shown on the task meanwhile ("image copied, 40 %").
+    :ivar handle: the driver's own note of what to check (a device job id).
+    """
+
+    poll_after: float = 5.0
+    progress: str | None = None
+    handle: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
 class Callbacks:
     """What a driver reports back while or after applying a change.
 
@@ -193,25 +209,44 @@ class Driver(abc.ABC):
         return []
 
     @abc.abstractmethod
-    def create(self, change: Change) -> None:
+    def create(self, change: Change) -> InProgress | None:
         """Make the device hold ``change.resource`` as desired.
 
+        :returns: None when the device holds it, or :class:`InProgress` when
+            the device works on and :meth:`poll` should be asked later.
         :raises DriverError: or a subclass, when the device cannot.
         """
 
     @abc.abstractmethod
-    def update(self, change: Change) -> None:
+    def update(self, change: Change) -> InProgress | None:
         """Make the device hold the new desired state of ``change.resource``.
 
+        :returns: as for :meth:`create`.
         :raises DriverError: or a subclass, when the device cannot.
         """
 
     @abc.abstractmethod
-    def delete(self, change: Change) -> None:
+    def delete(self, change: Change) -> InProgress | None:
         """Remove ``change.resource`` from the device; absent is success.
 
+        :returns: as for :meth:`create`.
         :raises DriverError: or a subclass, when the device cannot.
         """
+
+    def poll(self, change: Change, operation: InProgress) -> InProgress | None:
+        """Check on an operation that an earlier call left running.
+
+        Called without holding a worker in between, possibly many times; the
+        task's deadline still applies. If the agent restarts meanwhile, the
+        change is applied again from the start, so ``create`` etc. must
+        recognise an operation already under way on the device.
+
+        :returns: None when done, or :class:`InProgress` to be asked again.
+        :raises DriverError: or a subclass, when the operation failed.
+        """
+        raise NotSupported(
+            f"the {self.name or type(self).__name__} driver returned InProgress but has no poll()"
+        )
 
     def close(self) -> None:
         """Release connections and files; called when the agent stops."""

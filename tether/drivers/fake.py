@@ -19,6 +19,10 @@ Instructions are read from the ``metadata`` of the resource being changed:
     Kill the agent's process at the start of the call, once per resource (a
     marker under ``state_path`` remembers it), to exercise redelivery. In the
     all-in-one this kills the whole process.
+``fake.operation_s``
+    Start a long operation that the device finishes after this many
+    seconds: the call returns at once (``InProgress``) and the agent polls
+    until it is done, without holding a worker meanwhile.
 ``fake.operating_status``
     Report this operating status instead of ``ONLINE``.
 
@@ -39,7 +43,7 @@ from oslo_config import cfg
 
 from tether.common.states import OperatingStatus
 from tether.drivers import noop
-from tether.drivers.base import Change, DeviceUnreachable, DriverError, driver_group
+from tether.drivers.base import Change, DeviceUnreachable, DriverError, InProgress, driver_group
 from tether.drivers.noop import NoopDriver
 
 LOG = logging.getLogger(__name__)
@@ -62,17 +66,36 @@ class FakeDriver(NoopDriver):
     def list_opts(cls) -> list[cfg.Opt]:
         return noop.OPTS + OPTS
 
-    def create(self, change: Change) -> None:
+    def create(self, change: Change) -> InProgress | None:
         self._obey(change)
-        super().create(change)
+        return self._start(change) or super().create(change)
 
-    def update(self, change: Change) -> None:
+    def update(self, change: Change) -> InProgress | None:
         self._obey(change)
-        super().update(change)
+        return self._start(change) or super().update(change)
 
-    def delete(self, change: Change) -> None:
+    def delete(self, change: Change) -> InProgress | None:
         self._obey(change)
-        super().delete(change)
+        return self._start(change) or super().delete(change)
+
+    def poll(self, change: Change, operation: InProgress) -> InProgress | None:
+        total, done_at = float(operation.handle["total"]), float(operation.handle["done_at"])
+        left = done_at - time.time()
+        if left > 0:
+            percent = int(100 * (1 - left / total))
+            return InProgress(min(0.5, left), f"fake operation {percent} % done", operation.handle)
+        getattr(super(), change.operation)(change)
+        return None
+
+    @staticmethod
+    def _start(change: Change) -> InProgress | None:
+        seconds = _instructions(change).get("fake.operation_s")
+        if seconds is None:
+            return None
+        total = float(seconds)
+        return InProgress(
+            min(0.5, total), "fake operation started", {"total": total, "done_at": time.time() + total}
+        )
 
     def _apply(self, change: Change) -> None:
         super()._apply(change)

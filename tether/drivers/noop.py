@@ -17,7 +17,7 @@ from typing import Any
 from oslo_config import cfg
 
 from tether.common.states import OperatingStatus
-from tether.drivers.base import Change, Driver, driver_group
+from tether.drivers.base import Change, Driver, InProgress, driver_group
 
 OPTS: list[cfg.Opt] = [
     cfg.StrOpt(
@@ -47,16 +47,19 @@ class NoopDriver(Driver):
     def list_opts(cls) -> list[cfg.Opt]:
         return OPTS
 
-    def create(self, change: Change) -> None:
+    def create(self, change: Change) -> InProgress | None:
         self._apply(change)
+        return None
 
-    def update(self, change: Change) -> None:
+    def update(self, change: Change) -> InProgress | None:
         self._apply(change)
+        return None
 
-    def delete(self, change: Change) -> None:
+    def delete(self, change: Change) -> InProgress | None:
         with self._lock:
             self.applied.pop(change.resource.id, None)
         self._write_journal(change)
+        return None
 
     def _apply(self, change: Change) -> None:
         with self._lock:

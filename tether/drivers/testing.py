@@ -37,6 +37,7 @@ from __future__ import annotations
 import copy
 import pathlib
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
@@ -45,7 +46,7 @@ from oslo_config import cfg
 
 from tether.common import config
 from tether.common.states import OperatingStatus
-from tether.drivers.base import Callbacks, Change, Driver, DriverError, Resource, driver_group
+from tether.drivers.base import Callbacks, Change, Driver, DriverError, InProgress, Resource, driver_group
 
 #: A sample desired state for each load-balancing type, parents first.
 SAMPLES: dict[str, dict[str, Any]] = {
@@ -133,7 +134,7 @@ class DriverConformance:
     def test_create_puts_every_claimed_type_on_the_device(self, tmp_path: pathlib.Path) -> None:
         driver, tree = self._driver(tmp_path), self._tree()
         for resource in self._claimed(tree):
-            driver.create(self._change("create", resource, tree))
+            _run(driver, "create", self._change("create", resource, tree))
             held = self.read_device(driver, resource)
             assert held is not None, f"{resource.type} {resource.id} is not on the device after create"
             self._assert_holds(held, resource)
@@ -151,7 +152,7 @@ class DriverConformance:
                 resource.parent_id,
             )
             new_tree = _replace(tree, updated)
-            driver.update(self._change("update", updated, new_tree, generation=2))
+            _run(driver, "update", self._change("update", updated, new_tree, generation=2))
             held = self.read_device(driver, updated)
             assert held is not None and held.get(name) == value, (
                 f"{resource.type} {resource.id}: expected {name}={value!r} on the device, found {held}"
@@ -163,18 +164,18 @@ class DriverConformance:
         self._create_all(driver, tree)
         for resource in reversed(list(self._claimed(tree))):
             change = self._change("delete", resource, tree, generation=3)
-            driver.delete(change)
+            _run(driver, "delete", change)
             assert self.read_device(driver, resource) is None, f"{resource.type} {resource.id} is still there"
-            driver.delete(change)  # absent is success
+            _run(driver, "delete", change)  # absent is success
             tree = _without(tree, resource.id)
 
     def test_the_same_change_twice_leaves_the_device_as_once(self, tmp_path: pathlib.Path) -> None:
         driver, tree = self._driver(tmp_path), self._tree()
         for resource in self._claimed(tree):
             change = self._change("create", resource, tree)
-            driver.create(change)
+            _run(driver, "create", change)
             once = copy.deepcopy(self.read_device(driver, resource))
-            driver.create(change)
+            _run(driver, "create", change)
             assert self.read_device(driver, resource) == once, (
                 f"a repeated create of {resource.type} changed it"
             )
@@ -189,7 +190,7 @@ class DriverConformance:
 
             def apply(driver: Driver, change: Change = change, errors: list[BaseException] = errors) -> None:
                 try:
-                    driver.create(change)
+                    _run(driver, "create", change)
                 except BaseException as exc:  # noqa: BLE001 - reported below
                     errors.append(exc)
 
@@ -207,7 +208,7 @@ class DriverConformance:
         driver = self._driver(tmp_path)
         for change, expected in self.failure_cases(driver):
             try:
-                getattr(driver, change.operation)(change)
+                _run(driver, change.operation, change)
             except DriverError as exc:
                 assert isinstance(exc, expected), (
                     f"{change.operation} raised {exc.type}, expected {expected.__name__}"
@@ -222,7 +223,7 @@ class DriverConformance:
         callbacks = RecordingCallbacks()
         driver, tree = self._driver(tmp_path, callbacks), self._tree()
         resource = next(iter(self._claimed(tree)))
-        driver.create(self._change("create", resource, tree))
+        _run(driver, "create", self._change("create", resource, tree))
         assert resource.id in callbacks.statuses, "the driver claims operating_status but reported none"
 
     # -- helpers ---------------------------------------------------------
@@ -261,7 +262,7 @@ class DriverConformance:
 
     def _create_all(self, driver: Driver, tree: Resource) -> None:
         for resource in self._claimed(tree):
-            driver.create(self._change("create", resource, tree))
+            _run(driver, "create", self._change("create", resource, tree))
 
     @staticmethod
     def _change(operation: str, resource: Resource, tree: Resource, generation: int = 1) -> Change:
@@ -279,6 +280,16 @@ class DriverConformance:
     def _assert_holds(held: Mapping[str, Any], resource: Resource) -> None:
         wrong = {k: (v, held.get(k)) for k, v in resource.attributes.items() if k in held and held[k] != v}
         assert not wrong, f"{resource.type} {resource.id} differs on the device (desired, held): {wrong}"
+
+
+def _run(driver: Driver, operation: str, change: Change, limit: float = 120.0) -> None:
+    """Apply a change as an agent does: call, then poll while the device works on."""
+    answer = getattr(driver, operation)(change)
+    deadline = time.monotonic() + limit
+    while isinstance(answer, InProgress):
+        assert time.monotonic() < deadline, f"{operation} still in progress after {limit:g} s"
+        time.sleep(min(answer.poll_after, 0.5))
+        answer = driver.poll(change, answer)
 
 
 def _replace(tree: Resource, new: Resource) -> Resource:

@@ -100,6 +100,22 @@ class PluginEndpoint:
             )
             return self._run(task)
 
+    def progress(
+        self, ctxt: Any, task_id: str, attempt: int, agent_id: str, message: str, expect_within: float
+    ) -> dict[str, Any]:
+        """A long device operation goes on: show its progress, move the deadline.
+
+        :returns: ``{"current": False}`` when the attempt was fenced off, so
+            the agent drops the operation.
+        """
+        with self.sessionmaker.begin() as session:
+            task = queries.task_for_update(session, task_id)
+            if task is None or task.state != TaskState.RUNNING or task.attempt != attempt:
+                return {"current": False}
+            task.progress = str(message)[:1000]
+            task.deadline = utcnow() + datetime.timedelta(seconds=expect_within + self.policy.result_grace)
+            return {"current": True}
+
     def report_state(self, ctxt: Any, state: dict[str, Any]) -> dict[str, Any]:
         """Record an agent's heartbeat; tell it whether it may take work."""
         with self.sessionmaker.begin() as session:

@@ -62,11 +62,13 @@ class AcmeDriver(Driver):
         self._validate(change.resource, change.tree)
         self._apply(change.tree)
         self._report(change.tree)
+        return None
 
     def update(self, change: Change) -> None:
         self._validate(change.resource, change.tree)
         self._apply(change.tree)
         self._report(change.tree)
+        return None
 
     def delete(self, change: Change) -> None:
         if change.resource.type == "loadbalancer":

@@ -59,6 +59,7 @@ def task(row: Task) -> dict[str, Any]:
         "request_id": row.request_id,
         "error": _error(row.error_type, row.error_message),
         "superseded_by": row.superseded_by,
+        "progress": row.progress,
         "created_at": _time(row.created_at),
         "queued_at": _time(row.queued_at),
         "pending_at": _time(row.pending_at),

@@ -95,6 +95,8 @@ class Task(Base):
     deadline: orm.Mapped[datetime.datetime | None]
     #: the resource's desired attributes as this change left them
     desired: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON)
+    #: what the device reported last about a long operation
+    progress: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
     #: the task that carried this one's change to the device (SUPERSEDED)
     superseded_by: orm.Mapped[str | None] = orm.mapped_column(sa.String(36))
     agent_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
