@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from oslo_config import cfg
@@ -39,6 +39,9 @@ class AgentCallbacks(Callbacks):
 
     def progress(self, message: str) -> None:
         LOG.info("progress: %s", message)
+
+    def stats(self, resource_id: str, counters: Mapping[str, float]) -> None:
+        LOG.debug("stats of %s: %s", resource_id, dict(counters))
 
     @staticmethod
     @contextlib.contextmanager

@@ -175,6 +175,9 @@ class Callbacks:
     def progress(self, message: str) -> None:
         """Report progress of a long call, for people watching the task."""
 
+    def stats(self, resource_id: str, counters: Mapping[str, float]) -> None:
+        """Report counters of a resource (sessions, bytes in and out ...)."""
+
 
 class Driver(abc.ABC):
     """Base class of every driver.

@@ -86,12 +86,16 @@ class RecordingCallbacks(Callbacks):
     def __init__(self) -> None:
         self.statuses: dict[str, OperatingStatus] = {}
         self.progress_messages: list[str] = []
+        self.counters: dict[str, dict[str, float]] = {}
 
     def operating_status(self, resource_id: str, status: OperatingStatus) -> None:
         self.statuses[resource_id] = OperatingStatus(status)
 
     def progress(self, message: str) -> None:
         self.progress_messages.append(message)
+
+    def stats(self, resource_id: str, counters: Mapping[str, float]) -> None:
+        self.counters[resource_id] = dict(counters)
 
 
 class DriverConformance:
