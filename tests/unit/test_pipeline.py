@@ -3,8 +3,10 @@ broker → agent → driver → result → recorder."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -152,31 +154,38 @@ def test_a_device_that_does_not_answer_at_first_is_retried_until_it_does(
     assert task["history"][0]["error"]["type"] == "DeviceUnreachable"
 
 
+@contextlib.contextmanager
+def _solo(conf: cfg.ConfigOpts) -> Iterator[TestClient]:
+    """A plugin and one agent, on options a test has just set."""
+    plugin = Plugin(conf, migrate=True)
+    agent = Agent(conf, agent_id="solo")
+    plugin.start()
+    agent.start()
+    try:
+        with TestClient(plugin.app) as client:
+            yield client
+    finally:
+        agent.stop()
+        plugin.stop()
+
+
 def test_a_driver_call_past_driver_timeout_fails_and_frees_its_worker(
     conf: cfg.ConfigOpts, plugin: Plugin
 ) -> None:
     conf.set_override("driver_timeout", 1.0, group="agent")
     conf.set_override("workers", 1, group="agent")
     conf.set_override("max_attempts", 1, group="plugin")
-    plugin = Plugin(conf, migrate=True)
-    agent = Agent(conf, agent_id="lonely")
-    plugin.start()
-    agent.start()
-    try:
-        with TestClient(plugin.app) as client:
-            stuck = client.post(
-                "/v1/loadbalancers", json={"provider": "fake", "metadata": {"fake.delay_ms": "4000"}}
-            ).json()
-            body = _settled(client, "loadbalancers", stuck["id"])
-            assert body["last_error"] == (
-                "The fake driver did not return within 1 s (driver_timeout). (attempt 1 of 1)"
-            )
-            # The one worker was replaced: the next task does not wait for the stuck call.
-            quick = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
-            assert _settled(client, "loadbalancers", quick["id"])["provisioning_status"] == "ACTIVE"
-    finally:
-        agent.stop()
-        plugin.stop()
+    with _solo(conf) as client:
+        stuck = client.post(
+            "/v1/loadbalancers", json={"provider": "fake", "metadata": {"fake.delay_ms": "4000"}}
+        ).json()
+        body = _settled(client, "loadbalancers", stuck["id"])
+        assert body["last_error"] == (
+            "The fake driver did not return within 1 s (driver_timeout). (attempt 1 of 1)"
+        )
+        # The one worker was replaced: the next task does not wait for the stuck call.
+        quick = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
+        assert _settled(client, "loadbalancers", quick["id"])["provisioning_status"] == "ACTIVE"
 
 
 def test_a_disabled_agent_takes_no_work_until_enabled(client: TestClient, pipeline: list[Agent]) -> None:
@@ -215,23 +224,15 @@ def test_a_long_device_operation_frees_its_worker_shows_progress_and_finishes(
     conf: cfg.ConfigOpts, plugin: Plugin
 ) -> None:
     conf.set_override("workers", 1, group="agent")
-    plugin = Plugin(conf, migrate=True)
-    agent = Agent(conf, agent_id="solo")
-    plugin.start()
-    agent.start()
-    try:
-        with TestClient(plugin.app) as client:
-            slow = client.post(
-                "/v1/loadbalancers", json={"provider": "fake", "metadata": {"fake.operation_s": "3"}}
-            ).json()
-            progress = wait_for(lambda: client.get(f"/v1/tasks/{slow['task']['id']}").json()["progress"])
-            assert "fake operation" in progress
-            # The only worker is free while the device works: another change goes through.
-            quick = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
-            assert _settled(client, "loadbalancers", quick["id"])["provisioning_status"] == "ACTIVE"
-            assert client.get(f"/v1/tasks/{slow['task']['id']}").json()["state"] == "RUNNING"
-            body = _settled(client, "loadbalancers", slow["id"])
-            assert (body["provisioning_status"], body["in_sync"]) == ("ACTIVE", True)
-    finally:
-        agent.stop()
-        plugin.stop()
+    with _solo(conf) as client:
+        slow = client.post(
+            "/v1/loadbalancers", json={"provider": "fake", "metadata": {"fake.operation_s": "3"}}
+        ).json()
+        progress = wait_for(lambda: client.get(f"/v1/tasks/{slow['task']['id']}").json()["progress"])
+        assert "fake operation" in progress
+        # The only worker is free while the device works: another change goes through.
+        quick = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
+        assert _settled(client, "loadbalancers", quick["id"])["provisioning_status"] == "ACTIVE"
+        assert client.get(f"/v1/tasks/{slow['task']['id']}").json()["state"] == "RUNNING"
+        body = _settled(client, "loadbalancers", slow["id"])
+        assert (body["provisioning_status"], body["in_sync"]) == ("ACTIVE", True)

@@ -127,6 +127,17 @@ class Resource:
     def find(self, resource_id: str) -> Resource | None:
         return next((r for r in self.walk() if r.id == resource_id), None)
 
+    def without(self, resource_id: str) -> Resource:
+        """This tree less the resource ``resource_id`` and everything under it."""
+        children = tuple(c.without(resource_id) for c in self.children if c.id != resource_id)
+        return dataclasses.replace(self, children=children)
+
+    def replaced(self, new: Resource) -> Resource:
+        """This tree with ``new`` in place of the resource of the same id (keeping its children)."""
+        if self.id == new.id:
+            return dataclasses.replace(new, children=self.children)
+        return dataclasses.replace(self, children=tuple(c.replaced(new) for c in self.children))
+
 
 @dataclasses.dataclass(frozen=True)
 class Change:

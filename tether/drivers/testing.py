@@ -155,7 +155,7 @@ class DriverConformance:
                 dict(resource.attributes) | {name: value},
                 resource.parent_id,
             )
-            new_tree = _replace(tree, updated)
+            new_tree = tree.replaced(updated)
             _run(driver, "update", self._change("update", updated, new_tree, generation=2))
             held = self.read_device(driver, updated)
             assert held is not None and held.get(name) == value, (
@@ -171,7 +171,7 @@ class DriverConformance:
             _run(driver, "delete", change)
             assert self.read_device(driver, resource) is None, f"{resource.type} {resource.id} is still there"
             _run(driver, "delete", change)  # absent is success
-            tree = _without(tree, resource.id)
+            tree = tree.without(resource.id)
 
     def test_the_same_change_twice_leaves_the_device_as_once(self, tmp_path: pathlib.Path) -> None:
         driver, tree = self._driver(tmp_path), self._tree()
@@ -294,27 +294,3 @@ def _run(driver: Driver, operation: str, change: Change, limit: float = 120.0) -
         assert time.monotonic() < deadline, f"{operation} still in progress after {limit:g} s"
         time.sleep(min(answer.poll_after, 0.5))
         answer = driver.poll(change, answer)
-
-
-def _replace(tree: Resource, new: Resource) -> Resource:
-    if tree.id == new.id:
-        return Resource(new.type, new.id, new.project_id, new.attributes, new.parent_id, tree.children)
-    return Resource(
-        tree.type,
-        tree.id,
-        tree.project_id,
-        tree.attributes,
-        tree.parent_id,
-        tuple(_replace(c, new) for c in tree.children),
-    )
-
-
-def _without(tree: Resource, resource_id: str) -> Resource:
-    return Resource(
-        tree.type,
-        tree.id,
-        tree.project_id,
-        tree.attributes,
-        tree.parent_id,
-        tuple(_without(c, resource_id) for c in tree.children if c.id != resource_id),
-    )

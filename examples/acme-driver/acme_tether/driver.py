@@ -79,7 +79,7 @@ class AcmeDriver(Driver):
             except OSError as exc:
                 raise DeviceUnreachable(f"the ACME appliance store is unreachable: {exc.strerror}") from exc
             return
-        self._apply(_without(change.tree, change.resource.id))
+        self._apply(change.tree.without(change.resource.id))
 
     def read(self, loadbalancer_id: str) -> dict[str, Any] | None:
         """The document the appliance holds for a load balancer."""
@@ -143,14 +143,3 @@ def _render(node: Resource) -> dict[str, Any]:
         "attributes": dict(node.attributes),
         "children": [_render(child) for child in node.children if _supported(child)],
     }
-
-
-def _without(tree: Resource, resource_id: str) -> Resource:
-    return Resource(
-        tree.type,
-        tree.id,
-        tree.project_id,
-        tree.attributes,
-        tree.parent_id,
-        tuple(_without(c, resource_id) for c in tree.children if c.id != resource_id),
-    )
