@@ -54,7 +54,7 @@ class WorkConsumer(transport.ConnectionLoop):
         self,
         broker: transport.Broker,
         runner: Runner,
-        providers: list[str],
+        queue_keys: list[str],
         workers: int,
         prefetch: int,
         shutdown_timeout: float,
@@ -62,7 +62,7 @@ class WorkConsumer(transport.ConnectionLoop):
     ) -> None:
         super().__init__(broker, f"work-consumer-{runner.agent_id}")
         self.runner = runner
-        self.providers = providers
+        self.queue_keys = queue_keys
         self.prefetch = prefetch
         self.shutdown_timeout = shutdown_timeout
         self._pool = WorkerPool(workers)
@@ -104,7 +104,7 @@ class WorkConsumer(transport.ConnectionLoop):
         self._paused = paused
 
     def on_connect(self, connection: kombu.Connection) -> None:
-        queues = [self.broker.work_queue(p) for p in self.providers]
+        queues = [self.broker.work_queue(k) for k in self.queue_keys]
         self.broker.declare(connection, [*queues, self.broker.results_queue()])
         self._publisher = transport.Publisher(connection, self.broker.confirm_timeout)
         # RabbitMQ applies the prefetch to each queue's consumer; share it out.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +28,9 @@ class Heartbeat:
         interval: float,
         state: Callable[[], dict[str, Any]],
         on_admin_state: Callable[[bool], None],
+        on_bound: Callable[[dict[str, list[str]], float], None] = lambda bound, sent_at: None,
     ) -> None:
+        self.on_bound = on_bound
         self.plugin = plugin
         self.interval = interval
         self.state = state
@@ -47,9 +50,11 @@ class Heartbeat:
             self._thread.join(self.plugin.timeout + 1)
 
     def beat(self) -> None:
+        sent_at = time.time()
         state = self.state()
         answer = self.plugin.report_state(state)
         self.on_admin_state(bool(answer.get("admin_state_up", True)))
+        self.on_bound(answer.get("bound") or {}, sent_at)
         if not self._synced:
             redispatched = self.plugin.resync(state["agent_id"], state["started_at"])["redispatched"]
             self._synced = True

@@ -102,17 +102,44 @@ class Agent:
         self.consumer = WorkConsumer(
             transport.Broker(conf),
             Runner(self.drivers, self.plugin, self.agent_id, conf.host, conf.agent.driver_timeout),
-            self.providers,
+            [p if self.drivers[p].placement == "shared" else f"{p}.{self.agent_id}" for p in self.providers],
             workers=workers,
             prefetch=conf.agent.prefetch or 2 * workers,
             shutdown_timeout=conf.agent.shutdown_timeout,
             operation_timeout=conf.agent.operation_timeout,
         )
         self.heartbeat = Heartbeat(
-            self.plugin, conf.agent.report_interval, self.state, lambda up: self.consumer.pause(not up)
+            self.plugin,
+            conf.agent.report_interval,
+            self.state,
+            lambda up: self.consumer.pause(not up),
+            self.converge,
         )
 
+    def converge(self, bound: dict[str, list[str]], sent_at: float) -> None:
+        """Host-placed drivers keep exactly the roots bound to this agent."""
+        for name, driver in self.drivers.items():
+            if driver.placement == "host":
+                try:
+                    driver.converge(set(bound.get(name, ())), sent_at)
+                except Exception:
+                    LOG.exception("driver %s failed to converge", name)
+
+    def _driver_reports(self) -> tuple[dict[str, str], dict[str, Any]]:
+        statuses: dict[str, str] = {}
+        stats: dict[str, Any] = {}
+        for name, driver in self.drivers.items():
+            try:
+                found, counters = driver.status()
+            except Exception:
+                LOG.exception("driver %s failed to report status", name)
+                continue
+            statuses.update({k: str(v) for k, v in found.items()})
+            stats.update({k: dict(v) for k, v in counters.items()})
+        return statuses, stats
+
     def state(self) -> dict[str, Any]:
+        statuses, stats = self._driver_reports()
         return {
             "agent_id": self.agent_id,
             "host": self.conf.host,
@@ -120,6 +147,8 @@ class Agent:
             "version": __version__,
             "workers": self.conf.agent.workers,
             "in_flight": self.consumer.in_flight,
+            "statuses": statuses,
+            "stats": stats,
             "started_at": self.started_at.isoformat(),
             "driver_timeout": self.conf.agent.driver_timeout,
         }

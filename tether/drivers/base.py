@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any, ClassVar, Literal
 
 from oslo_config import cfg
@@ -261,6 +261,20 @@ class Driver(abc.ABC):
         raise NotSupported(
             f"the {self.name or type(self).__name__} driver returned InProgress but has no poll()"
         )
+
+    def converge(self, keep: Collection[str], written_before: float) -> None:
+        """Host placement: remove from this host every root resource not in ``keep``.
+
+        Called periodically with the roots the plugin has bound to this agent
+        (after a failover they are elsewhere). Only copies last written
+        before ``written_before`` (a ``time.time()``) may go: a root bound
+        since the list was made is not in it yet.
+        """
+
+    def status(self) -> tuple[Mapping[str, OperatingStatus], Mapping[str, Mapping[str, float]]]:
+        """Operating status and counters of what this host holds, by resource id,
+        sent to the plugin with each state report. Nothing by default."""
+        return {}, {}
 
     def close(self) -> None:
         """Release connections and files; called when the agent stops."""

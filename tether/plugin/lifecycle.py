@@ -20,7 +20,8 @@ import dataclasses
 import datetime
 import logging
 import random
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from oslo_config import cfg
@@ -78,6 +79,8 @@ class Policy:
     retry_backoff_max: float = 60.0
     pending_timeout: float = 300.0
     result_grace: float = 30.0
+    #: the routing key of a task's work message (host placement); the provider when None
+    router: Callable[[orm.Session, Task], str] | None = None
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts) -> Policy:
@@ -116,7 +119,7 @@ def enqueue(session: orm.Session, policy: Policy, task: Task, resource: Resource
         Outbox(
             task_id=task.id,
             exchange=transport.WORK_EXCHANGE,
-            routing_key=task.provider,
+            routing_key=policy.router(session, task) if policy.router else task.provider,
             payload=messages.encode(work.to_body()).decode(),
             request_id=task.request_id,
             not_before=not_before,
@@ -198,6 +201,32 @@ def supersede(session: orm.Session, policy: Policy, task: Task, by: Task) -> Non
     """``task``'s change is carried by ``by`` (a newer desired state, or a delete)."""
     task.superseded_by = by.id
     _finish(session, policy, task, TaskState.SUPERSEDED)
+
+
+def reapply(session: orm.Session, policy: Policy, root: Resource, reason: str) -> Task:
+    """Queue a full re-apply of ``root``'s tree (after it moved to another host)."""
+    task = Task(
+        id=str(uuid.uuid4()),
+        resource_id=root.id,
+        resource_type=root.type,
+        root_id=root.id,
+        project_id=root.project_id,
+        provider=root.provider,
+        operation=Operation.UPDATE,
+        generation=root.generation,
+        desired=copy.deepcopy(root.attributes),
+        state=TaskState.QUEUED,
+        attempt=0,
+        created_at=utcnow(),
+        queued_at=utcnow(),
+    )
+    session.add(task)
+    if root.provisioning_status in (ProvisioningStatus.ACTIVE, ProvisioningStatus.ERROR):
+        root.provisioning_status = ProvisioningStatus.PENDING_UPDATE
+    session.flush()
+    LOG.info("task %s re-applies %s %s in full: %s", task.id, root.type, root.id, reason)
+    advance(session, policy, root.id)
+    return task
 
 
 def finish_cancelled(session: orm.Session, policy: Policy, task: Task) -> None:

@@ -57,6 +57,10 @@ class Providers:
     def placement(self, name: str) -> str:
         return self._providers[name].placement
 
+    def is_host_placed(self, name: str) -> bool:
+        provider = self._providers.get(name)
+        return provider is not None and provider.placement == "host"
+
     def get(self, name: str, resource_type: str) -> Provider:
         """The provider a root resource names.
 

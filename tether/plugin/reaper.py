@@ -27,10 +27,17 @@ from tether.plugin import idempotency, lifecycle
 from tether.plugin.agents import Registry
 from tether.plugin.db import queries
 from tether.plugin.db.models import Task, utcnow
+from tether.plugin.scheduler import Scheduler
 
 LOG = logging.getLogger(__name__)
 
 OPTS: list[cfg.Opt] = [
+    cfg.BoolOpt(
+        "reschedule_on_agent_death",
+        default=True,
+        help="When an agent of a host-placed provider is declared dead, bind its root resources "
+        "to live agents and apply them there in full.",
+    ),
     cfg.FloatOpt("reaper_interval", default=5.0, min=0.1, help="Seconds between passes of the reaper."),
 ]
 
@@ -44,11 +51,15 @@ class Reaper:
         policy: lifecycle.Policy,
         agents: Registry,
         interval: float,
+        scheduler: Scheduler | None = None,
+        reschedule: bool = True,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.policy = policy
         self.agents = agents
         self.interval = interval
+        self.scheduler = scheduler
+        self.reschedule = reschedule
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -97,7 +108,26 @@ class Reaper:
                         f"agent {agent.id} died during attempt {task.attempt}",
                     )
                     moved += 1
+                if self.scheduler is not None and self.reschedule:
+                    moved += self._reschedule(session, agent.id)
         return moved
+
+    def _reschedule(self, session: orm.Session, dead: str) -> int:
+        """Move the roots bound to a dead agent to live ones and apply them there in full."""
+        assert self.scheduler is not None
+        roots = queries.bound_to(session, dead)
+        for root in roots:
+            if self.scheduler.bind(session, root, exclude=dead) is None:
+                LOG.error(
+                    "%s %s cannot move off dead agent %s: no other live agent serves %s",
+                    root.type,
+                    root.id,
+                    dead,
+                    root.provider,
+                )
+                continue
+            lifecycle.reapply(session, self.policy, root, f"agent {dead} died; moved to {root.agent_id}")
+        return len(roots)
 
     def _unstick_trees(self) -> int:
         # A tree with queued changes and none in the works would wait for

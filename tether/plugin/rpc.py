@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import orm
 
 from tether import __version__
 from tether.common import log, rpc
-from tether.common.states import TaskState
+from tether.common.states import OperatingStatus, TaskState
 from tether.plugin import lifecycle
 from tether.plugin.agents import Registry
 from tether.plugin.db import queries
-from tether.plugin.db.models import Task, TaskAttempt, utcnow
+from tether.plugin.db.models import Resource, Task, TaskAttempt, utcnow
+from tether.plugin.providers import Providers
 
 LOG = logging.getLogger(__name__)
 
@@ -29,11 +31,16 @@ class PluginEndpoint:
     target = rpc.endpoint_target()
 
     def __init__(
-        self, sessionmaker: orm.sessionmaker[orm.Session], policy: lifecycle.Policy, agents: Registry
+        self,
+        sessionmaker: orm.sessionmaker[orm.Session],
+        policy: lifecycle.Policy,
+        agents: Registry,
+        providers: Providers | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.policy = policy
         self.agents = agents
+        self.providers = providers
 
     def claim(
         self,
@@ -120,7 +127,32 @@ class PluginEndpoint:
         """Record an agent's heartbeat; tell it whether it may take work."""
         with self.sessionmaker.begin() as session:
             agent = self.agents.report(session, state)
-            return {"admin_state_up": agent.admin_state_up, "plugin_version": __version__}
+            bound = queries.bound_to(session, agent.id)
+            self._apply_reports(session, bound, state)
+            by_provider: dict[str, list[str]] = {}
+            for root in bound:
+                by_provider.setdefault(root.provider, []).append(root.id)
+            return {
+                "admin_state_up": agent.admin_state_up,
+                "plugin_version": __version__,
+                "bound": by_provider,
+            }
+
+    @staticmethod
+    def _apply_reports(session: orm.Session, bound: Sequence[Resource], state: dict[str, Any]) -> None:
+        """Status and counters a host-placed driver reported, for the trees on that host only."""
+        statuses, stats = state.get("statuses") or {}, state.get("stats") or {}
+        if not statuses and not stats:
+            return
+        roots = {root.id for root in bound}
+        for resource_id in set(statuses) | set(stats):
+            resource = queries.get_resource(session, str(resource_id), None)
+            if resource is None or resource.root_id not in roots:
+                continue
+            if statuses.get(resource_id) in OperatingStatus.__members__:
+                resource.operating_status = statuses[resource_id]
+            if isinstance(stats.get(resource_id), dict):
+                resource.stats = stats[resource_id]
 
     def resync(self, ctxt: Any, agent_id: str, started_at: str) -> dict[str, Any]:
         """An agent (re)started: dispatch again, at once, what its earlier life held."""
@@ -139,6 +171,10 @@ class PluginEndpoint:
                     delay=0.0,
                 )
                 redispatched.append(task.id)
+            for root in queries.bound_to(session, agent_id):
+                # What this host should hold, applied in full: restarts what is missing.
+                if not queries.in_flight_tasks(session, root.id):
+                    lifecycle.reapply(session, self.policy, root, f"agent {agent_id} restarted")
         if redispatched:
             LOG.warning(
                 "agent %s restarted holding %d task(s); dispatched again: %s",

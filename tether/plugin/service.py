@@ -3,6 +3,7 @@ reaper, wired together."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -20,6 +21,7 @@ from tether.plugin.changes import Changes
 from tether.plugin.db import migration, session
 from tether.plugin.providers import Providers
 from tether.plugin.rpc import PluginEndpoint
+from tether.plugin.scheduler import Scheduler
 
 LOG = logging.getLogger(__name__)
 
@@ -56,8 +58,9 @@ class Plugin:
             self.engine if _in_memory(self.engine) else session.make_engine(conf, readonly=True)
         )
         self.reader = session.make_sessionmaker(self.read_engine)
-        self.policy = lifecycle.Policy.from_conf(conf)
         self.agents = agents.Registry(conf.plugin.agent_down_time)
+        self.scheduler = Scheduler(self.providers, self.agents)
+        self.policy = dataclasses.replace(lifecycle.Policy.from_conf(conf), router=self.scheduler.route)
         self.relay = dispatch.OutboxRelay(
             self.broker,
             self.sessionmaker,
@@ -79,8 +82,15 @@ class Plugin:
         self.results = results.ResultConsumer(
             self.broker, results.ResultRecorder(self.sessionmaker, self.policy), conf.plugin.result_batch_size
         )
-        self.endpoint = PluginEndpoint(self.sessionmaker, self.policy, self.agents)
-        self.reaper = reaper.Reaper(self.sessionmaker, self.policy, self.agents, conf.plugin.reaper_interval)
+        self.endpoint = PluginEndpoint(self.sessionmaker, self.policy, self.agents, self.providers)
+        self.reaper = reaper.Reaper(
+            self.sessionmaker,
+            self.policy,
+            self.agents,
+            conf.plugin.reaper_interval,
+            scheduler=self.scheduler,
+            reschedule=conf.plugin.reschedule_on_agent_death,
+        )
         self._rpc_server: Any = None
         self.api = Api(
             registry=self.registry,

@@ -60,6 +60,10 @@ class Resource(Base):
     #: the newest generation a driver reported applied
     applied_generation: orm.Mapped[int] = orm.mapped_column(default=0)
     last_error: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+    #: for a root of a host-placed provider: the agent whose host holds it
+    agent_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+    #: counters the driver last reported (sessions, bytes ...)
+    stats: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON)
     #: the desired attributes of ``applied_generation``: what the device holds
     applied_attributes: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON)
     created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow)
@@ -69,6 +73,7 @@ class Resource(Base):
         sa.Index("ix_resources_type_project_created", "type", "project_id", "created_at", "id"),
         sa.Index("ix_resources_parent_id", "parent_id"),
         sa.Index("ix_resources_root_id", "root_id"),
+        sa.Index("ix_resources_agent_id", "agent_id"),
     )
 
 

@@ -200,3 +200,12 @@ def idle_trees_with_queue(session: orm.Session) -> Sequence[str]:
     return session.scalars(
         sa.select(Task.root_id).where(Task.state == TaskState.QUEUED, Task.root_id.not_in(working)).distinct()
     ).all()
+
+
+def bound_to(session: orm.Session, agent_id: str) -> Sequence[Resource]:
+    """Root resources bound to an agent (host placement)."""
+    return session.scalars(
+        sa.select(Resource)
+        .where(Resource.agent_id == agent_id, Resource.parent_id.is_(None))
+        .order_by(Resource.id)
+    ).all()
