@@ -43,6 +43,15 @@ stop_system_rabbitmq() {
     fi
 }
 
+if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
+    # The haproxy driver's tests run real HAProxy processes of their own.
+    echo "install-system-deps: installing haproxy" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq --no-install-recommends haproxy >/dev/null
+    as_root service haproxy stop >/dev/null 2>&1 || true
+fi
+
 if [ ! -x "$RABBITMQ_SERVER" ]; then
     echo "install-system-deps: installing rabbitmq-server" >&2
     export DEBIAN_FRONTEND=noninteractive

@@ -246,21 +246,18 @@ def test_rapid_updates_queue_behind_a_slow_change_and_reach_the_device_once(depl
 def test_a_long_device_operation_holds_no_unacked_message_while_the_device_works(
     deployment: Deployment, rabbitmq: RabbitMQNode
 ) -> None:
-    lb = _post(deployment, "loadbalancers", {"provider": "fake", "metadata": {"fake.operation_s": "6"}})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        task = deployment.http.get(f"/v1/tasks/{lb['task']['id']}").json()
-        if task["progress"]:
-            break
-        time.sleep(0.1)
-    assert task["state"] == "RUNNING" and "fake operation" in task["progress"], task
+    lb = _post(deployment, "loadbalancers", {"provider": "fake", "metadata": {"fake.operation_s": "15"}})
     vhost = deployment.transport_url.rsplit("/", 1)[1]
-    queues = rabbitmq.rabbitmqctl("-q", "list_queues", "-p", vhost, "name", "messages_unacknowledged")
-    unacked = {
-        line.split()[0]: int(line.split()[1])
-        for line in queues.splitlines()
-        if line.strip() and line.split()[-1].isdigit()
-    }
-    assert unacked["tether.work.fake"] == 0, queues
+    unacked, queues = None, ""
+    deadline = time.monotonic() + 12
+    # RabbitMQ refreshes queue counters every few seconds: watch them settle.
+    while time.monotonic() < deadline and unacked != 0:
+        queues = rabbitmq.rabbitmqctl("-q", "list_queues", "-p", vhost, "name", "messages_unacknowledged")
+        counts = {line.split()[0]: line.split()[1] for line in queues.splitlines() if len(line.split()) == 2}
+        unacked = int(counts.get("tether.work.fake", "-1"))
+        time.sleep(0.5)
+    task = deployment.http.get(f"/v1/tasks/{lb['task']['id']}").json()
+    assert unacked == 0, queues
+    assert task["state"] == "RUNNING" and "fake operation" in (task["progress"] or ""), task
     body = _wait_status(deployment, "loadbalancers", lb["id"], timeout=60)
     assert body["provisioning_status"] == "ACTIVE"

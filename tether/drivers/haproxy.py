@@ -1,0 +1,395 @@
+"""The ``haproxy`` driver: one real HAProxy process per load balancer, on the
+agent's host (``placement = "host"``).
+
+For each load balancer it renders ``haproxy.cfg`` from the desired state of
+the whole tree (listeners → frontends, pools → backends, members → servers,
+health monitors → checks), checks it with ``haproxy -c``, then starts HAProxy
+or reloads it with ``-sf`` (the old process stops listening and finishes its
+connections: nothing established is dropped). Everything lives under
+``<state_path>/haproxy/<loadbalancer id>/``; a delete stops the process and
+removes the directory. Operating status and counters come from the stats
+socket and travel with the agent's state reports.
+
+Options (``[driver:haproxy]``): ``binary``, ``start_timeout``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Collection, Iterator, Mapping
+from typing import Any
+
+from oslo_config import cfg
+
+from tether.common.states import OperatingStatus
+from tether.drivers.base import (
+    Change,
+    DeviceUnreachable,
+    Driver,
+    InProgress,
+    InvalidConfiguration,
+    NotSupported,
+    Resource,
+    driver_group,
+)
+
+LOG = logging.getLogger(__name__)
+
+OPTS: list[cfg.Opt] = [
+    cfg.StrOpt("binary", default="haproxy", help="The HAProxy executable."),
+    cfg.FloatOpt("start_timeout", default=10.0, min=1, help="Seconds HAProxy may take to start or reload."),
+]
+
+_MODES = {"HTTP": "http", "TCP": "tcp", "HTTPS": "tcp", "PROXY": "tcp", "TERMINATED_HTTPS": "http"}
+_BALANCE = {"ROUND_ROBIN": "roundrobin", "LEAST_CONNECTIONS": "leastconn", "SOURCE_IP": "source"}
+
+
+class HaproxyDriver(Driver):
+    """Load balancers as HAProxy processes on the agent's host."""
+
+    name = "haproxy"
+    resource_types = frozenset({"loadbalancer", "listener", "pool", "member", "healthmonitor"})
+    placement = "host"
+    capabilities = frozenset({"operating_status", "stats"})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        options = self.conf[driver_group(self.name)]
+        self.binary = options.binary
+        self.start_timeout = options.start_timeout
+        self.base = os.path.join(os.path.expanduser(self.conf.state_path), "haproxy")
+        if shutil.which(self.binary) is None:
+            raise InvalidConfiguration(
+                f"[driver:haproxy] binary {self.binary!r} is not installed; install Debian's haproxy package."
+            )
+
+    @classmethod
+    def list_opts(cls) -> list[cfg.Opt]:
+        return OPTS
+
+    # -- the driver API ----------------------------------------------------
+
+    def create(self, change: Change) -> InProgress | None:
+        self._check(change.resource)
+        self._apply(change.tree)
+        return None
+
+    def update(self, change: Change) -> InProgress | None:
+        self._check(change.resource)
+        self._apply(change.tree)
+        return None
+
+    def delete(self, change: Change) -> InProgress | None:
+        if change.resource.type == "loadbalancer":
+            self._remove(change.tree.id)
+        else:
+            self._apply(change.tree.without(change.resource.id))
+        return None
+
+    def converge(self, keep: Collection[str], written_before: float) -> None:
+        for lb_id in self._local():
+            config = os.path.join(self.base, lb_id, "haproxy.cfg")
+            if lb_id not in keep and _mtime(config) < written_before:
+                LOG.warning("load balancer %s is no longer bound to this agent; removing its HAProxy", lb_id)
+                self._remove(lb_id)
+
+    def status(self) -> tuple[Mapping[str, OperatingStatus], Mapping[str, Mapping[str, float]]]:
+        statuses: dict[str, OperatingStatus] = {}
+        counters: dict[str, dict[str, float]] = {}
+        for lb_id in self._local():
+            rows = self._show_stat(lb_id)
+            if rows is None:
+                continue
+            _read_stats(lb_id, rows, statuses, counters)
+        return statuses, counters
+
+    # -- the device ----------------------------------------------------------
+
+    def _check(self, resource: Resource) -> None:
+        if resource.type == "listener" and resource.attributes.get("protocol") == "UDP":
+            raise NotSupported("HAProxy does not balance UDP; use a TCP listener.")
+
+    def _apply(self, tree: Resource) -> None:
+        directory = os.path.join(self.base, tree.id)
+        os.makedirs(directory, exist_ok=True)
+        with self._locked(directory):
+            config = os.path.join(directory, "haproxy.cfg")
+            candidate = config + ".new"
+            with open(candidate, "w") as f:
+                f.write(render(tree, directory))
+            checked = self._run("-c", "-f", candidate)
+            if checked.returncode != 0:
+                raise InvalidConfiguration(
+                    f"HAProxy refused the configuration of load balancer {tree.id}: {_alert(checked.stderr)}",
+                    operator_message=checked.stderr,
+                )
+            os.replace(candidate, config)
+            with open(os.path.join(directory, "desired.json"), "w") as f:
+                json.dump(_flatten(tree), f)
+            listening = any(c.type == "listener" and _usable(c, tree) for c in tree.children)
+            pids = _pids(directory)
+            if not listening:
+                _stop(pids)
+                return
+            args = ["-f", config, "-p", os.path.join(directory, "haproxy.pid"), "-D"]
+            if pids:
+                args += ["-sf", *map(str, pids)]
+            started = self._run(*args)
+            if started.returncode != 0:
+                raise DeviceUnreachable(
+                    f"HAProxy did not start for load balancer {tree.id}: {_alert(started.stderr)}",
+                    operator_message=started.stderr,
+                )
+        # Serving now; members' health follows from the stats socket with the state reports.
+        self.callbacks.operating_status(tree.id, OperatingStatus.ONLINE)
+        for listener in tree.children:
+            if listener.type == "listener" and _usable(listener, tree):
+                up = listener.attributes.get("admin_state_up", True)
+                self.callbacks.operating_status(
+                    listener.id, OperatingStatus.ONLINE if up else OperatingStatus.OFFLINE
+                )
+
+    def _remove(self, lb_id: str) -> None:
+        directory = os.path.join(self.base, lb_id)
+        if not os.path.isdir(directory):
+            return
+        with self._locked(directory):
+            _stop(_pids(directory))
+        shutil.rmtree(directory, ignore_errors=True)
+
+    def _local(self) -> list[str]:
+        try:
+            return [d for d in os.listdir(self.base) if os.path.isdir(os.path.join(self.base, d))]
+        except FileNotFoundError:
+            return []
+
+    def _show_stat(self, lb_id: str) -> list[dict[str, str]] | None:
+        address = "\0" + stats_socket(os.path.join(self.base, lb_id))
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(2)
+                sock.connect(address)
+                sock.sendall(b"show stat\n")
+                data = b"".join(iter(lambda: sock.recv(65536), b""))
+        except OSError:
+            return None
+        text = data.decode(errors="replace").lstrip("# ")
+        return list(csv.DictReader(io.StringIO(text)))
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(
+                [self.binary, *args], capture_output=True, text=True, timeout=self.start_timeout
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise DeviceUnreachable(f"running {self.binary} failed: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _locked(self, directory: str) -> Iterator[None]:
+        # Two deliveries of one change may overlap (an agent died mid-call);
+        # they take turns on the load balancer's directory.
+        with open(os.path.join(directory, ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+
+def stats_socket(directory: str) -> str:
+    """The abstract socket name of a load balancer's stats socket.
+
+    Abstract, because a path under a deep state_path can exceed the 108
+    bytes a UNIX socket path may have; named after the directory, so two
+    agents on one host never share one.
+    """
+    return "tether-haproxy-" + hashlib.sha1(os.path.abspath(directory).encode()).hexdigest()[:20]
+
+
+def render(tree: Resource, directory: str) -> str:
+    """The haproxy.cfg of a load balancer tree."""
+    pools = {c.id: c for c in tree.children if c.type == "pool"}
+    lines = [
+        "# Generated by tether for load balancer " + tree.id + "; edits are overwritten.",
+        "global",
+        "    maxconn 4096",
+        f"    stats socket abns@{stats_socket(directory)} level admin",
+        "defaults",
+        "    timeout connect 5s",
+        "    timeout client 50s",
+        "    timeout server 50s",
+    ]
+    vip = tree.attributes.get("vip_address") or "0.0.0.0"
+    for listener in (c for c in tree.children if c.type == "listener" and _usable(c, tree)):
+        attrs = listener.attributes
+        lines += [
+            f"frontend {listener.id}",
+            f"    mode {_MODES.get(attrs['protocol'], 'tcp')}",
+            f"    bind {_host(vip)}:{attrs['protocol_port']}",
+        ]
+        if attrs.get("connection_limit", -1) > 0:
+            lines.append(f"    maxconn {attrs['connection_limit']}")
+        if "timeout_client_data" in attrs:
+            lines.append(f"    timeout client {attrs['timeout_client_data']}ms")
+        pool = pools.get(attrs.get("default_pool_id") or "") or next(iter(pools.values()), None)
+        if pool is not None:
+            lines.append(f"    default_backend {pool.id}")
+        if not attrs.get("admin_state_up", True) or not tree.attributes.get("admin_state_up", True):
+            lines.append("    disabled")
+    for pool in pools.values():
+        lines += _backend(pool)
+    return "\n".join(lines) + "\n"
+
+
+def _backend(pool: Resource) -> list[str]:
+    attrs = pool.attributes
+    lines = [
+        f"backend {pool.id}",
+        f"    mode {_MODES.get(attrs['protocol'], 'tcp')}",
+        f"    balance {_BALANCE[attrs['lb_algorithm']]}",
+    ]
+    monitor = next(
+        (c for c in pool.children if c.type == "healthmonitor" and c.attributes.get("admin_state_up", True)),
+        None,
+    )
+    check = ""
+    if monitor is not None:
+        m = monitor.attributes
+        if m["type"] in ("HTTP", "HTTPS"):
+            lines.append(f"    option httpchk {m.get('http_method', 'GET')} {m.get('url_path', '/')}")
+            lines.append(
+                f"    http-check expect status {m.get('expected_codes', '200').split(',')[0].split('-')[0]}"
+            )
+        lines.append(f"    timeout check {m['timeout']}s")
+        check = f" check inter {m['delay']}s fall {m.get('max_retries_down', 3)} rise {m['max_retries']}"
+    for member in (c for c in pool.children if c.type == "member"):
+        m = member.attributes
+        address = f"{_host(m['address'])}:{m['protocol_port']}"
+        line = f"    server {member.id} {address} weight {m.get('weight', 1)}{check}"
+        if m.get("backup"):
+            line += " backup"
+        if not m.get("admin_state_up", True):
+            line += " disabled"
+        lines.append(line)
+    return lines
+
+
+def _read_stats(
+    lb_id: str,
+    rows: list[dict[str, str]],
+    statuses: dict[str, OperatingStatus],
+    counters: dict[str, dict[str, float]],
+) -> None:
+    for row in rows:
+        name, kind = row.get("pxname", ""), row.get("svname", "")
+        if kind == "FRONTEND":
+            statuses[name] = (
+                OperatingStatus.ONLINE if row.get("status") == "OPEN" else OperatingStatus.OFFLINE
+            )
+            counters[name] = _counters(row)
+        elif kind == "BACKEND":
+            counters[name] = _counters(row)
+        elif name and kind:
+            state = row.get("status", "")
+            statuses[kind] = (
+                OperatingStatus.ONLINE
+                if state.startswith("UP")
+                else OperatingStatus.NO_MONITOR
+                if state == "no check"
+                else OperatingStatus.OFFLINE
+            )
+            counters[kind] = _counters(row)
+    members_by_pool: dict[str, list[OperatingStatus]] = {}
+    for row in rows:
+        if row.get("svname") not in ("FRONTEND", "BACKEND") and row.get("svname") in statuses:
+            members_by_pool.setdefault(row["pxname"], []).append(statuses[row["svname"]])
+    for pool, found in members_by_pool.items():
+        up = sum(s in (OperatingStatus.ONLINE, OperatingStatus.NO_MONITOR) for s in found)
+        statuses[pool] = (
+            OperatingStatus.ONLINE
+            if up == len(found)
+            else OperatingStatus.OFFLINE
+            if up == 0
+            else OperatingStatus.DEGRADED
+        )
+    statuses[lb_id] = OperatingStatus.ONLINE
+
+
+def _counters(row: Mapping[str, str]) -> dict[str, float]:
+    return {
+        key: float(row.get(field) or 0)
+        for key, field in (
+            ("active_connections", "scur"),
+            ("total_connections", "stot"),
+            ("bytes_in", "bin"),
+            ("bytes_out", "bout"),
+        )
+    }
+
+
+def _usable(listener: Resource, tree: Resource) -> bool:
+    return listener.attributes.get("protocol") != "UDP"
+
+
+def _flatten(tree: Resource) -> dict[str, dict[str, Any]]:
+    return {r.id: dict(r.attributes) for r in tree.walk()}
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def _alert(stderr: str) -> str:
+    alerts = [line.split("]", 1)[-1].strip() for line in stderr.splitlines() if "ALERT" in line]
+    return "; ".join(alerts[:3]) or stderr.strip()[-300:] or "no detail"
+
+
+def _pids(directory: str) -> list[int]:
+    try:
+        with open(os.path.join(directory, "haproxy.pid")) as f:
+            pids = [int(p) for p in f.read().split()]
+    except (OSError, ValueError):
+        return []
+    alive = []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, 0)
+            alive.append(pid)
+    return alive
+
+
+def _stop(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGUSR1)  # soft stop: finish the connections it has
+    deadline = time.monotonic() + 10
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if _alive(p)]
+        time.sleep(0.05)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.path.getmtime(path)
+    except OSError:
+        return 0.0
