@@ -176,7 +176,8 @@ class HaproxyDriver(Driver):
             return []
 
     def _show_stat(self, lb_id: str) -> list[dict[str, str]] | None:
-        address = "\0" + stats_socket(os.path.join(self.base, lb_id))
+        # HAProxy binds an abstract socket over the whole sun_path, NUL-padded.
+        address = ("\0" + stats_socket(os.path.join(self.base, lb_id))).ljust(108, "\0")
         try:
             with socket.socket(socket.AF_UNIX) as sock:
                 sock.settimeout(2)

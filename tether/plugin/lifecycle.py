@@ -80,7 +80,7 @@ class Policy:
     pending_timeout: float = 300.0
     result_grace: float = 30.0
     #: the routing key of a task's work message (host placement); the provider when None
-    router: Callable[[orm.Session, Task], str] | None = None
+    router: Callable[[orm.Session, Task], str | None] | None = None
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts) -> Policy:
@@ -110,6 +110,12 @@ def enqueue(session: orm.Session, policy: Policy, task: Task, resource: Resource
     task.pending_at = now
     task.claim_id = None
     task.deadline = (not_before or now) + datetime.timedelta(seconds=policy.pending_timeout)
+    routing_key = policy.router(session, task) if policy.router else task.provider
+    if routing_key is None:
+        # Not published: pending_at stays empty, which is how the reaper finds it.
+        task.pending_at = None
+        LOG.warning("task %s waits: no live agent serves provider %s", task.id, task.provider)
+        return
     work = messages.Work(
         task=work_task(task),
         resource=resource_message(resource),
@@ -119,7 +125,7 @@ def enqueue(session: orm.Session, policy: Policy, task: Task, resource: Resource
         Outbox(
             task_id=task.id,
             exchange=transport.WORK_EXCHANGE,
-            routing_key=policy.router(session, task) if policy.router else task.provider,
+            routing_key=routing_key,
             payload=messages.encode(work.to_body()).decode(),
             request_id=task.request_id,
             not_before=not_before,

@@ -83,7 +83,7 @@ class Reaper:
 
     def reap(self) -> int:
         """One pass; how many tasks it moved."""
-        moved = self._bury_dead_agents() + self._unstick_trees()
+        moved = self._bury_dead_agents() + self._unstick_trees() + self._dispatch_waiting()
         with self.sessionmaker.begin() as session:
             idempotency.purge_expired(session)
         while True:
@@ -128,6 +128,22 @@ class Reaper:
                 continue
             lifecycle.reapply(session, self.policy, root, f"agent {dead} died; moved to {root.agent_id}")
         return len(roots)
+
+    def _dispatch_waiting(self) -> int:
+        # Host-placed tasks that found no live agent wait undispatched; one may be here now.
+        if self.scheduler is None:
+            return 0
+        with self.sessionmaker.begin() as session:
+            waiting = [
+                t
+                for t in queries.undispatched(session)
+                if self.scheduler.providers.is_host_placed(t.provider)
+            ]
+            for task in waiting:
+                resource = queries.get_resource(session, task.resource_id, None)
+                if resource is not None and self.agents.live_for(session, task.provider):
+                    lifecycle.enqueue(session, self.policy, task, resource)
+            return len(waiting)
 
     def _unstick_trees(self) -> int:
         # A tree with queued changes and none in the works would wait for

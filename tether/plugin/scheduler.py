@@ -30,17 +30,20 @@ class Scheduler:
         self.providers = providers
         self.agents = agents
 
-    def route(self, session: orm.Session, task: Task) -> str:
-        """The routing key of ``task``'s work message, binding its root if needed."""
+    def route(self, session: orm.Session, task: Task) -> str | None:
+        """The routing key of ``task``'s work message, binding its root if needed.
+
+        None when no live agent can take it: the task waits, undispatched,
+        for the reaper to dispatch it once an agent appears, or to fail it
+        naming the provider at its deadline.
+        """
         if not self.providers.is_host_placed(task.provider):
             return task.provider
         root = queries.get_resource(session, task.root_id, None)
         if root is None:
             return task.provider
         agent = self.bound_agent(session, root) or self.bind(session, root)
-        # No live agent: the provider's own queue, which no host-placed agent
-        # consumes; the reaper fails the task naming the provider.
-        return f"{task.provider}.{agent}" if agent else task.provider
+        return f"{task.provider}.{agent}" if agent else None
 
     def bound_agent(self, session: orm.Session, root: Resource) -> str | None:
         if root.agent_id is None:

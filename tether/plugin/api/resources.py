@@ -106,7 +106,10 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
             if row is None:
                 raise NotFound(kind=rtype.name.capitalize(), id=resource_id)
             task = queries.latest_task(session, row.id)
+            agent = queries.get_agent(session, row.agent_id) if row.agent_id else None
         view = views.resource(rtype, row)
+        if agent is not None:
+            view["host"] = agent.host
         if task is not None:
             view["task"] = {"id": task.id, "state": task.state, "href": f"/v1/tasks/{task.id}"}
         return view

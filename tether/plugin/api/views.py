@@ -28,6 +28,10 @@ def resource(rtype: ResourceType, row: Resource, task: Task | None = None) -> di
         created_at=_time(row.created_at),
         updated_at=_time(row.updated_at),
     )
+    if row.agent_id is not None:
+        view["agent_id"] = row.agent_id
+    if row.stats:
+        view["stats"] = row.stats
     if task is not None:
         view["task"] = {"id": task.id, "state": task.state, "href": f"/v1/tasks/{task.id}"}
     return view

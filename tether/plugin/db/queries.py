@@ -209,3 +209,8 @@ def bound_to(session: orm.Session, agent_id: str) -> Sequence[Resource]:
         .where(Resource.agent_id == agent_id, Resource.parent_id.is_(None))
         .order_by(Resource.id)
     ).all()
+
+
+def undispatched(session: orm.Session) -> Sequence[Task]:
+    """PENDING tasks never published because no agent could take them."""
+    return session.scalars(sa.select(Task).where(Task.state == TaskState.PENDING, Task.pending_at.is_(None))).all()

@@ -1,0 +1,286 @@
+"""Load balancing for real: the haproxy driver on host placement, with HTTP
+traffic through it, an agent host that dies, and a clean delete."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import http.server
+import os
+import pathlib
+import signal
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from .daemons import Deployment, free_port
+from .rabbitmq import RabbitMQNode
+
+pytestmark = pytest.mark.functional
+
+
+class Backend:
+    """An HTTP server on loopback that answers with its own name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = name.encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # health checks hang up early; that is not news
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _hits(port: int, count: int = 30) -> collections.Counter[str]:
+    seen: collections.Counter[str] = collections.Counter()
+    for _ in range(count):
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as answer,
+        ):
+            seen[answer.read().decode()] += 1
+    return seen
+
+
+def _eventually(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def _settle(deployment: Deployment, path: str) -> dict[str, Any]:
+    def done() -> Any:
+        response = deployment.http.get(f"{path}?wait=10")
+        if response.status_code == 404:
+            return {"gone": True}
+        body = response.json()
+        return body if not body["provisioning_status"].startswith("PENDING") else None
+
+    return dict(_eventually(done, 60, f"{path} settles"))
+
+
+def _post(deployment: Deployment, collection: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = deployment.http.post(f"/v1/{collection}", json=body)
+    assert response.status_code == 202, response.text
+    settled = _settle(deployment, f"/v1/{collection}/{response.json()['id']}")
+    assert settled["provisioning_status"] == "ACTIVE", (settled, deployment.logs())
+    return settled
+
+
+def _kill_host(deployment: Deployment, agent_name: str) -> None:
+    """The host dies: its agent and the HAProxy processes it started."""
+    agent = next(a for a in deployment.agents if a.name == agent_name)
+    agent.kill()
+    for pidfile in (deployment.root / agent_name / "haproxy").glob("*/haproxy.pid"):
+        for pid in pidfile.read_text().split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+
+
+@pytest.fixture
+def backends() -> Iterator[list[Backend]]:
+    started = [Backend(f"backend-{i}") for i in (1, 2, 3)]
+    yield started
+    for backend in started:
+        with contextlib.suppress(Exception):
+            backend.stop()
+
+
+# The test's own backend servers may leave a health-check connection to be
+# garbage-collected when one is stopped on purpose.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_traffic_follows_the_api_and_survives_the_death_of_its_host(
+    rabbitmq: RabbitMQNode, tmp_path: pathlib.Path, backends: list[Backend]
+) -> None:
+    deployment = Deployment(
+        tmp_path,
+        rabbitmq,
+        agents=2,
+        plugin_options={"providers": "noop,fake,haproxy", "agent_down_time": 4, "reaper_interval": 1},
+        agent_options={"providers": "haproxy", "report_interval": 1},
+    )
+    deployment.start()
+    try:
+        admin = {"X-Roles": "admin"}
+        _eventually(
+            lambda: len(
+                [
+                    p
+                    for p in deployment.http.get("/v1/providers", headers=admin).json()["providers"]
+                    if p["name"] == "haproxy" and len(p["live_agents"]) == 2
+                ]
+            ),
+            30,
+            "agents register",
+        )
+        port = free_port()
+        lb = _post(deployment, "loadbalancers", {"provider": "haproxy", "vip_address": "127.0.0.1"})
+        assert lb["agent_id"] in {"agent-1", "agent-2"} and lb["host"]
+        _post(
+            deployment, "listeners", {"loadbalancer_id": lb["id"], "protocol": "HTTP", "protocol_port": port}
+        )
+        pool = _post(
+            deployment,
+            "pools",
+            {"loadbalancer_id": lb["id"], "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN"},
+        )
+        _post(
+            deployment,
+            "healthmonitors",
+            {
+                "pool_id": pool["id"],
+                "type": "HTTP",
+                "delay": 1,
+                "timeout": 1,
+                "max_retries": 1,
+                "max_retries_down": 1,
+                "url_path": "/",
+            },
+        )
+        members = [
+            _post(
+                deployment,
+                "members",
+                {"pool_id": pool["id"], "address": "127.0.0.1", "protocol_port": b.port, "name": b.name},
+            )
+            for b in backends
+        ]
+
+        # Round robin reaches all three.
+        def all_three() -> collections.Counter[str] | None:
+            hits = _hits(port)
+            return hits if len(hits) == 3 else None
+
+        seen = _eventually(all_three, 20, "all three backends answer")
+        assert max(seen.values()) - min(seen.values()) <= 2, seen
+
+        # Weights: backend-1 gets three shares.
+        deployment.http.put(f"/v1/members/{members[0]['id']}", json={"weight": 3})
+        _settle(deployment, f"/v1/members/{members[0]['id']}")
+        seen = _hits(port, 50)
+        assert seen["backend-1"] > seen["backend-2"] and seen["backend-1"] > seen["backend-3"], seen
+
+        # Remove a member; take another out of service.
+        deployment.http.delete(f"/v1/members/{members[2]['id']}")
+        assert _settle(deployment, f"/v1/members/{members[2]['id']}") == {"gone": True}
+        assert "backend-3" not in _hits(port)
+        deployment.http.put(f"/v1/members/{members[1]['id']}", json={"admin_state_up": False})
+        _settle(deployment, f"/v1/members/{members[1]['id']}")
+        assert set(_hits(port)) == {"backend-1"}
+
+        # A backend that stops goes OFFLINE in the API, by the health check.
+        deployment.http.put(f"/v1/members/{members[1]['id']}", json={"admin_state_up": True})
+        _settle(deployment, f"/v1/members/{members[1]['id']}")
+        backends[1].stop()
+        _eventually(
+            lambda: (
+                deployment.http.get(f"/v1/members/{members[1]['id']}").json()["operating_status"] == "OFFLINE"
+            ),
+            20,
+            "the stopped backend's member goes OFFLINE",
+        )
+        assert deployment.http.get(f"/v1/members/{members[0]['id']}").json()["operating_status"] == "ONLINE"
+
+        # The host of the load balancer dies: it moves, and traffic flows again.
+        first_host = lb["agent_id"]
+        _kill_host(deployment, first_host)
+        killed = time.monotonic()
+        moved = _eventually(
+            lambda: (
+                (b := deployment.http.get(f"/v1/loadbalancers/{lb['id']}").json())["agent_id"] != first_host
+                and b["provisioning_status"] == "ACTIVE"
+                and b
+            ),
+            45,
+            "the load balancer moves to the other agent",
+        )
+        _eventually(lambda: _hits(port, 5)["backend-1"] > 0, 30, "traffic flows through the new host")
+        recovery = time.monotonic() - killed
+        assert recovery < 45, recovery
+        print(f"\n  moved from {first_host} to {moved['agent_id']}; traffic back after {recovery:.1f} s")
+
+        # The dead host comes back: it removes its stale copy and leaves the moved one alone.
+        returning = next(a for a in deployment.agents if a.name == first_host)
+        returning.start()
+        _eventually(
+            lambda: not (tmp_path / first_host / "haproxy" / lb["id"]).exists(),
+            30,
+            "the returning agent removes its stale copy",
+        )
+        assert _hits(port, 5)["backend-1"] > 0
+
+        # The new host's agent restarts with its HAProxy gone: resync brings it back.
+        host = next(a for a in deployment.agents if a.name == moved["agent_id"])
+        assert host.stop() == 0
+        _kill_host(deployment, moved["agent_id"])
+        host.start()
+        _eventually(lambda: _hits(port, 5)["backend-1"] > 0, 30, "the restarted agent restores its HAProxy")
+
+        # Delete everything: the port closes and the process is gone.
+        for member in members[:2]:
+            deployment.http.delete(f"/v1/members/{member['id']}")
+            _settle(deployment, f"/v1/members/{member['id']}")
+        for path in (
+            f"/v1/healthmonitors/{_monitor(deployment, pool['id'])}",
+            f"/v1/pools/{pool['id']}",
+            f"/v1/listeners/{_listener(deployment, lb['id'])}",
+            f"/v1/loadbalancers/{lb['id']}",
+        ):
+            assert deployment.http.delete(path).status_code == 202
+            assert _settle(deployment, path) == {"gone": True}
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            pass
+        assert not list((tmp_path / moved["agent_id"] / "haproxy").glob("*/haproxy.pid"))
+    finally:
+        for agent in deployment.agents:
+            if agent.alive:
+                agent.stop()
+        deployment.plugin.stop()
+        for pidfile in tmp_path.glob("**/haproxy.pid"):
+            for pid in pidfile.read_text().split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+
+
+def _monitor(deployment: Deployment, pool_id: str) -> str:
+    return str(
+        deployment.http.get("/v1/healthmonitors", params={"pool_id": pool_id}).json()["healthmonitors"][0][
+            "id"
+        ]
+    )
+
+
+def _listener(deployment: Deployment, lb_id: str) -> str:
+    return str(
+        deployment.http.get("/v1/listeners", params={"loadbalancer_id": lb_id}).json()["listeners"][0]["id"]
+    )
