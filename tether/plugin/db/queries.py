@@ -213,4 +213,5 @@ def bound_to(session: orm.Session, agent_id: str) -> Sequence[Resource]:
 
 def undispatched(session: orm.Session) -> Sequence[Task]:
     """PENDING tasks never published because no agent could take them."""
-    return session.scalars(sa.select(Task).where(Task.state == TaskState.PENDING, Task.pending_at.is_(None))).all()
+    unpublished = sa.select(Task).where(Task.state == TaskState.PENDING, Task.pending_at.is_(None))
+    return session.scalars(unpublished).all()
