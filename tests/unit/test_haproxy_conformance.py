@@ -8,12 +8,13 @@ import os
 import pathlib
 import signal
 import socket
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
 
-from tether.drivers.base import Driver, Resource
+from tether.drivers.base import Change, Driver, Resource
 from tether.drivers.haproxy import HaproxyDriver
 from tether.drivers.testing import DriverConformance
 
@@ -56,3 +57,44 @@ class TestHaproxyConformance(DriverConformance):
                     assert resource.id in config, f"{resource.type} {resource.id} is not in haproxy.cfg"
                 return dict(held)
         return None
+
+
+def test_a_reload_keeps_established_connections(tmp_path: pathlib.Path) -> None:
+    echo = socket.socket()
+    echo.bind(("127.0.0.1", 0))
+    echo.listen()
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        conn, _ = echo.accept()
+        accepted.append(conn)
+        while data := conn.recv(1024):
+            conn.sendall(data)
+
+    threading.Thread(target=serve, daemon=True).start()
+    kit = TestHaproxyConformance()
+    driver = kit._driver(tmp_path)
+    port = _free_port()
+    member = Resource(
+        "member",
+        "m",
+        "p",
+        {"address": "127.0.0.1", "protocol_port": echo.getsockname()[1], "weight": 1},
+        "pool",
+    )
+    pool = Resource("pool", "pool", "p", {"protocol": "TCP", "lb_algorithm": "ROUND_ROBIN"}, "lb", (member,))
+    listener = Resource("listener", "l", "p", {"protocol": "TCP", "protocol_port": port}, "lb")
+    lb = Resource(
+        "loadbalancer", "lb", "p", {"provider": "haproxy", "vip_address": "127.0.0.1"}, None, (listener, pool)
+    )
+    driver.create(Change("t1", "create", 1, 1, None, lb, lb))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        client.sendall(b"before")
+        assert client.recv(1024) == b"before"
+        heavier = lb.replaced(Resource("member", "m", "p", dict(member.attributes) | {"weight": 5}, "pool"))
+        driver.update(Change("t2", "update", 2, 1, None, heavier, heavier))  # a reload with -sf
+        client.sendall(b"after the reload")
+        assert client.recv(1024) == b"after the reload"
+    echo.close()
+    for conn in accepted:
+        conn.close()
