@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import datetime
+import json
 import logging
 import sys
 from collections.abc import Iterator
@@ -19,6 +21,15 @@ from oslo_config import cfg
 
 LOG_OPTS: list[cfg.Opt] = [
     cfg.BoolOpt("debug", default=False, help="Log at DEBUG level instead of INFO."),
+    cfg.StrOpt(
+        "log_format",
+        default="text",
+        choices=[
+            ("text", "one human-readable line per record"),
+            ("json", "one JSON object per line, for log shippers"),
+        ],
+        help="How log records are written.",
+    ),
     cfg.StrOpt(
         "log_file",
         help="File to append log lines to; standard error when unset (what systemd "
@@ -63,13 +74,34 @@ def install_record_factory() -> None:
     logging.setLogRecordFactory(make_record)
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, request id,
+    process, and the traceback when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", "-"),
+            "pid": record.process,
+        }
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
 def setup(conf: cfg.ConfigOpts) -> None:
     handler: logging.Handler
     if conf.log_file:
         handler = logging.FileHandler(conf.log_file)
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT, defaults={"request_id": "-"}))
+    if conf.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(FORMAT, defaults={"request_id": "-"}))
     install_record_factory()
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -107,7 +107,13 @@ class Plugin:
             limiter=throttle.RateLimiter(conf.api.rate_limit, conf.api.rate_burst),
         )
         self.api.waiters.install(self.sessionmaker)
-        self.app = create_app(self.api)
+        self.app = create_app(self.api, self._broker_problem)
+
+    def _broker_problem(self) -> str | None:
+        down = [loop.name for loop in (self.relay, self.results) if not loop.connected.is_set()]
+        if down:
+            return f"not connected to the broker at {self.broker.url.masked}: {', '.join(down)}"
+        return None
 
     def start(self) -> None:
         self._rpc_server = rpc.get_server(rpc.get_transport(self.conf), self.conf.host, [self.endpoint])

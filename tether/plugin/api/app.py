@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from tether import __version__
 from tether.common import log
-from tether.plugin.api import agents, errors, resources, tasks
+from tether.plugin.api import agents, errors, health, resources, tasks
 from tether.plugin.api.deps import Api
 
 LOG = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ REQUEST_ID_HEADER = "X-Request-Id"
 _CLIENT_REQUEST_ID = re.compile(r"^req-[0-9a-f-]{36}$")
 
 
-def create_app(api: Api) -> fastapi.FastAPI:
+def create_app(api: Api, broker_ready: health.Probe = lambda: None) -> fastapi.FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: fastapi.FastAPI) -> AsyncIterator[None]:
         # Endpoints that touch the database run in threads; bound them so a
@@ -104,4 +104,5 @@ def create_app(api: Api) -> fastapi.FastAPI:
         app.include_router(resources.router(api, rtype))
     app.include_router(tasks.router(api))
     app.include_router(agents.router(api))
+    app.include_router(health.router(api, broker_ready))
     return app
