@@ -40,3 +40,36 @@ def test_the_json_log_format_writes_one_object_per_line(conf: cfg.ConfigOpts) ->
         )
     entry = json.loads(formatter.format(record))
     assert (entry["message"], entry["request_id"], entry["level"]) == ("task t1 done", "req-123", "INFO")
+
+
+def test_the_plugin_serves_prometheus_metrics_of_tasks_agents_and_backlog(
+    client: TestClient, pipeline: list[Agent]
+) -> None:
+    lb = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
+    wait_for(lambda: client.get(f"/v1/tasks/{lb['task']['id']}?wait=5").json()["state"] == "SUCCEEDED")
+    wait_for(lambda: 'tether_live_agents{provider="noop"} 2.0' in client.get("/metrics").text)
+    text = client.get("/metrics").text
+    assert 'tether_tasks_finished_total{operation="create",provider="noop",state="SUCCEEDED"}' in text
+    assert "tether_task_seconds_bucket" in text
+    assert 'tether_driver_call_seconds_count{driver="noop",operation="create",outcome="succeeded"}' in text
+
+
+def test_an_agent_serves_metrics_and_health_on_its_own_port(
+    conf: cfg.ConfigOpts, pipeline: list[Agent]
+) -> None:
+    import urllib.request
+
+    from tether.agent.status_server import StatusServer
+
+    agent = pipeline[0]
+    server = StatusServer("127.0.0.1", 0, agent.problems)
+    server.start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        wait_for(agent.consumer.connected.is_set)
+        with urllib.request.urlopen(f"{base}/readyz") as ready:
+            assert json.loads(ready.read()) == {"status": "ready", "problems": []}
+        with urllib.request.urlopen(f"{base}/metrics") as scraped:
+            assert b"tether_agent_tasks_in_flight" in scraped.read()
+    finally:
+        server.stop()

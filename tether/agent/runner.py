@@ -20,7 +20,7 @@ from typing import Any
 
 from tether.agent.driver_manager import AgentCallbacks
 from tether.agent.plugin_api import PluginApi
-from tether.common import log, messages
+from tether.common import log, messages, metrics
 from tether.common.states import Outcome
 from tether.drivers.base import Change, Driver, DriverError, InProgress, NotSupported, Resource
 
@@ -103,6 +103,7 @@ class Runner:
                     task["provider"],
                 )
             error: DriverError | None = None
+            began = time.monotonic()
             try:
                 answer = self._call(work, attempt, pending)
             except DriverError as exc:
@@ -114,7 +115,12 @@ class Runner:
                     "see the agent's log."
                 )
                 LOG.exception("task %s: driver %s raised", task["id"], task["provider"])
-            else:
+            finally:
+                outcome = "failed" if error is not None else "succeeded"
+                metrics.DRIVER_SECONDS.labels(task["provider"], task["operation"], outcome).observe(
+                    time.monotonic() - began
+                )
+            if error is None:
                 if isinstance(answer, InProgress):
                     LOG.info(
                         "task %s in progress on the device: %s; asking again in %.1f s",

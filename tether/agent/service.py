@@ -14,7 +14,8 @@ from tether.agent.consumer import WorkConsumer
 from tether.agent.heartbeat import Heartbeat
 from tether.agent.plugin_api import PluginApi
 from tether.agent.runner import Runner
-from tether.common import rpc, transport
+from tether.agent.status_server import StatusServer
+from tether.common import metrics, rpc, transport
 
 LOG = logging.getLogger(__name__)
 
@@ -69,6 +70,13 @@ OPTS: list[cfg.Opt] = [
         min=0.1,
         help="Seconds to wait for the plugin to answer a claim or a state report before trying again.",
     ),
+    cfg.PortOpt(
+        "metrics_port",
+        default=0,
+        help="Port of the agent's /metrics, /healthz and /readyz; 0 serves none. Give each agent "
+        "on a host its own.",
+    ),
+    cfg.HostAddressOpt("metrics_host", default="127.0.0.1", help="Address the metrics port listens on."),
     cfg.FloatOpt(
         "shutdown_timeout",
         default=30.0,
@@ -116,6 +124,14 @@ class Agent:
             self.converge,
         )
 
+    def problems(self) -> list[str]:
+        found = []
+        if not self.consumer.connected.is_set():
+            found.append(f"not connected to the broker at {self.consumer.broker.url.masked}")
+        if self.consumer._paused:  # noqa: SLF001 - the consumer's own flag
+            found.append("disabled by an administrator")
+        return found
+
     def converge(self, bound: dict[str, list[str]], sent_at: float) -> None:
         """Host-placed drivers keep exactly the roots bound to this agent."""
         for name, driver in self.drivers.items():
@@ -140,6 +156,7 @@ class Agent:
 
     def state(self) -> dict[str, Any]:
         statuses, stats = self._driver_reports()
+        metrics.IN_FLIGHT.set(self.consumer.in_flight)
         return {
             "agent_id": self.agent_id,
             "host": self.conf.host,
@@ -156,6 +173,11 @@ class Agent:
     def start(self) -> None:
         self.consumer.start()
         self.heartbeat.start()
+        if self.conf.agent.metrics_port:
+            self.status_server = StatusServer(
+                self.conf.agent.metrics_host, self.conf.agent.metrics_port, self.problems
+            )
+            self.status_server.start()
         LOG.info(
             "agent %s on host %s serves providers %s with %d workers via %s",
             self.agent_id,
@@ -165,7 +187,11 @@ class Agent:
             self.consumer.broker.url.masked,
         )
 
+    status_server: StatusServer | None = None
+
     def stop(self) -> None:
+        if self.status_server is not None:
+            self.status_server.stop()
         self.consumer.stop(timeout=self.conf.agent.shutdown_timeout + 5)
         self.heartbeat.stop()
         for driver in self.drivers.values():

@@ -35,6 +35,7 @@ from typing import Any
 import kombu
 from oslo_config import cfg
 
+from tether.common import metrics
 from tether.common.exceptions import ConfigError, PublishNotConfirmed
 
 
@@ -332,6 +333,7 @@ class DeadLetters:
         publisher.publish([self.broker.dead_letter_envelope(m, r) for m, r in batch])
         for message, _ in batch:
             message.ack()
+        metrics.DEAD_LETTERS.labels(self.kind).inc(len(batch))
 
     def clear(self) -> None:
         self._pending.clear()

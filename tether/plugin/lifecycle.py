@@ -27,7 +27,7 @@ from typing import Any
 from oslo_config import cfg
 from sqlalchemy import orm
 
-from tether.common import messages, transport
+from tether.common import messages, metrics, transport
 from tether.common.states import OperatingStatus, Operation, ProvisioningStatus, TaskState
 from tether.plugin.db import queries
 from tether.plugin.db.models import Outbox, Resource, Task, utcnow
@@ -37,6 +37,7 @@ LOG = logging.getLogger(__name__)
 #: ``session.info`` key: (task id, resource id) of tasks that reached a
 #: terminal state in the session, for whoever waits on them after commit.
 FINISHED = "tether.finished"
+FINISHED_METRICS = "tether.finished-metrics"
 
 OPTS: list[cfg.Opt] = [
     cfg.IntOpt(
@@ -150,6 +151,7 @@ def retry_or_fail(
         delay = policy.backoff(task.attempt) if delay is None else delay
         task.error_type, task.error_message = error_type[:64], reason
         enqueue(session, policy, task, resource, delay)
+        metrics.RETRIES.labels(task.provider, error_type[:64]).inc()
         LOG.warning(
             "task %s: %s; retrying in %.1f s (attempt %d of %d failed)",
             task.id,
@@ -287,6 +289,11 @@ def _finish(session: orm.Session, policy: Policy, task: Task, state: TaskState) 
     queries.delete_outbox_of(session, task.id)
     finished = session.info.setdefault(FINISHED, [])
     finished.append((task.id, task.resource_id))
+    # Counted after commit (see tether.plugin.waiters), so a rollback counts nothing.
+    elapsed = (task.finished_at - task.created_at).total_seconds() if task.created_at else 0.0
+    session.info.setdefault(FINISHED_METRICS, []).append(
+        (task.provider, task.operation, state.value, elapsed)
+    )
     LOG.info(
         "task %s (%s %s %s, attempt %d on agent %s) %s%s",
         task.id,

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import orm
 
 from tether import __version__
-from tether.common import log, rpc
+from tether.common import log, metrics, rpc
 from tether.common.states import OperatingStatus, TaskState
 from tether.plugin import lifecycle
 from tether.plugin.agents import Registry
@@ -88,6 +88,8 @@ class PluginEndpoint:
             task.running_at = now
             task.deadline = now + datetime.timedelta(seconds=driver_timeout + self.policy.result_grace)
             queries.delete_outbox_of(session, task.id)
+            if redelivered:
+                metrics.REDELIVERIES.labels(task.provider).inc()
             session.add(
                 TaskAttempt(
                     task_id=task.id,

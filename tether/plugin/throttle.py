@@ -24,6 +24,7 @@ import time
 from oslo_config import cfg
 from sqlalchemy import orm
 
+from tether.common import metrics
 from tether.common.exceptions import TetherError
 from tether.common.states import TaskState
 from tether.plugin.db import queries
@@ -96,6 +97,7 @@ class RateLimiter:
                 return
             retry = max(1, math.ceil((1 - bucket.tokens) / self.rate))
             self.refused[project] += 1
+            metrics.REFUSED.labels("rate_limit").inc()
         _log_once(
             self._last_log,
             project,
@@ -129,6 +131,7 @@ class Backpressure:
         if backlog < self.limit:
             return
         self.refused[provider] += 1
+        metrics.REFUSED.labels("backlog").inc()
         _log_once(
             self._last_log,
             provider,

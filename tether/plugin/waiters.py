@@ -21,7 +21,8 @@ from typing import Any
 
 from sqlalchemy import event, orm
 
-from tether.plugin.lifecycle import FINISHED
+from tether.common import metrics
+from tether.plugin.lifecycle import FINISHED, FINISHED_METRICS
 
 
 class Waiters:
@@ -71,10 +72,14 @@ class Waiters:
     def _after_commit(self, session: orm.Session) -> None:
         for task_id, _resource_id in session.info.pop(FINISHED, []):
             self.notify(task_id)
+        for provider, operation, state, seconds in session.info.pop(FINISHED_METRICS, []):
+            metrics.TASKS_FINISHED.labels(provider, operation, state).inc()
+            metrics.TASK_SECONDS.labels(provider, state).observe(seconds)
 
     @staticmethod
     def _after_rollback(session: orm.Session) -> None:
         session.info.pop(FINISHED, None)
+        session.info.pop(FINISHED_METRICS, None)
 
 
 def _resolve(future: asyncio.Future[Any]) -> None:

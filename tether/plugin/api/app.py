@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from tether import __version__
 from tether.common import log
-from tether.plugin.api import agents, errors, health, resources, tasks
+from tether.plugin.api import agents, errors, health, metrics, resources, tasks
 from tether.plugin.api.deps import Api
 
 LOG = logging.getLogger(__name__)
@@ -105,4 +105,5 @@ def create_app(api: Api, broker_ready: health.Probe = lambda: None) -> fastapi.F
     app.include_router(tasks.router(api))
     app.include_router(agents.router(api))
     app.include_router(health.router(api, broker_ready))
+    app.include_router(metrics.router(api))
     return app

@@ -1,0 +1,72 @@
+"""``/metrics``: the plugin's Prometheus endpoint.
+
+Counters and histograms live in the process-wide registry
+(:mod:`tether.common.metrics`); what the database knows (backlog, oldest
+waiting task, live agents) is read when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import fastapi
+import prometheus_client
+import sqlalchemy as sa
+from fastapi.responses import Response
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.concurrency import run_in_threadpool
+
+from tether.common.states import TaskState
+from tether.plugin.api.deps import Api
+from tether.plugin.db import queries
+from tether.plugin.db.models import Task, UTCDateTime, utcnow
+
+
+class DatabaseCollector(Collector):
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        backlog = GaugeMetricFamily(
+            "tether_tasks", "Unfinished tasks by provider and state.", labels=["provider", "state"]
+        )
+        oldest = GaugeMetricFamily(
+            "tether_oldest_pending_task_seconds",
+            "Age of the oldest published, unclaimed task by provider.",
+            labels=["provider"],
+        )
+        live = GaugeMetricFamily(
+            "tether_live_agents", "Live, enabled agents by provider.", labels=["provider"]
+        )
+        with self.api.reader() as session:
+            for (provider, state), count in queries.backlog(session).items():
+                backlog.add_metric([provider, state], count)
+            now = utcnow()
+            for provider, since in session.execute(
+                sa.select(Task.provider, sa.type_coerce(sa.func.min(Task.pending_at), UTCDateTime()))
+                .where(Task.state == TaskState.PENDING, Task.pending_at.is_not(None))
+                .group_by(Task.provider)
+            ).all():
+                if since is not None:
+                    oldest.add_metric([provider], max((now - since).total_seconds(), 0.0))
+            for provider in self.api.changes.providers.names:
+                live.add_metric([provider], len(self.api.agents.live_for(session, provider)))
+        yield backlog
+        yield oldest
+        yield live
+
+
+def router(api: Api) -> fastapi.APIRouter:
+    r = fastapi.APIRouter(tags=["health"])
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(DatabaseCollector(api))
+
+    @r.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        def render() -> bytes:
+            return prometheus_client.generate_latest() + prometheus_client.generate_latest(registry)
+
+        return Response(await run_in_threadpool(render), media_type=prometheus_client.CONTENT_TYPE_LATEST)
+
+    return r
