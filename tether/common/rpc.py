@@ -72,6 +72,16 @@ def get_transport(conf: cfg.ConfigOpts) -> Any:
     return transport
 
 
+def get_notification_transport(conf: cfg.ConfigOpts) -> Any:
+    url = "fake://" if parse_url(conf.transport_url).in_memory else conf.transport_url
+    return oslo_messaging.get_notification_transport(conf, url=url)
+
+
+def get_notifier(conf: cfg.ConfigOpts, publisher_id: str) -> Any:
+    """A notifier configured by ``[oslo_messaging_notifications]`` (off unless a driver is set)."""
+    return oslo_messaging.Notifier(get_notification_transport(conf), publisher_id=publisher_id, retry=3)
+
+
 def server_target(host: str) -> Any:
     return oslo_messaging.Target(topic=TOPIC, server=host)
 

@@ -29,6 +29,7 @@ from sqlalchemy import orm
 
 from tether.common import messages, metrics, transport
 from tether.common.states import OperatingStatus, Operation, ProvisioningStatus, TaskState
+from tether.plugin import notifications
 from tether.plugin.db import queries
 from tether.plugin.db.models import Outbox, Resource, Task, utcnow
 
@@ -109,6 +110,7 @@ def enqueue(session: orm.Session, policy: Policy, task: Task, resource: Resource
     not_before = now + datetime.timedelta(seconds=delay) if delay else None
     task.state = TaskState.PENDING
     task.pending_at = now
+    _notify_task(session, task)
     task.claim_id = None
     task.deadline = (not_before or now) + datetime.timedelta(seconds=policy.pending_timeout)
     routing_key = policy.router(session, task) if policy.router else task.provider
@@ -184,6 +186,7 @@ def succeed(session: orm.Session, policy: Policy, task: Task, statuses: dict[str
         if task.operation == Operation.DELETE:
             session.delete(resource)
             session.flush()
+            _notify_resource(session, task, "DELETED")
         else:
             if task.generation >= resource.applied_generation:
                 resource.applied_generation = task.generation
@@ -191,6 +194,7 @@ def succeed(session: orm.Session, policy: Policy, task: Task, statuses: dict[str
             if resource.generation == task.generation:
                 resource.provisioning_status = ProvisioningStatus.ACTIVE
                 resource.last_error = None
+                _notify_resource(session, task, ProvisioningStatus.ACTIVE)
     _finish(session, policy, task, TaskState.SUCCEEDED)
 
 
@@ -200,6 +204,7 @@ def fail(session: orm.Session, policy: Policy, task: Task, error_type: str, mess
     if resource is not None and resource.generation == task.generation:
         resource.provisioning_status = ProvisioningStatus.ERROR
         resource.last_error = message
+        _notify_resource(session, task, ProvisioningStatus.ERROR)
         if task.operation == Operation.CREATE:
             resource.operating_status = OperatingStatus.OFFLINE
     _finish(session, policy, task, TaskState.FAILED)
@@ -287,6 +292,7 @@ def _finish(session: orm.Session, policy: Policy, task: Task, state: TaskState) 
     task.finished_at = utcnow()
     task.deadline = None
     queries.delete_outbox_of(session, task.id)
+    _notify_task(session, task)
     finished = session.info.setdefault(FINISHED, [])
     finished.append((task.id, task.resource_id))
     # Counted after commit (see tether.plugin.waiters), so a rollback counts nothing.
@@ -307,6 +313,43 @@ def _finish(session: orm.Session, policy: Policy, task: Task, state: TaskState) 
     )
     if was_working:
         advance(session, policy, task.root_id)
+
+
+def _notify_task(session: orm.Session, task: Task) -> None:
+    notifications.record(session, f"tether.task.{task.state.lower()}", notification_payload(task))
+
+
+def notification_payload(task: Task) -> dict[str, Any]:
+    return {
+        "task_id": task.id,
+        "state": task.state,
+        "operation": task.operation,
+        "resource_type": task.resource_type,
+        "resource_id": task.resource_id,
+        "root_id": task.root_id,
+        "provider": task.provider,
+        "project_id": task.project_id,
+        "request_id": task.request_id,
+        "attempt": task.attempt,
+        "agent_id": task.agent_id,
+        "error_type": task.error_type,
+        "error_message": task.error_message,
+    }
+
+
+def _notify_resource(session: orm.Session, task: Task, status: str) -> None:
+    notifications.record(
+        session,
+        f"tether.{task.resource_type}.{status.lower()}",
+        {
+            "resource_id": task.resource_id,
+            "resource_type": task.resource_type,
+            "status": status,
+            "project_id": task.project_id,
+            "task_id": task.id,
+            "request_id": task.request_id,
+        },
+    )
 
 
 def work_task(task: Task) -> dict[str, Any]:

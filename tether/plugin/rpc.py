@@ -16,7 +16,7 @@ from sqlalchemy import orm
 from tether import __version__
 from tether.common import log, metrics, rpc
 from tether.common.states import OperatingStatus, TaskState
-from tether.plugin import lifecycle
+from tether.plugin import lifecycle, notifications
 from tether.plugin.agents import Registry
 from tether.plugin.db import queries
 from tether.plugin.db.models import Resource, Task, TaskAttempt, utcnow
@@ -99,6 +99,7 @@ class PluginEndpoint:
                     claimed_at=now,
                 )
             )
+            notifications.record(session, "tether.task.running", lifecycle.notification_payload(task))
             LOG.info(
                 "task %s claimed by agent %s (attempt %d of %d%s)",
                 task.id,

@@ -19,6 +19,7 @@ from tether.plugin.api.app import create_app
 from tether.plugin.api.deps import Api
 from tether.plugin.changes import Changes
 from tether.plugin.db import migration, session
+from tether.plugin.notifications import Notifications
 from tether.plugin.providers import Providers
 from tether.plugin.rpc import PluginEndpoint
 from tether.plugin.scheduler import Scheduler
@@ -107,6 +108,8 @@ class Plugin:
             limiter=throttle.RateLimiter(conf.api.rate_limit, conf.api.rate_burst),
         )
         self.api.waiters.install(self.sessionmaker)
+        self.notifications = Notifications(conf)
+        self.notifications.install(self.sessionmaker)
         self.app = create_app(self.api, self._broker_problem)
 
     def _broker_problem(self) -> str | None:
@@ -150,6 +153,7 @@ class Plugin:
             self._rpc_server.stop()
             self._rpc_server.wait()
         self.reaper.stop()
+        self.notifications.stop()
         self.relay.stop()
         self.results.stop()
         self.engine.dispose()

@@ -1,0 +1,47 @@
+"""oslo.messaging notifications of task and resource state changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+from oslo_config import cfg
+from oslo_messaging.notify import _impl_test
+
+from tests.unit.conftest import finish, wait_for
+from tether.plugin.service import Plugin
+
+
+def _events() -> list[tuple[str, dict[str, Any]]]:
+    return [(n[1]["event_type"], n[1]["payload"]) for n in _impl_test.NOTIFICATIONS]
+
+
+def test_task_and_resource_changes_are_notified_when_enabled(conf: cfg.ConfigOpts, plugin: Plugin) -> None:
+    conf.set_override("driver", ["test"], group="oslo_messaging_notifications")
+    _impl_test.reset()
+    enabled = Plugin(conf)
+    try:
+        with TestClient(enabled.app) as client:
+            lb = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
+            finish(enabled, lb["task"]["id"])
+        wait_for(lambda: len(_events()) >= 4)
+        types = [t for t, _ in _events()]
+        assert types[:4] == [
+            "tether.task.pending",
+            "tether.task.running",
+            "tether.loadbalancer.active",
+            "tether.task.succeeded",
+        ]
+        payload = dict(_events())["tether.task.succeeded"]
+        assert (payload["task_id"], payload["resource_id"]) == (lb["task"]["id"], lb["id"])
+    finally:
+        enabled.notifications.stop()
+        _impl_test.reset()
+
+
+def test_nothing_is_notified_by_default(client: TestClient, plugin: Plugin) -> None:
+    _impl_test.reset()
+    lb = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
+    finish(plugin, lb["task"]["id"])
+    assert not plugin.notifications.enabled
+    assert _events() == []

@@ -1,0 +1,68 @@
+"""oslo.messaging notifications of task and resource state changes.
+
+Other services subscribe the OpenStack way: ``tether.task.<state>`` for every
+task state change (``tether.task.pending``, ``.running``, ``.succeeded``,
+``.failed``, ...) and ``tether.<type>.<status>`` for a resource's
+provisioning status when a task finishes (``tether.loadbalancer.active``,
+``tether.member.error``, ``tether.listener.deleted``).
+
+Off by default; ``[oslo_messaging_notifications] driver = messagingv2`` turns
+them on (topic ``notifications`` unless ``topics`` says otherwise). Events are
+collected in the transaction that caused them and sent after it commits, by
+a thread of their own, so a slow broker never holds a database transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any
+
+from oslo_config import cfg
+from sqlalchemy import event, orm
+
+from tether.common import rpc
+
+LOG = logging.getLogger(__name__)
+
+#: ``session.info`` key: (event type, payload) pairs to send after commit.
+EVENTS = "tether.events"
+
+
+def record(session: orm.Session, event_type: str, payload: dict[str, Any]) -> None:
+    session.info.setdefault(EVENTS, []).append((event_type, payload))
+
+
+class Notifications:
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        self._notifier = rpc.get_notifier(conf, f"tether.plugin.{conf.host}")
+        drivers = [d for d in conf.oslo_messaging_notifications.driver if d != "noop"]
+        self.enabled = bool(drivers)
+        self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._send, name="notifications", daemon=True)
+
+    def install(self, sessionmaker: orm.sessionmaker[orm.Session]) -> None:
+        if not self.enabled:
+            return
+        event.listen(sessionmaker, "after_commit", self._after_commit)
+        event.listen(sessionmaker, "after_rollback", lambda session: session.info.pop(EVENTS, None))
+        self._thread.start()
+        LOG.info("sending notifications of task and resource state changes")
+
+    def stop(self) -> None:
+        if self.enabled:
+            self._queue.put(None)
+            self._thread.join(10)
+
+    def _after_commit(self, session: orm.Session) -> None:
+        for item in session.info.pop(EVENTS, []):
+            self._queue.put(item)
+
+    def _send(self) -> None:
+        while (item := self._queue.get()) is not None:
+            event_type, payload = item
+            try:
+                self._notifier.info({}, event_type, payload)
+            except Exception as exc:  # noqa: BLE001 - a lost notification must not stop the others
+                LOG.warning("notification %s not sent: %s", event_type, exc)
