@@ -1,0 +1,87 @@
+"""The ``tether`` command line, against a real API server."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+
+from tether.agent.service import Agent
+from tether.cli.main import main
+from tether.plugin.service import Plugin
+
+
+@pytest.fixture
+def api_url(plugin: Plugin, pipeline: list[Agent], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(plugin.app, host="127.0.0.1", port=port, log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("TETHER_URL", url)
+    monkeypatch.setenv("HOME", "/nonexistent")  # no cli.ini of the developer's
+    yield url
+    server.should_exit = True
+    thread.join(10)
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    return int(exit_.value.code or 0), out, err
+
+
+def test_create_with_wait_shows_progress_and_the_result(
+    api_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _run(
+        capsys, "-f", "json", "loadbalancer", "create", "--provider", "noop", "--name", "web", "--wait"
+    )
+    assert code == 0
+    assert json.loads(out)["state"] == "SUCCEEDED"
+    assert "SUCCEEDED" in err  # the live progress lines
+    code, out, _ = _run(capsys, "loadbalancer", "list")
+    assert code == 0 and "web" in out and "ACTIVE" in out and out.startswith("+")
+
+
+def test_a_failed_task_exits_non_zero_with_its_error(
+    api_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(
+        capsys,
+        "loadbalancer",
+        "create",
+        "--provider",
+        "fake",
+        "--metadata",
+        "fake.fail=disk full on the appliance",
+        "--wait",
+    )
+    assert code == 1
+    assert "failed: disk full on the appliance" in err
+
+
+def test_api_errors_are_printed_for_people(api_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "loadbalancer", "create", "--provider", "acme-missing")
+    assert code == 1
+    assert "has no configured driver" in err and "request req-" in err
+
+
+def test_tasks_agents_and_providers_have_commands(api_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _run(capsys, "loadbalancer", "create", "--provider", "noop", "--wait")
+    code, out, _ = _run(capsys, "-f", "value", "task", "list", "--state", "SUCCEEDED")
+    assert code == 0 and "SUCCEEDED create loadbalancer" in out
+    code, out, _ = _run(capsys, "--roles", "admin", "-f", "yaml", "provider", "list")
+    assert code == 0 and "name: noop" in out
+    code, out, _ = _run(capsys, "--roles", "admin", "agent", "list")
+    assert code == 0 and "agent-1" in out

@@ -1,0 +1,1 @@
+"""``tether``: the command-line client of the REST API."""
