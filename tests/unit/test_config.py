@@ -69,3 +69,17 @@ def test_a_plugin_on_an_unmigrated_database_says_which_command_to_run(tmp_path: 
         "tether.cmd.plugin", ini, f"[DEFAULT]\ntransport_url = memory://\nstate_path = {tmp_path}\n"
     )
     assert f"tether-manage --config-file {ini} db upgrade" in stderr
+
+
+def test_manage_status_reports_agents_backlog_and_what_needs_attention(tmp_path: pathlib.Path) -> None:
+    ini = tmp_path / "plugin.ini"
+    ini.write_text(f"[DEFAULT]\nstate_path = {tmp_path}\n")
+    manage = [sys.executable, "-m", "tether.cmd.manage", "--config-file", str(ini)]
+    behind = subprocess.run([*manage, "status"], capture_output=True, text=True, timeout=60)
+    assert behind.returncode == 1
+    assert "ATTENTION: the schema is behind: run tether-manage db upgrade" in behind.stdout
+    subprocess.run([*manage, "db", "upgrade"], check=True, capture_output=True, timeout=60)
+    fine = subprocess.run([*manage, "status"], capture_output=True, text=True, timeout=60)
+    assert fine.returncode == 0, fine.stdout + fine.stderr
+    assert "agents    0 alive, 0 dead" in fine.stdout
+    assert "nothing needs attention" in fine.stdout

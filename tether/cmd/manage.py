@@ -19,9 +19,10 @@ from collections.abc import Sequence
 
 from oslo_config import cfg
 
-from tether.cmd import daemon, dead_letters
+from tether.cmd import daemon, dead_letters, status
 from tether.common import transport
 from tether.common.exceptions import ConfigError, TetherError
+from tether.plugin import agents
 from tether.plugin.db import migration, session
 
 PROG = "tether-manage"
@@ -43,6 +44,10 @@ def _add_commands(subparsers: object) -> None:
     upgrade = db_actions.add_parser("upgrade", help="Upgrade the schema (to the newest by default).")
     upgrade.add_argument("--revision", default="head", help="Revision to upgrade to.")
     db_actions.add_parser("current", help="Print the schema revision and whether it is the newest.")
+
+    subparsers.add_parser(  # type: ignore[attr-defined]
+        "status", help="What an operator checks first: schema, agents, backlog, outbox, recent failures."
+    )
 
     letters = subparsers.add_parser(  # type: ignore[attr-defined]
         "dead-letters",
@@ -88,12 +93,15 @@ COMMAND = cfg.SubCommandOpt("command", title="commands", handler=_add_commands)
 def _register(conf: cfg.ConfigOpts) -> None:
     conf.register_cli_opt(COMMAND)
     conf.register_opts(session.OPTS, group=session.GROUP)
+    conf.register_opts(agents.OPTS, group="plugin")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     conf = daemon.configure(argv, PROG, [_register])
     if conf.command.name == "dead-letters":
         sys.exit(_dead_letters(conf))
+    if conf.command.name == "status":
+        sys.exit(status.status_command(conf))
     _db(conf)
 
 
