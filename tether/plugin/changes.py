@@ -254,6 +254,7 @@ class Changes:
             state=TaskState.QUEUED,
             attempt=0,
             request_id=ctx.request_id,
+            callback_url=ctx.callback_url,
             created_at=utcnow(),
             queued_at=utcnow(),
         )

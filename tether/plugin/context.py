@@ -10,6 +10,8 @@ class RequestContext:
     project_id: str
     roles: frozenset[str] = frozenset()
     request_id: str | None = None
+    #: where to POST the task this request starts, when it finishes
+    callback_url: str | None = None
 
     @property
     def is_admin(self) -> bool:

@@ -29,7 +29,7 @@ from sqlalchemy import orm
 
 from tether.common import messages, metrics, transport
 from tether.common.states import OperatingStatus, Operation, ProvisioningStatus, TaskState
-from tether.plugin import notifications
+from tether.plugin import callbacks, notifications
 from tether.plugin.db import queries
 from tether.plugin.db.models import Outbox, Resource, Task, utcnow
 
@@ -293,6 +293,7 @@ def _finish(session: orm.Session, policy: Policy, task: Task, state: TaskState) 
     task.deadline = None
     queries.delete_outbox_of(session, task.id)
     _notify_task(session, task)
+    callbacks.schedule(session, task)
     finished = session.info.setdefault(FINISHED, [])
     finished.append((task.id, task.resource_id))
     # Counted after commit (see tether.plugin.waiters), so a rollback counts nothing.

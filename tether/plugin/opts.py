@@ -7,6 +7,7 @@ from oslo_config import cfg
 from tether.common import rpc
 from tether.plugin import (
     agents,
+    callbacks,
     changes,
     dispatch,
     idempotency,
@@ -34,4 +35,5 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
         ),
         (app.GROUP, app.OPTS + changes.OPTS + idempotency.OPTS + throttle.OPTS),
         (session.GROUP, session.OPTS),
+        (callbacks.GROUP, callbacks.OPTS),
     ]

@@ -14,7 +14,8 @@ from oslo_config import cfg
 from tether.common import rpc, transport
 from tether.common.exceptions import ConfigError
 from tether.common.resource_types import Registry
-from tether.plugin import agents, dispatch, lifecycle, reaper, results, throttle
+from tether.plugin import agents, callbacks, dispatch, lifecycle, reaper, results, throttle
+from tether.plugin.api import views
 from tether.plugin.api.app import create_app
 from tether.plugin.api.deps import Api
 from tether.plugin.changes import Changes
@@ -106,8 +107,10 @@ class Plugin:
             idempotency_retention=conf.api.idempotency_retention,
             max_wait=conf.api.max_wait,
             limiter=throttle.RateLimiter(conf.api.rate_limit, conf.api.rate_burst),
+            check_callback=lambda url: callbacks.check_url(conf, url),
         )
         self.api.waiters.install(self.sessionmaker)
+        self.callbacks = callbacks.Deliverer(conf, self.sessionmaker, lambda session, task: views.task(task))
         self.notifications = Notifications(conf)
         self.notifications.install(self.sessionmaker)
         self.app = create_app(self.api, self._broker_problem)
@@ -124,6 +127,7 @@ class Plugin:
         self.relay.start()
         self.results.start()
         self.reaper.start()
+        self.callbacks.start()
         LOG.info(
             "plugin on %s: providers %s; resource types %s; database %s; broker %s",
             self.conf.host,
@@ -153,6 +157,7 @@ class Plugin:
             self._rpc_server.stop()
             self._rpc_server.wait()
         self.reaper.stop()
+        self.callbacks.stop()
         self.notifications.stop()
         self.relay.stop()
         self.results.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import fastapi
@@ -11,6 +12,7 @@ from sqlalchemy import orm
 
 from tether.common.exceptions import InvalidInput, PayloadTooLarge
 from tether.common.resource_types import Registry
+from tether.plugin import callbacks
 from tether.plugin.agents import Registry as AgentRegistry
 from tether.plugin.changes import Changes
 from tether.plugin.context import RequestContext
@@ -36,6 +38,7 @@ class Api:
     max_wait: float = 60.0
     waiters: Waiters = dataclasses.field(default_factory=Waiters)
     limiter: RateLimiter = dataclasses.field(default_factory=lambda: RateLimiter(0, 1))
+    check_callback: Callable[[str], str] = lambda url: url
 
     def check_wait(self, wait: float) -> None:
         if wait > self.max_wait:
@@ -49,8 +52,14 @@ def context(request: fastapi.Request) -> RequestContext:
     if len(project) > MAX_PROJECT_ID or not project.isprintable():
         raise InvalidInput(f"X-Project-Id must be at most {MAX_PROJECT_ID} printable characters.")
     roles = frozenset(r.strip() for r in request.headers.get("X-Roles", "member").split(",") if r.strip())
-    request.app.state.api.limiter.take(project)
-    return RequestContext(project_id=project, roles=roles, request_id=request.state.request_id)
+    api: Api = request.app.state.api
+    api.limiter.take(project)
+    callback = request.headers.get(callbacks.HEADER)
+    if callback is not None:
+        callback = api.check_callback(callback)
+    return RequestContext(
+        project_id=project, roles=roles, request_id=request.state.request_id, callback_url=callback
+    )
 
 
 async def json_body(request: fastapi.Request) -> Any:

@@ -14,6 +14,7 @@ from tether.plugin.api import pagination, views
 from tether.plugin.api.deps import Api, Context, Wait
 from tether.plugin.context import RequestContext
 from tether.plugin.db import queries
+from tether.plugin.db.models import Callback
 
 #: query parameter -> column; ``task_state`` is the spelling of the original
 #: Neutron task-API proposal, kept so its clients work unchanged.
@@ -58,7 +59,11 @@ def router(api: Api) -> fastapi.APIRouter:
             if row is None:
                 raise NotFound(kind="Task", id=task_id)
             history = [views.attempt(a) for a in queries.attempts(session, row.id)]
-        return views.task(row) | {"history": history}
+            callback = session.get(Callback, row.id)
+        view = views.task(row) | {"history": history}
+        if row.callback_url:
+            view["callback"] = views.callback(row.callback_url, callback)
+        return view
 
     @r.get("/{task_id}", summary="Show a task; with ?wait=N, once it is finished or N seconds passed")
     async def show(task_id: str, ctx: Context, wait: Wait = 0.0) -> dict[str, Any]:

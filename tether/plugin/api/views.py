@@ -7,7 +7,7 @@ from typing import Any
 
 from tether.common.resource_types import ResourceType
 from tether.common.states import ProvisioningStatus
-from tether.plugin.db.models import Agent, Resource, Task, TaskAttempt
+from tether.plugin.db.models import Agent, Callback, Resource, Task, TaskAttempt
 
 
 def resource(rtype: ResourceType, row: Resource, task: Task | None = None) -> dict[str, Any]:
@@ -105,4 +105,17 @@ def agent(row: Agent, alive: bool) -> dict[str, Any]:
         "in_flight": row.in_flight,
         "started_at": _time(row.started_at),
         "last_heartbeat": _time(row.last_heartbeat),
+    }
+
+
+def callback(url: str, row: Callback | None) -> dict[str, Any]:
+    """Where a finished task goes, and how its delivery went (WAITING until the task finishes)."""
+    if row is None:
+        return {"url": url, "state": "WAITING", "attempts": 0, "last_error": None, "delivered_at": None}
+    return {
+        "url": row.url,
+        "state": row.state,
+        "attempts": row.attempts,
+        "last_error": row.last_error,
+        "delivered_at": _time(row.delivered_at),
     }

@@ -100,6 +100,8 @@ class Task(Base):
     deadline: orm.Mapped[datetime.datetime | None]
     #: the resource's desired attributes as this change left them
     desired: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON)
+    #: where to POST the task when it finishes (the request's Callback-URL)
+    callback_url: orm.Mapped[str | None] = orm.mapped_column(sa.String(2048))
     #: what the device reported last about a long operation
     progress: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
     #: the task that carried this one's change to the device (SUPERSEDED)
@@ -210,3 +212,21 @@ class IdempotencyKey(Base):
     expires_at: orm.Mapped[datetime.datetime]
 
     __table_args__ = (sa.Index("ix_idempotency_keys_expires_at", "expires_at"),)
+
+
+class Callback(Base):
+    """A finished task to be POSTed to its callback URL, until it is delivered or given up."""
+
+    __tablename__ = "callbacks"
+
+    task_id: orm.Mapped[str] = orm.mapped_column(sa.String(36), primary_key=True)
+    url: orm.Mapped[str] = orm.mapped_column(sa.String(2048))
+    #: PENDING, DELIVERED or FAILED
+    state: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    attempts: orm.Mapped[int] = orm.mapped_column(default=0)
+    next_attempt_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow)
+    last_error: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+    created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow)
+    delivered_at: orm.Mapped[datetime.datetime | None]
+
+    __table_args__ = (sa.Index("ix_callbacks_state_next", "state", "next_attempt_at"),)

@@ -1,0 +1,174 @@
+"""Callbacks: the finished task POSTed to the URL its request named.
+
+A request may carry ``Callback-URL: https://...``. When its task reaches a
+terminal state, a delivery row is written in the same transaction, so it
+survives restarts; a deliverer thread POSTs the task as JSON and retries
+with backoff until the receiver answers 2xx or ``[callbacks] max_attempts``
+is spent. Each POST is signed:
+
+``X-Tether-Timestamp``
+    seconds since the epoch when it was sent;
+``X-Tether-Signature``
+    ``sha256=`` + the hex HMAC-SHA256, keyed with ``[callbacks] secret``, of
+    ``<timestamp>.<body>``.
+
+A receiver recomputes the HMAC and refuses old timestamps against replay
+(docs/operating.md has a snippet). Redirects are not followed; the answer
+is read up to 64 KiB.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import json
+import logging
+import random
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+import sqlalchemy as sa
+from oslo_config import cfg
+from sqlalchemy import orm
+
+from tether.common.exceptions import InvalidInput
+from tether.plugin.db.models import Callback, Task, utcnow
+
+LOG = logging.getLogger(__name__)
+
+GROUP = "callbacks"
+OPTS: list[cfg.Opt] = [
+    cfg.StrOpt(
+        "secret",
+        secret=True,
+        help="Key of the HMAC-SHA256 signature of every callback; callbacks "
+        "are refused (400) until it is set.",
+    ),
+    cfg.IntOpt("max_attempts", default=8, min=1, help="Deliveries of one callback before it is given up."),
+    cfg.FloatOpt("timeout", default=10.0, min=0.1, help="Seconds a receiver has to answer."),
+    cfg.FloatOpt("interval", default=1.0, min=0.05, help="Seconds between looks for callbacks that are due."),
+    cfg.ListOpt(
+        "allowed_schemes", default=["https"], help="URL schemes a callback may use (add http to allow it)."
+    ),
+]
+
+HEADER = "Callback-URL"
+_MAX_ANSWER = 64 * 1024
+
+
+def check_url(conf: cfg.ConfigOpts, url: str) -> str:
+    """Refuse what can never be delivered; the reason names the fix."""
+    if not conf.callbacks.secret:
+        raise InvalidInput(f"{HEADER} is not accepted: this tether has no [callbacks] secret to sign with.")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in conf.callbacks.allowed_schemes or not parts.hostname or len(url) > 2048:
+        raise InvalidInput(
+            f"{HEADER} must be an absolute URL of scheme {' or '.join(conf.callbacks.allowed_schemes)} "
+            "of at most 2048 characters."
+        )
+    return url
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def schedule(session: orm.Session, task: Task) -> None:
+    """In the transaction that finishes ``task``: remember to call back."""
+    if task.callback_url:
+        session.add(Callback(task_id=task.id, url=task.callback_url, state="PENDING"))
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class Deliverer:
+    """The thread that POSTs due callbacks."""
+
+    def __init__(
+        self, conf: cfg.ConfigOpts, sessionmaker: orm.sessionmaker[orm.Session], render: Any
+    ) -> None:
+        self.conf = conf.callbacks
+        self.sessionmaker = sessionmaker
+        self.render = render
+        self._opener = urllib.request.build_opener(_NoRedirects)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="callbacks", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.conf.interval):
+            try:
+                self.deliver_due()
+            except sa.exc.SQLAlchemyError as exc:
+                LOG.warning("cannot read due callbacks: %s", exc)
+            except Exception:
+                LOG.exception("callback pass failed")
+
+    def deliver_due(self) -> int:
+        with self.sessionmaker.begin() as session:
+            due = session.scalars(
+                sa.select(Callback)
+                .where(Callback.state == "PENDING", Callback.next_attempt_at <= utcnow())
+                .limit(50)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for callback in due:
+                task = session.get(Task, callback.task_id)
+                error = self._post(callback.url, self.render(session, task)) if task else "the task is gone"
+                callback.attempts += 1
+                if error is None:
+                    callback.state, callback.delivered_at, callback.last_error = "DELIVERED", utcnow(), None
+                    continue
+                callback.last_error = error
+                if callback.attempts >= self.conf.max_attempts:
+                    callback.state = "FAILED"
+                    LOG.warning(
+                        "callback of task %s to %s given up after %d attempts: %s",
+                        callback.task_id,
+                        callback.url,
+                        callback.attempts,
+                        error,
+                    )
+                else:
+                    delay = min(300.0, 2.0 * 2 ** (callback.attempts - 1)) * random.uniform(0.5, 1.0)
+                    callback.next_attempt_at = utcnow() + datetime.timedelta(seconds=delay)
+            return len(due)
+
+    def _post(self, url: str, payload: dict[str, Any]) -> str | None:
+        body = json.dumps(payload).encode()
+        timestamp = str(int(time.time()))
+        request = urllib.request.Request(
+            url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "X-Tether-Timestamp": timestamp,
+                "X-Tether-Signature": sign(self.conf.secret or "", timestamp, body),
+            },
+        )
+        try:
+            with self._opener.open(request, timeout=self.conf.timeout) as answer:
+                answer.read(_MAX_ANSWER)
+                if 200 <= answer.status < 300:
+                    return None
+                return f"the receiver answered {answer.status}"
+        except urllib.error.HTTPError as exc:
+            return f"the receiver answered {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            return f"the receiver could not be reached: {getattr(exc, 'reason', exc)}"
