@@ -36,4 +36,9 @@ DRIVER_SECONDS = Histogram(
     ["driver", "operation", "outcome"],
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
 )
+CALLBACK_FAILURES = Counter(
+    "tether_callback_failures_total",
+    "Callback deliveries that failed, by whether they will be retried.",
+    ["final"],
+)
 IN_FLIGHT = Gauge("tether_agent_tasks_in_flight", "Tasks an agent is working on, long operations included.")

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from oslo_config import cfg
 from sqlalchemy import orm
 
+from tether.common import metrics
 from tether.common.exceptions import InvalidInput
 from tether.plugin.db.models import Callback, Task, utcnow
 
@@ -135,7 +136,9 @@ class Deliverer:
                     callback.state, callback.delivered_at, callback.last_error = "DELIVERED", utcnow(), None
                     continue
                 callback.last_error = error
-                if callback.attempts >= self.conf.max_attempts:
+                final = callback.attempts >= self.conf.max_attempts
+                metrics.CALLBACK_FAILURES.labels("true" if final else "false").inc()
+                if final:
                     callback.state = "FAILED"
                     LOG.warning(
                         "callback of task %s to %s given up after %d attempts: %s",
