@@ -25,7 +25,6 @@ import hmac
 import json
 import logging
 import random
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -39,6 +38,7 @@ from sqlalchemy import orm
 from tether.common import metrics
 from tether.common.exceptions import InvalidInput
 from tether.plugin.db.models import Callback, Task, utcnow
+from tether.plugin.periodic import Periodic
 
 LOG = logging.getLogger(__name__)
 
@@ -91,34 +91,22 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-class Deliverer:
+class Deliverer(Periodic):
     """The thread that POSTs due callbacks."""
+
+    name = "callbacks"
 
     def __init__(
         self, conf: cfg.ConfigOpts, sessionmaker: orm.sessionmaker[orm.Session], render: Any
     ) -> None:
+        super().__init__(conf.callbacks.interval)
         self.conf = conf.callbacks
         self.sessionmaker = sessionmaker
         self.render = render
         self._opener = urllib.request.build_opener(_NoRedirects)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="callbacks", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.conf.interval):
-            try:
-                self.deliver_due()
-            except sa.exc.SQLAlchemyError as exc:
-                LOG.warning("cannot read due callbacks: %s", exc)
-            except Exception:
-                LOG.exception("callback pass failed")
+    def tick(self) -> int:
+        return self.deliver_due()
 
     def deliver_due(self) -> int:
         with self.sessionmaker.begin() as session:

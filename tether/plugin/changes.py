@@ -34,7 +34,7 @@ from tether.common.states import (
 from tether.plugin import lifecycle
 from tether.plugin.context import RequestContext
 from tether.plugin.db import queries
-from tether.plugin.db.models import Resource, Task, utcnow
+from tether.plugin.db.models import Resource, Task
 from tether.plugin.providers import Providers
 from tether.plugin.throttle import Backpressure
 
@@ -241,23 +241,7 @@ class Changes:
     def _accept(
         self, session: orm.Session, ctx: RequestContext, resource: Resource, operation: Operation
     ) -> Task:
-        task = Task(
-            id=str(uuid.uuid4()),
-            resource_id=resource.id,
-            resource_type=resource.type,
-            root_id=resource.root_id,
-            project_id=resource.project_id,
-            provider=resource.provider,
-            operation=operation,
-            generation=resource.generation,
-            desired=copy.deepcopy(resource.attributes),
-            state=TaskState.QUEUED,
-            attempt=0,
-            request_id=ctx.request_id,
-            callback_url=ctx.callback_url,
-            created_at=utcnow(),
-            queued_at=utcnow(),
-        )
+        task = lifecycle.new_task(resource, operation, ctx.request_id, ctx.callback_url)
         session.add(task)
         session.flush()
         LOG.info(

@@ -216,23 +216,33 @@ def supersede(session: orm.Session, policy: Policy, task: Task, by: Task) -> Non
     _finish(session, policy, task, TaskState.SUPERSEDED)
 
 
-def reapply(session: orm.Session, policy: Policy, root: Resource, reason: str) -> Task:
-    """Queue a full re-apply of ``root``'s tree (after it moved to another host)."""
-    task = Task(
+def new_task(
+    resource: Resource, operation: Operation, request_id: str | None = None, callback_url: str | None = None
+) -> Task:
+    """A QUEUED task carrying ``resource``'s desired state as it is now."""
+    now = utcnow()
+    return Task(
         id=str(uuid.uuid4()),
-        resource_id=root.id,
-        resource_type=root.type,
-        root_id=root.id,
-        project_id=root.project_id,
-        provider=root.provider,
-        operation=Operation.UPDATE,
-        generation=root.generation,
-        desired=copy.deepcopy(root.attributes),
+        resource_id=resource.id,
+        resource_type=resource.type,
+        root_id=resource.root_id,
+        project_id=resource.project_id,
+        provider=resource.provider,
+        operation=operation,
+        generation=resource.generation,
+        desired=copy.deepcopy(resource.attributes),
         state=TaskState.QUEUED,
         attempt=0,
-        created_at=utcnow(),
-        queued_at=utcnow(),
+        request_id=request_id,
+        callback_url=callback_url,
+        created_at=now,
+        queued_at=now,
     )
+
+
+def reapply(session: orm.Session, policy: Policy, root: Resource, reason: str) -> Task:
+    """Queue a full re-apply of ``root``'s tree (after it moved to another host)."""
+    task = new_task(root, Operation.UPDATE)
     session.add(task)
     if root.provisioning_status in (ProvisioningStatus.ACTIVE, ProvisioningStatus.ERROR):
         root.provisioning_status = ProvisioningStatus.PENDING_UPDATE

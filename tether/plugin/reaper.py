@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-import threading
 
-import sqlalchemy.exc
 from oslo_config import cfg
 from sqlalchemy import orm
 
@@ -27,6 +25,7 @@ from tether.plugin import idempotency, lifecycle
 from tether.plugin.agents import Registry
 from tether.plugin.db import queries
 from tether.plugin.db.models import Task, utcnow
+from tether.plugin.periodic import Periodic
 from tether.plugin.scheduler import Scheduler
 
 LOG = logging.getLogger(__name__)
@@ -44,7 +43,9 @@ OPTS: list[cfg.Opt] = [
 _BATCH = 500
 
 
-class Reaper:
+class Reaper(Periodic):
+    name = "reaper"
+
     def __init__(
         self,
         sessionmaker: orm.sessionmaker[orm.Session],
@@ -54,32 +55,15 @@ class Reaper:
         scheduler: Scheduler | None = None,
         reschedule: bool = True,
     ) -> None:
+        super().__init__(interval)
         self.sessionmaker = sessionmaker
         self.policy = policy
         self.agents = agents
-        self.interval = interval
         self.scheduler = scheduler
         self.reschedule = reschedule
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="reaper", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.reap()
-            except sqlalchemy.exc.SQLAlchemyError as exc:
-                LOG.warning("reaper pass failed, trying again in %.0f s: %s", self.interval, exc)
-            except Exception:
-                LOG.exception("reaper pass failed")
+    def tick(self) -> int:
+        return self.reap()
 
     def reap(self) -> int:
         """One pass; how many tasks it moved."""
