@@ -278,11 +278,19 @@ def _print(args: argparse.Namespace, data: Any, columns: list[str] | None = None
     else:
         print(
             _table(
-                [[k, json.dumps(v) if isinstance(v, (dict, list)) else str(v)] for k, v in data.items()],
+                [[k, _cell(v)] for k, v in data.items()],
                 ["field", "value"],
             )
         )
     return 0
+
+
+def _cell(value: Any) -> str:
+    """A value as a table shows it: lists of records summarised (-f json has them whole)."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        outcomes = ", ".join(str(v.get("outcome") or v.get("state") or "") for v in value)
+        return f"{len(value)} item(s): {outcomes}" if outcomes.strip(", ") else f"{len(value)} item(s)"
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
