@@ -25,7 +25,7 @@ from tether.agent.plugin_api import Stopping
 from tether.agent.runner import Pending, Runner
 from tether.agent.scheduler import Scheduler
 from tether.agent.workers import WorkerPool
-from tether.common import messages, transport
+from tether.common import connection, messages, transport
 from tether.common.exceptions import MalformedMessage
 
 LOG = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class _Call:
     timed_out: bool = False
 
 
-class WorkConsumer(transport.ConnectionLoop):
+class WorkConsumer(connection.ConnectionLoop):
     """Consumes the work queues of the providers an agent serves."""
 
     tick = 0.01

@@ -23,7 +23,7 @@ import sqlalchemy.exc
 from oslo_config import cfg
 from sqlalchemy import orm
 
-from tether.common import faults, transport
+from tether.common import connection, faults, transport
 from tether.plugin.db import queries
 from tether.plugin.db.models import utcnow
 
@@ -47,7 +47,7 @@ OPTS: list[cfg.Opt] = [
 ]
 
 
-class OutboxRelay(transport.ConnectionLoop):
+class OutboxRelay(connection.ConnectionLoop):
     """Publishes committed outbox rows to the work exchange."""
 
     def __init__(

@@ -21,15 +21,14 @@ import datetime
 import logging
 import random
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
 from oslo_config import cfg
 from sqlalchemy import orm
 
 from tether.common import messages, metrics, transport
 from tether.common.states import OperatingStatus, Operation, ProvisioningStatus, TaskState
-from tether.plugin import callbacks, notifications
+from tether.plugin import callbacks, notifications, work
 from tether.plugin.db import queries
 from tether.plugin.db.models import Outbox, Resource, Task, utcnow
 
@@ -110,7 +109,7 @@ def enqueue(session: orm.Session, policy: Policy, task: Task, resource: Resource
     not_before = now + datetime.timedelta(seconds=delay) if delay else None
     task.state = TaskState.PENDING
     task.pending_at = now
-    _notify_task(session, task)
+    notifications.task_changed(session, task)
     task.claim_id = None
     task.deadline = (not_before or now) + datetime.timedelta(seconds=policy.pending_timeout)
     routing_key = policy.router(session, task) if policy.router else task.provider
@@ -119,17 +118,13 @@ def enqueue(session: orm.Session, policy: Policy, task: Task, resource: Resource
         task.pending_at = None
         LOG.warning("task %s waits: no live agent serves provider %s", task.id, task.provider)
         return
-    work = messages.Work(
-        task=work_task(task),
-        resource=resource_message(resource),
-        tree=tree_message(queries.tree(session, resource.root_id)),
-    )
+    message = work.message(task, resource, queries.tree(session, resource.root_id))
     session.add(
         Outbox(
             task_id=task.id,
             exchange=transport.WORK_EXCHANGE,
             routing_key=routing_key,
-            payload=messages.encode(work.to_body()).decode(),
+            payload=messages.encode(message.to_body()).decode(),
             request_id=task.request_id,
             not_before=not_before,
         )
@@ -186,7 +181,7 @@ def succeed(session: orm.Session, policy: Policy, task: Task, statuses: dict[str
         if task.operation == Operation.DELETE:
             session.delete(resource)
             session.flush()
-            _notify_resource(session, task, "DELETED")
+            notifications.resource_changed(session, task, "DELETED")
         else:
             if task.generation >= resource.applied_generation:
                 resource.applied_generation = task.generation
@@ -194,7 +189,7 @@ def succeed(session: orm.Session, policy: Policy, task: Task, statuses: dict[str
             if resource.generation == task.generation:
                 resource.provisioning_status = ProvisioningStatus.ACTIVE
                 resource.last_error = None
-                _notify_resource(session, task, ProvisioningStatus.ACTIVE)
+                notifications.resource_changed(session, task, ProvisioningStatus.ACTIVE)
     _finish(session, policy, task, TaskState.SUCCEEDED)
 
 
@@ -204,7 +199,7 @@ def fail(session: orm.Session, policy: Policy, task: Task, error_type: str, mess
     if resource is not None and resource.generation == task.generation:
         resource.provisioning_status = ProvisioningStatus.ERROR
         resource.last_error = message
-        _notify_resource(session, task, ProvisioningStatus.ERROR)
+        notifications.resource_changed(session, task, ProvisioningStatus.ERROR)
         if task.operation == Operation.CREATE:
             resource.operating_status = OperatingStatus.OFFLINE
     _finish(session, policy, task, TaskState.FAILED)
@@ -302,7 +297,7 @@ def _finish(session: orm.Session, policy: Policy, task: Task, state: TaskState) 
     task.finished_at = utcnow()
     task.deadline = None
     queries.delete_outbox_of(session, task.id)
-    _notify_task(session, task)
+    notifications.task_changed(session, task)
     callbacks.schedule(session, task)
     finished = session.info.setdefault(FINISHED, [])
     finished.append((task.id, task.resource_id))
@@ -324,79 +319,3 @@ def _finish(session: orm.Session, policy: Policy, task: Task, state: TaskState) 
     )
     if was_working:
         advance(session, policy, task.root_id)
-
-
-def _notify_task(session: orm.Session, task: Task) -> None:
-    notifications.record(session, f"tether.task.{task.state.lower()}", notification_payload(task))
-
-
-def notification_payload(task: Task) -> dict[str, Any]:
-    return {
-        "task_id": task.id,
-        "state": task.state,
-        "operation": task.operation,
-        "resource_type": task.resource_type,
-        "resource_id": task.resource_id,
-        "root_id": task.root_id,
-        "provider": task.provider,
-        "project_id": task.project_id,
-        "request_id": task.request_id,
-        "attempt": task.attempt,
-        "agent_id": task.agent_id,
-        "error_type": task.error_type,
-        "error_message": task.error_message,
-    }
-
-
-def _notify_resource(session: orm.Session, task: Task, status: str) -> None:
-    notifications.record(
-        session,
-        f"tether.{task.resource_type}.{status.lower()}",
-        {
-            "resource_id": task.resource_id,
-            "resource_type": task.resource_type,
-            "status": status,
-            "project_id": task.project_id,
-            "task_id": task.id,
-            "request_id": task.request_id,
-        },
-    )
-
-
-def work_task(task: Task) -> dict[str, Any]:
-    return {
-        "id": task.id,
-        "operation": task.operation,
-        "resource_type": task.resource_type,
-        "resource_id": task.resource_id,
-        "root_id": task.root_id,
-        "generation": task.generation,
-        "attempt": task.attempt + 1,
-        "project_id": task.project_id,
-        "request_id": task.request_id,
-        "provider": task.provider,
-    }
-
-
-def resource_message(resource: Resource) -> dict[str, Any]:
-    return {
-        "type": resource.type,
-        "id": resource.id,
-        "project_id": resource.project_id,
-        "parent_id": resource.parent_id,
-        "attributes": resource.attributes,
-    }
-
-
-def tree_message(rows: Sequence[Resource]) -> dict[str, Any]:
-    """Nest a root's resources under the root, parents before children."""
-    nodes = {r.id: resource_message(r) | {"children": []} for r in rows}
-    root = None
-    for row in rows:
-        if row.parent_id is None:
-            root = nodes[row.id]
-        elif row.parent_id in nodes:
-            nodes[row.parent_id]["children"].append(nodes[row.id])
-    if root is None:
-        raise LookupError(f"the tree of {rows[0].root_id if rows else '?'} has no root")
-    return root

@@ -23,15 +23,58 @@ from oslo_config import cfg
 from sqlalchemy import event, orm
 
 from tether.common import rpc
+from tether.plugin.db.models import Task
 
 LOG = logging.getLogger(__name__)
 
 #: ``session.info`` key: (event type, payload) pairs to send after commit.
 EVENTS = "tether.events"
+#: ``session.info`` key set on the sessions of a plugin that sends notifications;
+#: without it no payload is even built.
+WANTED = "tether.notify"
 
 
 def record(session: orm.Session, event_type: str, payload: dict[str, Any]) -> None:
     session.info.setdefault(EVENTS, []).append((event_type, payload))
+
+
+def task_changed(session: orm.Session, task: Task) -> None:
+    if session.info.get(WANTED):
+        record(session, f"tether.task.{task.state.lower()}", task_payload(task))
+
+
+def resource_changed(session: orm.Session, task: Task, status: str) -> None:
+    if session.info.get(WANTED):
+        record(
+            session,
+            f"tether.{task.resource_type}.{status.lower()}",
+            {
+                "resource_id": task.resource_id,
+                "resource_type": task.resource_type,
+                "status": status,
+                "project_id": task.project_id,
+                "task_id": task.id,
+                "request_id": task.request_id,
+            },
+        )
+
+
+def task_payload(task: Task) -> dict[str, Any]:
+    return {
+        "task_id": task.id,
+        "state": task.state,
+        "operation": task.operation,
+        "resource_type": task.resource_type,
+        "resource_id": task.resource_id,
+        "root_id": task.root_id,
+        "provider": task.provider,
+        "project_id": task.project_id,
+        "request_id": task.request_id,
+        "attempt": task.attempt,
+        "agent_id": task.agent_id,
+        "error_type": task.error_type,
+        "error_message": task.error_message,
+    }
 
 
 class Notifications:
@@ -45,6 +88,7 @@ class Notifications:
     def install(self, sessionmaker: orm.sessionmaker[orm.Session]) -> None:
         if not self.enabled:
             return
+        sessionmaker.configure(info={WANTED: True})
         event.listen(sessionmaker, "after_commit", self._after_commit)
         event.listen(sessionmaker, "after_rollback", lambda session: session.info.pop(EVENTS, None))
         self._thread.start()

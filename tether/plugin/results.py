@@ -18,7 +18,7 @@ import sqlalchemy.exc
 from oslo_config import cfg
 from sqlalchemy import orm
 
-from tether.common import log, messages, transport
+from tether.common import connection, log, messages, transport
 from tether.common.exceptions import MalformedMessage
 from tether.common.states import Outcome, TaskState
 from tether.plugin import lifecycle
@@ -110,7 +110,7 @@ class ResultRecorder:
         row.error_message = result.error_message
 
 
-class ResultConsumer(transport.ConnectionLoop):
+class ResultConsumer(connection.ConnectionLoop):
     """The plugin's consumer of the results queue."""
 
     def __init__(self, broker: transport.Broker, recorder: ResultRecorder, batch: int) -> None:

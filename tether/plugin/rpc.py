@@ -99,7 +99,7 @@ class PluginEndpoint:
                     claimed_at=now,
                 )
             )
-            notifications.record(session, "tether.task.running", lifecycle.notification_payload(task))
+            notifications.task_changed(session, task)
             LOG.info(
                 "task %s claimed by agent %s (attempt %d of %d%s)",
                 task.id,

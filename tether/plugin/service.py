@@ -127,7 +127,8 @@ class Plugin:
         self.relay.start()
         self.results.start()
         self.reaper.start()
-        self.callbacks.start()
+        if self.conf.callbacks.secret:  # without one no callback can have been accepted
+            self.callbacks.start()
         LOG.info(
             "plugin on %s: providers %s; resource types %s; database %s; broker %s",
             self.conf.host,

@@ -1,0 +1,115 @@
+"""The connection thread: one broker connection, and everything done on it.
+
+kombu channels are not thread-safe, and a connection whose thread blocks
+stops answering heartbeats (the broker then hands its unacked messages to
+someone else while the work still runs). So each connection belongs to one
+:class:`ConnectionLoop` thread that does all consuming, publishing and
+acking; slow work runs elsewhere and hands results back through a queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+
+import kombu
+
+from tether.common.exceptions import PublishNotConfirmed
+from tether.common.transport import Broker
+
+LOG = logging.getLogger(__name__)
+
+
+class ConnectionLoop:
+    """A thread that owns one broker connection and everything done on it.
+
+    Subclasses declare and consume in :meth:`on_connect`, do their periodic
+    work in :meth:`on_tick`, and forget per-connection state (unacked messages
+    cannot be acked on a new connection) in :meth:`on_disconnect`. The loop
+    reconnects with capped, jittered backoff until stopped.
+    """
+
+    #: Longest time a tick waits for broker events.
+    tick: float = 0.05
+    max_backoff: float = 30.0
+
+    def __init__(self, broker: Broker, name: str) -> None:
+        self.broker = broker
+        self.name = name
+        self.stopping = threading.Event()
+        self.connected = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        failures = 0
+        while not self.stopping.is_set():
+            connection = self.broker.connect()
+            try:
+                connection.ensure_connection(max_retries=1)
+                self.on_connect(connection)
+                self.connected.set()
+                if failures:
+                    LOG.info("%s: connected to %s again", self.name, self.broker.url.masked)
+                failures = 0
+                while not self.stopping.is_set():
+                    self.wait(connection)
+                    if self.broker.heartbeat and not self.broker.url.in_memory:
+                        connection.heartbeat_check()
+                    self.on_tick(connection)
+                self.on_stop(connection)
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure
+                self.connected.clear()
+                self.on_disconnect()
+                failures += 1
+                delay = min(self.max_backoff, 0.5 * 2 ** min(failures, 8)) * random.uniform(0.5, 1)
+                recoverable = isinstance(
+                    exc,
+                    (
+                        *connection.recoverable_connection_errors,
+                        *connection.connection_errors,
+                        OSError,
+                        PublishNotConfirmed,
+                    ),
+                )
+                log = LOG.warning if recoverable else LOG.exception
+                log(
+                    "%s: %s; reconnecting to %s in %.1f s",
+                    self.name,
+                    exc or type(exc).__name__,
+                    self.broker.url.masked,
+                    delay,
+                )
+                self.stopping.wait(delay)
+            finally:
+                try:
+                    connection.release()
+                except Exception:
+                    LOG.debug("%s: releasing the connection failed", self.name, exc_info=True)
+
+    def wait(self, connection: kombu.Connection) -> None:
+        try:
+            connection.drain_events(timeout=self.tick)
+        except TimeoutError:
+            pass
+
+    def on_connect(self, connection: kombu.Connection) -> None:
+        """Declare queues, start consumers."""
+
+    def on_tick(self, connection: kombu.Connection) -> None:
+        """Periodic work on the connection's thread."""
+
+    def on_stop(self, connection: kombu.Connection) -> None:
+        """Finish what can be finished before the connection closes."""
+
+    def on_disconnect(self) -> None:
+        """Forget state bound to the lost connection."""
