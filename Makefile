@@ -40,6 +40,7 @@ typecheck: $(STAMP)
 genconfig: $(STAMP)
 	for role in plugin agent allinone; do \
 	  $(BIN)/oslo-config-generator --config-file etc/oslo-config-generator/$$role.conf; done
+	$(BIN)/oslopolicy-sample-generator --namespace tether --output-file etc/tether/policy.yaml.sample
 
 check-config: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider -q tests/unit/test_sample_config.py

@@ -13,6 +13,8 @@ from tether.agent.service import Agent
 from tether.common import log
 from tether.plugin.service import Plugin
 
+ADMIN = {"X-Roles": "admin"}
+
 
 def test_healthz_answers_while_the_process_serves(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "alive"}
@@ -47,8 +49,8 @@ def test_the_plugin_serves_prometheus_metrics_of_tasks_agents_and_backlog(
 ) -> None:
     lb = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
     wait_for(lambda: client.get(f"/v1/tasks/{lb['task']['id']}?wait=5").json()["state"] == "SUCCEEDED")
-    wait_for(lambda: 'tether_live_agents{provider="noop"} 2.0' in client.get("/metrics").text)
-    text = client.get("/metrics").text
+    wait_for(lambda: 'tether_live_agents{provider="noop"} 2.0' in client.get("/metrics", headers=ADMIN).text)
+    text = client.get("/metrics", headers=ADMIN).text
     assert 'tether_tasks_finished_total{operation="create",provider="noop",state="SUCCEEDED"}' in text
     assert "tether_task_seconds_bucket" in text
     assert 'tether_driver_call_seconds_count{driver="noop",operation="create",outcome="succeeded"}' in text

@@ -5,6 +5,9 @@ tether-manage --config-file plugin.ini db current
 tether-manage --config-file plugin.ini dead-letters list [--limit N] [-f table|json]
 tether-manage --config-file plugin.ini dead-letters requeue [--id MESSAGE_ID ...] [--limit N]
 tether-manage --config-file plugin.ini dead-letters purge --yes
+tether-manage --config-file plugin.ini token create --project P --role member [--name NAME]
+tether-manage --config-file plugin.ini token list
+tether-manage --config-file plugin.ini token revoke --name NAME
 
 Exit codes: 0 done; 1 something could not be done (the database is behind,
 the broker is unreachable, a dead letter was left in place); 2 bad usage or
@@ -16,13 +19,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from oslo_config import cfg
 
 from tether.cmd import daemon, dead_letters, status
 from tether.common import transport
 from tether.common.exceptions import ConfigError, TetherError
-from tether.plugin import agents
+from tether.plugin import agents, auth
 from tether.plugin.db import migration, session
 
 PROG = "tether-manage"
@@ -86,6 +90,29 @@ def _add_commands(subparsers: object) -> None:
     purge = letter_actions.add_parser("purge", help="Delete every dead letter for good.")
     purge.add_argument("--yes", action="store_true", help="Confirm that they are to be deleted.")
 
+    tokens = subparsers.add_parser(  # type: ignore[attr-defined]
+        "token",
+        help="Manage the API tokens of [api] token_file (auth_strategy = token); "
+        "send the plugin SIGHUP to apply.",
+    )
+    token_actions = tokens.add_subparsers(dest="action", required=True)
+    create = token_actions.add_parser(
+        "create", help="Create a token; it is printed once, only its SHA-256 digest is stored."
+    )
+    create.add_argument("--project", required=True, help="The project the token acts in.")
+    create.add_argument(
+        "--role",
+        dest="roles",
+        action="append",
+        required=True,
+        choices=auth.ROLES,
+        help="A role of the token; repeat for several.",
+    )
+    create.add_argument("--name", dest="token_name", help="A name to list and revoke the token by.")
+    token_actions.add_parser("list", help="List the tokens' names, projects and roles.")
+    revoke = token_actions.add_parser("revoke", help="Remove the tokens of this name.")
+    revoke.add_argument("--name", dest="token_name", required=True)
+
 
 COMMAND = cfg.SubCommandOpt("command", title="commands", handler=_add_commands)
 
@@ -94,12 +121,15 @@ def _register(conf: cfg.ConfigOpts) -> None:
     conf.register_cli_opt(COMMAND)
     conf.register_opts(session.OPTS, group=session.GROUP)
     conf.register_opts(agents.OPTS, group="plugin")
+    conf.register_opts(auth.OPTS, group=auth.GROUP)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     conf = daemon.configure(argv, PROG, [_register])
     if conf.command.name == "dead-letters":
         sys.exit(_dead_letters(conf))
+    if conf.command.name == "token":
+        sys.exit(_tokens(conf))
     if conf.command.name == "status":
         sys.exit(status.status_command(conf))
     _db(conf)
@@ -117,6 +147,32 @@ def _db(conf: cfg.ConfigOpts) -> None:
         print(f"{url}: schema at revision {current} ({state})")
         if current != head:
             sys.exit(1)
+
+
+def _tokens(conf: cfg.ConfigOpts) -> int:
+    if not conf.api.token_file:
+        daemon.fail(PROG, ConfigError(reason="[api] token_file is not set; name the file the plugin reads"))
+    path = Path(conf.api.token_file).expanduser()
+    command = conf.command
+    try:
+        if command.action == "create":
+            token = auth.add_token(path, command.project, command.roles, command.token_name)
+            print(token)
+            print(
+                f"# stored as a SHA-256 digest in {path}; this is the only time the token is shown. "
+                "Send the plugins SIGHUP to accept it.",
+                file=sys.stderr,
+            )
+        elif command.action == "list":
+            for name, project, roles in auth.list_tokens(path):
+                print(f"{name or '-':<24} {project:<24} {','.join(roles)}")
+        else:
+            removed = auth.revoke_token(path, command.token_name)
+            print(f"{removed} token(s) named {command.token_name} removed; send the plugins SIGHUP to apply.")
+            return 0 if removed else 1
+    except ConfigError as exc:
+        daemon.fail(PROG, exc)
+    return 0
 
 
 def _dead_letters(conf: cfg.ConfigOpts) -> int:

@@ -5,6 +5,7 @@ carries a message template and the HTTP status the REST layer answers with::
 
     TetherError
     ├── InvalidInput (400)
+    ├── Unauthorized (401)
     ├── Forbidden (403)
     ├── NotFound (404)
     ├── Conflict (409)
@@ -52,8 +53,13 @@ class InvalidInput(TetherError):
     status = 400
 
 
+class Unauthorized(TetherError):
+    message = "Not authenticated: {reason}."
+    status = 401
+
+
 class Forbidden(TetherError):
-    message = "{action} needs the admin role."
+    message = "{action} is not allowed: {reason}."
     status = 403
 
 

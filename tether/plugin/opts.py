@@ -7,6 +7,7 @@ from oslo_config import cfg
 from tether.common import rpc
 from tether.plugin import (
     agents,
+    auth,
     callbacks,
     changes,
     dispatch,
@@ -33,7 +34,7 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
             service.GROUP,
             service.OPTS + dispatch.OPTS + results.OPTS + lifecycle.OPTS + agents.OPTS + reaper.OPTS,
         ),
-        (app.GROUP, app.OPTS + changes.OPTS + idempotency.OPTS + throttle.OPTS),
+        (app.GROUP, app.OPTS + auth.OPTS + changes.OPTS + idempotency.OPTS + throttle.OPTS),
         (session.GROUP, session.OPTS),
         (callbacks.GROUP, callbacks.OPTS),
     ]

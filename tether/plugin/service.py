@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import signal
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,13 +15,14 @@ from oslo_config import cfg
 from tether.common import rpc, transport
 from tether.common.exceptions import ConfigError
 from tether.common.resource_types import Registry
-from tether.plugin import agents, callbacks, dispatch, lifecycle, reaper, results, throttle
+from tether.plugin import agents, auth, callbacks, dispatch, lifecycle, reaper, results, throttle
 from tether.plugin.api import views
 from tether.plugin.api.app import create_app
 from tether.plugin.api.deps import Api
 from tether.plugin.changes import Changes
 from tether.plugin.db import migration, session
 from tether.plugin.notifications import Notifications
+from tether.plugin.policy import Policy
 from tether.plugin.providers import Providers
 from tether.plugin.rpc import PluginEndpoint
 from tether.plugin.scheduler import Scheduler
@@ -108,6 +110,8 @@ class Plugin:
             max_wait=conf.api.max_wait,
             limiter=throttle.RateLimiter(conf.api.rate_limit, conf.api.rate_burst),
             check_callback=lambda url: callbacks.check_url(conf, url),
+            auth=auth.from_conf(conf),
+            policy=Policy(conf, self.registry.values()),
         )
         self.api.waiters.install(self.sessionmaker)
         self.callbacks = callbacks.Deliverer(conf, self.sessionmaker, lambda session, task: views.task(task))
@@ -149,6 +153,9 @@ class Plugin:
             lifespan="on",
         )
         LOG.info("API listening on http://%s:%d/v1", self.conf.api.bind_host, self.conf.api.bind_port)
+        # uvicorn takes SIGINT and SIGTERM only; SIGHUP is the operator's
+        # "read your credentials again".
+        signal.signal(signal.SIGHUP, lambda *_: self.api.auth.reload())
         uvicorn.Server(config).run()
 
     def stop(self) -> None:

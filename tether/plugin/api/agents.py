@@ -6,11 +6,10 @@ from typing import Any
 
 import fastapi
 
-from tether.common.exceptions import Forbidden, InvalidInput, NotFound
+from tether.common.exceptions import InvalidInput, NotFound
 from tether.common.states import TaskState
 from tether.plugin.api import views
-from tether.plugin.api.deps import Api, Context, JsonBody
-from tether.plugin.context import RequestContext
+from tether.plugin.api.deps import Api, JsonBody, authorized
 from tether.plugin.db import queries
 from tether.plugin.db.models import utcnow
 
@@ -18,26 +17,27 @@ from tether.plugin.db.models import utcnow
 def router(api: Api) -> fastapi.APIRouter:
     r = fastapi.APIRouter(tags=["agent"])
 
-    @r.get("/v1/agents", summary="List agents, alive or dead")
-    def list_agents(ctx: Context) -> dict[str, Any]:
-        _admin(ctx, "Listing agents")
+    @r.get("/v1/agents", summary="List agents, alive or dead", dependencies=[authorized("tether:agent:list")])
+    def list_agents() -> dict[str, Any]:
         now = utcnow()
         with api.reader() as session:
             rows = queries.list_agents(session)
         return {"agents": [views.agent(a, api.agents.alive(a, now)) for a in rows]}
 
-    @r.get("/v1/agents/{agent_id}", summary="Show an agent")
-    def show_agent(agent_id: str, ctx: Context) -> dict[str, Any]:
-        _admin(ctx, "Showing an agent")
+    @r.get("/v1/agents/{agent_id}", summary="Show an agent", dependencies=[authorized("tether:agent:get")])
+    def show_agent(agent_id: str) -> dict[str, Any]:
         with api.reader() as session:
             row = queries.get_agent(session, agent_id)
         if row is None:
             raise NotFound(kind="Agent", id=agent_id)
         return views.agent(row, api.agents.alive(row))
 
-    @r.put("/v1/agents/{agent_id}", summary="Enable or disable an agent")
-    def update_agent(agent_id: str, ctx: Context, body: JsonBody) -> dict[str, Any]:
-        _admin(ctx, "Enabling or disabling an agent")
+    @r.put(
+        "/v1/agents/{agent_id}",
+        summary="Enable or disable an agent",
+        dependencies=[authorized("tether:agent:update")],
+    )
+    def update_agent(agent_id: str, body: JsonBody) -> dict[str, Any]:
         if (
             not isinstance(body, dict)
             or set(body) != {"admin_state_up"}
@@ -52,9 +52,13 @@ def router(api: Api) -> fastapi.APIRouter:
             view = views.agent(row, api.agents.alive(row))
         return view
 
-    @r.get("/v1/providers", summary="List providers with their live agents and backlog", tags=["provider"])
-    def list_providers(ctx: Context) -> dict[str, Any]:
-        _admin(ctx, "Listing providers")
+    @r.get(
+        "/v1/providers",
+        summary="List providers with their live agents and backlog",
+        tags=["provider"],
+        dependencies=[authorized("tether:provider:list")],
+    )
+    def list_providers() -> dict[str, Any]:
         now = utcnow()
         with api.reader() as session:
             fleet = queries.list_agents(session)
@@ -80,8 +84,3 @@ def router(api: Api) -> fastapi.APIRouter:
         return {"providers": providers}
 
     return r
-
-
-def _admin(ctx: RequestContext, action: str) -> None:
-    if not ctx.is_admin:
-        raise Forbidden(action=action)

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from tether import __version__
 from tether.common import log
 from tether.plugin.api import agents, errors, health, metrics, resources, tasks
-from tether.plugin.api.deps import Api
+from tether.plugin.api.deps import Api, authorized
 
 LOG = logging.getLogger(__name__)
 
@@ -81,7 +81,12 @@ def create_app(api: Api, broker_ready: health.Probe = lambda: None) -> fastapi.F
         response.headers[REQUEST_ID_HEADER] = rid
         return response
 
-    @app.get("/v1", tags=["discovery"], summary="List the resource types and their schemas")
+    @app.get(
+        "/v1",
+        tags=["discovery"],
+        summary="List the resource types and their schemas",
+        dependencies=[authorized("tether:discovery")],
+    )
     def discovery() -> dict[str, Any]:
         return {
             "version": __version__,

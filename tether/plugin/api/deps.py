@@ -14,13 +14,12 @@ from tether.common.exceptions import InvalidInput, PayloadTooLarge
 from tether.common.resource_types import Registry
 from tether.plugin import callbacks
 from tether.plugin.agents import Registry as AgentRegistry
+from tether.plugin.auth import Authenticator, NoAuth
 from tether.plugin.changes import Changes
 from tether.plugin.context import RequestContext
+from tether.plugin.policy import Policy
 from tether.plugin.throttle import RateLimiter
 from tether.plugin.waiters import Waiters
-
-DEFAULT_PROJECT = "default"
-MAX_PROJECT_ID = 255
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +27,7 @@ class Api:
     registry: Registry
     changes: Changes
     reader: orm.sessionmaker[orm.Session]
+    policy: Policy
     sessionmaker: orm.sessionmaker[orm.Session]
     agents: AgentRegistry
     default_limit: int
@@ -39,27 +39,34 @@ class Api:
     waiters: Waiters = dataclasses.field(default_factory=Waiters)
     limiter: RateLimiter = dataclasses.field(default_factory=lambda: RateLimiter(0, 1))
     check_callback: Callable[[str], str] = lambda url: url
+    auth: Authenticator = dataclasses.field(default_factory=NoAuth)
 
     def check_wait(self, wait: float) -> None:
         if wait > self.max_wait:
             raise InvalidInput(f"wait may be at most {self.max_wait:g} seconds; ask again to wait longer.")
 
 
-def context(request: fastapi.Request) -> RequestContext:
-    # Without authentication the caller names its project; the auth
-    # strategies replace this with verified identities.
-    project = request.headers.get("X-Project-Id") or DEFAULT_PROJECT
-    if len(project) > MAX_PROJECT_ID or not project.isprintable():
-        raise InvalidInput(f"X-Project-Id must be at most {MAX_PROJECT_ID} printable characters.")
-    roles = frozenset(r.strip() for r in request.headers.get("X-Roles", "member").split(",") if r.strip())
-    api: Api = request.app.state.api
-    api.limiter.take(project)
-    callback = request.headers.get(callbacks.HEADER)
-    if callback is not None:
-        callback = api.check_callback(callback)
-    return RequestContext(
-        project_id=project, roles=roles, request_id=request.state.request_id, callback_url=callback
-    )
+def authorized(rule: str) -> Any:
+    """The dependency of an operation guarded by policy ``rule``: the
+    authenticated caller, once the rule allows it."""
+
+    def context(request: fastapi.Request) -> RequestContext:
+        api: Api = request.app.state.api
+        identity = api.auth.identify(request.headers)
+        api.policy.authorize(rule, identity)
+        api.limiter.take(identity.project_id)
+        callback = request.headers.get(callbacks.HEADER)
+        if callback is not None:
+            callback = api.check_callback(callback)
+        return RequestContext(
+            project_id=identity.project_id,
+            roles=identity.roles,
+            all_projects=api.policy.allowed("tether:all_projects", identity),
+            request_id=request.state.request_id,
+            callback_url=callback,
+        )
+
+    return fastapi.Depends(context)
 
 
 async def json_body(request: fastapi.Request) -> Any:
@@ -105,7 +112,6 @@ def _refuse_nul(value: Any, path: str = "$") -> None:
             stack.extend((child, f"{where}[{i}]") for i, child in enumerate(item))
 
 
-Context = Annotated[RequestContext, fastapi.Depends(context)]
 #: ``?wait=N``: answer once the task is finished, or after N seconds.
 Wait = Annotated[float, fastapi.Query(ge=0, description="Seconds to wait for the task to finish.")]
 JsonBody = Annotated[Any, fastapi.Depends(json_body)]

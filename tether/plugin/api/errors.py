@@ -41,6 +41,8 @@ def install(app: fastapi.FastAPI) -> None:
             LOG.error("%s %s failed: %s", request.method, request.url.path, exc.msg)
         extra = {"path": exc.kwargs["path"]} if "path" in exc.kwargs else {}
         response = error_response(request, exc.status, exc.type, exc.msg, **extra)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="tether"'
         if "retry_after" in exc.kwargs:
             response.headers["Retry-After"] = str(exc.kwargs["retry_after"])
         return response

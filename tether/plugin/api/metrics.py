@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 
 from tether.common.states import TaskState
-from tether.plugin.api.deps import Api
+from tether.plugin.api.deps import Api, authorized
 from tether.plugin.db import queries
 from tether.plugin.db.models import Task, UTCDateTime, utcnow
 
@@ -62,7 +62,12 @@ def router(api: Api) -> fastapi.APIRouter:
     registry = prometheus_client.CollectorRegistry()
     registry.register(DatabaseCollector(api))
 
-    @r.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @r.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        dependencies=[authorized("tether:metrics")],
+    )
     async def metrics() -> Response:
         def render() -> bytes:
             return prometheus_client.generate_latest() + prometheus_client.generate_latest(registry)

@@ -16,7 +16,7 @@ from tether.common.resource_types import ResourceType
 from tether.common.states import OperatingStatus, ProvisioningStatus, TaskState
 from tether.plugin import idempotency
 from tether.plugin.api import pagination, views
-from tether.plugin.api.deps import Api, Context, JsonBody, Wait
+from tether.plugin.api.deps import Api, JsonBody, Wait, authorized
 from tether.plugin.context import RequestContext
 from tether.plugin.db import queries
 
@@ -34,9 +34,13 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
         filters[rtype.parent_key] = "parent_id"
     body_doc = {"requestBody": {"required": True, "content": {"application/json": {"schema": rtype.schema}}}}
     update_schema = dict(rtype.schema, required=[])
+    allowed = {
+        action: authorized(f"tether:{rtype.name}:{action}")
+        for action in ("list", "get", "create", "update", "delete")
+    }
 
     def change(
-        request: fastapi.Request, ctx: Context, body: Any, act: Callable[..., tuple[Any, Any]]
+        request: fastapi.Request, ctx: RequestContext, body: Any, act: Callable[..., tuple[Any, Any]]
     ) -> JSONResponse:
         """Run ``act`` (a Changes method taking ``on_accept``), honouring an Idempotency-Key."""
         key = request.headers.get(idempotency.HEADER)
@@ -75,11 +79,13 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
         return _accepted(rtype, item, row, task)
 
     @r.post("", status_code=202, openapi_extra=body_doc, summary=f"Create a {rtype.name}", responses=_ERRORS)
-    def create(request: fastapi.Request, ctx: Context, body: JsonBody) -> JSONResponse:
+    def create(
+        request: fastapi.Request, *, ctx: RequestContext = allowed["create"], body: JsonBody
+    ) -> JSONResponse:
         return change(request, ctx, body, lambda on_accept: api.changes.create(ctx, rtype, body, on_accept))
 
     @r.get("", summary=f"List {rtype.collection}")
-    def list_(request: fastapi.Request, ctx: Context) -> dict[str, Any]:
+    def list_(request: fastapi.Request, ctx: RequestContext = allowed["list"]) -> dict[str, Any]:
         params = dict(request.query_params)
         query = pagination.parse(params, filters, api.default_limit, api.max_limit)
         _check_enum(query.filters, "provisioning_status", ProvisioningStatus)
@@ -119,12 +125,14 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
         summary=f"Show a {rtype.name}; with ?wait=N, once its latest task is finished or N seconds passed",
         responses=_ERRORS,
     )
-    async def show(resource_id: str, ctx: Context, wait: Wait = 0.0) -> dict[str, Any]:
+    async def show(
+        resource_id: str, wait: Wait = 0.0, ctx: RequestContext = allowed["get"]
+    ) -> dict[str, Any]:
+        api.check_wait(wait)
         view = await run_in_threadpool(read, resource_id, ctx)
         task = view.get("task")
         if wait <= 0 or task is None or TaskState(task["state"]).terminal:
             return view
-        api.check_wait(wait)
 
         async def finished() -> bool:
             try:
@@ -145,13 +153,17 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
         },
         responses=_ERRORS,
     )
-    def update(request: fastapi.Request, resource_id: str, ctx: Context, body: JsonBody) -> JSONResponse:
+    def update(
+        request: fastapi.Request, resource_id: str, *, ctx: RequestContext = allowed["update"], body: JsonBody
+    ) -> JSONResponse:
         return change(
             request, ctx, body, lambda on_accept: api.changes.update(ctx, rtype, resource_id, body, on_accept)
         )
 
     @r.delete("/{resource_id}", status_code=202, summary=f"Delete a {rtype.name}", responses=_ERRORS)
-    def delete(request: fastapi.Request, resource_id: str, ctx: Context) -> JSONResponse:
+    def delete(
+        request: fastapi.Request, resource_id: str, ctx: RequestContext = allowed["delete"]
+    ) -> JSONResponse:
         return change(
             request, ctx, None, lambda on_accept: api.changes.delete(ctx, rtype, resource_id, on_accept)
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import fastapi
 from starlette.concurrency import run_in_threadpool
@@ -11,7 +11,7 @@ from tether.common.exceptions import InvalidInput, NotFound
 from tether.common.states import TaskState
 from tether.plugin import cancellation
 from tether.plugin.api import pagination, views
-from tether.plugin.api.deps import Api, Context, Wait
+from tether.plugin.api.deps import Api, Wait, authorized
 from tether.plugin.context import RequestContext
 from tether.plugin.db import queries
 from tether.plugin.db.models import Callback
@@ -28,12 +28,16 @@ FILTERS = {
     "request_id": "request_id",
 }
 
+Lister = Annotated[RequestContext, authorized("tether:task:list")]
+Reader = Annotated[RequestContext, authorized("tether:task:get")]
+Canceller = Annotated[RequestContext, authorized("tether:task:cancel")]
+
 
 def router(api: Api) -> fastapi.APIRouter:
     r = fastapi.APIRouter(prefix="/v1/tasks", tags=["task"])
 
     @r.get("", summary="List tasks")
-    def list_(request: fastapi.Request, ctx: Context) -> dict[str, Any]:
+    def list_(request: fastapi.Request, ctx: Lister) -> dict[str, Any]:
         params = dict(request.query_params)
         if "state" in params and "task_state" in params and params["state"] != params["task_state"]:
             raise InvalidInput("state and task_state name the same filter; give one of them.")
@@ -66,11 +70,11 @@ def router(api: Api) -> fastapi.APIRouter:
         return view
 
     @r.get("/{task_id}", summary="Show a task; with ?wait=N, once it is finished or N seconds passed")
-    async def show(task_id: str, ctx: Context, wait: Wait = 0.0) -> dict[str, Any]:
+    async def show(task_id: str, ctx: Reader, wait: Wait = 0.0) -> dict[str, Any]:
+        api.check_wait(wait)
         view = await run_in_threadpool(read, task_id, ctx)
         if wait <= 0 or TaskState(view["state"]).terminal:
             return view
-        api.check_wait(wait)
 
         async def finished() -> bool:
             return TaskState((await run_in_threadpool(read, task_id, ctx))["state"]).terminal
@@ -79,7 +83,7 @@ def router(api: Api) -> fastapi.APIRouter:
         return await run_in_threadpool(read, task_id, ctx)
 
     @r.post("/{task_id}/cancel", summary="Cancel a task no agent has started", status_code=200)
-    def cancel(task_id: str, ctx: Context) -> dict[str, Any]:
+    def cancel(task_id: str, ctx: Canceller) -> dict[str, Any]:
         with api.sessionmaker.begin() as session:
             task = cancellation.cancel(session, api.changes.policy, ctx, task_id)
             return views.task(task)
