@@ -15,18 +15,21 @@ service user, ``memcached_servers`` for a token cache).
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from oslo_config import cfg
 
-from tether.common.exceptions import ConfigError, Unauthorized
+from tether.common.exceptions import ConfigError, ServiceUnavailable, Unauthorized
 from tether.plugin.auth import Identity, check_identity, parse_roles
 
 try:
     from keystonemiddleware import auth_token
 except ImportError:  # pragma: no cover - depends on the installed extras
     auth_token = None
+
+LOG = logging.getLogger(__name__)
 
 _Start = Callable[..., Any]
 
@@ -60,8 +63,15 @@ class Keystone:
         for name, value in headers.items():
             environ["HTTP_" + name.upper().replace("-", "_")] = value
         statuses: list[str] = []
-        for _chunk in self._middleware(environ, lambda status, *_: statuses.append(status)):
-            pass
+        try:
+            for _chunk in self._middleware(environ, lambda status, *_: statuses.append(status)):
+                pass
+        except Exception as exc:  # keystoneauth raises many kinds
+            LOG.error("validating a token with Keystone failed: %s", exc)
+            raise ServiceUnavailable(
+                reason="the token could not be validated with Keystone; retry in a moment",
+                retry_after=5,
+            ) from exc
         project, roles = environ.get("tether.identity", (None, ""))
         if not project:
             status = statuses[0] if statuses else "no answer"
