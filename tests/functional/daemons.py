@@ -94,10 +94,14 @@ class Deployment:
         plugin_options: dict[str, Any] | None = None,
         agent_options: dict[str, Any] | None = None,
         agent_sections: dict[str, dict[str, Any]] | None = None,
+        sections: dict[str, dict[str, Any]] | None = None,
+        tls: bool = False,
     ) -> None:
+        """``sections`` go into every daemon's ini file; ``tls`` puts the
+        node's TLS port in ``transport_url`` (the ssl options go in ``sections``)."""
         self.root = root
         # Its own virtual host: deployments sharing the node stay apart.
-        self.transport_url, self.amqp_url = rabbitmq.add_vhost(f"tether-{root.name}")
+        self.transport_url, self.amqp_url = rabbitmq.add_vhost(f"tether-{root.name}", tls=tls)
         transport_url = self.transport_url
         #: every change the fake driver applied, as JSON lines, from all agents
         self.journal = root / "journal.jsonl"
@@ -110,6 +114,7 @@ class Deployment:
                 "DEFAULT": common | {"state_path": root / "plugin"},
                 "api": {"bind_port": self.port},
                 "plugin": {"relay_interval": 0.2, **(plugin_options or {})},
+                **(sections or {}),
             },
         )
         self.plugin = Daemon(
@@ -135,6 +140,7 @@ class Deployment:
                         "crash_marker_dir": root / "fake-crash-markers",
                         "journal_path": self.journal,
                     },
+                    **(sections or {}),
                     **(agent_sections or {}),
                 },
             )

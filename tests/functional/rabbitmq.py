@@ -9,6 +9,7 @@ test session on the same machine, or a developer's own broker.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import itertools
 import os
 import secrets
@@ -47,6 +48,19 @@ class RabbitMQNodeError(RuntimeError):
 
 class _PortTakenError(RabbitMQNodeError):
     pass
+
+
+@dataclasses.dataclass(frozen=True)
+class TLSFiles:
+    """PEM files for a node's TLS listener.
+
+    The node asks every client for a certificate and refuses one that ``ca``
+    did not sign, but accepts a client that shows none.
+    """
+
+    ca: Path
+    cert: Path
+    key: Path
 
 
 def is_installed() -> bool:
@@ -129,7 +143,7 @@ class RabbitMQNode:
     queues and persistent messages survive it just as on a real broker.
     """
 
-    def __init__(self, base_dir: str | Path | None = None) -> None:
+    def __init__(self, base_dir: str | Path | None = None, tls: TLSFiles | None = None) -> None:
         if base_dir is None:
             self.base_dir = Path(tempfile.mkdtemp(prefix="tether-rabbitmq-"))
             self._owns_base_dir = True
@@ -142,7 +156,10 @@ class RabbitMQNode:
         # @localhost rather than the host name because CI machines' host names
         # do not always resolve, while localhost always does.
         self.nodename = f"tether-test-{os.getpid()}-{next(_node_numbers)}@localhost"
-        self.port, self.dist_port = _free_ports(2)
+        self.tls = tls
+        #: The TLS listener's port, beside the plain one; None without ``tls``.
+        self.tls_port: int | None = None
+        self._pick_ports()
         self.home_dir = self.base_dir / "home"
         self.mnesia_base = self.base_dir / "mnesia"
         self.log_base = self.base_dir / "log"
@@ -169,11 +186,19 @@ class RabbitMQNode:
         # The trailing "//" is kombu's spelling of the default vhost "/".
         return f"amqp://guest:guest@127.0.0.1:{self.port}//"
 
-    def add_vhost(self, name: str) -> tuple[str, str]:
+    def add_vhost(self, name: str, tls: bool = False) -> tuple[str, str]:
         """A fresh virtual host for one deployment, so that deployments sharing
-        this node never see each other's queues; its (transport_url, amqp_url)."""
+        this node never see each other's queues; its (transport_url, amqp_url),
+        on the TLS listener if ``tls``."""
         self.rabbitmqctl("-q", "add_vhost", name)
         self.rabbitmqctl("-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        if tls:
+            if self.tls_port is None:
+                raise RabbitMQNodeError(f"{self.nodename} was started without a TLS listener")
+            return (
+                f"rabbit://guest:guest@127.0.0.1:{self.tls_port}/{name}",
+                f"amqps://guest:guest@127.0.0.1:{self.tls_port}/{name}",
+            )
         return (
             f"rabbit://guest:guest@127.0.0.1:{self.port}/{name}",
             f"amqp://guest:guest@127.0.0.1:{self.port}/{name}",
@@ -199,7 +224,7 @@ class RabbitMQNode:
                 # after that, clients hold its URL.
                 if self._has_started:
                     raise
-                self.port, self.dist_port = _free_ports(2)
+                self._pick_ports()
             else:
                 self._has_started = True
                 return
@@ -331,6 +356,12 @@ class RabbitMQNode:
 
     # -- internals -------------------------------------------------------
 
+    def _pick_ports(self) -> None:
+        if self.tls is None:
+            self.port, self.dist_port = _free_ports(2)
+        else:
+            self.port, self.dist_port, self.tls_port = _free_ports(3)
+
     def _env(self) -> dict[str, str]:
         # The caller's RABBITMQ_* and ERL_* settings (a developer's own
         # broker, ERL_FLAGS, ...) must not leak into the private node.
@@ -386,11 +417,22 @@ class RabbitMQNode:
             # free disk is smaller than its memory.
             "disk_free_limit.absolute = 50MB\n"
             "log.file.level = info\n"
-            "log.console = false\n"
+            "log.console = false\n" + (self._tls_config() if self.tls else "")
         )
         # No plugins at all: management and friends add seconds to boot.
         self.enabled_plugins_file.write_text("[].\n")
         (self.base_dir / "rabbitmq-env.conf").write_text("")
+
+    def _tls_config(self) -> str:
+        assert self.tls is not None
+        return (
+            f"listeners.ssl.default = 127.0.0.1:{self.tls_port}\n"
+            f"ssl_options.cacertfile = {self.tls.ca}\n"
+            f"ssl_options.certfile = {self.tls.cert}\n"
+            f"ssl_options.keyfile = {self.tls.key}\n"
+            "ssl_options.verify = verify_peer\n"
+            "ssl_options.fail_if_no_peer_cert = false\n"
+        )
 
     def _start_epmd(self) -> None:
         if self._epmd is not None and self._epmd.poll() is None:

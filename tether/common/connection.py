@@ -81,11 +81,14 @@ class ConnectionLoop:
                         PublishNotConfirmed,
                     ),
                 )
-                log = LOG.warning if recoverable else LOG.exception
+                # Retrying cannot cure a refused certificate, but the broker's
+                # may be replaced: keep trying, and say loudly what to fix.
+                explained = self.broker.explain(exc)
+                log = LOG.error if explained else LOG.warning if recoverable else LOG.exception
                 log(
                     "%s: %s; reconnecting to %s in %.1f s",
                     self.name,
-                    exc or type(exc).__name__,
+                    explained or exc or type(exc).__name__,
                     self.broker.url.masked,
                     delay,
                 )
