@@ -13,8 +13,10 @@ is spent. Each POST is signed:
     ``<timestamp>.<body>``.
 
 A receiver recomputes the HMAC and refuses old timestamps against replay
-(docs/operating.md has a snippet). Redirects are not followed; the answer
-is read up to 64 KiB.
+(docs/operating.md has a snippet). The URL's host must resolve to public
+addresses only, checked when it is accepted and at every delivery
+(:mod:`tether.plugin.egress`); redirects are not followed; the answer is
+read up to 64 KiB.
 """
 
 from __future__ import annotations
@@ -22,13 +24,12 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import random
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,7 +37,8 @@ from oslo_config import cfg
 from sqlalchemy import orm
 
 from tether.common import metrics
-from tether.common.exceptions import InvalidInput
+from tether.common.exceptions import ConfigError, InvalidInput
+from tether.plugin import egress
 from tether.plugin.db.models import Callback, Task, utcnow
 from tether.plugin.periodic import Periodic
 
@@ -56,23 +58,52 @@ OPTS: list[cfg.Opt] = [
     cfg.ListOpt(
         "allowed_schemes", default=["https"], help="URL schemes a callback may use (add http to allow it)."
     ),
+    cfg.ListOpt(
+        "allowed_networks",
+        default=[],
+        help="Networks (CIDR) a callback may reach although they are not public: "
+        "loopback, private, link-local and reserved addresses are refused otherwise.",
+    ),
 ]
 
 HEADER = "Callback-URL"
-_MAX_ANSWER = 64 * 1024
+_REFUSED = "refused"
 
 
 def check_url(conf: cfg.ConfigOpts, url: str) -> str:
     """Refuse what can never be delivered; the reason names the fix."""
     if not conf.callbacks.secret:
         raise InvalidInput(f"{HEADER} is not accepted: this tether has no [callbacks] secret to sign with.")
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidInput(f"{HEADER} is not a valid URL: {exc}.") from exc
     if parts.scheme not in conf.callbacks.allowed_schemes or not parts.hostname or len(url) > 2048:
         raise InvalidInput(
             f"{HEADER} must be an absolute URL of scheme {' or '.join(conf.callbacks.allowed_schemes)} "
             "of at most 2048 characters."
         )
+    if parts.username is not None or parts.password is not None:
+        raise InvalidInput(
+            f"{HEADER} must not carry credentials; callbacks are signed, verify X-Tether-Signature instead."
+        )
+    try:
+        egress.resolve(
+            parts.hostname,
+            port or (443 if parts.scheme == "https" else 80),
+            allowed_networks(conf),
+        )
+    except egress.Refused as exc:
+        raise InvalidInput(f"{HEADER} {egress.describe(url)} is refused: {exc}.") from exc
     return url
+
+
+def allowed_networks(conf: cfg.ConfigOpts) -> list[egress.Network]:
+    try:
+        return egress.parse_networks(conf.callbacks.allowed_networks)
+    except ValueError as exc:
+        raise ConfigError(reason=f"[callbacks] allowed_networks: {exc}") from exc
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -84,11 +115,6 @@ def schedule(session: orm.Session, task: Task) -> None:
     """In the transaction that finishes ``task``: remember to call back."""
     if task.callback_url:
         session.add(Callback(task_id=task.id, url=task.callback_url, state="PENDING"))
-
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
 
 
 class Deliverer(Periodic):
@@ -103,7 +129,7 @@ class Deliverer(Periodic):
         self.conf = conf.callbacks
         self.sessionmaker = sessionmaker
         self.render = render
-        self._opener = urllib.request.build_opener(_NoRedirects)
+        self.allowed = allowed_networks(conf)
 
     def tick(self) -> int:
         return self.deliver_due()
@@ -124,14 +150,14 @@ class Deliverer(Periodic):
                     callback.state, callback.delivered_at, callback.last_error = "DELIVERED", utcnow(), None
                     continue
                 callback.last_error = error
-                final = callback.attempts >= self.conf.max_attempts
+                final = callback.attempts >= self.conf.max_attempts or error.startswith(_REFUSED)
                 metrics.CALLBACK_FAILURES.labels("true" if final else "false").inc()
                 if final:
                     callback.state = "FAILED"
                     LOG.warning(
                         "callback of task %s to %s given up after %d attempts: %s",
                         callback.task_id,
-                        callback.url,
+                        egress.describe(callback.url),
                         callback.attempts,
                         error,
                     )
@@ -143,23 +169,20 @@ class Deliverer(Periodic):
     def _post(self, url: str, payload: dict[str, Any]) -> str | None:
         body = json.dumps(payload).encode()
         timestamp = str(int(time.time()))
-        request = urllib.request.Request(
-            url,
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "X-Tether-Timestamp": timestamp,
-                "X-Tether-Signature": sign(self.conf.secret or "", timestamp, body),
-            },
-        )
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "tether-callbacks",
+            "X-Tether-Timestamp": timestamp,
+            "X-Tether-Signature": sign(self.conf.secret or "", timestamp, body),
+        }
         try:
-            with self._opener.open(request, timeout=self.conf.timeout) as answer:
-                answer.read(_MAX_ANSWER)
-                if 200 <= answer.status < 300:
-                    return None
-                return f"the receiver answered {answer.status}"
-        except urllib.error.HTTPError as exc:
-            return f"the receiver answered {exc.code}"
-        except (urllib.error.URLError, OSError) as exc:
-            return f"the receiver could not be reached: {getattr(exc, 'reason', exc)}"
+            status = egress.post(url, body, headers, timeout=self.conf.timeout, allowed=self.allowed)
+        except egress.Refused as exc:
+            return f"{_REFUSED}: {exc}"
+        except (OSError, http.client.HTTPException) as exc:
+            return f"the receiver could not be reached: {exc or type(exc).__name__}"
+        if 200 <= status < 300:
+            return None
+        if 300 <= status < 400:
+            return f"the receiver answered {status}; redirects are not followed"
+        return f"the receiver answered {status}"
