@@ -105,6 +105,8 @@ class Plugin:
             default_limit=conf.api.default_page_size,
             max_limit=conf.api.max_page_size,
             max_body_bytes=conf.api.max_body_bytes,
+            max_string_length=conf.api.max_string_length,
+            max_items=conf.api.max_items,
             workers=conf.api.workers,
             idempotency_retention=conf.api.idempotency_retention,
             max_wait=conf.api.max_wait,

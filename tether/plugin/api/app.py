@@ -31,6 +31,19 @@ OPTS: list[cfg.Opt] = [
     cfg.IntOpt(
         "max_body_bytes", default=1024 * 1024, min=1024, help="Largest request body accepted, in bytes."
     ),
+    cfg.IntOpt(
+        "max_string_length",
+        default=4096,
+        min=255,
+        help="Longest string accepted anywhere in a request body, in characters; "
+        "resource types may set lower limits per attribute.",
+    ),
+    cfg.IntOpt(
+        "max_items",
+        default=1000,
+        min=64,
+        help="Most members of any object or array in a request body.",
+    ),
     cfg.FloatOpt(
         "max_wait",
         default=60.0,

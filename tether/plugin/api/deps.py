@@ -33,6 +33,8 @@ class Api:
     default_limit: int
     max_limit: int
     max_body_bytes: int
+    max_string_length: int = 4096
+    max_items: int = 1000
     workers: int = 8
     idempotency_retention: float = 86400.0
     max_wait: float = 60.0
@@ -90,26 +92,47 @@ async def json_body(request: fastapi.Request) -> Any:
         raise InvalidInput(f"The body is not valid JSON: {exc}.") from exc
     except RecursionError as exc:
         raise InvalidInput("The body is nested too deeply.") from exc
-    _refuse_nul(body)
+    check_values(body, api.max_string_length, api.max_items)
     return body
 
 
-def _refuse_nul(value: Any, path: str = "$") -> None:
-    # NUL cannot be stored in PostgreSQL text and has no business in names.
-    stack = [(value, path)]
+MAX_DEPTH = 32
+
+
+def check_values(value: Any, max_string: int, max_items: int) -> None:
+    """Bounds every resource type gets, whatever its schema forgot: string
+    length, members of an object or array, nesting; and no NUL, which
+    PostgreSQL text cannot store and which has no business in names."""
+    stack = [(value, "$", 0)]
     while stack:
-        item, where = stack.pop()
-        if isinstance(item, str) and "\x00" in item:
-            raise InvalidInput(f"Invalid input at {where}: NUL characters are not allowed.", path=where)
-        if isinstance(item, dict):
-            for key, child in item.items():
-                if "\x00" in key:
-                    raise InvalidInput(
-                        f"Invalid input at {where}: NUL characters are not allowed.", path=where
-                    )
-                stack.append((child, f"{where}.{key}"))
-        elif isinstance(item, list):
-            stack.extend((child, f"{where}[{i}]") for i, child in enumerate(item))
+        item, where, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidInput(f"Invalid input at {where}: nested deeper than {MAX_DEPTH}.", path=where)
+        if isinstance(item, str):
+            _check_string(item, where, max_string)
+        elif isinstance(item, dict | list):
+            if len(item) > max_items:
+                raise InvalidInput(
+                    f"Invalid input at {where}: {len(item)} members, at most {max_items} are accepted.",
+                    path=where,
+                )
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    _check_string(key, where, max_string)
+                    stack.append((child, f"{where}.{key}", depth + 1))
+            else:
+                stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(item))
+
+
+def _check_string(text: str, where: str, max_string: int) -> None:
+    if "\x00" in text:
+        raise InvalidInput(f"Invalid input at {where}: NUL characters are not allowed.", path=where)
+    if len(text) > max_string:
+        raise InvalidInput(
+            f"Invalid input at {where}: a string of {len(text)} characters; "
+            f"at most {max_string} are accepted.",
+            path=where,
+        )
 
 
 #: ``?wait=N``: answer once the task is finished, or after N seconds.
