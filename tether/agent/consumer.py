@@ -18,6 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import kombu
 
@@ -67,6 +68,8 @@ class WorkConsumer(connection.ConnectionLoop):
         self.shutdown_timeout = shutdown_timeout
         self._pool = WorkerPool(workers)
         self._done: queue.SimpleQueue[tuple[_Delivery | None, messages.Result | None]] = queue.SimpleQueue()
+        # Deliveries the plugin refused as naming no task it has, with why.
+        self._refused: queue.SimpleQueue[tuple[_Delivery, str]] = queue.SimpleQueue()
         self.operation_timeout = operation_timeout
         # Long device operations whose work message is acked, polled from here.
         self._long: dict[str, Pending] = {}
@@ -110,7 +113,11 @@ class WorkConsumer(connection.ConnectionLoop):
         # RabbitMQ applies the prefetch to each queue's consumer; share it out.
         per_queue = max(1, math.ceil(self.prefetch / len(queues)))
         self._consumer = kombu.Consumer(
-            connection.channel(), queues=queues, on_message=self._on_message, prefetch_count=per_queue
+            connection.channel(),
+            queues=queues,
+            on_message=self._on_message,
+            on_decode_error=self._on_undecodable,
+            prefetch_count=per_queue,
         )
         self._consuming = False
         self._follow_pause()
@@ -154,6 +161,13 @@ class WorkConsumer(connection.ConnectionLoop):
         assert self._publisher is not None
         self._follow_pause()
         self._watchdog()
+        while True:
+            try:
+                (epoch, message), reason = self._refused.get_nowait()
+            except queue.Empty:
+                break
+            if epoch == self._epoch:
+                self._dead_letters.add(message, reason)
         self._dead_letters.flush(self._publisher)
         finished: list[tuple[kombu.Message | None, messages.Result | None]] = []
         while True:
@@ -210,9 +224,19 @@ class WorkConsumer(connection.ConnectionLoop):
         self._pool.shutdown()
         self._scheduler.stop()
 
+    def _on_undecodable(self, message: kombu.Message, exc: Exception) -> None:
+        # kombu failed before our callback, typically decompressing a body
+        # whose `compression` header lies; without this hook it would raise
+        # out of the connection loop and the message would come back forever.
+        self._dead_letters.add(message, messages.undecodable_reason("work", message.headers, exc))
+
     def _on_message(self, message: kombu.Message) -> None:
         try:
-            work = messages.decode_work(message.body)
+            work = messages.decode_work(
+                message.body,
+                getattr(message, "content_type", None),
+                getattr(message, "content_encoding", None),
+            )
         except MalformedMessage as exc:
             self._dead_letters.add(message, exc.msg)
             return
@@ -238,7 +262,10 @@ class WorkConsumer(connection.ConnectionLoop):
                 self._running.pop(work.task_id, None)
             return  # unacked: the broker hands the message to another agent
         if not claim.get("run"):
-            self._answer(work.task_id, None)
+            if claim.get("unknown"):
+                self._refuse(work.task_id, _unknown_task_reason(work, claim))
+            else:
+                self._answer(work.task_id, None)
             return
         attempt = int(claim["attempt"])
         self._step(work, attempt, messages.now(), lambda: self.runner.apply(work, attempt))
@@ -284,6 +311,12 @@ class WorkConsumer(connection.ConnectionLoop):
         if current:
             self._scheduler.call_later(pending.operation.poll_after, self._pool.submit, self._poll, pending)
 
+    def _refuse(self, task_id: str, reason: str) -> None:
+        with self._lock:
+            deliveries = self._running.pop(task_id, [])
+        for delivery in deliveries:
+            self._refused.put((delivery, reason))
+
     def _answer(self, task_id: str, result: messages.Result | None) -> None:
         with self._lock:
             deliveries = self._running.pop(task_id, [])
@@ -296,3 +329,10 @@ class WorkConsumer(connection.ConnectionLoop):
             self._done.put((delivery, result))
         if long_running and not deliveries and result is not None:
             self._done.put((None, result))
+
+
+def _unknown_task_reason(work: messages.Work, claim: dict[str, Any]) -> str:
+    return (
+        f"the plugin has no task {work.task_id!r} ({claim.get('reason')}); the work message "
+        "was not published by this deployment's plugin"
+    )

@@ -45,18 +45,21 @@ class ResultRecorder:
         self.sessionmaker = sessionmaker
         self.policy = policy
 
-    def record(self, results: Sequence[messages.Result]) -> None:
-        """Record results in one transaction."""
+    def record(self, results: Sequence[messages.Result]) -> set[str]:
+        """Record results in one transaction.
+
+        :returns: the ids of tasks that do not exist; their results changed nothing.
+        """
         with self.sessionmaker.begin() as session:
             tasks = queries.get_tasks(session, [r.task_id for r in results])
             for result in results:
-                with log.request_context(result.request_id):
-                    self._apply(session, tasks.get(result.task_id), result)
+                task = tasks.get(result.task_id)
+                if task is not None:
+                    with log.request_context(result.request_id):
+                        self._apply(session, task, result)
+        return {r.task_id for r in results if r.task_id not in tasks}
 
-    def _apply(self, session: orm.Session, task: Task | None, result: messages.Result) -> None:
-        if task is None:
-            LOG.warning("result for unknown task %s from agent %s ignored", result.task_id, result.agent_id)
-            return
+    def _apply(self, session: orm.Session, task: Task, result: messages.Result) -> None:
         current = task.state == TaskState.RUNNING and result.attempt == task.attempt
         self._remember(session, task, result, current)
         if not current:
@@ -129,7 +132,11 @@ class ResultConsumer(connection.ConnectionLoop):
         self.broker.declare(connection, [queue])
         self._publisher = transport.Publisher(connection, self.broker.confirm_timeout)
         self._consumer = consumer = kombu.Consumer(
-            connection.channel(), queues=[queue], on_message=self._on_message, prefetch_count=self.batch
+            connection.channel(),
+            queues=[queue],
+            on_message=self._on_message,
+            on_decode_error=self._on_undecodable,
+            prefetch_count=self.batch,
         )
         consumer.consume()
         LOG.info("consuming results from %s on %s", queue.name, self.broker.url.masked)
@@ -147,17 +154,26 @@ class ResultConsumer(connection.ConnectionLoop):
             return
         batch, self._pending = self._pending, []
         try:
-            self.recorder.record([r for _, r in batch])
+            unknown = self.recorder.record([r for _, r in batch]) or set()
             recorded = batch
         except Exception as exc:
             if _transient(exc):
                 self._retry_later(batch, exc)
                 return
             LOG.exception("recording a batch of %d results failed; recording one by one", len(batch))
-            recorded = self._record_one_by_one(batch)
+            recorded, unknown = self._record_one_by_one(batch)
         self._db_failures = 0
-        for message, _ in recorded:
-            message.ack()
+        for message, result in recorded:
+            if result.task_id in unknown:
+                # Tasks are never deleted: a result for none came from
+                # somewhere else (another deployment, a hand-made message).
+                self._dead_letters.add(
+                    message,
+                    f"no task {result.task_id!r} exists; the result (attempt {result.attempt}, "
+                    f"{result.outcome.value}, from agent {result.agent_id!r}) changed nothing",
+                )
+            else:
+                message.ack()
         self._dead_letters.flush(self._publisher)
 
     def on_stop(self, connection: kombu.Connection) -> None:
@@ -177,11 +193,11 @@ class ResultConsumer(connection.ConnectionLoop):
 
     def _record_one_by_one(
         self, batch: list[tuple[kombu.Message, messages.Result]]
-    ) -> list[tuple[kombu.Message, messages.Result]]:
-        recorded = []
+    ) -> tuple[list[tuple[kombu.Message, messages.Result]], set[str]]:
+        recorded, unknown = [], set()
         for index, (message, result) in enumerate(batch):
             try:
-                self.recorder.record([result])
+                unknown |= self.recorder.record([result]) or set()
             except Exception as exc:  # noqa: BLE001
                 if _transient(exc):
                     self._retry_later(batch[index:], exc)
@@ -189,11 +205,20 @@ class ResultConsumer(connection.ConnectionLoop):
                 self._dead_letters.add(message, f"recording failed: {exc}")
                 continue
             recorded.append((message, result))
-        return recorded
+        return recorded, unknown
+
+    def _on_undecodable(self, message: kombu.Message, exc: Exception) -> None:
+        # See WorkConsumer: kombu fails before our callback on a lying
+        # `compression` header, and would otherwise raise out of the loop.
+        self._dead_letters.add(message, messages.undecodable_reason("result", message.headers, exc))
 
     def _on_message(self, message: kombu.Message) -> None:
         try:
-            result = messages.decode_result(message.body)
+            result = messages.decode_result(
+                message.body,
+                getattr(message, "content_type", None),
+                getattr(message, "content_encoding", None),
+            )
         except MalformedMessage as exc:
             self._dead_letters.add(message, exc.msg)
             return
