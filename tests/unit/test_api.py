@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -54,7 +55,7 @@ def test_a_body_breaking_the_schema_gets_400_with_path_and_reason(client: TestCl
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["path"] == "$.vip_address"
-    assert "'nope' is not a 'ip-address'" in error["message"]
+    assert "'nope' is not a valid ipv4 or ipv6 value" in error["message"]
     assert error["request_id"] == response.headers["X-Request-Id"]
 
 
@@ -226,14 +227,21 @@ def test_a_body_nested_too_deeply_gets_400_not_500(client: TestClient) -> None:
     assert response.status_code == 400
 
 
-def test_a_float_where_an_integer_belongs_gets_400(client: TestClient, plugin: Plugin) -> None:
+def test_an_integral_number_is_an_integer_and_a_fraction_is_not(client: TestClient, plugin: Plugin) -> None:
     lb = _create(client, "loadbalancers", {"provider": "noop"}).json()
     _finish(plugin, lb["task"]["id"])
-    response = client.post(
-        "/v1/listeners", json={"loadbalancer_id": lb["id"], "protocol": "TCP", "protocol_port": 80.0}
-    )
+    listener = {"loadbalancer_id": lb["id"], "protocol": "TCP"}
+    response = client.post("/v1/listeners", json=listener | {"protocol_port": 80.5})
     assert response.status_code == 400
     assert response.json()["error"]["path"] == "$.protocol_port"
+    # JSON has one kind of number: 80.0 is 80, and reaches the driver as the integer.
+    response = client.post("/v1/listeners", content=json.dumps(listener | {"protocol_port": 80.0}))
+    assert response.status_code == 202, response.text
+    assert response.json()["protocol_port"] == 80 and isinstance(response.json()["protocol_port"], int)
+    for constant in ("NaN", "Infinity", "1e999"):
+        body = json.dumps(listener)[:-1] + f', "protocol_port": {constant}}}'
+        refused = client.post("/v1/listeners", content=body)
+        assert refused.status_code == 400 and "not valid JSON" in refused.json()["error"]["message"]
 
 
 def test_a_nul_character_in_a_string_gets_400_with_its_path(client: TestClient) -> None:

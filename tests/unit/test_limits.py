@@ -62,7 +62,7 @@ def test_page_size_and_wait_have_ceilings(client: TestClient) -> None:
     assert "from 1 to 1000" in _error(client.get("/v1/tasks?limit=0"), 400)
     lb = client.post("/v1/loadbalancers", json=LB).json()
     for url in (f"/v1/tasks/{lb['task']['id']}?wait=61", f"/v1/loadbalancers/{lb['id']}?wait=61"):
-        assert "at most 60 seconds" in _error(client.get(url), 400)
+        assert "less than or equal to 60" in _error(client.get(url), 400)
     assert _error(client.get(f"/v1/tasks/{lb['task']['id']}?wait=-1"), 400)
 
 

@@ -18,7 +18,8 @@ _ADMIN_STATE_UP: dict[str, Any] = {
     "description": "False takes the resource out of service without deleting it.",
 }
 _PORT: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 65535}
-_IP: dict[str, Any] = {"type": "string", "format": "ip-address"}
+# The standard formats, which clients and API testers know how to produce.
+_IP: dict[str, Any] = {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}
 
 LOADBALANCER = ResourceType(
     name="loadbalancer",
@@ -108,7 +109,7 @@ HEALTHMONITOR = ResourceType(
         "max_retries": {"type": "integer", "minimum": 1, "maximum": 10},
         "max_retries_down": {"type": "integer", "minimum": 1, "maximum": 10, "default": 3},
         "http_method": {"enum": ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]},
-        "url_path": {"type": "string", "pattern": "^/", "maxLength": 2048},
+        "url_path": {"type": "string", "pattern": "^/[^\\x00]*$", "maxLength": 2048},
         "expected_codes": {"type": "string", "pattern": "^[0-9]{3}([-,][0-9]{3})*$"},
         "admin_state_up": _ADMIN_STATE_UP,
     },

@@ -55,6 +55,34 @@ _Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
 )
 
 
+_NO_NUL = "^[^\\x00]*$"
+
+
+def _forbid_nul(schema: Any) -> None:
+    """Say in the schema what the API enforces anyway: no string holds NUL
+    (PostgreSQL cannot store it). A string that has a pattern keeps it; the
+    pattern's author excludes NUL."""
+    if isinstance(schema, dict):
+        types = schema.get("type")
+        stringy = types == "string" or (isinstance(types, list) and "string" in types)
+        if (stringy or "maxLength" in schema) and "pattern" not in schema and "enum" not in schema:
+            schema["pattern"] = _NO_NUL
+        for value in schema.values():
+            _forbid_nul(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            _forbid_nul(item)
+
+
+def _explain(error: jsonschema.ValidationError) -> str:
+    # "not valid under any of the given schemas" says nothing when the
+    # alternatives are formats (an IPv4 or an IPv6 address): name them.
+    if error.validator == "anyOf" and all(e.validator == "format" for e in error.context or ()):
+        formats = " or ".join(str(e.validator_value) for e in error.context or ())
+        return f"{error.instance!r} is not a valid {formats} value"
+    return str(error.message)
+
+
 @FORMAT_CHECKER.checks("ip-address", raises=ValueError)
 def _is_ip_address(value: object) -> bool:
     if isinstance(value, str):
@@ -104,10 +132,11 @@ class ResourceType:
         if self.parent_key:
             properties[self.parent_key] = {
                 "type": "string",
+                "maxLength": 255,
                 "description": f"The {self.parent} this {self.name} belongs to.",
             }
             required.insert(0, self.parent_key)
-        return {
+        schema = {
             "type": "object",
             "title": self.name,
             "description": self.description,
@@ -115,6 +144,8 @@ class ResourceType:
             "required": required,
             "additionalProperties": False,
         }
+        _forbid_nul(schema)
+        return schema
 
     def defaults(self) -> dict[str, Any]:
         return {k: copy.deepcopy(v["default"]) for k, v in self.properties.items() if "default" in v}
@@ -178,7 +209,7 @@ class Registry(Mapping[str, ResourceType]):
             raise InvalidInput(f"The {rtype.name} body is nested too deeply.") from exc
         if error is not None:
             raise InvalidInput(
-                f"Invalid {rtype.name} at {error.json_path}: {error.message}",
+                f"Invalid {rtype.name} at {error.json_path}: {_explain(error)}",
                 path=error.json_path,
             )
 

@@ -99,6 +99,7 @@ def create_app(api: Api, broker_ready: health.Probe = lambda: None) -> fastapi.F
         tags=["discovery"],
         summary="List the resource types and their schemas",
         dependencies=[authorized("tether:discovery")],
+        responses=errors.RESPONSES,
     )
     def discovery() -> dict[str, Any]:
         return {
@@ -119,9 +120,9 @@ def create_app(api: Api, broker_ready: health.Probe = lambda: None) -> fastapi.F
         }
 
     for rtype in api.registry.values():
-        app.include_router(resources.router(api, rtype))
-    app.include_router(tasks.router(api))
-    app.include_router(agents.router(api))
+        app.include_router(resources.router(api, rtype), responses=errors.RESPONSES)
+    app.include_router(tasks.router(api), responses=errors.RESPONSES)
+    app.include_router(agents.router(api), responses=errors.RESPONSES)
+    app.include_router(metrics.router(api), responses=errors.RESPONSES)
     app.include_router(health.router(api, broker_ready))
-    app.include_router(metrics.router(api))
     return app

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Callable
 from typing import Annotated, Any
 
 import fastapi
+import fastapi.security
 from sqlalchemy import orm
 
 from tether.common.exceptions import InvalidInput, PayloadTooLarge
@@ -43,16 +45,35 @@ class Api:
     check_callback: Callable[[str], str] = lambda url: url
     auth: Authenticator = dataclasses.field(default_factory=NoAuth)
 
-    def check_wait(self, wait: float) -> None:
-        if wait > self.max_wait:
-            raise InvalidInput(f"wait may be at most {self.max_wait:g} seconds; ask again to wait longer.")
+    def wait_param(self) -> Any:
+        """``?wait=N``: answer once the task is finished, or after N seconds."""
+        return fastapi.Query(
+            0.0, ge=0, le=self.max_wait, description="Seconds to wait for the task to finish, at most this."
+        )
+
+
+TOKEN_HEADER = fastapi.security.APIKeyHeader(
+    name="X-Auth-Token",
+    scheme_name="token",
+    description="A token from the operator (auth_strategy token) or Keystone (keystone).",
+    auto_error=False,
+)
+BEARER = fastapi.security.HTTPBearer(
+    scheme_name="bearer", description="The same token as Authorization: Bearer.", auto_error=False
+)
 
 
 def authorized(rule: str) -> Any:
     """The dependency of an operation guarded by policy ``rule``: the
     authenticated caller, once the rule allows it."""
 
-    def context(request: fastapi.Request) -> RequestContext:
+    def context(
+        request: fastapi.Request,
+        _token: Annotated[str | None, fastapi.Security(TOKEN_HEADER)] = None,
+        _bearer: Annotated[Any, fastapi.Security(BEARER)] = None,
+    ) -> RequestContext:
+        # The two Security parameters only describe the schemes in the
+        # OpenAPI document; the strategy reads the headers itself.
         api: Api = request.app.state.api
         identity = api.auth.identify(request.headers)
         api.policy.authorize(rule, identity)
@@ -87,7 +108,7 @@ async def json_body(request: fastapi.Request) -> Any:
     if not raw.strip():
         raise InvalidInput("The request needs a JSON body.")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_float=_number, parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidInput(f"The body is not valid JSON: {exc}.") from exc
     except RecursionError as exc:
@@ -97,6 +118,19 @@ async def json_body(request: fastapi.Request) -> Any:
 
 
 MAX_DEPTH = 32
+
+
+def _number(text: str) -> float | int:
+    # JSON has numbers, not ints and floats: 80.0 is the integer 80, as JSON
+    # Schema says, and reaches drivers as one.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def check_values(value: Any, max_string: int, max_items: int) -> None:
@@ -135,6 +169,4 @@ def _check_string(text: str, where: str, max_string: int) -> None:
         )
 
 
-#: ``?wait=N``: answer once the task is finished, or after N seconds.
-Wait = Annotated[float, fastapi.Query(ge=0, description="Seconds to wait for the task to finish.")]
 JsonBody = Annotated[Any, fastapi.Depends(json_body)]

@@ -15,11 +15,49 @@ import fastapi
 import sqlalchemy.exc
 from fastapi import exceptions as fastapi_exceptions
 from fastapi.responses import JSONResponse
+from starlette import routing
 from starlette.exceptions import HTTPException
 
 from tether.common.exceptions import TetherError
 
 LOG = logging.getLogger(__name__)
+
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["type", "message", "request_id"],
+            "properties": {
+                "type": {"type": "string", "description": "The kind of error, e.g. InvalidInput."},
+                "message": {"type": "string", "description": "What was wrong and what to do."},
+                "path": {"type": "string", "description": "Where in the body, as $.attribute."},
+                "request_id": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+
+
+def _documented(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+
+
+#: The error answers any authenticated operation may give.
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _documented("The request is malformed; the message says what and where."),
+    401: _documented("No valid token; send one in X-Auth-Token or Authorization: Bearer."),
+    403: _documented("The caller's roles do not allow this operation."),
+    404: _documented("No such item in the caller's project."),
+    405: _documented("The method is not allowed here; Allow lists those that are."),
+    409: _documented("A conflict with the current state; the message names it."),
+    413: _documented("The body is larger than the API accepts."),
+    422: _documented("An Idempotency-Key reused for a different request."),
+    429: _documented("Too many requests from this project; retry after Retry-After seconds."),
+    503: _documented("Busy or a dependency is down; retry after Retry-After seconds."),
+}
 
 
 def error_response(
@@ -63,7 +101,11 @@ def install(app: fastapi.FastAPI) -> None:
             message = f"No such endpoint: {request.url.path}; GET /v1 lists the resource types."
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}."
-        return error_response(request, exc.status_code, "HTTPError", message)
+        response = error_response(request, exc.status_code, "HTTPError", message)
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            response.headers["Allow"] = ", ".join(_allowed_methods(request))
+        return response
 
     @app.exception_handler(sqlalchemy.exc.OperationalError)
     async def _database_down(request: fastapi.Request, exc: Exception) -> JSONResponse:
@@ -76,6 +118,16 @@ def install(app: fastapi.FastAPI) -> None:
         )
         response.headers["Retry-After"] = "1"
         return response
+
+
+def _allowed_methods(request: fastapi.Request) -> list[str]:
+    # Starlette names the methods of the first route matching the path only;
+    # each method of a path is a route of its own here.
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, routing.Route) and route.matches(request.scope)[0] != routing.Match.NONE:
+            methods |= route.methods or set()
+    return sorted(methods)
 
 
 def unexpected(request: fastapi.Request, exc: Exception) -> JSONResponse:

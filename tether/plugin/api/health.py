@@ -29,7 +29,11 @@ def router(api: Api, broker_ready: Probe) -> fastapi.APIRouter:
     async def healthz() -> dict[str, Any]:
         return {"status": "alive"}
 
-    @r.get("/readyz", summary="Can this plugin serve: database, schema and broker?")
+    @r.get(
+        "/readyz",
+        summary="Can this plugin serve: database, schema and broker?",
+        responses={503: {"description": "Not ready; problems says why."}},
+    )
     async def readyz() -> JSONResponse:
         problems = [p for p in (await run_in_threadpool(_database, api), broker_ready()) if p]
         body = {"status": "ready" if not problems else "not ready", "problems": problems}

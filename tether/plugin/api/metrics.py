@@ -58,7 +58,7 @@ class DatabaseCollector(Collector):
 
 
 def router(api: Api) -> fastapi.APIRouter:
-    r = fastapi.APIRouter(tags=["health"])
+    r = fastapi.APIRouter(tags=["metrics"])
     registry = prometheus_client.CollectorRegistry()
     registry.register(DatabaseCollector(api))
 

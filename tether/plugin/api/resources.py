@@ -16,7 +16,7 @@ from tether.common.resource_types import ResourceType
 from tether.common.states import OperatingStatus, ProvisioningStatus, TaskState
 from tether.plugin import idempotency
 from tether.plugin.api import pagination, views
-from tether.plugin.api.deps import Api, JsonBody, Wait, authorized
+from tether.plugin.api.deps import Api, JsonBody, authorized
 from tether.plugin.context import RequestContext
 from tether.plugin.db import queries
 
@@ -32,8 +32,12 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
     }
     if rtype.parent_key:
         filters[rtype.parent_key] = "parent_id"
-    body_doc = {"requestBody": {"required": True, "content": {"application/json": {"schema": rtype.schema}}}}
-    update_schema = dict(rtype.schema, required=[])
+    schema = rtype.schema
+    if "provider" in schema["properties"]:
+        # Only the providers this deployment configured are accepted.
+        schema["properties"]["provider"]["enum"] = list(api.changes.providers.names)
+    body_doc = {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    update_schema = dict(schema, required=[], minProperties=1)
     allowed = {
         action: authorized(f"tether:{rtype.name}:{action}")
         for action in ("list", "get", "create", "update", "delete")
@@ -78,7 +82,7 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
             return replay
         return _accepted(rtype, item, row, task)
 
-    @r.post("", status_code=202, openapi_extra=body_doc, summary=f"Create a {rtype.name}", responses=_ERRORS)
+    @r.post("", status_code=202, openapi_extra=body_doc, summary=f"Create a {rtype.name}")
     def create(
         request: fastapi.Request, *, ctx: RequestContext = allowed["create"], body: JsonBody
     ) -> JSONResponse:
@@ -123,12 +127,10 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
     @r.get(
         "/{resource_id}",
         summary=f"Show a {rtype.name}; with ?wait=N, once its latest task is finished or N seconds passed",
-        responses=_ERRORS,
     )
     async def show(
-        resource_id: str, wait: Wait = 0.0, ctx: RequestContext = allowed["get"]
+        resource_id: str, wait: float = api.wait_param(), ctx: RequestContext = allowed["get"]
     ) -> dict[str, Any]:
-        api.check_wait(wait)
         view = await run_in_threadpool(read, resource_id, ctx)
         task = view.get("task")
         if wait <= 0 or task is None or TaskState(task["state"]).terminal:
@@ -151,7 +153,6 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
         openapi_extra={
             "requestBody": {"required": True, "content": {"application/json": {"schema": update_schema}}}
         },
-        responses=_ERRORS,
     )
     def update(
         request: fastapi.Request, resource_id: str, *, ctx: RequestContext = allowed["update"], body: JsonBody
@@ -160,7 +161,7 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
             request, ctx, body, lambda on_accept: api.changes.update(ctx, rtype, resource_id, body, on_accept)
         )
 
-    @r.delete("/{resource_id}", status_code=202, summary=f"Delete a {rtype.name}", responses=_ERRORS)
+    @r.delete("/{resource_id}", status_code=202, summary=f"Delete a {rtype.name}")
     def delete(
         request: fastapi.Request, resource_id: str, ctx: RequestContext = allowed["delete"]
     ) -> JSONResponse:
@@ -195,10 +196,3 @@ def _replay(
 def _check_enum(filters: dict[str, Any], key: str, enum: Any) -> None:
     if key in filters and filters[key] not in enum.__members__:
         raise InvalidInput(f"{key} must be one of {', '.join(enum.__members__)}.")
-
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "The request is malformed; the message says what and where."},
-    404: {"description": "No such resource in your project."},
-    409: {"description": "The resource tree has a change in flight, or children remain."},
-}

@@ -11,7 +11,7 @@ from tether.common.exceptions import InvalidInput, NotFound
 from tether.common.states import TaskState
 from tether.plugin import cancellation
 from tether.plugin.api import pagination, views
-from tether.plugin.api.deps import Api, Wait, authorized
+from tether.plugin.api.deps import Api, authorized
 from tether.plugin.context import RequestContext
 from tether.plugin.db import queries
 from tether.plugin.db.models import Callback
@@ -70,8 +70,7 @@ def router(api: Api) -> fastapi.APIRouter:
         return view
 
     @r.get("/{task_id}", summary="Show a task; with ?wait=N, once it is finished or N seconds passed")
-    async def show(task_id: str, ctx: Reader, wait: Wait = 0.0) -> dict[str, Any]:
-        api.check_wait(wait)
+    async def show(task_id: str, ctx: Reader, wait: float = api.wait_param()) -> dict[str, Any]:
         view = await run_in_threadpool(read, task_id, ctx)
         if wait <= 0 or TaskState(view["state"]).terminal:
             return view
