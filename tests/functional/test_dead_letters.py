@@ -7,6 +7,7 @@ import pathlib
 import subprocess
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,9 +15,10 @@ import kombu
 import pytest
 from oslo_config import cfg
 
+from tether.cmd import dead_letters
 from tether.common import config, transport
 
-from .daemons import BIN, free_port, write_ini
+from .daemons import BIN, Deployment, free_port, write_ini
 from .rabbitmq import RabbitMQNode
 
 pytestmark = pytest.mark.functional
@@ -128,7 +130,7 @@ def _dead_letter_as_tether_does(broker: transport.Broker, body: bytes, reason: s
     return message_id
 
 
-def _publish_dead_letter(broker: transport.Broker, headers: dict[str, str]) -> str:
+def _publish_dead_letter(broker: transport.Broker, headers: dict[str, Any]) -> str:
     """Publish straight to the dead-letter exchange with ``headers``, as nothing in tether does."""
     message_id = uuid.uuid4().hex
     with broker.connect() as connection:
@@ -136,6 +138,34 @@ def _publish_dead_letter(broker: transport.Broker, headers: dict[str, str]) -> s
         publisher.publish([transport.Envelope(broker.dead_letter_exchange, "", b"{}", message_id, headers)])
         publisher.close()
     return message_id
+
+
+def _listed(ini: pathlib.Path) -> dict[str, dict[str, Any]]:
+    """message id → what `list -f json` says of it."""
+    listed = _manage(ini, "list", "-f", "json")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    return {letter["message_id"]: letter for letter in map(json.loads, listed.stdout.splitlines())}
+
+
+def _listed_with(ini: pathlib.Path, message_id: str, words: str, timeout: float = 30.0) -> dict[str, Any]:
+    """What `list -f json` says of ``message_id`` once its reason has ``words``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        letter = _listed(ini).get(message_id)
+        if letter is not None and words in letter["reason"]:
+            return letter
+        assert time.monotonic() < deadline, f"{message_id} not dead-lettered with {words!r}: {letter}"
+        time.sleep(0.5)
+
+
+def _raw_headers(amqp_url: str, message_id: str) -> dict[str, Any]:
+    """The headers the broker holds for a dead letter, read without kombu's decoding."""
+    with kombu.Connection(amqp_url) as connection:
+        channel = connection.channel()
+        while (message := channel.basic_get(DEAD_LETTER_QUEUE, no_ack=False)) is not None:
+            if message.properties.get("message_id") == message_id:
+                return dict(message.properties.get("application_headers") or {})
+    raise AssertionError(f"no dead letter {message_id}")
 
 
 def _table_row(stdout: str, message_id: str) -> str:
@@ -153,9 +183,9 @@ def test_list_shows_tethers_own_dead_letters_with_their_reason_and_leaves_them_i
     table = _manage(ini, "list")
     assert table.returncode == 0, table.stderr
     header, *_rows, total = table.stdout.splitlines()
-    assert " ".join(header.split()) == "# MESSAGE ID REASON EXCHANGE → ROUTING KEY TASK ID SIZE"
+    assert " ".join(header.split()) == "# MESSAGE ID REASON EXCHANGE → ROUTING KEY TASK ID SIZE BODY"
     row = " ".join(_table_row(table.stdout, garbled).split())
-    assert row == f"1 {garbled} body is not JSON: Expecting value tether.work → noop - 10"
+    assert row == f"1 {garbled} body is not JSON: Expecting value tether.work → noop - 10 \\x00 not json"
     assert "message version 42 is unknown" in _table_row(table.stdout, work)
     assert "task-42" in _table_row(table.stdout, work)
     assert total == f"2 message(s) in {DEAD_LETTER_QUEUE}."
@@ -171,6 +201,8 @@ def test_list_shows_tethers_own_dead_letters_with_their_reason_and_leaves_them_i
             "routing_key": "noop",
             "task_id": None,
             "size": 10,
+            "preview": "\\x00 not json",
+            "unreadable": None,
         },
         {
             "position": 2,
@@ -180,6 +212,8 @@ def test_list_shows_tethers_own_dead_letters_with_their_reason_and_leaves_them_i
             "routing_key": "noop",
             "task_id": "task-42",
             "size": len(work_body),
+            "preview": work_body.decode(),
+            "unreadable": None,
         },
     ]
 
@@ -299,6 +333,8 @@ def test_a_message_rabbitmq_dead_lettered_is_listed_with_rabbitmqs_reason_and_ca
                 "routing_key": provider,
                 "task_id": "t-9",
                 "size": len(body),
+                "preview": body.decode(),
+                "unreadable": None,
             }
         ]
         assert "RabbitMQ: delivery_limit" in _table_row(_manage(ini, "list").stdout, message_id)
@@ -334,3 +370,148 @@ def test_dead_letters_refuses_to_run_without_a_transport_url(tmp_path: pathlib.P
     assert result.returncode == 2, result.stdout + result.stderr
     assert "[DEFAULT] transport_url is required by dead-letters but not set" in result.stderr
     assert str(ini) in result.stderr
+
+
+def test_a_message_with_a_compression_header_kombu_cannot_undo_is_dead_lettered_readable_and_handled(
+    deployment: Deployment, tmp_path: pathlib.Path
+) -> None:
+    ini = write_ini(tmp_path / "manage.ini", {"DEFAULT": {"transport_url": deployment.transport_url}})
+    with kombu.Connection(deployment.amqp_url) as connection:
+        kombu.Queue(DEAD_LETTER_QUEUE, no_declare=True)(connection.channel()).purge()
+    task_id = f"no-such-task-{uuid.uuid4().hex[:8]}"
+    resource = {"type": "loadbalancer", "id": "r", "project_id": "p", "attributes": {}}
+    work = {
+        "version": 1,
+        "kind": "work",
+        "task": {
+            "id": task_id,
+            "operation": "create",
+            "resource_type": "loadbalancer",
+            "resource_id": "r",
+            "root_id": "r",
+            "generation": 1,
+            "attempt": 1,
+            "project_id": "p",
+            "provider": "noop",
+        },
+        "resource": resource,
+        "tree": resource,
+    }
+    body, message_id, gzipped = json.dumps(work).encode(), uuid.uuid4().hex, uuid.uuid4().hex
+    with kombu.Connection(deployment.amqp_url) as connection:
+        producer = kombu.Producer(connection.channel())
+        for an_id, raw, compression in [
+            (message_id, body, "application/x-bogus"),
+            # One kombu can undo, around a body that is not JSON.
+            (gzipped, zlib.compress(b"not json"), "application/x-gzip"),
+        ]:
+            producer.publish(
+                raw,
+                exchange="tether.work",
+                routing_key="noop",
+                content_type="application/json",
+                content_encoding="binary",
+                headers={"compression": compression},
+                message_id=an_id,
+                delivery_mode=2,
+                retry=False,
+            )
+
+    letter = _listed_with(ini, message_id, "cannot be decoded")
+    assert "its 'compression' header says 'application/x-bogus'" in letter["reason"]
+    assert (letter["exchange"], letter["routing_key"], letter["task_id"]) == ("tether.work", "noop", task_id)
+    assert (letter["size"], letter["unreadable"]) == (len(body), None)
+    assert letter["preview"] == body.decode()[: dead_letters.PREVIEW_CHARS - 1] + "…"
+    table = _manage(ini, "list")
+    assert table.returncode == 0, table.stderr
+    assert "cannot be decoded" in _table_row(table.stdout, message_id)
+    assert "unreadable" not in table.stdout
+    headers = _raw_headers(deployment.amqp_url, message_id)
+    assert "compression" not in headers
+    assert headers[transport.ORIGINAL_COMPRESSION] == "application/x-bogus"
+    # Stored decompressed, so nothing says it ever was compressed.
+    letter = _listed_with(ini, gzipped, "is not JSON")
+    assert (letter["preview"], letter["unreadable"]) == ("not json", None)
+    stored = _raw_headers(deployment.amqp_url, gzipped)
+    assert not {"compression", transport.ORIGINAL_COMPRESSION} & stored.keys()
+
+    # Sent back without the header, which tether never sets: the agent reads
+    # it this time, and the plugin, which has no such task, refuses it.
+    requeued = _manage(ini, "requeue", "--id", message_id)
+    assert requeued.returncode == 0, requeued.stdout + requeued.stderr
+    assert f"{message_id} → tether.work → noop" in requeued.stdout
+    again = _listed_with(ini, message_id, "the plugin has no task")
+    assert again["task_id"] == task_id
+
+    purged = _manage(ini, "purge", "--yes")
+    assert purged.returncode == 0, purged.stderr
+    assert purged.stdout == f"purged 2 message(s) from {DEAD_LETTER_QUEUE}.\n"
+    assert _listed(ini) == {}
+
+
+def test_list_and_requeue_carry_on_past_dead_letters_they_cannot_fully_read(
+    rabbitmq: RabbitMQNode, broker: transport.Broker, ini: pathlib.Path
+) -> None:
+    before = _dead_letter_as_tether_does(broker, b"{}", "fine before")
+    # As earlier versions of tether dead-lettered it: with the header that made it unreadable.
+    compressed = _publish_dead_letter(
+        broker,
+        {
+            "compression": "application/x-bogus",
+            transport.DEAD_LETTER_REASON: "the work message cannot be decoded",
+            transport.ORIGINAL_EXCHANGE: "tether.work",
+            transport.ORIGINAL_ROUTING_KEY: "noop",
+        },
+    )
+    odd = _publish_dead_letter(broker, {"x-death": [{"reason": "rejected", "routing-keys": 7}]})
+    after = _dead_letter_as_tether_does(broker, b"{}", "fine after")
+
+    letters = _listed(ini)
+    assert list(letters) == [before, compressed, odd, after]
+    assert letters[before]["reason"] == "fine before"
+    assert letters[after]["reason"] == "fine after"
+    assert letters[compressed]["reason"] == "the work message cannot be decoded"
+    assert letters[compressed]["unreadable"].startswith(
+        "kombu cannot decode its body (its 'compression' header says 'application/x-bogus'): "
+    )
+    assert letters[compressed]["preview"] == "{}"
+    assert letters[odd]["reason"].startswith("RabbitMQ: rejected")
+    table = _manage(ini, "list")
+    assert table.returncode == 0, table.stderr
+    assert f"#2 {compressed} is unreadable: kombu cannot decode its body" in table.stdout
+    assert table.stdout.splitlines()[-1] == f"4 message(s) in {DEAD_LETTER_QUEUE}."
+
+    result = _manage(ini, "requeue", "--id", compressed, "--id", after)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"requeued 2 message(s) from {DEAD_LETTER_QUEUE}." in result.stdout
+    with kombu.Connection(rabbitmq.amqp_url) as connection:
+        back = _take(connection, "tether.work.noop", compressed)
+        assert (back.body, back.errors) == ("{}", [])
+        assert "compression" not in back.headers
+        back.ack()
+        _take(connection, "tether.work.noop", after).ack()
+    _assert_holds(rabbitmq, DEAD_LETTER_QUEUE, [before, odd])
+
+
+def test_list_shows_a_bounded_preview_of_an_oversized_body_and_requeue_sends_it_back_whole(
+    rabbitmq: RabbitMQNode, broker: transport.Broker, ini: pathlib.Path
+) -> None:
+    body = b'{"task_id": "' + b"x" * (9 * 1024 * 1024) + b'"}'
+    message_id = _dead_letter_as_tether_does(broker, body, "the work message is 9437198 bytes")
+
+    letter = _listed(ini)[message_id]
+    assert letter["size"] == len(body)
+    assert letter["task_id"] is None  # not parsed: larger than any consumer reads
+    assert letter["preview"] == '{"task_id": "' + "x" * (dead_letters.PREVIEW_CHARS - 14) + "…"
+    table = _manage(ini, "list")
+    assert table.returncode == 0, table.stderr
+    assert len(table.stdout) < 1000
+    assert _table_row(table.stdout, message_id).endswith('{"task_id": "' + "x" * 26 + "…")
+
+    result = _manage(ini, "requeue")
+    assert result.returncode == 0, result.stdout + result.stderr
+    with kombu.Connection(rabbitmq.amqp_url) as connection:
+        back = _take(connection, "tether.work.noop", message_id)
+        assert back.body.encode() == body
+        back.ack()
+    _assert_holds(rabbitmq, DEAD_LETTER_QUEUE, [])

@@ -22,7 +22,7 @@ from typing import Any
 
 import kombu
 
-from tether.agent.plugin_api import Stopping
+from tether.agent.plugin_api import ClaimFailed, Stopping
 from tether.agent.runner import Pending, Runner
 from tether.agent.scheduler import Scheduler
 from tether.agent.workers import WorkerPool
@@ -261,6 +261,11 @@ class WorkConsumer(connection.ConnectionLoop):
             with self._lock:
                 self._running.pop(work.task_id, None)
             return  # unacked: the broker hands the message to another agent
+        except ClaimFailed as exc:
+            # Dead-lettered like work for an unknown task: held here, the
+            # message would only get the same answer again.
+            self._refuse(work.task_id, _claim_failed_reason(exc))
+            return
         if not claim.get("run"):
             if claim.get("unknown"):
                 self._refuse(work.task_id, _unknown_task_reason(work, claim))
@@ -335,4 +340,11 @@ def _unknown_task_reason(work: messages.Work, claim: dict[str, Any]) -> str:
     return (
         f"the plugin has no task {work.task_id!r} ({claim.get('reason')}); the work message "
         "was not published by this deployment's plugin"
+    )
+
+
+def _claim_failed_reason(exc: ClaimFailed) -> str:
+    return (
+        f"{exc.msg}; dead-lettered rather than claimed again and again (the plugin's reaper "
+        "publishes the task again, or fails it, once its deadline passes)"
     )

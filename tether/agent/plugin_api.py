@@ -1,21 +1,49 @@
-"""The agent's side of the plugin's RPC API (see :mod:`tether.common.rpc`)."""
+"""The agent's side of the plugin's RPC API (see :mod:`tether.common.rpc`).
+
+A claim is retried while the plugin is away (no answer in time, the broker
+unreachable), never when the plugin answered it with an error: that answer
+(oslo.messaging's ``RemoteError`` on RabbitMQ, the endpoint's own exception
+on the in-process transport) would come back on every retry, while the
+retrying worker held the work message.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import uuid
+import warnings
 from typing import Any
 
 from oslo_config import cfg
 
 from tether.common import log, rpc
+from tether.common.exceptions import TetherError
+
+with warnings.catch_warnings():
+    # As in tether.common.rpc: importing oslo.messaging warns about eventlet.
+    warnings.simplefilter("ignore")
+    import oslo_messaging
 
 LOG = logging.getLogger(__name__)
+
+#: Characters of the plugin's error message kept in a claim failure.
+_MAX_ERROR = 500
 
 
 class Stopping(Exception):
     """The agent is stopping; leave the message unacked for another agent."""
+
+
+class ClaimFailed(TetherError):
+    """The plugin answered a claim with an error; asking again would not help."""
+
+    message = "the plugin answered the claim of task {task_id!r} with {error_type}: {error}"
+
+    @property
+    def error(self) -> str:
+        """The plugin's error: its type and message."""
+        return f"{self.kwargs['error_type']}: {self.kwargs['error']}"
 
 
 class PluginApi:
@@ -64,12 +92,18 @@ class PluginApi:
         One claim id for all retries makes them one claim on the plugin side.
 
         :raises Stopping: when the agent stops before the plugin answers.
+        :raises ClaimFailed: when the plugin answered with an error.
         """
         claim_id = str(uuid.uuid4())
         delay = 0.5
         while True:
             try:
                 return self.claim(task_id, agent_id, claim_id, redelivered, driver_timeout)
+            except oslo_messaging.RemoteError as exc:
+                # A MessagingException like the outages below, but an answer.
+                raise ClaimFailed(
+                    task_id=task_id, error_type=exc.exc_type or "RemoteError", error=_first_line(exc.value)
+                ) from exc
             except rpc.RECOVERABLE as exc:
                 LOG.warning(
                     "claiming task %s failed (%s: %s); retrying in %.1f s",
@@ -78,6 +112,13 @@ class PluginApi:
                     exc,
                     delay,
                 )
+            except Exception as exc:
+                # oslo.messaging rebuilds the plugin's builtin exceptions
+                # (TypeError, KeyError...) as themselves, and the in-process
+                # transport hands over the endpoint's exception as it is.
+                raise ClaimFailed(
+                    task_id=task_id, error_type=_type_name(exc), error=_first_line(exc)
+                ) from exc
             if stopping.wait(delay):
                 raise Stopping(task_id)
             delay = min(delay * 2, 10.0)
@@ -87,3 +128,15 @@ class PluginApi:
             {}, method, **kwargs
         )
         return answer
+
+
+def _type_name(exc: BaseException) -> str:
+    # oslo.messaging names a rebuilt exception type FooError_Remote.
+    return type(exc).__name__.removesuffix("_Remote")
+
+
+def _first_line(value: object) -> str:
+    """The message without the remote traceback oslo.messaging appends to it."""
+    lines = str(value if value is not None else "").strip().splitlines()
+    text = lines[0] if lines else "(no message)"
+    return text if len(text) <= _MAX_ERROR else f"{text[: _MAX_ERROR - 1]}…"

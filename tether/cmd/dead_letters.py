@@ -11,6 +11,12 @@ Messages get there two ways, and every command here reads both:
   consumer that dies on it again and again), recording the queue, exchange,
   routing keys and reason in ``x-death``.
 
+Messages are fetched as the broker holds them and read defensively: one
+whose body kombu cannot decode (a ``compression`` header it cannot undo) or
+whose headers are not what they should be is listed as unreadable, with
+why, and does not stop the others from being listed. Bodies are shown as a
+bounded preview, whatever their size.
+
 The ``*_command`` functions print for people and return the exit code: 0
 when everything asked was done, 1 when something could not be done. What
 stops a command raises instead: :class:`ConfigError` for a configuration the
@@ -25,13 +31,13 @@ import dataclasses
 import json
 import sys
 import threading
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import kombu
 import kombu.exceptions
 
-from tether.common import transport
+from tether.common import messages, transport
 from tether.common.exceptions import ConfigError, PublishNotConfirmed, TetherError, TransportError
 
 QUEUE = transport.DEAD_LETTER_QUEUE
@@ -53,10 +59,17 @@ DEATH_HEADERS = frozenset(
         # Quorum queues stamp their delivery count on what they hand out; a
         # stale count would follow the message into its queue again.
         "x-delivery-count",
+        # Not about a death, but tether never compresses: a body sent back
+        # goes as it was stored, which kombu reads only without this header.
+        transport.COMPRESSION,
+        transport.ORIGINAL_COMPRESSION,
     }
 )
 
 _REASON_WIDTH = 60
+#: Characters of a body shown by ``list``: in the table, and with ``-f json``.
+PREVIEW_WIDTH = 40
+PREVIEW_CHARS = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +82,10 @@ class DeadLetter:
     origin: tuple[str, str] | None
     task_id: str | None
     size: int
+    #: The start of the body, printable, at most :data:`PREVIEW_CHARS` characters.
+    preview: str = ""
+    #: Why the message could not be read as it should, if it could not.
+    unreadable: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         exchange, routing_key = self.origin or (None, None)
@@ -79,6 +96,8 @@ class DeadLetter:
             "routing_key": routing_key,
             "task_id": self.task_id,
             "size": self.size,
+            "preview": self.preview,
+            "unreadable": self.unreadable,
         }
 
 
@@ -94,7 +113,36 @@ class RequeueReport:
 
 
 def describe(message: Any) -> DeadLetter:
-    """Read a dead-lettered message's reason and origin, whoever dead-lettered it."""
+    """Read a dead-lettered message's reason and origin, whoever dead-lettered it.
+
+    Never raises: what cannot be read is named in :attr:`DeadLetter.unreadable`.
+    """
+    try:
+        letter = _describe(message)
+    except Exception as exc:  # noqa: BLE001 - one odd message must not hide the rest
+        why = f"{type(exc).__name__}: {exc}"
+        return DeadLetter(
+            message_id=_text(_safely(lambda: message.properties.get("message_id"))),
+            reason=f"unreadable: {why}",
+            origin=None,
+            task_id=None,
+            size=_safely(lambda: len(_body(message))) or 0,
+            preview=_safely(lambda: _preview(_body(message))) or "",
+            unreadable=why,
+        )
+    errors = getattr(message, "errors", None)
+    if errors:
+        # kombu recorded why it could not decode the body (it raises that
+        # from Queue.get); the body here is the one the broker holds.
+        error = errors[0][1]
+        compression = (message.headers or {}).get(transport.COMPRESSION)
+        hint = f" (its 'compression' header says {_text(compression)!r})" if compression else ""
+        why = f"kombu cannot decode its body{hint}: {type(error).__name__}: {error}"
+        letter = dataclasses.replace(letter, unreadable=why)
+    return letter
+
+
+def _describe(message: Any) -> DeadLetter:
     headers = dict(message.headers or {})
     body = _body(message)
     deaths = headers.get("x-death")
@@ -107,7 +155,8 @@ def describe(message: Any) -> DeadLetter:
         )
     elif isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
         death = deaths[0]  # RabbitMQ puts the latest death first
-        keys = death.get("routing-keys") or []
+        keys = death.get("routing-keys")
+        keys = keys if isinstance(keys, list) else []
         reason = f"RabbitMQ: {_text(death.get('reason'))} in queue {_text(death.get('queue'))}"
         origin = _origin(death.get("exchange"), keys[0] if keys else None)
     elif "x-first-death-reason" in headers:
@@ -124,6 +173,7 @@ def describe(message: Any) -> DeadLetter:
         origin=origin,
         task_id=_task_id(body),
         size=len(body),
+        preview=_preview(body),
     )
 
 
@@ -137,7 +187,7 @@ def peek(broker: transport.Broker, limit: int) -> tuple[int, list[DeadLetter]]:
         # Closing the channel (when the session ends) returns every held
         # message at once, in its original place.
         while len(letters) < limit:
-            message = queue.get(no_ack=False)
+            message = _get(queue)
             if message is None:
                 break
             letters.append(describe(message))
@@ -170,7 +220,7 @@ def requeue(
                     break
                 if limit is not None and len(report.requeued) >= limit:
                     break
-                message = queue.get(no_ack=False)
+                message = _get(queue)
                 if message is None:
                     break
                 letter = describe(message)
@@ -213,6 +263,9 @@ def list_command(broker: transport.Broker, limit: int, fmt: str = "table") -> in
         summary = sys.stderr
     elif letters:
         print(format_table(letters))
+        for position, letter in enumerate(letters, 1):
+            if letter.unreadable:
+                print(_printable(f"#{position} {_name(letter)} is unreadable: {letter.unreadable}"))
     if not total:
         print(f"{QUEUE} is empty.", file=summary)
     elif len(letters) < total:
@@ -255,15 +308,16 @@ def purge_command(broker: transport.Broker, yes: bool) -> int:
 
 
 def format_table(letters: Sequence[DeadLetter]) -> str:
-    header = ("#", "MESSAGE ID", "REASON", "EXCHANGE → ROUTING KEY", "TASK ID", "SIZE")
+    header = ("#", "MESSAGE ID", "REASON", "EXCHANGE → ROUTING KEY", "TASK ID", "SIZE", "BODY")
     rows = [header] + [
         (
             str(position),
-            _name(letter),
-            _clip(" ".join(letter.reason.split()), _REASON_WIDTH),
-            _origin_text(letter.origin),
-            letter.task_id or "-",
+            _printable(_name(letter)),
+            _clip(_printable(" ".join(letter.reason.split())), _REASON_WIDTH),
+            _printable(_origin_text(letter.origin)),
+            _printable(letter.task_id or "-"),
             str(letter.size),
+            _clip(letter.preview, PREVIEW_WIDTH) or "-",
         )
         for position, letter in enumerate(letters, 1)
     ]
@@ -344,6 +398,15 @@ def _count(queue: Any) -> int:
     return int(queue.queue_declare(passive=True).message_count)
 
 
+def _get(queue: Any) -> Any:
+    """The next message, unacked, as kombu's ``Queue.get`` gives it but
+    without raising what kombu met decoding it (left in ``errors``)."""
+    raw = queue.channel.basic_get(queue=queue.name, no_ack=False)
+    if raw is None:
+        return None
+    return queue.channel.message_to_python(raw)
+
+
 def _envelope(origin: tuple[str, str], letter: DeadLetter, message: Any) -> transport.Envelope:
     exchange, routing_key = origin
     headers = {k: v for k, v in (message.headers or {}).items() if k not in DEATH_HEADERS}
@@ -375,6 +438,8 @@ def _origin(exchange: object, routing_key: object) -> tuple[str, str] | None:
 
 
 def _task_id(body: bytes) -> str | None:
+    if len(body) > messages.MAX_BODY_BYTES:
+        return None  # no consumer read it either
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
@@ -407,3 +472,30 @@ def _origin_text(origin: tuple[str, str] | None) -> str:
 
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _preview(body: bytes) -> str:
+    """The start of ``body`` as printable text: whatever its size, a bounded read."""
+    head = body[: PREVIEW_CHARS * 4]  # no character takes more than 4 bytes in UTF-8
+    text = _printable(head.decode("utf-8", "backslashreplace"))
+    if len(text) > PREVIEW_CHARS or len(head) < len(body):
+        return text[: PREVIEW_CHARS - 1] + "…"
+    return text
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped: nothing a publisher chose
+    reaches the operator's terminal as a control sequence."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+_T = TypeVar("_T")
+
+
+def _safely(read: Callable[[], _T]) -> _T | None:
+    try:
+        return read()
+    except Exception:  # noqa: BLE001 - best effort for an unreadable message
+        return None

@@ -53,6 +53,10 @@ DEAD_LETTER_QUEUE = "tether.dead-letter"
 DEAD_LETTER_REASON = "x-tether-dead-letter-reason"
 ORIGINAL_EXCHANGE = "x-tether-original-exchange"
 ORIGINAL_ROUTING_KEY = "x-tether-original-routing-key"
+#: The ``compression`` header of a dead letter's original, which kombu could not undo.
+ORIGINAL_COMPRESSION = "x-tether-original-compression"
+#: The header kombu reads to decompress a body (tether never sets it).
+COMPRESSION = "compression"
 
 _MEMORY_POLLING_INTERVAL = 0.005
 
@@ -350,6 +354,13 @@ class DeadLetters:
     nest one confirm window in another. So callbacks only :meth:`add`, and
     the connection loop calls :meth:`flush` from its tick: publish, confirm,
     then ack each original.
+
+    A copy never carries a ``compression`` header: kombu raises while
+    building a message whose compression it cannot undo, which would make the
+    copy as unreadable as the original was. The body is stored as kombu
+    handed it over: still as received when kombu failed to decompress it
+    (the header's value is then kept in ``x-tether-original-compression``),
+    already decompressed when it did not fail.
     """
 
     def __init__(self, broker: Broker, kind: str) -> None:
@@ -370,10 +381,27 @@ class DeadLetters:
         if not self._pending:
             return
         batch, self._pending = self._pending, []
-        publisher.publish([self.broker.dead_letter_envelope(m, r) for m, r in batch])
+        publisher.publish([self.envelope(m, r) for m, r in batch])
         for message, _ in batch:
             message.ack()
         metrics.DEAD_LETTERS.labels(self.kind).inc(len(batch))
 
     def clear(self) -> None:
         self._pending.clear()
+
+    def envelope(self, message: Any, reason: str) -> Envelope:
+        """The dead-letter copy of ``message``, readable by any kombu client."""
+        envelope = self.broker.dead_letter_envelope(message, reason)
+        if COMPRESSION not in envelope.headers:
+            return envelope
+        headers = dict(envelope.headers)
+        compression = headers.pop(COMPRESSION)
+        if getattr(message, "errors", None):
+            # kombu could not decompress: the body is what the broker delivered.
+            headers[ORIGINAL_COMPRESSION] = _header_text(compression)
+        return dataclasses.replace(envelope, headers=headers)
+
+
+def _header_text(value: object) -> str:
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return text[:1000]
