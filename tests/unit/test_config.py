@@ -7,6 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from oslo_config import cfg
+
+from tether.plugin.db import session
 
 
 def _refused(module: str, ini: pathlib.Path, text: str) -> str:
@@ -83,3 +86,16 @@ def test_manage_status_reports_agents_backlog_and_what_needs_attention(tmp_path:
     assert fine.returncode == 0, fine.stdout + fine.stderr
     assert "agents    0 alive, 0 dead" in fine.stdout
     assert "nothing needs attention" in fine.stdout
+
+
+def test_a_sqlite_path_under_home_is_expanded_not_taken_literally(
+    conf: cfg.ConfigOpts, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    conf.set_override("state_path", "~/.local/state/tether")
+    engine = session.make_engine(conf)
+    with engine.connect():
+        pass
+    assert engine.url.database == str(tmp_path / ".local/state/tether/tether.sqlite")
+    assert (tmp_path / ".local/state/tether/tether.sqlite").exists()
+    engine.dispose()

@@ -54,6 +54,9 @@ def make_sessionmaker(engine: sa.Engine) -> orm.sessionmaker[orm.Session]:
 
 def _sqlite_engine(url: sa.URL, busy_timeout: float, immediate: bool) -> sa.Engine:
     if url.database and url.database != ":memory:":
+        # $state_path may start with ~ (the all-in-one's does); SQLite would
+        # take it as a directory called "~" under the working directory.
+        url = url.set(database=os.path.expanduser(url.database))
         os.makedirs(os.path.dirname(os.path.abspath(url.database)), exist_ok=True)
     engine = sa.create_engine(
         url,
