@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import warnings
@@ -10,6 +11,7 @@ from unittest import mock
 
 import kombu
 import pytest
+import sqlalchemy.exc
 from fastapi.testclient import TestClient
 from oslo_config import cfg
 
@@ -17,7 +19,8 @@ from tests.unit.conftest import wait_for
 from tether.agent.plugin_api import ClaimFailed, PluginApi, Stopping
 from tether.agent.service import Agent
 from tether.common import transport
-from tether.common.exceptions import MalformedMessage
+from tether.common.exceptions import MalformedMessage, ServiceUnavailable
+from tether.plugin.db import queries
 from tether.plugin.service import Plugin
 
 with warnings.catch_warnings():
@@ -104,6 +107,9 @@ def test_a_claim_is_retried_until_the_plugin_answers(conf: cfg.ConfigOpts, plugi
         oslo_messaging.MessagingTimeout("no reply"),
         kombu.exceptions.OperationalError("connection refused"),
         ConnectionResetError("reset by peer"),
+        # The plugin answered that its database is away: wait it out too.
+        oslo_messaging.RemoteError("ServiceUnavailable", "the plugin's database is unavailable"),
+        ServiceUnavailable(reason="the plugin's database is unavailable"),
     ],
     ids=type,
 )
@@ -141,3 +147,17 @@ def test_a_remote_error_is_not_retried_and_names_the_plugins_error(conf: cfg.Con
     assert claim.call_count == 1
     assert failed.value.error == "UnsupportedVersion: Endpoint does not support RPC version 1.1"
     assert failed.value.__cause__ is remote
+
+
+def test_the_plugin_answers_a_claim_during_a_database_outage_with_service_unavailable(
+    client: TestClient, plugin: Plugin
+) -> None:
+    lb = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
+    locked = sqlalchemy.exc.OperationalError("SELECT", {}, sqlite3.OperationalError("database is locked"))
+    with (
+        mock.patch.object(queries, "task_for_update", side_effect=locked),
+        pytest.raises(ServiceUnavailable, match="database is unavailable"),
+    ):
+        plugin.endpoint.claim(
+            {}, task_id=lb["task"]["id"], agent_id="a", claim_id="c", redelivered=False, driver_timeout=30.0
+        )

@@ -1,7 +1,8 @@
 """The agent's side of the plugin's RPC API (see :mod:`tether.common.rpc`).
 
 A claim is retried while the plugin is away (no answer in time, the broker
-unreachable), never when the plugin answered it with an error: that answer
+unreachable, or its database: ServiceUnavailable), never when the plugin
+answered it with another error: that answer
 (oslo.messaging's ``RemoteError`` on RabbitMQ, the endpoint's own exception
 on the in-process transport) would come back on every retry, while the
 retrying worker held the work message.
@@ -18,7 +19,7 @@ from typing import Any
 from oslo_config import cfg
 
 from tether.common import log, rpc
-from tether.common.exceptions import TetherError
+from tether.common.exceptions import ServiceUnavailable, TetherError
 
 with warnings.catch_warnings():
     # As in tether.common.rpc: importing oslo.messaging warns about eventlet.
@@ -100,10 +101,19 @@ class PluginApi:
             try:
                 return self.claim(task_id, agent_id, claim_id, redelivered, driver_timeout)
             except oslo_messaging.RemoteError as exc:
-                # A MessagingException like the outages below, but an answer.
-                raise ClaimFailed(
-                    task_id=task_id, error_type=exc.exc_type or "RemoteError", error=_first_line(exc.value)
-                ) from exc
+                # A MessagingException like the outages below, but an answer,
+                # unless the answer is that the plugin's database is away.
+                if exc.exc_type != ServiceUnavailable.__name__:
+                    raise ClaimFailed(
+                        task_id=task_id,
+                        error_type=exc.exc_type or "RemoteError",
+                        error=_first_line(exc.value),
+                    ) from exc
+                LOG.warning(
+                    "claiming task %s: %s; retrying in %.1f s", task_id, _first_line(exc.value), delay
+                )
+            except ServiceUnavailable as exc:  # the same, on the in-process transport
+                LOG.warning("claiming task %s: %s; retrying in %.1f s", task_id, exc.msg, delay)
             except rpc.RECOVERABLE as exc:
                 LOG.warning(
                     "claiming task %s failed (%s: %s); retrying in %.1f s",

@@ -12,20 +12,22 @@ one line rather than a traceback, and changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import inspect
 import logging
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
+import sqlalchemy.exc
 from sqlalchemy import orm
 
 from tether import __version__
 from tether.common import log, metrics, rpc
-from tether.common.exceptions import MalformedMessage
+from tether.common.exceptions import MalformedMessage, ServiceUnavailable
 from tether.common.states import OperatingStatus, TaskState
 from tether.plugin import lifecycle, notifications
 from tether.plugin.agents import Registry
@@ -194,7 +196,7 @@ class PluginEndpoint:
             raise _bad("claim", "redelivered", "true or false", redelivered)
         driver_timeout = _seconds("claim", "driver_timeout", driver_timeout)
         _identifier("claim", "request_id", request_id, optional=True)
-        with log.request_context(request_id), self._sessionmaker.begin() as session:
+        with log.request_context(request_id), _database_outage(), self._sessionmaker.begin() as session:
             task = queries.task_for_update(session, task_id)
             if task is None:
                 # Flagged, not only said: the agent dead-letters such a message.
@@ -347,3 +349,14 @@ def _close_attempt(session: orm.Session, task: Task, error_type: str, reason: st
         row.outcome = "ABANDONED"
         row.finished_at = utcnow()
         row.error_type, row.error_message = error_type, reason
+
+
+@contextlib.contextmanager
+def _database_outage() -> Iterator[None]:
+    """A database that is locked or away is an outage the caller waits out,
+    not an answer: ServiceUnavailable tells the agent to claim again."""
+    try:
+        yield
+    except sqlalchemy.exc.OperationalError as exc:
+        LOG.warning("a claim met a database outage: %s", str(exc.orig or exc).splitlines()[0])
+        raise ServiceUnavailable(reason="the plugin's database is unavailable; claim again shortly") from exc

@@ -56,8 +56,9 @@ def _sqlite_engine(url: sa.URL, busy_timeout: float, immediate: bool) -> sa.Engi
     if url.database and url.database != ":memory:":
         # $state_path may start with ~ (the all-in-one's does); SQLite would
         # take it as a directory called "~" under the working directory.
-        url = url.set(database=os.path.expanduser(url.database))
-        os.makedirs(os.path.dirname(os.path.abspath(url.database)), exist_ok=True)
+        path = os.path.expanduser(url.database)
+        url = url.set(database=path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     engine = sa.create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": busy_timeout},
