@@ -120,7 +120,8 @@ class Changes:
                 generation=1,
                 applied_generation=0,
             )
-            self._admit(session, root_id, locked=parent is not None)
+            if parent is not None:  # a new root has no change in flight to wait behind
+                self._admit(session, root_id)
             session.add(resource)
             task = self._accept(session, ctx, resource, Operation.CREATE)
             if on_accept is not None:
