@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test unit functional lint typecheck genconfig check-config system-deps clean
+.PHONY: run test unit functional bench lint typecheck genconfig check-config system-deps clean
 
 run: $(STAMP)
 	$(BIN)/tether-allinone --config-file etc/tether/allinone.ini
@@ -18,6 +18,12 @@ unit: $(STAMP)
 functional: $(STAMP) system-deps
 	$(BIN)/python -m pytest -p no:cacheprovider tests/functional
 
+# Throughput, latency and memory against the baselines, in one run (bench/).
+bench: $(STAMP) system-deps
+	tools/install-system-deps.sh bench
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 $(STAMP): setup.cfg setup.py examples/acme-driver/setup.cfg
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -30,8 +36,8 @@ system-deps:
 	tools/install-system-deps.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check tether tests examples
-	$(BIN)/ruff format --check tether tests examples
+	$(BIN)/ruff check tether tests examples bench
+	$(BIN)/ruff format --check tether tests examples bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy tether

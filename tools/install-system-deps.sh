@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the system packages the functional tests need: Debian's
-# rabbitmq-server (which pulls in Erlang). The tests start their own private
+# Installs the system packages the functional tests need (and, given the
+# argument "bench", the benchmark's wrk): Debian's rabbitmq-server (which pulls in Erlang). The tests start their own private
 # node from it (tests/functional/rabbitmq.py), so the packaged system service
 # is stopped and disabled: it would only hold port 5672, the default node name
 # and memory.
@@ -50,6 +50,14 @@ if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
     as_root apt-get update -qq
     as_root apt-get install -y -qq --no-install-recommends haproxy >/dev/null
     as_root service haproxy stop >/dev/null 2>&1 || true
+fi
+
+if [ "${1:-}" = bench ] && ! command -v wrk >/dev/null 2>&1; then
+    # The benchmark's load generator: C, so the CPU stays with tether.
+    echo "install-system-deps: installing wrk" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq --no-install-recommends wrk >/dev/null
 fi
 
 if [ ! -x "$RABBITMQ_SERVER" ]; then

@@ -1,0 +1,226 @@
+"""``make bench``: tether against the limit and its peers, in one run.
+
+Starts a private RabbitMQ node, runs tether's plugin and agents as real
+processes with the noop driver and measures, on this machine, now:
+
+* API accepts per second and end-to-end tasks per second at full load
+  (wrk, closed loop), with accept → finished latency;
+* latency at half of that rate (open loop);
+* the resident memory of the plugin and the agents, idle and under load;
+* the baselines on the same broker and the same kind of database: a raw
+  kombu round trip and Celery, each committing once per task at each end.
+
+It prints a table, the targets pass or fail, and last one JSON line.
+Exit status 1 when a target fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any
+
+from bench import load
+from bench.deployment import RssSampler, Tether, rss
+from tests.functional.rabbitmq import RabbitMQNode
+
+MB = 1024 * 1024
+BODY = {"provider": "noop"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=15.0, help="length of each load phase")
+    parser.add_argument("--agents", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=8, help="driver calls per agent at once")
+    parser.add_argument("--connections", type=int, default=32, help="wrk's connections at full load")
+    parser.add_argument("--baseline-tasks", type=int, default=3000)
+    parser.add_argument("--skip-baselines", action="store_true")
+    args = parser.parse_args(argv)
+
+    with (
+        tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp,
+        RabbitMQNode(pathlib.Path(tmp) / "rabbitmq") as node,
+    ):
+        root = pathlib.Path(tmp)
+        results = measure_tether(root / "tether", node, args)
+        if not args.skip_baselines:
+            results |= measure_baselines(root, node, args)
+    return report(results)
+
+
+def measure_tether(root: pathlib.Path, node: RabbitMQNode, args: argparse.Namespace) -> dict[str, Any]:
+    root.mkdir()
+    tether = Tether(root, node, agents=args.agents, workers=args.workers)
+    tether.start()
+    try:
+        time.sleep(2)  # agents registered, connections warm
+        processes = tether.processes()
+        idle = rss(processes)
+        _say(f"full load: wrk with {args.connections} connections for {args.seconds:.0f} s")
+        with RssSampler(processes) as sampler:
+            accepted = load.wrk(tether.url, args.seconds, args.connections, BODY)
+            tether.wait_settled(600, progress=_progress("full load: draining"))
+        full = _latencies(tether.tasks())
+        rate = full["tasks_per_s"] / 2
+        since = _utcnow()
+        _say(f"half load: {rate:.0f} requests/s for {args.seconds:.0f} s")
+        sent = load.open_loop(tether.url, rate, args.seconds, BODY)
+        tether.wait_settled(120, progress=_progress("half load: draining"))
+        half = _latencies([t for t in tether.tasks() if t[0] >= since])
+        settled = rss(processes)
+    finally:
+        tether.stop()
+    return {
+        "accepts_per_s": accepted["per_s"],
+        "accept_failures": accepted["failed"],
+        "tether_tasks": full["tasks"],
+        "tether_tasks_per_s": full["tasks_per_s"],
+        "p50_ms": full["p50_ms"],
+        "p95_ms": full["p95_ms"],
+        "p99_ms": full["p99_ms"],
+        "half_load_rate": rate,
+        "half_load_sent_per_s": sent["per_s"],
+        "half_load_p50_ms": half["p50_ms"],
+        "half_load_p99_ms": half["p99_ms"],
+        "memory_mb": {
+            name: {
+                "idle": round(idle[name] / MB, 1),
+                "peak": round(sampler.peak[name] / MB, 1),
+                "after": round(settled[name] / MB, 1),
+            }
+            for name in processes
+        },
+    }
+
+
+def measure_baselines(root: pathlib.Path, node: RabbitMQNode, args: argparse.Namespace) -> dict[str, Any]:
+    from bench.baselines import celery_baseline, raw_kombu
+
+    found: dict[str, Any] = {}
+    for name, module in (("raw", raw_kombu), ("celery", celery_baseline)):
+        _say(f"baseline {name}: {args.baseline_tasks} tasks")
+        _, amqp_url = node.add_vhost(f"bench-{name}")
+        workdir = root / name
+        workdir.mkdir()
+        measured = module.run(amqp_url, workdir, args.baseline_tasks, workers=args.workers)
+        found[f"{name}_tasks_per_s"] = measured["tasks_per_s"]
+        found[f"{name}_p99_ms"] = measured["p99_ms"]
+    return found
+
+
+def _latencies(tasks: list[tuple[datetime.datetime, datetime.datetime | None, str]]) -> dict[str, float]:
+    done = [(created, finished) for created, finished, _ in tasks if finished is not None]
+    if not done:
+        raise RuntimeError("no task finished")
+    millis = sorted((finished - created).total_seconds() * 1000 for created, finished in done)
+    span = (max(f for _, f in done) - min(c for c, _ in done)).total_seconds()
+    quantiles = statistics.quantiles(millis, n=100, method="inclusive")
+    return {
+        "tasks": len(done),
+        "tasks_per_s": len(done) / span,
+        "p50_ms": quantiles[49],
+        "p95_ms": quantiles[94],
+        "p99_ms": quantiles[98],
+    }
+
+
+TARGETS = (
+    ("end to end ≥ 2x the raw kombu round trip", "ratio_vs_raw", 2.0),
+    ("end to end ≥ 3x Celery", "ratio_vs_celery", 3.0),
+    ("p99 accept → ACTIVE < 50 ms at half load", "half_load_p99_ms", -50.0),
+    ("API accepts ≥ 1,000 requests/s", "accepts_per_s", 1000.0),
+    ("an agent under load < 100 MB", "agent_peak_mb", -100.0),
+)
+
+
+def report(results: dict[str, Any]) -> int:
+    if "raw_tasks_per_s" in results:
+        results["ratio_vs_raw"] = results["tether_tasks_per_s"] / results["raw_tasks_per_s"]
+        results["ratio_vs_celery"] = results["tether_tasks_per_s"] / results["celery_tasks_per_s"]
+    agents = [m["peak"] for name, m in results["memory_mb"].items() if name.startswith("agent")]
+    results["agent_peak_mb"] = max(agents)
+    rows = [
+        ("API accepts/s (full load)", f"{results['accepts_per_s']:.0f}"),
+        ("tether end to end, tasks/s", f"{results['tether_tasks_per_s']:.0f}"),
+        ("  accept → finished p50 / p95 / p99 ms", _ms(results, "p50_ms", "p95_ms", "p99_ms")),
+        (
+            f"  at half load ({results['half_load_rate']:.0f}/s) p50 / p99 ms",
+            _ms(results, "half_load_p50_ms", "half_load_p99_ms"),
+        ),
+    ]
+    if "raw_tasks_per_s" in results:
+        rows += [
+            ("raw kombu round trip + per-task commits, tasks/s", f"{results['raw_tasks_per_s']:.0f}"),
+            ("Celery acks_late + same writes, tasks/s", f"{results['celery_tasks_per_s']:.0f}"),
+            (
+                "tether ÷ raw, tether ÷ Celery",
+                f"{results['ratio_vs_raw']:.2f}x, {results['ratio_vs_celery']:.2f}x",
+            ),
+        ]
+    for name, memory in results["memory_mb"].items():
+        rows.append((f"RSS {name} idle / peak MB", f"{memory['idle']:.0f} / {memory['peak']:.0f}"))
+    width = max(len(label) for label, _ in rows)
+    print()
+    for label, value in rows:
+        print(f"{label:<{width}}  {value:>14}")
+    print()
+    failed = 0
+    for text, key, bound in TARGETS:
+        if key not in results:
+            print(f"SKIP  {text}")
+            continue
+        value = results[key]
+        ok = value >= bound if bound > 0 else value < -bound
+        failed += not ok
+        print(f"{'PASS' if ok else 'FAIL'}  {text}: {value:.2f}")
+    summary = {
+        key: round(results[key], 2)
+        for key in (
+            "tether_tasks_per_s",
+            "raw_tasks_per_s",
+            "celery_tasks_per_s",
+            "ratio_vs_raw",
+            "ratio_vs_celery",
+            "p50_ms",
+            "p99_ms",
+            "half_load_p99_ms",
+            "accepts_per_s",
+        )
+        if key in results
+    }
+    print(json.dumps(summary))
+    return 1 if failed else 0
+
+
+def _ms(results: dict[str, Any], *keys: str) -> str:
+    return " / ".join(f"{results[k]:.0f}" for k in keys)
+
+
+def _say(text: str) -> None:
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+def _progress(what: str) -> Any:
+    last = [0.0]
+
+    def show(left: int) -> None:
+        if time.monotonic() - last[0] >= 2:
+            last[0] = time.monotonic()
+            _say(f"{what}, {left} tasks left")
+
+    return show
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

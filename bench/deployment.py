@@ -1,0 +1,120 @@
+"""tether as an operator runs it, for measuring: real processes on a
+private RabbitMQ node, and what their database and /proc say."""
+
+from __future__ import annotations
+
+import datetime
+import pathlib
+import sqlite3
+import threading
+import time
+from typing import Any
+
+import psutil
+
+from tests.functional.daemons import Deployment
+from tests.functional.rabbitmq import RabbitMQNode
+
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "SUPERSEDED")
+
+
+class Tether:
+    """A plugin and ``agents`` agents; started without agents on request."""
+
+    def __init__(
+        self,
+        root: pathlib.Path,
+        rabbitmq: RabbitMQNode,
+        agents: int = 1,
+        workers: int = 8,
+        plugin_options: dict[str, Any] | None = None,
+        agent_options: dict[str, Any] | None = None,
+        sections: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        self.deployment = Deployment(
+            root,
+            rabbitmq,
+            agents=agents,
+            agent_workers=workers,
+            plugin_options=plugin_options,
+            agent_options=agent_options,
+            agent_sections=sections,
+        )
+        self.database = root / "plugin" / "tether.sqlite"
+        self.url = f"{self.deployment.base_url}/v1/loadbalancers"
+
+    def start(self, with_agents: bool = True) -> None:
+        self.deployment.migrate()
+        self.deployment.start_plugin()
+        if with_agents:
+            self.start_agents()
+
+    def start_agents(self) -> None:
+        for agent in self.deployment.agents:
+            agent.start()
+
+    def stop(self) -> None:
+        self.deployment.stop()
+
+    def processes(self) -> dict[str, psutil.Process]:
+        daemons = [self.deployment.plugin, *self.deployment.agents]
+        return {d.name: psutil.Process(d.process.pid) for d in daemons if d.process and d.alive}
+
+    def tasks(self) -> list[tuple[datetime.datetime, datetime.datetime | None, str]]:
+        """(accepted, finished, state) of every task."""
+        with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30) as db:
+            rows = db.execute("SELECT created_at, finished_at, state FROM tasks").fetchall()
+        return [
+            (_time(created), _time(finished) if finished else None, state)
+            for created, finished, state in rows
+        ]
+
+    def unfinished(self) -> int:
+        with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30) as db:
+            marks = ",".join("?" * len(TERMINAL))
+            return int(
+                db.execute(f"SELECT count(*) FROM tasks WHERE state NOT IN ({marks})", TERMINAL).fetchone()[0]
+            )
+
+    def wait_settled(self, timeout: float, progress: Any = None) -> None:
+        deadline = time.monotonic() + timeout
+        while (left := self.unfinished()) and time.monotonic() < deadline:
+            if progress:
+                progress(left)
+            time.sleep(0.5)
+        if left:
+            raise RuntimeError(f"{left} tasks unfinished after {timeout:.0f} s:\n{self.deployment.logs()}")
+
+
+def _time(text: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(text)
+
+
+class RssSampler:
+    """The largest resident set of each process while it runs."""
+
+    def __init__(self, processes: dict[str, psutil.Process], interval: float = 0.2) -> None:
+        self.processes = processes
+        self.peak: dict[str, int] = {name: 0 for name in processes}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            for name, process in self.processes.items():
+                try:
+                    self.peak[name] = max(self.peak[name], process.memory_info().rss)
+                except psutil.Error:
+                    pass
+
+
+def rss(processes: dict[str, psutil.Process]) -> dict[str, int]:
+    return {name: process.memory_info().rss for name, process in processes.items()}
