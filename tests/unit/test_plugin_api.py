@@ -56,13 +56,13 @@ def _ready_work(provider: str) -> int:
 def test_work_whose_claim_the_plugin_answers_with_an_error_is_dead_lettered_once_not_retried(
     client: TestClient, plugin: Plugin, pipeline: list[Agent], error: Exception, named: str
 ) -> None:
-    claims: list[str] = []
+    claimed: list[str] = []
 
-    def failing_claim(ctxt: Any, **kwargs: Any) -> Any:
-        claims.append(kwargs["task_id"])
+    def failing_claims(ctxt: Any, claims: list[dict[str, Any]]) -> Any:
+        claimed.extend(claim["task_id"] for claim in claims)
         raise error
 
-    with mock.patch.object(plugin.endpoint, "claim", failing_claim):
+    with mock.patch.object(plugin.endpoint, "claim_batch", failing_claims):
         lb = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
         dead = _dead_letter()
         reason = dead.headers[transport.DEAD_LETTER_REASON]
@@ -75,7 +75,7 @@ def test_work_whose_claim_the_plugin_answers_with_an_error_is_dead_lettered_once
         wait_for(lambda: not any(agent.consumer.in_flight for agent in pipeline))
         assert _ready_work("noop") == 0
         time.sleep(1.0)  # longer than the first retry's backoff
-        assert claims == [lb["task"]["id"]]
+        assert claimed == [lb["task"]["id"]]
     task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
     assert task["state"] == "PENDING"  # for the reaper to publish again
 

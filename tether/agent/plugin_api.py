@@ -14,6 +14,7 @@ import logging
 import threading
 import uuid
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from oslo_config import cfg
@@ -53,25 +54,58 @@ class PluginApi:
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self._client = rpc.get_client(rpc.get_transport(conf))
         self.timeout = conf.agent.rpc_timeout
+        self._batch_claims = True
+        self._claims = _Batcher(self._send_claims, MAX_CLAIMS_PER_CALL)
 
     def claim(
         self, task_id: str, agent_id: str, claim_id: str, redelivered: bool, driver_timeout: float
     ) -> dict[str, Any]:
-        return self._call(
-            "claim",
-            task_id=task_id,
-            agent_id=agent_id,
-            claim_id=claim_id,
-            redelivered=redelivered,
-            driver_timeout=driver_timeout,
-            request_id=log.current_request_id(),
+        """One claim, sent with the claims other workers make meanwhile."""
+        answer: dict[str, Any] = self._claims.claim(
+            {
+                "task_id": task_id,
+                "agent_id": agent_id,
+                "claim_id": claim_id,
+                "redelivered": redelivered,
+                "driver_timeout": driver_timeout,
+                "request_id": log.current_request_id(),
+            }
         )
+        return answer
+
+    def _send_claims(self, claims: list[dict[str, Any]]) -> list[Any]:
+        answers: list[Any] = []
+        if not self._batch_claims:
+            for claim in claims:
+                try:
+                    answers.append(self._call("claim", "1.0", **claim))
+                except Exception as exc:  # noqa: BLE001 - handed to the worker that made the claim
+                    answers.append(exc)
+            return answers
+        try:
+            answers = self._call("claim_batch", "1.2", claims=claims)
+        except oslo_messaging.RemoteError as exc:
+            if exc.exc_type != "UnsupportedVersion":
+                raise
+            # A plugin older than API 1.2 (a rolling upgrade): one call per claim.
+            LOG.info("the plugin does not take claim_batch yet; claiming one task per call")
+            self._batch_claims = False
+            return self._send_claims(claims)
+        return [
+            ClaimFailed(
+                task_id=claim["task_id"], error_type=answer["error"]["type"], error=answer["error"]["message"]
+            )
+            if "error" in answer
+            else answer
+            for claim, answer in zip(claims, answers, strict=True)
+        ]
 
     def progress(
         self, task_id: str, attempt: int, agent_id: str, message: str, expect_within: float
     ) -> dict[str, Any]:
-        return self._call(
+        return self._call(  # type: ignore[no-any-return]
             "progress",
+            "1.1",
             task_id=task_id,
             attempt=attempt,
             agent_id=agent_id,
@@ -80,10 +114,10 @@ class PluginApi:
         )
 
     def report_state(self, state: dict[str, Any]) -> dict[str, Any]:
-        return self._call("report_state", state=state)
+        return self._call("report_state", "1.0", state=state)  # type: ignore[no-any-return]
 
     def resync(self, agent_id: str, started_at: str) -> dict[str, Any]:
-        return self._call("resync", agent_id=agent_id, started_at=started_at)
+        return self._call("resync", "1.0", agent_id=agent_id, started_at=started_at)  # type: ignore[no-any-return]
 
     def claim_until_answered(
         self, task_id: str, agent_id: str, redelivered: bool, driver_timeout: float, stopping: threading.Event
@@ -133,11 +167,10 @@ class PluginApi:
                 raise Stopping(task_id)
             delay = min(delay * 2, 10.0)
 
-    def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
-        answer: dict[str, Any] = self._client.prepare(timeout=self.timeout, retry=1).call(
-            {}, method, **kwargs
-        )
-        return answer
+    def _call(self, method: str, version: str, **kwargs: Any) -> Any:
+        # Each call names the oldest API version that has it, so agents
+        # and plugins can be upgraded in any order.
+        return self._client.prepare(timeout=self.timeout, retry=1, version=version).call({}, method, **kwargs)
 
 
 def _type_name(exc: BaseException) -> str:
@@ -150,3 +183,61 @@ def _first_line(value: object) -> str:
     lines = str(value if value is not None else "").strip().splitlines()
     text = lines[0] if lines else "(no message)"
     return text if len(text) <= _MAX_ERROR else f"{text[: _MAX_ERROR - 1]}…"
+
+
+#: Claims one call carries at most (the plugin takes up to 256).
+MAX_CLAIMS_PER_CALL = 64
+
+
+class _Batcher:
+    """Claims made by concurrent workers travel together.
+
+    While one call is out, the claims made meanwhile gather and go in the
+    next: one round trip and one plugin transaction for many tasks when the
+    agent is busy, no added wait when it is not. A worker whose claim waits
+    sends the next call itself when no call is out, and stops sending once
+    its own claim is answered, so no worker is kept from its task.
+    """
+
+    def __init__(self, send: Callable[[list[dict[str, Any]]], list[Any]], most: int) -> None:
+        self._send = send
+        self._most = most
+        self._turn = threading.Condition()
+        self._waiting: list[_Slot] = []
+        self._sending = False
+
+    def claim(self, request: dict[str, Any]) -> Any:
+        slot = _Slot(request)
+        with self._turn:
+            self._waiting.append(slot)
+            while not slot.done:
+                if self._sending:
+                    self._turn.wait()
+                    continue
+                self._sending = True
+                batch, self._waiting = self._waiting[: self._most], self._waiting[self._most :]
+                self._turn.release()
+                try:
+                    answers = self._answers(batch)
+                finally:
+                    self._turn.acquire()
+                for waiting, answer in zip(batch, answers, strict=True):
+                    waiting.answer, waiting.done = answer, True
+                self._sending = False
+                self._turn.notify_all()
+        if isinstance(slot.answer, BaseException):
+            raise slot.answer
+        return slot.answer
+
+    def _answers(self, batch: list[_Slot]) -> list[Any]:
+        try:
+            return self._send([slot.request for slot in batch])
+        except Exception as exc:  # noqa: BLE001 - each worker of the batch gets it to handle
+            return [exc] * len(batch)
+
+
+class _Slot:
+    def __init__(self, request: dict[str, Any]) -> None:
+        self.request = request
+        self.answer: Any = None
+        self.done = False

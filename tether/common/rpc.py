@@ -15,6 +15,7 @@ Versions of the plugin's RPC API (``TOPIC``):
 
 * 1.0 - ``claim``, ``report_state``, ``resync``
 * 1.1 - ``progress`` (long device operations)
+* 1.2 - ``claim_batch`` (several claims, one transaction)
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ with warnings.catch_warnings():
     from oslo_messaging import opts as oslo_messaging_opts
 
 TOPIC = "tether-plugin"
-API_VERSION = "1.1"
+API_VERSION = "1.2"
 CONTROL_EXCHANGE = "tether"
 
 #: oslo.messaging's defaults that tether changes: durable queues that

@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import functools
-import inspect
 import logging
-import math
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import sqlalchemy.exc
 from sqlalchemy import orm
@@ -30,6 +27,7 @@ from tether.common import log, metrics, rpc
 from tether.common.exceptions import MalformedMessage, ServiceUnavailable
 from tether.common.states import OperatingStatus, TaskState
 from tether.plugin import lifecycle, notifications
+from tether.plugin import rpc_checks as checks
 from tether.plugin.agents import Registry
 from tether.plugin.db import queries
 from tether.plugin.db.models import Resource, Task, TaskAttempt, utcnow
@@ -38,117 +36,8 @@ from tether.plugin.providers import Providers
 with warnings.catch_warnings():
     # As in tether.common.rpc: importing oslo.messaging warns about eventlet.
     warnings.simplefilter("ignore")
-    import oslo_messaging
 
 LOG = logging.getLogger(__name__)
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-#: Longest identifier a call may carry (the database's widest id column).
-_MAX_ID = 255
-#: Seconds: more than any deadline tether sets, and far below datetime's range.
-_MAX_SECONDS = 10 * 365 * 86400
-_MAX_COUNTER = 2**31 - 1
-
-
-def _checked(method: _F) -> _F:
-    """Answer a malformed call with MalformedMessage, not a traceback in the log."""
-    signature = inspect.signature(method)
-    expected = ", ".join(name for name in signature.parameters if name not in ("self", "ctxt"))
-
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            try:
-                signature.bind(*args, **kwargs)
-            except TypeError as exc:
-                raise MalformedMessage(
-                    reason=f"RPC call {method.__name__}: {exc}; it takes {expected}"
-                ) from exc
-            return method(*args, **kwargs)
-        except MalformedMessage as exc:
-            LOG.warning("refused a malformed RPC call: %s", exc.msg)
-            # oslo.messaging sends the original exception to the caller and
-            # logs an expected one at debug level only.
-            raise oslo_messaging.ExpectedException() from exc
-
-    return cast(_F, wrapper)
-
-
-def _bad(method: str, name: str, wanted: str, value: Any) -> MalformedMessage:
-    shown = repr(value)
-    shown = shown if len(shown) <= 80 else f"{shown[:80]}… ({len(shown)} characters)"
-    return MalformedMessage(
-        reason=f"RPC call {method}: {name} must be {wanted}, not {type(value).__name__} {shown}"
-    )
-
-
-def _identifier(method: str, name: str, value: Any, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    wanted = f"a string of 1 to {_MAX_ID} characters without control characters"
-    if not isinstance(value, str) or not 0 < len(value) <= _MAX_ID:
-        raise _bad(method, name, wanted, value)
-    if any(ord(c) < 0x20 for c in value) or not _encodable(value):
-        raise _bad(method, name, wanted, value)
-
-
-def _encodable(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _seconds(method: str, name: str, value: Any) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or not 0 <= value <= _MAX_SECONDS
-    ):
-        raise _bad(method, name, f"a number of seconds from 0 to {_MAX_SECONDS}", value)
-    return float(value)
-
-
-def _counter(method: str, name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_COUNTER:
-        raise _bad(method, name, f"an integer from 1 to {_MAX_COUNTER}", value)
-
-
-def _time(method: str, name: str, value: Any) -> datetime.datetime:
-    wanted = "an ISO 8601 time with a UTC offset"
-    if not isinstance(value, str) or len(value) > 64:
-        raise _bad(method, name, wanted, value)
-    try:
-        parsed = datetime.datetime.fromisoformat(value)
-    except ValueError:
-        raise _bad(method, name, wanted, value) from None
-    if parsed.tzinfo is None:
-        # Compared with the database's aware times: a naive one would raise.
-        raise _bad(method, name, wanted, value)
-    return parsed
-
-
-def _check_state(state: Any) -> None:
-    method = "report_state"
-    if not isinstance(state, dict):
-        raise _bad(method, "state", "a JSON object", state)
-    _identifier(method, "state.agent_id", state.get("agent_id"))
-    _time(method, "state.started_at", state.get("started_at"))
-    if not isinstance(state.get("host"), str):
-        raise _bad(method, "state.host", "a string", state.get("host"))
-    providers = state.get("providers")
-    if not isinstance(providers, list) or not all(isinstance(p, str) for p in providers):
-        raise _bad(method, "state.providers", "a list of strings", providers)
-    for name in ("workers", "in_flight"):
-        value = state.get(name, 0)
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_COUNTER:
-            raise _bad(method, f"state.{name}", f"an integer from 0 to {_MAX_COUNTER}", value)
-    for name in ("statuses", "stats"):
-        if not isinstance(state.get(name) or {}, dict):
-            raise _bad(method, f"state.{name}", "a JSON object", state.get(name))
 
 
 class PluginEndpoint:
@@ -172,7 +61,7 @@ class PluginEndpoint:
         self._agents = agents
         self._providers = providers
 
-    @_checked
+    @checks.checked
     def claim(
         self,
         ctxt: Any,
@@ -189,14 +78,55 @@ class PluginEndpoint:
             ``{"run": False, "reason": ...}`` when the agent must ack the
             message and skip it.
         """
-        _identifier("claim", "task_id", task_id)
-        _identifier("claim", "agent_id", agent_id)
-        _identifier("claim", "claim_id", claim_id)
-        if not isinstance(redelivered, bool):
-            raise _bad("claim", "redelivered", "true or false", redelivered)
-        driver_timeout = _seconds("claim", "driver_timeout", driver_timeout)
-        _identifier("claim", "request_id", request_id, optional=True)
-        with log.request_context(request_id), _database_outage(), self._sessionmaker.begin() as session:
+        claim = _claim_args(
+            "claim",
+            task_id=task_id,
+            agent_id=agent_id,
+            claim_id=claim_id,
+            redelivered=redelivered,
+            driver_timeout=driver_timeout,
+            request_id=request_id,
+        )
+        with _database_outage(), self._sessionmaker.begin() as session:
+            return self._claim(session, **claim)
+
+    @checks.checked
+    def claim_batch(self, ctxt: Any, claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Several claims in one transaction (API 1.2): each answer as
+        :meth:`claim` gives it, in order, or ``{"error": {"type", "message"}}``
+        for a malformed one."""
+        if not isinstance(claims, list) or not 1 <= len(claims) <= MAX_CLAIM_BATCH:
+            raise checks.bad("claim_batch", "claims", f"a list of 1 to {MAX_CLAIM_BATCH} claims", claims)
+        answers: list[dict[str, Any]] = [{} for _ in claims]
+        valid = []
+        for i, item in enumerate(claims):
+            try:
+                if not isinstance(item, dict) or not set(item) <= _CLAIM_ARGS:
+                    raise checks.bad(
+                        "claim_batch", f"claims[{i}]", f"an object of {', '.join(sorted(_CLAIM_ARGS))}", item
+                    )
+                valid.append((i, _claim_args(f"claim_batch claims[{i}]", **item)))
+            except (MalformedMessage, TypeError) as exc:
+                message = exc.msg if isinstance(exc, MalformedMessage) else f"claims[{i}]: {exc}"
+                LOG.warning("refused a malformed claim: %s", message)
+                answers[i] = {"error": {"type": "MalformedMessage", "message": message}}
+        if valid:
+            with _database_outage(), self._sessionmaker.begin() as session:
+                for i, claim in valid:
+                    answers[i] = self._claim(session, **claim)
+        return answers
+
+    def _claim(
+        self,
+        session: orm.Session,
+        task_id: str,
+        agent_id: str,
+        claim_id: str,
+        redelivered: bool,
+        driver_timeout: float,
+        request_id: str | None,
+    ) -> dict[str, Any]:
+        with log.request_context(request_id):
             task = queries.task_for_update(session, task_id)
             if task is None:
                 # Flagged, not only said: the agent dead-letters such a message.
@@ -249,7 +179,7 @@ class PluginEndpoint:
             )
             return self._run(task)
 
-    @_checked
+    @checks.checked
     def progress(
         self, ctxt: Any, task_id: str, attempt: int, agent_id: str, message: str, expect_within: float
     ) -> dict[str, Any]:
@@ -258,10 +188,10 @@ class PluginEndpoint:
         :returns: ``{"current": False}`` when the attempt was fenced off, so
             the agent drops the operation.
         """
-        _identifier("progress", "task_id", task_id)
-        _counter("progress", "attempt", attempt)
-        _identifier("progress", "agent_id", agent_id)
-        expect_within = _seconds("progress", "expect_within", expect_within)
+        checks.identifier("progress", "task_id", task_id)
+        checks.counter("progress", "attempt", attempt)
+        checks.identifier("progress", "agent_id", agent_id)
+        expect_within = checks.seconds("progress", "expect_within", expect_within)
         with self._sessionmaker.begin() as session:
             task = queries.task_for_update(session, task_id)
             if task is None or task.state != TaskState.RUNNING or task.attempt != attempt:
@@ -270,10 +200,10 @@ class PluginEndpoint:
             task.deadline = utcnow() + datetime.timedelta(seconds=expect_within + self._policy.result_grace)
             return {"current": True}
 
-    @_checked
+    @checks.checked
     def report_state(self, ctxt: Any, state: dict[str, Any]) -> dict[str, Any]:
         """Record an agent's heartbeat; tell it whether it may take work."""
-        _check_state(state)
+        checks.check_state(state)
         with self._sessionmaker.begin() as session:
             agent = self._agents.report(session, state)
             bound = queries.bound_to(session, agent.id)
@@ -303,11 +233,11 @@ class PluginEndpoint:
             if isinstance(stats.get(resource_id), dict):
                 resource.stats = stats[resource_id]
 
-    @_checked
+    @checks.checked
     def resync(self, ctxt: Any, agent_id: str, started_at: str) -> dict[str, Any]:
         """An agent (re)started: dispatch again, at once, what its earlier life held."""
-        _identifier("resync", "agent_id", agent_id)
-        started = _time("resync", "started_at", started_at)
+        checks.identifier("resync", "agent_id", agent_id)
+        started = checks.time("resync", "started_at", started_at)
         redispatched = []
         with self._sessionmaker.begin() as session:
             for task in queries.running_on(session, agent_id):
@@ -349,6 +279,36 @@ def _close_attempt(session: orm.Session, task: Task, error_type: str, reason: st
         row.outcome = "ABANDONED"
         row.finished_at = utcnow()
         row.error_type, row.error_message = error_type, reason
+
+
+#: Claims one ``claim_batch`` call may carry.
+MAX_CLAIM_BATCH = 256
+_CLAIM_ARGS = {"task_id", "agent_id", "claim_id", "redelivered", "driver_timeout", "request_id"}
+
+
+def _claim_args(
+    method: str,
+    task_id: Any,
+    agent_id: Any,
+    claim_id: Any,
+    redelivered: Any,
+    driver_timeout: Any,
+    request_id: Any = None,
+) -> dict[str, Any]:
+    checks.identifier(method, "task_id", task_id)
+    checks.identifier(method, "agent_id", agent_id)
+    checks.identifier(method, "claim_id", claim_id)
+    if not isinstance(redelivered, bool):
+        raise checks.bad(method, "redelivered", "true or false", redelivered)
+    checks.identifier(method, "request_id", request_id, optional=True)
+    return {
+        "task_id": task_id,
+        "agent_id": agent_id,
+        "claim_id": claim_id,
+        "redelivered": redelivered,
+        "driver_timeout": checks.seconds(method, "driver_timeout", driver_timeout),
+        "request_id": request_id,
+    }
 
 
 @contextlib.contextmanager

@@ -1,0 +1,134 @@
+"""Checks of the arguments agents send the plugin's RPC endpoint.
+
+oslo.messaging hands an endpoint whatever a caller sent; a malformed call
+is answered with MalformedMessage naming the argument, and logged on one
+line, instead of failing deep inside with a traceback.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import inspect
+import logging
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from tether.common.exceptions import MalformedMessage
+
+with warnings.catch_warnings():
+    # As in tether.common.rpc: importing oslo.messaging warns about eventlet.
+    warnings.simplefilter("ignore")
+    import oslo_messaging
+
+LOG = logging.getLogger(__name__)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+#: Longest identifier a call may carry (the database's widest id column).
+_MAX_ID = 255
+#: Seconds: more than any deadline tether sets, and far below datetime's range.
+_MAX_SECONDS = 10 * 365 * 86400
+_MAX_COUNTER = 2**31 - 1
+
+
+def checked(method: _F) -> _F:
+    """Answer a malformed call with MalformedMessage, not a traceback in the log."""
+    signature = inspect.signature(method)
+    expected = ", ".join(name for name in signature.parameters if name not in ("self", "ctxt"))
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            try:
+                signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise MalformedMessage(
+                    reason=f"RPC call {method.__name__}: {exc}; it takes {expected}"
+                ) from exc
+            return method(*args, **kwargs)
+        except MalformedMessage as exc:
+            LOG.warning("refused a malformed RPC call: %s", exc.msg)
+            # oslo.messaging sends the original exception to the caller and
+            # logs an expected one at debug level only.
+            raise oslo_messaging.ExpectedException() from exc
+
+    return cast(_F, wrapper)
+
+
+def bad(method: str, name: str, wanted: str, value: Any) -> MalformedMessage:
+    shown = repr(value)
+    shown = shown if len(shown) <= 80 else f"{shown[:80]}… ({len(shown)} characters)"
+    return MalformedMessage(
+        reason=f"RPC call {method}: {name} must be {wanted}, not {type(value).__name__} {shown}"
+    )
+
+
+def identifier(method: str, name: str, value: Any, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    wanted = f"a string of 1 to {_MAX_ID} characters without control characters"
+    if not isinstance(value, str) or not 0 < len(value) <= _MAX_ID:
+        raise bad(method, name, wanted, value)
+    if any(ord(c) < 0x20 for c in value) or not encodable(value):
+        raise bad(method, name, wanted, value)
+
+
+def encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def seconds(method: str, name: str, value: Any) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 <= value <= _MAX_SECONDS
+    ):
+        raise bad(method, name, f"a number of seconds from 0 to {_MAX_SECONDS}", value)
+    return float(value)
+
+
+def counter(method: str, name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_COUNTER:
+        raise bad(method, name, f"an integer from 1 to {_MAX_COUNTER}", value)
+
+
+def time(method: str, name: str, value: Any) -> datetime.datetime:
+    wanted = "an ISO 8601 time with a UTC offset"
+    if not isinstance(value, str) or len(value) > 64:
+        raise bad(method, name, wanted, value)
+    try:
+        parsed = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise bad(method, name, wanted, value) from None
+    if parsed.tzinfo is None:
+        # Compared with the database's aware times: a naive one would raise.
+        raise bad(method, name, wanted, value)
+    return parsed
+
+
+def check_state(state: Any) -> None:
+    method = "report_state"
+    if not isinstance(state, dict):
+        raise bad(method, "state", "a JSON object", state)
+    identifier(method, "state.agent_id", state.get("agent_id"))
+    time(method, "state.started_at", state.get("started_at"))
+    if not isinstance(state.get("host"), str):
+        raise bad(method, "state.host", "a string", state.get("host"))
+    providers = state.get("providers")
+    if not isinstance(providers, list) or not all(isinstance(p, str) for p in providers):
+        raise bad(method, "state.providers", "a list of strings", providers)
+    for name in ("workers", "in_flight"):
+        value = state.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_COUNTER:
+            raise bad(method, f"state.{name}", f"an integer from 0 to {_MAX_COUNTER}", value)
+    for name in ("statuses", "stats"):
+        if not isinstance(state.get(name) or {}, dict):
+            raise bad(method, f"state.{name}", "a JSON object", state.get(name))
