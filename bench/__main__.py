@@ -26,7 +26,7 @@ import tempfile
 import time
 from typing import Any
 
-from bench import load
+from bench import load, scale
 from bench.deployment import RssSampler, Tether, rss
 from tests.functional.rabbitmq import RabbitMQNode
 
@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32, help="wrk's connections at full load")
     parser.add_argument("--baseline-tasks", type=int, default=3000)
     parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--scale", default="1,2,4", help="agent counts of the scaling runs ('' skips them)")
+    parser.add_argument("--scale-workers", type=int, default=2, help="workers per agent in the scaling runs")
+    parser.add_argument("--delay-ms", type=int, default=20, help="the fake driver's time per call there")
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("bench/results"))
     args = parser.parse_args(argv)
 
     with (
@@ -52,7 +56,30 @@ def main(argv: list[str] | None = None) -> int:
         results = measure_tether(root / "tether", node, args)
         if not args.skip_baselines:
             results |= measure_baselines(root, node, args)
-    return report(results)
+        counts = tuple(int(n) for n in args.scale.split(",") if n.strip())
+        rows = (
+            scale.run(root, node, counts, args.scale_workers, args.delay_ms, args.seconds, _latencies, _say)
+            if counts
+            else []
+        )
+    status = report(results)
+    if rows:
+        report_scale(rows, args.out)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    return status
+
+
+def report_scale(rows: list[dict[str, float]], out: pathlib.Path) -> None:
+    data, picture = scale.write(rows, out)
+    print()
+    heads = ("agents", "tasks/s", "bound", "p99 ms", "plugin", "agents", "broker", "idle")
+    print(" ".join(f"{h:>8}" for h in heads))
+    for r in rows:
+        numbers = (r["agents"], r["tasks_per_s"], r["agent_bound_per_s"], r["p99_ms"])
+        shares = (r["plugin_cpu"], r["agents_cpu"], r["broker_cpu"], r["idle_cpu"])
+        print(" ".join(f"{n:>8.0f}" for n in numbers), " ".join(f"{s:>7.0f}%" for s in shares))
+    print(f"(CPU in % of one core; {data} and {picture})")
 
 
 def measure_tether(root: pathlib.Path, node: RabbitMQNode, args: argparse.Namespace) -> dict[str, Any]:
@@ -64,10 +91,12 @@ def measure_tether(root: pathlib.Path, node: RabbitMQNode, args: argparse.Namesp
         processes = tether.processes()
         idle = rss(processes)
         _say(f"full load: wrk with {args.connections} connections for {args.seconds:.0f} s")
+        statements = tether.db_statements()
         with RssSampler(processes) as sampler:
             accepted = load.wrk(tether.url, args.seconds, args.connections, BODY)
             tether.wait_settled(600, progress=_progress("full load: draining"))
         full = _latencies(tether.tasks())
+        statements = (tether.db_statements() - statements) / full["tasks"]
         rate = full["tasks_per_s"] / 2
         since = _utcnow()
         _say(f"half load: {rate:.0f} requests/s for {args.seconds:.0f} s")
@@ -79,6 +108,7 @@ def measure_tether(root: pathlib.Path, node: RabbitMQNode, args: argparse.Namesp
         tether.stop()
     return {
         "accepts_per_s": accepted["per_s"],
+        "statements_per_task": statements,
         "accept_failures": accepted["failed"],
         "tether_tasks": full["tasks"],
         "tether_tasks_per_s": full["tasks_per_s"],
@@ -149,6 +179,7 @@ def report(results: dict[str, Any]) -> int:
     rows = [
         ("API accepts/s (full load)", f"{results['accepts_per_s']:.0f}"),
         ("tether end to end, tasks/s", f"{results['tether_tasks_per_s']:.0f}"),
+        ("  SQL statements per task (plugin)", f"{results['statements_per_task']:.1f}"),
         ("  accept → finished p50 / p95 / p99 ms", _ms(results, "p50_ms", "p95_ms", "p99_ms")),
         (
             f"  at half load ({results['half_load_rate']:.0f}/s) p50 / p99 ms",

@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Any
 
+import httpx2
 import psutil
 
 from tests.functional.daemons import Deployment
@@ -55,6 +56,16 @@ class Tether:
 
     def stop(self) -> None:
         self.deployment.stop()
+
+    def db_statements(self) -> float:
+        """SQL statements the plugin has sent so far (its Prometheus counter)."""
+        url = f"{self.deployment.base_url}/metrics"
+        text = httpx2.get(url, headers={"X-Roles": "admin"}, timeout=30).text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("tether_db_statements_total{")
+        )
 
     def processes(self) -> dict[str, psutil.Process]:
         daemons = [self.deployment.plugin, *self.deployment.agents]

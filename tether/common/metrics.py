@@ -42,3 +42,8 @@ CALLBACK_FAILURES = Counter(
     ["final"],
 )
 IN_FLIGHT = Gauge("tether_agent_tasks_in_flight", "Tasks an agent is working on, long operations included.")
+DB_STATEMENTS = Counter(
+    "tether_db_statements_total",
+    "SQL statements this process sent to its database, by engine (writer or reader).",
+    ["engine"],
+)

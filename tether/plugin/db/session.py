@@ -19,6 +19,8 @@ import sqlalchemy as sa
 from oslo_config import cfg
 from sqlalchemy import event, orm
 
+from tether.common import metrics
+
 GROUP = "database"
 OPTS: list[cfg.Opt] = [
     cfg.StrOpt(
@@ -46,8 +48,13 @@ def make_engine(conf: cfg.ConfigOpts, readonly: bool = False) -> sa.Engine:
     """
     url = sa.make_url(conf.database.connection)
     if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, conf.database.busy_timeout, immediate=not readonly)
-    return sa.create_engine(url, pool_size=conf.database.pool_size, pool_pre_ping=True)
+        engine = _sqlite_engine(url, conf.database.busy_timeout, immediate=not readonly)
+    else:
+        engine = sa.create_engine(url, pool_size=conf.database.pool_size, pool_pre_ping=True)
+    # Statements per task is what a change to the hot paths must not raise.
+    statements = metrics.DB_STATEMENTS.labels("reader" if readonly else "writer")
+    event.listen(engine, "before_cursor_execute", lambda *_: statements.inc())
+    return engine
 
 
 def make_sessionmaker(engine: sa.Engine) -> orm.sessionmaker[orm.Session]:
