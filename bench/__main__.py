@@ -26,7 +26,7 @@ import tempfile
 import time
 from typing import Any
 
-from bench import load, scale
+from bench import backlog, load, scale
 from bench.deployment import RssSampler, Tether, rss
 from tests.functional.rabbitmq import RabbitMQNode
 
@@ -45,9 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", default="1,2,4", help="agent counts of the scaling runs ('' skips them)")
     parser.add_argument("--scale-workers", type=int, default=2, help="workers per agent in the scaling runs")
     parser.add_argument("--delay-ms", type=int, default=20, help="the fake driver's time per call there")
+    parser.add_argument(
+        "--backlog", type=int, default=100_000, help="tasks queued behind absent agents (0 skips)"
+    )
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("bench/results"))
     args = parser.parse_args(argv)
 
+    plans: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp,
         RabbitMQNode(pathlib.Path(tmp) / "rabbitmq") as node,
@@ -62,12 +66,41 @@ def main(argv: list[str] | None = None) -> int:
             if counts
             else []
         )
+        if args.backlog:
+            (root / "backlog").mkdir()
+            found = backlog.run(root / "backlog", node, args.backlog, args.agents, args.workers, BODY, _say)
+            results |= {k: v for k, v in found.items() if k != "plans"}
+            plans = found["plans"]
     status = report(results)
     if rows:
         report_scale(rows, args.out)
+    if args.backlog:
+        status |= report_backlog(results, plans)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     return status
+
+
+def report_backlog(results: dict[str, Any], plans: list[dict[str, Any]]) -> int:
+    print()
+    first, last = results["accept_first_per_s"], results["accept_last_per_s"]
+    print(
+        f"backlog of {results['backlog']}: accepted at {first:.0f}/s in the first tenth, {last:.0f}/s in "
+        f"the last; drained at {results['drain_per_s']:.0f} tasks/s, "
+        f"{results['drain_statements_per_task']:.1f} SQL statements per task"
+    )
+    width = max(len(p["query"]) for p in plans)
+    for plan in plans:
+        steps = "; ".join(plan["plan"]) or "-"
+        print(f"  {plan['query']:<{width}} {plan['ms']:>7.1f} ms  {steps}")
+    scans = [p["query"] for p in plans if p["full_scans"]]
+    slower = last < 0.8 * first
+    print(
+        f"{'FAIL' if slower else 'PASS'}  accepting keeps its pace as the backlog grows (last >= 0.8 first)"
+    )
+    named = f": {', '.join(scans)}" if scans else ""
+    print(f"{'FAIL' if scans else 'PASS'}  no hot query reads a table whole{named}")
+    return 1 if slower or scans else 0
 
 
 def report_scale(rows: list[dict[str, float]], out: pathlib.Path) -> None:

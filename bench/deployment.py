@@ -29,6 +29,7 @@ class Tether:
         agents: int = 1,
         workers: int = 8,
         plugin_options: dict[str, Any] | None = None,
+        api_options: dict[str, Any] | None = None,
         agent_options: dict[str, Any] | None = None,
         sections: dict[str, dict[str, Any]] | None = None,
     ) -> None:
@@ -38,6 +39,7 @@ class Tether:
             agents=agents,
             agent_workers=workers,
             plugin_options=plugin_options,
+            api_options=api_options,
             agent_options=agent_options,
             agent_sections=sections,
         )

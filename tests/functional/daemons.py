@@ -92,6 +92,7 @@ class Deployment:
         agents: int = 2,
         agent_workers: int = 4,
         plugin_options: dict[str, Any] | None = None,
+        api_options: dict[str, Any] | None = None,
         agent_options: dict[str, Any] | None = None,
         agent_sections: dict[str, dict[str, Any]] | None = None,
         sections: dict[str, dict[str, Any]] | None = None,
@@ -112,7 +113,7 @@ class Deployment:
             root / "plugin.ini",
             {
                 "DEFAULT": common | {"state_path": root / "plugin"},
-                "api": {"bind_port": self.port},
+                "api": {"bind_port": self.port, **(api_options or {})},
                 "plugin": {"relay_interval": 0.2, **(plugin_options or {})},
                 **(sections or {}),
             },

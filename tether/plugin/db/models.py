@@ -190,6 +190,7 @@ class Outbox(Base):
 
     __table_args__ = (
         sa.Index("ix_outbox_task_id", "task_id"),
+        sa.Index("ix_outbox_not_before_id", "not_before", "id"),
         # Never reuse an id: the relay deletes the rows it published by id,
         # and a reused id would delete a newer row unpublished.
         {"sqlite_autoincrement": True},
