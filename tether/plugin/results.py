@@ -52,11 +52,15 @@ class ResultRecorder:
         """
         with self.sessionmaker.begin() as session:
             tasks = queries.get_tasks(session, [r.task_id for r in results])
+            # One statement loads the batch's resources; applying each result
+            # then finds its resource in the session instead of asking again.
+            held = queries.get_resources(session, {task.resource_id for task in tasks.values()})
             for result in results:
                 task = tasks.get(result.task_id)
                 if task is not None:
                     with log.request_context(result.request_id):
                         self._apply(session, task, result)
+        del held
         return {r.task_id for r in results if r.task_id not in tasks}
 
     def _apply(self, session: orm.Session, task: Task, result: messages.Result) -> None:

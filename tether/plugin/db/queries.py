@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,12 +20,21 @@ def get_resource(
 
     :param project_id: None for an admin, who sees every project.
     """
+    if project_id is None and rtype is None:
+        # By primary key, as a query would find it (after the same autoflush),
+        # but a resource this session already holds costs no statement.
+        session.flush()
+        return session.get(Resource, resource_id)
     query = sa.select(Resource).where(Resource.id == resource_id)
     if project_id is not None:
         query = query.where(Resource.project_id == project_id)
     if rtype is not None:
         query = query.where(Resource.type == rtype)
     return session.scalars(query).one_or_none()
+
+
+def get_resources(session: orm.Session, resource_ids: Iterable[str]) -> Sequence[Resource]:
+    return session.scalars(sa.select(Resource).where(Resource.id.in_(list(resource_ids)))).all()
 
 
 def list_resources(
