@@ -44,6 +44,9 @@ def run(
         agents=agents,
         workers=workers,
         api_options={"max_backlog": size * 2},
+        # The operator's choice when agents may be away for long: without it
+        # tasks unclaimed past pending_timeout (300 s) fail with NoLiveAgent.
+        plugin_options={"pending_timeout": 86400},
     )
     tether.start(with_agents=False)
     try:

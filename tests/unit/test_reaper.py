@@ -106,3 +106,35 @@ def test_a_claimed_task_without_a_result_by_its_deadline_is_retried(
     task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
     assert task["state"] == "PENDING"
     assert task["error"]["type"] == "ResultTimeout"
+
+
+def test_an_unclaimed_task_behind_queued_messages_waits_its_turn_and_is_published_again_once_they_drain(
+    client: TestClient, plugin: Plugin
+) -> None:
+    lb = _task(client)
+    _report(plugin, "a", ["noop"])
+    queue = plugin.broker.work_queue("noop")
+    with plugin.broker.connect() as connection:
+        plugin.broker.declare(connection, [queue])
+        producer = connection.Producer()
+        for n in range(3):
+            producer.publish({"n": n}, exchange=queue.exchange, routing_key="noop")
+    assert plugin.broker.work_queue_depths(["noop", "missing"]) == {"noop": 3, "missing": None}
+
+    def republished() -> int:
+        with plugin.sessionmaker() as session:
+            return int(
+                session.scalar(sa.select(sa.func.count()).where(Outbox.task_id == lb["task"]["id"])) or 0
+            )
+
+    _expire(plugin, lb["task"]["id"])
+    plugin.reaper.reap()
+    assert republished() == 0  # still queued: no duplicate behind the others
+    with plugin.sessionmaker() as session:
+        deadline = session.get(Task, lb["task"]["id"]).deadline  # type: ignore[union-attr]
+    assert deadline is not None and deadline > utcnow()
+    with plugin.broker.connect() as connection:
+        queue.bind(connection.default_channel).purge()
+    _expire(plugin, lb["task"]["id"])
+    plugin.reaper.reap()
+    assert republished() == 1  # the queue drained without it: its message was lost

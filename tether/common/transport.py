@@ -30,7 +30,9 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
+import amqp.exceptions
 import kombu
+import kombu.exceptions
 from oslo_config import cfg
 
 from tether.common import metrics, tls
@@ -154,6 +156,24 @@ class Broker:
             connect_timeout=5,
             ssl=self.tls.ssl_options(self.url.hostnames[0]) if self.tls else False,
         )
+
+    def work_queue_depths(self, routing_keys: Sequence[str]) -> dict[str, int | None]:
+        """Messages waiting in the work queue of each routing key; None for a
+        queue that does not exist or could not be asked."""
+        depths: dict[str, int | None] = dict.fromkeys(routing_keys)
+        try:
+            with self.connect() as connection:
+                for key in routing_keys:
+                    channel = connection.channel()
+                    try:
+                        _, depths[key], _ = channel.queue_declare(queue=f"tether.work.{key}", passive=True)
+                    except (kombu.exceptions.KombuError, amqp.exceptions.AMQPError) as exc:
+                        LOG.debug("cannot tell the depth of the %s work queue: %s", key, exc)
+                    finally:
+                        _close_quietly(channel)
+        except (kombu.exceptions.KombuError, OSError) as exc:
+            LOG.warning("cannot ask the broker for work queue depths: %s", exc)
+        return depths
 
     def explain(self, exc: BaseException) -> str | None:
         """What an operator must fix when connecting failed with ``exc``; None
@@ -405,3 +425,10 @@ class DeadLetters:
 def _header_text(value: object) -> str:
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
     return text[:1000]
+
+
+def _close_quietly(channel: Any) -> None:
+    try:
+        channel.close()
+    except Exception:  # a channel the broker closed already
+        LOG.debug("closing a channel failed", exc_info=True)

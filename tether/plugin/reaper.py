@@ -6,7 +6,11 @@ Every non-terminal task carries a deadline. Each pass of the reaper:
    the tasks they were running;
 2. takes the tasks past their deadline and retries them or fails them with
    a reason a person can act on: no live agent serves the provider, the
-   agent reported no result in time.
+   agent reported no result in time. A published task that is unclaimed
+   past its deadline is published again only when its work queue is empty:
+   behind queued messages it is still waiting its turn (the broker keeps a
+   confirmed message until it is consumed), and publishing it again would
+   only pile duplicates onto a deep queue.
 
 Rows are taken with ``FOR UPDATE SKIP LOCKED``, so several plugin processes
 can run reapers against one database without doing the same work twice.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Callable, Sequence
 
 from oslo_config import cfg
 from sqlalchemy import orm
@@ -54,6 +59,7 @@ class Reaper(Periodic):
         interval: float,
         scheduler: Scheduler | None = None,
         reschedule: bool = True,
+        queue_depths: Callable[[Sequence[str]], dict[str, int | None]] | None = None,
     ) -> None:
         super().__init__(interval)
         self.sessionmaker = sessionmaker
@@ -61,6 +67,9 @@ class Reaper(Periodic):
         self.agents = agents
         self.scheduler = scheduler
         self.reschedule = reschedule
+        self.queue_depths = queue_depths
+        #: this pass's answers of queue_depths, by routing key
+        self._depths: dict[str, int | None] = {}
 
     def tick(self) -> int:
         return self.reap()
@@ -70,6 +79,7 @@ class Reaper(Periodic):
         moved = self._bury_dead_agents() + self._unstick_trees() + self._dispatch_waiting()
         with self.sessionmaker.begin() as session:
             idempotency.purge_expired(session)
+        self._depths = {}
         while True:
             with self.sessionmaker.begin() as session:
                 tasks = queries.overdue(session, utcnow(), _BATCH)
@@ -112,6 +122,21 @@ class Reaper(Periodic):
                 continue
             lifecycle.reapply(session, self.policy, root, f"agent {dead} died; moved to {root.agent_id}")
         return len(roots)
+
+    def _queued_before(self, session: orm.Session, task: Task) -> int:
+        """Messages waiting in the queue ``task`` was published to; 0 when it
+        is empty or cannot be asked."""
+        if self.queue_depths is None:
+            return 0
+        key: str | None = task.provider
+        if self.scheduler is not None and self.scheduler.providers.is_host_placed(task.provider):
+            root = queries.get_resource(session, task.root_id, None)
+            key = f"{task.provider}.{root.agent_id}" if root is not None and root.agent_id else None
+        if key is None:
+            return 0
+        if key not in self._depths:
+            self._depths |= self.queue_depths([key])
+        return self._depths.get(key) or 0
 
     def _dispatch_waiting(self) -> int:
         # Host-placed tasks that found no live agent wait undispatched; one may be here now.
@@ -170,6 +195,19 @@ class Reaper(Periodic):
         if resource is None:
             lifecycle.fail(
                 session, self.policy, task, "ResourceGone", "the resource disappeared before the task ran"
+            )
+            return
+        waiting = self._queued_before(session, task)
+        if waiting:
+            # A deep queue, not a lost message: the broker holds confirmed
+            # messages until they are consumed. Publishing again would only
+            # add duplicates behind it; look again once it has drained.
+            task.deadline = now + extend
+            LOG.info(
+                "task %s unclaimed for %.0f s behind %d queued messages; waiting on",
+                task.id,
+                (now - (task.pending_at or now)).total_seconds(),
+                waiting,
             )
             return
         LOG.warning(

@@ -94,6 +94,7 @@ class Plugin:
             conf.plugin.reaper_interval,
             scheduler=self.scheduler,
             reschedule=conf.plugin.reschedule_on_agent_death,
+            queue_depths=self.broker.work_queue_depths,
         )
         self._rpc_server: Any = None
         self.api = Api(
