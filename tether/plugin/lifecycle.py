@@ -60,8 +60,9 @@ OPTS: list[cfg.Opt] = [
         default=300.0,
         min=1,
         help="Seconds a published task may wait unclaimed before the reaper looks at it: "
-        "it fails the task when no live agent serves its provider, and publishes it again "
-        "otherwise.",
+        "it fails the task when no live agent serves its provider, waits on while its work "
+        "queue still holds messages, and publishes it again when the queue has drained. "
+        "Raise it where agents may be away longer and work should wait for them.",
     ),
     cfg.FloatOpt(
         "result_grace",
