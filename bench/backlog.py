@@ -98,7 +98,7 @@ def explain(database: pathlib.Path) -> list[dict[str, Any]]:
         ("API: a page of tasks", lambda s: queries.list_tasks(s, "p", {}, 100, None)),
         ("API: the latest task of a resource", lambda s: queries.latest_task(s, "x")),
         ("reaper: overdue tasks", lambda s: queries.overdue(s, now, 100)),
-        ("reaper: undispatched tasks", lambda s: queries.undispatched(s)),
+        ("reaper: undispatched tasks", lambda s: queries.undispatched(s, ["noop"])),
         ("reaper: idle trees with a queue", lambda s: queries.idle_trees_with_queue(s)),
         ("backpressure: backlog by provider", lambda s: queries.backlog(s)),
     ]

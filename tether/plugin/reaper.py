@@ -143,11 +143,10 @@ class Reaper(Periodic):
         if self.scheduler is None:
             return 0
         with self.sessionmaker.begin() as session:
-            waiting = [
-                t
-                for t in queries.undispatched(session)
-                if self.scheduler.providers.is_host_placed(t.provider)
-            ]
+            providers = self.scheduler.providers
+            waiting = queries.undispatched(
+                session, [p for p in providers.names if providers.is_host_placed(p)]
+            )
             for task in waiting:
                 resource = queries.get_resource(session, task.resource_id, None)
                 if resource is not None and self.agents.live_for(session, task.provider):

@@ -12,6 +12,9 @@ from sqlalchemy import orm
 from tether.common.states import IN_FLIGHT_TASK_STATES, TaskState
 from tether.plugin.db.models import Agent, Outbox, Resource, Task, TaskAttempt
 
+#: a second reference to tasks, for queries that compare two of its rows
+Task2 = orm.aliased(Task)
+
 
 def get_resource(
     session: orm.Session, resource_id: str, project_id: str | None, rtype: str | None = None
@@ -220,9 +223,13 @@ def backlog(session: orm.Session) -> dict[tuple[str, str], int]:
 
 def idle_trees_with_queue(session: orm.Session) -> Sequence[str]:
     """Roots with QUEUED tasks and none PENDING or RUNNING."""
-    working = sa.select(Task.root_id).where(Task.state.in_([TaskState.PENDING, TaskState.RUNNING]))
+    # Correlated, so each queued tree costs one index lookup: a NOT IN over
+    # every PENDING task would cost as much as the whole backlog.
+    working = sa.exists().where(
+        Task2.root_id == Task.root_id, Task2.state.in_([TaskState.PENDING, TaskState.RUNNING])
+    )
     return session.scalars(
-        sa.select(Task.root_id).where(Task.state == TaskState.QUEUED, Task.root_id.not_in(working)).distinct()
+        sa.select(Task.root_id).where(Task.state == TaskState.QUEUED, ~working).distinct()
     ).all()
 
 
@@ -235,7 +242,11 @@ def bound_to(session: orm.Session, agent_id: str) -> Sequence[Resource]:
     ).all()
 
 
-def undispatched(session: orm.Session) -> Sequence[Task]:
-    """PENDING tasks never published because no agent could take them."""
-    unpublished = sa.select(Task).where(Task.state == TaskState.PENDING, Task.pending_at.is_(None))
+def undispatched(session: orm.Session, providers: Sequence[str]) -> Sequence[Task]:
+    """PENDING tasks of ``providers`` never published because no agent could take them."""
+    if not providers:
+        return []
+    unpublished = sa.select(Task).where(
+        Task.provider.in_(list(providers)), Task.state == TaskState.PENDING, Task.pending_at.is_(None)
+    )
     return session.scalars(unpublished).all()
