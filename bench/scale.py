@@ -134,7 +134,8 @@ def write(rows: list[dict[str, float]], directory: pathlib.Path) -> tuple[pathli
             ha="center",
             fontsize=7,
         )
-    left.legend(loc="upper left", fontsize=8)
+    lines = left.get_lines() + right.get_lines()
+    left.legend(lines, [line.get_label() for line in lines], loc="upper center", fontsize=8)
     left.set_title(f"tether, fake driver at {rows[0]['workers']} workers per agent")
     figure.tight_layout()
     picture = directory / "scale.png"
