@@ -294,10 +294,13 @@ def apply_statuses(session: orm.Session, task: Task, statuses: dict[str, str]) -
 
 def _finish(session: orm.Session, policy: Policy, task: Task, state: TaskState) -> None:
     was_working = task.state in (TaskState.PENDING, TaskState.RUNNING)
+    if task.state != TaskState.RUNNING:
+        # A claim deleted a running task's outbox rows, and nothing adds one
+        # until it is PENDING again: the common finish needs no statement.
+        queries.delete_outbox_of(session, task.id)
     task.state = state
     task.finished_at = utcnow()
     task.deadline = None
-    queries.delete_outbox_of(session, task.id)
     notifications.task_changed(session, task)
     callbacks.schedule(session, task)
     finished = session.info.setdefault(FINISHED, [])

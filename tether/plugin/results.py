@@ -55,17 +55,24 @@ class ResultRecorder:
             # One statement loads the batch's resources; applying each result
             # then finds its resource in the session instead of asking again.
             held = queries.get_resources(session, {task.resource_id for task in tasks.values()})
+            attempts = queries.attempts_of(session, list(tasks))
             for result in results:
                 task = tasks.get(result.task_id)
                 if task is not None:
                     with log.request_context(result.request_id):
-                        self._apply(session, task, result)
+                        self._apply(session, task, result, attempts)
         del held
         return {r.task_id for r in results if r.task_id not in tasks}
 
-    def _apply(self, session: orm.Session, task: Task, result: messages.Result) -> None:
+    def _apply(
+        self,
+        session: orm.Session,
+        task: Task,
+        result: messages.Result,
+        attempts: dict[tuple[str, int], TaskAttempt],
+    ) -> None:
         current = task.state == TaskState.RUNNING and result.attempt == task.attempt
-        self._remember(session, task, result, current)
+        self._remember(session, task, result, current, attempts)
         if not current:
             LOG.warning(
                 "result of attempt %d of task %s from agent %s kept in history, not applied: "
@@ -98,8 +105,14 @@ class ResultRecorder:
             )
 
     @staticmethod
-    def _remember(session: orm.Session, task: Task, result: messages.Result, applied: bool) -> None:
-        row = queries.get_attempt(session, task.id, result.attempt)
+    def _remember(
+        session: orm.Session,
+        task: Task,
+        result: messages.Result,
+        applied: bool,
+        attempts: dict[tuple[str, int], TaskAttempt],
+    ) -> None:
+        row = attempts.get((task.id, result.attempt))
         if row is None:
             row = TaskAttempt(
                 task_id=task.id,
@@ -108,6 +121,8 @@ class ResultRecorder:
                 claimed_at=_parse_time(result.started_at) or utcnow(),
             )
             session.add(row)
+            # Two results of one attempt in a batch share the row.
+            attempts[(task.id, result.attempt)] = row
         if row.outcome is not None and row.outcome != "ABANDONED":
             return
         row.finished_at = utcnow()

@@ -167,6 +167,14 @@ def _page(query: sa.Select[Any], model: Any, marker: Any, limit: int) -> sa.Sele
     return query.order_by(model.created_at, model.id).limit(limit)
 
 
+def attempts_of(session: orm.Session, task_ids: Sequence[str]) -> dict[tuple[str, int], TaskAttempt]:
+    """The attempts of several tasks in one statement, by (task id, attempt)."""
+    if not task_ids:
+        return {}
+    rows = session.scalars(sa.select(TaskAttempt).where(TaskAttempt.task_id.in_(list(task_ids))))
+    return {(row.task_id, row.attempt): row for row in rows}
+
+
 def get_attempt(session: orm.Session, task_id: str, attempt: int) -> TaskAttempt | None:
     return session.scalars(
         sa.select(TaskAttempt).where(TaskAttempt.task_id == task_id, TaskAttempt.attempt == attempt)
