@@ -16,7 +16,7 @@ import pytest
 from oslo_config import cfg
 
 from tether.cmd import dead_letters
-from tether.common import config, transport
+from tether.common import config, dead_lettering, transport
 
 from .daemons import BIN, Deployment, free_port, write_ini
 from .rabbitmq import RabbitMQNode
@@ -123,7 +123,7 @@ def _dead_letter_as_tether_does(broker: transport.Broker, body: bytes, reason: s
     with broker.connect() as connection:
         publisher = transport.Publisher(connection, broker.confirm_timeout)
         publisher.publish([transport.Envelope(broker.work_exchange, "noop", body, message_id)])
-        dead_letters = transport.DeadLetters(broker, "work")
+        dead_letters = dead_lettering.DeadLetters(broker, "work")
         dead_letters.add(_take(connection, "tether.work.noop", message_id), reason)
         dead_letters.flush(publisher)
         publisher.close()

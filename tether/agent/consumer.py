@@ -26,7 +26,7 @@ from tether.agent.plugin_api import ClaimFailed, Stopping
 from tether.agent.runner import Pending, Runner
 from tether.agent.scheduler import Scheduler
 from tether.agent.workers import WorkerPool
-from tether.common import connection, messages, transport
+from tether.common import connection, dead_lettering, messages, transport
 from tether.common.exceptions import MalformedMessage
 
 LOG = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class WorkConsumer(connection.ConnectionLoop):
         self._lock = threading.Lock()
         self._consumer: kombu.Consumer | None = None
         self._publisher: transport.Publisher | None = None
-        self._dead_letters = transport.DeadLetters(broker, "work")
+        self._dead_letters = dead_lettering.DeadLetters(broker, "work")
 
     @property
     def in_flight(self) -> int:

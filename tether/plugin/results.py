@@ -18,7 +18,7 @@ import sqlalchemy.exc
 from oslo_config import cfg
 from sqlalchemy import orm
 
-from tether.common import connection, log, messages, transport
+from tether.common import connection, dead_lettering, log, messages, transport
 from tether.common.exceptions import MalformedMessage
 from tether.common.states import Outcome, TaskState
 from tether.plugin import lifecycle
@@ -143,7 +143,7 @@ class ResultConsumer(connection.ConnectionLoop):
         self._publisher: transport.Publisher | None = None
         self._db_failures = 0
         self._retry_at = 0.0
-        self._dead_letters = transport.DeadLetters(broker, "result")
+        self._dead_letters = dead_lettering.DeadLetters(broker, "result")
         self._consumer: kombu.Consumer | None = None
 
     def on_connect(self, connection: kombu.Connection) -> None:
