@@ -17,7 +17,8 @@ import copy
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 from oslo_config import cfg
 from sqlalchemy import orm
@@ -34,14 +35,19 @@ from tether.common.states import (
 from tether.plugin import lifecycle
 from tether.plugin.context import RequestContext
 from tether.plugin.db import queries
+from tether.plugin.db.group_commit import GroupCommit
 from tether.plugin.db.models import Resource, Task
 from tether.plugin.providers import Providers
 from tether.plugin.throttle import Backpressure
 
 LOG = logging.getLogger(__name__)
 
-#: Called inside the accepting transaction, e.g. to remember an idempotent answer.
-OnAccept = Callable[[orm.Session, Resource, Task], None]
+T = TypeVar("T")
+
+#: Called inside the accepting transaction once the change is flushed; what it
+#: returns is the caller's answer (rendered there, and remembered for an
+#: Idempotency-Key, because the rows are not the caller's after commit).
+Answer = Callable[[orm.Session, Resource, Task], T]
 
 OPTS: list[cfg.Opt] = [
     cfg.StrOpt(
@@ -71,7 +77,7 @@ class Changes:
         self,
         registry: Registry,
         providers: Providers,
-        sessionmaker: orm.sessionmaker[orm.Session],
+        writer: GroupCommit,
         policy: lifecycle.Policy,
         busy_policy: str = "queue",
         max_queued: int = 100,
@@ -82,113 +88,130 @@ class Changes:
         self.policy = policy
         self.registry = registry
         self.providers = providers
-        self.sessionmaker = sessionmaker
+        self.writer = writer
         self.busy_policy = busy_policy
         self.max_queued = max_queued
         self._on_commit = on_commit
 
-    def create(
-        self, ctx: RequestContext, rtype: ResourceType, body: Any, on_accept: OnAccept | None = None
-    ) -> tuple[Resource, Task]:
+    def create(self, ctx: RequestContext, rtype: ResourceType, body: Any, answer: Answer[T]) -> Future[T]:
         self.registry.validate(rtype, body)
         attributes = rtype.defaults() | dict(body)
-        with self.sessionmaker.begin() as session:
-            parent = None
-            if rtype.parent is not None and rtype.parent_key:
-                parent_id = attributes.pop(rtype.parent_key)
-                parent = self._get(session, ctx, self.registry[rtype.parent], parent_id)
-                if parent.provisioning_status == ProvisioningStatus.PENDING_DELETE:
-                    raise Conflict(f"{parent.type} {parent.id} is being deleted.")
-                provider_name = parent.provider
-            else:
-                provider_name = attributes["provider"]
-            self.providers.get(provider_name, rtype.name)
-            self._check_backlog(session, provider_name)
-            resource_id = str(uuid.uuid4())
-            root_id = parent.root_id if parent is not None else resource_id
-            resource = Resource(
-                id=resource_id,
-                type=rtype.name,
-                project_id=parent.project_id if parent is not None else ctx.project_id,
-                parent_id=parent.id if parent is not None else None,
-                root_id=root_id,
-                provider=provider_name,
-                name=attributes.get("name"),
-                attributes=attributes,
-                provisioning_status=ProvisioningStatus.PENDING_CREATE,
-                operating_status=OperatingStatus.UNKNOWN,
-                generation=1,
-                applied_generation=0,
-            )
-            if parent is not None:  # a new root has no change in flight to wait behind
-                self._admit(session, root_id)
-            session.add(resource)
-            task = self._accept(session, ctx, resource, Operation.CREATE)
-            if on_accept is not None:
-                session.flush()
-                on_accept(session, resource, task)
-        self._on_commit()
-        return resource, task
+        return self._write(lambda session: self._create(session, ctx, rtype, attributes, answer))
 
     def update(
-        self,
-        ctx: RequestContext,
-        rtype: ResourceType,
-        resource_id: str,
-        body: Any,
-        on_accept: OnAccept | None = None,
-    ) -> tuple[Resource, Task]:
+        self, ctx: RequestContext, rtype: ResourceType, resource_id: str, body: Any, answer: Answer[T]
+    ) -> Future[T]:
         if not isinstance(body, dict):
             raise InvalidInput(reason=f"the body must be a JSON object of {rtype.name} attributes")
         if not body:
             raise InvalidInput(reason=f"the body names no {rtype.name} attribute to change")
-        with self.sessionmaker.begin() as session:
-            resource = self._get(session, ctx, rtype, resource_id)
-            if rtype.parent_key and rtype.parent_key in body and body[rtype.parent_key] != resource.parent_id:
-                raise InvalidInput(
-                    f"{rtype.parent_key} cannot change after create; create a new {rtype.name} instead.",
-                    path=f"$.{rtype.parent_key}",
-                )
-            changes = {k: v for k, v in body.items() if k != rtype.parent_key}
-            self._check_immutable(rtype, resource.attributes, changes)
-            self._check_backlog(session, resource.provider)
-            attributes = copy.deepcopy(resource.attributes) | changes
-            full = attributes | ({rtype.parent_key: resource.parent_id} if rtype.parent_key else {})
-            self.registry.validate(rtype, full)
-            self._admit(session, resource.root_id)
-            if resource.provisioning_status == ProvisioningStatus.PENDING_DELETE:
-                raise Conflict(f"{rtype.name} {resource.id} is being deleted.")
-            resource.attributes = attributes
-            resource.name = attributes.get("name")
-            resource.generation += 1
-            resource.provisioning_status = ProvisioningStatus.PENDING_UPDATE
-            task = self._accept(session, ctx, resource, Operation.UPDATE)
-            if on_accept is not None:
-                session.flush()
-                on_accept(session, resource, task)
-        self._on_commit()
-        return resource, task
+        return self._write(lambda session: self._update(session, ctx, rtype, resource_id, body, answer))
 
     def delete(
-        self, ctx: RequestContext, rtype: ResourceType, resource_id: str, on_accept: OnAccept | None = None
-    ) -> tuple[Resource, Task]:
-        with self.sessionmaker.begin() as session:
-            resource = self._get(session, ctx, rtype, resource_id)
-            self._admit(session, resource.root_id)
-            self._check_backlog(session, resource.provider)
-            kids = queries.children(session, resource.id)
-            if kids:
-                raise Conflict(f"{rtype.name} {resource.id} still has {_describe(kids)}; delete them first.")
-            if resource.provisioning_status == ProvisioningStatus.PENDING_DELETE:
-                raise Conflict(f"{rtype.name} {resource.id} is already being deleted.")
-            resource.generation += 1
-            resource.provisioning_status = ProvisioningStatus.PENDING_DELETE
-            task = self._accept(session, ctx, resource, Operation.DELETE)
-            if on_accept is not None:
-                session.flush()
-                on_accept(session, resource, task)
-        self._on_commit()
-        return resource, task
+        self, ctx: RequestContext, rtype: ResourceType, resource_id: str, answer: Answer[T]
+    ) -> Future[T]:
+        return self._write(lambda session: self._delete(session, ctx, rtype, resource_id, answer))
+
+    def _write(self, unit: Callable[[orm.Session], T]) -> Future[T]:
+        future = self.writer.submit(unit)
+        future.add_done_callback(lambda done: done.exception() or self._on_commit())
+        return future
+
+    def _create(
+        self,
+        session: orm.Session,
+        ctx: RequestContext,
+        rtype: ResourceType,
+        attributes: dict[str, Any],
+        answer: Answer[T],
+    ) -> T:
+        parent = None
+        if rtype.parent is not None and rtype.parent_key:
+            parent_id = attributes.pop(rtype.parent_key)
+            parent = self._get(session, ctx, self.registry[rtype.parent], parent_id)
+            if parent.provisioning_status == ProvisioningStatus.PENDING_DELETE:
+                raise Conflict(f"{parent.type} {parent.id} is being deleted.")
+            provider_name = parent.provider
+        else:
+            provider_name = attributes["provider"]
+        self.providers.get(provider_name, rtype.name)
+        self._check_backlog(session, provider_name)
+        resource_id = str(uuid.uuid4())
+        root_id = parent.root_id if parent is not None else resource_id
+        resource = Resource(
+            id=resource_id,
+            type=rtype.name,
+            project_id=parent.project_id if parent is not None else ctx.project_id,
+            parent_id=parent.id if parent is not None else None,
+            root_id=root_id,
+            provider=provider_name,
+            name=attributes.get("name"),
+            attributes=attributes,
+            provisioning_status=ProvisioningStatus.PENDING_CREATE,
+            operating_status=OperatingStatus.UNKNOWN,
+            generation=1,
+            applied_generation=0,
+        )
+        if parent is not None:  # a new root has no change in flight to wait behind
+            self._admit(session, root_id)
+        session.add(resource)
+        task = self._accept(session, ctx, resource, Operation.CREATE)
+        session.flush()
+        return answer(session, resource, task)
+
+    def _update(
+        self,
+        session: orm.Session,
+        ctx: RequestContext,
+        rtype: ResourceType,
+        resource_id: str,
+        body: dict[str, Any],
+        answer: Answer[T],
+    ) -> T:
+        resource = self._get(session, ctx, rtype, resource_id)
+        if rtype.parent_key and rtype.parent_key in body and body[rtype.parent_key] != resource.parent_id:
+            raise InvalidInput(
+                f"{rtype.parent_key} cannot change after create; create a new {rtype.name} instead.",
+                path=f"$.{rtype.parent_key}",
+            )
+        changes = {k: v for k, v in body.items() if k != rtype.parent_key}
+        self._check_immutable(rtype, resource.attributes, changes)
+        self._check_backlog(session, resource.provider)
+        attributes = copy.deepcopy(resource.attributes) | changes
+        full = attributes | ({rtype.parent_key: resource.parent_id} if rtype.parent_key else {})
+        self.registry.validate(rtype, full)
+        self._admit(session, resource.root_id)
+        if resource.provisioning_status == ProvisioningStatus.PENDING_DELETE:
+            raise Conflict(f"{rtype.name} {resource.id} is being deleted.")
+        resource.attributes = attributes
+        resource.name = attributes.get("name")
+        resource.generation += 1
+        resource.provisioning_status = ProvisioningStatus.PENDING_UPDATE
+        task = self._accept(session, ctx, resource, Operation.UPDATE)
+        session.flush()
+        return answer(session, resource, task)
+
+    def _delete(
+        self,
+        session: orm.Session,
+        ctx: RequestContext,
+        rtype: ResourceType,
+        resource_id: str,
+        answer: Answer[T],
+    ) -> T:
+        resource = self._get(session, ctx, rtype, resource_id)
+        self._admit(session, resource.root_id)
+        self._check_backlog(session, resource.provider)
+        kids = queries.children(session, resource.id)
+        if kids:
+            raise Conflict(f"{rtype.name} {resource.id} still has {_describe(kids)}; delete them first.")
+        if resource.provisioning_status == ProvisioningStatus.PENDING_DELETE:
+            raise Conflict(f"{rtype.name} {resource.id} is already being deleted.")
+        resource.generation += 1
+        resource.provisioning_status = ProvisioningStatus.PENDING_DELETE
+        task = self._accept(session, ctx, resource, Operation.DELETE)
+        session.flush()
+        return answer(session, resource, task)
 
     def _get(
         self, session: orm.Session, ctx: RequestContext, rtype: ResourceType, resource_id: Any
@@ -244,7 +267,12 @@ class Changes:
     ) -> Task:
         task = lifecycle.new_task(resource, operation, ctx.request_id, ctx.callback_url)
         session.add(task)
-        session.flush()
+        if operation == Operation.CREATE and resource.parent_id is None:
+            # A new root is its whole tree and has nothing in flight: dispatch
+            # it without asking the database what it already knows.
+            lifecycle.enqueue(session, self.policy, task, resource, tree=[resource])
+        else:
+            session.flush()
         LOG.info(
             "accepted %s of %s %s as task %s (generation %d, provider %s)",
             operation,

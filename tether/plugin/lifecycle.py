@@ -21,7 +21,7 @@ import datetime
 import logging
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from oslo_config import cfg
 from sqlalchemy import orm
@@ -101,10 +101,18 @@ class Policy:
         return delay * random.uniform(0.5, 1.0)
 
 
-def enqueue(session: orm.Session, policy: Policy, task: Task, resource: Resource, delay: float = 0.0) -> None:
+def enqueue(
+    session: orm.Session,
+    policy: Policy,
+    task: Task,
+    resource: Resource,
+    delay: float = 0.0,
+    tree: Sequence[Resource] | None = None,
+) -> None:
     """Make ``task`` PENDING and commit its work message to the outbox.
 
     :param delay: seconds before the relay may publish it (a retry's backoff).
+    :param tree: the resources of ``task``'s tree, when the caller has them all.
     """
     now = utcnow()
     not_before = now + datetime.timedelta(seconds=delay) if delay else None
@@ -119,7 +127,9 @@ def enqueue(session: orm.Session, policy: Policy, task: Task, resource: Resource
         task.pending_at = None
         LOG.warning("task %s waits: no live agent serves provider %s", task.id, task.provider)
         return
-    message = work.message(task, resource, queries.tree(session, resource.root_id))
+    message = work.message(
+        task, resource, tree if tree is not None else queries.tree(session, resource.root_id)
+    )
     session.add(
         Outbox(
             task_id=task.id,

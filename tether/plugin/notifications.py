@@ -20,10 +20,11 @@ import threading
 from typing import Any
 
 from oslo_config import cfg
-from sqlalchemy import event, orm
+from sqlalchemy import orm
 
 from tether.common import rpc
 from tether.plugin.db.models import Task
+from tether.plugin.db.session import after_commit
 
 LOG = logging.getLogger(__name__)
 
@@ -89,8 +90,7 @@ class Notifications:
         if not self.enabled:
             return
         sessionmaker.configure(info={WANTED: True})
-        event.listen(sessionmaker, "after_commit", self._after_commit)
-        event.listen(sessionmaker, "after_rollback", lambda session: session.info.pop(EVENTS, None))
+        after_commit(sessionmaker, [EVENTS], self._after_commit)
         self._thread.start()
         LOG.info("sending notifications of task and resource state changes")
 

@@ -21,6 +21,7 @@ from tether.plugin.api.app import create_app
 from tether.plugin.api.deps import Api
 from tether.plugin.changes import Changes
 from tether.plugin.db import migration, session
+from tether.plugin.db.group_commit import GroupCommit
 from tether.plugin.notifications import Notifications
 from tether.plugin.policy import Policy
 from tether.plugin.providers import Providers
@@ -73,10 +74,11 @@ class Plugin:
             conf.plugin.relay_batch_size,
             conf.plugin.relay_interval,
         )
+        self.writer = GroupCommit(self.sessionmaker, conf.api.group_commit_size)
         self.changes = Changes(
             self.registry,
             self.providers,
-            self.sessionmaker,
+            self.writer,
             self.policy,
             busy_policy=conf.api.busy_policy,
             max_queued=conf.api.max_queued_per_tree,
@@ -172,6 +174,7 @@ class Plugin:
         self.notifications.stop()
         self.relay.stop()
         self.results.stop()
+        self.writer.stop()
         self.engine.dispose()
         self.read_engine.dispose()
         LOG.info("plugin stopped")

@@ -19,9 +19,10 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import event, orm
+from sqlalchemy import orm
 
 from tether.common import metrics
+from tether.plugin.db.session import after_commit
 from tether.plugin.lifecycle import FINISHED, FINISHED_METRICS
 
 
@@ -31,8 +32,7 @@ class Waiters:
         self._waiting: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
 
     def install(self, sessionmaker: orm.sessionmaker[orm.Session]) -> None:
-        event.listen(sessionmaker, "after_commit", self._after_commit)
-        event.listen(sessionmaker, "after_rollback", self._after_rollback)
+        after_commit(sessionmaker, [FINISHED, FINISHED_METRICS], self._after_commit)
 
     @property
     def count(self) -> int:
@@ -75,11 +75,6 @@ class Waiters:
         for provider, operation, state, seconds in session.info.pop(FINISHED_METRICS, []):
             metrics.TASKS_FINISHED.labels(provider, operation, state).inc()
             metrics.TASK_SECONDS.labels(provider, state).observe(seconds)
-
-    @staticmethod
-    def _after_rollback(session: orm.Session) -> None:
-        session.info.pop(FINISHED, None)
-        session.info.pop(FINISHED_METRICS, None)
 
 
 def _resolve(future: asyncio.Future[Any]) -> None:

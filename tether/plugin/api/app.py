@@ -26,6 +26,14 @@ OPTS: list[cfg.Opt] = [
     cfg.HostAddressOpt("bind_host", default="127.0.0.1", help="Address the REST API listens on."),
     cfg.PortOpt("bind_port", default=9870, help="Port the REST API listens on."),
     cfg.IntOpt("workers", default=8, min=1, help="Threads that serve requests touching the database."),
+    cfg.IntOpt(
+        "group_commit_size",
+        default=64,
+        min=1,
+        help="Most changes committed in one transaction: the writes of concurrent create, "
+        "update and delete requests share a commit and its fsync, and each is answered "
+        "once that commit is durable. 1 commits every change on its own.",
+    ),
     cfg.IntOpt("default_page_size", default=100, min=1, help="Items in a page when no limit is given."),
     cfg.IntOpt("max_page_size", default=1000, min=1, help="Largest limit a list request may ask for."),
     cfg.IntOpt(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import fastapi
@@ -19,6 +21,9 @@ from tether.plugin.api import pagination, views
 from tether.plugin.api.deps import Api, JsonBody, authorized
 from tether.plugin.context import RequestContext
 from tether.plugin.db import queries
+
+#: A change being written: its answer and Location once committed.
+Accepting = Future[tuple[dict[str, Any], str]]
 
 
 def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
@@ -43,22 +48,29 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
         for action in ("list", "get", "create", "update", "delete")
     }
 
-    def change(
-        request: fastapi.Request, ctx: RequestContext, body: Any, act: Callable[..., tuple[Any, Any]]
+    def answer(session: orm.Session, row: Any, task: Any) -> tuple[dict[str, Any], str]:
+        return views.resource(rtype, row, task), item.format(resource_id=row.id)
+
+    async def change(
+        request: fastapi.Request, ctx: RequestContext, body: Any, act: Callable[..., Accepting]
     ) -> JSONResponse:
-        """Run ``act`` (a Changes method taking ``on_accept``), honouring an Idempotency-Key."""
+        """Run ``act`` (a Changes method taking an answer), honouring an Idempotency-Key.
+
+        The change is written by the group committer's thread; no request
+        thread waits for the commit.
+        """
         key = request.headers.get(idempotency.HEADER)
         if key is None:
-            row, task = act(None)
-            return _accepted(rtype, item, row, task)
+            return _accepted(*await asyncio.wrap_future(act(answer)))
         key = idempotency.check_key(key)
         method, path = request.method, request.url.path
         print_ = idempotency.fingerprint(method, path, body)
-        replay = _replay(api, ctx, key, print_, method, path)
+        replay = await run_in_threadpool(_replay, api, ctx, key, print_, method, path)
         if replay is not None:
             return replay
 
-        def remember(session: orm.Session, row: Any, task: Any) -> None:
+        def remember(session: orm.Session, row: Any, task: Any) -> tuple[dict[str, Any], str]:
+            view, location = answer(session, row, task)
             idempotency.remember(
                 session,
                 api.idempotency_retention,
@@ -68,25 +80,26 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
                 method,
                 path,
                 202,
-                views.resource(rtype, row, task),
-                item.format(resource_id=row.id),
+                view,
+                location,
             )
+            return view, location
 
         try:
-            row, task = act(remember)
+            accepted = await asyncio.wrap_future(act(remember))
         except (sqlalchemy.exc.IntegrityError, idempotency.AnsweredMeanwhile):
             # The same key committed first from a concurrent request; ours rolled back whole.
-            replay = _replay(api, ctx, key, print_, method, path)
+            replay = await run_in_threadpool(_replay, api, ctx, key, print_, method, path)
             if replay is None:
                 raise
             return replay
-        return _accepted(rtype, item, row, task)
+        return _accepted(*accepted)
 
     @r.post("", status_code=202, openapi_extra=body_doc, summary=f"Create a {rtype.name}")
-    def create(
+    async def create(
         request: fastapi.Request, *, ctx: RequestContext = allowed["create"], body: JsonBody
     ) -> JSONResponse:
-        return change(request, ctx, body, lambda on_accept: api.changes.create(ctx, rtype, body, on_accept))
+        return await change(request, ctx, body, lambda answer: api.changes.create(ctx, rtype, body, answer))
 
     @r.get("", summary=f"List {rtype.collection}")
     def list_(request: fastapi.Request, ctx: RequestContext = allowed["list"]) -> dict[str, Any]:
@@ -154,30 +167,26 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
             "requestBody": {"required": True, "content": {"application/json": {"schema": update_schema}}}
         },
     )
-    def update(
+    async def update(
         request: fastapi.Request, resource_id: str, *, ctx: RequestContext = allowed["update"], body: JsonBody
     ) -> JSONResponse:
-        return change(
-            request, ctx, body, lambda on_accept: api.changes.update(ctx, rtype, resource_id, body, on_accept)
+        return await change(
+            request, ctx, body, lambda answer: api.changes.update(ctx, rtype, resource_id, body, answer)
         )
 
     @r.delete("/{resource_id}", status_code=202, summary=f"Delete a {rtype.name}")
-    def delete(
+    async def delete(
         request: fastapi.Request, resource_id: str, ctx: RequestContext = allowed["delete"]
     ) -> JSONResponse:
-        return change(
-            request, ctx, None, lambda on_accept: api.changes.delete(ctx, rtype, resource_id, on_accept)
+        return await change(
+            request, ctx, None, lambda answer: api.changes.delete(ctx, rtype, resource_id, answer)
         )
 
     return r
 
 
-def _accepted(rtype: ResourceType, item: str, row: Any, task: Any) -> JSONResponse:
-    return JSONResponse(
-        views.resource(rtype, row, task),
-        status_code=202,
-        headers={"Location": item.format(resource_id=row.id)},
-    )
+def _accepted(view: dict[str, Any], location: str) -> JSONResponse:
+    return JSONResponse(view, status_code=202, headers={"Location": location})
 
 
 def _replay(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -59,6 +60,30 @@ def make_engine(conf: cfg.ConfigOpts, readonly: bool = False) -> sa.Engine:
 
 def make_sessionmaker(engine: sa.Engine) -> orm.sessionmaker[orm.Session]:
     return orm.sessionmaker(engine, expire_on_commit=False)
+
+
+def after_commit(
+    sessionmaker: orm.sessionmaker[orm.Session], keys: Sequence[str], committed: Callable[[orm.Session], None]
+) -> None:
+    """Call ``committed`` once a transaction of ``sessionmaker`` is durable;
+    on rollback, drop the ``session.info`` lists under ``keys`` it would have read.
+
+    Only the outermost transaction counts: a savepoint's release is not a
+    commit (the group commit runs each change in one, and drops what a
+    failed one added to the lists itself).
+    """
+
+    def on_commit(session: orm.Session) -> None:
+        if not session.in_nested_transaction():
+            committed(session)
+
+    def on_rollback(session: orm.Session) -> None:
+        if not session.in_nested_transaction():
+            for key in keys:
+                session.info.pop(key, None)
+
+    event.listen(sessionmaker, "after_commit", on_commit)
+    event.listen(sessionmaker, "after_rollback", on_rollback)
 
 
 def _sqlite_engine(url: sa.URL, busy_timeout: float, immediate: bool) -> sa.Engine:
