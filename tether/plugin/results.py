@@ -139,6 +139,8 @@ class ResultConsumer(connection.ConnectionLoop):
         super().__init__(broker, "result-consumer")
         self.recorder = recorder
         self.batch = batch
+        # Under load one delivery per tick meant one commit per result.
+        self.burst = batch
         self._pending: list[tuple[kombu.Message, messages.Result]] = []
         self._publisher: transport.Publisher | None = None
         self._db_failures = 0
