@@ -155,7 +155,7 @@ def test_the_plugin_answers_a_claim_during_a_database_outage_with_service_unavai
     lb = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
     locked = sqlalchemy.exc.OperationalError("SELECT", {}, sqlite3.OperationalError("database is locked"))
     with (
-        mock.patch.object(queries, "task_for_update", side_effect=locked),
+        mock.patch.object(queries, "tasks_for_update", side_effect=locked),
         pytest.raises(ServiceUnavailable, match="database is unavailable"),
     ):
         plugin.endpoint.claim(

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy
 from fastapi.testclient import TestClient
 
-from tests.unit.conftest import finish
+from tests.unit.conftest import claim, finish
+from tether.common import messages
+from tether.common.states import Outcome
 from tether.plugin.service import Plugin
 
 
@@ -123,3 +126,37 @@ def test_the_queue_of_one_tree_is_bounded(conf: Any, plugin: Plugin) -> None:
     assert (
         "2 changes already wait on this resource tree (the limit is 2)" in response.json()["error"]["message"]
     )
+
+
+def test_one_batch_of_results_frees_several_trees_and_looks_up_their_queues_at_once(
+    client: TestClient, plugin: Plugin
+) -> None:
+    trees = []
+    for _ in range(3):
+        lb = _post(client, "loadbalancers", {"provider": "noop"})
+        listener = _post(
+            client, "listeners", {"loadbalancer_id": lb["id"], "protocol": "TCP", "protocol_port": 80}
+        )
+        trees.append((lb, listener))
+    answers = [claim(plugin, lb["task"]["id"]) for lb, _ in trees]
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, sql: str, *_: Any) -> None:
+        statements.append(sql)
+
+    sqlalchemy.event.listen(plugin.engine, "before_cursor_execute", count)
+    plugin.results.recorder.record(
+        [
+            messages.Result(
+                task_id=lb["task"]["id"],
+                attempt=answer["attempt"],
+                outcome=Outcome.SUCCEEDED,
+                agent_id="test-agent",
+            )
+            for (lb, _), answer in zip(trees, answers, strict=True)
+        ]
+    )
+    sqlalchemy.event.remove(plugin.engine, "before_cursor_execute", count)
+    assert [_task(client, listener["task"]["id"])["state"] for _, listener in trees] == ["PENDING"] * 3
+    queue_reads = [s for s in statements if "WHERE tasks.root_id" in s]
+    assert len(queue_reads) == 1, queue_reads

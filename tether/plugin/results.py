@@ -56,6 +56,8 @@ class ResultRecorder:
             # then finds its resource in the session instead of asking again.
             held = queries.get_resources(session, {task.resource_id for task in tasks.values()})
             attempts = queries.attempts_of(session, list(tasks))
+            # Finishing a task looks for the next of its tree: one statement for all.
+            queries.load_in_flight(session, {task.root_id for task in tasks.values()})
             for result in results:
                 task = tasks.get(result.task_id)
                 if task is not None:

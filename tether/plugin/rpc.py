@@ -88,7 +88,10 @@ class PluginEndpoint:
             request_id=request_id,
         )
         with _database_outage(), self._sessionmaker.begin() as session:
-            return self._claim(session, **claim)
+            claimed: list[str] = []
+            answer = self._claim(session, queries.tasks_for_update(session, [task_id]), claimed, **claim)
+            queries.delete_outbox_of_tasks(session, claimed)
+            return answer
 
     @checks.checked
     def claim_batch(self, ctxt: Any, claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -112,13 +115,19 @@ class PluginEndpoint:
                 answers[i] = {"error": {"type": "MalformedMessage", "message": message}}
         if valid:
             with _database_outage(), self._sessionmaker.begin() as session:
+                # One statement loads the batch, one deletes its outbox rows.
+                tasks = queries.tasks_for_update(session, [claim["task_id"] for _, claim in valid])
+                claimed: list[str] = []
                 for i, claim in valid:
-                    answers[i] = self._claim(session, **claim)
+                    answers[i] = self._claim(session, tasks, claimed, **claim)
+                queries.delete_outbox_of_tasks(session, claimed)
         return answers
 
     def _claim(
         self,
         session: orm.Session,
+        tasks: dict[str, Task],
+        claimed: list[str],
         task_id: str,
         agent_id: str,
         claim_id: str,
@@ -127,7 +136,7 @@ class PluginEndpoint:
         request_id: str | None,
     ) -> dict[str, Any]:
         with log.request_context(request_id):
-            task = queries.task_for_update(session, task_id)
+            task = tasks.get(task_id)
             if task is None:
                 # Flagged, not only said: the agent dead-letters such a message.
                 return {**_skip(f"task {task_id} does not exist"), "unknown": True}
@@ -156,7 +165,8 @@ class PluginEndpoint:
             task.claim_id = claim_id
             task.running_at = now
             task.deadline = now + datetime.timedelta(seconds=driver_timeout + self._policy.result_grace)
-            queries.delete_outbox_of(session, task.id)
+            # A copy the reaper put in the outbox again is moot now.
+            claimed.append(task.id)
             if redelivered:
                 metrics.REDELIVERIES.labels(task.provider).inc()
             session.add(

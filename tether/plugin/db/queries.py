@@ -72,14 +72,45 @@ def lock_root(session: orm.Session, root_id: str) -> None:
     session.execute(sa.select(Resource.id).where(Resource.id == root_id).with_for_update())
 
 
+#: ``session.info`` key: {root id: its unfinished tasks}, loaded in one
+#: statement by a transaction that finishes tasks of many trees.
+IN_FLIGHT = "tether.in-flight"
+
+
 def in_flight_tasks(session: orm.Session, root_id: str) -> Sequence[Task]:
     """The tree's unfinished tasks, the one being worked on first, then the queue in order."""
-    tasks = session.scalars(
-        sa.select(Task)
-        .where(Task.root_id == root_id, Task.state.in_(list(IN_FLIGHT_TASK_STATES)))
-        .order_by(Task.created_at, Task.id)
-    ).all()
+    known = session.info.get(IN_FLIGHT, {}).get(root_id)
+    if known is not None:
+        # The same objects the session holds, so their states are current.
+        tasks = sorted(
+            (t for t in known if t.state in IN_FLIGHT_TASK_STATES), key=lambda t: (t.created_at, t.id)
+        )
+    else:
+        tasks = list(
+            session.scalars(
+                sa.select(Task)
+                .where(Task.root_id == root_id, Task.state.in_(list(IN_FLIGHT_TASK_STATES)))
+                .order_by(Task.created_at, Task.id)
+            )
+        )
     return sorted(tasks, key=lambda t: t.state == TaskState.QUEUED)
+
+
+def load_in_flight(session: orm.Session, root_ids: Iterable[str]) -> None:
+    """Load the unfinished tasks of several trees at once, for
+    :func:`in_flight_tasks` to answer from for the rest of the transaction.
+
+    Only for a transaction that creates no task: a task it added would be
+    missing from the answer.
+    """
+    by_root: dict[str, list[Task]] = {root_id: [] for root_id in root_ids}
+    if by_root:
+        query = sa.select(Task).where(
+            Task.root_id.in_(list(by_root)), Task.state.in_(list(IN_FLIGHT_TASK_STATES))
+        )
+        for task in session.scalars(query):
+            by_root[task.root_id].append(task)
+    session.info[IN_FLIGHT] = by_root
 
 
 def tasks_of(session: orm.Session, resource_id: str) -> Sequence[Task]:
@@ -197,6 +228,20 @@ def list_agents(session: orm.Session) -> Sequence[Agent]:
 
 def task_for_update(session: orm.Session, task_id: str) -> Task | None:
     return session.scalars(sa.select(Task).where(Task.id == task_id).with_for_update()).one_or_none()
+
+
+def tasks_for_update(session: orm.Session, task_ids: Sequence[str]) -> dict[str, Task]:
+    """Several tasks locked in one statement, in id order (two such batches
+    cannot deadlock on PostgreSQL), by id."""
+    query = sa.select(Task).where(Task.id.in_(sorted(set(task_ids)))).order_by(Task.id).with_for_update()
+    return {task.id: task for task in session.scalars(query)}
+
+
+def delete_outbox_of_tasks(session: orm.Session, task_ids: Sequence[str]) -> None:
+    if task_ids:
+        session.execute(
+            sa.delete(Outbox).where(Outbox.task_id.in_(list(task_ids))), execution_options=_PLAIN_SQL
+        )
 
 
 def running_on(session: orm.Session, agent_id: str) -> Sequence[Task]:
