@@ -38,7 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each load phase")
     parser.add_argument("--agents", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=8, help="driver calls per agent at once")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=32,
+        help="driver calls per agent at once, and the baselines' worker processes",
+    )
     parser.add_argument("--connections", type=int, default=32, help="wrk's connections at full load")
     parser.add_argument("--baseline-tasks", type=int, default=3000)
     parser.add_argument("--skip-baselines", action="store_true")

@@ -24,10 +24,11 @@ def get_resource(
     :param project_id: None for an admin, who sees every project.
     """
     if project_id is None and rtype is None:
-        # By primary key, as a query would find it (after the same autoflush),
-        # but a resource this session already holds costs no statement.
-        session.flush()
-        return session.get(Resource, resource_id)
+        # By primary key: a resource this session already holds costs no
+        # statement and no flush (a batch of results then flushes once).
+        # One it deleted is gone, as a query after the flush would find.
+        resource = session.get(Resource, resource_id)
+        return None if resource is None or resource in session.deleted else resource
     query = sa.select(Resource).where(Resource.id == resource_id)
     if project_id is not None:
         query = query.where(Resource.project_id == project_id)
