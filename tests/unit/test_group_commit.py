@@ -175,3 +175,31 @@ def test_stop_finishes_what_was_handed_in(
     assert not stopper.is_alive()
     assert all(f.done() and f.exception() is None for f in futures)
     assert texts(sessionmaker) == {f"n{i}" for i in range(5)}
+
+
+def test_a_unit_its_caller_gave_up_on_is_not_run_and_the_writer_carries_on(
+    writer: GroupCommit, sessionmaker: orm.sessionmaker[orm.Session]
+) -> None:
+    gate, _ = hold(writer)
+    abandoned = writer.submit(add("abandoned"))
+    assert abandoned.cancel()
+    kept = writer.submit(add("kept"))
+    gate.set()
+    assert kept.result(10) == "kept"
+    assert texts(sessionmaker) == {"kept"}
+
+
+def test_a_unit_that_raises_a_base_exception_fails_its_batch_and_the_writer_carries_on(
+    writer: GroupCommit, sessionmaker: orm.sessionmaker[orm.Session]
+) -> None:
+    def exits(session: orm.Session) -> None:
+        raise SystemExit(3)
+
+    gate, _ = hold(writer)
+    futures = [writer.submit(add("lost")), writer.submit(exits)]
+    gate.set()
+    for future in futures:
+        with pytest.raises(SystemExit):
+            future.result(10)
+    assert writer.run(add("after")) == "after"
+    assert texts(sessionmaker) == {"after"}

@@ -101,19 +101,21 @@ class GroupCommit:
                 return
 
     def _commit(self, batch: list[tuple[Unit, concurrent.futures.Future[Any]]]) -> None:
+        # A caller that gave up before its unit ran (an API client that went
+        # away) cancelled it; once running, a unit commits or fails with its batch.
+        batch = [(unit, future) for unit, future in batch if future.set_running_or_notify_cancel()]
+        if not batch:
+            return
         outcomes: list[tuple[concurrent.futures.Future[Any], Any, BaseException | None]] = []
         try:
             with self.sessionmaker.begin() as session:
                 for unit, future in batch:
                     outcomes.append((future, *_run_unit(session, unit)))
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - the writer thread must outlive any batch
             if not isinstance(exc, Exception):
                 LOG.error("group commit of %d unit(s) interrupted: %r", len(batch), exc)
             for _unit, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
+                future.set_exception(exc)
             return
         for future, result, error in outcomes:
             if error is not None:
