@@ -9,14 +9,18 @@ STAMP := $(VENV)/.installed-stamp
 run: $(STAMP)
 	$(BIN)/tether-allinone --config-file etc/tether/allinone.ini
 
+# Everything on SQLite, then the functional suite again on a private
+# PostgreSQL cluster (tests/functional/postgresql.py).
 test: $(STAMP) system-deps lint typecheck
 	$(BIN)/python -m pytest -p no:cacheprovider tests examples/acme-driver/tests
+	$(BIN)/python -m pytest -p no:cacheprovider --database postgresql tests/functional
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
 
 functional: $(STAMP) system-deps
 	$(BIN)/python -m pytest -p no:cacheprovider tests/functional
+	$(BIN)/python -m pytest -p no:cacheprovider --database postgresql tests/functional
 
 # Throughput, latency and memory against the baselines, in one run (bench/).
 bench: $(STAMP) system-deps

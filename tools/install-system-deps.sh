@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the functional tests need (and, given the
-# argument "bench", the benchmark's wrk): Debian's rabbitmq-server (which pulls in Erlang). The tests start their own private
+# argument "bench", the benchmark's wrk): Debian's rabbitmq-server (which pulls in Erlang),
+# postgresql and haproxy. The tests start their own private
 # node from it (tests/functional/rabbitmq.py), so the packaged system service
 # is stopped and disabled: it would only hold port 5672, the default node name
 # and memory.
@@ -50,6 +51,20 @@ if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
     as_root apt-get update -qq
     as_root apt-get install -y -qq --no-install-recommends haproxy >/dev/null
     as_root service haproxy stop >/dev/null 2>&1 || true
+fi
+
+if ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; then
+    # The functional suite runs a second time on a private PostgreSQL
+    # cluster of its own (tests/functional/postgresql.py).
+    echo "install-system-deps: installing postgresql" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+fi
+# The packaged cluster is not ours: it would only hold port 5432 and memory.
+if command -v pg_lsclusters >/dev/null 2>&1 && pg_lsclusters -h 2>/dev/null | grep -q ' online'; then
+    as_root service postgresql stop >/dev/null 2>&1 || true
+    as_root update-rc.d postgresql disable >/dev/null 2>&1 || true
 fi
 
 if [ "${1:-}" = bench ] && ! command -v wrk >/dev/null 2>&1; then

@@ -4,7 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from .daemons import Deployment
+from . import postgresql
+from .daemons import Database, Deployment
 from .rabbitmq import INSTALL_HINT, RABBITMQ_SERVER, RabbitMQNode, is_installed
 
 
@@ -23,10 +24,28 @@ def rabbitmq() -> Iterator[RabbitMQNode]:
         node.close()
 
 
+@pytest.fixture(scope="session")
+def database(request: pytest.FixtureRequest) -> Iterator[Database]:
+    """Where deployments keep their plugin database (``--database``)."""
+    if request.config.getoption("database") == "sqlite":
+        yield Database()
+        return
+    if not postgresql.is_installed():
+        pytest.fail(f"PostgreSQL is missing: {postgresql.INSTALL_HINT}", pytrace=False)
+    cluster = postgresql.PostgreSQLCluster()
+    try:
+        cluster.start()
+        yield Database(cluster)
+    finally:
+        cluster.close()
+
+
 @pytest.fixture(scope="module")
-def deployment(rabbitmq: RabbitMQNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+def deployment(
+    rabbitmq: RabbitMQNode, database: Database, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
     """tether-plugin and two tether-agent processes on the private node."""
-    deployment = Deployment(tmp_path_factory.mktemp("deployment"), rabbitmq)
+    deployment = Deployment(tmp_path_factory.mktemp("deployment"), rabbitmq, database)
     deployment.start()
     try:
         yield deployment

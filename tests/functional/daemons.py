@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx2
+import psycopg
+import sqlalchemy as sa
 
+from .postgresql import PostgreSQLCluster
 from .rabbitmq import RabbitMQNode
 
 BIN = pathlib.Path(sys.executable).parent
@@ -82,6 +88,22 @@ class Daemon:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+class Database:
+    """The plugin database of each deployment: an SQLite file under its state
+    path, or a new database on a shared PostgreSQL cluster."""
+
+    def __init__(self, cluster: PostgreSQLCluster | None = None) -> None:
+        self.cluster = cluster
+
+    @property
+    def backend(self) -> str:
+        return "sqlite" if self.cluster is None else "postgresql"
+
+    def connection(self) -> str | None:
+        """``[database] connection`` for a new deployment (None: the default)."""
+        return None if self.cluster is None else self.cluster.create_database()
+
+
 class Deployment:
     """A plugin and its agents on a private broker, as an operator runs them."""
 
@@ -89,6 +111,7 @@ class Deployment:
         self,
         root: pathlib.Path,
         rabbitmq: RabbitMQNode,
+        database: Database | None = None,
         agents: int = 2,
         agent_workers: int = 4,
         plugin_options: dict[str, Any] | None = None,
@@ -97,32 +120,59 @@ class Deployment:
         agent_sections: dict[str, dict[str, Any]] | None = None,
         sections: dict[str, dict[str, Any]] | None = None,
         tls: bool = False,
+        broker_host: str = "127.0.0.1",
+        plugins: int = 1,
     ) -> None:
         """``sections`` go into every daemon's ini file; ``tls`` puts the
-        node's TLS port in ``transport_url`` (the ssl options go in ``sections``)."""
+        node's TLS port in ``transport_url`` (the ssl options go in ``sections``);
+        ``broker_host`` is the node's address in ``transport_url``, one of its
+        ``extra_addresses`` for daemons in other network namespaces (netns.py);
+        ``plugins`` replicas of tether-plugin share the database (PostgreSQL),
+        each with its own API port (``plugin`` and ``http`` are the first's)."""
         self.root = root
+        self.database = database or Database()
+        #: ``[database] connection``; None for the default SQLite file
+        self.connection = connection = self.database.connection()
         # Its own virtual host: deployments sharing the node stay apart.
-        self.transport_url, self.amqp_url = rabbitmq.add_vhost(f"tether-{root.name}", tls=tls)
+        # Named only when asked for: a RabbitMQCluster stands in for a node here.
+        where = {} if broker_host == "127.0.0.1" else {"host": broker_host}
+        self.transport_url, self.amqp_url = rabbitmq.add_vhost(f"tether-{root.name}", tls=tls, **where)
         transport_url = self.transport_url
         #: every change the fake driver applied, as JSON lines, from all agents
         self.journal = root / "journal.jsonl"
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         common = {"transport_url": transport_url}
-        self.plugin_ini = write_ini(
-            root / "plugin.ini",
-            {
-                "DEFAULT": common | {"state_path": root / "plugin"},
-                "api": {"bind_port": self.port, **(api_options or {})},
-                "plugin": {"relay_interval": 0.2, **(plugin_options or {})},
-                **(sections or {}),
-            },
-        )
-        self.plugin = Daemon(
-            "tether-plugin",
-            [str(BIN / "tether-plugin"), "--config-file", str(self.plugin_ini)],
-            root / "plugin.log",
-        )
+        sections = dict(sections or {})
+        if connection:
+            sections["database"] = {"connection": connection, **sections.get("database", {})}
+        self.plugins: list[Daemon] = []
+        #: the API of each plugin replica
+        self.base_urls: list[str] = []
+        for i in range(1, plugins + 1):
+            port = self.port if i == 1 else free_port()
+            name = "plugin" if i == 1 else f"plugin-{i}"
+            ini = write_ini(
+                root / f"{name}.ini",
+                {
+                    "DEFAULT": common
+                    | {"state_path": root / name}
+                    | ({"host": f"plugin-{i}"} if plugins > 1 else {}),
+                    "api": {"bind_port": port, **(api_options or {})},
+                    "plugin": {"relay_interval": 0.2, **(plugin_options or {})},
+                    **sections,
+                },
+            )
+            self.plugins.append(
+                Daemon(
+                    "tether-plugin" if i == 1 else f"tether-plugin-{i}",
+                    [str(BIN / "tether-plugin"), "--config-file", str(ini)],
+                    root / f"{name}.log",
+                )
+            )
+            self.base_urls.append(f"http://127.0.0.1:{port}")
+        self.plugin = self.plugins[0]
+        self.plugin_ini = root / "plugin.ini"
         self.agents = []
         for i in range(1, agents + 1):
             ini = write_ini(
@@ -141,7 +191,7 @@ class Deployment:
                         "crash_marker_dir": root / "fake-crash-markers",
                         "journal_path": self.journal,
                     },
-                    **(sections or {}),
+                    **sections,
                     **(agent_sections or {}),
                 },
             )
@@ -162,34 +212,63 @@ class Deployment:
             timeout=120,
         )
 
+    @contextlib.contextmanager
+    def lock_database(self) -> Iterator[None]:
+        """Hold the plugin's tables against writers (readers carry on), as a
+        long migration or a stuck administrator's session would."""
+        if self.connection is None:
+            locker = sqlite3.connect(self.root / "plugin" / "tether.sqlite", isolation_level=None)
+            try:
+                locker.execute("BEGIN EXCLUSIVE")
+                yield
+            finally:
+                locker.execute("ROLLBACK")
+                locker.close()
+            return
+        url = sa.make_url(self.connection)
+        with psycopg.connect(
+            host=url.host, port=url.port, user=url.username, dbname=url.database
+        ) as locker:  # a transaction, rolled back when the block ends
+            locker.execute("LOCK TABLE resources, tasks, outbox IN EXCLUSIVE MODE")
+            yield
+            locker.rollback()
+
     def start(self) -> None:
         self.migrate()
-        self.start_plugin()
+        for replica in range(len(self.plugins)):
+            self.start_plugin(replica=replica)
         for agent in self.agents:
             agent.start()
 
-    def start_plugin(self, timeout: float = 60.0, env: dict[str, str] | None = None) -> None:
-        self.plugin.start(env)
+    def start_plugin(
+        self, timeout: float = 60.0, env: dict[str, str] | None = None, replica: int = 0
+    ) -> None:
+        """Start one plugin replica (the first by default) and wait for its API."""
+        plugin = self.plugins[replica]
+        plugin.start(env)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.plugin.alive:
-                raise AssertionError(f"tether-plugin exited at start:\n{self.plugin.log()}")
-            try:
-                if self.http.get("/v1").status_code == 200:
-                    return
-            except httpx2.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"tether-plugin did not answer within {timeout} s:\n{self.plugin.log()}")
+        with httpx2.Client(base_url=self.base_urls[replica], timeout=5) as http:
+            while time.monotonic() < deadline:
+                if not plugin.alive:
+                    raise AssertionError(f"{plugin.name} exited at start:\n{plugin.log()}")
+                try:
+                    if http.get("/v1").status_code == 200:
+                        return
+                except httpx2.TransportError:
+                    pass
+                time.sleep(0.1)
+        raise AssertionError(f"{plugin.name} did not answer within {timeout} s:\n{plugin.log()}")
 
     def stop(self) -> dict[str, int]:
         codes = {agent.name: agent.stop() for agent in self.agents if agent.process is not None}
-        codes["tether-plugin"] = self.plugin.stop()
+        for plugin in self.plugins:
+            if plugin.process is not None:
+                codes[plugin.name] = plugin.stop()
         self.http.close()
         return codes
 
     def logs(self) -> str:
-        return "\n".join(f"----- {d.name} -----\n{d.log()[-6000:]}" for d in [self.plugin, *self.agents])
+        return "\n".join(f"----- {d.name} -----\n{d.log()[-6000:]}" for d in [*self.plugins, *self.agents])
 
     def wait_settled(self, timeout: float = 180.0) -> None:
         """Wait until no task is QUEUED, PENDING or RUNNING."""

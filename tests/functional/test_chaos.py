@@ -22,7 +22,7 @@ import httpx2
 import kombu
 import pytest
 
-from .daemons import Deployment
+from .daemons import Database, Deployment
 from .rabbitmq import RabbitMQNode
 
 pytestmark = pytest.mark.functional
@@ -142,10 +142,13 @@ class Chaos:
 
 
 @pytest.fixture(scope="module")
-def chaos_deployment(rabbitmq: RabbitMQNode, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def chaos_deployment(
+    rabbitmq: RabbitMQNode, database: Database, tmp_path_factory: pytest.TempPathFactory
+) -> Any:
     deployment = Deployment(
         tmp_path_factory.mktemp("chaos"),
         rabbitmq,
+        database,
         agents=3,
         plugin_options={
             "reaper_interval": 1,

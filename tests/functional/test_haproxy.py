@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from .daemons import Deployment, free_port
+from .daemons import Database, Deployment, free_port
 from .rabbitmq import RabbitMQNode
 
 pytestmark = pytest.mark.functional
@@ -120,11 +120,12 @@ def backends() -> Iterator[list[Backend]]:
 # garbage-collected when one is stopped on purpose.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_traffic_follows_the_api_and_survives_the_death_of_its_host(
-    rabbitmq: RabbitMQNode, tmp_path: pathlib.Path, backends: list[Backend]
+    rabbitmq: RabbitMQNode, database: Database, tmp_path: pathlib.Path, backends: list[Backend]
 ) -> None:
     deployment = Deployment(
         tmp_path,
         rabbitmq,
+        database,
         agents=2,
         plugin_options={"providers": "noop,fake,haproxy", "agent_down_time": 4, "reaper_interval": 1},
         agent_options={"providers": "haproxy", "report_interval": 1},

@@ -32,7 +32,7 @@ from oslo_config import cfg
 
 from tether.common import messages, rpc, transport
 
-from .daemons import Deployment, free_port
+from .daemons import Database, Deployment, free_port
 from .rabbitmq import RabbitMQNode
 
 pytestmark = pytest.mark.functional
@@ -576,12 +576,12 @@ def raw_envelope(rng: random.Random) -> tuple[str, bytes, str]:
 
 @pytest.fixture(scope="module")
 def fuzz_deployment(
-    rabbitmq: RabbitMQNode, tmp_path_factory: pytest.TempPathFactory
+    rabbitmq: RabbitMQNode, database: Database, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Deployment, int]]:
     """A plugin and one agent whose /healthz the test can reach."""
     port = free_port()
     deployment = Deployment(
-        tmp_path_factory.mktemp("fuzz"), rabbitmq, agents=1, agent_options={"metrics_port": port}
+        tmp_path_factory.mktemp("fuzz"), rabbitmq, database, agents=1, agent_options={"metrics_port": port}
     )
     deployment.start()
     try:

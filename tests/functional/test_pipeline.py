@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import sqlite3
 import time
 from typing import Any
 
 import kombu
 import pytest
 
-from .daemons import Deployment
+from .daemons import Database, Deployment
 from .rabbitmq import RabbitMQNode
 
 pytestmark = pytest.mark.functional
@@ -204,19 +203,17 @@ def test_sigterm_lets_an_agent_finish_its_running_call_then_exit(deployment: Dep
 
 
 def test_a_locked_database_answers_503_and_everything_recovers_when_released(
-    rabbitmq: RabbitMQNode, tmp_path: Any
+    rabbitmq: RabbitMQNode, database: Database, tmp_path: Any
 ) -> None:
-    deployment = Deployment(tmp_path, rabbitmq, agents=1)
-    deployment.plugin_ini.write_text(deployment.plugin_ini.read_text() + "[database]\nbusy_timeout = 0.5\n")
+    deployment = Deployment(
+        tmp_path, rabbitmq, database, agents=1, sections={"database": {"busy_timeout": 0.5}}
+    )
     deployment.start()
     try:
-        locker = sqlite3.connect(tmp_path / "plugin" / "tether.sqlite", isolation_level=None)
-        locker.execute("BEGIN EXCLUSIVE")
-        response = deployment.http.post("/v1/loadbalancers", json={"provider": "noop"})
-        assert response.status_code == 503, response.text
-        assert response.headers["Retry-After"] == "1"
-        locker.execute("ROLLBACK")
-        locker.close()
+        with deployment.lock_database():
+            response = deployment.http.post("/v1/loadbalancers", json={"provider": "noop"})
+            assert response.status_code == 503, response.text
+            assert response.headers["Retry-After"] == "1"
         lb = _post(deployment, "loadbalancers", {"provider": "noop"})
         assert _wait_status(deployment, "loadbalancers", lb["id"])["provisioning_status"] == "ACTIVE"
         # Nothing half-written by the refused request: one loadbalancer, one task.

@@ -18,7 +18,7 @@ from tether.common import config
 from tether.common.connection import ConnectionLoop
 from tether.common.transport import Broker
 
-from .daemons import Deployment, write_ini
+from .daemons import Database, Deployment, write_ini
 from .rabbitmq import INSTALL_HINT, RABBITMQ_SERVER, RabbitMQNode, TLSFiles, is_installed
 
 pytestmark = pytest.mark.functional
@@ -74,11 +74,12 @@ def tls_node(pki: PKI) -> Iterator[RabbitMQNode]:
 
 @pytest.fixture(scope="module")
 def tls_deployment(
-    tls_node: RabbitMQNode, pki: PKI, tmp_path_factory: pytest.TempPathFactory
+    tls_node: RabbitMQNode, pki: PKI, database: Database, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
     deployment = Deployment(
         tmp_path_factory.mktemp("tls-deployment"),
         tls_node,
+        database,
         agents=1,
         tls=True,
         sections={"oslo_messaging_rabbit": {"ssl": "true", "ssl_ca_file": pki.ca}},

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from .daemons import Deployment
+from .daemons import Database, Deployment
 from .rabbitmq import RabbitMQNode
 
 pytestmark = pytest.mark.functional
@@ -29,12 +29,13 @@ def _settled(deployment: Deployment, path: str) -> dict[str, Any]:
 
 
 def test_the_acme_driver_realises_a_tree_on_its_appliance_and_removes_it(
-    rabbitmq: RabbitMQNode, tmp_path: pathlib.Path
+    rabbitmq: RabbitMQNode, database: Database, tmp_path: pathlib.Path
 ) -> None:
     appliance = tmp_path / "appliance"
     deployment = Deployment(
         tmp_path,
         rabbitmq,
+        database,
         agents=1,
         plugin_options={"providers": "noop,fake,acme"},
         agent_options={"providers": "acme"},

@@ -86,14 +86,13 @@ class Registry:
     def declare_dead(self, session: orm.Session) -> Iterable[Agent]:
         """Agents that have just been found dead."""
         now = utcnow()
-        for agent in queries.list_agents(session):
-            if agent.alive and not self.alive(agent, now):
-                agent.alive = False
-                silent = (now - agent.last_heartbeat).total_seconds()
-                LOG.warning(
-                    "agent %s on host %s declared dead: no state report for %.0f s",
-                    agent.id,
-                    agent.host,
-                    silent,
-                )
-                yield agent
+        for agent in queries.newly_dead_agents(session, now - self.down_time):
+            agent.alive = False
+            silent = (now - agent.last_heartbeat).total_seconds()
+            LOG.warning(
+                "agent %s on host %s declared dead: no state report for %.0f s",
+                agent.id,
+                agent.host,
+                silent,
+            )
+            yield agent

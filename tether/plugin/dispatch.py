@@ -17,6 +17,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Sequence
 
 import kombu
 import sqlalchemy.exc
@@ -25,7 +26,7 @@ from sqlalchemy import orm
 
 from tether.common import connection, faults, transport
 from tether.plugin.db import queries
-from tether.plugin.db.models import utcnow
+from tether.plugin.db.models import Outbox, utcnow
 
 LOG = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class OutboxRelay(connection.ConnectionLoop):
         interval: float,
     ) -> None:
         super().__init__(broker, "outbox-relay")
+        #: other plugin processes may relay the same outbox (not on SQLite)
+        self.shared = sessionmaker.kw["bind"].dialect.name != "sqlite"
         self.sessionmaker = sessionmaker
         self.reader = reader
         self.providers = providers
@@ -128,11 +131,28 @@ class OutboxRelay(connection.ConnectionLoop):
 
     def relay_once(self, connection: kombu.Connection) -> int:
         """Publish one window of unsent rows; return how many were sent."""
+        if not self.shared:
+            # One plugin process per SQLite file: read without the write
+            # lock, so the API's commits never wait for the broker's confirms.
+            with self.reader() as session:
+                rows = queries.unsent_outbox(session, self.batch_size, utcnow())
+            if rows:
+                self._publish(connection, rows)
+                with self.sessionmaker.begin() as session:
+                    queries.delete_outbox(session, [r.id for r in rows])
+            return len(rows)
+        # Plugin replicas share the outbox: each takes a window of rows
+        # the others do not hold and keeps them locked until they are
+        # confirmed and deleted, so no row is published twice.
+        with self.sessionmaker.begin() as session:
+            rows = queries.unsent_outbox(session, self.batch_size, utcnow(), skip_locked=True)
+            if rows:
+                self._publish(connection, rows)
+                queries.delete_outbox(session, [r.id for r in rows])
+        return len(rows)
+
+    def _publish(self, connection: kombu.Connection, rows: Sequence[Outbox]) -> None:
         assert self._publisher is not None
-        with self.reader() as session:
-            rows = queries.unsent_outbox(session, self.batch_size, utcnow())
-        if not rows:
-            return 0
         new_keys = {r.routing_key for r in rows} - self._declared
         if new_keys:
             self.broker.declare(connection, [self.broker.work_queue(k) for k in new_keys])
@@ -154,7 +174,4 @@ class OutboxRelay(connection.ConnectionLoop):
             # Someone deleted a queue we declared: declare again, then retry.
             self._declared.clear()
             raise
-        with self.sessionmaker.begin() as session:
-            queries.delete_outbox(session, [r.id for r in rows])
         LOG.debug("relayed %d outbox row(s)", len(rows))
-        return len(rows)

@@ -29,7 +29,7 @@ from tether.common.states import TaskState
 from tether.plugin import idempotency, lifecycle
 from tether.plugin.agents import Registry
 from tether.plugin.db import queries
-from tether.plugin.db.models import Task, utcnow
+from tether.plugin.db.models import Resource, Task, utcnow
 from tether.plugin.periodic import Periodic
 from tether.plugin.scheduler import Scheduler
 
@@ -83,10 +83,16 @@ class Reaper(Periodic):
         while True:
             with self.sessionmaker.begin() as session:
                 tasks = queries.overdue(session, utcnow(), _BATCH)
-                for task in tasks:
+                # Trees another transaction holds are busy, not stuck: the
+                # next pass looks again. Skipping them, not waiting, means the
+                # reaper (task first, then tree) cannot deadlock with the API
+                # and the recorder (tree first).
+                trees = queries.lock_trees(session, {task.root_id for task in tasks}, skip_locked=True)
+                taken = [task for task in tasks if task.root_id in trees]
+                for task in taken:
                     self._overdue(session, task)
-            moved += len(tasks)
-            if len(tasks) < _BATCH:
+            moved += len(taken)
+            if len(tasks) < _BATCH or not taken:
                 return moved
 
     def _bury_dead_agents(self) -> int:
@@ -111,6 +117,7 @@ class Reaper(Periodic):
         assert self.scheduler is not None
         roots = queries.bound_to(session, dead)
         for root in roots:
+            queries.lock_root(session, root.id)
             if self.scheduler.bind(session, root, exclude=dead) is None:
                 LOG.error(
                     "%s %s cannot move off dead agent %s: no other live agent serves %s",
@@ -120,8 +127,34 @@ class Reaper(Periodic):
                     root.provider,
                 )
                 continue
+            self._reroute(session, root, dead)
             lifecycle.reapply(session, self.policy, root, f"agent {dead} died; moved to {root.agent_id}")
         return len(roots)
+
+    def _reroute(self, session: orm.Session, root: Resource, dead: str) -> None:
+        """Publish again, to the queue of ``root``'s new agent, its tasks that
+        were published (or are about to be) to the dead agent's queue.
+
+        Nobody but the dead agent consumes that queue: left there, such a task
+        (a change accepted after the agent went silent but before it was
+        declared dead) would hold up its tree, the re-apply queued behind it
+        included, until its ``pending_timeout``, or run on the dead agent's
+        host, no longer the root's, if that agent came back first.
+        """
+        for task in queries.in_flight_tasks(session, root.id):
+            if task.state != TaskState.PENDING or task.pending_at is None:
+                continue  # RUNNING ones were abandoned above; unpublished ones wait for any agent
+            resource = queries.get_resource(session, task.resource_id, None)
+            if resource is None:
+                continue
+            queries.delete_outbox_of(session, task.id)
+            lifecycle.enqueue(session, self.policy, task, resource)
+            LOG.warning(
+                "task %s was published to dead agent %s; published again for agent %s",
+                task.id,
+                dead,
+                root.agent_id,
+            )
 
     def _queued_before(self, session: orm.Session, task: Task) -> int:
         """Messages waiting in the queue ``task`` was published to; 0 when it
@@ -157,8 +190,10 @@ class Reaper(Periodic):
         # A tree with queued changes and none in the works would wait for
         # ever; dispatching the next is normally done as the last finishes.
         with self.sessionmaker.begin() as session:
-            roots = queries.idle_trees_with_queue(session)
-            return sum(lifecycle.advance(session, self.policy, root) is not None for root in roots)
+            # advance() reads the tree again once it is held: another
+            # plugin may have dispatched its next task in the meantime.
+            roots = queries.lock_trees(session, queries.idle_trees_with_queue(session), skip_locked=True)
+            return sum(lifecycle.advance(session, self.policy, root) is not None for root in sorted(roots))
 
     def _overdue(self, session: orm.Session, task: Task) -> None:
         now = utcnow()

@@ -51,6 +51,7 @@ class ResultRecorder:
         :returns: the ids of tasks that do not exist; their results changed nothing.
         """
         with self.sessionmaker.begin() as session:
+            queries.lock_trees_of_tasks(session, [r.task_id for r in results])
             tasks = queries.get_tasks(session, [r.task_id for r in results])
             # One statement loads the batch's resources; applying each result
             # then finds its resource in the session instead of asking again.

@@ -15,7 +15,7 @@ from oslo_config import cfg
 from tether.common import rpc, transport
 from tether.common.exceptions import ConfigError
 from tether.common.resource_types import Registry
-from tether.plugin import agents, auth, callbacks, dispatch, lifecycle, reaper, results, throttle
+from tether.plugin import agents, auth, callbacks, dispatch, lifecycle, reaper, results, throttle, waiters
 from tether.plugin.api import views
 from tether.plugin.api.app import create_app
 from tether.plugin.api.deps import Api
@@ -119,6 +119,10 @@ class Plugin:
             policy=Policy(conf, self.registry.values()),
         )
         self.api.waiters.install(self.sessionmaker)
+        self.listener: waiters.Listener | None = None
+        if self.engine.dialect.name == "postgresql":
+            waiters.send_finished(self.sessionmaker)
+            self.listener = waiters.Listener(self.engine, self.api.waiters)
         self.callbacks = callbacks.Deliverer(conf, self.sessionmaker, lambda session, task: views.task(task))
         self.notifications = Notifications(conf)
         self.notifications.install(self.sessionmaker)
@@ -136,6 +140,8 @@ class Plugin:
         self.relay.start()
         self.results.start()
         self.reaper.start()
+        if self.listener is not None:
+            self.listener.start()
         if self.conf.callbacks.secret:  # without one no callback can have been accepted
             self.callbacks.start()
         LOG.info(
@@ -170,6 +176,8 @@ class Plugin:
             self._rpc_server.stop()
             self._rpc_server.wait()
         self.reaper.stop()
+        if self.listener is not None:
+            self.listener.stop()
         self.callbacks.stop()
         self.notifications.stop()
         self.relay.stop()

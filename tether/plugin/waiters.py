@@ -7,23 +7,36 @@ finished tasks commits (SQLAlchemy's ``after_commit``), those tasks' waiters
 are woken from whatever thread committed it. Finished tasks are collected by
 :mod:`tether.plugin.lifecycle` in ``session.info``.
 
-The wake-up is in-process: the results recorder, the reaper and the API of
-one plugin process share it.
+The results recorder, the reaper and the API of one plugin process share
+that wake-up. Plugin replicas on PostgreSQL also hear each other's: the
+transaction that finishes tasks sends their ids with ``NOTIFY``, which
+PostgreSQL delivers to every listening session when, and only if, it
+commits, and each plugin listens on a connection of its own
+(:class:`Listener`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import orm
+import sqlalchemy as sa
+from sqlalchemy import event, orm
 
 from tether.common import metrics
 from tether.plugin.db.session import after_commit
 from tether.plugin.lifecycle import FINISHED, FINISHED_METRICS
+
+LOG = logging.getLogger(__name__)
+
+#: the PostgreSQL channel finished task ids are sent on
+CHANNEL = "tether_finished"
+# NOTIFY payloads must stay under 8000 bytes; task ids are 36 characters.
+_IDS_PER_NOTIFY = 200
 
 
 class Waiters:
@@ -42,6 +55,14 @@ class Waiters:
     def notify(self, task_id: str) -> None:
         with self._lock:
             woken = self._waiting.pop(task_id, set())
+        for loop, future in woken:
+            loop.call_soon_threadsafe(_resolve, future)
+
+    def wake_all(self) -> None:
+        """Wake every waiter to read its task again (wake-ups may have been missed)."""
+        with self._lock:
+            woken = [entry for entries in self._waiting.values() for entry in entries]
+            self._waiting.clear()
         for loop, future in woken:
             loop.call_soon_threadsafe(_resolve, future)
 
@@ -75,6 +96,65 @@ class Waiters:
         for provider, operation, state, seconds in session.info.pop(FINISHED_METRICS, []):
             metrics.TASKS_FINISHED.labels(provider, operation, state).inc()
             metrics.TASK_SECONDS.labels(provider, state).observe(seconds)
+
+
+def send_finished(sessionmaker: orm.sessionmaker[orm.Session]) -> None:
+    """Have every transaction of ``sessionmaker`` that finishes tasks NOTIFY
+    their ids to the other plugin processes (PostgreSQL only)."""
+
+    @event.listens_for(sessionmaker, "before_commit")
+    def _before_commit(session: orm.Session) -> None:
+        if session.in_nested_transaction():
+            return
+        ids = [task_id for task_id, _resource_id in session.info.get(FINISHED, [])]
+        for start in range(0, len(ids), _IDS_PER_NOTIFY):
+            payload = ",".join(ids[start : start + _IDS_PER_NOTIFY])
+            session.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
+
+
+class Listener(threading.Thread):
+    """Wakes this process's waiters for tasks other plugin processes finished."""
+
+    def __init__(self, engine: sa.Engine, waiters: Waiters) -> None:
+        super().__init__(name="finished-listener", daemon=True)
+        self.engine = engine
+        self.waiters = waiters
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(5)
+
+    def run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                self._listen()
+            except Exception as exc:  # noqa: BLE001 - the database is away; waiters fall back on their timeout
+                failures += 1
+                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                LOG.warning("not hearing other plugins' finished tasks (%s); retrying in %.1f s", exc, delay)
+                self._stopping.wait(delay)
+            else:
+                failures = 0
+
+    def _listen(self) -> None:
+        raw = self.engine.raw_connection()
+        connection: Any = raw.driver_connection
+        # Its own connection for good: a pooled one would carry the LISTEN
+        # to whoever borrows it next.
+        raw.detach()
+        try:
+            connection.autocommit = True
+            connection.execute(f"LISTEN {CHANNEL}")
+            # What finished while nobody listened is only in the database.
+            self.waiters.wake_all()
+            while not self._stopping.is_set():
+                for notification in connection.notifies(timeout=1.0):
+                    for task_id in notification.payload.split(","):
+                        self.waiters.notify(task_id)
+        finally:
+            raw.close()
 
 
 def _resolve(future: asyncio.Future[Any]) -> None:

@@ -73,6 +73,38 @@ def lock_root(session: orm.Session, root_id: str) -> None:
     session.execute(sa.select(Resource.id).where(Resource.id == root_id).with_for_update())
 
 
+def lock_trees(session: orm.Session, root_ids: Iterable[str], skip_locked: bool = False) -> set[str]:
+    """Lock the roots ``root_ids``, in id order; the roots locked.
+
+    Every transaction that decides what a tree does next (finish its task,
+    dispatch the next, queue a change behind the one in the works) holds its
+    root first. On PostgreSQL, where plugin replicas write at once, a change
+    queued by one and the result recorded by another then cannot both miss
+    each other; SQLite's single writer gives the same order anyway.
+
+    :param skip_locked: leave out trees another transaction holds, instead
+        of waiting for them (the reaper's way: they are busy, not stuck).
+    """
+    return _lock_roots(session, sorted(set(root_ids)), skip_locked)
+
+
+def lock_trees_of_tasks(session: orm.Session, task_ids: Iterable[str]) -> set[str]:
+    """:func:`lock_trees` for the trees of ``task_ids``, in one statement."""
+    return _lock_roots(session, sa.select(Task.root_id).where(Task.id.in_(list(task_ids))), False)
+
+
+def _lock_roots(session: orm.Session, roots: list[str] | sa.Select[Any], skip_locked: bool) -> set[str]:
+    if isinstance(roots, list) and not roots:
+        return set()
+    query = (
+        sa.select(Resource.id)
+        .where(Resource.id.in_(roots))
+        .order_by(Resource.id)
+        .with_for_update(of=Resource, skip_locked=skip_locked)
+    )
+    return set(session.scalars(query))
+
+
 #: ``session.info`` key: {root id: its unfinished tasks}, loaded in one
 #: statement by a transaction that finishes tasks of many trees.
 IN_FLIGHT = "tether.in-flight"
@@ -156,9 +188,14 @@ def list_tasks(
     return session.scalars(_page(query, Task, marker, limit)).all()
 
 
-def unsent_outbox(session: orm.Session, limit: int, now: datetime.datetime) -> Sequence[Outbox]:
+def unsent_outbox(
+    session: orm.Session, limit: int, now: datetime.datetime, skip_locked: bool = False
+) -> Sequence[Outbox]:
     """The oldest rows due for publishing: two index reads, so rows that wait
-    for later (retries in backoff) cost nothing however many there are."""
+    for later (retries in backoff) cost nothing however many there are.
+
+    :param skip_locked: lock the rows, leaving out those another relay holds.
+    """
     at_once = sa.select(Outbox).where(Outbox.not_before.is_(None)).order_by(Outbox.id).limit(limit)
     delayed = (
         sa.select(Outbox)
@@ -166,6 +203,9 @@ def unsent_outbox(session: orm.Session, limit: int, now: datetime.datetime) -> S
         .order_by(Outbox.not_before)
         .limit(limit)
     )
+    if skip_locked:
+        at_once = at_once.with_for_update(skip_locked=True)
+        delayed = delayed.with_for_update(skip_locked=True)
     rows = [*session.scalars(at_once), *session.scalars(delayed)]
     return sorted(rows, key=lambda row: row.id)[:limit]
 
@@ -297,10 +337,24 @@ def bound_to(session: orm.Session, agent_id: str) -> Sequence[Resource]:
 
 
 def undispatched(session: orm.Session, providers: Sequence[str]) -> Sequence[Task]:
-    """PENDING tasks of ``providers`` never published because no agent could take them."""
+    """PENDING tasks of ``providers`` never published because no agent could
+    take them; rows another reaper holds are skipped."""
     if not providers:
         return []
-    unpublished = sa.select(Task).where(
-        Task.provider.in_(list(providers)), Task.state == TaskState.PENDING, Task.pending_at.is_(None)
+    unpublished = (
+        sa.select(Task)
+        .where(Task.provider.in_(list(providers)), Task.state == TaskState.PENDING, Task.pending_at.is_(None))
+        .with_for_update(skip_locked=True)
     )
     return session.scalars(unpublished).all()
+
+
+def newly_dead_agents(session: orm.Session, cutoff: datetime.datetime) -> Sequence[Agent]:
+    """Agents still marked alive whose last report is older than ``cutoff``;
+    rows another reaper holds are skipped, so each death is acted on once."""
+    return session.scalars(
+        sa.select(Agent)
+        .where(Agent.alive.is_(True), Agent.last_heartbeat < cutoff)
+        .order_by(Agent.id)
+        .with_for_update(skip_locked=True)
+    ).all()

@@ -36,7 +36,9 @@ OPTS: list[cfg.Opt] = [
         "busy_timeout",
         default=30.0,
         min=0,
-        help="Seconds an SQLite writer waits for another to finish before failing.",
+        help="Seconds a statement waits for a lock another transaction holds before "
+        "failing (the API answers 503 with Retry-After): SQLite's busy timeout, "
+        "PostgreSQL's lock_timeout.",
     ),
 ]
 
@@ -51,7 +53,12 @@ def make_engine(conf: cfg.ConfigOpts, readonly: bool = False) -> sa.Engine:
     if url.get_backend_name() == "sqlite":
         engine = _sqlite_engine(url, conf.database.busy_timeout, immediate=not readonly)
     else:
-        engine = sa.create_engine(url, pool_size=conf.database.pool_size, pool_pre_ping=True)
+        connect_args = {}
+        if url.get_backend_name() == "postgresql":
+            connect_args["options"] = f"-c lock_timeout={int(conf.database.busy_timeout * 1000)}"
+        engine = sa.create_engine(
+            url, pool_size=conf.database.pool_size, pool_pre_ping=True, connect_args=connect_args
+        )
     # Statements per task is what a change to the hot paths must not raise.
     statements = metrics.DB_STATEMENTS.labels("reader" if readonly else "writer")
     event.listen(engine, "before_cursor_execute", lambda *_: statements.inc())
