@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test unit functional bench lint typecheck genconfig check-config system-deps clean
+.PHONY: run test unit functional bench bench-scaling lint typecheck genconfig check-config system-deps clean
 
 run: $(STAMP)
 	$(BIN)/tether-allinone --config-file etc/tether/allinone.ini
@@ -27,6 +27,12 @@ bench: $(STAMP) system-deps
 	tools/install-system-deps.sh bench
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# SQLite against PostgreSQL with one and two plugin replicas (docs/scaling.md).
+bench-scaling: $(STAMP) system-deps
+	tools/install-system-deps.sh bench
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.replicas $(BENCH_ARGS)
 
 $(STAMP): setup.cfg setup.py examples/acme-driver/setup.cfg
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

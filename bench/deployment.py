@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import datetime
 import pathlib
-import sqlite3
 import threading
 import time
 from typing import Any
 
 import httpx2
 import psutil
+import sqlalchemy as sa
 
-from tests.functional.daemons import Deployment
+from tests.functional.daemons import Database, Deployment
 from tests.functional.rabbitmq import RabbitMQNode
 
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "SUPERSEDED")
@@ -32,10 +32,14 @@ class Tether:
         api_options: dict[str, Any] | None = None,
         agent_options: dict[str, Any] | None = None,
         sections: dict[str, dict[str, Any]] | None = None,
+        database: Database | None = None,
+        plugins: int = 1,
     ) -> None:
         self.deployment = Deployment(
             root,
             rabbitmq,
+            database,
+            plugins=plugins,
             agents=agents,
             agent_workers=workers,
             plugin_options=plugin_options,
@@ -44,11 +48,15 @@ class Tether:
             agent_sections=sections,
         )
         self.database = root / "plugin" / "tether.sqlite"
+        self.db = sa.create_engine(self.deployment.connection or f"sqlite:///{self.database}")
         self.url = f"{self.deployment.base_url}/v1/loadbalancers"
+        #: the resource collection on each plugin replica
+        self.urls = [f"{base}/v1/loadbalancers" for base in self.deployment.base_urls]
 
     def start(self, with_agents: bool = True) -> None:
         self.deployment.migrate()
-        self.deployment.start_plugin()
+        for replica in range(len(self.deployment.plugins)):
+            self.deployment.start_plugin(replica=replica)
         if with_agents:
             self.start_agents()
 
@@ -58,6 +66,7 @@ class Tether:
 
     def stop(self) -> None:
         self.deployment.stop()
+        self.db.dispose()
 
     def db_statements(self) -> float:
         """SQL statements the plugin has sent so far (its Prometheus counter)."""
@@ -70,24 +79,24 @@ class Tether:
         )
 
     def processes(self) -> dict[str, psutil.Process]:
-        daemons = [self.deployment.plugin, *self.deployment.agents]
+        daemons = [*self.deployment.plugins, *self.deployment.agents]
         return {d.name: psutil.Process(d.process.pid) for d in daemons if d.process and d.alive}
 
     def tasks(self) -> list[tuple[datetime.datetime, datetime.datetime | None, str]]:
         """(accepted, finished, state) of every task."""
-        with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30) as db:
-            rows = db.execute("SELECT created_at, finished_at, state FROM tasks").fetchall()
+        with self.db.connect() as db:
+            rows = db.execute(sa.text("SELECT created_at, finished_at, state FROM tasks")).all()
         return [
             (_time(created), _time(finished) if finished else None, state)
             for created, finished, state in rows
         ]
 
     def unfinished(self) -> int:
-        with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30) as db:
-            marks = ",".join("?" * len(TERMINAL))
-            return int(
-                db.execute(f"SELECT count(*) FROM tasks WHERE state NOT IN ({marks})", TERMINAL).fetchone()[0]
-            )
+        query = sa.text("SELECT count(*) FROM tasks WHERE state NOT IN :done").bindparams(
+            sa.bindparam("done", expanding=True)
+        )
+        with self.db.connect() as db:
+            return int(db.execute(query, {"done": list(TERMINAL)}).scalar_one())
 
     def wait_settled(self, timeout: float, progress: Any = None) -> None:
         deadline = time.monotonic() + timeout
@@ -99,8 +108,9 @@ class Tether:
             raise RuntimeError(f"{left} tasks unfinished after {timeout:.0f} s:\n{self.deployment.logs()}")
 
 
-def _time(text: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(text)
+def _time(value: str | datetime.datetime) -> datetime.datetime:
+    # SQLite hands back text, PostgreSQL a datetime.
+    return value if isinstance(value, datetime.datetime) else datetime.datetime.fromisoformat(value)
 
 
 class RssSampler:

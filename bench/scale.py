@@ -21,7 +21,7 @@ from bench.deployment import Tether
 from tests.functional.rabbitmq import RabbitMQNode
 
 FIELDS = ("agents", "workers", "tasks", "tasks_per_s", "agent_bound_per_s", "p50_ms", "p99_ms")
-CPU_FIELDS = ("plugin_cpu", "agents_cpu", "broker_cpu", "idle_cpu")
+CPU_FIELDS = ("plugin_cpu", "agents_cpu", "broker_cpu", "database_cpu", "idle_cpu")
 
 
 def run(
@@ -43,7 +43,7 @@ def run(
         tether.start()
         try:
             time.sleep(2)
-            cpu = _CpuMeter(tether, node)
+            cpu = CpuMeter(tether, node)
             load.wrk(tether.url, seconds, 32, body)
             tether.wait_settled(900)
             used = cpu.stop()
@@ -65,14 +65,19 @@ def run(
     return rows
 
 
-class _CpuMeter:
+class CpuMeter:
     """Each role's share of the machine's CPU time between start and stop, in %
-    of one core; idle_cpu is what no process used."""
+    of one core; idle_cpu is what no process used.
 
-    def __init__(self, tether: Tether, node: RabbitMQNode) -> None:
+    :param database: the PostgreSQL postmaster, whose backends count as the
+        database's (SQLite's work is the plugin's own).
+    """
+
+    def __init__(self, tether: Tether, node: RabbitMQNode, database: psutil.Process | None = None) -> None:
         self.processes = tether.processes()
         beam = node.beam_pid()
         self.broker = psutil.Process(beam) if beam else None
+        self.database = database
         self.start = {name: _cpu(p) for name, p in self._all().items()}
         self.machine = psutil.cpu_times()
 
@@ -80,18 +85,28 @@ class _CpuMeter:
         found = dict(self.processes)
         if self.broker is not None:
             found["broker"] = self.broker
+        if self.database is not None:
+            # Backends live as long as the plugins' pooled connections.
+            for process in [self.database, *self.database.children()]:
+                found[f"database-{process.pid}"] = process
         return found
 
     def stop(self) -> dict[str, float]:
-        end = {name: _cpu(p) for name, p in self._all().items()}
+        end = {}
+        for name, process in self._all().items():
+            try:
+                end[name] = _cpu(process)
+            except psutil.Error:
+                pass
         machine = psutil.cpu_times()
         wall = sum(machine) - sum(self.machine)
         cores = psutil.cpu_count() or 1
-        used = {name: (end[name] - self.start[name]) / wall * cores * 100 for name in end}
+        used = {name: (end[name] - self.start.get(name, 0.0)) / wall * cores * 100 for name in end}
         return {
-            "plugin_cpu": used.get("tether-plugin", 0.0),
+            "plugin_cpu": sum(v for k, v in used.items() if k.startswith("tether-plugin")),
             "agents_cpu": sum(v for k, v in used.items() if k.startswith("agent")),
             "broker_cpu": used.get("broker", 0.0),
+            "database_cpu": sum(v for k, v in used.items() if k.startswith("database-")),
             "idle_cpu": (machine.idle - self.machine.idle) / wall * cores * 100,
         }
 
