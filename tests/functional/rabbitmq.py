@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -136,6 +137,36 @@ def _pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def start_epmd(log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A private epmd on a free loopback port: the process and its port."""
+    epmd = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for _attempt in range(5):
+        (port,) = _free_ports(1)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                # In the foreground (no -daemon) so it stays our child and
+                # stop() can end it.
+                [epmd, "-port", str(port), "-address", "127.0.0.1"],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except OSError:
+                time.sleep(0.05)
+                continue
+            return proc, port
+        # Most likely someone took the port in between: try another one.
+        proc.kill()
+        proc.wait()
+    raise RabbitMQNodeError(f"epmd did not start:\n{_tail(log)}")
+
+
 class RabbitMQNode:
     """One private RabbitMQ node, started and stopped by the test session.
 
@@ -143,7 +174,28 @@ class RabbitMQNode:
     queues and persistent messages survive it just as on a real broker.
     """
 
-    def __init__(self, base_dir: str | Path | None = None, tls: TLSFiles | None = None) -> None:
+    def __init__(
+        self,
+        base_dir: str | Path | None = None,
+        tls: TLSFiles | None = None,
+        *,
+        cookie: str | None = None,
+        epmd_port: int | None = None,
+        erl_args: str = "",
+        extra_addresses: Sequence[str] = (),
+    ) -> None:
+        """``cookie`` and ``epmd_port`` are for nodes that form a cluster
+        (see rabbitmq_cluster.py): they must share the Erlang cookie, and
+        find each other through one epmd that outlives each of them. Without
+        them the node has a random cookie and an epmd of its own. ``erl_args``:
+        more flags for the node's Erlang VM and the CLI tools' (e.g. the
+        cluster's: several VMs on a small machine).
+
+        ``extra_addresses``: local addresses the AMQP listener binds besides
+        127.0.0.1, on the same port, e.g. a test network's gateway
+        (netns.py), so that clients in other network namespaces reach the
+        node; :meth:`add_vhost` gives URLs for any of them. Without them the
+        node is reachable from this host's loopback only."""
         if base_dir is None:
             self.base_dir = Path(tempfile.mkdtemp(prefix="tether-rabbitmq-"))
             self._owns_base_dir = True
@@ -157,6 +209,11 @@ class RabbitMQNode:
         # do not always resolve, while localhost always does.
         self.nodename = f"tether-test-{os.getpid()}-{next(_node_numbers)}@localhost"
         self.tls = tls
+        self.extra_addresses = tuple(extra_addresses)
+        self._cookie = cookie
+        #: The epmd this node registers with, started and stopped by someone else.
+        self._shared_epmd_port = epmd_port
+        self._erl_args = erl_args
         #: The TLS listener's port, beside the plain one; None without ``tls``.
         self.tls_port: int | None = None
         self._pick_ports()
@@ -167,7 +224,7 @@ class RabbitMQNode:
         self.enabled_plugins_file = self.base_dir / "enabled_plugins"
         self.startup_log = self.log_base / "startup.log"
         self.epmd_log = self.log_base / "epmd.log"
-        self._epmd_port: int | None = None
+        self._epmd_port: int | None = epmd_port
         self._epmd: subprocess.Popen[bytes] | None = None
         self._server: subprocess.Popen[bytes] | None = None
         self._atexit_registered = False
@@ -186,22 +243,25 @@ class RabbitMQNode:
         # The trailing "//" is kombu's spelling of the default vhost "/".
         return f"amqp://guest:guest@127.0.0.1:{self.port}//"
 
-    def add_vhost(self, name: str, tls: bool = False) -> tuple[str, str]:
+    def add_vhost(self, name: str, tls: bool = False, host: str = "127.0.0.1") -> tuple[str, str]:
         """A fresh virtual host for one deployment, so that deployments sharing
         this node never see each other's queues; its (transport_url, amqp_url),
-        on the TLS listener if ``tls``."""
+        on the TLS listener if ``tls``, naming ``host`` (127.0.0.1 or one of
+        ``extra_addresses``)."""
+        if host != "127.0.0.1" and host not in self.extra_addresses:
+            raise RabbitMQNodeError(f"{self.nodename} does not listen on {host}")
         self.rabbitmqctl("-q", "add_vhost", name)
         self.rabbitmqctl("-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*")
         if tls:
             if self.tls_port is None:
                 raise RabbitMQNodeError(f"{self.nodename} was started without a TLS listener")
             return (
-                f"rabbit://guest:guest@127.0.0.1:{self.tls_port}/{name}",
-                f"amqps://guest:guest@127.0.0.1:{self.tls_port}/{name}",
+                f"rabbit://guest:guest@{host}:{self.tls_port}/{name}",
+                f"amqps://guest:guest@{host}:{self.tls_port}/{name}",
             )
         return (
-            f"rabbit://guest:guest@127.0.0.1:{self.port}/{name}",
-            f"amqp://guest:guest@127.0.0.1:{self.port}/{name}",
+            f"rabbit://guest:guest@{host}:{self.port}/{name}",
+            f"amqp://guest:guest@{host}:{self.port}/{name}",
         )
 
     @property
@@ -322,6 +382,13 @@ class RabbitMQNode:
     ) -> None:
         self.close()
 
+    def join(self, other: RabbitMQNode, timeout: float = 120.0) -> None:
+        """Make this node, never used by a client yet, a member of ``other``'s
+        cluster, as an operator does; both must share the cookie and the epmd."""
+        self.rabbitmqctl("-q", "stop_app", timeout=timeout)
+        self.rabbitmqctl("-q", "join_cluster", other.nodename, timeout=timeout)
+        self.rabbitmqctl("-q", "start_app", timeout=timeout)
+
     # -- inspection ------------------------------------------------------
 
     def is_running(self) -> bool:
@@ -394,9 +461,9 @@ class RabbitMQNode:
             # which would outlive the node: use ours or fail. Also keep the
             # distribution port off the network interfaces.
             RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=(
-                "-start_epmd false -kernel inet_dist_use_interface {127,0,0,1}"
+                f"-start_epmd false -kernel inet_dist_use_interface {{127,0,0,1}} {self._erl_args}".strip()
             ),
-            RABBITMQ_CTL_ERL_ARGS="-start_epmd false",
+            RABBITMQ_CTL_ERL_ARGS=f"-start_epmd false {self._erl_args}".strip(),
         )
         return env
 
@@ -408,10 +475,15 @@ class RabbitMQNode:
             # Erlang refuses a cookie file readable by group or others.
             fd = os.open(cookie, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
             with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_hex(20).upper())
+                handle.write(self._cookie or secrets.token_hex(20).upper())
+        extra_listeners = "".join(
+            f"listeners.tcp.{i} = {address}:{self.port}\n"
+            for i, address in enumerate(self.extra_addresses, 1)
+        )
         self.config_file.write_text(
             "loopback_users = none\n"
             f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            f"{extra_listeners}"
             # Pinned rather than inherited: a limit relative to RAM, common in
             # production configs, blocks every publisher on a CI machine whose
             # free disk is smaller than its memory.
@@ -435,35 +507,11 @@ class RabbitMQNode:
         )
 
     def _start_epmd(self) -> None:
+        if self._shared_epmd_port is not None:
+            return
         if self._epmd is not None and self._epmd.poll() is None:
             return
-        epmd = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
-        self.log_base.mkdir(parents=True, exist_ok=True)
-        for _attempt in range(5):
-            (port,) = _free_ports(1)
-            with open(self.epmd_log, "ab") as out:
-                proc = subprocess.Popen(
-                    # In the foreground (no -daemon) so it stays our child and
-                    # stop() can end it.
-                    [epmd, "-port", str(port), "-address", "127.0.0.1"],
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and proc.poll() is None:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                except OSError:
-                    time.sleep(0.05)
-                    continue
-                self._epmd, self._epmd_port = proc, port
-                return
-            # Most likely someone took the port in between: try another one.
-            proc.kill()
-            proc.wait()
-        raise RabbitMQNodeError(f"epmd did not start:\n{_tail(self.epmd_log)}")
+        self._epmd, self._epmd_port = start_epmd(self.epmd_log)
 
     def _stop_epmd(self) -> None:
         if self._epmd is not None:

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import socket
 import ssl
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,9 +12,11 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 from kombu.exceptions import OperationalError
+from kombu.transport import pyamqp
 from oslo_config import cfg
 
-from tether.common import config
+from tether.common import config, rpc
+from tether.common.connection import ConnectionLoop
 from tether.common.exceptions import ConfigError
 from tether.common.transport import Broker, parse_url
 
@@ -57,6 +61,161 @@ def test_the_query_is_kept_for_tls_and_not_passed_to_kombu() -> None:
     url = parse_url("rabbit://u:p@h:5671/v?ssl=1&ssl_ca_file=/etc/ca.pem")
     assert url.query == {"ssl": "1", "ssl_ca_file": "/etc/ca.pem"}
     assert url.kombu_urls == ("amqp://u:p@h:5671/v",)
+
+
+def test_every_host_of_a_cluster_url_keeps_its_own_credentials_port_and_the_vhost() -> None:
+    url = parse_url("rabbit://a:pa@rabbit-1:5672,b:pb@rabbit-2:5673,a:pa@10.0.0.3/tether")
+    assert url.kombu_urls == (
+        "amqp://a:pa@rabbit-1:5672/tether",
+        "amqp://b:pb@rabbit-2:5673/tether",
+        "amqp://a:pa@10.0.0.3:5672/tether",
+    )
+    assert url.hostnames == ("rabbit-1", "rabbit-2", "10.0.0.3")
+
+
+def test_a_cluster_url_is_masked_host_by_host() -> None:
+    url = parse_url("rabbit://tether:hunter2@rabbit-1:5672,tether:hunter3@rabbit-2:5672/tether")
+    assert url.masked == "rabbit://tether:***@rabbit-1:5672,tether:***@rabbit-2:5672/tether"
+
+
+def test_oslo_messaging_reads_the_same_hosts_from_the_same_option(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster = "rabbit://u:p@rabbit-1:5672,u:p@rabbit-2:5673,u:p@rabbit-3:5674/tether"
+    ini = tmp_path / "tether.ini"
+    ini.write_text(f"[DEFAULT]\ntransport_url = {cluster}\n")
+    conf = cfg.ConfigOpts()
+    config.register_opts(conf)
+    config.load(conf, ["--config-file", str(ini)], "test_transport")
+    broker = Broker(conf)
+    handed: list[str] = []
+    monkeypatch.setattr(rpc.oslo_messaging, "get_rpc_transport", lambda conf, url: handed.append(url))
+
+    rpc.get_transport(conf)
+
+    # tether hands oslo.messaging the option as written, and both read it alike.
+    assert handed == [cluster]
+    parsed = rpc.oslo_messaging.TransportURL.parse(conf, cluster)
+    assert [(h.hostname, h.port, h.username, h.password) for h in parsed.hosts] == [
+        ("rabbit-1", 5672, "u", "p"),
+        ("rabbit-2", 5673, "u", "p"),
+        ("rabbit-3", 5674, "u", "p"),
+    ]
+    assert parsed.virtual_host == "tether"
+    assert [url.rpartition("@")[2] for url in broker.url.kombu_urls] == [
+        f"{h.hostname}:{h.port}/{parsed.virtual_host}" for h in parsed.hosts
+    ]
+
+
+# -- failing over between the hosts of a cluster -------------------------------
+
+
+class _OpenConnection:
+    """What py-amqp returns for a broker that let us in."""
+
+    connected = True
+    client: Any = None
+
+    def close(self) -> None:
+        self.connected = False
+
+    def collect(self) -> None:
+        self.connected = False
+
+
+@pytest.fixture
+def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """Three loopback ports as a cluster: ``refused`` ones have nothing
+    listening (connecting is really refused), the others let us in."""
+    held = []
+    for _ in range(3):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))  # bound, never listening: connecting is refused
+        held.append(sock)
+    ports = [sock.getsockname()[1] for sock in held]
+    state: dict[str, Any] = {
+        "ports": ports,
+        "url": "rabbit://" + ",".join(f"u:secret@127.0.0.1:{port}" for port in ports) + "/tether",
+        "refused": set(),
+        "tried": [],
+    }
+    establish = pyamqp.Transport.establish_connection
+
+    def establish_or_refuse(transport: Any) -> Any:
+        port = transport.client.port
+        state["tried"].append(ports.index(port) + 1)
+        if port in state["refused"]:
+            return establish(transport)  # the kernel refuses it
+        return _OpenConnection()
+
+    monkeypatch.setattr(pyamqp.Transport, "establish_connection", establish_or_refuse)
+    yield state
+    for sock in held:
+        sock.close()
+
+
+def _connect_as_the_connection_loop_does(broker: Broker) -> int | None:
+    """The host (1-based) one reconnect of a ConnectionLoop reaches, or None."""
+    connection = broker.connect()
+    try:
+        connection.ensure_connection(max_retries=1)
+    except OperationalError:
+        return None
+    finally:
+        connection.release()
+    return int(connection.port)
+
+
+def test_a_connection_fails_over_to_the_next_host_when_the_first_refuses(
+    make_broker: Any, cluster: dict[str, Any]
+) -> None:
+    broker = make_broker(cluster["url"])
+    cluster["refused"].add(cluster["ports"][0])
+
+    assert _connect_as_the_connection_loop_does(broker) == cluster["ports"][1]
+    assert cluster["tried"] == [1, 2]
+
+
+def test_after_a_failover_new_connections_start_at_the_host_that_answered(
+    make_broker: Any, cluster: dict[str, Any]
+) -> None:
+    broker = make_broker(cluster["url"])
+    cluster["refused"].add(cluster["ports"][0])
+    _connect_as_the_connection_loop_does(broker)
+    cluster["tried"].clear()
+
+    # A dead first host costs no further refusal (or connect timeout).
+    assert _connect_as_the_connection_loop_does(broker) == cluster["ports"][1]
+    assert cluster["tried"] == [2]
+
+
+def test_reconnecting_reaches_the_third_host_while_the_first_two_are_down(
+    make_broker: Any, cluster: dict[str, Any]
+) -> None:
+    broker = make_broker(cluster["url"])
+    cluster["refused"].update(cluster["ports"][:2])
+
+    reached = [_connect_as_the_connection_loop_does(broker) for _ in range(2)]
+
+    # One reconnect tries two hosts; the next goes on from where it stopped.
+    assert reached == [None, cluster["ports"][2]]
+    assert cluster["tried"] == [1, 2, 2, 3]
+
+
+def test_the_password_of_no_host_reaches_the_log_while_reconnecting(
+    make_broker: Any, cluster: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = make_broker(cluster["url"])
+    cluster["refused"].update(cluster["ports"])
+    loop = ConnectionLoop(broker, "test-loop")
+    with caplog.at_level(logging.DEBUG):
+        loop.start()
+        deadline = time.monotonic() + 30
+        while "reconnecting to" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.01)
+        loop.stop()
+    assert "reconnecting to rabbit://u:***@127.0.0.1:" in caplog.text
+    assert "secret" not in caplog.text
 
 
 # -- TLS from [oslo_messaging_rabbit] ------------------------------------------
@@ -249,3 +408,17 @@ def test_a_certificate_for_another_host_is_explained_as_such(make_broker: Any, p
 def test_a_failure_that_reconnecting_may_cure_is_not_explained(make_broker: Any) -> None:
     broker = make_broker("rabbit://u:p@b:5671/", ssl="true")
     assert broker.explain(ConnectionRefusedError(111, "Connection refused")) is None
+
+
+def test_a_connection_that_starts_at_a_later_host_verifies_it_under_its_own_name(
+    make_broker: Any, pki: Any
+) -> None:
+    broker = make_broker(
+        "rabbit://u:p@rabbit-1:5671,u:p@rabbit-2:5671/", ssl="true", ssl_ca_file=pki["ca_pem"]
+    )
+    broker.connect().maybe_switch_next()  # as kombu does when rabbit-1 refuses
+
+    connection = broker.connect()
+
+    assert connection.hostname == "rabbit-2"
+    assert connection.ssl["server_hostname"] == "rabbit-2"

@@ -67,7 +67,11 @@ def get_transport(conf: cfg.ConfigOpts) -> Any:
     transport = oslo_messaging.get_rpc_transport(conf, url=url)
     # The driver registered its options while loading; its connections read
     # them when first used, which is after this.
-    for name, value in _RABBIT_DEFAULTS.items():
+    defaults = dict(_RABBIT_DEFAULTS)
+    if "messaging" in conf and conf.messaging.queue_type == "classic":
+        # A broker without quorum queues has none for RPC either.
+        defaults["rabbit_quorum_queue"] = False
+    for name, value in defaults.items():
         if "oslo_messaging_rabbit" in conf and name in conf.oslo_messaging_rabbit:
             conf.set_default(name, value, group="oslo_messaging_rabbit")
     return transport

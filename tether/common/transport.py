@@ -27,7 +27,7 @@ import dataclasses
 import logging
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import amqp.exceptions
@@ -142,20 +142,40 @@ class Broker:
         self.work_exchange = kombu.Exchange(WORK_EXCHANGE, type="direct", durable=True)
         self.results_exchange = kombu.Exchange(RESULTS_EXCHANGE, type="direct", durable=True)
         self.dead_letter_exchange = kombu.Exchange(DEAD_LETTER_EXCHANGE, type="fanout", durable=True)
+        # The host of the failover list that the next connection tries first:
+        # the one the last connection failed over to.
+        self._first_host = 0
 
     def connect(self) -> kombu.Connection:
+        """A connection, not yet open, to the first host that was reachable last.
+
+        kombu tries the hosts in turn only within one ``ensure_connection``
+        call (two of them for ``max_retries=1``), and a new connection would
+        start over at the first host: a dead first host would cost every
+        reconnect a refusal or a connect timeout, and with the first two
+        hosts down the third would never be tried. So each connection
+        starts where the last one failed over to.
+        """
         if self.url.in_memory:
             return kombu.Connection(
                 "memory://",
                 transport_options={"polling_interval": _MEMORY_POLLING_INTERVAL},
             )
-        return _Connection(
-            ";".join(self.url.kombu_urls),
+        first = self._first_host
+        urls = self.url.kombu_urls[first:] + self.url.kombu_urls[:first]
+        connection = _Connection(
+            ";".join(urls),
             heartbeat=self.heartbeat or None,
             failover_strategy="round-robin",
             connect_timeout=5,
-            ssl=self.tls.ssl_options(self.url.hostnames[0]) if self.tls else False,
+            ssl=self.tls.ssl_options(self.url.hostnames[first]) if self.tls else False,
         )
+        connection.on_switch = self._failed_over
+        return connection
+
+    def _failed_over(self, kombu_url: str) -> None:
+        if kombu_url in self.url.kombu_urls:
+            self._first_host = self.url.kombu_urls.index(kombu_url)
 
     def work_queue_depths(self, routing_keys: Sequence[str]) -> dict[str, int | None]:
         """Messages waiting in the work queue of each routing key; None for a
@@ -239,18 +259,23 @@ class Broker:
 
 
 class _Connection(kombu.Connection):  # type: ignore[misc]  # kombu is Any to mypy
-    """A kombu connection whose TLS checks each failover host by its own name.
+    """A kombu connection whose TLS checks each failover host by its own name,
+    and which tells its :class:`Broker` where it failed over to.
 
     kombu keeps one ``ssl`` dict for every host of a failover list, so the
     name checked against the certificate would stay the first host's.
     """
 
     ssl: Any
+    #: Called with the URL of each host kombu fails over to.
+    on_switch: Callable[[str], None] | None = None
 
     def switch(self, conn_str: str) -> None:
         super().switch(conn_str)
         if isinstance(self.ssl, dict):
             self.ssl = {**self.ssl, "server_hostname": self.hostname}
+        if self.on_switch is not None:
+            self.on_switch(conn_str)
 
 
 @dataclasses.dataclass(frozen=True)
