@@ -138,3 +138,53 @@ def test_an_unclaimed_task_behind_queued_messages_waits_its_turn_and_is_publishe
     _expire(plugin, lb["task"]["id"])
     plugin.reaper.reap()
     assert republished() == 1  # the queue drained without it: its message was lost
+
+
+def test_a_change_published_to_a_host_agent_that_then_dies_is_published_to_the_root_new_agent(
+    conf: Any,
+) -> None:
+    # Accepted while the agent still counted as alive, so it went to that
+    # agent's own queue, which nobody else consumes: without being published
+    # again it would hold up its tree until pending_timeout.
+    conf.set_override("providers", ["noop", "haproxy"], group="plugin")
+    plugin = Plugin(conf, migrate=True)
+    with TestClient(plugin.app) as client:
+        _report(plugin, "a", ["haproxy"])
+        _report(plugin, "b", ["haproxy"])
+        lb = client.post("/v1/loadbalancers", json={"provider": "haproxy"}).json()
+        task_id = lb["task"]["id"]
+        with plugin.sessionmaker.begin() as session:
+            routed = session.scalars(sa.select(Outbox.routing_key).where(Outbox.task_id == task_id)).all()
+            assert routed == ["haproxy.a"]
+            session.execute(sa.delete(Outbox).where(Outbox.task_id == task_id))  # relayed to a's queue
+        _report(plugin, "a", ["haproxy"], ago=3600)
+        plugin.reaper.reap()
+        assert client.get(f"/v1/loadbalancers/{lb['id']}").json()["agent_id"] == "b"
+        task = client.get(f"/v1/tasks/{task_id}").json()
+        assert (task["state"], task["attempt"]) == ("PENDING", 0)
+        with plugin.sessionmaker() as session:
+            routed = session.scalars(sa.select(Outbox.routing_key).where(Outbox.task_id == task_id)).all()
+        assert routed == ["haproxy.b"]
+        # The full re-apply of the moved tree waits behind it.
+        queued = client.get("/v1/tasks", params={"state": "QUEUED"}).json()["tasks"]
+        assert [(t["resource_id"], t["operation"]) for t in queued] == [(lb["id"], "update")]
+
+
+def test_a_stale_copy_in_the_old_hosts_queue_cannot_take_over_a_moved_task(conf: Any) -> None:
+    # The old host was cut off with the message unacked; the broker gave it
+    # back to that host's own queue, and the host, back on the network,
+    # consumes it while the new host runs the task.
+    conf.set_override("providers", ["noop", "haproxy"], group="plugin")
+    plugin = Plugin(conf, migrate=True)
+    with TestClient(plugin.app) as client:
+        _report(plugin, "a", ["haproxy"])
+        _report(plugin, "b", ["haproxy"])
+        lb = client.post("/v1/loadbalancers", json={"provider": "haproxy"}).json()
+        task_id = lb["task"]["id"]
+        _report(plugin, "a", ["haproxy"], ago=3600)
+        plugin.reaper.reap()
+        assert claim(plugin, task_id, agent_id="b")["attempt"] == 1
+        answer = claim(plugin, task_id, agent_id="a", redelivered=True)
+        assert answer["run"] is False and "belongs to agent b" in answer["reason"], answer
+        task = client.get(f"/v1/tasks/{task_id}").json()
+        assert (task["state"], task["agent_id"], task["attempt"]) == ("RUNNING", "b", 1)

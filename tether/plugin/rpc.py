@@ -147,6 +147,12 @@ class PluginEndpoint:
                 return self._run(task)
             if state == TaskState.QUEUED:
                 return _skip(f"task {task_id} is queued behind another task on its tree")
+            moved = self._moved_away(session, task, agent_id)
+            if moved is not None:
+                # A copy left in the queue of an agent its tree has moved
+                # away from (it was cut off, declared dead, and is back): the
+                # work belongs to the new host, and its holder is not dead.
+                return _skip(f"task {task_id} belongs to agent {moved}, where its resource moved")
             if state == TaskState.RUNNING:
                 if not redelivered:
                     # A second copy (a republish); the first one is being worked on.
@@ -188,6 +194,15 @@ class PluginEndpoint:
                 ", redelivered" if redelivered else "",
             )
             return self._run(task)
+
+    def _moved_away(self, session: orm.Session, task: Task, agent_id: str) -> str | None:
+        """The agent a host-placed task's tree is bound to, when that is not ``agent_id``."""
+        if self._providers is None or not self._providers.is_host_placed(task.provider):
+            return None
+        root = queries.get_resource(session, task.root_id, None)
+        if root is None or root.agent_id is None or root.agent_id == agent_id:
+            return None
+        return root.agent_id
 
     @checks.checked
     def progress(
