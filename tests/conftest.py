@@ -13,5 +13,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A test that starts no plugin ran the same on the SQLite pass.
+    if config.getoption("database") == "sqlite":
+        return
+    kept = [item for item in items if item.get_closest_marker("no_database") is None]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return f"tether functional database: {config.getoption('database')}"

@@ -21,7 +21,7 @@ from tether.common import config, dead_lettering, transport
 from .daemons import BIN, Deployment, free_port, write_ini
 from .rabbitmq import RabbitMQNode
 
-pytestmark = pytest.mark.functional
+pytestmark = [pytest.mark.functional, pytest.mark.no_database]
 
 DEAD_LETTER_QUEUE = transport.DEAD_LETTER_QUEUE
 

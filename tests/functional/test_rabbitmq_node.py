@@ -9,7 +9,7 @@ from kombu.message import Message
 
 from .rabbitmq import RabbitMQNode
 
-pytestmark = pytest.mark.functional
+pytestmark = [pytest.mark.functional, pytest.mark.no_database]
 
 PERSISTENT = 2
 

@@ -155,6 +155,7 @@ def test_every_connection_of_the_deployment_is_tls_on_the_tls_port(
     assert all(c["ssl_protocol"].startswith("tlsv1.") for c in connections), connections
 
 
+@pytest.mark.no_database
 def test_a_client_that_trusts_another_ca_is_refused_with_a_clear_error(
     tls_node: RabbitMQNode, pki: PKI, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -168,6 +169,7 @@ def test_a_client_that_trusts_another_ca_is_refused_with_a_clear_error(
     assert f"it must be signed by the CA in {pki.other_ca}" in message
 
 
+@pytest.mark.no_database
 def test_the_broker_must_be_named_in_its_certificate(
     tls_node: RabbitMQNode, pki: PKI, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -180,6 +182,7 @@ def test_the_broker_must_be_named_in_its_certificate(
     assert "use a name the certificate lists in [DEFAULT] transport_url" in message
 
 
+@pytest.mark.no_database
 def test_tls_to_the_plain_port_says_to_check_the_port(
     tls_node: RabbitMQNode, pki: PKI, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -190,6 +193,7 @@ def test_tls_to_the_plain_port_says_to_check_the_port(
     assert "names the broker's TLS port" in message
 
 
+@pytest.mark.no_database
 def test_the_transport_url_query_and_a_client_certificate_reach_the_broker(
     tls_node: RabbitMQNode, pki: PKI, tmp_path: pathlib.Path
 ) -> None:
@@ -207,6 +211,7 @@ def test_the_transport_url_query_and_a_client_certificate_reach_the_broker(
     assert "CN=tether-client" in seen["peer_cert_subject"]
 
 
+@pytest.mark.no_database
 def test_a_client_certificate_from_an_unknown_ca_is_refused_by_the_broker(
     tls_node: RabbitMQNode, pki: PKI, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -127,12 +127,33 @@ def test_against_a_plugin_without_claim_batch_each_claim_is_its_own_call(conf: c
         if method == "claim_batch":
             raise old
         assert (method, version) == ("claim", "1.0")
+        assert "published_for" not in kwargs
         return {"run": True, "task": kwargs["task_id"]}
 
     with mock.patch.object(api, "_call", side_effect=call) as calls:
-        assert api._send_claims([_claim("a"), _claim("b")]) == [
+        assert api._send_claims([_claim("a", published_for=1), _claim("b")]) == [
             {"run": True, "task": "a"},
             {"run": True, "task": "b"},
         ]
         assert api._send_claims([_claim("c")]) == [{"run": True, "task": "c"}]
-    assert [c.args[0] for c in calls.call_args_list] == ["claim_batch", "claim", "claim", "claim"]
+    # 1.3, then 1.2, then one call per claim from then on.
+    calls_made = [(c.args[0], c.args[1]) for c in calls.call_args_list]
+    assert calls_made == [("claim_batch", "1.3"), ("claim_batch", "1.2"), *[("claim", "1.0")] * 3]
+
+
+def test_against_a_plugin_of_api_1_2_claims_go_without_published_for(conf: cfg.ConfigOpts) -> None:
+    api = PluginApi(conf)
+    sent: list[tuple[str, list[dict[str, Any]]]] = []
+
+    def call(method: str, version: str, **kwargs: Any) -> Any:
+        sent.append((version, kwargs["claims"]))
+        if version == "1.3":
+            raise oslo_messaging.RemoteError(
+                "UnsupportedVersion", "Endpoint does not support RPC version 1.3"
+            )
+        return [{"run": True}]
+
+    with mock.patch.object(api, "_call", side_effect=call):
+        assert api._send_claims([_claim("a", published_for=2)]) == [{"run": True}]
+    assert [version for version, _ in sent] == ["1.3", "1.2"]
+    assert sent[0][1][0]["published_for"] == 2 and "published_for" not in sent[1][1][0]

@@ -7,6 +7,8 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from tests.unit.conftest import claim, finish
+from tether.plugin import lifecycle
+from tether.plugin.db.models import Task
 from tether.plugin.service import Plugin
 
 
@@ -89,3 +91,36 @@ def test_a_restarted_agent_gets_its_running_tasks_dispatched_again(
     assert task["history"][0]["outcome"] == "ABANDONED"
     # A claim after the restart starts attempt 2 at once: no backoff.
     assert claim(plugin, lb["task"]["id"], agent_id="agent-a")["attempt"] == 2
+
+
+def _claim_for(plugin: Plugin, task_id: str, agent_id: str, published_for: int, redelivered: bool) -> Any:
+    claim = {
+        "task_id": task_id,
+        "agent_id": agent_id,
+        "claim_id": f"{agent_id}-{published_for}-{redelivered}",
+        "redelivered": redelivered,
+        "driver_timeout": 60.0,
+        "published_for": published_for,
+    }
+    return plugin.endpoint.claim_batch({}, claims=[claim])[0]
+
+
+def test_a_redelivered_copy_of_an_older_attempts_message_does_not_take_over(
+    client: TestClient, plugin: Plugin
+) -> None:
+    # Agent a was declared dead (attempt 1 retried, attempt 2 running on b)
+    # before the broker closed its connection: then a's delivery of the
+    # first message comes back, redelivered, to c.
+    task_id = _task(client)["task"]["id"]
+    assert _claim_for(plugin, task_id, "a", 1, False)["attempt"] == 1
+    with plugin.sessionmaker.begin() as session:
+        task = session.get(Task, task_id)
+        assert task is not None
+        lifecycle.abandon(session, plugin.policy, task, "AgentLost", "agent a died during attempt 1")
+    assert _claim_for(plugin, task_id, "b", 2, False)["attempt"] == 2
+    stale = _claim_for(plugin, task_id, "c", 1, True)
+    assert stale["run"] is False and "published for attempt 1" in stale["reason"], stale
+    task_view = client.get(f"/v1/tasks/{task_id}").json()
+    assert (task_view["state"], task_view["agent_id"], task_view["attempt"]) == ("RUNNING", "b", 2)
+    # b's own delivery coming back does mean b is gone.
+    assert _claim_for(plugin, task_id, "c", 2, True)["attempt"] == 3

@@ -42,7 +42,7 @@ class StandInPlugin:
     def __init__(self) -> None:
         self.claims = 0
 
-    def claim_until_answered(self, task_id: str, *args: Any) -> dict[str, Any]:
+    def claim_until_answered(self, task_id: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         self.claims += 1
         return {"run": True, "attempt": self.claims, "max_attempts": 3}
 

@@ -184,7 +184,7 @@ class UnknownTaskPlugin:
 
     timeout = 1.0
 
-    def claim_until_answered(self, task_id: str, *args: Any) -> dict[str, Any]:
+    def claim_until_answered(self, task_id: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         return {"run": False, "unknown": True, "reason": f"task {task_id} does not exist"}
 
 

@@ -54,14 +54,14 @@ def test_a_wait_longer_than_the_limit_gets_400(client: TestClient) -> None:
 
 def test_a_thousand_waiters_cost_no_thread_each(client: TestClient, plugin: Plugin) -> None:
     lb = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
-    url = f"/v1/tasks/{lb['task']['id']}?wait=30"
+    url = f"/v1/tasks/{lb['task']['id']}?wait=60"
     threads_before = threading.active_count()
 
     async def wait_all() -> tuple[list[str], int, float]:
         transport = httpx2.ASGITransport(app=plugin.app)
         async with httpx2.AsyncClient(transport=transport, base_url="http://tether") as http:
             waiters = [asyncio.create_task(http.get(url)) for _ in range(1000)]
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 45
             while plugin.api.waiters.count < 1000 and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             threads_while_waiting = threading.active_count()
@@ -73,7 +73,9 @@ def test_a_thousand_waiters_cost_no_thread_each(client: TestClient, plugin: Plug
     states, threads_while_waiting, latency = asyncio.run(wait_all())
     assert states == ["SUCCEEDED"] * 1000
     assert threads_while_waiting - threads_before < 60, "waiting must not hold a thread per waiter"
-    assert latency < 10
+    # Woken by the commit, not by the end of their 60 s wait (a loose bound:
+    # a loaded machine answers a thousand requests slowly).
+    assert latency < 40
 
 
 @pytest.mark.parametrize("bad", ["-1", "soon"])

@@ -54,28 +54,44 @@ class PluginApi:
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self._client = rpc.get_client(rpc.get_transport(conf))
         self.timeout = conf.agent.rpc_timeout
-        self._batch_claims = True
+        #: the newest claim API the plugin took: 1.3, 1.2 (no published_for), 1.0 (one per call)
+        self._claim_version = "1.3"
         self._claims = _Batcher(self._send_claims, MAX_CLAIMS_PER_CALL)
 
     def claim(
-        self, task_id: str, agent_id: str, claim_id: str, redelivered: bool, driver_timeout: float
+        self,
+        task_id: str,
+        agent_id: str,
+        claim_id: str,
+        redelivered: bool,
+        driver_timeout: float,
+        published_for: int | None = None,
     ) -> dict[str, Any]:
-        """One claim, sent with the claims other workers make meanwhile."""
-        answer: dict[str, Any] = self._claims.claim(
-            {
-                "task_id": task_id,
-                "agent_id": agent_id,
-                "claim_id": claim_id,
-                "redelivered": redelivered,
-                "driver_timeout": driver_timeout,
-                "request_id": log.current_request_id(),
-            }
-        )
+        """One claim, sent with the claims other workers make meanwhile.
+
+        :param published_for: the attempt the work message was published
+            for, so that a redelivered copy of an older attempt's message
+            does not take over from a live holder.
+        """
+        request = {
+            "task_id": task_id,
+            "agent_id": agent_id,
+            "claim_id": claim_id,
+            "redelivered": redelivered,
+            "driver_timeout": driver_timeout,
+            "request_id": log.current_request_id(),
+        }
+        if published_for is not None:
+            request["published_for"] = published_for
+        answer: dict[str, Any] = self._claims.claim(request)
         return answer
 
     def _send_claims(self, claims: list[dict[str, Any]]) -> list[Any]:
         answers: list[Any] = []
-        if not self._batch_claims:
+        version = self._claim_version
+        if version != "1.3":
+            claims = [{k: v for k, v in claim.items() if k != "published_for"} for claim in claims]
+        if version == "1.0":
             for claim in claims:
                 try:
                     answers.append(self._call("claim", "1.0", **claim))
@@ -83,13 +99,13 @@ class PluginApi:
                     answers.append(exc)
             return answers
         try:
-            answers = self._call("claim_batch", "1.2", claims=claims)
+            answers = self._call("claim_batch", version, claims=claims)
         except oslo_messaging.RemoteError as exc:
             if exc.exc_type != "UnsupportedVersion":
                 raise
-            # A plugin older than API 1.2 (a rolling upgrade): one call per claim.
-            LOG.info("the plugin does not take claim_batch yet; claiming one task per call")
-            self._batch_claims = False
+            # An older plugin (a rolling upgrade): the next older way.
+            self._claim_version = "1.2" if version == "1.3" else "1.0"
+            LOG.info("the plugin does not take claim API %s yet; using %s", version, self._claim_version)
             return self._send_claims(claims)
         return [
             ClaimFailed(
@@ -120,7 +136,13 @@ class PluginApi:
         return self._call("resync", "1.0", agent_id=agent_id, started_at=started_at)  # type: ignore[no-any-return]
 
     def claim_until_answered(
-        self, task_id: str, agent_id: str, redelivered: bool, driver_timeout: float, stopping: threading.Event
+        self,
+        task_id: str,
+        agent_id: str,
+        redelivered: bool,
+        driver_timeout: float,
+        stopping: threading.Event,
+        published_for: int | None = None,
     ) -> dict[str, Any]:
         """Claim, retrying with backoff while the plugin or the broker is away.
 
@@ -133,7 +155,7 @@ class PluginApi:
         delay = 0.5
         while True:
             try:
-                return self.claim(task_id, agent_id, claim_id, redelivered, driver_timeout)
+                return self.claim(task_id, agent_id, claim_id, redelivered, driver_timeout, published_for)
             except oslo_messaging.RemoteError as exc:
                 # A MessagingException like the outages below, but an answer,
                 # unless the answer is that the plugin's database is away.

@@ -71,8 +71,14 @@ class Runner:
     def claim(self, work: messages.Work, redelivered: bool, stopping: threading.Event) -> dict[str, Any]:
         """Ask the plugin for the task; ``{"run": False, ...}`` means skip it."""
         with log.request_context(work.request_id):
+            attempt = work.task.get("attempt")
             answer = self.plugin.claim_until_answered(
-                work.task_id, self.agent_id, redelivered, self.driver_timeout, stopping
+                work.task_id,
+                self.agent_id,
+                redelivered,
+                self.driver_timeout,
+                stopping,
+                published_for=attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None,
             )
             if not answer.get("run"):
                 LOG.info("agent %s skips task %s: %s", self.agent_id, work.task_id, answer.get("reason"))

@@ -16,6 +16,8 @@ Versions of the plugin's RPC API (``TOPIC``):
 * 1.0 - ``claim``, ``report_state``, ``resync``
 * 1.1 - ``progress`` (long device operations)
 * 1.2 - ``claim_batch`` (several claims, one transaction)
+* 1.3 - ``claim_batch`` claims may say ``published_for``: the attempt their
+  work message was published for
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ with warnings.catch_warnings():
     from oslo_messaging import opts as oslo_messaging_opts
 
 TOPIC = "tether-plugin"
-API_VERSION = "1.2"
+API_VERSION = "1.3"
 CONTROL_EXCHANGE = "tether"
 
 #: oslo.messaging's defaults that tether changes: durable queues that

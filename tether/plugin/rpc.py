@@ -134,6 +134,7 @@ class PluginEndpoint:
         redelivered: bool,
         driver_timeout: float,
         request_id: str | None,
+        published_for: int | None = None,
     ) -> dict[str, Any]:
         with log.request_context(request_id):
             task = tasks.get(task_id)
@@ -157,6 +158,14 @@ class PluginEndpoint:
                 if not redelivered:
                     # A second copy (a republish); the first one is being worked on.
                     return _skip(f"task {task_id} is running on agent {task.agent_id}")
+                if None not in (published_for, task.claimed_for) and published_for != task.claimed_for:
+                    # The redelivered copy is an older attempt's message, held
+                    # by an agent that was declared dead before its broker
+                    # connection closed; the current holder's is not back.
+                    return _skip(
+                        f"task {task_id} is running on agent {task.agent_id} (attempt {task.attempt}); "
+                        f"this copy was published for attempt {published_for}"
+                    )
                 # The holder's delivery came back to the queue: its connection
                 # (and most likely the agent) died. Fence its attempt off.
                 reason = f"agent {task.agent_id} died during attempt {task.attempt}"
@@ -169,6 +178,7 @@ class PluginEndpoint:
             task.state = TaskState.RUNNING
             task.agent_id = agent_id[:255]
             task.claim_id = claim_id
+            task.claimed_for = published_for
             task.running_at = now
             task.deadline = now + datetime.timedelta(seconds=driver_timeout + self._policy.result_grace)
             # A copy the reaper put in the outbox again is moot now.
@@ -308,7 +318,15 @@ def _close_attempt(session: orm.Session, task: Task, error_type: str, reason: st
 
 #: Claims one ``claim_batch`` call may carry.
 MAX_CLAIM_BATCH = 256
-_CLAIM_ARGS = {"task_id", "agent_id", "claim_id", "redelivered", "driver_timeout", "request_id"}
+_CLAIM_ARGS = {
+    "task_id",
+    "agent_id",
+    "claim_id",
+    "redelivered",
+    "driver_timeout",
+    "request_id",
+    "published_for",
+}
 
 
 def _claim_args(
@@ -319,8 +337,11 @@ def _claim_args(
     redelivered: Any,
     driver_timeout: Any,
     request_id: Any = None,
+    published_for: Any = None,
 ) -> dict[str, Any]:
     checks.identifier(method, "task_id", task_id)
+    if published_for is not None:
+        checks.counter(method, "published_for", published_for)
     checks.identifier(method, "agent_id", agent_id)
     checks.identifier(method, "claim_id", claim_id)
     if not isinstance(redelivered, bool):
@@ -333,6 +354,7 @@ def _claim_args(
         "redelivered": redelivered,
         "driver_timeout": checks.seconds(method, "driver_timeout", driver_timeout),
         "request_id": request_id,
+        "published_for": published_for,
     }
 
 

@@ -96,6 +96,10 @@ class Task(Base):
     attempt: orm.Mapped[int] = orm.mapped_column(default=0)
     #: the agent's id for its current claim, so a retried claim call is idempotent
     claim_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(36))
+    #: the attempt the message behind the current claim was published for
+    #: (None from agents older than RPC API 1.3): only that message's
+    #: redelivery says the current holder died
+    claimed_for: orm.Mapped[int | None]
     #: when the reaper looks at this task next, if it is still not terminal
     deadline: orm.Mapped[datetime.datetime | None]
     #: the resource's desired attributes as this change left them
