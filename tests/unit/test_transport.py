@@ -422,3 +422,27 @@ def test_a_connection_that_starts_at_a_later_host_verifies_it_under_its_own_name
 
     assert connection.hostname == "rabbit-2"
     assert connection.ssl["server_hostname"] == "rabbit-2"
+
+
+class _Served:
+    """A connection as far as the quorum check looks: what the broker said of itself."""
+
+    def __init__(self, version: bytes) -> None:
+        self.connection = type(
+            "Transport", (), {"server_properties": {"product": b"RabbitMQ", "version": version}}
+        )
+        self.default_channel = None
+
+
+@pytest.mark.parametrize(("version", "warned"), [(b"3.7.28", True), (b"3.8.0", False), (b"3.13.7", False)])
+def test_a_broker_without_quorum_queues_is_named_once(
+    make_broker: Any, caplog: pytest.LogCaptureFixture, version: bytes, warned: bool
+) -> None:
+    broker = make_broker("rabbit://u:p@rabbit-1:5672/tether")
+    with caplog.at_level(logging.WARNING, logger="tether.common.transport"):
+        broker._check_quorum_support(_Served(version))
+        broker._check_quorum_support(_Served(version))
+    said = [r.getMessage() for r in caplog.records if "has no quorum queues" in r.getMessage()]
+    assert len(said) == (1 if warned else 0), said
+    if warned:
+        assert "RabbitMQ 3.7.28" in said[0] and "queue_type = classic" in said[0]

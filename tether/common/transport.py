@@ -24,6 +24,7 @@ Threading
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 import urllib.parse
@@ -145,6 +146,7 @@ class Broker:
         # The host of the failover list that the next connection tries first:
         # the one the last connection failed over to.
         self._first_host = 0
+        self._quorum_checked = False
 
     def connect(self) -> kombu.Connection:
         """A connection, not yet open, to the first host that was reachable last.
@@ -232,9 +234,30 @@ class Broker:
 
     def declare(self, connection: kombu.Connection, queues: Sequence[kombu.Queue]) -> None:
         channel = connection.default_channel
+        self._check_quorum_support(connection)
         self.dead_letter_queue().bind(channel).declare()
         for queue in queues:
             queue.bind(channel).declare()
+
+    def _check_quorum_support(self, connection: kombu.Connection) -> None:
+        """Say once when the broker predates quorum queues (RabbitMQ 3.8):
+        it ignores the queue type it does not know, so the queues are
+        classic durable ones, without a delivery limit."""
+        if self.queue_type != "quorum" or self._quorum_checked or self.url.in_memory:
+            return
+        self._quorum_checked = True
+        properties = getattr(connection.connection, "server_properties", None) or {}
+        version = properties.get("version", b"")
+        version = version.decode() if isinstance(version, bytes) else str(version)
+        product = properties.get("product", b"")
+        product = product.decode() if isinstance(product, bytes) else str(product)
+        if product == "RabbitMQ" and _version_tuple(version) < (3, 8):
+            LOG.warning(
+                "RabbitMQ %s has no quorum queues: tether's queues are classic durable ones on it, "
+                "without a delivery limit; upgrade the broker, or set [messaging] queue_type = classic "
+                "to say so",
+                version,
+            )
 
     def _queue(self, name: str, exchange: kombu.Exchange, routing_key: str) -> kombu.Queue:
         return kombu.Queue(
@@ -256,6 +279,17 @@ class Broker:
         if dead_letter:
             arguments["x-dead-letter-exchange"] = DEAD_LETTER_EXCHANGE
         return arguments or None
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for part in version.split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        if not digits:
+            break
+        parts.append(int(digits))
+    # An unreadable version is taken as a new one: no warning on a guess.
+    return tuple(parts) or (99,)
 
 
 class _Connection(kombu.Connection):  # type: ignore[misc]  # kombu is Any to mypy
