@@ -20,14 +20,13 @@ import argparse
 import datetime
 import json
 import pathlib
-import statistics
 import sys
 import tempfile
 import time
 from typing import Any
 
 from bench import backlog, load, scale
-from bench.deployment import RssSampler, Tether, rss
+from bench.deployment import RssSampler, Tether, latencies, rss
 from tests.functional.rabbitmq import RabbitMQNode
 
 MB = 1024 * 1024
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             results |= measure_baselines(root, node, args)
         counts = tuple(int(n) for n in args.scale.split(",") if n.strip())
         rows = (
-            scale.run(root, node, counts, args.scale_workers, args.delay_ms, args.seconds, _latencies, _say)
+            scale.run(root, node, counts, args.scale_workers, args.delay_ms, args.seconds, latencies, _say)
             if counts
             else []
         )
@@ -133,14 +132,14 @@ def measure_tether(root: pathlib.Path, node: RabbitMQNode, args: argparse.Namesp
         with RssSampler(processes) as sampler:
             accepted = load.wrk(tether.url, args.seconds, args.connections, BODY)
             tether.wait_settled(600, progress=_progress("full load: draining"))
-        full = _latencies(tether.tasks())
+        full = latencies(tether.tasks())
         statements = (tether.db_statements() - statements) / full["tasks"]
         rate = full["tasks_per_s"] / 2
         since = _utcnow()
         _say(f"half load: {rate:.0f} requests/s for {args.seconds:.0f} s")
         sent = load.open_loop(tether.url, rate, args.seconds, BODY)
         tether.wait_settled(120, progress=_progress("half load: draining"))
-        half = _latencies([t for t in tether.tasks() if t[0] >= since])
+        half = latencies([t for t in tether.tasks() if t[0] >= since])
         settled = rss(processes)
     finally:
         tether.stop()
@@ -181,22 +180,6 @@ def measure_baselines(root: pathlib.Path, node: RabbitMQNode, args: argparse.Nam
         found[f"{name}_tasks_per_s"] = measured["tasks_per_s"]
         found[f"{name}_p99_ms"] = measured["p99_ms"]
     return found
-
-
-def _latencies(tasks: list[tuple[datetime.datetime, datetime.datetime | None, str]]) -> dict[str, float]:
-    done = [(created, finished) for created, finished, _ in tasks if finished is not None]
-    if not done:
-        raise RuntimeError("no task finished")
-    millis = sorted((finished - created).total_seconds() * 1000 for created, finished in done)
-    span = (max(f for _, f in done) - min(c for c, _ in done)).total_seconds()
-    quantiles = statistics.quantiles(millis, n=100, method="inclusive")
-    return {
-        "tasks": len(done),
-        "tasks_per_s": len(done) / span,
-        "p50_ms": quantiles[49],
-        "p95_ms": quantiles[94],
-        "p99_ms": quantiles[98],
-    }
 
 
 TARGETS = (

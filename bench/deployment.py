@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import pathlib
+import statistics
 import threading
 import time
 from typing import Any
@@ -106,6 +107,23 @@ class Tether:
             time.sleep(0.5)
         if left:
             raise RuntimeError(f"{left} tasks unfinished after {timeout:.0f} s:\n{self.deployment.logs()}")
+
+
+def latencies(tasks: list[tuple[datetime.datetime, datetime.datetime | None, str]]) -> dict[str, float]:
+    """Tasks finished per second and accept → finished latency of ``tasks``."""
+    done = [(created, finished) for created, finished, _ in tasks if finished is not None]
+    if not done:
+        raise RuntimeError("no task finished")
+    millis = sorted((finished - created).total_seconds() * 1000 for created, finished in done)
+    span = (max(f for _, f in done) - min(c for c, _ in done)).total_seconds()
+    quantiles = statistics.quantiles(millis, n=100, method="inclusive")
+    return {
+        "tasks": len(done),
+        "tasks_per_s": len(done) / span,
+        "p50_ms": quantiles[49],
+        "p95_ms": quantiles[94],
+        "p99_ms": quantiles[98],
+    }
 
 
 def _time(value: str | datetime.datetime) -> datetime.datetime:

@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import csv
-import datetime
 import pathlib
-import statistics
 import sys
 import tempfile
 import time
@@ -25,7 +23,7 @@ from typing import Any
 import psutil
 
 from bench import load
-from bench.deployment import Tether
+from bench.deployment import Tether, latencies
 from bench.scale import CPU_FIELDS, CpuMeter
 from tests.functional.daemons import Database
 from tests.functional.postgresql import PostgreSQLCluster
@@ -93,7 +91,7 @@ def measure(
             answers = list(pool.map(lambda url: load.wrk(url, args.seconds, share, BODY), tether.urls))
         tether.wait_settled(600)
         used = cpu.stop()
-        finished = _finished(tether.tasks())
+        finished = latencies(tether.tasks())
     finally:
         tether.stop()
     return {
@@ -101,19 +99,6 @@ def measure(
         "refused": sum(a["failed"] for a in answers),
         **finished,
         **used,
-    }
-
-
-def _finished(tasks: list[tuple[datetime.datetime, datetime.datetime | None, str]]) -> dict[str, float]:
-    done = [(created, finished) for created, finished, _ in tasks if finished is not None]
-    millis = sorted((finished - created).total_seconds() * 1000 for created, finished in done)
-    span = (max(f for _, f in done) - min(c for c, _ in done)).total_seconds()
-    quantiles = statistics.quantiles(millis, n=100, method="inclusive")
-    return {
-        "tasks": len(done),
-        "tasks_per_s": len(done) / span,
-        "p50_ms": quantiles[49],
-        "p99_ms": quantiles[98],
     }
 
 
