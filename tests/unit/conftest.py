@@ -52,10 +52,17 @@ def conf(tmp_path: Any) -> Iterator[cfg.ConfigOpts]:
     conf.reset()
 
 
+def make_plugin(conf: cfg.ConfigOpts) -> Plugin:
+    """A plugin whose relay and result consumer are not running, though it
+    has listened to agents long enough to judge their silence."""
+    plugin = Plugin(conf, migrate=True)
+    plugin.results.connected_since = time.monotonic() - conf.plugin.agent_down_time
+    return plugin
+
+
 @pytest.fixture
 def plugin(conf: cfg.ConfigOpts) -> Plugin:
-    """A plugin whose relay and result consumer are not running."""
-    return Plugin(conf, migrate=True)
+    return make_plugin(conf)
 
 
 @pytest.fixture

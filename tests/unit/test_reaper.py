@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import time
 from typing import Any
 
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from tests.unit.conftest import claim
+from tests.unit.conftest import claim, make_plugin
 from tether.plugin.db.models import Agent, Outbox, Task, utcnow
 from tether.plugin.service import Plugin
 
@@ -59,6 +60,31 @@ def test_an_unclaimed_task_with_no_live_agent_fails_naming_the_provider(
     assert task["state"] == "FAILED"
     assert task["error"]["type"] == "NoLiveAgent"
     assert task["error"]["message"].startswith("no live agent serves provider fake")
+
+
+def test_a_plugin_cut_off_from_the_broker_takes_no_silence_for_death(
+    client: TestClient, plugin: Plugin
+) -> None:
+    # During a broker restart nobody's reports arrive: agents last known alive
+    # are alive still, until the plugin has listened again for agent_down_time.
+    lb = _task(client, "fake")
+    _report(plugin, "a", ["fake"], ago=3600)
+    running = _task(client, "noop")
+    claim(plugin, running["task"]["id"], agent_id="a")
+    _expire(plugin, lb["task"]["id"])
+    for listening_since in (None, time.monotonic() - plugin.conf.plugin.agent_down_time / 2):
+        plugin.results.connected_since = listening_since
+        plugin.reaper.reap()
+        assert client.get(f"/v1/tasks/{lb['task']['id']}").json()["state"] == "PENDING"
+        assert client.get(f"/v1/tasks/{running['task']['id']}").json()["state"] == "RUNNING"
+        assert client.get("/v1/agents/a", headers={"X-Roles": "admin"}).json()["alive"] is True
+    plugin.results.connected_since = time.monotonic() - plugin.conf.plugin.agent_down_time
+    _expire(plugin, lb["task"]["id"])  # it was published again meanwhile, for the agent taken as alive
+    plugin.reaper.reap()
+    assert client.get("/v1/agents/a", headers={"X-Roles": "admin"}).json()["alive"] is False
+    abandoned = client.get(f"/v1/tasks/{running['task']['id']}").json()["history"][-1]
+    assert abandoned["error"]["type"] == "AgentLost"
+    assert client.get(f"/v1/tasks/{lb['task']['id']}").json()["error"]["type"] == "NoLiveAgent"
 
 
 def test_an_unclaimed_task_with_a_live_agent_is_published_again(client: TestClient, plugin: Plugin) -> None:
@@ -147,7 +173,7 @@ def test_a_change_published_to_a_host_agent_that_then_dies_is_published_to_the_r
     # agent's own queue, which nobody else consumes: without being published
     # again it would hold up its tree until pending_timeout.
     conf.set_override("providers", ["noop", "haproxy"], group="plugin")
-    plugin = Plugin(conf, migrate=True)
+    plugin = make_plugin(conf)
     with TestClient(plugin.app) as client:
         _report(plugin, "a", ["haproxy"])
         _report(plugin, "b", ["haproxy"])
@@ -175,7 +201,7 @@ def test_a_stale_copy_in_the_old_hosts_queue_cannot_take_over_a_moved_task(conf:
     # back to that host's own queue, and the host, back on the network,
     # consumes it while the new host runs the task.
     conf.set_override("providers", ["noop", "haproxy"], group="plugin")
-    plugin = Plugin(conf, migrate=True)
+    plugin = make_plugin(conf)
     with TestClient(plugin.app) as client:
         _report(plugin, "a", ["haproxy"])
         _report(plugin, "b", ["haproxy"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 
 import kombu
 
@@ -45,6 +46,8 @@ class ConnectionLoop:
         self.name = name
         self.stopping = threading.Event()
         self.connected = threading.Event()
+        #: ``time.monotonic()`` of the connection now up; None while there is none
+        self.connected_since: float | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -63,6 +66,7 @@ class ConnectionLoop:
             try:
                 connection.ensure_connection(max_retries=1)
                 self.on_connect(connection)
+                self.connected_since = time.monotonic()
                 self.connected.set()
                 if failures:
                     LOG.info("%s: connected to %s again", self.name, self.broker.url.masked)
@@ -75,6 +79,7 @@ class ConnectionLoop:
                 self.on_stop(connection)
             except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure
                 self.connected.clear()
+                self.connected_since = None
                 self.on_disconnect()
                 failures += 1
                 delay = min(self.max_backoff, 0.5 * 2 ** min(failures, 8)) * random.uniform(0.5, 1)

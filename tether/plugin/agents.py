@@ -4,13 +4,22 @@ Agents report their state every ``report_interval``; an agent whose last
 report is older than ``agent_down_time`` is dead. The reaper turns that
 conclusion into action (its tasks are retried elsewhere) and logs each
 death and return once.
+
+Silence means death only where the plugin could have heard the report. A
+plugin that has just started, or whose broker connection was lost, hears
+nobody: until it has listened for ``agent_down_time`` it takes the agents
+it last knew alive to be alive still, as a plugin that judged them by the
+silence it could not hear would declare the whole fleet dead on every
+broker restart, retry their running work and fail waiting tasks for want
+of an agent.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from oslo_config import cfg
@@ -34,11 +43,27 @@ OPTS: list[cfg.Opt] = [
 
 
 class Registry:
-    def __init__(self, down_time: float) -> None:
+    """
+    :param listening_since: ``time.monotonic()`` since when this plugin has
+        been connected to the broker, or None while it is not; without it the
+        plugin is taken to have always been listening.
+    """
+
+    def __init__(self, down_time: float, listening_since: Callable[[], float | None] | None = None) -> None:
         self.down_time = datetime.timedelta(seconds=down_time)
+        self._listening_since = listening_since
+
+    def listened_long_enough(self) -> bool:
+        """Whether an agent silent for ``agent_down_time`` is silent to this plugin too."""
+        if self._listening_since is None:
+            return True
+        since = self._listening_since()
+        return since is not None and time.monotonic() - since >= self.down_time.total_seconds()
 
     def alive(self, agent: Agent, now: datetime.datetime | None = None) -> bool:
-        return agent.last_heartbeat >= (now or utcnow()) - self.down_time
+        if agent.last_heartbeat >= (now or utcnow()) - self.down_time:
+            return True
+        return agent.alive and not self.listened_long_enough()
 
     def live_for(self, session: orm.Session, provider: str) -> list[Agent]:
         """Live, enabled agents that serve ``provider``."""
@@ -85,6 +110,8 @@ class Registry:
 
     def declare_dead(self, session: orm.Session) -> Iterable[Agent]:
         """Agents that have just been found dead."""
+        if not self.listened_long_enough():
+            return
         now = utcnow()
         for agent in queries.newly_dead_agents(session, now - self.down_time):
             agent.alive = False

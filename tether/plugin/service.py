@@ -63,7 +63,11 @@ class Plugin:
             self.engine if _in_memory(self.engine) else session.make_engine(conf, readonly=True)
         )
         self.reader = session.make_sessionmaker(self.read_engine)
-        self.agents = agents.Registry(conf.plugin.agent_down_time)
+        # Reports arrive over the broker the result consumer listens on:
+        # while it is cut off, an agent's silence proves nothing.
+        self.agents = agents.Registry(
+            conf.plugin.agent_down_time, listening_since=lambda: self.results.connected_since
+        )
         self.scheduler = Scheduler(self.providers, self.agents)
         self.policy = dataclasses.replace(lifecycle.Policy.from_conf(conf), router=self.scheduler.route)
         self.relay = dispatch.OutboxRelay(
