@@ -14,8 +14,8 @@ run: $(STAMP)
 # start no plugin. One after the other: side by side on two cores each pass
 # took 1.5 times as long and the chaos suite ran out of time.
 test: $(STAMP) system-deps lint typecheck
-	$(BIN)/python -m pytest -p no:cacheprovider tests examples/acme-driver/tests
-	$(BIN)/python -m pytest -p no:cacheprovider --database postgresql tests/functional
+	$(BIN)/python -m pytest -p no:cacheprovider --durations=15 tests examples/acme-driver/tests
+	$(BIN)/python -m pytest -p no:cacheprovider --durations=15 --database postgresql tests/functional
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
