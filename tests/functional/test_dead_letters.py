@@ -17,6 +17,7 @@ from oslo_config import cfg
 
 from tether.cmd import dead_letters
 from tether.common import config, dead_lettering, transport
+from tether.common.publisher import Envelope, Publisher
 
 from .daemons import BIN, Deployment, free_port, write_ini
 from .rabbitmq import RabbitMQNode
@@ -121,8 +122,8 @@ def _dead_letter_as_tether_does(broker: transport.Broker, body: bytes, reason: s
     """Send ``body`` through tether.work.noop and dead-letter it as a consumer does."""
     message_id = uuid.uuid4().hex
     with broker.connect() as connection:
-        publisher = transport.Publisher(connection, broker.confirm_timeout)
-        publisher.publish([transport.Envelope(broker.work_exchange, "noop", body, message_id)])
+        publisher = Publisher(connection, broker.confirm_timeout)
+        publisher.publish([Envelope(broker.work_exchange, "noop", body, message_id)])
         dead_letters = dead_lettering.DeadLetters(broker, "work")
         dead_letters.add(_take(connection, "tether.work.noop", message_id), reason)
         dead_letters.flush(publisher)
@@ -134,8 +135,8 @@ def _publish_dead_letter(broker: transport.Broker, headers: dict[str, Any]) -> s
     """Publish straight to the dead-letter exchange with ``headers``, as nothing in tether does."""
     message_id = uuid.uuid4().hex
     with broker.connect() as connection:
-        publisher = transport.Publisher(connection, broker.confirm_timeout)
-        publisher.publish([transport.Envelope(broker.dead_letter_exchange, "", b"{}", message_id, headers)])
+        publisher = Publisher(connection, broker.confirm_timeout)
+        publisher.publish([Envelope(broker.dead_letter_exchange, "", b"{}", message_id, headers)])
         publisher.close()
     return message_id
 
@@ -313,8 +314,8 @@ def test_a_message_rabbitmq_dead_lettered_is_listed_with_rabbitmqs_reason_and_ca
     message_id, body = uuid.uuid4().hex, b'{"task_id": "t-9"}'
     with doomed.connect() as connection:
         doomed.declare(connection, [queue])
-        publisher = transport.Publisher(connection, doomed.confirm_timeout)
-        publisher.publish([transport.Envelope(doomed.work_exchange, provider, body, message_id)])
+        publisher = Publisher(connection, doomed.confirm_timeout)
+        publisher.publish([Envelope(doomed.work_exchange, provider, body, message_id)])
         publisher.close()
         # Given back twice: the second return goes past x-delivery-limit 1.
         for _ in range(2):

@@ -15,6 +15,7 @@ from tests.unit.conftest import sample_work, wait_for
 from tether.agent.consumer import WorkConsumer
 from tether.agent.runner import Runner
 from tether.common import messages, transport
+from tether.common.publisher import Publisher
 from tether.common.states import Outcome
 from tether.drivers.base import Change, Driver
 from tether.plugin.results import ResultConsumer, ResultRecorder
@@ -88,7 +89,7 @@ def test_a_redelivery_of_a_running_task_joins_the_running_call(connection: Any) 
         prefetch=8,
         shutdown_timeout=1,
     )
-    consumer._publisher = transport.Publisher(conn, 5)
+    consumer._publisher = Publisher(conn, 5)
     first, again = StandInMessage(_work_body()), StandInMessage(_work_body(), redelivered=True)
     consumer._on_message(first)
     wait_for(lambda: driver.calls == 1)
@@ -103,7 +104,7 @@ def test_a_redelivery_of_a_running_task_joins_the_running_call(connection: Any) 
 def test_an_unreadable_work_message_is_dead_lettered_then_acked(connection: Any) -> None:
     broker, conn = connection
     consumer = WorkConsumer(broker, _runner({}), ["gated"], workers=1, prefetch=1, shutdown_timeout=1)
-    consumer._publisher = transport.Publisher(conn, 5)
+    consumer._publisher = Publisher(conn, 5)
     garbage = StandInMessage(b"\xff\xfe")
     consumer._on_message(garbage)
     assert garbage.acked == 0  # not before the dead-letter copy is published
@@ -137,7 +138,7 @@ def test_results_stay_unacked_while_the_database_is_down(connection: Any) -> Non
     broker, conn = connection
     down = sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("could not connect"))
     consumer = ResultConsumer(broker, FlakyRecorder(down), batch=10)
-    consumer._publisher = transport.Publisher(conn, 5)
+    consumer._publisher = Publisher(conn, 5)
     results = [_result("t1"), _result("t2")]
     for message in results:
         consumer._on_message(message)
@@ -152,7 +153,7 @@ def test_one_result_that_cannot_be_recorded_is_dead_lettered_and_the_rest_record
     broker, conn = connection
     recorder = FlakyRecorder(ValueError("bad data"), bad_task="t2")
     consumer = ResultConsumer(broker, recorder, batch=10)
-    consumer._publisher = transport.Publisher(conn, 5)
+    consumer._publisher = Publisher(conn, 5)
     results = [_result("t1"), _result("t2"), _result("t3")]
     for message in results:
         consumer._on_message(message)

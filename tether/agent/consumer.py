@@ -28,6 +28,7 @@ from tether.agent.scheduler import Scheduler
 from tether.agent.workers import WorkerPool
 from tether.common import connection, dead_lettering, messages, transport
 from tether.common.exceptions import MalformedMessage
+from tether.common.publisher import Envelope, Publisher
 
 LOG = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class WorkConsumer(connection.ConnectionLoop):
         self._running: dict[str, list[_Delivery]] = {}
         self._lock = threading.Lock()
         self._consumer: kombu.Consumer | None = None
-        self._publisher: transport.Publisher | None = None
+        self._publisher: Publisher | None = None
         self._dead_letters = dead_lettering.DeadLetters(broker, "work")
 
     @property
@@ -109,7 +110,7 @@ class WorkConsumer(connection.ConnectionLoop):
     def on_connect(self, connection: kombu.Connection) -> None:
         queues = [self.broker.work_queue(k) for k in self.queue_keys]
         self.broker.declare(connection, [*queues, self.broker.results_queue()])
-        self._publisher = transport.Publisher(connection, self.broker.confirm_timeout)
+        self._publisher = Publisher(connection, self.broker.confirm_timeout)
         # RabbitMQ applies the prefetch to each queue's consumer; share it out.
         per_queue = max(1, math.ceil(self.prefetch / len(queues)))
         self._consumer = kombu.Consumer(
@@ -186,7 +187,7 @@ class WorkConsumer(connection.ConnectionLoop):
         try:
             self._publisher.publish(
                 [
-                    transport.Envelope(
+                    Envelope(
                         exchange=self.broker.results_exchange,
                         routing_key=transport.RESULTS_QUEUE,
                         body=messages.encode(result.to_body()),

@@ -39,6 +39,7 @@ import kombu.exceptions
 
 from tether.common import messages, transport
 from tether.common.exceptions import ConfigError, PublishNotConfirmed, TetherError, TransportError
+from tether.common.publisher import Envelope, Publisher, Unroutable
 
 QUEUE = transport.DEAD_LETTER_QUEUE
 FORMATS = ("table", "json")
@@ -365,7 +366,7 @@ class _Republisher:
     def __init__(self, connection: Any, timeout: float) -> None:
         self._connection = connection
         self._timeout = timeout
-        self._publisher = transport.Publisher(connection, timeout)
+        self._publisher = Publisher(connection, timeout)
 
     def send(self, letter: DeadLetter, message: Any) -> str | None:
         """Why ``message`` was not sent back, or ``None`` once the broker confirmed it.
@@ -377,7 +378,7 @@ class _Republisher:
         exchange, routing_key = letter.origin
         try:
             self._publisher.publish([_envelope(letter.origin, letter, message)])
-        except transport.Unroutable:
+        except Unroutable:
             return (
                 f"no queue is bound to exchange {exchange!r} with routing key {routing_key!r}; start "
                 "what consumes it (an agent declares its provider's queue) and requeue again"
@@ -386,7 +387,7 @@ class _Republisher:
             # Most likely a 404 for an exchange deleted since: the broker
             # closed the publisher's channel, so open another for the rest.
             self._publisher.close()
-            self._publisher = transport.Publisher(self._connection, self._timeout)
+            self._publisher = Publisher(self._connection, self._timeout)
             return f"the broker refused it: {exc}"
         return None
 
@@ -407,10 +408,10 @@ def _get(queue: Any) -> Any:
     return queue.channel.message_to_python(raw)
 
 
-def _envelope(origin: tuple[str, str], letter: DeadLetter, message: Any) -> transport.Envelope:
+def _envelope(origin: tuple[str, str], letter: DeadLetter, message: Any) -> Envelope:
     exchange, routing_key = origin
     headers = {k: v for k, v in (message.headers or {}).items() if k not in DEATH_HEADERS}
-    return transport.Envelope(
+    return Envelope(
         exchange=kombu.Exchange(exchange),
         routing_key=routing_key,
         body=_body(message),

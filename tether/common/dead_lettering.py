@@ -8,7 +8,8 @@ import logging
 from typing import Any
 
 from tether.common import metrics
-from tether.common.transport import COMPRESSION, ORIGINAL_COMPRESSION, Broker, Envelope, Publisher
+from tether.common.publisher import Envelope, Publisher
+from tether.common.transport import COMPRESSION, ORIGINAL_COMPRESSION, Broker
 
 LOG = logging.getLogger(__name__)
 

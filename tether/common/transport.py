@@ -1,10 +1,9 @@
-"""The broker as tether uses it: one URL, the queue topology and confirmed
-publishing.
+"""The broker as tether uses it: one URL and the queue topology.
 
 Features
     Durable queues (quorum queues on RabbitMQ, with a delivery limit and a
-    dead-letter exchange), persistent messages, publisher confirms batched per
-    window, reconnection with backoff.
+    dead-letter exchange), persistent messages with confirms batched per
+    window (:mod:`tether.common.publisher`), reconnection with backoff.
 
 Connection string (``[DEFAULT] transport_url``)
     ``rabbit://USER:PASS@HOST:PORT[,USER:PASS@HOST2:PORT]/VHOST``
@@ -26,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,12 +35,8 @@ import kombu.exceptions
 from oslo_config import cfg
 
 from tether.common import tls
-from tether.common.exceptions import ConfigError, PublishNotConfirmed
-
-
-class Unroutable(PublishNotConfirmed):
-    message = "The broker routed {count} message(s) to no queue: {reason}"
-
+from tether.common.exceptions import ConfigError
+from tether.common.publisher import Envelope
 
 LOG = logging.getLogger(__name__)
 
@@ -310,119 +304,6 @@ class _Connection(kombu.Connection):  # type: ignore[misc]  # kombu is Any to my
             self.ssl = {**self.ssl, "server_hostname": self.hostname}
         if self.on_switch is not None:
             self.on_switch(conn_str)
-
-
-@dataclasses.dataclass(frozen=True)
-class Envelope:
-    """One message to publish."""
-
-    exchange: kombu.Exchange
-    routing_key: str
-    body: bytes
-    message_id: str
-    headers: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-class Publisher:
-    """Publishes persistent messages and waits for the broker's confirms.
-
-    py-amqp has no asynchronous confirm API, and waiting for each confirm in
-    turn costs several times more than waiting once per window, so
-    :meth:`publish` sends a whole window and then waits for every delivery tag
-    in it. Anything not confirmed makes the whole call fail; the caller
-    publishes the window again (consumers treat duplicates as harmless).
-    """
-
-    def __init__(self, connection: kombu.Connection, timeout: float) -> None:
-        self._connection = connection
-        self._timeout = timeout
-        self._confirms = connection.transport.driver_type == "amqp"
-        self._channel = connection.channel()
-        self._producer = kombu.Producer(self._channel, on_return=self._on_return)
-        self._next_tag = 1
-        self._outstanding: set[int] = set()
-        self._nacked: set[int] = set()
-        self._returned: list[str] = []
-        self._publishing = False
-        if self._confirms:
-            self._channel.confirm_select()
-            self._channel.events["basic_ack"].add(self._on_ack)
-            self._channel.events["basic_nack"].add(self._on_nack)
-
-    def publish(self, envelopes: Sequence[Envelope]) -> None:
-        """Publish every envelope; return once the broker confirmed them all.
-
-        :raises PublishNotConfirmed: when one was refused or not confirmed in time.
-        """
-        if not envelopes:
-            return
-        if self._publishing:
-            raise RuntimeError("Publisher.publish is not re-entrant; publish from the connection loop's tick")
-        self._publishing = True
-        try:
-            self._publish(envelopes)
-        finally:
-            self._publishing = False
-
-    def _publish(self, envelopes: Sequence[Envelope]) -> None:
-        self._outstanding.clear()
-        self._nacked.clear()
-        self._returned.clear()
-        for envelope in envelopes:
-            self._producer.publish(
-                envelope.body,
-                exchange=envelope.exchange,
-                routing_key=envelope.routing_key,
-                delivery_mode=2,
-                content_type="application/json",
-                content_encoding="utf-8",
-                message_id=envelope.message_id,
-                headers=envelope.headers,
-                retry=False,
-                # A message no queue takes is returned, not silently dropped.
-                mandatory=self._confirms,
-            )
-            if self._confirms:
-                self._outstanding.add(self._next_tag)
-                self._next_tag += 1
-        deadline = time.monotonic() + self._timeout
-        while self._outstanding:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise PublishNotConfirmed(
-                    count=len(self._outstanding),
-                    reason=f"no confirm within {self._timeout:g} s",
-                )
-            try:
-                self._connection.drain_events(timeout=min(remaining, 1.0))
-            except TimeoutError:
-                continue
-        if self._nacked:
-            raise PublishNotConfirmed(count=len(self._nacked), reason="the broker refused them")
-        if self._returned:
-            raise Unroutable(count=len(self._returned), reason=", ".join(sorted(set(self._returned))))
-
-    def close(self) -> None:
-        try:
-            self._channel.close()
-        except Exception:
-            LOG.debug("closing publisher channel failed", exc_info=True)
-
-    def _settle(self, tag: int, multiple: bool, nacked: bool) -> None:
-        settled = {t for t in self._outstanding if t <= tag} if multiple else {tag}
-        settled &= self._outstanding
-        self._outstanding -= settled
-        if nacked:
-            self._nacked |= settled
-
-    def _on_return(self, exc: Any, exchange: str, routing_key: str, message: Any) -> None:
-        self._returned.append(f"exchange {exchange!r}, routing key {routing_key!r}")
-
-    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
-        self._settle(delivery_tag, multiple, nacked=False)
-
-    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
-        self._settle(delivery_tag, multiple, nacked=True)
 
 
 def _close_quietly(channel: Any) -> None:

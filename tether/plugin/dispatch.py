@@ -25,6 +25,7 @@ from oslo_config import cfg
 from sqlalchemy import orm
 
 from tether.common import connection, faults, transport
+from tether.common.publisher import Envelope, Publisher, Unroutable
 from tether.plugin.db import queries
 from tether.plugin.db.models import Outbox, utcnow
 
@@ -69,7 +70,7 @@ class OutboxRelay(connection.ConnectionLoop):
         self.batch_size = batch_size
         self.interval = interval
         self._wake = threading.Event()
-        self._publisher: transport.Publisher | None = None
+        self._publisher: Publisher | None = None
         self._declared: set[str] = set()
         self._db_failures = 0
         self.drain_timeout = 10.0
@@ -86,7 +87,7 @@ class OutboxRelay(connection.ConnectionLoop):
         # Queues exist before the first publish: a message routed to no queue is dropped.
         self.broker.declare(connection, [self.broker.work_queue(p) for p in self.providers])
         self._declared = set(self.providers)
-        self._publisher = transport.Publisher(connection, self.broker.confirm_timeout)
+        self._publisher = Publisher(connection, self.broker.confirm_timeout)
         LOG.info(
             "relaying the outbox to %s for providers %s", self.broker.url.masked, ", ".join(self.providers)
         )
@@ -158,7 +159,7 @@ class OutboxRelay(connection.ConnectionLoop):
             self.broker.declare(connection, [self.broker.work_queue(k) for k in new_keys])
             self._declared |= new_keys
         envelopes = [
-            transport.Envelope(
+            Envelope(
                 exchange=self.broker.work_exchange,
                 routing_key=row.routing_key,
                 body=row.payload.encode(),
@@ -170,7 +171,7 @@ class OutboxRelay(connection.ConnectionLoop):
         faults.point("relay.before_publish")
         try:
             self._publisher.publish(envelopes)
-        except transport.Unroutable:
+        except Unroutable:
             # Someone deleted a queue we declared: declare again, then retry.
             self._declared.clear()
             raise

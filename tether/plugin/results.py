@@ -20,6 +20,7 @@ from sqlalchemy import orm
 
 from tether.common import connection, dead_lettering, log, messages, transport
 from tether.common.exceptions import MalformedMessage
+from tether.common.publisher import Publisher
 from tether.common.states import Outcome, TaskState
 from tether.plugin import lifecycle
 from tether.plugin.db import queries
@@ -145,7 +146,7 @@ class ResultConsumer(connection.ConnectionLoop):
         # Under load one delivery per tick meant one commit per result.
         self.burst = batch
         self._pending: list[tuple[kombu.Message, messages.Result]] = []
-        self._publisher: transport.Publisher | None = None
+        self._publisher: Publisher | None = None
         self._db_failures = 0
         self._retry_at = 0.0
         self._dead_letters = dead_lettering.DeadLetters(broker, "result")
@@ -154,7 +155,7 @@ class ResultConsumer(connection.ConnectionLoop):
     def on_connect(self, connection: kombu.Connection) -> None:
         queue = self.broker.results_queue()
         self.broker.declare(connection, [queue])
-        self._publisher = transport.Publisher(connection, self.broker.confirm_timeout)
+        self._publisher = Publisher(connection, self.broker.confirm_timeout)
         self._consumer = consumer = kombu.Consumer(
             connection.channel(),
             queues=[queue],
