@@ -15,7 +15,7 @@ import kombu
 import pytest
 from oslo_config import cfg
 
-from tether.cmd import dead_letters
+from tether.cmd import dead_letter_reader
 from tether.common import config, dead_lettering, transport
 from tether.common.publisher import Envelope, Publisher
 
@@ -422,7 +422,7 @@ def test_a_message_with_a_compression_header_kombu_cannot_undo_is_dead_lettered_
     assert "its 'compression' header says 'application/x-bogus'" in letter["reason"]
     assert (letter["exchange"], letter["routing_key"], letter["task_id"]) == ("tether.work", "noop", task_id)
     assert (letter["size"], letter["unreadable"]) == (len(body), None)
-    assert letter["preview"] == body.decode()[: dead_letters.PREVIEW_CHARS - 1] + "…"
+    assert letter["preview"] == body.decode()[: dead_letter_reader.PREVIEW_CHARS - 1] + "…"
     table = _manage(ini, "list")
     assert table.returncode == 0, table.stderr
     assert "cannot be decoded" in _table_row(table.stdout, message_id)
@@ -503,7 +503,7 @@ def test_list_shows_a_bounded_preview_of_an_oversized_body_and_requeue_sends_it_
     letter = _listed(ini)[message_id]
     assert letter["size"] == len(body)
     assert letter["task_id"] is None  # not parsed: larger than any consumer reads
-    assert letter["preview"] == '{"task_id": "' + "x" * (dead_letters.PREVIEW_CHARS - 14) + "…"
+    assert letter["preview"] == '{"task_id": "' + "x" * (dead_letter_reader.PREVIEW_CHARS - 14) + "…"
     table = _manage(ini, "list")
     assert table.returncode == 0, table.stderr
     assert len(table.stdout) < 1000
