@@ -202,11 +202,8 @@ def test_reconnecting_reaches_the_third_host_while_the_first_two_are_down(
     assert cluster["tried"] == [1, 2, 2, 3]
 
 
-def test_the_password_of_no_host_reaches_the_log_while_reconnecting(
-    make_broker: Any, cluster: dict[str, Any], caplog: pytest.LogCaptureFixture
-) -> None:
-    broker = make_broker(cluster["url"])
-    cluster["refused"].update(cluster["ports"])
+def _reconnect_once(broker: Broker, caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The records a ConnectionLoop logs up to its first "reconnecting"."""
     loop = ConnectionLoop(broker, "test-loop")
     with caplog.at_level(logging.DEBUG):
         loop.start()
@@ -214,8 +211,27 @@ def test_the_password_of_no_host_reaches_the_log_while_reconnecting(
         while "reconnecting to" not in caplog.text and time.monotonic() < deadline:
             time.sleep(0.01)
         loop.stop()
+    return [r for r in caplog.records if "reconnecting to" in r.getMessage()]
+
+
+def test_the_password_of_no_host_reaches_the_log_while_reconnecting(
+    make_broker: Any, cluster: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    cluster["refused"].update(cluster["ports"])
+    _reconnect_once(make_broker(cluster["url"]), caplog)
     assert "reconnecting to rabbit://u:***@127.0.0.1:" in caplog.text
     assert "secret" not in caplog.text
+
+
+def test_a_refused_connection_is_one_warning_line_not_a_traceback(
+    make_broker: Any, cluster: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A broker restarting refuses connections for a while: expected, and
+    # nothing for an operator to debug.
+    cluster["refused"].update(cluster["ports"])
+    records = _reconnect_once(make_broker(cluster["url"]), caplog)
+    assert records, caplog.text
+    assert [(r.levelno, r.exc_info) for r in records] == [(logging.WARNING, None)] * len(records)
 
 
 # -- TLS from [oslo_messaging_rabbit] ------------------------------------------

@@ -15,6 +15,7 @@ import threading
 import time
 
 import kombu
+import kombu.exceptions
 
 from tether.common.exceptions import PublishNotConfirmed
 from tether.common.transport import Broker
@@ -88,6 +89,8 @@ class ConnectionLoop:
                     (
                         *connection.recoverable_connection_errors,
                         *connection.connection_errors,
+                        # what ensure_connection makes of a refused or reset connection
+                        kombu.exceptions.OperationalError,
                         OSError,
                         PublishNotConfirmed,
                     ),
