@@ -36,7 +36,8 @@ def cancel(session: orm.Session, policy: lifecycle.Policy, ctx: RequestContext, 
     if task is None:
         raise NotFound(kind="Task", id=task_id)
     queries.lock_root(session, task.root_id)
-    session.refresh(task)
+    # The task's own lock too: an agent's claim takes it without the root.
+    session.refresh(task, with_for_update=True)
     state = TaskState(task.state)
     if state == TaskState.RUNNING:
         raise Conflict(

@@ -291,14 +291,18 @@ class Changes:
     def _fold_into_delete(self, session: orm.Session, resource: Resource, delete: Task) -> None:
         """A delete makes the resource's waiting changes moot; if its create
         never reached an agent, nothing needs to reach one now either."""
-        waiting = [
-            t
-            for t in queries.tasks_of(session, resource.id)
-            if t.id != delete.id
-            and t.state in IN_FLIGHT_TASK_STATES
-            and t.attempt == 0
-            and t.state != TaskState.RUNNING
-        ]
+
+        def unclaimed(t: Task) -> bool:
+            return (
+                t.id != delete.id
+                and t.state in IN_FLIGHT_TASK_STATES
+                and t.attempt == 0
+                and t.state != TaskState.RUNNING
+            )
+
+        candidates = [t.id for t in queries.tasks_of(session, resource.id) if unclaimed(t)]
+        # Read again under the tasks' own locks: a claim takes a task without the root.
+        waiting = [t for t in queries.tasks_for_update(session, candidates).values() if unclaimed(t)]
         for task in waiting:
             lifecycle.supersede(session, self.policy, task, delete)
         if any(t.operation == Operation.CREATE for t in waiting):

@@ -141,9 +141,15 @@ class Reaper(Periodic):
         included, until its ``pending_timeout``, or run on the dead agent's
         host, no longer the root's, if that agent came back first.
         """
-        for task in queries.in_flight_tasks(session, root.id):
-            if task.state != TaskState.PENDING or task.pending_at is None:
-                continue  # RUNNING ones were abandoned above; unpublished ones wait for any agent
+        def published(task: Task) -> bool:
+            # RUNNING ones were abandoned above; unpublished ones wait for any agent.
+            return task.state == TaskState.PENDING and task.pending_at is not None
+
+        candidates = [t.id for t in queries.in_flight_tasks(session, root.id) if published(t)]
+        # Read again under the tasks' own locks: a claim takes a task without the root.
+        for task in queries.tasks_for_update(session, candidates).values():
+            if not published(task):
+                continue
             resource = queries.get_resource(session, task.resource_id, None)
             if resource is None:
                 continue

@@ -53,7 +53,10 @@ class ResultRecorder:
         """
         with self.sessionmaker.begin() as session:
             queries.lock_trees_of_tasks(session, [r.task_id for r in results])
-            tasks = queries.get_tasks(session, [r.task_id for r in results])
+            # Without the task's own lock, a claim taking the task over could
+            # commit after this read, and the result of the attempt it
+            # replaced would overwrite it.
+            tasks = queries.tasks_for_update(session, [r.task_id for r in results])
             # One statement loads the batch's resources; applying each result
             # then finds its resource in the session instead of asking again.
             held = queries.get_resources(session, {task.resource_id for task in tasks.values()})

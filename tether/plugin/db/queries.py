@@ -168,11 +168,6 @@ def get_task(session: orm.Session, task_id: str, project_id: str | None) -> Task
     return session.scalars(query).one_or_none()
 
 
-def get_tasks(session: orm.Session, task_ids: Sequence[str]) -> dict[str, Task]:
-    rows = session.scalars(sa.select(Task).where(Task.id.in_(list(task_ids)))).all()
-    return {t.id: t for t in rows}
-
-
 def list_tasks(
     session: orm.Session,
     project_id: str | None,
@@ -273,8 +268,18 @@ def task_for_update(session: orm.Session, task_id: str) -> Task | None:
 
 def tasks_for_update(session: orm.Session, task_ids: Sequence[str]) -> dict[str, Task]:
     """Several tasks locked in one statement, in id order (two such batches
-    cannot deadlock on PostgreSQL), by id."""
-    query = sa.select(Task).where(Task.id.in_(sorted(set(task_ids)))).order_by(Task.id).with_for_update()
+    cannot deadlock on PostgreSQL), by id, as they stand once locked.
+
+    A claim locks the task alone: whatever decides on a task's state reads it
+    under this lock, or a claim committing in between is overwritten.
+    """
+    query = (
+        sa.select(Task)
+        .where(Task.id.in_(sorted(set(task_ids))))
+        .order_by(Task.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     return {task.id: task for task in session.scalars(query)}
 
 

@@ -1,0 +1,159 @@
+"""The row locks that keep the plugin's concurrent transactions apart on
+PostgreSQL, where they truly run at once: the RPC server's claims, the
+result consumer's batches and the replicas of each. SQLite's single writer
+orders them anyway, so these tests run in the PostgreSQL pass
+(``make test`` runs both).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from tether.common import messages
+from tether.common.exceptions import Conflict
+from tether.common.states import Outcome
+from tether.plugin import cancellation, lifecycle
+from tether.plugin.context import RequestContext
+from tether.plugin.db import migration, session
+from tether.plugin.db.models import Resource, Task, utcnow
+from tether.plugin.results import ResultRecorder
+
+from .daemons import Database
+
+pytestmark = pytest.mark.functional
+
+
+@pytest.fixture
+def sessionmaker(database: Database) -> Iterator[orm.sessionmaker[orm.Session]]:
+    if database.backend != "postgresql":
+        pytest.skip("SQLite runs one transaction at a time: run with --database postgresql (make test does)")
+    url = database.connection()
+    assert url is not None
+    engine = sa.create_engine(url)
+    migration.upgrade(engine)
+    yield session.make_sessionmaker(engine)
+    engine.dispose()
+
+
+def _task(sessionmaker: orm.sessionmaker[orm.Session], state: str = "RUNNING") -> str:
+    """A loadbalancer being created: its task claimed by agent a (attempt 1),
+    or published and not yet claimed (PENDING)."""
+    resource_id, task_id = str(uuid.uuid4()), str(uuid.uuid4())
+    with sessionmaker.begin() as db:
+        db.add(
+            Resource(
+                id=resource_id,
+                type="loadbalancer",
+                project_id="p",
+                root_id=resource_id,
+                provider="noop",
+                attributes={},
+                provisioning_status="PENDING_CREATE",
+                operating_status="OFFLINE",
+            )
+        )
+        db.add(
+            Task(
+                id=task_id,
+                resource_id=resource_id,
+                resource_type="loadbalancer",
+                root_id=resource_id,
+                project_id="p",
+                provider="noop",
+                operation="create",
+                generation=1,
+                state=state,
+                attempt=1 if state == "RUNNING" else 0,
+                agent_id="a" if state == "RUNNING" else None,
+                claim_id="claim-a" if state == "RUNNING" else None,
+                running_at=utcnow() if state == "RUNNING" else None,
+                pending_at=utcnow(),
+            )
+        )
+    return task_id
+
+
+def _waiting_on_a_lock(sessionmaker: orm.sessionmaker[orm.Session]) -> bool:
+    with sessionmaker() as db:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        return bool(db.execute(sa.text(query)).scalar_one())
+
+
+def _during_a_claim(
+    sessionmaker: orm.sessionmaker[orm.Session], task_id: str, attempt: int, decide: Callable[[], Any]
+) -> Any:
+    """Run ``decide`` while agent b's claim holds ``task_id``, and let the claim
+    (to ``attempt``) commit once ``decide`` waits for it; what ``decide`` returned
+    or raised."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(decide())
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            outcome.append(exc)
+
+    with sessionmaker.begin() as claim:
+        # What a claim does in its transaction: lock the task, and only the
+        # task, then mark it running for the claimant.
+        claim.execute(sa.select(Task.id).where(Task.id == task_id).with_for_update())
+        deciding = threading.Thread(target=run)
+        deciding.start()
+        deadline = time.monotonic() + 10
+        while not _waiting_on_a_lock(sessionmaker):
+            assert time.monotonic() < deadline, "the decision never met the claim's lock"
+            assert deciding.is_alive(), f"the decision was taken while the claim held the task: {outcome}"
+            time.sleep(0.01)
+        claim.execute(
+            sa.update(Task)
+            .where(Task.id == task_id)
+            .values(state="RUNNING", attempt=attempt, agent_id="b", claim_id="claim-b", running_at=utcnow())
+        )
+    deciding.join(10)
+    assert not deciding.is_alive()
+    return outcome[0]
+
+
+def _state(sessionmaker: orm.sessionmaker[orm.Session], task_id: str) -> tuple[str, int, str | None]:
+    with sessionmaker() as db:
+        task = db.get(Task, task_id)
+        assert task is not None
+        return task.state, task.attempt, task.agent_id
+
+
+def test_a_result_meeting_a_takeover_claim_waits_for_it_and_is_not_applied(
+    sessionmaker: orm.sessionmaker[orm.Session],
+) -> None:
+    # Attempt 1's result arrives while agent b's claim of the redelivered
+    # message takes the task over (attempt 2). Reading the task without its
+    # row lock, the recorder saw attempt 1 still current, applied the result
+    # once the claim committed and overwrote the running attempt 2 (found by
+    # the chaos suite on PostgreSQL).
+    task_id = _task(sessionmaker)
+    recorder = ResultRecorder(sessionmaker, lifecycle.Policy())
+    result = messages.Result(task_id=task_id, attempt=1, outcome=Outcome.SUCCEEDED, agent_id="a")
+    _during_a_claim(sessionmaker, task_id, 2, lambda: recorder.record([result]))
+    assert _state(sessionmaker, task_id) == ("RUNNING", 2, "b")
+
+
+def test_a_cancel_meeting_a_claim_waits_for_it_and_refuses_the_running_task(
+    sessionmaker: orm.sessionmaker[orm.Session],
+) -> None:
+    task_id = _task(sessionmaker, "PENDING")
+    ctx = RequestContext(project_id="p")
+
+    def cancel() -> Any:
+        with sessionmaker.begin() as db:
+            return cancellation.cancel(db, lifecycle.Policy(), ctx, task_id)
+
+    refused = _during_a_claim(sessionmaker, task_id, 1, cancel)
+    assert isinstance(refused, Conflict) and "is running on agent b" in str(refused), refused
+    assert _state(sessionmaker, task_id) == ("RUNNING", 1, "b")
