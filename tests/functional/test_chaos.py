@@ -29,7 +29,7 @@ pytestmark = pytest.mark.functional
 
 TASKS = 2000
 LOAD_SECONDS = 20.0
-AGENT_KILL_EVERY = 3.0
+AGENT_KILL_EVERY = 2.0
 POISON = 4  # malformed messages thrown into each of the work and result queues
 
 
@@ -52,37 +52,53 @@ class Load:
         self.accepted: dict[str, tuple[str, str, str]] = {}  # task id -> (kind, resource id, name)
         self.refused = 0
         self._lock = threading.Lock()
+        # One client per sender thread: making a client costs ~0.1 s of CPU
+        # (its TLS context), which made the senders, not tether, the bound.
+        self._local = threading.local()
+        self._clients: list[httpx2.Client] = []
+
+    def _client(self) -> httpx2.Client:
+        client: httpx2.Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = httpx2.Client(base_url=self.deployment.base_url, timeout=30)
+            with self._lock:
+                self._clients.append(client)
+        return client
 
     def post(self, i: int) -> None:
         kind, metadata = _mix(i)
         body = {"provider": "fake", "name": f"chaos-{i}", "metadata": metadata}
-        with httpx2.Client(base_url=self.deployment.base_url, timeout=30) as client:
-            while True:
-                try:
-                    response = client.post("/v1/loadbalancers", json=body)
-                except httpx2.TransportError:
-                    response = None
-                if response is not None and response.status_code == 202:
-                    created = response.json()
-                    with self._lock:
-                        self.accepted[created["task"]["id"]] = (kind, created["id"], body["name"])
-                    return
+        client = self._client()
+        while True:
+            try:
+                response = client.post("/v1/loadbalancers", json=body)
+            except httpx2.TransportError:
+                response = None
+            if response is not None and response.status_code == 202:
+                created = response.json()
                 with self._lock:
-                    self.refused += 1
-                time.sleep(0.2)  # the plugin is restarting; a client would retry too
+                    self.accepted[created["task"]["id"]] = (kind, created["id"], body["name"])
+                return
+            with self._lock:
+                self.refused += 1
+            time.sleep(0.2)  # the plugin is restarting; a client would retry too
 
     def run(self) -> None:
         start = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            futures = []
-            for i in range(TASKS):
-                # steady rate: task i leaves at its slot, not as fast as possible
-                delay = start + i * LOAD_SECONDS / TASKS - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                futures.append(pool.submit(self.post, i))
-            for future in futures:
-                future.result()
+        try:
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                futures = []
+                for i in range(TASKS):
+                    # steady rate: task i leaves at its slot, not as fast as possible
+                    delay = start + i * LOAD_SECONDS / TASKS - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    futures.append(pool.submit(self.post, i))
+                for future in futures:
+                    future.result()
+        finally:
+            for client in self._clients:
+                client.close()
 
 
 class Chaos:
