@@ -9,16 +9,18 @@ STAMP := $(VENV)/.installed-stamp
 run: $(STAMP)
 	$(BIN)/tether-allinone --config-file etc/tether/allinone.ini
 
-# Everything on SQLite, then the functional suite again on a private
-# PostgreSQL cluster (tests/functional/postgresql.py), but for the tests that
-# start no plugin. One after the other: side by side on two cores each pass
-# took 1.5 times as long and the chaos suite ran out of time.
+# The unit tests on every core; the functional suite on SQLite, then again
+# on a private PostgreSQL cluster (tests/functional/postgresql.py), but for
+# the tests that start no plugin. The functional passes one after the other:
+# side by side on two cores each took 1.5 times as long and the chaos suite
+# ran out of time.
 test: $(STAMP) system-deps lint typecheck
-	$(BIN)/python -m pytest -p no:cacheprovider --durations=15 tests examples/acme-driver/tests
+	$(BIN)/python -m pytest -p no:cacheprovider -n auto --durations=5 tests/unit examples/acme-driver/tests
+	$(BIN)/python -m pytest -p no:cacheprovider --durations=15 tests/functional
 	$(BIN)/python -m pytest -p no:cacheprovider --durations=15 --database postgresql tests/functional
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider tests/unit
+	$(BIN)/python -m pytest -p no:cacheprovider -n auto tests/unit
 
 functional: $(STAMP) system-deps
 	$(BIN)/python -m pytest -p no:cacheprovider tests/functional

@@ -6,8 +6,10 @@ import contextlib
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -23,6 +25,15 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[pathlib.Path]:
+    # HAProxy refuses a stats socket path longer than 97 characters, and
+    # pytest's own temporary directories (deeper under pytest -n) come close.
+    path = pathlib.Path(tempfile.mkdtemp(prefix="tether-haproxy-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
