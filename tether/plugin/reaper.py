@@ -141,6 +141,7 @@ class Reaper(Periodic):
         included, until its ``pending_timeout``, or run on the dead agent's
         host, no longer the root's, if that agent came back first.
         """
+
         def published(task: Task) -> bool:
             # RUNNING ones were abandoned above; unpublished ones wait for any agent.
             return task.state == TaskState.PENDING and task.pending_at is not None
