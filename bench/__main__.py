@@ -25,8 +25,11 @@ import tempfile
 import time
 from typing import Any
 
+import psutil
+
 from bench import backlog, load, scale
 from bench.deployment import RssSampler, Tether, latencies, rss
+from bench.scale import BrokerMeter, CpuMeter
 from tests.functional.rabbitmq import RabbitMQNode
 
 MB = 1024 * 1024
@@ -129,9 +132,11 @@ def measure_tether(root: pathlib.Path, node: RabbitMQNode, args: argparse.Namesp
         idle = rss(processes)
         _say(f"full load: wrk with {args.connections} connections for {args.seconds:.0f} s")
         statements = tether.db_statements()
+        cpu = CpuMeter(tether, node)
         with RssSampler(processes) as sampler:
             accepted = load.wrk(tether.url, args.seconds, args.connections, BODY)
             tether.wait_settled(600, progress=_progress("full load: draining"))
+        used = cpu.stop()
         full = latencies(tether.tasks())
         statements = (tether.db_statements() - statements) / full["tasks"]
         rate = full["tasks_per_s"] / 2
@@ -156,6 +161,11 @@ def measure_tether(root: pathlib.Path, node: RabbitMQNode, args: argparse.Namesp
         "half_load_sent_per_s": sent["per_s"],
         "half_load_p50_ms": half["p50_ms"],
         "half_load_p99_ms": half["p99_ms"],
+        # CPU milliseconds each role spent per task, wrk's load and the drain
+        "cpu_ms_per_task": {
+            role: used[f"{role}_cpu"] / 100 * used["wall_s"] * 1000 / full["tasks"]
+            for role in ("plugin", "agents", "broker")
+        },
         "memory_mb": {
             name: {
                 "idle": round(idle[name] / MB, 1),
@@ -176,7 +186,9 @@ def measure_baselines(root: pathlib.Path, node: RabbitMQNode, args: argparse.Nam
         _, amqp_url = node.add_vhost(f"bench-{name}")
         workdir = root / name
         workdir.mkdir()
+        broker = BrokerMeter(node)
         measured = module.run(amqp_url, workdir, args.baseline_tasks, workers=args.workers)
+        found[f"{name}_broker_ms_per_task"] = broker.stop() * 1000 / args.baseline_tasks
         found[f"{name}_tasks_per_s"] = measured["tasks_per_s"]
         found[f"{name}_p99_ms"] = measured["p99_ms"]
     return found
@@ -216,6 +228,7 @@ def report(results: dict[str, Any]) -> int:
                 f"{results['ratio_vs_raw']:.2f}x, {results['ratio_vs_celery']:.2f}x",
             ),
         ]
+    rows += _budget_rows(results)
     for name, memory in results["memory_mb"].items():
         rows.append((f"RSS {name} idle / peak MB", f"{memory['idle']:.0f} / {memory['peak']:.0f}"))
     width = max(len(label) for label, _ in rows)
@@ -249,6 +262,35 @@ def report(results: dict[str, Any]) -> int:
     }
     print(json.dumps(summary))
     return 1 if failed else 0
+
+
+def _budget_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """Where the CPU goes per task, and the rates it allows on this machine:
+    what bounds tether whatever the plugin's own cost."""
+    cost = results["cpu_ms_per_task"]
+    cores = psutil.cpu_count() or 1
+    results["ceiling_free_plugin_per_s"] = cores * 1000 / (cost["agents"] + cost["broker"])
+    results["ceiling_broker_only_per_s"] = cores * 1000 / cost["broker"]
+    rows = [
+        (
+            "  CPU ms per task: plugin / agents / broker",
+            f"{cost['plugin']:.2f} / {cost['agents']:.2f} / {cost['broker']:.2f}",
+        ),
+        (
+            f"  ceiling on {cores} cores with a free plugin, tasks/s",
+            f"{results['ceiling_free_plugin_per_s']:.0f}",
+        ),
+        ("  ceiling with only the broker working, tasks/s", f"{results['ceiling_broker_only_per_s']:.0f}"),
+    ]
+    if "raw_broker_ms_per_task" in results:
+        rows.append(
+            (
+                "broker CPU ms per task: tether / raw / Celery",
+                f"{cost['broker']:.2f} / {results['raw_broker_ms_per_task']:.2f} / "
+                f"{results['celery_broker_ms_per_task']:.2f}",
+            )
+        )
+    return rows
 
 
 def _ms(results: dict[str, Any], *keys: str) -> str:

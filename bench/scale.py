@@ -103,12 +103,25 @@ class CpuMeter:
         cores = psutil.cpu_count() or 1
         used = {name: (end[name] - self.start.get(name, 0.0)) / wall * cores * 100 for name in end}
         return {
+            "wall_s": wall / cores,
             "plugin_cpu": sum(v for k, v in used.items() if k.startswith("tether-plugin")),
             "agents_cpu": sum(v for k, v in used.items() if k.startswith("agent")),
             "broker_cpu": used.get("broker", 0.0),
             "database_cpu": sum(v for k, v in used.items() if k.startswith("database-")),
             "idle_cpu": (machine.idle - self.machine.idle) / wall * cores * 100,
         }
+
+
+class BrokerMeter:
+    """The broker's CPU seconds between start and stop."""
+
+    def __init__(self, node: RabbitMQNode) -> None:
+        beam = node.beam_pid()
+        self.process = psutil.Process(beam) if beam else None
+        self.start = _cpu(self.process) if self.process else 0.0
+
+    def stop(self) -> float:
+        return _cpu(self.process) - self.start if self.process else 0.0
 
 
 def _cpu(process: psutil.Process) -> float:
@@ -121,7 +134,7 @@ def write(rows: list[dict[str, float]], directory: pathlib.Path) -> tuple[pathli
     directory.mkdir(parents=True, exist_ok=True)
     data = directory / "scale.csv"
     with data.open("w", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=[*FIELDS, *CPU_FIELDS])
+        writer = csv.DictWriter(out, fieldnames=[*FIELDS, *CPU_FIELDS], extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()})
