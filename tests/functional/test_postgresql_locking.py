@@ -19,11 +19,15 @@ from sqlalchemy import orm
 
 from tether.common import messages
 from tether.common.exceptions import Conflict
+from tether.common.resource_types import Registry
 from tether.common.states import Outcome
 from tether.plugin import cancellation, lifecycle
+from tether.plugin.changes import Changes
 from tether.plugin.context import RequestContext
 from tether.plugin.db import migration, session
+from tether.plugin.db.group_commit import GroupCommit
 from tether.plugin.db.models import Resource, Task, utcnow
+from tether.plugin.providers import Providers
 from tether.plugin.results import ResultRecorder
 
 from .daemons import Database
@@ -157,3 +161,33 @@ def test_a_cancel_meeting_a_claim_waits_for_it_and_refuses_the_running_task(
     refused = _during_a_claim(sessionmaker, task_id, 1, cancel)
     assert isinstance(refused, Conflict) and "is running on agent b" in str(refused), refused
     assert _state(sessionmaker, task_id) == ("RUNNING", 1, "b")
+
+
+def test_a_delete_meeting_a_claim_of_the_create_waits_and_queues_behind_it(
+    sessionmaker: orm.sessionmaker[orm.Session],
+) -> None:
+    # A delete folds the changes before it that never reached an agent; read
+    # without the task's lock, the create being claimed looked unclaimed, was
+    # superseded over the claim, and the resource went while the agent built it.
+    create_id = _task(sessionmaker, "PENDING")
+    with sessionmaker() as db:
+        create = db.get(Task, create_id)
+        assert create is not None
+        resource_id = create.resource_id
+    registry = Registry.load()
+    writer = GroupCommit(sessionmaker, 1)
+    changes = Changes(registry, Providers.load(["noop"]), writer, lifecycle.Policy())
+
+    def delete() -> Any:
+        answer = changes.delete(
+            RequestContext(project_id="p"), registry["loadbalancer"], resource_id, lambda db, r, t: t.id
+        )
+        return answer.result(10)
+
+    try:
+        delete_id = _during_a_claim(sessionmaker, create_id, 1, delete)
+    finally:
+        writer.stop()
+    assert isinstance(delete_id, str), delete_id
+    assert _state(sessionmaker, create_id) == ("RUNNING", 1, "b")
+    assert _state(sessionmaker, delete_id)[0] == "QUEUED"  # behind the create, for the agent to undo
