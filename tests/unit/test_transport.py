@@ -234,6 +234,25 @@ def test_a_refused_connection_is_one_warning_line_not_a_traceback(
     assert [(r.levelno, r.exc_info) for r in records] == [(logging.WARNING, None)] * len(records)
 
 
+@pytest.mark.parametrize(("written", "used"), [("", 10), ("rabbit_interval_max = 25\n", 25)])
+def test_oslo_messaging_reconnects_at_least_every_10_s_unless_the_operator_says_otherwise(
+    tmp_path: pathlib.Path, written: str, used: int
+) -> None:
+    ini = tmp_path / "tether.ini"
+    ini.write_text(
+        f"[DEFAULT]\ntransport_url = rabbit://u:p@127.0.0.1:1/tether\n[oslo_messaging_rabbit]\n{written}"
+    )
+    conf = cfg.ConfigOpts()
+    config.register_opts(conf)
+    config.load(conf, ["--config-file", str(ini)], "test_transport")
+    rpc.register_opts(conf)
+    transport = rpc.get_transport(conf)  # connects only when first used
+    try:
+        assert conf.oslo_messaging_rabbit.rabbit_interval_max == used
+    finally:
+        transport.cleanup()
+
+
 # -- TLS from [oslo_messaging_rabbit] ------------------------------------------
 
 
