@@ -9,7 +9,6 @@ minutes to settle.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import datetime
 import itertools
 import json
@@ -22,6 +21,7 @@ import httpx2
 import kombu
 import pytest
 
+from . import pacing
 from .daemons import Database, Deployment
 from .rabbitmq import RabbitMQNode
 
@@ -84,18 +84,8 @@ class Load:
             time.sleep(0.2)  # the plugin is restarting; a client would retry too
 
     def run(self) -> None:
-        start = time.monotonic()
         try:
-            with concurrent.futures.ThreadPoolExecutor(8) as pool:
-                futures = []
-                for i in range(TASKS):
-                    # steady rate: task i leaves at its slot, not as fast as possible
-                    delay = start + i * LOAD_SECONDS / TASKS - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
-                    futures.append(pool.submit(self.post, i))
-                for future in futures:
-                    future.result()
+            pacing.steady(TASKS, LOAD_SECONDS, self.post)
         finally:
             for client in self._clients:
                 client.close()

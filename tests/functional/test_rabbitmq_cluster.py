@@ -9,7 +9,6 @@ them with ``pytest -s``).
 
 from __future__ import annotations
 
-import concurrent.futures
 import datetime
 import json
 import threading
@@ -20,6 +19,7 @@ from typing import Any
 import httpx2
 import pytest
 
+from . import pacing
 from .daemons import Database, Deployment
 from .rabbitmq import INSTALL_HINT, RABBITMQ_SERVER, is_installed
 from .rabbitmq_cluster import RabbitMQCluster
@@ -224,16 +224,7 @@ class _Load:
             self.posted_at[created["task"]["id"]] = posted
 
     def run(self) -> None:
-        start = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            futures = []
-            for i in range(REQUESTS):
-                delay = start + i * LOAD_SECONDS / REQUESTS - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                futures.append(pool.submit(self.post, i))
-            for future in futures:
-                future.result()
+        pacing.steady(REQUESTS, LOAD_SECONDS, self.post)
 
 
 def _latencies(tasks: dict[str, dict[str, Any]]) -> list[float]:

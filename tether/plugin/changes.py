@@ -300,9 +300,7 @@ class Changes:
                 and t.state != TaskState.RUNNING
             )
 
-        candidates = [t.id for t in queries.tasks_of(session, resource.id) if unclaimed(t)]
-        # Read again under the tasks' own locks: a claim takes a task without the root.
-        waiting = [t for t in queries.tasks_for_update(session, candidates).values() if unclaimed(t)]
+        waiting = queries.still_locked(session, queries.tasks_of(session, resource.id), unclaimed)
         for task in waiting:
             lifecycle.supersede(session, self.policy, task, delete)
         if any(t.operation == Operation.CREATE for t in waiting):

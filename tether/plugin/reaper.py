@@ -146,11 +146,7 @@ class Reaper(Periodic):
             # RUNNING ones were abandoned above; unpublished ones wait for any agent.
             return task.state == TaskState.PENDING and task.pending_at is not None
 
-        candidates = [t.id for t in queries.in_flight_tasks(session, root.id) if published(t)]
-        # Read again under the tasks' own locks: a claim takes a task without the root.
-        for task in queries.tasks_for_update(session, candidates).values():
-            if not published(task):
-                continue
+        for task in queries.still_locked(session, queries.in_flight_tasks(session, root.id), published):
             resource = queries.get_resource(session, task.resource_id, None)
             if resource is None:
                 continue

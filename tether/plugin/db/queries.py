@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -281,6 +281,13 @@ def tasks_for_update(session: orm.Session, task_ids: Sequence[str]) -> dict[str,
         .execution_options(populate_existing=True)
     )
     return {task.id: task for task in session.scalars(query)}
+
+
+def still_locked(session: orm.Session, tasks: Iterable[Task], keep: Callable[[Task], bool]) -> list[Task]:
+    """Those of ``tasks`` that ``keep`` picks, read again under their row
+    locks and picked again: a claim (which locks the task alone) may have
+    changed one since it was read. In id order."""
+    return [t for t in tasks_for_update(session, [t.id for t in tasks if keep(t)]).values() if keep(t)]
 
 
 def delete_outbox_of_tasks(session: orm.Session, task_ids: Sequence[str]) -> None:
