@@ -2,9 +2,10 @@
 
 The connection thread consumes with a prefetch bound and hands each message
 to a bounded pool of worker threads, which claim the task from the plugin
+(the claims go out on the same connection, see :mod:`tether.agent.claims`)
 and call the driver. Finished work comes back to the connection thread,
-which publishes the results (persistent, confirmed) and only then acks the
-work messages. Drivers may block without starving the connection's
+woken for it, which publishes the results (persistent, confirmed) and only
+then acks the work messages. Drivers may block without starving the connection's
 heartbeats; a call that overruns ``driver_timeout`` is answered with a
 retryable failure and its worker is replaced.
 """
@@ -22,6 +23,7 @@ from typing import Any
 
 import kombu
 
+from tether.agent.claims import ClaimChannel
 from tether.agent.plugin_api import ClaimFailed, Stopping
 from tether.agent.runner import Pending, Runner
 from tether.agent.scheduler import Scheduler
@@ -61,11 +63,18 @@ class WorkConsumer(connection.ConnectionLoop):
         prefetch: int,
         shutdown_timeout: float,
         operation_timeout: float = 3600.0,
+        claims: ClaimChannel | None = None,
     ) -> None:
         super().__init__(broker, f"work-consumer-{runner.agent_id}")
         self.runner = runner
         self.queue_keys = queue_keys
         self.prefetch = prefetch
+        # Every delivery already arrived, in one tick: their claims share a
+        # request, their results a confirm window.
+        self.burst = max(1, prefetch)
+        self.claims = claims
+        if claims is not None:
+            claims.wake = self.wake
         self.shutdown_timeout = shutdown_timeout
         self._pool = WorkerPool(workers)
         self._done: queue.SimpleQueue[tuple[_Delivery | None, messages.Result | None]] = queue.SimpleQueue()
@@ -121,6 +130,8 @@ class WorkConsumer(connection.ConnectionLoop):
             prefetch_count=per_queue,
         )
         self._consuming = False
+        if self.claims is not None:
+            self.claims.on_connect(connection)
         self._follow_pause()
         LOG.info(
             "agent %s consuming %s on %s",
@@ -135,6 +146,8 @@ class WorkConsumer(connection.ConnectionLoop):
         self._consumer = None
         self._publisher = None
         self._dead_letters.clear()
+        if self.claims is not None:
+            self.claims.on_disconnect()
 
     def _follow_pause(self) -> None:
         if self._consumer is None or self._paused == (not self._consuming):
@@ -160,6 +173,8 @@ class WorkConsumer(connection.ConnectionLoop):
 
     def on_tick(self, connection: kombu.Connection) -> None:
         assert self._publisher is not None
+        if self.claims is not None:
+            self.claims.flush()
         self._follow_pause()
         self._watchdog()
         while True:
@@ -322,6 +337,7 @@ class WorkConsumer(connection.ConnectionLoop):
             deliveries = self._running.pop(task_id, [])
         for delivery in deliveries:
             self._refused.put((delivery, reason))
+        self.wake()
 
     def _answer(self, task_id: str, result: messages.Result | None) -> None:
         with self._lock:
@@ -335,6 +351,7 @@ class WorkConsumer(connection.ConnectionLoop):
             self._done.put((delivery, result))
         if long_running and not deliveries and result is not None:
             self._done.put((None, result))
+        self.wake()
 
 
 def _unknown_task_reason(work: messages.Work, claim: dict[str, Any]) -> str:

@@ -1,4 +1,7 @@
-"""The agent's side of the plugin's RPC API (see :mod:`tether.common.rpc`).
+"""The agent's side of the plugin's API: claims over kombu once the plugin
+says it takes them (:mod:`tether.agent.claims`), over oslo.messaging before
+that and against a plugin of the previous release; state reports, resyncs
+and progress over oslo.messaging (see :mod:`tether.common.rpc`).
 
 A claim is retried while the plugin is away (no answer in time, the broker
 unreachable, or its database: ServiceUnavailable), never when the plugin
@@ -19,7 +22,9 @@ from typing import Any
 
 from oslo_config import cfg
 
-from tether.common import log, rpc
+from tether.agent.claims import ClaimChannel
+from tether.common import claims, log, rpc
+from tether.common.claims import Claim
 from tether.common.exceptions import ServiceUnavailable, TetherError
 
 with warnings.catch_warnings():
@@ -51,12 +56,15 @@ class ClaimFailed(TetherError):
 class PluginApi:
     """Calls agents make to the plugin; each is retried by its caller."""
 
-    def __init__(self, conf: cfg.ConfigOpts) -> None:
+    def __init__(self, conf: cfg.ConfigOpts, channel: ClaimChannel | None = None) -> None:
         self._client = rpc.get_client(rpc.get_transport(conf))
         self.timeout = conf.agent.rpc_timeout
         #: the newest claim API the plugin took: 1.3, 1.2 (no published_for), 1.0 (one per call)
         self._claim_version = "1.3"
         self._claims = _Batcher(self._send_claims, MAX_CLAIMS_PER_CALL)
+        self._channel = channel
+        #: the plugin said it answers claims on the claims queue
+        self.kombu_claims = False
 
     def claim(
         self,
@@ -73,6 +81,17 @@ class PluginApi:
             for, so that a redelivered copy of an older attempt's message
             does not take over from a live holder.
         """
+        if self.kombu_claims and self._channel is not None and self._channel.connected.is_set():
+            claim = Claim(
+                task_id=task_id,
+                agent_id=agent_id,
+                claim_id=claim_id,
+                redelivered=redelivered,
+                driver_timeout=driver_timeout,
+                request_id=log.current_request_id(),
+                published_for=published_for,
+            )
+            return _answer(task_id, self._channel.claim(claim))
         request = {
             "task_id": task_id,
             "agent_id": agent_id,
@@ -130,7 +149,16 @@ class PluginApi:
         )
 
     def report_state(self, state: dict[str, Any]) -> dict[str, Any]:
-        return self._call("report_state", "1.0", state=state)  # type: ignore[no-any-return]
+        answer: dict[str, Any] = self._call("report_state", "1.0", state=state)
+        kombu_claims = answer.get("kombu_claims") in claims.KNOWN_VERSIONS and self._channel is not None
+        if kombu_claims != self.kombu_claims:
+            LOG.info(
+                "claiming over %s: the plugin %s claims on the claims queue",
+                "kombu" if kombu_claims else "oslo.messaging",
+                "takes" if kombu_claims else "does not take",
+            )
+        self.kombu_claims = kombu_claims
+        return answer
 
     def resync(self, agent_id: str, started_at: str) -> dict[str, Any]:
         return self._call("resync", "1.0", agent_id=agent_id, started_at=started_at)  # type: ignore[no-any-return]
@@ -193,6 +221,15 @@ class PluginApi:
         # Each call names the oldest API version that has it, so agents
         # and plugins can be upgraded in any order.
         return self._client.prepare(timeout=self.timeout, retry=1, version=version).call({}, method, **kwargs)
+
+
+def _answer(task_id: str, answer: claims.ClaimAnswer) -> dict[str, Any]:
+    """A kombu claim's answer as the workers take it, or the exception it stands for."""
+    if answer.error_type == ServiceUnavailable.__name__:
+        raise ServiceUnavailable(reason=answer.error_message or "the plugin is unavailable")
+    if answer.error_type is not None:
+        raise ClaimFailed(task_id=task_id, error_type=answer.error_type, error=answer.error_message or "")
+    return answer.as_dict()
 
 
 def _type_name(exc: BaseException) -> str:

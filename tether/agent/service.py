@@ -10,6 +10,7 @@ from oslo_config import cfg
 
 from tether import __version__
 from tether.agent import driver_manager
+from tether.agent.claims import ClaimChannel
 from tether.agent.consumer import WorkConsumer
 from tether.agent.heartbeat import Heartbeat
 from tether.agent.plugin_api import PluginApi
@@ -105,16 +106,19 @@ class Agent:
         self.agent_id = agent_id or conf.agent.agent_id or conf.host
         self.started_at = datetime.datetime.now(datetime.UTC)
         self.drivers = driver_manager.load_drivers(conf, self.providers, driver_manager.AgentCallbacks())
-        self.plugin = PluginApi(conf)
+        broker = transport.Broker(conf)
+        claims = ClaimChannel(broker, self.agent_id, conf.agent.rpc_timeout)
+        self.plugin = PluginApi(conf, claims)
         workers = conf.agent.workers
         self.consumer = WorkConsumer(
-            transport.Broker(conf),
+            broker,
             Runner(self.drivers, self.plugin, self.agent_id, conf.host, conf.agent.driver_timeout),
             [p if self.drivers[p].placement == "shared" else f"{p}.{self.agent_id}" for p in self.providers],
             workers=workers,
             prefetch=conf.agent.prefetch or 2 * workers,
             shutdown_timeout=conf.agent.shutdown_timeout,
             operation_timeout=conf.agent.operation_timeout,
+            claims=claims,
         )
         self.heartbeat = Heartbeat(
             self.plugin,

@@ -9,10 +9,14 @@ acking; slow work runs elsewhere and hands results back through a queue.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import select
+import socket
 import threading
 import time
+from typing import Any
 
 import kombu
 import kombu.exceptions
@@ -50,6 +54,18 @@ class ConnectionLoop:
         #: ``time.monotonic()`` of the connection now up; None while there is none
         self.connected_since: float | None = None
         self._thread: threading.Thread | None = None
+        # wake() writes a byte to one end; wait() watches the other beside
+        # the broker's socket. Open while the loop's thread runs.
+        self._wakers: tuple[socket.socket, socket.socket] | None = None
+
+    def wake(self) -> None:
+        """Run the tick now, not when the wait for broker events ends: work
+        handed over from another thread (a result, a claim) goes out at once."""
+        wakers = self._wakers
+        # Full: a wake-up is pending already; closed: the loop has ended.
+        with contextlib.suppress(BlockingIOError, OSError):
+            if wakers is not None:
+                wakers[1].send(b"\0")
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name=self.name, daemon=True)
@@ -61,6 +77,18 @@ class ConnectionLoop:
             self._thread.join(timeout)
 
     def run(self) -> None:
+        wakers = socket.socketpair()
+        for end in wakers:
+            end.setblocking(False)
+        self._wakers = wakers
+        try:
+            self._run()
+        finally:
+            self._wakers = None
+            for end in wakers:
+                end.close()
+
+    def _run(self) -> None:
         failures = 0
         while not self.stopping.is_set():
             connection = self.broker.connect()
@@ -114,10 +142,31 @@ class ConnectionLoop:
                     LOG.debug("%s: releasing the connection failed", self.name, exc_info=True)
 
     def wait(self, connection: kombu.Connection) -> None:
+        """Take broker events until the tick ends, a burst is taken, or :meth:`wake`."""
+        sock = _socket(connection)
+        if sock is None:
+            # The in-memory transport polls; it has no socket to watch.
+            try:
+                connection.drain_events(timeout=self.tick)
+                for _ in range(self.burst - 1):
+                    connection.drain_events(timeout=BURST_WAIT)
+            except TimeoutError:
+                pass
+            return
+        if not _buffered(sock):
+            waker = self._wakers[0] if self._wakers else None
+            ready, _, _ = select.select([sock] if waker is None else [sock, waker], [], [], self.tick)
+            if waker is not None and waker in ready:
+                with contextlib.suppress(BlockingIOError):
+                    waker.recv(4096)
+            if sock not in ready:
+                return
         try:
-            connection.drain_events(timeout=self.tick)
-            for _ in range(self.burst - 1):
-                connection.drain_events(timeout=BURST_WAIT)
+            for _ in range(self.burst):
+                connection.drain_events(timeout=self.tick)
+                # Only what has arrived already: the tick's work waits for nothing more.
+                if not _buffered(sock) and not select.select([sock], [], [], 0)[0]:
+                    break
         except TimeoutError:
             pass
 
@@ -132,3 +181,15 @@ class ConnectionLoop:
 
     def on_disconnect(self) -> None:
         """Forget state bound to the lost connection."""
+
+
+def _socket(connection: kombu.Connection) -> Any:
+    """The broker connection's socket; None on the in-memory transport."""
+    transport = getattr(connection.connection, "transport", None)
+    return getattr(transport, "sock", None)
+
+
+def _buffered(sock: Any) -> bool:
+    """Bytes TLS decrypted already, which no select() would report."""
+    pending = getattr(sock, "pending", None)
+    return bool(pending and pending())

@@ -43,6 +43,10 @@ LOG = logging.getLogger(__name__)
 WORK_EXCHANGE = "tether.work"
 RESULTS_EXCHANGE = "tether.results"
 RESULTS_QUEUE = "tether.results"
+CLAIMS_EXCHANGE = "tether.claims"
+CLAIMS_QUEUE = "tether.claims"
+#: RabbitMQ's pseudo-queue for replies straight to the consumer that asked.
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 DEAD_LETTER_EXCHANGE = "tether.dead-letter"
 DEAD_LETTER_QUEUE = "tether.dead-letter"
 
@@ -136,6 +140,7 @@ class Broker:
         self.tls = None if self.url.in_memory else tls.from_conf(conf, self.url.query)
         self.work_exchange = kombu.Exchange(WORK_EXCHANGE, type="direct", durable=True)
         self.results_exchange = kombu.Exchange(RESULTS_EXCHANGE, type="direct", durable=True)
+        self.claims_exchange = kombu.Exchange(CLAIMS_EXCHANGE, type="direct", durable=True)
         self.dead_letter_exchange = kombu.Exchange(DEAD_LETTER_EXCHANGE, type="fanout", durable=True)
         # The host of the failover list that the next connection tries first:
         # the one the last connection failed over to.
@@ -201,6 +206,17 @@ class Broker:
 
     def results_queue(self) -> kombu.Queue:
         return self._queue(RESULTS_QUEUE, self.results_exchange, RESULTS_QUEUE)
+
+    def claims_queue(self) -> kombu.Queue:
+        return self._queue(CLAIMS_QUEUE, self.claims_exchange, CLAIMS_QUEUE)
+
+    def reply_queue(self, owner: str) -> kombu.Queue:
+        """Where the answers to ``owner``'s requests come back: RabbitMQ's
+        direct reply-to (no queue to declare, store or delete), or a private
+        queue on the in-memory transport, which has none."""
+        if self.url.in_memory:
+            return kombu.Queue(f"tether.reply.{owner}", auto_delete=True, no_ack=True)
+        return kombu.Queue(DIRECT_REPLY_TO, no_ack=True, no_declare=True)
 
     def dead_letter_queue(self) -> kombu.Queue:
         return kombu.Queue(

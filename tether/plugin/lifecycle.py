@@ -1,8 +1,13 @@
-"""The life of a task after it is accepted: dispatch, retry, finish.
+"""The life of a task after it is accepted: dispatch, claim, retry, finish.
 
 Every path that moves a task (the API accepting a change, a claim, a
 result, the reaper) goes through these functions, inside the caller's
 transaction, so the rules live in one place:
+
+* a claim makes a PENDING task RUNNING on one agent with the next attempt
+  number; a redelivered claim of a RUNNING task fences the attempt it
+  replaces off (guarantee 4), unless the copy was published for an older
+  attempt than the one running;
 
 * a task is dispatched by writing an outbox row (never by publishing
   directly), so dispatch commits or rolls back with the state change;
@@ -27,10 +32,11 @@ from oslo_config import cfg
 from sqlalchemy import orm
 
 from tether.common import messages, metrics, transport
+from tether.common.claims import Claim, ClaimAnswer
 from tether.common.states import OperatingStatus, Operation, ProvisioningStatus, TaskState
 from tether.plugin import callbacks, notifications, work
 from tether.plugin.db import queries
-from tether.plugin.db.models import Outbox, Resource, Task, utcnow
+from tether.plugin.db.models import Outbox, Resource, Task, TaskAttempt, utcnow
 
 LOG = logging.getLogger(__name__)
 
@@ -177,12 +183,103 @@ def abandon(
 ) -> None:
     """The current attempt will never report (its agent died or lost it):
     close it in the history, then retry or fail the task."""
+    _close_attempt(session, task, error_type, reason)
+    retry_or_fail(session, policy, task, error_type, reason, delay)
+
+
+def claim(
+    session: orm.Session, policy: Policy, task: Task | None, request: Claim, bound_to: str | None
+) -> ClaimAnswer:
+    """Decide one claim of ``task`` (locked by the caller; None when there is no such task).
+
+    :param bound_to: the agent a host-placed task's tree is bound to, if any.
+    """
+    if task is None:
+        # Flagged, not only said: the agent dead-letters such a message.
+        return ClaimAnswer(reason=f"task {request.task_id} does not exist", unknown=True)
+    state = TaskState(task.state)
+    if state.terminal:
+        return ClaimAnswer(reason=f"task {task.id} is already {state}")
+    if state == TaskState.RUNNING and task.claim_id == request.claim_id:
+        return _run(policy, task)
+    if state == TaskState.QUEUED:
+        return ClaimAnswer(reason=f"task {task.id} is queued behind another task on its tree")
+    if bound_to is not None and bound_to != request.agent_id:
+        # A copy left in the queue of an agent its tree has moved away from
+        # (it was cut off, declared dead, and is back): the work belongs to
+        # the new host, and its holder is not dead.
+        return ClaimAnswer(reason=f"task {task.id} belongs to agent {bound_to}, where its resource moved")
+    if state == TaskState.RUNNING:
+        if not request.redelivered:
+            # A second copy (a republish); the first one is being worked on.
+            return ClaimAnswer(reason=f"task {task.id} is running on agent {task.agent_id}")
+        published_for = request.published_for
+        if None not in (published_for, task.claimed_for) and published_for != task.claimed_for:
+            # The redelivered copy is an older attempt's message, held by an
+            # agent that was declared dead before its broker connection
+            # closed; the current holder's is not back.
+            return ClaimAnswer(
+                reason=f"task {task.id} is running on agent {task.agent_id} (attempt {task.attempt}); "
+                f"this copy was published for attempt {published_for}"
+            )
+        # The holder's delivery came back to the queue: its connection (and
+        # most likely the agent) died. Fence its attempt off.
+        reason = f"agent {task.agent_id} died during attempt {task.attempt}"
+        if task.attempt >= policy.max_attempts:
+            abandon(session, policy, task, "AgentLost", reason)
+            return ClaimAnswer(reason=f"task {task.id} failed: {task.error_message}")
+        _close_attempt(session, task, "AgentLost", reason)
+    now = utcnow()
+    task.attempt += 1
+    task.state = TaskState.RUNNING
+    task.agent_id = request.agent_id[:255]
+    task.claim_id = request.claim_id
+    task.claimed_for = request.published_for
+    task.running_at = now
+    task.deadline = now + datetime.timedelta(seconds=request.driver_timeout + policy.result_grace)
+    if request.redelivered:
+        metrics.REDELIVERIES.labels(task.provider).inc()
+    session.add(
+        TaskAttempt(
+            task_id=task.id,
+            attempt=task.attempt,
+            agent_id=task.agent_id,
+            redelivered=request.redelivered,
+            claimed_at=now,
+        )
+    )
+    notifications.task_changed(session, task)
+    LOG.info(
+        "task %s claimed by agent %s (attempt %d of %d%s)",
+        task.id,
+        request.agent_id,
+        task.attempt,
+        policy.max_attempts,
+        ", redelivered" if request.redelivered else "",
+    )
+    return _run(policy, task)
+
+
+def progress(policy: Policy, task: Task | None, attempt: int, message: str, expect_within: float) -> bool:
+    """A long device operation of ``attempt`` goes on: show its progress, move
+    its deadline. False when that attempt was fenced off: the agent drops it."""
+    if task is None or task.state != TaskState.RUNNING or task.attempt != attempt:
+        return False
+    task.progress = message[:1000]
+    task.deadline = utcnow() + datetime.timedelta(seconds=expect_within + policy.result_grace)
+    return True
+
+
+def _run(policy: Policy, task: Task) -> ClaimAnswer:
+    return ClaimAnswer(run=True, attempt=task.attempt, max_attempts=policy.max_attempts)
+
+
+def _close_attempt(session: orm.Session, task: Task, error_type: str, reason: str) -> None:
     row = queries.get_attempt(session, task.id, task.attempt)
     if row is not None and row.outcome is None:
         row.outcome = "ABANDONED"
         row.finished_at = utcnow()
         row.error_type, row.error_message = error_type[:64], reason
-    retry_or_fail(session, policy, task, error_type, reason, delay)
 
 
 def succeed(session: orm.Session, policy: Policy, task: Task, statuses: dict[str, str] | None = None) -> None:

@@ -10,6 +10,7 @@ from tether.plugin import (
     auth,
     callbacks,
     changes,
+    claim_server,
     dispatch,
     idempotency,
     lifecycle,
@@ -32,7 +33,13 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
     return [
         (
             service.GROUP,
-            service.OPTS + dispatch.OPTS + results.OPTS + lifecycle.OPTS + agents.OPTS + reaper.OPTS,
+            service.OPTS
+            + dispatch.OPTS
+            + results.OPTS
+            + claim_server.OPTS
+            + lifecycle.OPTS
+            + agents.OPTS
+            + reaper.OPTS,
         ),
         (app.GROUP, app.OPTS + auth.OPTS + changes.OPTS + idempotency.OPTS + throttle.OPTS),
         (session.GROUP, session.OPTS),

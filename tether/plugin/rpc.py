@@ -12,30 +12,25 @@ one line rather than a traceback, and changes nothing.
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 import logging
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import sqlalchemy.exc
+import msgspec
 from sqlalchemy import orm
 
 from tether import __version__
-from tether.common import log, metrics, rpc
-from tether.common.exceptions import MalformedMessage, ServiceUnavailable
-from tether.common.states import OperatingStatus, TaskState
-from tether.plugin import lifecycle, notifications
+from tether.common import claims, rpc
+from tether.common.claims import MAX_CLAIMS, Claim, ClaimAnswer
+from tether.common.exceptions import MalformedMessage
+from tether.common.states import OperatingStatus
+from tether.plugin import lifecycle
 from tether.plugin import rpc_checks as checks
 from tether.plugin.agents import Registry
+from tether.plugin.claims import ClaimDecider
 from tether.plugin.db import queries
-from tether.plugin.db.models import Resource, Task, TaskAttempt, utcnow
+from tether.plugin.db.models import Resource
 from tether.plugin.providers import Providers
-
-with warnings.catch_warnings():
-    # As in tether.common.rpc: importing oslo.messaging warns about eventlet.
-    warnings.simplefilter("ignore")
 
 LOG = logging.getLogger(__name__)
 
@@ -59,7 +54,7 @@ class PluginEndpoint:
         self._sessionmaker = sessionmaker
         self._policy = policy
         self._agents = agents
-        self._providers = providers
+        self._claims = ClaimDecider(sessionmaker, policy, providers)
 
     @checks.checked
     def claim(
@@ -72,147 +67,44 @@ class PluginEndpoint:
         driver_timeout: float,
         request_id: str | None = None,
     ) -> dict[str, Any]:
-        """PENDING → RUNNING for this agent, with the next attempt number.
+        """PENDING → RUNNING for this agent, with the next attempt number
+        (API 1.0; agents of this release claim over kombu).
 
         :returns: ``{"run": True, "attempt": N, "max_attempts": M}``, or
             ``{"run": False, "reason": ...}`` when the agent must ack the
             message and skip it.
         """
-        claim = _claim_args(
+        claim = _claim(
             "claim",
-            task_id=task_id,
-            agent_id=agent_id,
-            claim_id=claim_id,
-            redelivered=redelivered,
-            driver_timeout=driver_timeout,
-            request_id=request_id,
+            {
+                "task_id": task_id,
+                "agent_id": agent_id,
+                "claim_id": claim_id,
+                "redelivered": redelivered,
+                "driver_timeout": driver_timeout,
+                "request_id": request_id,
+            },
         )
-        with _database_outage(), self._sessionmaker.begin() as session:
-            claimed: list[str] = []
-            answer = self._claim(session, queries.tasks_for_update(session, [task_id]), claimed, **claim)
-            queries.delete_outbox_of_tasks(session, claimed)
-            return answer
+        return self._claims.decide([claim])[0].as_dict()
 
     @checks.checked
     def claim_batch(self, ctxt: Any, claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Several claims in one transaction (API 1.2): each answer as
         :meth:`claim` gives it, in order, or ``{"error": {"type", "message"}}``
         for a malformed one."""
-        if not isinstance(claims, list) or not 1 <= len(claims) <= MAX_CLAIM_BATCH:
-            raise checks.bad("claim_batch", "claims", f"a list of 1 to {MAX_CLAIM_BATCH} claims", claims)
-        answers: list[dict[str, Any]] = [{} for _ in claims]
-        valid = []
+        if not isinstance(claims, list) or not 1 <= len(claims) <= MAX_CLAIMS:
+            raise checks.bad("claim_batch", "claims", f"a list of 1 to {MAX_CLAIMS} claims", claims)
+        answers: list[ClaimAnswer | None] = [None] * len(claims)
+        valid: list[tuple[int, Claim]] = []
         for i, item in enumerate(claims):
             try:
-                if not isinstance(item, dict) or not set(item) <= _CLAIM_ARGS:
-                    raise checks.bad(
-                        "claim_batch", f"claims[{i}]", f"an object of {', '.join(sorted(_CLAIM_ARGS))}", item
-                    )
-                valid.append((i, _claim_args(f"claim_batch claims[{i}]", **item)))
-            except (MalformedMessage, TypeError) as exc:
-                message = exc.msg if isinstance(exc, MalformedMessage) else f"claims[{i}]: {exc}"
-                LOG.warning("refused a malformed claim: %s", message)
-                answers[i] = {"error": {"type": "MalformedMessage", "message": message}}
-        if valid:
-            with _database_outage(), self._sessionmaker.begin() as session:
-                # One statement loads the batch, one deletes its outbox rows.
-                tasks = queries.tasks_for_update(session, [claim["task_id"] for _, claim in valid])
-                claimed: list[str] = []
-                for i, claim in valid:
-                    answers[i] = self._claim(session, tasks, claimed, **claim)
-                queries.delete_outbox_of_tasks(session, claimed)
-        return answers
-
-    def _claim(
-        self,
-        session: orm.Session,
-        tasks: dict[str, Task],
-        claimed: list[str],
-        task_id: str,
-        agent_id: str,
-        claim_id: str,
-        redelivered: bool,
-        driver_timeout: float,
-        request_id: str | None,
-        published_for: int | None = None,
-    ) -> dict[str, Any]:
-        with log.request_context(request_id):
-            task = tasks.get(task_id)
-            if task is None:
-                # Flagged, not only said: the agent dead-letters such a message.
-                return {**_skip(f"task {task_id} does not exist"), "unknown": True}
-            state = TaskState(task.state)
-            if state.terminal:
-                return _skip(f"task {task_id} is already {state}")
-            if state == TaskState.RUNNING and task.claim_id == claim_id:
-                return self._run(task)
-            if state == TaskState.QUEUED:
-                return _skip(f"task {task_id} is queued behind another task on its tree")
-            moved = self._moved_away(session, task, agent_id)
-            if moved is not None:
-                # A copy left in the queue of an agent its tree has moved
-                # away from (it was cut off, declared dead, and is back): the
-                # work belongs to the new host, and its holder is not dead.
-                return _skip(f"task {task_id} belongs to agent {moved}, where its resource moved")
-            if state == TaskState.RUNNING:
-                if not redelivered:
-                    # A second copy (a republish); the first one is being worked on.
-                    return _skip(f"task {task_id} is running on agent {task.agent_id}")
-                if None not in (published_for, task.claimed_for) and published_for != task.claimed_for:
-                    # The redelivered copy is an older attempt's message, held
-                    # by an agent that was declared dead before its broker
-                    # connection closed; the current holder's is not back.
-                    return _skip(
-                        f"task {task_id} is running on agent {task.agent_id} (attempt {task.attempt}); "
-                        f"this copy was published for attempt {published_for}"
-                    )
-                # The holder's delivery came back to the queue: its connection
-                # (and most likely the agent) died. Fence its attempt off.
-                reason = f"agent {task.agent_id} died during attempt {task.attempt}"
-                if task.attempt >= self._policy.max_attempts:
-                    lifecycle.abandon(session, self._policy, task, "AgentLost", reason)
-                    return _skip(f"task {task_id} failed: {task.error_message}")
-                _close_attempt(session, task, "AgentLost", reason)
-            now = utcnow()
-            task.attempt += 1
-            task.state = TaskState.RUNNING
-            task.agent_id = agent_id[:255]
-            task.claim_id = claim_id
-            task.claimed_for = published_for
-            task.running_at = now
-            task.deadline = now + datetime.timedelta(seconds=driver_timeout + self._policy.result_grace)
-            # A copy the reaper put in the outbox again is moot now.
-            claimed.append(task.id)
-            if redelivered:
-                metrics.REDELIVERIES.labels(task.provider).inc()
-            session.add(
-                TaskAttempt(
-                    task_id=task.id,
-                    attempt=task.attempt,
-                    agent_id=task.agent_id,
-                    redelivered=redelivered,
-                    claimed_at=now,
-                )
-            )
-            notifications.task_changed(session, task)
-            LOG.info(
-                "task %s claimed by agent %s (attempt %d of %d%s)",
-                task.id,
-                agent_id,
-                task.attempt,
-                self._policy.max_attempts,
-                ", redelivered" if redelivered else "",
-            )
-            return self._run(task)
-
-    def _moved_away(self, session: orm.Session, task: Task, agent_id: str) -> str | None:
-        """The agent a host-placed task's tree is bound to, when that is not ``agent_id``."""
-        if self._providers is None or not self._providers.is_host_placed(task.provider):
-            return None
-        root = queries.get_resource(session, task.root_id, None)
-        if root is None or root.agent_id is None or root.agent_id == agent_id:
-            return None
-        return root.agent_id
+                valid.append((i, _claim(f"claim_batch claims[{i}]", item)))
+            except MalformedMessage as exc:
+                LOG.warning("refused a malformed claim: %s", exc.msg)
+                answers[i] = ClaimAnswer(error_type="MalformedMessage", error_message=exc.msg)
+        for (i, _), answer in zip(valid, self._claims.decide([claim for _, claim in valid]), strict=True):
+            answers[i] = answer
+        return [answer.as_dict() for answer in answers if answer is not None]
 
     @checks.checked
     def progress(
@@ -229,11 +121,8 @@ class PluginEndpoint:
         expect_within = checks.seconds("progress", "expect_within", expect_within)
         with self._sessionmaker.begin() as session:
             task = queries.task_for_update(session, task_id)
-            if task is None or task.state != TaskState.RUNNING or task.attempt != attempt:
-                return {"current": False}
-            task.progress = str(message)[:1000]
-            task.deadline = utcnow() + datetime.timedelta(seconds=expect_within + self._policy.result_grace)
-            return {"current": True}
+            current = lifecycle.progress(self._policy, task, attempt, str(message), expect_within)
+            return {"current": current}
 
     @checks.checked
     def report_state(self, ctxt: Any, state: dict[str, Any]) -> dict[str, Any]:
@@ -249,6 +138,10 @@ class PluginEndpoint:
             return {
                 "admin_state_up": agent.admin_state_up,
                 "plugin_version": __version__,
+                # The claims request version this plugin reads on the claims
+                # queue; agents of this release claim over oslo.messaging
+                # until a plugin says so (one of the previous release does not).
+                "kombu_claims": claims.VERSION,
                 "bound": by_provider,
             }
 
@@ -300,70 +193,15 @@ class PluginEndpoint:
             )
         return {"redispatched": redispatched}
 
-    def _run(self, task: Task) -> dict[str, Any]:
-        return {"run": True, "attempt": task.attempt, "max_attempts": self._policy.max_attempts}
 
-
-def _skip(reason: str) -> dict[str, Any]:
-    return {"run": False, "reason": reason}
-
-
-def _close_attempt(session: orm.Session, task: Task, error_type: str, reason: str) -> None:
-    row = queries.get_attempt(session, task.id, task.attempt)
-    if row is not None and row.outcome is None:
-        row.outcome = "ABANDONED"
-        row.finished_at = utcnow()
-        row.error_type, row.error_message = error_type, reason
-
-
-#: Claims one ``claim_batch`` call may carry.
-MAX_CLAIM_BATCH = 256
-_CLAIM_ARGS = {
-    "task_id",
-    "agent_id",
-    "claim_id",
-    "redelivered",
-    "driver_timeout",
-    "request_id",
-    "published_for",
-}
-
-
-def _claim_args(
-    method: str,
-    task_id: Any,
-    agent_id: Any,
-    claim_id: Any,
-    redelivered: Any,
-    driver_timeout: Any,
-    request_id: Any = None,
-    published_for: Any = None,
-) -> dict[str, Any]:
-    checks.identifier(method, "task_id", task_id)
-    if published_for is not None:
-        checks.counter(method, "published_for", published_for)
-    checks.identifier(method, "agent_id", agent_id)
-    checks.identifier(method, "claim_id", claim_id)
-    if not isinstance(redelivered, bool):
-        raise checks.bad(method, "redelivered", "true or false", redelivered)
-    checks.identifier(method, "request_id", request_id, optional=True)
-    return {
-        "task_id": task_id,
-        "agent_id": agent_id,
-        "claim_id": claim_id,
-        "redelivered": redelivered,
-        "driver_timeout": checks.seconds(method, "driver_timeout", driver_timeout),
-        "request_id": request_id,
-        "published_for": published_for,
-    }
-
-
-@contextlib.contextmanager
-def _database_outage() -> Iterator[None]:
-    """A database that is locked or away is an outage the caller waits out,
-    not an answer: ServiceUnavailable tells the agent to claim again."""
+def _claim(method: str, args: Any) -> Claim:
+    """A claim of the RPC API, checked as one of a kombu claims request is."""
+    if not isinstance(args, dict) or not set(args) <= _CLAIM_FIELDS:
+        raise checks.bad(method, "the claim", f"an object of {', '.join(sorted(_CLAIM_FIELDS))}", args)
     try:
-        yield
-    except sqlalchemy.exc.OperationalError as exc:
-        LOG.warning("a claim met a database outage: %s", str(exc.orig or exc).splitlines()[0])
-        raise ServiceUnavailable(reason="the plugin's database is unavailable; claim again shortly") from exc
+        return msgspec.convert(args, Claim)
+    except msgspec.ValidationError as exc:
+        raise MalformedMessage(reason=f"RPC call {method}: {exc}") from exc
+
+
+_CLAIM_FIELDS = frozenset(Claim.__struct_fields__)

@@ -1,5 +1,5 @@
-"""The plugin process: API, outbox relay, result consumer, RPC server and
-reaper, wired together."""
+"""The plugin process: API, outbox relay, claim server, result consumer, RPC
+server and reaper, wired together."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from tether.plugin.api import views
 from tether.plugin.api.app import create_app
 from tether.plugin.api.deps import Api
 from tether.plugin.changes import Changes
+from tether.plugin.claim_server import ClaimServer
+from tether.plugin.claims import ClaimDecider
 from tether.plugin.db import migration, session
 from tether.plugin.db.group_commit import GroupCommit
 from tether.plugin.notifications import Notifications
@@ -93,6 +95,11 @@ class Plugin:
             self.broker, results.ResultRecorder(self.sessionmaker, self.policy), conf.plugin.result_batch_size
         )
         self.endpoint = PluginEndpoint(self.sessionmaker, self.policy, self.agents, self.providers)
+        self.claims = ClaimServer(
+            self.broker,
+            ClaimDecider(self.sessionmaker, self.policy, self.providers),
+            conf.plugin.claim_batch_size,
+        )
         self.reaper = reaper.Reaper(
             self.sessionmaker,
             self.policy,
@@ -133,7 +140,7 @@ class Plugin:
         self.app = create_app(self.api, self._broker_problem)
 
     def _broker_problem(self) -> str | None:
-        down = [loop.name for loop in (self.relay, self.results) if not loop.connected.is_set()]
+        down = [loop.name for loop in (self.relay, self.results, self.claims) if not loop.connected.is_set()]
         if down:
             return f"not connected to the broker at {self.broker.url.masked}: {', '.join(down)}"
         return None
@@ -143,6 +150,7 @@ class Plugin:
         self._rpc_server.start()
         self.relay.start()
         self.results.start()
+        self.claims.start()
         self.reaper.start()
         if self.listener is not None:
             self.listener.start()
@@ -179,6 +187,7 @@ class Plugin:
         if self._rpc_server is not None:
             self._rpc_server.stop()
             self._rpc_server.wait()
+        self.claims.stop()
         self.reaper.stop()
         if self.listener is not None:
             self.listener.stop()

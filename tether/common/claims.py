@@ -1,0 +1,154 @@
+"""Claims on the wire: an agent asks to run tasks, the plugin answers.
+
+A claim travels over kombu, not oslo.messaging (DESIGN.md, Transport): an
+agent's connection thread sends the claims its workers made since its last
+tick as one :class:`ClaimRequest` on the claims queue, with ``reply_to``
+(RabbitMQ's direct reply-to, or a private queue on the in-memory transport)
+and a ``correlation_id``; the plugin decides the whole batch in one
+transaction and answers with one :class:`ClaimReply`, in order.
+
+A lost request or reply costs a retry: the agent claims again with the same
+``claim_id``, which the plugin answers as it did the first time.
+
+Each claim of a request is decoded on its own, so one malformed claim is
+answered with its error and the others are decided. A request that cannot be
+read at all is dead-lettered with the reason (guarantee 7).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+
+from tether.common.exceptions import MalformedMessage
+
+VERSION = 1
+KNOWN_VERSIONS = frozenset({VERSION})
+
+#: Claims one request carries at most.
+MAX_CLAIMS = 256
+
+#: Identifiers end up in the database: no control characters (NUL above all).
+Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]*$")]
+Counter = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
+#: More than any deadline tether sets, far below datetime's range.
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=10 * 365 * 86400)]
+
+
+class Claim(msgspec.Struct, frozen=True):
+    """One worker's request to run the task a work message carries."""
+
+    task_id: Identifier
+    agent_id: Identifier
+    #: the same for every retry of one claim, so the plugin answers them alike
+    claim_id: Identifier
+    #: the broker redelivered the work message: its last holder may be dead
+    redelivered: bool
+    driver_timeout: Seconds
+    request_id: Identifier | None = None
+    #: the attempt the work message was published for, so that a stale copy
+    #: of an older attempt's message does not take over from a live holder
+    published_for: Counter | None = None
+
+
+class ClaimAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The plugin's answer to one claim: run it as ``attempt``, or skip it."""
+
+    run: bool = False
+    attempt: int | None = None
+    max_attempts: int | None = None
+    #: why the agent skips the task (it acks its message)
+    reason: str | None = None
+    #: the plugin has no such task: the agent dead-letters the message
+    unknown: bool = False
+    #: the claim itself was refused; ``ServiceUnavailable`` means claim again
+    error_type: str | None = None
+    error_message: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The answer as the RPC API (1.0-1.3) gives it to agents of earlier releases."""
+        if self.error_type is not None:
+            return {"error": {"type": self.error_type, "message": self.error_message or ""}}
+        answer: dict[str, Any] = {"run": self.run}
+        if self.run:
+            answer |= {"attempt": self.attempt, "max_attempts": self.max_attempts}
+        else:
+            answer["reason"] = self.reason
+            if self.unknown:
+                answer["unknown"] = True
+        return answer
+
+
+class ClaimRequest(msgspec.Struct, frozen=True, tag_field="kind", tag="claims"):
+    version: int
+    #: each claim decoded on its own: see :func:`decode_claim`
+    claims: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=MAX_CLAIMS)]
+
+
+class ClaimReply(msgspec.Struct, frozen=True, tag_field="kind", tag="claim-answers"):
+    version: int
+    answers: list[ClaimAnswer]
+
+
+_ENCODER = msgspec.json.Encoder()
+_REQUEST = msgspec.json.Decoder(ClaimRequest)
+_CLAIM = msgspec.json.Decoder(Claim)
+_REPLY = msgspec.json.Decoder(ClaimReply)
+
+_T = TypeVar("_T", ClaimRequest, ClaimReply)
+
+
+def encode_request(claims: list[Claim]) -> bytes:
+    return _ENCODER.encode(ClaimRequest(VERSION, [msgspec.Raw(_ENCODER.encode(c)) for c in claims]))
+
+
+def encode_reply(answers: list[ClaimAnswer]) -> bytes:
+    return _ENCODER.encode(ClaimReply(VERSION, answers))
+
+
+def decode_request(raw: bytes) -> list[msgspec.Raw]:
+    """The claims of a request, each still to be read by :func:`decode_claim`.
+
+    :raises MalformedMessage: saying what is wrong with the request.
+    """
+    request = _decode(_REQUEST, raw, "claims request")
+    return request.claims
+
+
+def decode_claim(raw: msgspec.Raw, index: int) -> Claim:
+    """:raises MalformedMessage: naming the claim and the field it breaks."""
+    try:
+        return _CLAIM.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise MalformedMessage(reason=f"claims[{index}] of the claims request: {_where(exc)}") from exc
+
+
+def decode_reply(raw: bytes) -> list[ClaimAnswer]:
+    """:raises MalformedMessage: saying what is wrong with the reply."""
+    return _decode(_REPLY, raw, "claim reply").answers
+
+
+def _decode(decoder: msgspec.json.Decoder[_T], raw: bytes, kind: str) -> _T:
+    try:
+        version = msgspec.json.decode(raw, type=_Versioned).version
+    except msgspec.DecodeError as exc:
+        raise MalformedMessage(reason=f"the {kind} is not a versioned JSON object: {_where(exc)}") from exc
+    if version not in KNOWN_VERSIONS:
+        raise MalformedMessage(
+            reason=f"{kind} schema version {version} is unknown to this process (it knows "
+            f"{sorted(KNOWN_VERSIONS)}); upgrade it to read the message"
+        )
+    try:
+        return decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise MalformedMessage(reason=f"the {kind} breaks its schema: {_where(exc)}") from exc
+
+
+class _Versioned(msgspec.Struct):
+    version: int
+
+
+def _where(exc: msgspec.DecodeError) -> str:
+    text = str(exc)
+    return text if len(text) <= 300 else f"{text[:300]}…"
