@@ -5,4 +5,4 @@ apply them to devices through vendor drivers; results flow back so that a
 resource's status tells the truth about the device.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
