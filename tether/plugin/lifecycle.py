@@ -1,8 +1,9 @@
-"""The life of a task after it is accepted: dispatch, claim, retry, finish.
+"""The task state machine: dispatch, claim, progress, result, retry, finish.
 
 Every path that moves a task (the API accepting a change, a claim, a
-result, the reaper) goes through these functions, inside the caller's
-transaction, so the rules live in one place:
+result, a cancel, the reaper) goes through these functions, inside the
+caller's transaction, so the rules live in one place; the claim server, the
+RPC endpoint and the result consumer only translate messages into calls:
 
 * a claim makes a PENDING task RUNNING on one agent with the next attempt
   number; a redelivered claim of a RUNNING task fences the attempt it
@@ -11,6 +12,8 @@ transaction, so the rules live in one place:
 
 * a task is dispatched by writing an outbox row (never by publishing
   directly), so dispatch commits or rolls back with the state change;
+* a result is kept in the task's history always, and applied only when its
+  attempt is the current one of a RUNNING task (fencing);
 * a retry is a new dispatch after a capped exponential backoff with jitter,
   up to ``max_attempts`` claims; then the task fails with the last reason,
   stated as "attempt N of M";
@@ -33,7 +36,7 @@ from sqlalchemy import orm
 
 from tether.common import messages, metrics, transport
 from tether.common.claims import Claim, ClaimAnswer
-from tether.common.states import OperatingStatus, Operation, ProvisioningStatus, TaskState
+from tether.common.states import OperatingStatus, Operation, Outcome, ProvisioningStatus, TaskState
 from tether.plugin import callbacks, notifications, work
 from tether.plugin.db import queries
 from tether.plugin.db.models import Outbox, Resource, Task, TaskAttempt, utcnow
@@ -268,6 +271,78 @@ def progress(policy: Policy, task: Task | None, attempt: int, message: str, expe
     task.progress = message[:1000]
     task.deadline = utcnow() + datetime.timedelta(seconds=expect_within + policy.result_grace)
     return True
+
+
+def record_result(
+    session: orm.Session,
+    policy: Policy,
+    task: Task,
+    result: messages.Result,
+    attempts: dict[tuple[str, int], TaskAttempt],
+) -> None:
+    """What one attempt of ``task`` did: kept in its history always, applied
+    only when it is the task's current attempt and the task still runs (fencing).
+
+    :param attempts: the task's history rows the caller loaded, by (task id, attempt).
+    """
+    current = task.state == TaskState.RUNNING and result.attempt == task.attempt
+    _remember(session, task, result, current, attempts)
+    if not current:
+        LOG.warning(
+            "result of attempt %d of task %s from agent %s kept in history, not applied: "
+            "the task is %s at attempt %d",
+            result.attempt,
+            task.id,
+            result.agent_id,
+            task.state,
+            task.attempt,
+        )
+        return
+    task.host = result.host[:255] if result.host else task.host
+    if result.outcome == Outcome.SUCCEEDED:
+        succeed(session, policy, task, result.statuses)
+        return
+    error_type, reason = result.error_type or "Error", result.error_message or "the driver failed"
+    if result.retryable:
+        retry_or_fail(session, policy, task, error_type, reason)
+    else:
+        fail(session, policy, task, error_type, reason)
+
+
+def _remember(
+    session: orm.Session,
+    task: Task,
+    result: messages.Result,
+    applied: bool,
+    attempts: dict[tuple[str, int], TaskAttempt],
+) -> None:
+    row = attempts.get((task.id, result.attempt))
+    if row is None:
+        row = TaskAttempt(
+            task_id=task.id,
+            attempt=result.attempt,
+            agent_id=result.agent_id[:255],
+            claimed_at=_parse_time(result.started_at) or utcnow(),
+        )
+        session.add(row)
+        # Two results of one attempt in a batch share the row.
+        attempts[(task.id, result.attempt)] = row
+    if row.outcome is not None and row.outcome != "ABANDONED":
+        return
+    row.finished_at = utcnow()
+    row.outcome = result.outcome.value
+    row.applied = applied
+    row.error_type = result.error_type[:64] if result.error_type else None
+    row.error_message = result.error_message
+
+
+def _parse_time(value: str | None) -> datetime.datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 def _run(policy: Policy, task: Task) -> ClaimAnswer:

@@ -8,7 +8,6 @@ a redelivered result is harmless. A batch of results shares one commit.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import time
 from collections.abc import Sequence
@@ -21,10 +20,8 @@ from sqlalchemy import orm
 from tether.common import connection, dead_lettering, log, messages, transport
 from tether.common.exceptions import MalformedMessage
 from tether.common.publisher import Publisher
-from tether.common.states import Outcome, TaskState
 from tether.plugin import lifecycle
 from tether.plugin.db import queries
-from tether.plugin.db.models import Task, TaskAttempt, utcnow
 
 LOG = logging.getLogger(__name__)
 
@@ -67,76 +64,9 @@ class ResultRecorder:
                 task = tasks.get(result.task_id)
                 if task is not None:
                     with log.request_context(result.request_id):
-                        self._apply(session, task, result, attempts)
+                        lifecycle.record_result(session, self.policy, task, result, attempts)
         del held
         return {r.task_id for r in results if r.task_id not in tasks}
-
-    def _apply(
-        self,
-        session: orm.Session,
-        task: Task,
-        result: messages.Result,
-        attempts: dict[tuple[str, int], TaskAttempt],
-    ) -> None:
-        current = task.state == TaskState.RUNNING and result.attempt == task.attempt
-        self._remember(session, task, result, current, attempts)
-        if not current:
-            LOG.warning(
-                "result of attempt %d of task %s from agent %s kept in history, not applied: "
-                "the task is %s at attempt %d",
-                result.attempt,
-                task.id,
-                result.agent_id,
-                task.state,
-                task.attempt,
-            )
-            return
-        task.host = result.host[:255] if result.host else task.host
-        if result.outcome == Outcome.SUCCEEDED:
-            lifecycle.succeed(session, self.policy, task, result.statuses)
-        elif result.retryable:
-            lifecycle.retry_or_fail(
-                session,
-                self.policy,
-                task,
-                result.error_type or "Error",
-                result.error_message or "the driver failed",
-            )
-        else:
-            lifecycle.fail(
-                session,
-                self.policy,
-                task,
-                result.error_type or "Error",
-                result.error_message or "the driver failed",
-            )
-
-    @staticmethod
-    def _remember(
-        session: orm.Session,
-        task: Task,
-        result: messages.Result,
-        applied: bool,
-        attempts: dict[tuple[str, int], TaskAttempt],
-    ) -> None:
-        row = attempts.get((task.id, result.attempt))
-        if row is None:
-            row = TaskAttempt(
-                task_id=task.id,
-                attempt=result.attempt,
-                agent_id=result.agent_id[:255],
-                claimed_at=_parse_time(result.started_at) or utcnow(),
-            )
-            session.add(row)
-            # Two results of one attempt in a batch share the row.
-            attempts[(task.id, result.attempt)] = row
-        if row.outcome is not None and row.outcome != "ABANDONED":
-            return
-        row.finished_at = utcnow()
-        row.outcome = result.outcome.value
-        row.applied = applied
-        row.error_type = result.error_type[:64] if result.error_type else None
-        row.error_message = result.error_message
 
 
 class ResultConsumer(connection.ConnectionLoop):
@@ -261,12 +191,3 @@ def _transient(exc: Exception) -> bool:
     return isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError) or (
         isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated
     )
-
-
-def _parse_time(value: str | None) -> datetime.datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(value)
-    except ValueError:
-        return None
