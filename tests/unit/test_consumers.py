@@ -3,6 +3,7 @@ driven with stand-in broker messages."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Any
 
@@ -12,6 +13,7 @@ import sqlalchemy.exc
 from oslo_config import cfg
 
 from tests.unit.conftest import sample_work, wait_for
+from tether.agent.acks import Acks
 from tether.agent.consumer import WorkConsumer
 from tether.agent.runner import Runner
 from tether.common import messages, transport
@@ -24,14 +26,21 @@ from tether.plugin.results import ResultConsumer, ResultRecorder
 class StandInMessage:
     """What kombu hands a consumer callback, minus the broker."""
 
+    tags = itertools.count(1)
+
     def __init__(self, body: bytes, redelivered: bool = False) -> None:
         self.body = body
         self.headers: dict[str, Any] = {}
         self.properties = {"message_id": "m"}
         self.delivery_info = {"redelivered": redelivered, "exchange": "tether.work", "routing_key": "noop"}
+        self.delivery_tag = next(self.tags)
         self.acked = 0
 
-    def ack(self) -> None:
+    @property
+    def acknowledged(self) -> bool:
+        return self.acked > 0
+
+    def ack(self, multiple: bool = False) -> None:
         self.acked += 1
 
 
@@ -162,3 +171,61 @@ def test_one_result_that_cannot_be_recorded_is_dead_lettered_and_the_rest_record
     assert [m.acked for m in results] == [1, 1, 1]
     dead = kombu.Queue(transport.DEAD_LETTER_QUEUE)(conn.default_channel).get(no_ack=True)
     assert "recording failed: bad data" in dead.headers[transport.DEAD_LETTER_REASON]
+
+
+class Channel:
+    """Counts the ack frames a channel would send, as RabbitMQ would take them."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, bool]] = []
+        self.acked: set[int] = set()
+
+    def message(self, tag: int) -> Any:
+        channel = self
+
+        class Delivered:
+            delivery_tag = tag
+            acknowledged = False
+
+            def ack(self, multiple: bool = False) -> None:
+                assert tag not in channel.acked, (
+                    f"delivery tag {tag} acked twice: RabbitMQ closes the channel"
+                )
+                channel.frames.append((tag, multiple))
+                channel.acked |= {t for t in channel.unacked if t <= tag} if multiple else {tag}
+                self.acknowledged = True
+
+        return Delivered()
+
+    unacked: set[int] = set()
+
+
+def test_work_finished_in_order_is_acked_in_one_frame_and_nothing_is_acked_twice() -> None:
+    channel = Channel()
+    acks = Acks()
+    delivered = [channel.message(tag) for tag in range(1, 7)]
+    channel.unacked = set(range(1, 7))
+    for message in delivered:
+        acks.delivered(message)
+    # 1-3 finished, 5 finished, 4 and 6 still run: 1-3 in one frame, 5 on its own.
+    assert acks.ack([delivered[0], delivered[2], delivered[1], delivered[4]]) == 2
+    assert channel.frames == [(3, True), (5, False)]
+    channel.unacked -= channel.acked
+    # 4 and 6 finish: 5 is acked already, so one frame covers both of them.
+    assert acks.ack([delivered[3], delivered[5]]) == 1
+    assert channel.frames[-1] == (6, True)
+    assert channel.acked == set(range(1, 7))
+
+
+def test_a_delivery_being_dead_lettered_is_not_acked_by_someone_elses_frame() -> None:
+    channel = Channel()
+    channel.unacked = {1, 2, 3}
+    acks = Acks()
+    first, bad, third = (channel.message(tag) for tag in (1, 2, 3))
+    for message in (first, bad, third):
+        acks.delivered(message)
+    # 2 waits for its dead-letter copy to be confirmed: 1 and 3 go one by one.
+    assert acks.ack([first, third]) == 2
+    assert 2 not in channel.acked
+    bad.ack()
+    assert channel.acked == {1, 2, 3}

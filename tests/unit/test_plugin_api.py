@@ -20,7 +20,7 @@ from tether.agent.plugin_api import ClaimFailed, PluginApi, Stopping
 from tether.agent.service import Agent
 from tether.common import transport
 from tether.common.exceptions import MalformedMessage, ServiceUnavailable
-from tether.plugin.db import queries
+from tether.plugin.db import attempts
 from tether.plugin.service import Plugin
 
 with warnings.catch_warnings():
@@ -62,6 +62,10 @@ def test_work_whose_claim_the_plugin_answers_with_an_error_is_dead_lettered_once
         claimed.extend(claim["task_id"] for claim in claims)
         raise error
 
+    for agent in pipeline:
+        # Agents of the previous release, which claim over oslo.messaging.
+        agent.plugin._channel = None
+        agent.plugin.kombu_claims = False
     with mock.patch.object(plugin.endpoint, "claim_batch", failing_claims):
         lb = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
         dead = _dead_letter()
@@ -78,6 +82,30 @@ def test_work_whose_claim_the_plugin_answers_with_an_error_is_dead_lettered_once
         assert claimed == [lb["task"]["id"]]
     task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
     assert task["state"] == "PENDING"  # for the reaper to publish again
+
+
+def test_work_whose_kombu_claim_the_plugin_fails_on_is_dead_lettered_once_not_retried(
+    client: TestClient, plugin: Plugin, pipeline: list[Agent]
+) -> None:
+    claimed: list[str] = []
+
+    def failing_decide(claims: list[Any]) -> Any:
+        claimed.extend(claim.task_id for claim in claims)
+        raise KeyError("a bug in deciding claims")
+
+    wait_for(lambda: all(agent.plugin.kombu_claims for agent in pipeline))
+    with mock.patch.object(plugin.claims.decider, "decide", failing_decide):
+        lb = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
+        reason = _dead_letter().headers[transport.DEAD_LETTER_REASON]
+        task_id = lb["task"]["id"]
+        assert reason.startswith(
+            f"the plugin answered the claim of task {task_id!r} with KeyError: 'a bug in"
+        )
+        wait_for(lambda: not any(agent.consumer.in_flight for agent in pipeline))
+        assert _ready_work("noop") == 0
+        time.sleep(1.0)  # longer than the first retry's backoff
+        assert claimed == [lb["task"]["id"]]
+    assert client.get(f"/v1/tasks/{lb['task']['id']}").json()["state"] == "PENDING"
 
 
 def test_a_claim_is_retried_until_the_plugin_answers(conf: cfg.ConfigOpts, plugin: Plugin) -> None:
@@ -155,7 +183,7 @@ def test_the_plugin_answers_a_claim_during_a_database_outage_with_service_unavai
     lb = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
     locked = sqlalchemy.exc.OperationalError("SELECT", {}, sqlite3.OperationalError("database is locked"))
     with (
-        mock.patch.object(queries, "tasks_for_update", side_effect=locked),
+        mock.patch.object(attempts, "for_claims", side_effect=locked),
         pytest.raises(ServiceUnavailable, match="database is unavailable"),
     ):
         plugin.endpoint.claim(

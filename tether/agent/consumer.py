@@ -23,6 +23,7 @@ from typing import Any
 
 import kombu
 
+from tether.agent.acks import Acks
 from tether.agent.claims import ClaimChannel
 from tether.agent.plugin_api import ClaimFailed, Stopping
 from tether.agent.runner import Pending, Runner
@@ -98,6 +99,7 @@ class WorkConsumer(connection.ConnectionLoop):
         self._consumer: kombu.Consumer | None = None
         self._publisher: Publisher | None = None
         self._dead_letters = dead_lettering.DeadLetters(broker, "work")
+        self._acks = Acks(multiple=False)
 
     @property
     def in_flight(self) -> int:
@@ -120,6 +122,7 @@ class WorkConsumer(connection.ConnectionLoop):
         queues = [self.broker.work_queue(k) for k in self.queue_keys]
         self.broker.declare(connection, [*queues, self.broker.results_queue()])
         self._publisher = Publisher(connection, self.broker.confirm_timeout)
+        self._acks = Acks(multiple=connection.transport.driver_type == "amqp")
         # RabbitMQ applies the prefetch to each queue's consumer; share it out.
         per_queue = max(1, math.ceil(self.prefetch / len(queues)))
         self._consumer = kombu.Consumer(
@@ -146,6 +149,7 @@ class WorkConsumer(connection.ConnectionLoop):
         self._consumer = None
         self._publisher = None
         self._dead_letters.clear()
+        self._acks.clear()
         if self.claims is not None:
             self.claims.on_disconnect()
 
@@ -219,9 +223,7 @@ class WorkConsumer(connection.ConnectionLoop):
             for entry in unbound:
                 self._done.put(entry)
             raise
-        for message, _ in finished:
-            if message is not None:
-                message.ack()
+        self._acks.ack([message for message, _ in finished if message is not None])
 
     def on_stop(self, connection: kombu.Connection) -> None:
         if self._consumer is not None and self._consuming:
@@ -244,9 +246,11 @@ class WorkConsumer(connection.ConnectionLoop):
         # kombu failed before our callback, typically decompressing a body
         # whose `compression` header lies; without this hook it would raise
         # out of the connection loop and the message would come back forever.
+        self._acks.delivered(message)
         self._dead_letters.add(message, messages.undecodable_reason("work", message.headers, exc))
 
     def _on_message(self, message: kombu.Message) -> None:
+        self._acks.delivered(message)
         try:
             work = messages.decode_work(
                 message.body,

@@ -206,6 +206,8 @@ class PluginApi:
                     exc,
                     delay,
                 )
+            except ClaimFailed:
+                raise
             except Exception as exc:
                 # oslo.messaging rebuilds the plugin's builtin exceptions
                 # (TypeError, KeyError...) as themselves, and the in-process

@@ -102,6 +102,12 @@ class ClaimServer(connection.ConnectionLoop):
             answers = self.decider.decide([c for _, _, c in wanted])
         except ServiceUnavailable as exc:
             answers = [ClaimAnswer(error_type=type(exc).__name__, error_message=exc.msg)] * len(wanted)
+        except Exception as exc:
+            # A bug, not an outage: asking again would meet it again. The
+            # agents dead-letter the work; the reaper publishes it again.
+            LOG.exception("deciding %d claim(s) failed", len(wanted))
+            error = ClaimAnswer(error_type=type(exc).__name__, error_message=str(exc).strip()[:500])
+            answers = [error] * len(wanted)
         for (request, index, _), answer in zip(wanted, answers, strict=True):
             request.answers[index] = answer
         for request in batch:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy.exc
 from sqlalchemy import orm
@@ -18,8 +19,7 @@ from tether.common import log
 from tether.common.claims import Claim, ClaimAnswer
 from tether.common.exceptions import ServiceUnavailable
 from tether.plugin import lifecycle
-from tether.plugin.db import queries
-from tether.plugin.db.models import Task
+from tether.plugin.db import attempts, queries
 from tether.plugin.providers import Providers
 
 LOG = logging.getLogger(__name__)
@@ -48,26 +48,45 @@ class ClaimDecider:
             return []
         try:
             with self._sessionmaker.begin() as session:
-                # One statement locks the batch's tasks, one deletes their outbox rows.
-                tasks = queries.tasks_for_update(session, [claim.task_id for claim in claims])
-                answers = [self._decide(session, tasks.get(claim.task_id), claim) for claim in claims]
-                # A copy the reaper put in the outbox again is moot now.
-                queries.delete_outbox_of_tasks(
-                    session,
-                    [claim.task_id for claim, answer in zip(claims, answers, strict=True) if answer.run],
-                )
-                return answers
+                return self._decide(session, claims)
         except sqlalchemy.exc.OperationalError as exc:
             LOG.warning("claims met a database outage: %s", str(exc.orig or exc).splitlines()[0])
             raise ServiceUnavailable(
                 reason="the plugin's database is unavailable; claim again shortly"
             ) from exc
 
-    def _decide(self, session: orm.Session, task: Task | None, claim: Claim) -> ClaimAnswer:
-        with log.request_context(claim.request_id):
-            return lifecycle.claim(session, self._policy, task, claim, self._bound_to(session, task))
+    def _decide(self, session: orm.Session, claims: Sequence[Claim]) -> list[ClaimAnswer]:
+        # One statement locks the batch's tasks, reading what deciding needs.
+        tasks = attempts.for_claims(session, [claim.task_id for claim in claims])
+        answers: list[ClaimAnswer | None] = []
+        taking: list[tuple[int, lifecycle.ClaimedTask, Claim, lifecycle.ClaimDecision]] = []
+        for claim in claims:
+            task = tasks.get(claim.task_id)
+            decision = lifecycle.decide_claim(self._policy, task, claim, self._bound_to(session, task))
+            if task is not None and decision.answer is None and not decision.exhausted:
+                # Two claims of one task in a batch: the first takes it, the
+                # second is decided on what the first wrote.
+                taking.append((len(answers), task, claim, decision))
+                tasks[claim.task_id] = lifecycle.taken_by(task, claim)
+            answers.append(decision.answer)
+            if decision.exhausted:
+                answers[-1] = self._abandon(session, claim, decision)
+        taken = lifecycle.take(session, self._policy, [(t, c, d) for _, t, c, d in taking])
+        for (index, *_), answer in zip(taking, taken, strict=True):
+            answers[index] = answer
+        # A copy the reaper put in the outbox again is moot now.
+        queries.delete_outbox_of_tasks(session, [claim.task_id for _, _, claim, _ in taking])
+        return [answer for answer in answers if answer is not None]
 
-    def _bound_to(self, session: orm.Session, task: Task | None) -> str | None:
+    def _abandon(self, session: orm.Session, claim: Claim, decision: lifecycle.ClaimDecision) -> ClaimAnswer:
+        """The attempt a redelivery fences off was the last: the task fails."""
+        task = queries.task_for_update(session, claim.task_id)
+        assert task is not None and decision.abandon is not None
+        with log.request_context(claim.request_id):
+            lifecycle.abandon(session, self._policy, task, "AgentLost", decision.abandon)
+        return ClaimAnswer(reason=f"task {task.id} failed: {task.error_message}")
+
+    def _bound_to(self, session: orm.Session, task: Any) -> str | None:
         """The agent a host-placed task's tree is bound to."""
         if task is None or self._providers is None or not self._providers.is_host_placed(task.provider):
             return None
