@@ -124,3 +124,29 @@ def test_a_redelivered_copy_of_an_older_attempts_message_does_not_take_over(
     assert (task_view["state"], task_view["agent_id"], task_view["attempt"]) == ("RUNNING", "b", 2)
     # b's own delivery coming back does mean b is gone.
     assert _claim_for(plugin, task_id, "c", 2, True)["attempt"] == 3
+
+
+def test_a_redelivery_in_the_same_batch_as_the_first_claim_fences_that_attempt_off(
+    client: TestClient, plugin: Plugin
+) -> None:
+    # Agent a claims and dies at once; its message comes back to b before
+    # a's claim was even decided: both claims arrive in one batch.
+    task_id = _task(client)["task"]["id"]
+    first = {
+        "task_id": task_id,
+        "agent_id": "a",
+        "claim_id": "ca",
+        "redelivered": False,
+        "driver_timeout": 60.0,
+    }
+    again = {**first, "agent_id": "b", "claim_id": "cb", "redelivered": True}
+    answers = plugin.endpoint.claim_batch({}, claims=[first, again])
+    assert [a["attempt"] for a in answers] == [1, 2]
+    task = client.get(f"/v1/tasks/{task_id}").json()
+    assert (task["state"], task["agent_id"], task["attempt"]) == ("RUNNING", "b", 2)
+    history = {h["attempt"]: h for h in task["history"]}
+    assert (
+        history[1]["outcome"] == "ABANDONED"
+        and "agent a died during attempt 1" in history[1]["error"]["message"]
+    )
+    assert history[2]["outcome"] is None and history[2]["agent_id"] == "b"
