@@ -21,7 +21,7 @@ from tether.common import connection, dead_lettering, log, messages, transport
 from tether.common.exceptions import MalformedMessage
 from tether.common.publisher import Publisher
 from tether.plugin import lifecycle
-from tether.plugin.db import queries
+from tether.plugin.db import attempts, queries
 
 LOG = logging.getLogger(__name__)
 
@@ -53,20 +53,28 @@ class ResultRecorder:
             # Without the task's own lock, a claim taking the task over could
             # commit after this read, and the result of the attempt it
             # replaced would overwrite it.
-            tasks = queries.tasks_for_update(session, [r.task_id for r in results])
-            # One statement loads the batch's resources; applying each result
-            # then finds its resource in the session instead of asking again.
-            held = queries.get_resources(session, {task.resource_id for task in tasks.values()})
-            attempts = queries.attempts_of(session, list(tasks))
-            # Finishing a task looks for the next of its tree: one statement for all.
-            queries.load_in_flight(session, {task.root_id for task in tasks.values()})
-            for result in results:
-                task = tasks.get(result.task_id)
-                if task is not None:
-                    with log.request_context(result.request_id):
-                        lifecycle.record_result(session, self.policy, task, result, attempts)
+            found = attempts.for_results(session, [r.task_id for r in results])
+            busy = attempts.busy_trees(session, {task.root_id for task in found.values()})
+            rest = lifecycle.settle_simply(
+                session, self.policy, [(found[r.task_id], r) for r in results if r.task_id in found], busy
+            )
+            if rest:
+                self._record(session, rest)
+        return {r.task_id for r in results if r.task_id not in found}
+
+    def _record(self, session: orm.Session, results: Sequence[messages.Result]) -> None:
+        """Results that decide more than their task's end, one by one."""
+        tasks = queries.tasks_for_update(session, [r.task_id for r in results])
+        # One statement loads the batch's resources; applying each result
+        # then finds its resource in the session instead of asking again.
+        held = queries.get_resources(session, {task.resource_id for task in tasks.values()})
+        history = queries.attempts_of(session, list(tasks))
+        # Finishing a task looks for the next of its tree: one statement for all.
+        queries.load_in_flight(session, {task.root_id for task in tasks.values()})
+        for result in results:
+            with log.request_context(result.request_id):
+                lifecycle.record_result(session, self.policy, tasks[result.task_id], result, history)
         del held
-        return {r.task_id for r in results if r.task_id not in tasks}
 
 
 class ResultConsumer(connection.ConnectionLoop):

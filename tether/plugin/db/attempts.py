@@ -1,26 +1,34 @@
-"""Set-based statements of the attempt path: what a batch of claims writes.
+"""Set-based statements of the attempt path: what a batch of claims, and of
+results that settle their task simply, writes.
 
 The ORM's unit of work costs more than the statements it sends (a batch of
 16 claims spent 42 % of its time flushing); these are plain Core statements,
-each sent once per batch (``executemany``), with the fencing in their
-``WHERE``: a task is taken only in the state and at the attempt its claim was
-decided on, so nothing decided on a stale read is ever written.
+built once, each sent once per batch (``executemany``), with the fencing in
+their ``WHERE``: a task is taken or settled only in the state and at the
+attempt it was decided on, so nothing decided on a stale read is written.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from tether.common.states import TaskState
-from tether.plugin.db.models import Task, TaskAttempt
+from tether.common.states import IN_FLIGHT_TASK_STATES, ProvisioningStatus, TaskState
+from tether.plugin.db.models import Resource, Task, TaskAttempt
 
 _TASKS = cast(sa.Table, Task.__table__)
 _ATTEMPTS = cast(sa.Table, TaskAttempt.__table__)
+_RESOURCES = cast(sa.Table, Resource.__table__)
+
+
+class StaleClaim(Exception):
+    """A task changed between its locked read and the write decided on it: a
+    bug in the locking, never a race this path may lose silently."""
+
 
 #: What deciding a claim reads of a task: not its desired state, which can be large.
 CLAIM_COLUMNS = (
@@ -41,10 +49,112 @@ CLAIM_COLUMNS = (
     Task.error_message,
 )
 
+#: What settling a result reads of its task.
+RESULT_COLUMNS = (
+    Task.id,
+    Task.state,
+    Task.attempt,
+    Task.root_id,
+    Task.resource_id,
+    Task.resource_type,
+    Task.operation,
+    Task.generation,
+    Task.provider,
+    Task.callback_url,
+    Task.agent_id,
+    Task.created_at,
+)
 
-class StaleClaim(Exception):
-    """A task changed between its locked read and the claim's write: a bug
-    in the locking, never a race this path should lose silently."""
+_TAKE = (
+    _TASKS.update()
+    .where(
+        _TASKS.c.id == sa.bindparam("b_id"),
+        _TASKS.c.state == sa.bindparam("b_was_state"),
+        _TASKS.c.attempt == sa.bindparam("b_was_attempt"),
+    )
+    .values(
+        state=TaskState.RUNNING.value,
+        attempt=sa.bindparam("b_attempt"),
+        agent_id=sa.bindparam("b_agent_id"),
+        claim_id=sa.bindparam("b_claim_id"),
+        claimed_for=sa.bindparam("b_claimed_for"),
+        running_at=sa.bindparam("b_running_at"),
+        deadline=sa.bindparam("b_deadline"),
+        updated_at=sa.bindparam("b_running_at"),
+    )
+)
+
+_CLOSE_ATTEMPT = (
+    _ATTEMPTS.update()
+    .where(
+        _ATTEMPTS.c.task_id == sa.bindparam("b_task_id"),
+        _ATTEMPTS.c.attempt == sa.bindparam("b_attempt"),
+        _ATTEMPTS.c.outcome.is_(None),
+    )
+    .values(
+        outcome=sa.bindparam("b_outcome"),
+        finished_at=sa.bindparam("b_now"),
+        error_type=sa.bindparam("b_error_type"),
+        error_message=sa.bindparam("b_error_message"),
+        applied=sa.bindparam("b_applied"),
+    )
+)
+
+_SUCCEED = (
+    _TASKS.update()
+    .where(
+        _TASKS.c.id == sa.bindparam("b_id"),
+        _TASKS.c.state == TaskState.RUNNING.value,
+        _TASKS.c.attempt == sa.bindparam("b_attempt"),
+    )
+    .values(
+        state=TaskState.SUCCEEDED.value,
+        finished_at=sa.bindparam("b_now"),
+        deadline=None,
+        host=sa.func.coalesce(sa.bindparam("b_host", type_=sa.String), _TASKS.c.host),
+        updated_at=sa.bindparam("b_now"),
+    )
+)
+
+# The device holds this generation now: copied from the task in SQL,
+# without reading the desired state into the plugin.
+_APPLIED = (
+    _RESOURCES.update()
+    .where(
+        _RESOURCES.c.id == sa.bindparam("b_resource_id"),
+        _RESOURCES.c.applied_generation <= sa.bindparam("b_generation"),
+    )
+    .values(
+        applied_generation=sa.bindparam("b_generation"),
+        applied_attributes=sa.select(_TASKS.c.desired)
+        .where(_TASKS.c.id == sa.bindparam("b_id"))
+        .scalar_subquery(),
+        updated_at=sa.bindparam("b_now"),
+    )
+)
+
+_ACTIVE = (
+    _RESOURCES.update()
+    .where(
+        _RESOURCES.c.id == sa.bindparam("b_resource_id"),
+        _RESOURCES.c.generation == sa.bindparam("b_generation"),
+    )
+    .values(provisioning_status=ProvisioningStatus.ACTIVE.value, last_error=None)
+)
+
+_OPERATING_STATUS = (
+    _RESOURCES.update()
+    .where(
+        _RESOURCES.c.id == sa.bindparam("b_resource_id"), _RESOURCES.c.root_id == sa.bindparam("b_root_id")
+    )
+    .values(operating_status=sa.bindparam("b_status"))
+)
+
+_OPEN_ATTEMPT = (
+    sa.select(TaskAttempt.id)
+    .where(TaskAttempt.task_id == Task.id, TaskAttempt.attempt == Task.attempt, TaskAttempt.outcome.is_(None))
+    .exists()
+)
 
 
 def for_claims(session: orm.Session, task_ids: Sequence[str]) -> dict[str, Any]:
@@ -59,63 +169,99 @@ def for_claims(session: orm.Session, task_ids: Sequence[str]) -> dict[str, Any]:
     return {row.id: row for row in session.execute(query).all()}
 
 
-def take(session: orm.Session, takes: Sequence[dict[str, Any]]) -> None:
-    """Make tasks RUNNING; each dict holds ``id``, the ``was_state`` and
+def for_results(session: orm.Session, task_ids: Sequence[str]) -> dict[str, Any]:
+    """The tasks of a result batch, locked in id order, with ``open_attempt``:
+    whether their current attempt's history row is still open."""
+    query = (
+        sa.select(*RESULT_COLUMNS, _OPEN_ATTEMPT.label("open_attempt"))
+        .where(Task.id.in_(sorted(set(task_ids))))
+        .order_by(Task.id)
+        .with_for_update(of=Task)
+    )
+    return {row.id: row for row in session.execute(query).all()}
+
+
+def busy_trees(session: orm.Session, root_ids: Iterable[str]) -> set[str]:
+    """Those of the trees with more than one unfinished task: finishing one
+    of them dispatches the next."""
+    query = (
+        sa.select(Task.root_id)
+        .where(Task.root_id.in_(sorted(set(root_ids))), Task.state.in_(list(IN_FLIGHT_TASK_STATES)))
+        .group_by(Task.root_id)
+        .having(sa.func.count() > 1)
+    )
+    return set(session.scalars(query))
+
+
+def take(session: orm.Session, takes: Sequence[Mapping[str, Any]]) -> None:
+    """Make tasks RUNNING; each mapping holds ``id``, the ``was_state`` and
     ``was_attempt`` it was decided on, and the new ``attempt``, ``agent_id``,
     ``claim_id``, ``claimed_for``, ``running_at`` and ``deadline``.
 
     :raises StaleClaim: when a task was not in the state it was read in.
     """
-    if not takes:
-        return
-    statement = (
-        _TASKS.update()
-        .where(
-            _TASKS.c.id == sa.bindparam("b_id"),
-            _TASKS.c.state == sa.bindparam("b_was_state"),
-            _TASKS.c.attempt == sa.bindparam("b_was_attempt"),
-        )
-        .values(
-            state=TaskState.RUNNING.value,
-            attempt=sa.bindparam("b_attempt"),
-            agent_id=sa.bindparam("b_agent_id"),
-            claim_id=sa.bindparam("b_claim_id"),
-            claimed_for=sa.bindparam("b_claimed_for"),
-            running_at=sa.bindparam("b_running_at"),
-            deadline=sa.bindparam("b_deadline"),
-            updated_at=sa.bindparam("b_running_at"),
-        )
-    )
-    result = session.connection().execute(statement, [{f"b_{k}": v for k, v in t.items()} for t in takes])
-    if result.rowcount != len(takes):
-        raise StaleClaim(
-            f"{len(takes) - result.rowcount} of {len(takes)} claimed tasks changed under their lock"
-        )
+    _execute_fenced(session, _TAKE, takes, "claimed")
 
 
-def close_attempts(session: orm.Session, closes: Sequence[dict[str, Any]], now: datetime.datetime) -> None:
-    """Close attempts that are still open; dicts of ``task_id``, ``attempt``,
+def close_attempts(session: orm.Session, closes: Sequence[Mapping[str, Any]], now: datetime.datetime) -> None:
+    """Close attempts that are still open; mappings of ``task_id``, ``attempt``,
     ``outcome``, ``error_type`` and ``error_message``."""
-    if not closes:
-        return
-    statement = (
-        _ATTEMPTS.update()
-        .where(
-            _ATTEMPTS.c.task_id == sa.bindparam("b_task_id"),
-            _ATTEMPTS.c.attempt == sa.bindparam("b_attempt"),
-            _ATTEMPTS.c.outcome.is_(None),
-        )
-        .values(
-            outcome=sa.bindparam("b_outcome"),
-            finished_at=now,
-            error_type=sa.bindparam("b_error_type"),
-            error_message=sa.bindparam("b_error_message"),
-        )
-    )
-    session.connection().execute(statement, [{f"b_{k}": v for k, v in c.items()} for c in closes])
+    _execute(session, _CLOSE_ATTEMPT, [{**c, "applied": False, "now": now} for c in closes])
 
 
-def open_attempts(session: orm.Session, opens: Sequence[dict[str, Any]]) -> None:
-    """History rows of new attempts, each a dict of the same columns."""
+def open_attempts(session: orm.Session, opens: Sequence[Mapping[str, Any]]) -> None:
+    """History rows of new attempts, each a mapping of the same columns."""
     if opens:
         session.connection().execute(_ATTEMPTS.insert(), [{**o, "applied": False} for o in opens])
+
+
+def succeed(session: orm.Session, settled: Sequence[Mapping[str, Any]], now: datetime.datetime) -> None:
+    """RUNNING → SUCCEEDED for tasks at their current attempt, their attempt
+    closed as applied, their resource's desired state recorded as applied.
+
+    Each mapping holds the task's ``id``, ``attempt``, ``host``,
+    ``resource_id`` and ``generation``.
+
+    :raises StaleClaim: when a task was not RUNNING at that attempt.
+    """
+    rows = [{**s, "now": now} for s in settled]
+    _execute_fenced(session, _SUCCEED, rows, "settled")
+    _execute(
+        session,
+        _CLOSE_ATTEMPT,
+        [
+            {
+                "task_id": s["id"],
+                "attempt": s["attempt"],
+                "outcome": TaskState.SUCCEEDED.value,
+                "applied": True,
+            }
+            | {"error_type": None, "error_message": None, "now": now}
+            for s in settled
+        ],
+    )
+    _execute(session, _APPLIED, rows)
+    _execute(
+        session, _ACTIVE, [{"resource_id": s["resource_id"], "generation": s["generation"]} for s in settled]
+    )
+
+
+def set_operating_statuses(session: orm.Session, statuses: Sequence[Mapping[str, Any]]) -> None:
+    """Operating statuses a driver reported; mappings of ``resource_id``,
+    ``root_id`` (a driver speaks only for its own tree) and ``status``."""
+    _execute(session, _OPERATING_STATUS, statuses)
+
+
+def _execute(session: orm.Session, statement: sa.Update, rows: Sequence[Mapping[str, Any]]) -> int:
+    if not rows:
+        return 0
+    result = session.connection().execute(statement, [{f"b_{k}": v for k, v in row.items()} for row in rows])
+    return int(result.rowcount)
+
+
+def _execute_fenced(
+    session: orm.Session, statement: sa.Update, rows: Sequence[Mapping[str, Any]], what: str
+) -> None:
+    written = _execute(session, statement, rows)
+    if written != len(rows):
+        raise StaleClaim(f"{len(rows) - written} of {len(rows)} {what} tasks changed under their lock")
