@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from tests.unit.conftest import claim, finish
 from tether.common.messages import Result
 from tether.common.states import Outcome
+from tether.plugin.db.models import Resource
 from tether.plugin.service import Plugin
 
 
@@ -121,3 +122,38 @@ def test_operating_status_reports_apply_only_inside_the_tasks_tree(
     finish(plugin, a["task"]["id"], statuses={a["id"]: "DEGRADED", b["id"]: "OFFLINE"})
     assert client.get(f"/v1/loadbalancers/{a['id']}").json()["operating_status"] == "DEGRADED"
     assert client.get(f"/v1/loadbalancers/{b['id']}").json()["operating_status"] == "UNKNOWN"
+
+
+def test_a_success_records_the_desired_state_as_applied_and_closes_its_attempt(
+    client: TestClient, plugin: Plugin
+) -> None:
+    lb = _create(client)
+    finish(plugin, lb["task"]["id"])
+    update = client.put(f"/v1/loadbalancers/{lb['id']}", json={"name": "renamed"}).json()
+    answer = claim(plugin, update["task"]["id"], agent_id="agent-b")
+    plugin.results.recorder.record([_result(update["task"]["id"], host="host-b")])
+    view = client.get(f"/v1/loadbalancers/{lb['id']}").json()
+    assert (view["provisioning_status"], view["generation"], view["applied_generation"]) == ("ACTIVE", 2, 2)
+    assert view["in_sync"] is True
+    with plugin.sessionmaker() as session:
+        resource = session.get(Resource, lb["id"])
+        assert resource is not None and resource.applied_attributes == resource.attributes
+        assert resource.applied_attributes["name"] == "renamed"
+    task = client.get(f"/v1/tasks/{update['task']['id']}").json()
+    assert (task["state"], task["host"], task["attempt"]) == ("SUCCEEDED", "host-b", answer["attempt"])
+    assert [(h["outcome"], h["applied"]) for h in task["history"]] == [("SUCCEEDED", True)]
+
+
+def test_two_results_of_one_attempt_in_one_batch_settle_the_task_once(
+    client: TestClient, plugin: Plugin
+) -> None:
+    lb = _create(client)
+    task_id = lb["task"]["id"]
+    claim(plugin, task_id)
+    plugin.results.recorder.record(
+        [_result(task_id), _result(task_id, Outcome.FAILED, error_type="X", error_message="late copy")]
+    )
+    task = client.get(f"/v1/tasks/{task_id}").json()
+    assert task["state"] == "SUCCEEDED" and task["error"] is None
+    assert [(h["outcome"], h["applied"]) for h in task["history"]] == [("SUCCEEDED", True)]
+    assert client.get(f"/v1/loadbalancers/{lb['id']}").json()["provisioning_status"] == "ACTIVE"
