@@ -120,7 +120,7 @@ def decode_claim(raw: msgspec.Raw, index: int) -> Claim:
     """:raises MalformedMessage: naming the claim and the field it breaks."""
     try:
         return _CLAIM.decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise MalformedMessage(reason=f"claims[{index}] of the claims request: {_where(exc)}") from exc
 
 
@@ -132,8 +132,10 @@ def decode_reply(raw: bytes) -> list[ClaimAnswer]:
 def _decode(decoder: msgspec.json.Decoder[_T], raw: bytes, kind: str) -> _T:
     try:
         version = msgspec.json.decode(raw, type=_Versioned).version
-    except msgspec.DecodeError as exc:
-        raise MalformedMessage(reason=f"the {kind} is not a versioned JSON object: {_where(exc)}") from exc
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise MalformedMessage(
+            reason=f"the {kind} cannot be read as a JSON object with a schema version: {_where(exc)}"
+        ) from exc
     if version not in KNOWN_VERSIONS:
         raise MalformedMessage(
             reason=f"{kind} schema version {version} is unknown to this process (it knows "
@@ -141,7 +143,7 @@ def _decode(decoder: msgspec.json.Decoder[_T], raw: bytes, kind: str) -> _T:
         )
     try:
         return decoder.decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise MalformedMessage(reason=f"the {kind} breaks its schema: {_where(exc)}") from exc
 
 
@@ -149,6 +151,6 @@ class _Versioned(msgspec.Struct):
     version: int
 
 
-def _where(exc: msgspec.DecodeError) -> str:
-    text = str(exc)
+def _where(exc: Exception) -> str:
+    text = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
     return text if len(text) <= 300 else f"{text[:300]}…"
