@@ -74,8 +74,7 @@ class ClaimDecider:
         taken = lifecycle.take(session, self._policy, [(t, c, d) for _, t, c, d in taking])
         for (index, *_), answer in zip(taking, taken, strict=True):
             answers[index] = answer
-        # A copy the reaper put in the outbox again is moot now.
-        queries.delete_outbox_of_tasks(session, [claim.task_id for _, _, claim, _ in taking])
+        attempts.delete_outbox(session, [claim.task_id for _, _, claim, _ in taking])
         return [answer for answer in answers if answer is not None]
 
     def _abandon(self, session: orm.Session, claim: Claim, decision: lifecycle.ClaimDecision) -> ClaimAnswer:

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from tether.common.states import IN_FLIGHT_TASK_STATES, ProvisioningStatus, TaskState
-from tether.plugin.db.models import Resource, Task, TaskAttempt
+from tether.plugin.db.models import Outbox, Resource, Task, TaskAttempt
 
 _TASKS = cast(sa.Table, Task.__table__)
 _ATTEMPTS = cast(sa.Table, TaskAttempt.__table__)
@@ -157,40 +157,52 @@ _OPEN_ATTEMPT = (
 )
 
 
+_FOR_CLAIMS = (
+    sa.select(*CLAIM_COLUMNS)
+    .where(Task.id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(Task.id)
+    .with_for_update()
+)
+
+_FOR_RESULTS = (
+    sa.select(*RESULT_COLUMNS, _OPEN_ATTEMPT.label("open_attempt"))
+    .where(Task.id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(Task.id)
+    .with_for_update(of=Task)
+)
+
+_BUSY_TREES = (
+    sa.select(Task.root_id)
+    .where(Task.root_id.in_(sa.bindparam("ids", expanding=True)), Task.state.in_(list(IN_FLIGHT_TASK_STATES)))
+    .group_by(Task.root_id)
+    .having(sa.func.count() > 1)
+)
+
+_DELETE_OUTBOX = sa.delete(Outbox).where(Outbox.task_id.in_(sa.bindparam("ids", expanding=True)))
+
+
 def for_claims(session: orm.Session, task_ids: Sequence[str]) -> dict[str, Any]:
     """The tasks of a claim batch, locked in id order (two batches cannot
     deadlock on PostgreSQL), by id."""
-    query = (
-        sa.select(*CLAIM_COLUMNS)
-        .where(Task.id.in_(sorted(set(task_ids))))
-        .order_by(Task.id)
-        .with_for_update()
-    )
-    return {row.id: row for row in session.execute(query).all()}
+    return {row.id: row for row in session.execute(_FOR_CLAIMS, {"ids": sorted(set(task_ids))}).all()}
 
 
 def for_results(session: orm.Session, task_ids: Sequence[str]) -> dict[str, Any]:
     """The tasks of a result batch, locked in id order, with ``open_attempt``:
     whether their current attempt's history row is still open."""
-    query = (
-        sa.select(*RESULT_COLUMNS, _OPEN_ATTEMPT.label("open_attempt"))
-        .where(Task.id.in_(sorted(set(task_ids))))
-        .order_by(Task.id)
-        .with_for_update(of=Task)
-    )
-    return {row.id: row for row in session.execute(query).all()}
+    return {row.id: row for row in session.execute(_FOR_RESULTS, {"ids": sorted(set(task_ids))}).all()}
 
 
 def busy_trees(session: orm.Session, root_ids: Iterable[str]) -> set[str]:
     """Those of the trees with more than one unfinished task: finishing one
     of them dispatches the next."""
-    query = (
-        sa.select(Task.root_id)
-        .where(Task.root_id.in_(sorted(set(root_ids))), Task.state.in_(list(IN_FLIGHT_TASK_STATES)))
-        .group_by(Task.root_id)
-        .having(sa.func.count() > 1)
-    )
-    return set(session.scalars(query))
+    return set(session.scalars(_BUSY_TREES, {"ids": sorted(set(root_ids))}))
+
+
+def delete_outbox(session: orm.Session, task_ids: Sequence[str]) -> None:
+    """The outbox rows of claimed tasks: a copy the reaper put there again is moot now."""
+    if task_ids:
+        session.connection().execute(_DELETE_OUTBOX, {"ids": list(task_ids)})
 
 
 def take(session: orm.Session, takes: Sequence[Mapping[str, Any]]) -> None:
