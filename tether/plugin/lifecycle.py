@@ -135,7 +135,7 @@ def enqueue(
             task_id=task.id,
             exchange=transport.WORK_EXCHANGE,
             routing_key=routing_key,
-            payload=messages.encode(message.to_body()).decode(),
+            payload=messages.encode(message).decode(),
             request_id=task.request_id,
             not_before=not_before,
         )

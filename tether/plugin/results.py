@@ -18,7 +18,7 @@ import sqlalchemy.exc
 from oslo_config import cfg
 from sqlalchemy import orm
 
-from tether.common import connection, dead_lettering, log, messages, transport
+from tether.common import connection, dead_lettering, log, messages, transport, wire
 from tether.common.exceptions import MalformedMessage
 from tether.common.publisher import Publisher
 from tether.common.states import Outcome, TaskState
@@ -94,22 +94,14 @@ class ResultRecorder:
         task.host = result.host[:255] if result.host else task.host
         if result.outcome == Outcome.SUCCEEDED:
             lifecycle.succeed(session, self.policy, task, result.statuses)
-        elif result.retryable:
-            lifecycle.retry_or_fail(
-                session,
-                self.policy,
-                task,
-                result.error_type or "Error",
-                result.error_message or "the driver failed",
-            )
         else:
-            lifecycle.fail(
-                session,
-                self.policy,
-                task,
-                result.error_type or "Error",
-                result.error_message or "the driver failed",
-            )
+            error = result.error
+            error_type = error.type if error and error.type else "Error"
+            reason = error.message if error and error.message else "the driver failed"
+            if error is not None and error.retryable:
+                lifecycle.retry_or_fail(session, self.policy, task, error_type, reason)
+            else:
+                lifecycle.fail(session, self.policy, task, error_type, reason)
 
     @staticmethod
     def _remember(
@@ -135,8 +127,8 @@ class ResultRecorder:
         row.finished_at = utcnow()
         row.outcome = result.outcome.value
         row.applied = applied
-        row.error_type = result.error_type[:64] if result.error_type else None
-        row.error_message = result.error_message
+        row.error_type = result.error.type[:64] if result.error and result.error.type else None
+        row.error_message = result.error.message if result.error else None
 
 
 class ResultConsumer(connection.ConnectionLoop):
@@ -238,11 +230,11 @@ class ResultConsumer(connection.ConnectionLoop):
     def _on_undecodable(self, message: kombu.Message, exc: Exception) -> None:
         # See WorkConsumer: kombu fails before our callback on a lying
         # `compression` header, and would otherwise raise out of the loop.
-        self._dead_letters.add(message, messages.undecodable_reason("result", message.headers, exc))
+        self._dead_letters.add(message, wire.undecodable_reason("result", message.headers, exc))
 
     def _on_message(self, message: kombu.Message) -> None:
         try:
-            result = messages.decode_result(
+            result = wire.decode_result(
                 message.body,
                 getattr(message, "content_type", None),
                 getattr(message, "content_encoding", None),
