@@ -84,6 +84,27 @@ def test_messages_keep_the_version_1_wire_format() -> None:
     }
 
 
+def test_work_as_the_previous_release_wrote_it_is_read() -> None:
+    # json.dumps(sort_keys=True) of the old Work.to_body(): no children on the resource.
+    resource = {
+        "attributes": {"name": "lb"},
+        "id": "r",
+        "parent_id": None,
+        "project_id": "p",
+        "type": "loadbalancer",
+    }
+    body = {
+        "kind": "work",
+        "resource": resource,
+        "task": dict(msgspec.to_builtins(sample_work("noop").task)) | {"request_id": "req-1"},
+        "tree": resource | {"children": [resource | {"id": "c", "parent_id": "r", "type": "listener"}]},
+        "version": 1,
+    }
+    work = wire.decode_work(json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
+    assert (work.task_id, work.request_id, work.resource.children) == ("t", "req-1", [])
+    assert [child.id for child in work.tree.children] == ["c"]
+
+
 def test_a_previous_release_body_without_optional_fields_is_read() -> None:
     body = {
         "version": 1,
