@@ -37,11 +37,11 @@ Id = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[^\x00
 Counter = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
 
 
-class _Unstated(enum.IntEnum):
+class _Implied(enum.IntEnum):
     VERSION = VERSION
 
 
-class _UnstatedKind(enum.StrEnum):
+class _ImpliedKind(enum.StrEnum):
     WORK = "work"
     RESULT = "result"
 
@@ -51,9 +51,9 @@ class _UnstatedKind(enum.StrEnum):
 # object, which is how a decoded message that never stated its version or
 # kind is told from one that did: the wire requires both, the constructors
 # should not.
-_IMPLIED_VERSION: int = _Unstated.VERSION
-_IMPLIED_WORK = cast(Literal["work"], _UnstatedKind.WORK)
-_IMPLIED_RESULT = cast(Literal["result"], _UnstatedKind.RESULT)
+_IMPLIED_VERSION: int = _Implied.VERSION
+_IMPLIED_WORK = cast(Literal["work"], _ImpliedKind.WORK)
+_IMPLIED_RESULT = cast(Literal["result"], _ImpliedKind.RESULT)
 
 
 class WorkTask(msgspec.Struct, frozen=True, kw_only=True):
