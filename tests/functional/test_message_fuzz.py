@@ -30,7 +30,8 @@ import kombu
 import pytest
 from oslo_config import cfg
 
-from tether.common import messages, rpc, transport
+from tether.common import messages, rpc, transport, wire
+from tether.common.states import Operation
 
 from .daemons import Database, Deployment, free_port
 from .rabbitmq import RabbitMQNode
@@ -84,41 +85,41 @@ class Bodies:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
     def work(self, provider: str) -> dict[str, Any]:
-        resource = {
-            "type": "loadbalancer",
-            "id": self.uid(),
-            "project_id": "fuzz",
-            "parent_id": None,
-            "attributes": {"name": "fuzz", "vip_address": "192.0.2.1"},
-            "children": [],
-        }
-        task = {
-            "id": self.uid(),
-            "operation": self.rng.choice(["create", "update", "delete"]),
-            "resource_type": "loadbalancer",
-            "resource_id": resource["id"],
-            "root_id": resource["id"],
-            "generation": self.rng.randint(1, 5),
-            "attempt": self.rng.randint(1, 3),
-            "project_id": "fuzz",
-            "request_id": f"req-{self.uid()}",
-            "provider": provider,
-        }
-        return messages.Work(task=task, resource=resource, tree=resource).to_body()
+        resource = messages.DesiredResource(
+            type="loadbalancer",
+            id=self.uid(),
+            project_id="fuzz",
+            attributes={"name": "fuzz", "vip_address": "192.0.2.1"},
+        )
+        task = messages.WorkTask(
+            id=self.uid(),
+            operation=self.rng.choice(list(Operation)),
+            resource_type="loadbalancer",
+            resource_id=resource.id,
+            root_id=resource.id,
+            generation=self.rng.randint(1, 5),
+            attempt=self.rng.randint(1, 3),
+            project_id="fuzz",
+            request_id=f"req-{self.uid()}",
+            provider=provider,
+        )
+        return _builtins(messages.Work(task=task, resource=resource, tree=resource))
 
     def result(self) -> dict[str, Any]:
-        return messages.Result(
-            task_id=self.uid(),
-            attempt=self.rng.randint(1, 3),
-            outcome=self.rng.choice(list(messages.Outcome)),
-            agent_id="fuzz-agent",
-            host="fuzz-host",
-            statuses={self.uid(): "ONLINE"},
-            error_type=self.rng.choice([None, "DeviceUnreachable"]),
-            error_message="fuzz",
-            started_at=messages.now(),
-            finished_at=messages.now(),
-        ).to_body()
+        error_type = self.rng.choice([None, "DeviceUnreachable"])
+        return _builtins(
+            messages.Result(
+                task_id=self.uid(),
+                attempt=self.rng.randint(1, 3),
+                outcome=self.rng.choice(list(messages.Outcome)),
+                agent_id="fuzz-agent",
+                host="fuzz-host",
+                statuses={self.uid(): "ONLINE"},
+                error=messages.ReportedError(type=error_type, message="fuzz") if error_type else None,
+                started_at=messages.now(),
+                finished_at=messages.now(),
+            )
+        )
 
     def junk(self, depth: int = 0) -> Any:
         """A random JSON value of some type."""
@@ -199,6 +200,11 @@ def _json(body: Any) -> bytes:
     return json.dumps(body).encode()
 
 
+def _builtins(message: messages.Work | messages.Result) -> dict[str, Any]:
+    # A fresh tree of dicts each time: a Work may share one struct between resource and tree.
+    return dict(json.loads(messages.encode(message)))
+
+
 class Generator:
     """Bad messages for the work queues and the results queue, from one seed."""
 
@@ -242,15 +248,14 @@ class Generator:
             body = self.bodies.work(queue.removeprefix("tether.work.").split(".")[0])
         else:
             body = self.bodies.result()
-        # A copy: Work shares one dict between resource and tree.
-        return dict(json.loads(json.dumps(body)))
+        return body
 
     def random_bytes(self, kind: str, queue: str) -> Case:
         body = self.rng.randbytes(self.rng.randint(0, 2048))
         return Case("random bytes", queue, body, (*NOT_JSON, "not a JSON object"))
 
     def truncated(self, kind: str, queue: str) -> Case:
-        whole = messages.encode(self.valid(kind, queue))
+        whole = _json(self.valid(kind, queue))
         return Case("truncated", queue, whole[: self.rng.randrange(len(whole))], NOT_JSON)
 
     def wrong_version(self, kind: str, queue: str) -> Case:
@@ -272,7 +277,7 @@ class Generator:
     def missing_field(self, kind: str, queue: str) -> Case:
         path = self.rng.choice(_REQUIRED[kind])
         body = _delete(self.valid(kind, queue), path)
-        return Case(f"no {'.'.join(path)}", queue, _json(body), (f"'{path[-1]}' is a required property",))
+        return Case(f"no {'.'.join(path)}", queue, _json(body), (f"missing required field `{path[-1]}`",))
 
     def extra_fields(self, kind: str, queue: str) -> Case:
         # New optional fields keep the version: the message is read, and
@@ -421,7 +426,7 @@ class Generator:
             return self.unknown_ids(kind, queue)
         self.oversized += 1
         body = self.valid(kind, queue)
-        padding = "p" * (messages.MAX_BODY_BYTES + self.rng.randint(1, 4096))
+        padding = "p" * (wire.MAX_BODY_BYTES + self.rng.randint(1, 4096))
         _set(body, ("resource", "attributes", "padding") if kind == "work" else ("error_padding",), padding)
         return Case("oversized", queue, _json(body), ("bytes, more than",))
 

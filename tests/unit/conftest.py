@@ -15,7 +15,7 @@ from oslo_config import cfg
 from tether.agent import driver_manager
 from tether.agent import service as agent_service
 from tether.common import config, messages, rpc
-from tether.common.states import Outcome
+from tether.common.states import Operation, Outcome
 from tether.plugin import opts as plugin_opts
 from tether.plugin.service import Plugin
 
@@ -125,16 +125,16 @@ def finish(plugin: Plugin, task_id: str, outcome: str = "SUCCEEDED", **result: A
 
 def sample_work(provider: str) -> messages.Work:
     """A valid work message: create loadbalancer ``r`` with ``provider``."""
-    resource = {"type": "loadbalancer", "id": "r", "project_id": "p", "attributes": {}}
-    task = {
-        "id": "t",
-        "operation": "create",
-        "resource_type": "loadbalancer",
-        "resource_id": "r",
-        "root_id": "r",
-        "generation": 1,
-        "attempt": 1,
-        "project_id": "p",
-        "provider": provider,
-    }
+    resource = messages.DesiredResource(type="loadbalancer", id="r", project_id="p", attributes={})
+    task = messages.WorkTask(
+        id="t",
+        operation=Operation.CREATE,
+        resource_type="loadbalancer",
+        resource_id="r",
+        root_id="r",
+        generation=1,
+        attempt=1,
+        project_id="p",
+        provider=provider,
+    )
     return messages.Work(task=task, resource=resource, tree=resource)

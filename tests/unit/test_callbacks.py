@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from oslo_config import cfg
 
 from tests.unit.conftest import finish, wait_for
+from tether.common.messages import ReportedError
 from tether.plugin.service import Plugin
 
 SECRET = "s3cret"
@@ -107,7 +108,7 @@ def test_a_failing_receiver_is_retried_until_it_takes_the_callback(armed: Plugin
             lb = client.post(
                 "/v1/loadbalancers", json={"provider": "noop"}, headers={"Callback-URL": receiver.url}
             ).json()
-            finish(armed, lb["task"]["id"], "FAILED", error_type="DriverError", error_message="nope")
+            finish(armed, lb["task"]["id"], "FAILED", error=ReportedError(type="DriverError", message="nope"))
             with armed.sessionmaker.begin() as session:  # skip the backoff waits
                 session.execute(sa.text("UPDATE callbacks SET next_attempt_at = '2000-01-01'"))
             for _ in range(3):

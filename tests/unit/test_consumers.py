@@ -76,7 +76,7 @@ class GatedDriver(Driver):
 
 
 def _work_body() -> bytes:
-    return messages.encode(sample_work("gated").to_body())
+    return messages.encode(sample_work("gated"))
 
 
 @pytest.fixture
@@ -137,9 +137,7 @@ class FlakyRecorder(ResultRecorder):
 
 def _result(task_id: str) -> StandInMessage:
     return StandInMessage(
-        messages.encode(
-            messages.Result(task_id=task_id, attempt=1, outcome=Outcome.SUCCEEDED, agent_id="a").to_body()
-        )
+        messages.encode(messages.Result(task_id=task_id, attempt=1, outcome=Outcome.SUCCEEDED, agent_id="a"))
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import hypothesis
 import kombu
+import msgspec
 import pytest
 from hypothesis import strategies as st
 from oslo_config import cfg
@@ -17,7 +18,7 @@ from oslo_config import cfg
 from tests.unit.conftest import sample_work, wait_for
 from tether.agent.consumer import WorkConsumer
 from tether.agent.runner import Runner
-from tether.common import messages, transport
+from tether.common import messages, transport, wire
 from tether.common.exceptions import MalformedMessage
 from tether.common.states import Outcome
 
@@ -29,15 +30,15 @@ json_values = st.recursive(
     max_leaves=20,
 )
 
-DECODERS = {"work": messages.decode_work, "result": messages.decode_result}
+DECODERS = {"work": wire.decode_work, "result": wire.decode_result}
 
 
 def _valid(kind: str) -> dict[str, Any]:
     if kind == "work":
-        body = sample_work("noop").to_body()
-    else:
-        body = messages.Result(task_id="t", attempt=1, outcome=Outcome.FAILED, agent_id="a").to_body()
-    return dict(json.loads(json.dumps(body)))
+        return dict(msgspec.to_builtins(sample_work("noop")))
+    return dict(
+        msgspec.to_builtins(messages.Result(task_id="t", attempt=1, outcome=Outcome.FAILED, agent_id="a"))
+    )
 
 
 def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -88,14 +89,14 @@ def test_a_message_with_one_value_replaced_is_refused_or_can_be_carried_on(kind:
     decoded = _decode_or_refuse(kind, json.dumps(body).encode())
     if decoded is not None:
         # Whatever is accepted can be stored and sent on without surprises.
-        messages.encode(decoded.to_body()).decode("utf-8")
+        messages.encode(decoded).decode("utf-8")
 
 
 @pytest.mark.parametrize("kind", DECODERS)
 @SETTINGS
 @hypothesis.given(data=st.data())
 def test_a_truncated_message_is_refused_as_not_json(kind: str, data: Any) -> None:
-    raw = messages.encode(_valid(kind))
+    raw = json.dumps(_valid(kind)).encode()
     cut = data.draw(st.integers(0, len(raw) - 1))
     with pytest.raises(MalformedMessage, match=r"not JSON|is empty"):
         DECODERS[kind](raw[:cut])
@@ -115,7 +116,7 @@ def test_a_truncated_message_is_refused_as_not_json(kind: str, data: Any) -> Non
 def test_a_wrong_version_of_any_type_is_named(version: Any, words: str) -> None:
     body = _valid("work") | {"version": version}
     with pytest.raises(MalformedMessage, match=words):
-        messages.decode_work(json.dumps(body).encode())
+        wire.decode_work(json.dumps(body).encode())
 
 
 @pytest.mark.parametrize(
@@ -125,31 +126,31 @@ def test_a_wrong_version_of_any_type_is_named(version: Any, words: str) -> None:
         ('{"version": 1}'.encode("utf-16"), "not UTF-8"),
         (b'{"version": 1, "n": NaN}', "NaN is not a JSON number"),
         (b'{"version": 1, "kind": "work", "s": "\xed\xa0\x80"}', "not UTF-8"),
-        (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "not a JSON object but a JSON array"),
         (b"   ", "is empty"),
         (b"[]", "not a JSON object but a JSON array"),
     ],
 )
 def test_bodies_json_loads_would_take_or_choke_on_are_refused_with_a_reason(raw: bytes, words: str) -> None:
     with pytest.raises(MalformedMessage, match=words):
-        messages.decode_work(raw)
+        wire.decode_work(raw)
 
 
 def test_a_lone_surrogate_is_refused_naming_where_it_is() -> None:
     raw = json.dumps(_valid("work")).replace('"id": "t"', '"id": "t\\udc00"').encode()
     with pytest.raises(MalformedMessage, match=r"lone UTF-16 surrogate in a string at \$\.task\.id"):
-        messages.decode_work(raw)
+        wire.decode_work(raw)
 
 
 def test_a_paired_surrogate_escape_is_an_ordinary_character() -> None:
     raw = json.dumps(_valid("work")).replace('"id": "t"', '"id": "t\\ud83d\\ude00"').encode()
-    assert messages.decode_work(raw).task_id == "t\N{GRINNING FACE}"
+    assert wire.decode_work(raw).task_id == "t\N{GRINNING FACE}"
 
 
 def test_an_oversized_body_is_refused_before_it_is_parsed() -> None:
-    raw = b"{" + b" " * messages.MAX_BODY_BYTES + b"}"
-    with pytest.raises(MalformedMessage, match=f"more than the {messages.MAX_BODY_BYTES}"):
-        messages.decode_result(raw)
+    raw = b"{" + b" " * wire.MAX_BODY_BYTES + b"}"
+    with pytest.raises(MalformedMessage, match=f"more than the {wire.MAX_BODY_BYTES}"):
+        wire.decode_result(raw)
 
 
 @pytest.mark.parametrize(
@@ -164,7 +165,7 @@ def test_properties_that_say_the_body_is_not_utf8_json_are_named(
     content_type: str, content_encoding: str | None, words: str
 ) -> None:
     with pytest.raises(MalformedMessage, match=words):
-        messages.decode_work(messages.encode(_valid("work")), content_type, content_encoding)
+        wire.decode_work(json.dumps(_valid("work")).encode(), content_type, content_encoding)
 
 
 @pytest.mark.parametrize(
@@ -175,7 +176,7 @@ def test_what_tether_and_plain_kombu_publishers_send_is_read(
     content_type: str | None, content_encoding: str | None
 ) -> None:
     assert (
-        messages.decode_work(messages.encode(_valid("work")), content_type, content_encoding).task_id == "t"
+        wire.decode_work(json.dumps(_valid("work")).encode(), content_type, content_encoding).task_id == "t"
     )
 
 
@@ -235,7 +236,7 @@ def test_a_lying_compression_header_is_dead_lettered_instead_of_raising_out_of_t
     consumer_on_memory: Any,
 ) -> None:
     broker, consumer, conn = consumer_on_memory
-    _publish(broker, conn, messages.encode(_valid("work")), compression="application/x-bogus")
+    _publish(broker, conn, json.dumps(_valid("work")).encode(), compression="application/x-bogus")
     consumer.wait(conn)  # kombu fails to decompress here, before our callback
     consumer.on_tick(conn)
     reason = _dead_letter(conn).headers[transport.DEAD_LETTER_REASON]
@@ -247,7 +248,7 @@ def test_work_for_a_task_the_plugin_never_created_is_dead_lettered_not_dropped(
     consumer_on_memory: Any,
 ) -> None:
     broker, consumer, conn = consumer_on_memory
-    _publish(broker, conn, messages.encode(_valid("work")))
+    _publish(broker, conn, json.dumps(_valid("work")).encode())
     found: list[Any] = []
 
     def dead_lettered() -> bool:

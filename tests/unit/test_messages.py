@@ -1,22 +1,24 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import msgspec
 import pytest
 
 from tests.unit.conftest import sample_work
-from tether.common import messages
+from tether.common import messages, wire
 from tether.common.exceptions import MalformedMessage
 from tether.common.states import Outcome
 
 
-def _work() -> dict[str, object]:
-    return sample_work("noop").to_body()
+def _work() -> dict[str, Any]:
+    return dict(msgspec.to_builtins(sample_work("noop")))
 
 
 def test_work_survives_an_encode_decode_round_trip() -> None:
-    work = messages.decode_work(messages.encode(_work()))
-    assert work.task_id == "t"
+    work = sample_work("noop")
+    assert wire.decode_work(messages.encode(work)) == work
 
 
 def test_result_survives_an_encode_decode_round_trip() -> None:
@@ -25,29 +27,123 @@ def test_result_survives_an_encode_decode_round_trip() -> None:
         attempt=2,
         outcome=Outcome.FAILED,
         agent_id="a",
-        error_type="DriverError",
-        error_message="no",
+        error=messages.ReportedError(type="DriverError", message="no"),
         statuses={"r": "ONLINE"},
     )
-    assert messages.decode_result(messages.encode(result.to_body())) == result
+    assert wire.decode_result(messages.encode(result)) == result
+
+
+def test_messages_keep_the_version_1_wire_format() -> None:
+    # What the release before msgspec wrote and read: the same keys and shapes.
+    work = json.loads(messages.encode(sample_work("noop")))
+    assert work == {
+        "version": 1,
+        "kind": "work",
+        "task": {
+            "id": "t",
+            "operation": "create",
+            "resource_type": "loadbalancer",
+            "resource_id": "r",
+            "root_id": "r",
+            "generation": 1,
+            "attempt": 1,
+            "project_id": "p",
+            "request_id": None,
+            "provider": "noop",
+        },
+        "resource": work["tree"],
+        "tree": {
+            "type": "loadbalancer",
+            "id": "r",
+            "project_id": "p",
+            "parent_id": None,
+            "attributes": {},
+            "children": [],
+        },
+    }
+    result = messages.Result(
+        task_id="t",
+        attempt=1,
+        outcome=Outcome.FAILED,
+        agent_id="a",
+        error=messages.ReportedError(type="DeviceUnreachable", message="m", retryable=True),
+    )
+    assert json.loads(messages.encode(result)) == {
+        "version": 1,
+        "kind": "result",
+        "task_id": "t",
+        "attempt": 1,
+        "outcome": "FAILED",
+        "agent_id": "a",
+        "host": None,
+        "request_id": None,
+        "statuses": {},
+        "error": {"type": "DeviceUnreachable", "message": "m", "retryable": True},
+        "started_at": None,
+        "finished_at": None,
+    }
+
+
+def test_work_as_the_previous_release_wrote_it_is_read() -> None:
+    # json.dumps(sort_keys=True) of the old Work.to_body(): no children on the resource.
+    resource = {
+        "attributes": {"name": "lb"},
+        "id": "r",
+        "parent_id": None,
+        "project_id": "p",
+        "type": "loadbalancer",
+    }
+    body = {
+        "kind": "work",
+        "resource": resource,
+        "task": dict(msgspec.to_builtins(sample_work("noop").task)) | {"request_id": "req-1"},
+        "tree": resource | {"children": [resource | {"id": "c", "parent_id": "r", "type": "listener"}]},
+        "version": 1,
+    }
+    work = wire.decode_work(json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
+    assert (work.task_id, work.request_id, work.resource.children) == ("t", "req-1", [])
+    assert [child.id for child in work.tree.children] == ["c"]
+
+
+def test_a_previous_release_body_without_optional_fields_is_read() -> None:
+    body = {
+        "version": 1,
+        "kind": "result",
+        "task_id": "t",
+        "attempt": 1,
+        "outcome": "FAILED",
+        "agent_id": "a",
+        "error": {"type": "DriverError", "message": "no"},
+        "later": {"field": True},
+    }
+    result = wire.decode_result(json.dumps(body, sort_keys=True))
+    assert result.error == messages.ReportedError(type="DriverError", message="no", retryable=False)
 
 
 def test_a_body_that_is_not_json_is_malformed() -> None:
     with pytest.raises(MalformedMessage, match="not JSON"):
-        messages.decode_work(b"\x00\xff garbage")
+        wire.decode_work(b"\x00\xff garbage")
 
 
 def test_an_unknown_schema_version_is_malformed_and_says_so() -> None:
     body = _work() | {"version": 99}
     with pytest.raises(MalformedMessage, match="version 99 is unknown"):
-        messages.decode_work(json.dumps(body))
+        wire.decode_work(json.dumps(body))
+
+
+@pytest.mark.parametrize("field", ["version", "kind"])
+def test_a_body_leaving_out_its_version_or_kind_is_malformed(field: str) -> None:
+    body = _work()
+    del body[field]
+    with pytest.raises(MalformedMessage, match=f"no schema version|missing required field `{field}`"):
+        wire.decode_work(json.dumps(body))
 
 
 def test_a_message_breaking_its_schema_names_where() -> None:
     body = _work()
-    body["task"]["generation"] = "one"  # type: ignore[index]
-    with pytest.raises(MalformedMessage, match=r"\$\.task\.generation"):
-        messages.decode_work(json.dumps(body))
+    body["task"]["generation"] = "one"
+    with pytest.raises(MalformedMessage, match=r"breaks its schema at \$\.task\.generation"):
+        wire.decode_work(json.dumps(body))
 
 
 def test_a_tree_nested_too_deeply_is_malformed_not_a_crash() -> None:
@@ -55,5 +151,5 @@ def test_a_tree_nested_too_deeply_is_malformed_not_a_crash() -> None:
     depth = 3000
     tree = (node + ', "children": [') * depth + node + "}" + "]}" * depth
     body = json.dumps(_work()).replace('"tree": {', '"tree": ' + tree + ', "unused": {', 1)
-    with pytest.raises(MalformedMessage):
-        messages.decode_work(body)
+    with pytest.raises(MalformedMessage, match="nested too deeply"):
+        wire.decode_work(body)

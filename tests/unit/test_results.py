@@ -7,7 +7,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from tests.unit.conftest import claim, finish
-from tether.common.messages import Result
+from tether.common.messages import ReportedError, Result
 from tether.common.states import Outcome
 from tether.plugin.db.models import Resource
 from tether.plugin.service import Plugin
@@ -27,7 +27,7 @@ def test_recording_the_same_result_twice_changes_nothing(client: TestClient, plu
     first = client.get(f"/v1/loadbalancers/{lb['id']}").json()
     task_first = client.get(f"/v1/tasks/{lb['task']['id']}").json()
     plugin.results.recorder.record(
-        [_result(lb["task"]["id"], Outcome.FAILED, error_type="X", error_message="late")]
+        [_result(lb["task"]["id"], Outcome.FAILED, error=ReportedError(type="X", message="late"))]
     )
     assert client.get(f"/v1/loadbalancers/{lb['id']}").json() == first
     assert client.get(f"/v1/tasks/{lb['task']['id']}").json()["state"] == task_first["state"]
@@ -42,7 +42,14 @@ def test_a_result_from_an_earlier_attempt_is_kept_in_history_but_not_applied(
     # agent-a's delivery came back to the queue: agent-b takes over as attempt 2
     assert claim(plugin, task_id, agent_id="agent-b", redelivered=True)["attempt"] == 2
     plugin.results.recorder.record(
-        [_result(task_id, Outcome.FAILED, attempt=1, error_type="DriverError", error_message="stale news")]
+        [
+            _result(
+                task_id,
+                Outcome.FAILED,
+                attempt=1,
+                error=ReportedError(type="DriverError", message="stale news"),
+            )
+        ]
     )
     task = client.get(f"/v1/tasks/{task_id}").json()
     assert (task["state"], task["attempt"], task["agent_id"]) == ("RUNNING", 2, "agent-b")
@@ -70,8 +77,7 @@ def test_a_failure_records_error_type_message_and_last_error(client: TestClient,
         plugin,
         lb["task"]["id"],
         "FAILED",
-        error_type="InvalidConfiguration",
-        error_message="VIP 10.0.0.5 is in use",
+        error=ReportedError(type="InvalidConfiguration", message="VIP 10.0.0.5 is in use"),
     )
     body = client.get(f"/v1/loadbalancers/{lb['id']}").json()
     assert (body["provisioning_status"], body["operating_status"], body["last_error"]) == (
@@ -89,9 +95,7 @@ def test_a_retryable_failure_dispatches_again_after_a_backoff(client: TestClient
         plugin,
         lb["task"]["id"],
         "FAILED",
-        error_type="DeviceUnreachable",
-        error_message="no route to 10.1.1.1",
-        retryable=True,
+        error=ReportedError(type="DeviceUnreachable", message="no route to 10.1.1.1", retryable=True),
     )
     task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
     assert (task["state"], task["attempt"]) == ("PENDING", 1)
@@ -106,9 +110,7 @@ def test_a_retryable_failure_on_the_last_attempt_fails_saying_so(client: TestCli
             plugin,
             lb["task"]["id"],
             "FAILED",
-            error_type="DeviceUnreachable",
-            error_message="no route to 10.1.1.1",
-            retryable=True,
+            error=ReportedError(type="DeviceUnreachable", message="no route to 10.1.1.1", retryable=True),
         )
     task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
     assert task["state"] == "FAILED"
@@ -151,7 +153,10 @@ def test_two_results_of_one_attempt_in_one_batch_settle_the_task_once(
     task_id = lb["task"]["id"]
     claim(plugin, task_id)
     plugin.results.recorder.record(
-        [_result(task_id), _result(task_id, Outcome.FAILED, error_type="X", error_message="late copy")]
+        [
+            _result(task_id),
+            _result(task_id, Outcome.FAILED, error=ReportedError(type="X", message="late copy")),
+        ]
     )
     task = client.get(f"/v1/tasks/{task_id}").json()
     assert task["state"] == "SUCCEEDED" and task["error"] is None

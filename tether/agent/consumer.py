@@ -29,7 +29,7 @@ from tether.agent.plugin_api import ClaimFailed, Stopping
 from tether.agent.runner import Pending, Runner
 from tether.agent.scheduler import Scheduler
 from tether.agent.workers import WorkerPool
-from tether.common import connection, dead_lettering, messages, transport
+from tether.common import connection, dead_lettering, messages, transport, wire
 from tether.common.exceptions import MalformedMessage
 from tether.common.publisher import Envelope, Publisher
 
@@ -209,7 +209,7 @@ class WorkConsumer(connection.ConnectionLoop):
                     Envelope(
                         exchange=self.broker.results_exchange,
                         routing_key=transport.RESULTS_QUEUE,
-                        body=messages.encode(result.to_body()),
+                        body=messages.encode(result),
                         message_id=f"{result.task_id}.{result.attempt}",
                         headers={"request_id": result.request_id} if result.request_id else {},
                     )
@@ -247,12 +247,12 @@ class WorkConsumer(connection.ConnectionLoop):
         # whose `compression` header lies; without this hook it would raise
         # out of the connection loop and the message would come back forever.
         self._acks.delivered(message)
-        self._dead_letters.add(message, messages.undecodable_reason("work", message.headers, exc))
+        self._dead_letters.add(message, wire.undecodable_reason("work", message.headers, exc))
 
     def _on_message(self, message: kombu.Message) -> None:
         self._acks.delivered(message)
         try:
-            work = messages.decode_work(
+            work = wire.decode_work(
                 message.body,
                 getattr(message, "content_type", None),
                 getattr(message, "content_encoding", None),

@@ -43,6 +43,8 @@ class Pending:
 
     work: messages.Work
     attempt: int
+    #: what the driver was given, handed to its poll as it was
+    change: Change
     operation: InProgress
     started_at: str
     #: monotonic time of the first call, for the overall operation_timeout
@@ -71,14 +73,13 @@ class Runner:
     def claim(self, work: messages.Work, redelivered: bool, stopping: threading.Event) -> dict[str, Any]:
         """Ask the plugin for the task; ``{"run": False, ...}`` means skip it."""
         with log.request_context(work.request_id):
-            attempt = work.task.get("attempt")
             answer = self.plugin.claim_until_answered(
                 work.task_id,
                 self.agent_id,
                 redelivered,
                 self.driver_timeout,
                 stopping,
-                published_for=attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None,
+                published_for=work.task.attempt,
             )
             if not answer.get("run"):
                 LOG.info("agent %s skips task %s: %s", self.agent_id, work.task_id, answer.get("reason"))
@@ -100,43 +101,44 @@ class Runner:
                 LOG.info(
                     "agent %s running task %s: %s %s %s (generation %d, attempt %d) with driver %s",
                     self.agent_id,
-                    task["id"],
-                    task["operation"],
-                    task["resource_type"],
-                    task["resource_id"],
-                    task["generation"],
+                    task.id,
+                    task.operation,
+                    task.resource_type,
+                    task.resource_id,
+                    task.generation,
                     attempt,
-                    task["provider"],
+                    task.provider,
                 )
+            change = pending.change if pending else _change(work, attempt)
             error: DriverError | None = None
             began = time.monotonic()
             try:
-                answer = self._call(work, attempt, pending)
+                answer = self._call(task, change, pending)
             except DriverError as exc:
                 error = exc
-                LOG.error("task %s failed: %s: %s", task["id"], exc.type, exc.operator_message)
+                LOG.error("task %s failed: %s: %s", task.id, exc.type, exc.operator_message)
             except Exception as exc:
                 error = DriverBug(
-                    f"The {task['provider']} driver failed unexpectedly ({type(exc).__name__}: {exc}); "
+                    f"The {task.provider} driver failed unexpectedly ({type(exc).__name__}: {exc}); "
                     "see the agent's log."
                 )
-                LOG.exception("task %s: driver %s raised", task["id"], task["provider"])
+                LOG.exception("task %s: driver %s raised", task.id, task.provider)
             finally:
                 outcome = "failed" if error is not None else "succeeded"
-                metrics.DRIVER_SECONDS.labels(task["provider"], task["operation"], outcome).observe(
+                metrics.DRIVER_SECONDS.labels(task.provider, task.operation, outcome).observe(
                     time.monotonic() - began
                 )
             if error is None:
                 if isinstance(answer, InProgress):
                     LOG.info(
                         "task %s in progress on the device: %s; asking again in %.1f s",
-                        task["id"],
+                        task.id,
                         answer.progress or "no detail",
                         answer.poll_after,
                     )
                     first = pending.started if pending else time.monotonic()
-                    return Pending(work, attempt, answer, started, first)
-                LOG.info("task %s succeeded", task["id"])
+                    return Pending(work, attempt, change, answer, started, first)
+                LOG.info("task %s succeeded", task.id)
             return self._result(work, attempt, started, statuses, error)
 
     def report_progress(self, pending: Pending) -> bool:
@@ -163,7 +165,7 @@ class Runner:
 
     def operation_timed_out(self, pending: Pending, limit: float) -> messages.Result:
         error = DriverTimeout(
-            f"The device operation of the {pending.work.task['provider']} driver did not "
+            f"The device operation of the {pending.work.task.provider} driver did not "
             f"finish within {limit:g} s (operation_timeout)."
         )
         LOG.error("task %s: %s", pending.task_id, error.msg)
@@ -172,7 +174,7 @@ class Runner:
     def timed_out(self, work: messages.Work, attempt: int, started: str) -> messages.Result:
         """The result of a call that overran ``driver_timeout``."""
         error = DriverTimeout(
-            f"The {work.task['provider']} driver did not return within "
+            f"The {work.task.provider} driver did not return within "
             f"{self.driver_timeout:g} s (driver_timeout)."
         )
         LOG.error("task %s: %s", work.task_id, error.msg)
@@ -194,39 +196,56 @@ class Runner:
             host=self.host,
             request_id=work.request_id,
             statuses=dict(statuses),
-            error_type=error.type if error else None,
-            error_message=error.user_message if error else None,
-            retryable=bool(error and error.retryable),
+            error=messages.ReportedError(
+                type=error.type, message=error.user_message, retryable=error.retryable
+            )
+            if error
+            else None,
             started_at=started,
             finished_at=_now(),
         )
 
-    def _call(self, work: messages.Work, attempt: int, pending: Pending | None) -> InProgress | None:
-        task = work.task
-        driver = self.drivers.get(task["provider"])
+    def _call(self, task: messages.WorkTask, change: Change, pending: Pending | None) -> InProgress | None:
+        provider = task.provider
+        driver = self.drivers.get(provider)
         if driver is None:
             raise NotSupported(
-                f"This agent ({self.agent_id}) does not serve provider {task['provider']!r}; "
+                f"This agent ({self.agent_id}) does not serve provider {provider!r}; "
                 f"it serves {', '.join(sorted(self.drivers))}."
             )
-        if task["resource_type"] not in driver.resource_types:
+        if task.resource_type not in driver.resource_types:
             raise NotSupported(
-                f"The {task['provider']} driver does not support {task['resource_type']} "
+                f"The {provider} driver does not support {task.resource_type} "
                 f"resources (it supports {', '.join(sorted(driver.resource_types))})."
             )
-        change = Change(
-            task_id=task["id"],
-            operation=task["operation"],
-            generation=task["generation"],
-            attempt=attempt,
-            request_id=work.request_id,
-            resource=Resource.from_dict(work.resource),
-            tree=Resource.from_dict(work.tree),
-        )
         if pending is not None:
             return driver.poll(change, pending.operation)
-        answer = getattr(driver, task["operation"])(change)
+        answer = getattr(driver, change.operation)(change)
         return answer if isinstance(answer, InProgress) else None
+
+
+def _change(work: messages.Work, attempt: int) -> Change:
+    """What the driver is given for ``attempt`` of ``work``: the SDK's types, not the wire's."""
+    return Change(
+        task_id=work.task.id,
+        operation=work.task.operation,
+        generation=work.task.generation,
+        attempt=attempt,
+        request_id=work.request_id,
+        resource=_resource(work.resource),
+        tree=_resource(work.tree),
+    )
+
+
+def _resource(node: messages.DesiredResource) -> Resource:
+    return Resource(
+        type=node.type,
+        id=node.id,
+        project_id=node.project_id,
+        attributes=dict(node.attributes),
+        parent_id=node.parent_id,
+        children=tuple(_resource(child) for child in node.children),
+    )
 
 
 def _now() -> str:

@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from tether.common import messages, transport
+from tether.common import transport, wire
 
 #: Characters of a body shown by ``dead-letters list``, as a preview.
 PREVIEW_CHARS = 200
@@ -128,7 +128,7 @@ def _origin(exchange: object, routing_key: object) -> tuple[str, str] | None:
 
 
 def _task_id(body: bytes) -> str | None:
-    if len(body) > messages.MAX_BODY_BYTES:
+    if len(body) > wire.MAX_BODY_BYTES:
         return None  # no consumer read it either
     try:
         data = json.loads(body)

@@ -18,7 +18,7 @@ import kombu
 import msgspec
 from oslo_config import cfg
 
-from tether.common import claims, connection, dead_lettering, messages, transport
+from tether.common import claims, connection, dead_lettering, transport, wire
 from tether.common.claims import Claim, ClaimAnswer
 from tether.common.exceptions import MalformedMessage, ServiceUnavailable
 from tether.common.publisher import Publisher
@@ -130,7 +130,7 @@ class ClaimServer(connection.ConnectionLoop):
         self.on_tick(connection_)
 
     def _on_undecodable(self, message: kombu.Message, exc: Exception) -> None:
-        self._dead_letters.add(message, messages.undecodable_reason("claims", message.headers, exc))
+        self._dead_letters.add(message, wire.undecodable_reason("claims", message.headers, exc))
 
     def _on_message(self, message: kombu.Message) -> None:
         if not message.properties.get("reply_to"):

@@ -145,7 +145,7 @@ def enqueue(
             task_id=task.id,
             exchange=transport.WORK_EXCHANGE,
             routing_key=routing_key,
-            payload=messages.encode(message.to_body()).decode(),
+            payload=messages.encode(message).decode(),
             request_id=task.request_id,
             not_before=not_before,
         )
@@ -406,8 +406,10 @@ def record_result(
     if result.outcome == Outcome.SUCCEEDED:
         succeed(session, policy, task, result.statuses)
         return
-    error_type, reason = result.error_type or "Error", result.error_message or "the driver failed"
-    if result.retryable:
+    error = result.error
+    error_type = error.type if error and error.type else "Error"
+    reason = error.message if error and error.message else "the driver failed"
+    if error is not None and error.retryable:
         retry_or_fail(session, policy, task, error_type, reason)
     else:
         fail(session, policy, task, error_type, reason)
@@ -522,8 +524,8 @@ def _remember(
     row.finished_at = utcnow()
     row.outcome = result.outcome.value
     row.applied = applied
-    row.error_type = result.error_type[:64] if result.error_type else None
-    row.error_message = result.error_message
+    row.error_type = result.error.type[:64] if result.error and result.error.type else None
+    row.error_message = result.error.message if result.error else None
 
 
 def _parse_time(value: str | None) -> datetime.datetime | None:

@@ -17,7 +17,7 @@ import sqlalchemy.exc
 from oslo_config import cfg
 from sqlalchemy import orm
 
-from tether.common import connection, dead_lettering, log, messages, transport
+from tether.common import connection, dead_lettering, log, messages, transport, wire
 from tether.common.exceptions import MalformedMessage
 from tether.common.publisher import Publisher
 from tether.plugin import lifecycle
@@ -176,11 +176,11 @@ class ResultConsumer(connection.ConnectionLoop):
     def _on_undecodable(self, message: kombu.Message, exc: Exception) -> None:
         # See WorkConsumer: kombu fails before our callback on a lying
         # `compression` header, and would otherwise raise out of the loop.
-        self._dead_letters.add(message, messages.undecodable_reason("result", message.headers, exc))
+        self._dead_letters.add(message, wire.undecodable_reason("result", message.headers, exc))
 
     def _on_message(self, message: kombu.Message) -> None:
         try:
-            result = messages.decode_result(
+            result = wire.decode_result(
                 message.body,
                 getattr(message, "content_type", None),
                 getattr(message, "content_encoding", None),
