@@ -38,7 +38,14 @@ def main() -> None:
     parser.add_argument("--profile", type=pathlib.Path, help="py-spy --gil flame graph of the last run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tether-accepts-") as tmp, RabbitMQNode() as rabbitmq:
-        tether = Tether(pathlib.Path(tmp), rabbitmq, agents=0, plugin_options={"pending_timeout": 86400})
+        tether = Tether(
+            pathlib.Path(tmp),
+            rabbitmq,
+            agents=0,
+            # Nobody drains the tasks: neither the reaper nor backpressure may step in.
+            plugin_options={"pending_timeout": 86400},
+            api_options={"max_backlog": 10_000_000},
+        )
         tether.start(with_agents=False)
         try:
             plugin = tether.processes()["tether-plugin"]

@@ -54,14 +54,15 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
     async def change(
         request: fastapi.Request, ctx: RequestContext, body: Any, act: Callable[..., Accepting]
     ) -> JSONResponse:
-        """Run ``act`` (a Changes method taking an answer), honouring an Idempotency-Key.
+        """Run ``act`` (a Changes method taking an answer, and whether that
+        answer writes), honouring an Idempotency-Key.
 
         The change is written by the group committer's thread; no request
         thread waits for the commit.
         """
         key = request.headers.get(idempotency.HEADER)
         if key is None:
-            return _accepted(*await asyncio.wrap_future(act(answer)))
+            return _accepted(*await asyncio.wrap_future(act(answer, False)))
         key = idempotency.check_key(key)
         method, path = request.method, request.url.path
         print_ = idempotency.fingerprint(method, path, body)
@@ -86,7 +87,7 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
             return view, location
 
         try:
-            accepted = await asyncio.wrap_future(act(remember))
+            accepted = await asyncio.wrap_future(act(remember, True))
         except (sqlalchemy.exc.IntegrityError, idempotency.AnsweredMeanwhile):
             # The same key committed first from a concurrent request; ours rolled back whole.
             replay = await run_in_threadpool(_replay, api, ctx, key, print_, method, path)
@@ -99,7 +100,9 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
     async def create(
         request: fastapi.Request, *, ctx: RequestContext = allowed["create"], body: JsonBody
     ) -> JSONResponse:
-        return await change(request, ctx, body, lambda answer: api.changes.create(ctx, rtype, body, answer))
+        return await change(
+            request, ctx, body, lambda answer, writes: api.changes.create(ctx, rtype, body, answer, writes)
+        )
 
     @r.get("", summary=f"List {rtype.collection}")
     def list_(request: fastapi.Request, ctx: RequestContext = allowed["list"]) -> dict[str, Any]:
@@ -171,7 +174,7 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
         request: fastapi.Request, resource_id: str, *, ctx: RequestContext = allowed["update"], body: JsonBody
     ) -> JSONResponse:
         return await change(
-            request, ctx, body, lambda answer: api.changes.update(ctx, rtype, resource_id, body, answer)
+            request, ctx, body, lambda answer, _: api.changes.update(ctx, rtype, resource_id, body, answer)
         )
 
     @r.delete("/{resource_id}", status_code=202, summary=f"Delete a {rtype.name}")
@@ -179,7 +182,7 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
         request: fastapi.Request, resource_id: str, ctx: RequestContext = allowed["delete"]
     ) -> JSONResponse:
         return await change(
-            request, ctx, None, lambda answer: api.changes.delete(ctx, rtype, resource_id, answer)
+            request, ctx, None, lambda answer, _: api.changes.delete(ctx, rtype, resource_id, answer)
         )
 
     return r
