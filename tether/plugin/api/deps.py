@@ -75,16 +75,20 @@ def authorized(rule: str) -> Any:
     ) -> RequestContext:
         # The two Security parameters only describe the schemes in the
         # OpenAPI document; the strategy reads the headers itself.
-        api: Api = request.app.state.api
-        headers = request.headers
-        callback = headers.get(callbacks.HEADER)
-        if api.auth.blocking or callback is not None:
-            # Keystone asks its server, a callback's host is resolved: not on the event loop.
-            return await run_in_threadpool(_context, api, rule, headers, request.state.request_id)
-        # A local check costs less than the hop to a thread and back.
-        return _context(api, rule, headers, request.state.request_id)
+        return await caller(request, rule)
 
     return fastapi.Depends(context)
+
+
+async def caller(request: fastapi.Request, rule: str) -> RequestContext:
+    """The authenticated caller, once policy ``rule`` allows it."""
+    api: Api = request.app.state.api
+    headers = request.headers
+    if api.auth.blocking or callbacks.HEADER in headers:
+        # Keystone asks its server, a callback's host is resolved: not on the event loop.
+        return await run_in_threadpool(_context, api, rule, headers, request.state.request_id)
+    # A local check costs less than the hop to a thread and back.
+    return _context(api, rule, headers, request.state.request_id)
 
 
 def _context(api: Api, rule: str, headers: Mapping[str, str], request_id: str) -> RequestContext:
