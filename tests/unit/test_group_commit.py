@@ -203,3 +203,35 @@ def test_a_unit_that_raises_a_base_exception_fails_its_batch_and_the_writer_carr
             future.result(10)
     assert writer.run(add("after")) == "after"
     assert texts(sessionmaker) == {"after"}
+
+
+def test_units_without_a_savepoint_insert_in_bulk_and_a_failing_one_leaves_nothing(
+    writer: GroupCommit, sessionmaker: orm.sessionmaker[orm.Session]
+) -> None:
+    statements: list[tuple[str, bool]] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
+        statements.append((statement.split()[0], executemany))
+
+    def adds(text: str, fail: bool = False) -> Any:
+        def unit(session: orm.Session) -> str:
+            session.add(Note(text=text))
+            if fail:
+                raise ValueError(text)
+            return text
+
+        return unit
+
+    engine = sessionmaker.kw["bind"]
+    gate, _ = hold(writer)
+    event.listen(engine, "before_cursor_execute", seen)
+    futures = [writer.submit(adds(t, fail=t == "b"), savepoint=False) for t in "abc"]
+    saved = writer.submit(add("d"))
+    gate.set()
+    assert [futures[0].result(10), futures[2].result(10), saved.result(10)] == ["a", "c", "d"]
+    with pytest.raises(ValueError, match="b"):
+        futures[1].result(10)
+    event.remove(engine, "before_cursor_execute", seen)
+    assert texts(sessionmaker) == {"a", "c", "d"}
+    # "d" in a savepoint of its own; "a" and "c" in one statement, at the commit.
+    assert [s for s in statements if s[0] == "INSERT"] == [("INSERT", False), ("INSERT", True)]

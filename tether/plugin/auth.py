@@ -70,6 +70,9 @@ class Identity:
 
 
 class Authenticator(Protocol):
+    #: identify() may wait on the network, so the API calls it in a worker thread
+    blocking: bool
+
     def identify(self, headers: Mapping[str, str]) -> Identity:
         """The verified caller; raises Unauthorized or InvalidInput."""
 
@@ -119,6 +122,8 @@ def parse_roles(value: str) -> frozenset[str]:
 
 
 class NoAuth:
+    blocking = False
+
     def identify(self, headers: Mapping[str, str]) -> Identity:
         project = headers.get("X-Project-Id") or _NOAUTH_DEFAULT_PROJECT
         return check_identity(project, parse_roles(headers.get("X-Roles", "member")))
@@ -152,6 +157,8 @@ class TokenFile:
         project: acme
         roles: [member]
     """
+
+    blocking = False
 
     def __init__(self, path: Path) -> None:
         self.path = path

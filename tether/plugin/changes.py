@@ -36,7 +36,7 @@ from tether.plugin import lifecycle
 from tether.plugin.context import RequestContext
 from tether.plugin.db import queries
 from tether.plugin.db.group_commit import GroupCommit
-from tether.plugin.db.models import Resource, Task
+from tether.plugin.db.models import Resource, Task, utcnow
 from tether.plugin.providers import Providers
 from tether.plugin.throttle import Backpressure
 
@@ -93,10 +93,29 @@ class Changes:
         self.max_queued = max_queued
         self._on_commit = on_commit
 
-    def create(self, ctx: RequestContext, rtype: ResourceType, body: Any, answer: Answer[T]) -> Future[T]:
+    def create(
+        self,
+        ctx: RequestContext,
+        rtype: ResourceType,
+        body: Any,
+        answer: Answer[T],
+        answer_writes: bool = False,
+    ) -> Future[T]:
+        """:param answer_writes: ``answer`` writes rows of its own (an
+        Idempotency-Key's), which may collide with a concurrent request's."""
         self.registry.validate(rtype, body)
         attributes = rtype.defaults() | dict(body)
-        return self._write(lambda session: self._create(session, ctx, rtype, attributes, answer))
+        # A new root conflicts with nothing: no savepoint, and its rows go in
+        # with the batch's bulk insert. A host-placed one binds an agent first.
+        alone = (
+            rtype.parent is None
+            and not answer_writes
+            and not self.providers.is_host_placed(attributes.get("provider", ""))
+        )
+        return self._write(
+            lambda session: self._create(session, ctx, rtype, attributes, answer, flush=not alone),
+            savepoint=not alone,
+        )
 
     def update(
         self, ctx: RequestContext, rtype: ResourceType, resource_id: str, body: Any, answer: Answer[T]
@@ -112,8 +131,8 @@ class Changes:
     ) -> Future[T]:
         return self._write(lambda session: self._delete(session, ctx, rtype, resource_id, answer))
 
-    def _write(self, unit: Callable[[orm.Session], T]) -> Future[T]:
-        future = self.writer.submit(unit)
+    def _write(self, unit: Callable[[orm.Session], T], savepoint: bool = True) -> Future[T]:
+        future = self.writer.submit(unit, savepoint)
         future.add_done_callback(lambda done: done.exception() or self._on_commit())
         return future
 
@@ -124,6 +143,7 @@ class Changes:
         rtype: ResourceType,
         attributes: dict[str, Any],
         answer: Answer[T],
+        flush: bool = True,
     ) -> T:
         parent = None
         if rtype.parent is not None and rtype.parent_key:
@@ -138,6 +158,7 @@ class Changes:
         self._check_backlog(session, provider_name)
         resource_id = str(uuid.uuid4())
         root_id = parent.root_id if parent is not None else resource_id
+        now = utcnow()
         resource = Resource(
             id=resource_id,
             type=rtype.name,
@@ -151,12 +172,16 @@ class Changes:
             operating_status=OperatingStatus.UNKNOWN,
             generation=1,
             applied_generation=0,
+            # Set here, not at the insert: the answer shows them before it.
+            created_at=now,
+            updated_at=now,
         )
         if parent is not None:  # a new root has no change in flight to wait behind
             self._admit(session, root_id)
         session.add(resource)
         task = self._accept(session, ctx, resource, Operation.CREATE)
-        session.flush()
+        if flush:
+            session.flush()
         return answer(session, resource, task)
 
     def _update(

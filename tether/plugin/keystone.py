@@ -35,6 +35,8 @@ _Start = Callable[..., Any]
 
 
 class Keystone:
+    blocking = True
+
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         if auth_token is None:
             raise ConfigError(

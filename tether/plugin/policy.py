@@ -6,7 +6,10 @@ manages agents and providers. Every operation of the API checks one rule
 (``tether:<resource type>:<action>``, ``tether:task:cancel``,
 ``tether:agent:update``, ...); an operator overrides any of them in the
 policy file (``[oslo_policy] policy_file``, default ``policy.yaml`` beside
-the configuration), which oslo.policy reads again when it changes.
+the configuration), which oslo.policy reads again when it changes; a
+change takes effect within a second (decisions are remembered that long:
+oslo.policy looks at the file and evaluates the rule on every check, which
+cost more than the rest of an accept).
 ``etc/tether/policy.yaml.sample`` lists them all.
 
 The project boundary itself is not a rule: queries only ever see the
@@ -16,6 +19,7 @@ That way a rule written too loosely cannot leak another project's rows.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from oslo_config import cfg
@@ -88,15 +92,29 @@ def list_rules(registry: Iterable[ResourceType] | None = None) -> list[policy.Ru
 
 
 class Policy:
+    #: seconds a decision is remembered, so how late a changed policy file applies
+    REMEMBER = 1.0
+
     def __init__(self, conf: cfg.ConfigOpts, registry: Iterable[ResourceType]) -> None:
         self._enforcer = policy.Enforcer(conf)
         self._enforcer.register_defaults(list_rules(registry))
         self._descriptions = {
             rule.name: rule.description for rule in self._enforcer.registered_rules.values()
         }
+        self._decisions: dict[tuple[str, str, frozenset[str]], bool] = {}
+        self._since = time.monotonic()
 
     def allowed(self, rule: str, identity: Identity) -> bool:
-        return bool(self._enforcer.authorize(rule, _target(identity), _creds(identity)))
+        # A decision depends on the rule, the project and the roles only.
+        key = (rule, identity.project_id, identity.roles)
+        now = time.monotonic()
+        if now - self._since > self.REMEMBER:
+            self._decisions, self._since = {}, now
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = bool(self._enforcer.authorize(rule, _target(identity), _creds(identity)))
+            self._decisions[key] = decision
+        return decision
 
     def authorize(self, rule: str, identity: Identity) -> None:
         if not self.allowed(rule, identity):

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tether import __version__
 from tether.common import log
 from tether.plugin.api import agents, errors, health, metrics, resources, tasks
+from tether.plugin.api.accept import CreateRoutes
 from tether.plugin.api.deps import Api, authorized
 
 LOG = logging.getLogger(__name__)
@@ -125,8 +126,6 @@ def create_app(api: Api, broker_ready: health.Probe = lambda: None) -> fastapi.F
     app.state.api = api
     errors.install(app)
 
-    app.add_middleware(RequestId)
-
     @app.get(
         "/v1",
         tags=["discovery"],
@@ -152,10 +151,15 @@ def create_app(api: Api, broker_ready: health.Probe = lambda: None) -> fastapi.F
             "providers": api.changes.providers.names,
         }
 
+    creates = {}
     for rtype in api.registry.values():
-        app.include_router(resources.router(api, rtype), responses=errors.RESPONSES)
+        routes, creates[f"/v1/{rtype.collection}"] = resources.router(api, rtype)
+        app.include_router(routes, responses=errors.RESPONSES)
     app.include_router(tasks.router(api), responses=errors.RESPONSES)
     app.include_router(agents.router(api), responses=errors.RESPONSES)
     app.include_router(metrics.router(api), responses=errors.RESPONSES)
     app.include_router(health.router(api, broker_ready))
+    # Inside RequestId: the creates it serves carry request ids like the rest.
+    app.add_middleware(CreateRoutes, creates=creates)
+    app.add_middleware(RequestId)
     return app

@@ -72,18 +72,34 @@ def error_response(
     return JSONResponse({"error": body}, status_code=status)
 
 
+def tether_error(request: fastapi.Request, exc: TetherError) -> JSONResponse:
+    if exc.status >= 500:
+        LOG.error("%s %s failed: %s", request.method, request.url.path, exc.msg)
+    extra = {"path": exc.kwargs["path"]} if "path" in exc.kwargs else {}
+    response = error_response(request, exc.status, exc.type, exc.msg, **extra)
+    if exc.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="tether"'
+    if "retry_after" in exc.kwargs:
+        response.headers["Retry-After"] = str(exc.kwargs["retry_after"])
+    return response
+
+
+def database_down(request: fastapi.Request, exc: Exception) -> JSONResponse:
+    LOG.error("%s %s: the database failed: %s", request.method, request.url.path, exc)
+    response = error_response(
+        request,
+        503,
+        "ServiceUnavailable",
+        "The database is busy or unreachable; retry in a moment.",
+    )
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 def install(app: fastapi.FastAPI) -> None:
     @app.exception_handler(TetherError)
     async def _tether_error(request: fastapi.Request, exc: TetherError) -> JSONResponse:
-        if exc.status >= 500:
-            LOG.error("%s %s failed: %s", request.method, request.url.path, exc.msg)
-        extra = {"path": exc.kwargs["path"]} if "path" in exc.kwargs else {}
-        response = error_response(request, exc.status, exc.type, exc.msg, **extra)
-        if exc.status == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer realm="tether"'
-        if "retry_after" in exc.kwargs:
-            response.headers["Retry-After"] = str(exc.kwargs["retry_after"])
-        return response
+        return tether_error(request, exc)
 
     @app.exception_handler(fastapi_exceptions.RequestValidationError)
     async def _validation_error(
@@ -109,15 +125,7 @@ def install(app: fastapi.FastAPI) -> None:
 
     @app.exception_handler(sqlalchemy.exc.OperationalError)
     async def _database_down(request: fastapi.Request, exc: Exception) -> JSONResponse:
-        LOG.error("%s %s: the database failed: %s", request.method, request.url.path, exc)
-        response = error_response(
-            request,
-            503,
-            "ServiceUnavailable",
-            "The database is busy or unreachable; retry in a moment.",
-        )
-        response.headers["Retry-After"] = "1"
-        return response
+        return database_down(request, exc)
 
 
 def _allowed_methods(request: fastapi.Request) -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -18,16 +18,18 @@ from tether.common.resource_types import ResourceType
 from tether.common.states import OperatingStatus, ProvisioningStatus, TaskState
 from tether.plugin import idempotency
 from tether.plugin.api import pagination, views
-from tether.plugin.api.deps import Api, JsonBody, authorized
+from tether.plugin.api.deps import Api, JsonBody, authorized, caller, json_body
 from tether.plugin.context import RequestContext
 from tether.plugin.db import queries
 
 #: A change being written: its answer and Location once committed.
 Accepting = Future[tuple[dict[str, Any], str]]
+#: The whole of an operation, from the request to its answer.
+Handler = Callable[[fastapi.Request], Awaitable[JSONResponse]]
 
 
-def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
-    """The five routes of one resource type."""
+def router(api: Api, rtype: ResourceType) -> tuple[fastapi.APIRouter, Handler]:
+    """The five routes of one resource type, and the create's handler on its own."""
     r = fastapi.APIRouter(prefix=f"/v1/{rtype.collection}", tags=[rtype.name])
     item = f"/v1/{rtype.collection}/{{resource_id}}"
     filters = {
@@ -54,14 +56,15 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
     async def change(
         request: fastapi.Request, ctx: RequestContext, body: Any, act: Callable[..., Accepting]
     ) -> JSONResponse:
-        """Run ``act`` (a Changes method taking an answer), honouring an Idempotency-Key.
+        """Run ``act`` (a Changes method taking an answer, and whether that
+        answer writes), honouring an Idempotency-Key.
 
         The change is written by the group committer's thread; no request
         thread waits for the commit.
         """
         key = request.headers.get(idempotency.HEADER)
         if key is None:
-            return _accepted(*await asyncio.wrap_future(act(answer)))
+            return _accepted(*await asyncio.wrap_future(act(answer, False)))
         key = idempotency.check_key(key)
         method, path = request.method, request.url.path
         print_ = idempotency.fingerprint(method, path, body)
@@ -86,7 +89,7 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
             return view, location
 
         try:
-            accepted = await asyncio.wrap_future(act(remember))
+            accepted = await asyncio.wrap_future(act(remember, True))
         except (sqlalchemy.exc.IntegrityError, idempotency.AnsweredMeanwhile):
             # The same key committed first from a concurrent request; ours rolled back whole.
             replay = await run_in_threadpool(_replay, api, ctx, key, print_, method, path)
@@ -95,11 +98,21 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
             return replay
         return _accepted(*accepted)
 
+    def creating(request: fastapi.Request, ctx: RequestContext, body: Any) -> Awaitable[JSONResponse]:
+        return change(
+            request, ctx, body, lambda answer, writes: api.changes.create(ctx, rtype, body, answer, writes)
+        )
+
     @r.post("", status_code=202, openapi_extra=body_doc, summary=f"Create a {rtype.name}")
     async def create(
         request: fastapi.Request, *, ctx: RequestContext = allowed["create"], body: JsonBody
     ) -> JSONResponse:
-        return await change(request, ctx, body, lambda answer: api.changes.create(ctx, rtype, body, answer))
+        return await creating(request, ctx, body)
+
+    async def accept(request: fastapi.Request) -> JSONResponse:
+        # What ``create``'s dependencies do, in their order: the caller, then the body.
+        ctx = await caller(request, f"tether:{rtype.name}:create")
+        return await creating(request, ctx, await json_body(request))
 
     @r.get("", summary=f"List {rtype.collection}")
     def list_(request: fastapi.Request, ctx: RequestContext = allowed["list"]) -> dict[str, Any]:
@@ -171,7 +184,7 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
         request: fastapi.Request, resource_id: str, *, ctx: RequestContext = allowed["update"], body: JsonBody
     ) -> JSONResponse:
         return await change(
-            request, ctx, body, lambda answer: api.changes.update(ctx, rtype, resource_id, body, answer)
+            request, ctx, body, lambda answer, _: api.changes.update(ctx, rtype, resource_id, body, answer)
         )
 
     @r.delete("/{resource_id}", status_code=202, summary=f"Delete a {rtype.name}")
@@ -179,10 +192,10 @@ def router(api: Api, rtype: ResourceType) -> fastapi.APIRouter:
         request: fastapi.Request, resource_id: str, ctx: RequestContext = allowed["delete"]
     ) -> JSONResponse:
         return await change(
-            request, ctx, None, lambda answer: api.changes.delete(ctx, rtype, resource_id, answer)
+            request, ctx, None, lambda answer, _: api.changes.delete(ctx, rtype, resource_id, answer)
         )
 
-    return r
+    return r, accept
 
 
 def _accepted(view: dict[str, Any], location: str) -> JSONResponse:

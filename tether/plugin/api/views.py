@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from tether.common.resource_types import ResourceType
+from tether.common.resource_types import COMMON_PROPERTIES, ResourceType
 from tether.common.states import ProvisioningStatus
 from tether.plugin.db.models import Agent, Callback, Resource, Task, TaskAttempt
 
@@ -38,7 +38,10 @@ def resource(rtype: ResourceType, row: Resource, task: Task | None = None) -> di
 
 
 def _attribute_names(rtype: ResourceType) -> list[str]:
-    return [k for k in rtype.schema["properties"] if k != rtype.parent_key]
+    # The keys of ``rtype.schema``'s properties, in its order, without
+    # building the schema: that deep-copies it, for every answer.
+    names = dict.fromkeys([*COMMON_PROPERTIES, *rtype.properties])
+    return [k for k in names if k != rtype.parent_key]
 
 
 def in_sync(row: Resource) -> bool:

@@ -1,0 +1,100 @@
+"""The plugin's accept path alone: accepts per second and the plugin's CPU
+per accept, with no agent running.
+
+    .venv/bin/python -m bench.accepts --seconds 10 --runs 3
+    .venv/bin/python -m bench.accepts --profile /tmp/accepts.svg   # py-spy --gil over one run
+
+A private RabbitMQ node carries the relay's publishes, so the CPU counted is
+everything the plugin spends on a task before an agent sees it: HTTP, the
+group commit and the relay. Each run waits for the outbox to drain before
+reading /proc, and runs of one sitting share a plugin, so compare runs taken
+back to back (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import shutil
+import subprocess
+import tempfile
+import time
+
+import sqlalchemy as sa
+
+from bench.deployment import Tether
+from bench.load import wrk
+from tests.functional.rabbitmq import RabbitMQNode
+
+BODY = {"provider": "noop"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--profile", type=pathlib.Path, help="py-spy --gil flame graph of the last run")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="tether-accepts-") as tmp, RabbitMQNode() as rabbitmq:
+        tether = Tether(
+            pathlib.Path(tmp),
+            rabbitmq,
+            agents=0,
+            # Nobody drains the tasks: neither the reaper nor backpressure may step in.
+            plugin_options={"pending_timeout": 86400},
+            api_options={"max_backlog": 10_000_000},
+        )
+        tether.start(with_agents=False)
+        try:
+            plugin = tether.processes()["tether-plugin"]
+            wrk(tether.url, 2, args.connections, BODY)  # warm up
+            _drained(tether.db)
+            for run in range(args.runs):
+                spy = None
+                if args.profile and run == args.runs - 1:
+                    spy = _py_spy(plugin.pid, args.profile, args.seconds)
+                before = plugin.cpu_times()
+                load = wrk(tether.url, args.seconds, args.connections, BODY)
+                _drained(tether.db)
+                after = plugin.cpu_times()
+                if spy is not None:
+                    spy.wait()
+                cpu = (after.user + after.system) - (before.user + before.system)
+                accepted = load["requests"] - load["failed"]
+                print(
+                    json.dumps(
+                        {
+                            "accepts_per_s": round(load["per_s"]),
+                            "cpu_ms_per_accept": round(1000 * cpu / max(accepted, 1), 3),
+                            "failed": load["failed"],
+                        }
+                    ),
+                    flush=True,
+                )
+        finally:
+            tether.stop()
+
+
+def _drained(db: sa.Engine, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    with db.connect() as conn:
+        while conn.execute(sa.text("SELECT count(*) FROM outbox")).scalar() and time.monotonic() < deadline:
+            conn.rollback()
+            time.sleep(0.05)
+
+
+def _py_spy(pid: int, output: pathlib.Path, seconds: float) -> subprocess.Popen[bytes]:
+    py_spy = shutil.which("py-spy")
+    if py_spy is None:
+        raise SystemExit("py-spy is missing: pip install py-spy")
+    command = [py_spy, "record", "--gil", "--pid", str(pid), "--duration", str(round(seconds))]
+    command += ["--output", str(output)]
+    if output.suffix != ".svg":
+        command += ["--format", "raw"]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+if __name__ == "__main__":
+    main()
