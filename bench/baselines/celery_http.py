@@ -11,6 +11,9 @@ One module for both sides, as such a project keeps its app and its tasks:
   one COMMIT); ``acks_late`` and ``task_reject_on_worker_lost`` ack the
   message only after that, as a team that cares about lost work sets them.
 
+The work queue is a quorum queue (``task_default_queue_type``), messages
+persistent, the API's publishes confirmed.
+
 Settings come from the environment :mod:`bench.peers` sets: ``BENCH_AMQP_URL``,
 ``BENCH_QUEUE``, ``BENCH_DB``, ``BENCH_COUNTS_DIR``, ``BENCH_READY_FILE``.
 """
@@ -32,6 +35,10 @@ from bench.baselines.celery_app import configure
 
 celery = Celery("bench_celery_http")
 configure(celery, os.environ.get("BENCH_AMQP_URL", "amqp://"), os.environ.get("BENCH_QUEUE", "bench.http"))
+# A quorum queue, as tether's work queues and the oslo peer's: the broker
+# pays the same kind of durable write per message (Celery's default is a
+# classic durable queue; the baseline without HTTP keeps that).
+celery.conf.task_default_queue_type = "quorum"
 
 api = fastapi.FastAPI()
 
