@@ -234,7 +234,8 @@ def measure(
         "cpu_ms_per_task": cost,
         # Over every task of the deployment, the curve's included.
         "writes_per_task": {
-            role: {"commits": n["commits"] / rows, "rows": n["rows"] / rows} for role, n in counts.items()
+            role: {"commits": n["commits"] / rows, "rows": n["rows"] / rows}
+            for role, n in sorted(counts.items())
         },
         "curve": points,
     }
