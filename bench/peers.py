@@ -20,6 +20,7 @@ wrote per task (counted by the processes themselves, :mod:`bench.baselines.peer_
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime
 import os
@@ -189,7 +190,7 @@ def measure(
     stack: Stack,
     root: pathlib.Path,
     node: RabbitMQNode,
-    args: Any,
+    args: argparse.Namespace,
     body: dict[str, Any],
     say: Callable[[str], None],
 ) -> dict[str, Any]:
