@@ -34,7 +34,7 @@ import psutil
 
 from bench import backlog, curve, load, peers, scale
 from bench.deployment import RssSampler, Tether, accept_floor, latencies, rss
-from bench.scale import BrokerMeter, CpuMeter, ms_per_task
+from bench.scale import BrokerMeter, CpuMeter, IdleMeter, ms_per_task
 from tests.functional.rabbitmq import RabbitMQNode
 
 MB = 1024 * 1024
@@ -253,9 +253,11 @@ def measure_baselines(root: pathlib.Path, node: RabbitMQNode, args: argparse.Nam
         _, amqp_url = node.add_vhost(f"bench-{name}")
         workdir = root / name
         workdir.mkdir()
-        broker = BrokerMeter(node)
+        broker, idle = BrokerMeter(node), IdleMeter()
         measured = module.run(amqp_url, workdir, args.baseline_tasks, workers=args.workers)
         found[f"{name}_broker_ms_per_task"] = broker.stop() * 1000 / args.baseline_tasks
+        # Start-up and shutdown included: an upper bound of what the run left unused.
+        found[f"{name}_idle_pct"] = idle.stop()
         found[f"{name}_tasks_per_s"] = measured["tasks_per_s"]
         found[f"{name}_p99_ms"] = measured["p99_ms"]
     return found
@@ -396,6 +398,7 @@ def _baseline_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
             "broker CPU ms per task: raw / Celery",
             _ms(results, "raw_broker_ms_per_task", "celery_broker_ms_per_task", digits=2),
         ),
+        ("machine idle, % of its cores: raw / Celery", _ms(results, "raw_idle_pct", "celery_idle_pct")),
     ]
     if "ratio_vs_raw" in results:
         rows.append(

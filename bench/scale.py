@@ -150,6 +150,18 @@ class BrokerMeter:
         return _cpu(self.process) - self.start if self.process else 0.0
 
 
+class IdleMeter:
+    """The machine's idle CPU between start and stop, in % of all its cores:
+    whether a run kept the machine busy."""
+
+    def __init__(self) -> None:
+        self.start = psutil.cpu_times()
+
+    def stop(self) -> float:
+        end = psutil.cpu_times()
+        return (end.idle - self.start.idle) / (sum(end) - sum(self.start)) * 100
+
+
 def _cpu(process: psutil.Process) -> float:
     times = process.cpu_times()
     return float(times.user + times.system)
