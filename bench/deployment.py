@@ -20,7 +20,26 @@ from tests.functional.rabbitmq import RabbitMQNode
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "SUPERSEDED")
 
 
-class Tether:
+class Settling:
+    """Waiting until a deployment has finished every task it accepted."""
+
+    def unfinished(self) -> int:
+        raise NotImplementedError
+
+    def logs(self) -> str:
+        return ""
+
+    def wait_settled(self, timeout: float, progress: Any = None) -> None:
+        deadline = time.monotonic() + timeout
+        while (left := self.unfinished()) and time.monotonic() < deadline:
+            if progress:
+                progress(left)
+            time.sleep(0.5)
+        if left:
+            raise RuntimeError(f"{left} tasks unfinished after {timeout:.0f} s:\n{self.logs()}")
+
+
+class Tether(Settling):
     """A plugin and ``agents`` agents; started without agents on request."""
 
     def __init__(
@@ -99,14 +118,8 @@ class Tether:
         with self.db.connect() as db:
             return int(db.execute(query, {"done": list(TERMINAL)}).scalar_one())
 
-    def wait_settled(self, timeout: float, progress: Any = None) -> None:
-        deadline = time.monotonic() + timeout
-        while (left := self.unfinished()) and time.monotonic() < deadline:
-            if progress:
-                progress(left)
-            time.sleep(0.5)
-        if left:
-            raise RuntimeError(f"{left} tasks unfinished after {timeout:.0f} s:\n{self.deployment.logs()}")
+    def logs(self) -> str:
+        return self.deployment.logs()
 
 
 def latencies(tasks: list[tuple[datetime.datetime, datetime.datetime | None, str]]) -> dict[str, float]:
@@ -124,6 +137,23 @@ def latencies(tasks: list[tuple[datetime.datetime, datetime.datetime | None, str
         "p95_ms": quantiles[94],
         "p99_ms": quantiles[98],
     }
+
+
+def accept_floor(tasks: list[tuple[datetime.datetime, datetime.datetime | None, str]]) -> float:
+    """The fewest tasks accepted in any whole second between the first accept
+    and the last: whether accepting ever fell behind while the pipeline ran."""
+    created = sorted(created for created, _, _ in tasks)
+    if not created:
+        return 0.0
+    whole = int((created[-1] - created[0]).total_seconds())
+    if whole < 1:
+        return float(len(created))
+    counts = [0] * whole
+    for moment in created:
+        second = int((moment - created[0]).total_seconds())
+        if second < whole:
+            counts[second] += 1
+    return float(min(counts))
 
 
 def _time(value: str | datetime.datetime) -> datetime.datetime:

@@ -12,7 +12,7 @@ import csv
 import pathlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 
@@ -65,16 +65,35 @@ def run(
     return rows
 
 
+class Measured(Protocol):
+    """A deployment whose processes the meters read: tether's or a peer's."""
+
+    def processes(self) -> dict[str, psutil.Process]: ...
+
+
+#: tether's roles and the prefix of their process names
+TETHER_ROLES = {"plugin": "tether-plugin", "agents": "agent"}
+
+
 class CpuMeter:
     """Each role's share of the machine's CPU time between start and stop, in %
     of one core; idle_cpu is what no process used.
 
     :param database: the PostgreSQL postmaster, whose backends count as the
         database's (SQLite's work is the plugin's own).
+    :param roles: role → prefix of its processes' names; ``stop`` reports
+        ``<role>_cpu`` for each (tether's plugin and agents by default).
     """
 
-    def __init__(self, tether: Tether, node: RabbitMQNode, database: psutil.Process | None = None) -> None:
-        self.processes = tether.processes()
+    def __init__(
+        self,
+        system: Measured,
+        node: RabbitMQNode,
+        database: psutil.Process | None = None,
+        roles: dict[str, str] | None = None,
+    ) -> None:
+        self.processes = system.processes()
+        self.roles = roles or TETHER_ROLES
         beam = node.beam_pid()
         self.broker = psutil.Process(beam) if beam else None
         self.database = database
@@ -104,12 +123,19 @@ class CpuMeter:
         used = {name: (end[name] - self.start.get(name, 0.0)) / wall * cores * 100 for name in end}
         return {
             "wall_s": wall / cores,
-            "plugin_cpu": sum(v for k, v in used.items() if k.startswith("tether-plugin")),
-            "agents_cpu": sum(v for k, v in used.items() if k.startswith("agent")),
+            **{
+                f"{role}_cpu": sum(v for k, v in used.items() if k.startswith(prefix))
+                for role, prefix in self.roles.items()
+            },
             "broker_cpu": used.get("broker", 0.0),
             "database_cpu": sum(v for k, v in used.items() if k.startswith("database-")),
             "idle_cpu": (machine.idle - self.machine.idle) / wall * cores * 100,
         }
+
+
+def ms_per_task(used: dict[str, float], roles: tuple[str, ...], tasks: int) -> dict[str, float]:
+    """CPU milliseconds each role (and the broker) spent per task, from :meth:`CpuMeter.stop`."""
+    return {role: used[f"{role}_cpu"] / 100 * used["wall_s"] * 1000 / tasks for role in (*roles, "broker")}
 
 
 class BrokerMeter:
@@ -122,6 +148,18 @@ class BrokerMeter:
 
     def stop(self) -> float:
         return _cpu(self.process) - self.start if self.process else 0.0
+
+
+class IdleMeter:
+    """The machine's idle CPU between start and stop, in % of all its cores:
+    whether a run kept the machine busy."""
+
+    def __init__(self) -> None:
+        self.start = psutil.cpu_times()
+
+    def stop(self) -> float:
+        end = psutil.cpu_times()
+        return (end.idle - self.start.idle) / (sum(end) - sum(self.start)) * 100
 
 
 def _cpu(process: psutil.Process) -> float:

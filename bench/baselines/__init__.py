@@ -15,7 +15,14 @@ latency from its accepting COMMIT to its result's COMMIT.
 - :mod:`bench.baselines.celery_baseline`: Celery with ``acks_late`` and
   ``task_reject_on_worker_lost``; the task writes the result row itself.
 
-Each is runnable alone: ``python -m bench.baselines.raw_kombu AMQP_URL --tasks 2000``.
+Their "plugins" publish from several threads (:mod:`bench.baselines.producers`).
+
+The HTTP peers that :mod:`bench.peers` runs live here too, as the code their
+processes load: :mod:`bench.baselines.celery_http` (FastAPI + SQLAlchemy +
+Celery), :mod:`bench.baselines.oslo_http` (the neutron-lbaas shape over
+oslo.messaging), and their database, :mod:`bench.baselines.peer_db`.
+
+Each baseline is runnable alone: ``python -m bench.baselines.raw_kombu AMQP_URL --tasks 2000``.
 """
 
 from __future__ import annotations

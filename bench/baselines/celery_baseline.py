@@ -1,10 +1,11 @@
 """Baseline (b): Celery with ``acks_late`` and ``task_reject_on_worker_lost``.
 
 The "plugin" (this process) inserts each task as PENDING and COMMITs, then
-sends it with ``send_task`` over a connection with publisher confirms, one
-task at a time. A real ``celery worker`` subprocess (``--pool=threads`` by
-default: on two cores it beats prefork, whose parent hands every task to a
-child through a pipe) runs :mod:`bench.baselines.celery_app`'s noop task,
+sends it with ``send_task`` over a connection with publisher confirms, in
+``producer_count`` threads at once (:mod:`bench.baselines.producers`). A
+real ``celery worker`` subprocess (``--pool=threads`` by default: on two
+cores it beats prefork, whose parent hands every task to a child through a
+pipe) runs :mod:`bench.baselines.celery_app`'s noop task,
 which marks the row ACTIVE and COMMITs; the message is acked after that.
 No result backend: the row is the result, as in tether.
 
@@ -19,8 +20,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ import kombu
 import kombu.exceptions
 from celery import Celery
 
-from bench.baselines import BaselineError, db, report
+from bench.baselines import BaselineError, db, producers, report
 from bench.baselines.celery_app import configure
 
 START_TIMEOUT = 60.0
@@ -46,6 +49,7 @@ def run(
     pool: str = "threads",
     prefetch_multiplier: int = 4,
     timeout: float | None = None,
+    producer_count: int = producers.PRODUCERS,
 ) -> dict[str, Any]:
     """Push ``tasks`` tasks through Celery; the figures of :func:`report.summarize`.
 
@@ -53,6 +57,7 @@ def run(
     :param pool: the worker's ``--pool``: ``threads``, ``prefork`` or ``solo``.
     :param prefetch_multiplier: Celery's ``worker_prefetch_multiplier`` (its default, 4).
     :param timeout: seconds for the whole run (default: 60 + 0.1 per task).
+    :param producer_count: the plugin's producer threads (:mod:`bench.baselines.producers`).
     :raises BaselineError: the worker died or a wait ran out.
     """
     deadline = time.monotonic() + (timeout if timeout is not None else 60.0 + tasks / 10.0)
@@ -96,7 +101,7 @@ def run(
             )
         try:
             _wait_ready(worker, ready_file, log_path)
-            accepted = _produce(amqp_url, queue, db_path, synchronous, tasks, deadline)
+            accepted = _produce(amqp_url, queue, db_path, synchronous, tasks, deadline, producer_count)
             _wait_recorded(worker, db_path, tasks, deadline, log_path)
         finally:
             _stop(worker)
@@ -110,28 +115,41 @@ def run(
         workers=workers,
         pool=pool,
         prefetch_multiplier=prefetch_multiplier,
+        producers=producer_count,
         synchronous=synchronous,
     )
     return figures
 
 
 def _produce(
-    amqp_url: str, queue: str, db_path: Path, synchronous: str, tasks: int, deadline: float
+    amqp_url: str, queue: str, db_path: Path, synchronous: str, tasks: int, deadline: float, count: int
 ) -> dict[str, float]:
     app = Celery("tether_bench_producer")
     configure(app, amqp_url, queue)
     accepted: dict[str, float] = {}
-    conn = db.connect(db_path, synchronous)
+    # The producers' commits take turns here, not in SQLite's busy handler.
+    write_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def sender() -> Iterator[Callable[[], None]]:
+        conn = db.connect(db_path, synchronous)
+        try:
+            # A producer (and its connection) of the app's pool per thread.
+            with app.producer_or_acquire() as producer:
+
+                def send() -> None:
+                    task_id = uuid.uuid4().hex
+                    with write_lock:
+                        accepted[task_id] = db.accept(conn, task_id)
+                    app.send_task("bench.noop", args=[task_id], producer=producer)
+
+                yield send
+        finally:
+            conn.close()
+
     try:
-        with app.producer_or_acquire() as producer:
-            for _ in range(tasks):
-                task_id = uuid.uuid4().hex
-                accepted[task_id] = db.accept(conn, task_id)
-                app.send_task("bench.noop", args=[task_id], producer=producer)
-                if time.monotonic() > deadline:
-                    raise BaselineError(f"timed out after accepting {len(accepted)} of {tasks} tasks")
+        producers.run(count, tasks, deadline, sender)
     finally:
-        conn.close()
         app.close()
     return accepted
 
@@ -207,6 +225,7 @@ def _tail(path: Path, lines: int = 30) -> str:
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool", default="threads", choices=["threads", "prefork", "solo"])
     parser.add_argument("--prefetch-multiplier", type=int, default=4)
+    parser.add_argument("--producer-count", type=int, default=producers.PRODUCERS, help="producer threads")
 
 
 if __name__ == "__main__":

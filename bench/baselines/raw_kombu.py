@@ -1,8 +1,10 @@
 """Baseline (a): a raw kombu round trip with one COMMIT per task at each end.
 
 The "plugin" (this process) inserts each task as PENDING and COMMITs, then
-publishes a persistent work message and waits for its confirm, one task at a
-time. ``workers`` agent processes (:mod:`bench.baselines.raw_worker`) each
+publishes a persistent work message and waits for its confirm, in
+``producer_count`` threads at once (:mod:`bench.baselines.producers`: one
+loop would be bound by the confirm round trip, not by the machine). ``workers`` agent processes
+(:mod:`bench.baselines.raw_worker`) each
 run one consume loop with ``prefetch`` unacked messages, call the noop driver
 and publish a persistent result with a confirm. A result-consumer thread here
 marks each task ACTIVE and COMMITs before acking the result. The two writers
@@ -15,16 +17,18 @@ Queues get a per-run name on the given vhost and are deleted afterwards.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import kombu
 
-from bench.baselines import BaselineError, db, raw_worker, report
+from bench.baselines import BaselineError, db, producers, raw_worker, report
 
 CONFIRM_TIMEOUT = 30.0
 START_TIMEOUT = 30.0
@@ -38,10 +42,12 @@ def run(
     synchronous: str = "FULL",
     prefetch: int = 4,
     timeout: float | None = None,
+    producer_count: int = producers.PRODUCERS,
 ) -> dict[str, Any]:
     """Push ``tasks`` tasks through the round trip; the figures of :func:`report.summarize`.
 
     :param prefetch: unacked work messages per agent process.
+    :param producer_count: the plugin's producer threads (:mod:`bench.baselines.producers`).
     :param timeout: seconds for the whole run (default: 60 + 0.1 per task).
     :raises BaselineError: an agent died or a wait ran out.
     """
@@ -61,7 +67,15 @@ def run(
             agents, stop = _start_agents(amqp_url, work_queue.name, result_queue.name, workers, prefetch)
             try:
                 accepted, recorded = _round_trip(
-                    amqp_url, db_path, synchronous, tasks, work_queue, result_queue, agents, deadline
+                    amqp_url,
+                    db_path,
+                    synchronous,
+                    tasks,
+                    work_queue,
+                    result_queue,
+                    agents,
+                    deadline,
+                    producer_count,
                 )
             finally:
                 _stop_agents(agents, stop)
@@ -75,6 +89,7 @@ def run(
         workers=workers,
         agent_processes=workers,
         prefetch=prefetch,
+        producers=producer_count,
         synchronous=synchronous,
     )
     return figures
@@ -89,6 +104,7 @@ def _round_trip(
     result_queue: kombu.Queue,
     agents: list[multiprocessing.process.BaseProcess],
     deadline: float,
+    producer_count: int,
 ) -> tuple[dict[str, float], dict[str, float]]:
     write_lock = threading.Lock()
     consumer = _ResultConsumer(amqp_url, db_path, synchronous, result_queue, tasks, write_lock, deadline)
@@ -96,25 +112,31 @@ def _round_trip(
     if not consumer.ready.wait(START_TIMEOUT):
         raise BaselineError("the result consumer did not start")
     accepted: dict[str, float] = {}
-    conn = db.connect(db_path, synchronous)
-    try:
-        with kombu.Connection(amqp_url, transport_options={"confirm_publish": True}) as publishing:
-            producer = kombu.Producer(publishing.channel())
-            for _ in range(tasks):
-                task_id = uuid.uuid4().hex
-                with write_lock:
-                    accepted[task_id] = db.accept(conn, task_id)
-                producer.publish(
-                    {"id": task_id},
-                    routing_key=work_queue.routing_key,
-                    serializer="json",
-                    delivery_mode=2,
-                    confirm_timeout=CONFIRM_TIMEOUT,
-                )
-                if time.monotonic() > deadline:
-                    raise BaselineError(f"timed out after accepting {len(accepted)} of {tasks} tasks")
-    finally:
-        conn.close()
+
+    @contextlib.contextmanager
+    def sender() -> Iterator[Callable[[], None]]:
+        conn = db.connect(db_path, synchronous)
+        try:
+            with kombu.Connection(amqp_url, transport_options={"confirm_publish": True}) as publishing:
+                producer = kombu.Producer(publishing.channel())
+
+                def send() -> None:
+                    task_id = uuid.uuid4().hex
+                    with write_lock:
+                        accepted[task_id] = db.accept(conn, task_id)
+                    producer.publish(
+                        {"id": task_id},
+                        routing_key=work_queue.routing_key,
+                        serializer="json",
+                        delivery_mode=2,
+                        confirm_timeout=CONFIRM_TIMEOUT,
+                    )
+
+                yield send
+        finally:
+            conn.close()
+
+    producers.run(producer_count, tasks, deadline, sender)
     while consumer.is_alive():
         consumer.join(timeout=0.5)
         dead = [agent.pid for agent in agents if not agent.is_alive()]
@@ -222,6 +244,7 @@ def _stop_agents(agents: list[multiprocessing.process.BaseProcess], stop: Any) -
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefetch", type=int, default=4, help="unacked work messages per agent process")
+    parser.add_argument("--producer-count", type=int, default=producers.PRODUCERS, help="producer threads")
 
 
 if __name__ == "__main__":
