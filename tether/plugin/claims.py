@@ -3,7 +3,7 @@
 Agents of this release claim over kombu (:mod:`tether.plugin.claim_server`),
 agents of the previous one over oslo.messaging (:mod:`tether.plugin.rpc`);
 both hand their claims here, and each claim's transition is
-:func:`tether.plugin.lifecycle.claim`'s.
+:func:`tether.plugin.lifecycle.decide_claim`'s.
 """
 
 from __future__ import annotations
