@@ -24,7 +24,9 @@ from .daemons import Database, Deployment
 from .rabbitmq import INSTALL_HINT, RABBITMQ_SERVER, is_installed
 from .rabbitmq_cluster import RabbitMQCluster
 
-pytestmark = pytest.mark.functional
+# A node's death and the queues' replication are the broker's; the plugin's
+# database sees the same writes as on any other pass.
+pytestmark = [pytest.mark.functional, pytest.mark.broker_only]
 
 #: Requests posted while a node dies, at a steady rate over LOAD_SECONDS.
 REQUESTS = 150
