@@ -84,6 +84,15 @@ def pipeline(plugin: Plugin, conf: cfg.ConfigOpts) -> Iterator[list[agent_servic
     plugin.stop()
 
 
+@pytest.fixture
+def claim_server(plugin: Plugin) -> Iterator[Plugin]:
+    """The plugin with its claim server answering claims requests."""
+    plugin.claims.start()
+    assert plugin.claims.connected.wait(5)
+    yield plugin
+    plugin.claims.stop()
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import hypothesis
@@ -84,14 +83,6 @@ def test_deep_nesting_and_lone_surrogates_are_refused_not_raised() -> None:
     surrogate = json.dumps(VALID).replace('"a"', '"\\ud800"').encode()
     with pytest.raises(MalformedMessage, match="JSON is malformed"):
         _read(surrogate)
-
-
-@pytest.fixture
-def claim_server(plugin: Plugin) -> Iterator[Plugin]:
-    plugin.claims.start()
-    assert plugin.claims.connected.wait(5)
-    yield plugin
-    plugin.claims.stop()
 
 
 @hypothesis.settings(

@@ -51,14 +51,6 @@ def channel(conf: cfg.ConfigOpts) -> Iterator[ClaimChannel]:
     loop.stop()
 
 
-@pytest.fixture
-def claim_server(plugin: Plugin) -> Iterator[Plugin]:
-    plugin.claims.start()
-    assert plugin.claims.connected.wait(5)
-    yield plugin
-    plugin.claims.stop()
-
-
 def _create(client: TestClient) -> str:
     return str(client.post("/v1/loadbalancers", json={"provider": "noop"}).json()["task"]["id"])
 

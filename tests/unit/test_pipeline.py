@@ -133,7 +133,7 @@ def test_the_request_id_appears_in_the_plugins_and_the_agents_log_lines(
     lines = [r for r in caplog.records if getattr(r, "request_id", None) == request_id]
     # The logger of each module; the task state machine's are its package's.
     names = {r.name.removeprefix("tether.plugin.lifecycle.") for r in lines}
-    assert names >= {"tether.plugin.changes", "tether.agent.runner", "claiming", "settling"}
+    assert names >= {"tether.plugin.changes", "tether.agent.runner", "claiming", "finished"}
     # The claim, decided from the agent's claims request, carries it too.
     assert any("claimed by agent" in r.getMessage() for r in lines)
 

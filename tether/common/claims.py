@@ -22,6 +22,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 
 from tether.common.exceptions import MalformedMessage
+from tether.common.messages import Counter, Id
 
 VERSION = 1
 KNOWN_VERSIONS = frozenset({VERSION})
@@ -29,9 +30,6 @@ KNOWN_VERSIONS = frozenset({VERSION})
 #: Claims one request carries at most.
 MAX_CLAIMS = 256
 
-#: Identifiers end up in the database: no control characters (NUL above all).
-Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]*$")]
-Counter = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
 #: More than any deadline tether sets, far below datetime's range.
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=10 * 365 * 86400)]
 
@@ -39,14 +37,14 @@ Seconds = Annotated[float, msgspec.Meta(ge=0, le=10 * 365 * 86400)]
 class Claim(msgspec.Struct, frozen=True):
     """One worker's request to run the task a work message carries."""
 
-    task_id: Identifier
-    agent_id: Identifier
+    task_id: Id
+    agent_id: Id
     #: the same for every retry of one claim, so the plugin answers them alike
-    claim_id: Identifier
+    claim_id: Id
     #: the broker redelivered the work message: its last holder may be dead
     redelivered: bool
     driver_timeout: Seconds
-    request_id: Identifier | None = None
+    request_id: Id | None = None
     #: the attempt the work message was published for, so that a stale copy
     #: of an older attempt's message does not take over from a live holder
     published_for: Counter | None = None

@@ -49,7 +49,8 @@ from tether.plugin.lifecycle.claiming import (
     take,
     taken_by,
 )
-from tether.plugin.lifecycle.policy import FINISHED, FINISHED_METRICS, OPTS, Policy
+from tether.plugin.lifecycle.finished import FINISHED, FINISHED_METRICS
+from tether.plugin.lifecycle.policy import OPTS, Policy
 from tether.plugin.lifecycle.settling import settle_simply
 from tether.plugin.lifecycle.transitions import (
     abandon,

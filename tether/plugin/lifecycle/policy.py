@@ -11,11 +11,6 @@ from sqlalchemy import orm
 
 from tether.plugin.db.models import Task
 
-#: ``session.info`` key: (task id, resource id) of tasks that reached a
-#: terminal state in the session, for whoever waits on them after commit.
-FINISHED = "tether.finished"
-FINISHED_METRICS = "tether.finished-metrics"
-
 OPTS: list[cfg.Opt] = [
     cfg.IntOpt(
         "max_attempts",

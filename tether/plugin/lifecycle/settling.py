@@ -14,7 +14,8 @@ from tether.common.states import OperatingStatus, Operation, Outcome, TaskState
 from tether.plugin import notifications
 from tether.plugin.db import attempts
 from tether.plugin.db.models import utcnow
-from tether.plugin.lifecycle.policy import FINISHED, FINISHED_METRICS, Policy
+from tether.plugin.lifecycle import finished
+from tether.plugin.lifecycle.policy import Policy
 
 LOG = logging.getLogger(__name__)
 
@@ -78,23 +79,9 @@ def settle_simply(
             if _known_status(task.id, resource_id, status)
         ],
     )
-    finished = session.info.setdefault(FINISHED, [])
-    finished_metrics = session.info.setdefault(FINISHED_METRICS, [])
     for task, result in simple:
-        finished.append((task.id, task.resource_id))
-        elapsed = (now - task.created_at).total_seconds() if task.created_at else 0.0
-        finished_metrics.append((task.provider, task.operation, TaskState.SUCCEEDED.value, elapsed))
         with log.request_context(result.request_id):
-            LOG.info(
-                "task %s (%s %s %s, attempt %d on agent %s) %s",
-                task.id,
-                task.operation,
-                task.resource_type,
-                task.resource_id,
-                task.attempt,
-                task.agent_id or "-",
-                TaskState.SUCCEEDED,
-            )
+            finished.note(session, task, TaskState.SUCCEEDED, now)
     return rest
 
 

@@ -17,7 +17,8 @@ from tether.common.states import OperatingStatus, Operation, Outcome, Provisioni
 from tether.plugin import callbacks, notifications, work
 from tether.plugin.db import queries
 from tether.plugin.db.models import Outbox, Resource, Task, TaskAttempt, utcnow
-from tether.plugin.lifecycle.policy import FINISHED, FINISHED_METRICS, Policy
+from tether.plugin.lifecycle import finished
+from tether.plugin.lifecycle.policy import Policy
 
 LOG = logging.getLogger(__name__)
 
@@ -312,23 +313,6 @@ def _finish(session: orm.Session, policy: Policy, task: Task, state: TaskState) 
     task.deadline = None
     notifications.task_changed(session, task)
     callbacks.schedule(session, task)
-    finished = session.info.setdefault(FINISHED, [])
-    finished.append((task.id, task.resource_id))
-    # Counted after commit (see tether.plugin.waiters), so a rollback counts nothing.
-    elapsed = (task.finished_at - task.created_at).total_seconds() if task.created_at else 0.0
-    session.info.setdefault(FINISHED_METRICS, []).append(
-        (task.provider, task.operation, state.value, elapsed)
-    )
-    LOG.info(
-        "task %s (%s %s %s, attempt %d on agent %s) %s%s",
-        task.id,
-        task.operation,
-        task.resource_type,
-        task.resource_id,
-        task.attempt,
-        task.agent_id or "-",
-        state,
-        f": {task.error_message}" if state == TaskState.FAILED else "",
-    )
+    finished.note(session, task, state, task.finished_at)
     if was_working:
         advance(session, policy, task.root_id)
