@@ -1,9 +1,10 @@
 """The control plane: agent→plugin RPC over oslo.messaging.
 
-Work and results travel over kombu with manual acks (see
-:mod:`tether.common.transport`); oslo.messaging acks a message before its
+Work, claims and results travel over kombu (see :mod:`tether.common.transport`
+and :mod:`tether.common.claims`); oslo.messaging acks a message before its
 endpoint runs, which is fine for request/reply calls whose caller retries
-on a timeout: claims, heartbeats and resyncs.
+on a timeout: state reports, resyncs and the progress of long operations,
+and the claims of agents of the previous release.
 
 The same ``[DEFAULT] transport_url`` configures both: ``rabbit://`` as is,
 ``memory://`` becomes oslo.messaging's in-process ``fake://``.
@@ -18,6 +19,10 @@ Versions of the plugin's RPC API (``TOPIC``):
 * 1.2 - ``claim_batch`` (several claims, one transaction)
 * 1.3 - ``claim_batch`` claims may say ``published_for``: the attempt their
   work message was published for
+
+Agents of 0.2 claim on the claims queue once a plugin's answer to their
+state report says ``kombu_claims``; ``claim`` and ``claim_batch`` stay for
+agents of 0.1 and go in the release after 0.2.
 """
 
 from __future__ import annotations
