@@ -223,3 +223,30 @@ def _state() -> dict[str, Any]:
         "workers": 1,
         "in_flight": 0,
     }
+
+
+def test_a_claim_whose_connection_closes_unanswered_is_made_again_at_once(
+    client: TestClient, plugin: Plugin, conf: cfg.ConfigOpts
+) -> None:
+    broker = transport.Broker(conf)
+    channel = ClaimChannel(broker, "agent-1", timeout=30.0)
+    loop = AgentLoop(broker, channel)
+    loop.start()
+    assert channel.connected.wait(5)
+    task_id = _create(client)
+    failed: list[BaseException] = []
+
+    def claim() -> None:
+        try:
+            channel.claim(_claim(task_id))
+        except ClaimTimeout as exc:
+            failed.append(exc)
+
+    claiming = threading.Thread(target=claim)
+    claiming.start()
+    wait_for(lambda: channel._sent)  # sent; no claim server answers
+    channel.on_disconnect()
+    claiming.join(2)
+    loop.stop()
+    assert not claiming.is_alive(), "the worker waited out its 30 s instead"
+    assert "connection closed before the claim" in str(failed[0])

@@ -62,7 +62,10 @@ class ClaimChannel:
         self.wake()
         if not slot.answered.wait(self.timeout):
             raise ClaimTimeout(f"no answer to the claim of task {claim.task_id} in {self.timeout:g} s")
-        assert slot.answer is not None
+        if slot.answer is None:
+            raise ClaimTimeout(
+                f"the broker connection closed before the claim of task {claim.task_id} was answered"
+            )
         return slot.answer
 
     def on_connect(self, connection: kombu.Connection) -> None:
@@ -78,9 +81,13 @@ class ClaimChannel:
         self.connected.set()
 
     def on_disconnect(self) -> None:
-        """Replies to what was sent are gone with the channel: those workers claim again."""
+        """Replies to what was sent are gone with the channel: those workers
+        claim again at once, rather than at the end of their wait."""
         self.connected.clear()
         self._producer = None
+        for _, batch in self._sent.values():
+            for slot in batch:
+                slot.answered.set()
         self._sent.clear()
 
     def flush(self) -> None:
