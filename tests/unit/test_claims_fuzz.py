@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from oslo_config import cfg
 
 from tests.unit.conftest import wait_for
-from tether.common import claims, transport
+from tether.common import claims, transport, wire
 from tether.common.claims import Claim
 from tether.common.exceptions import MalformedMessage
 from tether.plugin.service import Plugin
@@ -35,9 +35,9 @@ def _read(raw: bytes) -> list[Claim | None]:
     for an AMQP header."""
     try:
         found: list[Claim | None] = []
-        for index, item in enumerate(claims.decode_request(raw)):
+        for index, item in enumerate(wire.decode_claims(raw)):
             try:
-                found.append(claims.decode_claim(item, index))
+                found.append(wire.decode_claim(item, index))
             except MalformedMessage as exc:
                 assert exc.msg.startswith("Malformed message: claims[")
                 found.append(None)
@@ -81,7 +81,9 @@ def test_deep_nesting_and_lone_surrogates_are_refused_not_raised() -> None:
         with pytest.raises(MalformedMessage, match="nested too deeply"):
             _read(deep)
     surrogate = json.dumps(VALID).replace('"a"', '"\\ud800"').encode()
-    with pytest.raises(MalformedMessage, match="JSON is malformed"):
+    with pytest.raises(
+        MalformedMessage, match=r"lone UTF-16 surrogate in a string at \$\.claims\[0\]\.agent_id"
+    ):
         _read(surrogate)
 
 
@@ -112,6 +114,7 @@ def test_the_claim_server_outlives_whatever_reaches_its_queue(
                 exchange=broker.claims_exchange,
                 routing_key=transport.CLAIMS_QUEUE,
                 reply_to="tether.reply.fuzz",
+                content_type="application/json",
             )
 
         def answered() -> bool:

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from tests.unit.conftest import wait_for
 from tether.agent.claims import ClaimChannel, ClaimTimeout
 from tether.agent.plugin_api import ClaimFailed, PluginApi
-from tether.common import claims, connection, transport
+from tether.common import claims, connection, transport, wire
 from tether.common.claims import Claim
 from tether.plugin.service import Plugin
 
@@ -129,6 +129,7 @@ def _request(
             routing_key=transport.CLAIMS_QUEUE,
             reply_to=reply_to,
             correlation_id="r1",
+            content_type="application/json",
         )
         if answered:
             wait_for(lambda: _drain(conn) and replies, timeout=5)
@@ -150,7 +151,7 @@ def test_a_malformed_claim_is_answered_with_its_error_and_the_others_of_its_requ
     good = claims.encode_request([_claim(task_id)])
     body = good.replace(b'"claims":[', b'"claims":[{"task_id":"x","agent_id":"a"},')
     reply = _request(conf, body)
-    first, second = claims.decode_reply(reply)
+    first, second = wire.decode_claim_reply(reply)
     assert first.error_type == "MalformedMessage"
     assert "claims[0]" in (first.error_message or "") and "claim_id" in (first.error_message or "")
     assert second.run and second.attempt == 1
@@ -165,7 +166,7 @@ def test_an_unreadable_claims_request_is_dead_lettered_with_the_reason(
         queue = broker.dead_letter_queue()(conn.default_channel)
         message = wait_for(lambda: queue.get(no_ack=True), timeout=5)
     reason = message.headers[transport.DEAD_LETTER_REASON]
-    assert "claims request schema version 7 is unknown" in reason
+    assert "claims message schema version 7 is unknown" in reason
 
 
 def test_a_claims_request_without_reply_to_is_dead_lettered(

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import kombu
 
-from tether.common import claims, transport
+from tether.common import claims, transport, wire
 from tether.common.claims import Claim, ClaimAnswer
 from tether.common.exceptions import MalformedMessage
 
@@ -133,7 +133,7 @@ class ClaimChannel:
             return
         _, batch = entry
         try:
-            answers = claims.decode_reply(message.body)
+            answers = wire.decode_claim_reply(message.body)
             if len(answers) != len(batch):
                 raise MalformedMessage(reason=f"{len(answers)} answers to {len(batch)} claims")
         except MalformedMessage as exc:

@@ -10,18 +10,18 @@ transaction and answers with one :class:`ClaimReply`, in order.
 A lost request or reply costs a retry: the agent claims again with the same
 ``claim_id``, which the plugin answers as it did the first time.
 
-Each claim of a request is decoded on its own, so one malformed claim is
-answered with its error and the others are decided. A request that cannot be
-read at all is dead-lettered with the reason (guarantee 7).
+Each claim of a request is decoded on its own (:mod:`tether.common.wire`),
+so one malformed claim is answered with its error and the others are
+decided. A request that cannot be read at all is dead-lettered with the
+reason (guarantee 7).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import msgspec
 
-from tether.common.exceptions import MalformedMessage
 from tether.common.messages import Counter, Id
 
 VERSION = 1
@@ -80,7 +80,7 @@ class ClaimAnswer(msgspec.Struct, frozen=True, omit_defaults=True):
 
 class ClaimRequest(msgspec.Struct, frozen=True, tag_field="kind", tag="claims"):
     version: int
-    #: each claim decoded on its own: see :func:`decode_claim`
+    #: each claim decoded on its own: see :func:`tether.common.wire.decode_claim`
     claims: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=MAX_CLAIMS)]
 
 
@@ -90,11 +90,6 @@ class ClaimReply(msgspec.Struct, frozen=True, tag_field="kind", tag="claim-answe
 
 
 _ENCODER = msgspec.json.Encoder()
-_REQUEST = msgspec.json.Decoder(ClaimRequest)
-_CLAIM = msgspec.json.Decoder(Claim)
-_REPLY = msgspec.json.Decoder(ClaimReply)
-
-_T = TypeVar("_T", ClaimRequest, ClaimReply)
 
 
 def encode_request(claims: list[Claim]) -> bytes:
@@ -103,52 +98,3 @@ def encode_request(claims: list[Claim]) -> bytes:
 
 def encode_reply(answers: list[ClaimAnswer]) -> bytes:
     return _ENCODER.encode(ClaimReply(VERSION, answers))
-
-
-def decode_request(raw: bytes) -> list[msgspec.Raw]:
-    """The claims of a request, each still to be read by :func:`decode_claim`.
-
-    :raises MalformedMessage: saying what is wrong with the request.
-    """
-    request = _decode(_REQUEST, raw, "claims request")
-    return request.claims
-
-
-def decode_claim(raw: msgspec.Raw, index: int) -> Claim:
-    """:raises MalformedMessage: naming the claim and the field it breaks."""
-    try:
-        return _CLAIM.decode(raw)
-    except (msgspec.DecodeError, RecursionError) as exc:
-        raise MalformedMessage(reason=f"claims[{index}] of the claims request: {_where(exc)}") from exc
-
-
-def decode_reply(raw: bytes) -> list[ClaimAnswer]:
-    """:raises MalformedMessage: saying what is wrong with the reply."""
-    return _decode(_REPLY, raw, "claim reply").answers
-
-
-def _decode(decoder: msgspec.json.Decoder[_T], raw: bytes, kind: str) -> _T:
-    try:
-        version = msgspec.json.decode(raw, type=_Versioned).version
-    except (msgspec.DecodeError, RecursionError) as exc:
-        raise MalformedMessage(
-            reason=f"the {kind} cannot be read as a JSON object with a schema version: {_where(exc)}"
-        ) from exc
-    if version not in KNOWN_VERSIONS:
-        raise MalformedMessage(
-            reason=f"{kind} schema version {version} is unknown to this process (it knows "
-            f"{sorted(KNOWN_VERSIONS)}); upgrade it to read the message"
-        )
-    try:
-        return decoder.decode(raw)
-    except (msgspec.DecodeError, RecursionError) as exc:
-        raise MalformedMessage(reason=f"the {kind} breaks its schema: {_where(exc)}") from exc
-
-
-class _Versioned(msgspec.Struct):
-    version: int
-
-
-def _where(exc: Exception) -> str:
-    text = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-    return text if len(text) <= 300 else f"{text[:300]}…"

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from tether.common import messages
+from tether.common import claims, messages
 from tether.common.exceptions import MalformedMessage
 
 #: Largest body a consumer reads. Work carries a whole resource tree, but the
@@ -38,8 +38,11 @@ _CONTENT_ENCODINGS = frozenset({"utf-8", "utf8", "binary"})
 
 _WORK_DECODER = msgspec.json.Decoder(messages.Work)
 _RESULT_DECODER = msgspec.json.Decoder(messages.Result)
+_CLAIMS_DECODER = msgspec.json.Decoder(claims.ClaimRequest)
+_CLAIM_DECODER = msgspec.json.Decoder(claims.Claim)
+_CLAIM_REPLY_DECODER = msgspec.json.Decoder(claims.ClaimReply)
 
-M = TypeVar("M", messages.Work, messages.Result)
+M = TypeVar("M", messages.Work, messages.Result, claims.ClaimRequest, claims.ClaimReply)
 
 # msgspec's wording: "<what> - at `$.task.attempt`", or no suffix at the top.
 _AT = re.compile(r"^(?P<what>.*?)(?: - at `(?P<where>[^`]*)`)?$", re.DOTALL)
@@ -66,6 +69,36 @@ def decode_result(
     :raises MalformedMessage: saying what is wrong with it.
     """
     return _decode(raw, _RESULT_DECODER, "result", content_type, content_encoding)
+
+
+def decode_claims(
+    raw: bytes | str, content_type: str | None = None, content_encoding: str | None = None
+) -> list[msgspec.Raw]:
+    """The claims a claims request carries, each still to be read by
+    :func:`decode_claim`: one malformed claim is refused alone.
+
+    :raises MalformedMessage: saying what is wrong with the request.
+    """
+    request = _decode(raw, _CLAIMS_DECODER, "claims", content_type, content_encoding, claims.KNOWN_VERSIONS)
+    return request.claims
+
+
+def decode_claim(raw: msgspec.Raw, index: int) -> claims.Claim:
+    """:raises MalformedMessage: naming the claim and the field it breaks."""
+    try:
+        return _CLAIM_DECODER.decode(raw)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        what, where = _split(str(exc))
+        if what.startswith("Expected `str` matching regex"):
+            what = "Expected `str` without control characters (U+0000 to U+001F)"
+        raise MalformedMessage(
+            reason=f"claims[{index}] of the claims message breaks its schema at {where}: {_shorten(what)}"
+        ) from exc
+
+
+def decode_claim_reply(raw: bytes | str) -> list[claims.ClaimAnswer]:
+    """:raises MalformedMessage: saying what is wrong with the reply."""
+    return _decode(raw, _CLAIM_REPLY_DECODER, "claim reply", None, None, claims.KNOWN_VERSIONS).answers
 
 
 def check_content(kind: str, content_type: str | None, content_encoding: str | None) -> None:
@@ -105,6 +138,7 @@ def _decode(
     kind: str,
     content_type: str | None,
     content_encoding: str | None,
+    known: frozenset[int] = messages.KNOWN_VERSIONS,
 ) -> M:
     check_content(kind, content_type, content_encoding)
     size = len(raw.encode(errors="surrogatepass") if isinstance(raw, str) else raw)
@@ -116,12 +150,14 @@ def _decode(
     try:
         message = decoder.decode(raw)
     except (msgspec.DecodeError, RecursionError, UnicodeEncodeError) as exc:
-        raise MalformedMessage(reason=_refusal(kind, raw, exc)) from exc
-    if message.version not in messages.KNOWN_VERSIONS:
-        raise MalformedMessage(reason=_version_reason(kind, message.version))
+        raise MalformedMessage(reason=_refusal(kind, raw, exc, known)) from exc
+    if message.version not in known:
+        raise MalformedMessage(reason=_version_reason(kind, message.version, known))
+    if not isinstance(message, messages.Work | messages.Result):
+        return message
     missing = messages.unstated(message)
     if missing == "version":
-        raise MalformedMessage(reason=_version_reason(kind, None))
+        raise MalformedMessage(reason=_version_reason(kind, None, known))
     if missing is not None:
         raise MalformedMessage(
             reason=f"the {kind} message breaks its schema at $: Object missing required field `{missing}`"
@@ -129,7 +165,7 @@ def _decode(
     return message
 
 
-def _refusal(kind: str, raw: bytes | str, exc: Exception) -> str:
+def _refusal(kind: str, raw: bytes | str, exc: Exception, known: frozenset[int]) -> str:
     """Why msgspec refused ``raw``, worded as a person would fix it."""
     if isinstance(exc, RecursionError):
         return f"the {kind} message is nested too deeply"
@@ -154,8 +190,8 @@ def _refusal(kind: str, raw: bytes | str, exc: Exception) -> str:
         body = None
     if isinstance(body, dict):
         version = body.get("version")
-        if type(version) is not int or version not in messages.KNOWN_VERSIONS:
-            return _version_reason(kind, version)
+        if type(version) is not int or version not in known:
+            return _version_reason(kind, version, known)
     # The one pattern in messages is Id's; its regex would mean little to a reader.
     if what.startswith("Expected `str` matching regex"):
         what = "Expected `str` without control characters (U+0000 to U+001F)"
@@ -163,7 +199,8 @@ def _refusal(kind: str, raw: bytes | str, exc: Exception) -> str:
 
 
 def _syntax_reason(kind: str, data: bytes, text: str) -> str:
-    if "surrogate" in text:
+    # msgspec calls a lone surrogate followed by a quote an unexpected end of the escape.
+    if "surrogate" in text or ("hex escape" in text and _lone_surrogate(data) is not None):
         where = _lone_surrogate(data)
         return (
             f"the {kind} message holds a lone UTF-16 surrogate in a string at {where or _shorten(text)}; "
@@ -182,15 +219,15 @@ def _syntax_reason(kind: str, data: bytes, text: str) -> str:
     return f"the {kind} message is not JSON: {_shorten(text)}"
 
 
-def _version_reason(kind: str, version: Any) -> str:
+def _version_reason(kind: str, version: Any, known: frozenset[int]) -> str:
     if version is None:
         return (
             f"the {kind} message has no schema version; tether's messages carry "
-            f"'version' (this process knows {sorted(messages.KNOWN_VERSIONS)})"
+            f"'version' (this process knows {sorted(known)})"
         )
     return (
         f"{kind} message schema version {_shorten(repr(version))} is unknown to this "
-        f"process (it knows {sorted(messages.KNOWN_VERSIONS)}); upgrade it to read the message"
+        f"process (it knows {sorted(known)}); upgrade it to read the message"
     )
 
 

@@ -46,7 +46,7 @@ class _Request:
         self.answers: list[ClaimAnswer | None] = []
         for index, raw in enumerate(raws):
             try:
-                self.claims.append(claims.decode_claim(raw, index))
+                self.claims.append(wire.decode_claim(raw, index))
                 self.answers.append(None)
             except MalformedMessage as exc:
                 LOG.warning("refused a malformed claim: %s", exc.msg)
@@ -139,7 +139,11 @@ class ClaimServer(connection.ConnectionLoop):
             )
             return
         try:
-            raws = claims.decode_request(message.body)
+            raws = wire.decode_claims(
+                message.body,
+                getattr(message, "content_type", None),
+                getattr(message, "content_encoding", None),
+            )
         except MalformedMessage as exc:
             self._dead_letters.add(message, exc.msg)
             return
