@@ -30,7 +30,6 @@ from tether.agent.runner import Pending, Runner
 from tether.agent.scheduler import Scheduler
 from tether.agent.workers import WorkerPool
 from tether.common import connection, dead_lettering, messages, transport, wire
-from tether.common.exceptions import MalformedMessage
 from tether.common.publisher import Envelope, Publisher
 
 LOG = logging.getLogger(__name__)
@@ -251,17 +250,8 @@ class WorkConsumer(connection.ConnectionLoop):
 
     def _on_message(self, message: kombu.Message) -> None:
         self._acks.delivered(message)
-        try:
-            work = wire.decode_work(
-                message.body,
-                getattr(message, "content_type", None),
-                getattr(message, "content_encoding", None),
-            )
-        except MalformedMessage as exc:
-            self._dead_letters.add(message, exc.msg)
-            return
-        except Exception as exc:  # noqa: BLE001 - nothing a peer sends may stop the consumer
-            self._dead_letters.add(message, f"unreadable work message: {type(exc).__name__}: {exc}")
+        work = self._dead_letters.read(message, wire.decode_work)
+        if work is None:
             return
         with self._lock:
             delivery = (self._epoch, message)

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from tether.common import metrics
+from tether.common.exceptions import MalformedMessage
 from tether.common.publisher import Envelope, Publisher
 from tether.common.transport import COMPRESSION, ORIGINAL_COMPRESSION, Broker
 
 LOG = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 class DeadLetters:
@@ -44,6 +48,21 @@ class DeadLetters:
             reason,
         )
         self._pending.append((message, reason))
+
+    def read(self, message: Any, decode: Callable[[Any, str | None, str | None], _T]) -> _T | None:
+        """``message`` decoded, or None once it is bound for the dead-letter queue
+        with why: nothing a peer sends may stop the consumer."""
+        try:
+            return decode(
+                message.body,
+                getattr(message, "content_type", None),
+                getattr(message, "content_encoding", None),
+            )
+        except MalformedMessage as exc:
+            self.add(message, exc.msg)
+        except Exception as exc:  # noqa: BLE001 - a decoder's bug is the message's dead end, not the loop's
+            self.add(message, f"unreadable {self.kind} message: {type(exc).__name__}: {exc}")
+        return None
 
     def flush(self, publisher: Publisher) -> None:
         if not self._pending:

@@ -88,12 +88,7 @@ def decode_claim(raw: msgspec.Raw, index: int) -> claims.Claim:
     try:
         return _CLAIM_DECODER.decode(raw)
     except (msgspec.DecodeError, RecursionError) as exc:
-        what, where = _split(str(exc))
-        if what.startswith("Expected `str` matching regex"):
-            what = "Expected `str` without control characters (U+0000 to U+001F)"
-        raise MalformedMessage(
-            reason=f"claims[{index}] of the claims message breaks its schema at {where}: {_shorten(what)}"
-        ) from exc
+        raise MalformedMessage(reason=f"claims[{index}] of the claims message {_breaks(str(exc))}") from exc
 
 
 def decode_claim_reply(raw: bytes | str) -> list[claims.ClaimAnswer]:
@@ -192,10 +187,16 @@ def _refusal(kind: str, raw: bytes | str, exc: Exception, known: frozenset[int])
         version = body.get("version")
         if type(version) is not int or version not in known:
             return _version_reason(kind, version, known)
+    return f"the {kind} message {_breaks(text)}"
+
+
+def _breaks(text: str) -> str:
+    """msgspec's validation error as "breaks its schema at <path>: <what>"."""
+    what, where = _split(text)
     # The one pattern in messages is Id's; its regex would mean little to a reader.
     if what.startswith("Expected `str` matching regex"):
         what = "Expected `str` without control characters (U+0000 to U+001F)"
-    return f"the {kind} message breaks its schema at {where}: {_shorten(what)}"
+    return f"breaks its schema at {where}: {_shorten(what)}"
 
 
 def _syntax_reason(kind: str, data: bytes, text: str) -> str:

@@ -138,13 +138,6 @@ class ClaimServer(connection.ConnectionLoop):
                 message, "the claims request has no reply_to: its answer could not be sent"
             )
             return
-        try:
-            raws = wire.decode_claims(
-                message.body,
-                getattr(message, "content_type", None),
-                getattr(message, "content_encoding", None),
-            )
-        except MalformedMessage as exc:
-            self._dead_letters.add(message, exc.msg)
-            return
-        self._pending.append(_Request(message, list(raws)))
+        raws = self._dead_letters.read(message, wire.decode_claims)
+        if raws is not None:
+            self._pending.append(_Request(message, list(raws)))

@@ -18,7 +18,6 @@ from oslo_config import cfg
 from sqlalchemy import orm
 
 from tether.common import connection, dead_lettering, log, messages, transport, wire
-from tether.common.exceptions import MalformedMessage
 from tether.common.publisher import Publisher
 from tether.plugin import lifecycle
 from tether.plugin.db import attempts, queries
@@ -179,17 +178,8 @@ class ResultConsumer(connection.ConnectionLoop):
         self._dead_letters.add(message, wire.undecodable_reason("result", message.headers, exc))
 
     def _on_message(self, message: kombu.Message) -> None:
-        try:
-            result = wire.decode_result(
-                message.body,
-                getattr(message, "content_type", None),
-                getattr(message, "content_encoding", None),
-            )
-        except MalformedMessage as exc:
-            self._dead_letters.add(message, exc.msg)
-            return
-        except Exception as exc:  # noqa: BLE001 - nothing a peer sends may stop the consumer
-            self._dead_letters.add(message, f"unreadable result message: {type(exc).__name__}: {exc}")
+        result = self._dead_letters.read(message, wire.decode_result)
+        if result is None:
             return
         self._pending.append((message, result))
 
