@@ -56,7 +56,7 @@ def make_plugin(conf: cfg.ConfigOpts) -> Plugin:
     """A plugin whose relay and result consumer are not running, though it
     has listened to agents long enough to judge their silence."""
     plugin = Plugin(conf, migrate=True)
-    plugin.results.connected_since = time.monotonic() - conf.plugin.agent_down_time
+    plugin.pipeline.results.connected_since = time.monotonic() - conf.plugin.agent_down_time
     return plugin
 
 
@@ -87,10 +87,10 @@ def pipeline(plugin: Plugin, conf: cfg.ConfigOpts) -> Iterator[list[agent_servic
 @pytest.fixture
 def claim_server(plugin: Plugin) -> Iterator[Plugin]:
     """The plugin with its claim server answering claims requests."""
-    plugin.claims.start()
-    assert plugin.claims.connected.wait(5)
+    plugin.pipeline.claims.start()
+    assert plugin.pipeline.claims.connected.wait(5)
     yield plugin
-    plugin.claims.stop()
+    plugin.pipeline.claims.stop()
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
@@ -105,7 +105,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
 
 def claim(plugin: Plugin, task_id: str, agent_id: str = "test-agent", redelivered: bool = False) -> Any:
     """Claim a task as an agent would, through the plugin's RPC endpoint."""
-    return plugin.endpoint.claim(
+    return plugin.pipeline.endpoint.claim(
         {},
         task_id=task_id,
         agent_id=agent_id,
@@ -119,7 +119,7 @@ def finish(plugin: Plugin, task_id: str, outcome: str = "SUCCEEDED", **result: A
     """Stand in for an agent: claim the task, then record its result."""
     answer = claim(plugin, task_id)
     assert answer["run"], answer
-    plugin.results.recorder.record(
+    plugin.pipeline.results.recorder.record(
         [
             messages.Result(
                 task_id=task_id,

@@ -124,7 +124,7 @@ def _deliver_once(plugin: Plugin, url: str, monkeypatch: pytest.MonkeyPatch, res
         finish(plugin, task_id)
         fake.accepting = False  # type: ignore[attr-defined]
         started = time.monotonic()
-        plugin.callbacks.deliver_due()
+        plugin.pipeline.callbacks.deliver_due()
         took = time.monotonic() - started
         return client.get(f"/v1/tasks/{task_id}").json()["callback"] | {"took": took}
 

@@ -68,9 +68,9 @@ def armed(conf: cfg.ConfigOpts, plugin: Plugin) -> Iterator[Plugin]:
     conf.set_override("allowed_networks", ["127.0.0.0/8"], group="callbacks")
     conf.set_override("interval", 0.05, group="callbacks")
     armed = Plugin(conf)
-    armed.callbacks.start()
+    armed.pipeline.callbacks.start()
     yield armed
-    armed.callbacks.stop()
+    armed.pipeline.callbacks.stop()
 
 
 def _verify(headers: dict[str, str], body: bytes) -> bool:
@@ -112,7 +112,7 @@ def test_a_failing_receiver_is_retried_until_it_takes_the_callback(armed: Plugin
             with armed.sessionmaker.begin() as session:  # skip the backoff waits
                 session.execute(sa.text("UPDATE callbacks SET next_attempt_at = '2000-01-01'"))
             for _ in range(3):
-                armed.callbacks.deliver_due()
+                armed.pipeline.callbacks.deliver_due()
                 with armed.sessionmaker.begin() as session:
                     session.execute(sa.text("UPDATE callbacks SET next_attempt_at = '2000-01-01'"))
             callback = client.get(f"/v1/tasks/{lb['task']['id']}").json()["callback"]

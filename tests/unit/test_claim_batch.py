@@ -36,7 +36,7 @@ def test_a_batch_claims_each_task_in_one_transaction_and_answers_in_order(
         client.post("/v1/loadbalancers", json={"provider": "noop"}).json()["task"]["id"] for _ in range(3)
     ]
     commits = []
-    real = plugin.endpoint._sessionmaker.begin
+    real = plugin.pipeline.endpoint._sessionmaker.begin
 
     def counted() -> Any:
         commits.append(1)
@@ -49,8 +49,8 @@ def test_a_batch_claims_each_task_in_one_transaction_and_answers_in_order(
         _claim(tasks[2], "c3"),  # a second copy of the same task, another claim
         _claim("no-such-task"),
     ]
-    with mock.patch.object(plugin.endpoint._sessionmaker, "begin", counted):
-        answers = plugin.endpoint.claim_batch({}, claims=claims)
+    with mock.patch.object(plugin.pipeline.endpoint._sessionmaker, "begin", counted):
+        answers = plugin.pipeline.endpoint.claim_batch({}, claims=claims)
     assert len(commits) == 1
     assert answers[0]["run"] is True and answers[0]["attempt"] == 1
     assert answers[1]["error"]["type"] == "MalformedMessage"

@@ -34,8 +34,8 @@ def test_the_same_claim_retried_is_the_same_attempt(client: TestClient, plugin: 
         "redelivered": False,
         "driver_timeout": 10.0,
     }
-    assert plugin.endpoint.claim({}, **args)["attempt"] == 1
-    assert plugin.endpoint.claim({}, **args)["attempt"] == 1
+    assert plugin.pipeline.endpoint.claim({}, **args)["attempt"] == 1
+    assert plugin.pipeline.endpoint.claim({}, **args)["attempt"] == 1
 
 
 def test_a_finished_task_is_skipped(client: TestClient, plugin: Plugin) -> None:
@@ -84,7 +84,7 @@ def test_a_restarted_agent_gets_its_running_tasks_dispatched_again(
 ) -> None:
     lb = _task(client)
     claim(plugin, lb["task"]["id"], agent_id="agent-a")
-    answer = plugin.endpoint.resync({}, agent_id="agent-a", started_at="2999-01-01T00:00:00+00:00")
+    answer = plugin.pipeline.endpoint.resync({}, agent_id="agent-a", started_at="2999-01-01T00:00:00+00:00")
     assert answer == {"redispatched": [lb["task"]["id"]]}
     task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
     assert (task["state"], task["attempt"]) == ("PENDING", 1)
@@ -102,7 +102,7 @@ def _claim_for(plugin: Plugin, task_id: str, agent_id: str, published_for: int, 
         "driver_timeout": 60.0,
         "published_for": published_for,
     }
-    return plugin.endpoint.claim_batch({}, claims=[claim])[0]
+    return plugin.pipeline.endpoint.claim_batch({}, claims=[claim])[0]
 
 
 def test_a_redelivered_copy_of_an_older_attempts_message_does_not_take_over(
@@ -140,7 +140,7 @@ def test_a_redelivery_in_the_same_batch_as_the_first_claim_fences_that_attempt_o
         "driver_timeout": 60.0,
     }
     again = {**first, "agent_id": "b", "claim_id": "cb", "redelivered": True}
-    answers = plugin.endpoint.claim_batch({}, claims=[first, again])
+    answers = plugin.pipeline.endpoint.claim_batch({}, claims=[first, again])
     assert [a["attempt"] for a in answers] == [1, 2]
     task = client.get(f"/v1/tasks/{task_id}").json()
     assert (task["state"], task["agent_id"], task["attempt"]) == ("RUNNING", "b", 2)

@@ -65,14 +65,14 @@ def test_concurrent_claims_travel_in_one_request_and_each_worker_gets_its_own_an
     tasks = [_create(client) for _ in range(3)]
     answers: dict[str, claims.ClaimAnswer] = {}
     requests = 0
-    decide = claim_server.claims.decider.decide
+    decide = claim_server.pipeline.claims.decider.decide
 
     def counted(batch: list[Claim]) -> list[claims.ClaimAnswer]:
         nonlocal requests
         requests += 1
         return decide(batch)
 
-    claim_server.claims.decider.decide = counted  # type: ignore[method-assign]
+    claim_server.pipeline.claims.decider.decide = counted  # type: ignore[method-assign]
     ready = threading.Barrier(4)
 
     def work(task_id: str) -> None:
@@ -101,13 +101,13 @@ def test_an_unanswered_claim_times_out_and_the_same_claim_made_again_is_answered
     channel.timeout = 0.3
     with pytest.raises(ClaimTimeout, match=f"no answer to the claim of task {task_id}"):
         channel.claim(_claim(task_id))
-    plugin.claims.start()
+    plugin.pipeline.claims.start()
     try:
         # The request made while no plugin listened is answered as well, to nobody.
         first = channel.claim(_claim(task_id))
         again = channel.claim(_claim(task_id))
     finally:
-        plugin.claims.stop()
+        plugin.pipeline.claims.stop()
     assert (first.run, first.attempt) == (again.run, again.attempt) == (True, 1)
 
 
@@ -198,7 +198,7 @@ def test_an_agent_claims_over_oslo_messaging_until_the_plugin_says_it_takes_komb
     api.report_state({})
     assert api.claim("t-old", "agent-1", "c1", False, 60.0) == {"run": True, "attempt": 9}
     assert oslo_claims == ["t-old"]
-    kombu_claims.update(claim_server.endpoint.report_state({}, state=_state()))
+    kombu_claims.update(claim_server.pipeline.endpoint.report_state({}, state=_state()))
     api.report_state({})
     assert api.kombu_claims
     task_id = _create(client)

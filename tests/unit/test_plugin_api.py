@@ -66,7 +66,7 @@ def test_work_whose_claim_the_plugin_answers_with_an_error_is_dead_lettered_once
         # Agents of the previous release, which claim over oslo.messaging.
         agent.plugin._channel = None
         agent.plugin.kombu_claims = False
-    with mock.patch.object(plugin.endpoint, "claim_batch", failing_claims):
+    with mock.patch.object(plugin.pipeline.endpoint, "claim_batch", failing_claims):
         lb = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
         dead = _dead_letter()
         reason = dead.headers[transport.DEAD_LETTER_REASON]
@@ -94,7 +94,7 @@ def test_work_whose_kombu_claim_the_plugin_fails_on_is_dead_lettered_once_not_re
         raise KeyError("a bug in deciding claims")
 
     wait_for(lambda: all(agent.plugin.kombu_claims for agent in pipeline))
-    with mock.patch.object(plugin.claims.decider, "decide", failing_decide):
+    with mock.patch.object(plugin.pipeline.claims.decider, "decide", failing_decide):
         lb = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
         reason = _dead_letter().headers[transport.DEAD_LETTER_REASON]
         task_id = lb["task"]["id"]
@@ -186,6 +186,6 @@ def test_the_plugin_answers_a_claim_during_a_database_outage_with_service_unavai
         mock.patch.object(attempts, "for_claims", side_effect=locked),
         pytest.raises(ServiceUnavailable, match="database is unavailable"),
     ):
-        plugin.endpoint.claim(
+        plugin.pipeline.endpoint.claim(
             {}, task_id=lb["task"]["id"], agent_id="a", claim_id="c", redelivered=False, driver_timeout=30.0
         )

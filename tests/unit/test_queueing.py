@@ -145,7 +145,7 @@ def test_one_batch_of_results_frees_several_trees_and_looks_up_their_queues_at_o
         statements.append(sql)
 
     sqlalchemy.event.listen(plugin.engine, "before_cursor_execute", count)
-    plugin.results.recorder.record(
+    plugin.pipeline.results.recorder.record(
         [
             messages.Result(
                 task_id=lb["task"]["id"],

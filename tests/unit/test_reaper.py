@@ -19,7 +19,7 @@ def _task(client: TestClient, provider: str = "noop") -> Any:
 
 
 def _report(plugin: Plugin, agent_id: str, providers: list[str], ago: float = 0.0) -> None:
-    plugin.endpoint.report_state(
+    plugin.pipeline.endpoint.report_state(
         {},
         state={
             "agent_id": agent_id,
@@ -55,7 +55,7 @@ def test_an_unclaimed_task_with_no_live_agent_fails_naming_the_provider(
     lb = _task(client, "fake")
     _report(plugin, "old", ["fake"], ago=3600)
     _expire(plugin, lb["task"]["id"])
-    plugin.reaper.reap()
+    plugin.pipeline.reaper.reap()
     task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
     assert task["state"] == "FAILED"
     assert task["error"]["type"] == "NoLiveAgent"
@@ -73,14 +73,14 @@ def test_a_plugin_cut_off_from_the_broker_takes_no_silence_for_death(
     claim(plugin, running["task"]["id"], agent_id="a")
     _expire(plugin, lb["task"]["id"])
     for listening_since in (None, time.monotonic() - plugin.conf.plugin.agent_down_time / 2):
-        plugin.results.connected_since = listening_since
-        plugin.reaper.reap()
+        plugin.pipeline.results.connected_since = listening_since
+        plugin.pipeline.reaper.reap()
         assert client.get(f"/v1/tasks/{lb['task']['id']}").json()["state"] == "PENDING"
         assert client.get(f"/v1/tasks/{running['task']['id']}").json()["state"] == "RUNNING"
         assert client.get("/v1/agents/a", headers={"X-Roles": "admin"}).json()["alive"] is True
-    plugin.results.connected_since = time.monotonic() - plugin.conf.plugin.agent_down_time
+    plugin.pipeline.results.connected_since = time.monotonic() - plugin.conf.plugin.agent_down_time
     _expire(plugin, lb["task"]["id"])  # it was published again meanwhile, for the agent taken as alive
-    plugin.reaper.reap()
+    plugin.pipeline.reaper.reap()
     assert client.get("/v1/agents/a", headers={"X-Roles": "admin"}).json()["alive"] is False
     abandoned = client.get(f"/v1/tasks/{running['task']['id']}").json()["history"][-1]
     assert abandoned["error"]["type"] == "AgentLost"
@@ -91,7 +91,7 @@ def test_an_unclaimed_task_with_a_live_agent_is_published_again(client: TestClie
     lb = _task(client)
     _report(plugin, "a", ["noop"])
     _expire(plugin, lb["task"]["id"])
-    plugin.reaper.reap()
+    plugin.pipeline.reaper.reap()
     with plugin.sessionmaker() as session:
         assert session.scalar(sa.select(sa.func.count()).where(Outbox.task_id == lb["task"]["id"])) == 1
     assert client.get(f"/v1/tasks/{lb['task']['id']}").json()["state"] == "PENDING"
@@ -101,7 +101,7 @@ def test_a_task_still_waiting_in_the_outbox_is_given_more_time(client: TestClien
     lb = _task(client)
     _report(plugin, "a", ["noop"])
     _expire(plugin, lb["task"]["id"], relayed=False)
-    plugin.reaper.reap()
+    plugin.pipeline.reaper.reap()
     task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
     with plugin.sessionmaker() as session:
         deadline = session.get(Task, lb["task"]["id"]).deadline  # type: ignore[union-attr]
@@ -114,7 +114,7 @@ def test_the_tasks_of_a_dead_agent_are_retried_elsewhere(client: TestClient, plu
     _report(plugin, "doomed", ["noop"])
     claim(plugin, lb["task"]["id"], agent_id="doomed")
     _report(plugin, "doomed", ["noop"], ago=3600)
-    plugin.reaper.reap()
+    plugin.pipeline.reaper.reap()
     task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
     assert (task["state"], task["attempt"]) == ("PENDING", 1)
     assert task["history"][0]["outcome"] == "ABANDONED"
@@ -128,7 +128,7 @@ def test_a_claimed_task_without_a_result_by_its_deadline_is_retried(
     _report(plugin, "slow", ["noop"])
     claim(plugin, lb["task"]["id"], agent_id="slow")
     _expire(plugin, lb["task"]["id"])
-    plugin.reaper.reap()
+    plugin.pipeline.reaper.reap()
     task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
     assert task["state"] == "PENDING"
     assert task["error"]["type"] == "ResultTimeout"
@@ -154,7 +154,7 @@ def test_an_unclaimed_task_behind_queued_messages_waits_its_turn_and_is_publishe
             )
 
     _expire(plugin, lb["task"]["id"])
-    plugin.reaper.reap()
+    plugin.pipeline.reaper.reap()
     assert republished() == 0  # still queued: no duplicate behind the others
     with plugin.sessionmaker() as session:
         deadline = session.get(Task, lb["task"]["id"]).deadline  # type: ignore[union-attr]
@@ -162,7 +162,7 @@ def test_an_unclaimed_task_behind_queued_messages_waits_its_turn_and_is_publishe
     with plugin.broker.connect() as connection:
         queue.bind(connection.default_channel).purge()
     _expire(plugin, lb["task"]["id"])
-    plugin.reaper.reap()
+    plugin.pipeline.reaper.reap()
     assert republished() == 1  # the queue drained without it: its message was lost
 
 
@@ -184,7 +184,7 @@ def test_a_change_published_to_a_host_agent_that_then_dies_is_published_to_the_r
             assert routed == ["haproxy.a"]
             session.execute(sa.delete(Outbox).where(Outbox.task_id == task_id))  # relayed to a's queue
         _report(plugin, "a", ["haproxy"], ago=3600)
-        plugin.reaper.reap()
+        plugin.pipeline.reaper.reap()
         assert client.get(f"/v1/loadbalancers/{lb['id']}").json()["agent_id"] == "b"
         task = client.get(f"/v1/tasks/{task_id}").json()
         assert (task["state"], task["attempt"]) == ("PENDING", 0)
@@ -208,7 +208,7 @@ def test_a_stale_copy_in_the_old_hosts_queue_cannot_take_over_a_moved_task(conf:
         lb = client.post("/v1/loadbalancers", json={"provider": "haproxy"}).json()
         task_id = lb["task"]["id"]
         _report(plugin, "a", ["haproxy"], ago=3600)
-        plugin.reaper.reap()
+        plugin.pipeline.reaper.reap()
         assert claim(plugin, task_id, agent_id="b")["attempt"] == 1
         answer = claim(plugin, task_id, agent_id="a", redelivered=True)
         assert answer["run"] is False and "belongs to agent b" in answer["reason"], answer

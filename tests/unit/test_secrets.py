@@ -40,8 +40,8 @@ def test_no_secret_reaches_the_logs_or_any_answer(
     answers = []
     # oslo.messaging's RPC server would block start until the broker is up;
     # tether's own connection loops retry in the background and log why.
-    plugin.relay.start()
-    plugin.results.start()
+    plugin.pipeline.relay.start()
+    plugin.pipeline.results.start()
     try:
         with TestClient(plugin.app) as client:
             admin = {"X-Auth-Token": token}

@@ -1,21 +1,64 @@
-"""``tether-plugin``: the REST API, outbox relay and result recorder."""
+"""``tether-plugin``: the REST API, outbox relay and result recorder.
+
+It runs the API and the pipeline as two processes it supervises
+(:mod:`tether.plugin.processes`), or both in itself where they cannot be
+parted; the children are this same command, told their role.
+"""
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Sequence
+
+from oslo_config import cfg
 
 from tether.cmd import daemon
 from tether.common.exceptions import TetherError
-from tether.plugin import opts
-from tether.plugin.service import Plugin
+from tether.common.resource_types import Registry
+from tether.plugin import link, opts, processes
+from tether.plugin.db import session
+from tether.plugin.pipeline import Pipeline
+from tether.plugin.providers import Providers
+from tether.plugin.service import Core, Plugin, check_schema
 
 PROG = "tether-plugin"
+LOG = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     conf = daemon.configure(argv, PROG, [opts.register_opts], required=[(None, "transport_url")])
+    child = processes.role()
+    if child is not None:
+        name, to_other = child
+        (_run_pipeline if name == processes.PIPELINE else _run_api)(conf, to_other)
+        return
     try:
-        plugin = Plugin(conf)
+        reason = processes.one_process_reason(conf)
+        if reason is None:
+            _check(conf)
+    except TetherError as exc:
+        daemon.fail(PROG, exc)
+    if reason is None:
+        sys.exit(processes.supervise(sys.argv[1:] if argv is None else argv, daemon.STOP.wait))
+    LOG.info("API and pipeline in one process: %s", reason)
+    _run_api(conf, None)
+
+
+def _check(conf: cfg.ConfigOpts) -> None:
+    """Refuse once, before starting children that would each refuse."""
+    Registry.load()
+    Providers.load(conf.plugin.providers)
+    engine = session.make_engine(conf)
+    try:
+        check_schema(conf, engine)
+    finally:
+        engine.dispose()
+
+
+def _run_api(conf: cfg.ConfigOpts, to_pipeline: link.Link | None) -> None:
+    try:
+        plugin = Plugin(conf, to_pipeline=to_pipeline)
     except TetherError as exc:
         daemon.fail(PROG, exc)
     plugin.start()
@@ -26,6 +69,22 @@ def main(argv: Sequence[str] | None = None) -> None:
             plugin.serve()
     finally:
         plugin.stop()
+
+
+def _run_pipeline(conf: cfg.ConfigOpts, to_api: link.Link) -> None:
+    try:
+        core = Core(conf)
+        pipeline = Pipeline(core)
+    except TetherError as exc:
+        daemon.fail(PROG, exc)
+    pipeline.link_to_api(to_api)
+    pipeline.start()
+    try:
+        daemon.wait_for_signal()
+    finally:
+        pipeline.stop()
+        core.dispose()
+        LOG.info("pipeline stopped")
 
 
 if __name__ == "__main__":

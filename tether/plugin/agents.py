@@ -51,13 +51,14 @@ class Registry:
 
     def __init__(self, down_time: float, listening_since: Callable[[], float | None] | None = None) -> None:
         self.down_time = datetime.timedelta(seconds=down_time)
-        self._listening_since = listening_since
+        #: may be set after construction, by whatever hears the reports
+        self.listening_since = listening_since
 
     def listened_long_enough(self) -> bool:
         """Whether an agent silent for ``agent_down_time`` is silent to this plugin too."""
-        if self._listening_since is None:
+        if self.listening_since is None:
             return True
-        since = self._listening_since()
+        since = self.listening_since()
         return since is not None and time.monotonic() - since >= self.down_time.total_seconds()
 
     def alive(self, agent: Agent, now: datetime.datetime | None = None) -> bool:

@@ -1,33 +1,35 @@
-"""The plugin process: API, outbox relay, claim server, result consumer, RPC
-server and reaper, wired together."""
+"""The plugin: its API, and the pipeline in the same process or beside it.
+
+:class:`Core` is what both halves stand on (options, database, broker,
+agents, the task lifecycle's policy); :class:`Plugin` adds the API and, in
+one process, the :class:`~tether.plugin.pipeline.Pipeline`. ``tether-plugin``
+runs the pipeline in a process of its own instead
+(:mod:`tether.plugin.processes`) and links the two.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import signal
-from typing import Any
 
 import sqlalchemy as sa
 import uvicorn
 from oslo_config import cfg
 
-from tether.common import rpc, transport
+from tether.common import transport
 from tether.common.exceptions import ConfigError
 from tether.common.resource_types import Registry
-from tether.plugin import agents, auth, callbacks, dispatch, lifecycle, reaper, results, throttle, waiters
-from tether.plugin.api import views
+from tether.plugin import agents, auth, callbacks, lifecycle, link, throttle, waiters
 from tether.plugin.api.app import create_app
 from tether.plugin.api.deps import Api
 from tether.plugin.changes import Changes
-from tether.plugin.claim_server import ClaimServer
-from tether.plugin.claims import ClaimDecider
 from tether.plugin.db import migration, session
 from tether.plugin.db.group_commit import GroupCommit
 from tether.plugin.notifications import Notifications
+from tether.plugin.pipeline import Pipeline
 from tether.plugin.policy import Policy
 from tether.plugin.providers import Providers
-from tether.plugin.rpc import PluginEndpoint
 from tether.plugin.scheduler import Scheduler
 
 LOG = logging.getLogger(__name__)
@@ -40,11 +42,19 @@ OPTS: list[cfg.Opt] = [
         help="Providers (driver names in the tether.drivers entry-point namespace) that "
         "resources may name; agents serving them must be running for changes to apply.",
     ),
+    cfg.BoolOpt(
+        "separate_pipeline",
+        default=True,
+        help="Run the pipeline (outbox relay, claim server, result consumer, RPC server, "
+        "reaper, callbacks) in a process of its own beside the API's, so that the plugin "
+        "uses two cores. False runs everything in one process. The in-memory transport "
+        "and an in-memory database always run in one.",
+    ),
 ]
 
 
-class Plugin:
-    """Everything one plugin process runs."""
+class Core:
+    """What the API and the pipeline share: options, database, broker, agents."""
 
     def __init__(self, conf: cfg.ConfigOpts, migrate: bool = False) -> None:
         self.conf = conf
@@ -54,32 +64,51 @@ class Plugin:
         self.engine = session.make_engine(conf)
         if migrate:
             migration.upgrade(self.engine)
-        elif not migration.is_current(self.engine):
-            raise ConfigError(
-                reason=f"the database schema is at revision {migration.current(self.engine)}, "
-                f"this plugin needs {migration.head()}; run "
-                f"`tether-manage {_config_args(conf)}db upgrade` first."
-            )
+        else:
+            check_schema(conf, self.engine)
         self.sessionmaker = session.make_sessionmaker(self.engine)
         self.read_engine = (
             self.engine if _in_memory(self.engine) else session.make_engine(conf, readonly=True)
         )
         self.reader = session.make_sessionmaker(self.read_engine)
-        # Reports arrive over the broker the result consumer listens on:
-        # while it is cut off, an agent's silence proves nothing.
-        self.agents = agents.Registry(
-            conf.plugin.agent_down_time, listening_since=lambda: self.results.connected_since
-        )
+        self.agents = agents.Registry(conf.plugin.agent_down_time)
         self.scheduler = Scheduler(self.providers, self.agents)
         self.policy = dataclasses.replace(lifecycle.Policy.from_conf(conf), router=self.scheduler.route)
-        self.relay = dispatch.OutboxRelay(
-            self.broker,
-            self.sessionmaker,
-            self.reader,
-            self.providers.names,
-            conf.plugin.relay_batch_size,
-            conf.plugin.relay_interval,
-        )
+        # Every process counts the tasks it finishes and wakes its own waiters.
+        self.waiters = waiters.Waiters()
+        self.waiters.install(self.sessionmaker)
+        #: whether finished tasks reach the other plugin processes by NOTIFY
+        self.notifies_finished = self.engine.dialect.name == "postgresql"
+        if self.notifies_finished:
+            waiters.send_finished(self.sessionmaker)
+        self.notifications = Notifications(conf)
+        self.notifications.install(self.sessionmaker)
+
+    def dispose(self) -> None:
+        self.notifications.stop()
+        self.engine.dispose()
+        self.read_engine.dispose()
+
+
+class Plugin(Core):
+    """The API, with the pipeline in this process unless ``to_pipeline``
+    links it to one in another."""
+
+    def __init__(
+        self, conf: cfg.ConfigOpts, migrate: bool = False, to_pipeline: link.Link | None = None
+    ) -> None:
+        super().__init__(conf, migrate)
+        self.pipeline: Pipeline | None = None
+        self._link = to_pipeline
+        self._pipeline_status = link.PipelineStatus()
+        if to_pipeline is None:
+            self.pipeline = Pipeline(self)
+            wake_relay = self.pipeline.relay.wake
+            pipeline_problem = self.pipeline.problem
+        else:
+            self.agents.listening_since = self._pipeline_status.listening_since
+            wake_relay = to_pipeline.wake_relay
+            pipeline_problem = self._pipeline_status.problem
         self.writer = GroupCommit(self.sessionmaker, conf.api.group_commit_size)
         self.changes = Changes(
             self.registry,
@@ -89,27 +118,8 @@ class Plugin:
             busy_policy=conf.api.busy_policy,
             max_queued=conf.api.max_queued_per_tree,
             backpressure=throttle.Backpressure(conf.api.max_backlog),
-            on_commit=self.relay.wake,
+            on_commit=wake_relay,
         )
-        self.results = results.ResultConsumer(
-            self.broker, results.ResultRecorder(self.sessionmaker, self.policy), conf.plugin.result_batch_size
-        )
-        self.endpoint = PluginEndpoint(self.sessionmaker, self.policy, self.agents, self.providers)
-        self.claims = ClaimServer(
-            self.broker,
-            ClaimDecider(self.sessionmaker, self.policy, self.providers),
-            conf.plugin.claim_batch_size,
-        )
-        self.reaper = reaper.Reaper(
-            self.sessionmaker,
-            self.policy,
-            self.agents,
-            conf.plugin.reaper_interval,
-            scheduler=self.scheduler,
-            reschedule=conf.plugin.reschedule_on_agent_death,
-            queue_depths=self.broker.work_queue_depths,
-        )
-        self._rpc_server: Any = None
         self.api = Api(
             registry=self.registry,
             changes=self.changes,
@@ -124,46 +134,43 @@ class Plugin:
             workers=conf.api.workers,
             idempotency_retention=conf.api.idempotency_retention,
             max_wait=conf.api.max_wait,
+            waiters=self.waiters,
             limiter=throttle.RateLimiter(conf.api.rate_limit, conf.api.rate_burst),
             check_callback=lambda url: callbacks.check_url(conf, url),
             auth=auth.from_conf(conf),
             policy=Policy(conf, self.registry.values()),
         )
-        self.api.waiters.install(self.sessionmaker)
         self.listener: waiters.Listener | None = None
-        if self.engine.dialect.name == "postgresql":
-            waiters.send_finished(self.sessionmaker)
-            self.listener = waiters.Listener(self.engine, self.api.waiters)
-        self.callbacks = callbacks.Deliverer(conf, self.sessionmaker, lambda session, task: views.task(task))
-        self.notifications = Notifications(conf)
-        self.notifications.install(self.sessionmaker)
-        self.app = create_app(self.api, self._broker_problem)
-
-    def _broker_problem(self) -> str | None:
-        down = [loop.name for loop in (self.relay, self.results, self.claims) if not loop.connected.is_set()]
-        if down:
-            return f"not connected to the broker at {self.broker.url.masked}: {', '.join(down)}"
-        return None
+        if self.notifies_finished:
+            self.listener = waiters.Listener(self.engine, self.waiters)
+        self.app = create_app(self.api, pipeline_problem)
 
     def start(self) -> None:
-        self._rpc_server = rpc.get_server(rpc.get_transport(self.conf), self.conf.host, [self.endpoint])
-        self._rpc_server.start()
-        self.relay.start()
-        self.results.start()
-        self.claims.start()
-        self.reaper.start()
+        if self.pipeline is not None:
+            self.pipeline.start()
+        if self._link is not None:
+            self._link.start(
+                {
+                    link.FINISHED: self._heard_finished,
+                    link.LOST: lambda _body: self.waiters.wake_all(),
+                    link.STATUS: self._pipeline_status.heard,
+                }
+            )
         if self.listener is not None:
             self.listener.start()
-        if self.conf.callbacks.secret:  # without one no callback can have been accepted
-            self.callbacks.start()
         LOG.info(
-            "plugin on %s: providers %s; resource types %s; database %s; broker %s",
+            "plugin on %s: providers %s; resource types %s; database %s; broker %s; %s",
             self.conf.host,
             ", ".join(self.providers.names),
             ", ".join(self.registry),
             self.engine.url.render_as_string(hide_password=True),
             self.broker.url.masked,
+            "pipeline in this process" if self.pipeline is not None else "pipeline in its own process",
         )
+
+    def _heard_finished(self, body: bytes) -> None:
+        for task_id in body.decode().split(","):
+            self.waiters.notify(task_id)
 
     def serve(self) -> None:
         """Serve the API until SIGINT or SIGTERM."""
@@ -182,23 +189,25 @@ class Plugin:
         uvicorn.Server(config).run()
 
     def stop(self) -> None:
-        """Stop taking calls, then drain: the relay publishes what is committed,
-        the result consumer records what it holds."""
-        if self._rpc_server is not None:
-            self._rpc_server.stop()
-            self._rpc_server.wait()
-        self.claims.stop()
-        self.reaper.stop()
         if self.listener is not None:
             self.listener.stop()
-        self.callbacks.stop()
-        self.notifications.stop()
-        self.relay.stop()
-        self.results.stop()
+        if self._link is not None:
+            self._link.stop()
+        if self.pipeline is not None:
+            self.pipeline.stop()
         self.writer.stop()
-        self.engine.dispose()
-        self.read_engine.dispose()
+        self.dispose()
         LOG.info("plugin stopped")
+
+
+def check_schema(conf: cfg.ConfigOpts, engine: sa.Engine) -> None:
+    """Refuse a database whose schema is not this release's."""
+    if not migration.is_current(engine):
+        raise ConfigError(
+            reason=f"the database schema is at revision {migration.current(engine)}, "
+            f"this plugin needs {migration.head()}; run "
+            f"`tether-manage {_config_args(conf)}db upgrade` first."
+        )
 
 
 def _in_memory(engine: sa.Engine) -> bool:

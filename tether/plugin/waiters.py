@@ -8,7 +8,8 @@ are woken from whatever thread committed it. Finished tasks are collected by
 :mod:`tether.plugin.lifecycle` in ``session.info``.
 
 The results recorder, the reaper and the API of one plugin process share
-that wake-up. Plugin replicas on PostgreSQL also hear each other's: the
+that wake-up; a pipeline in a process of its own forwards it to the API's
+(:mod:`tether.plugin.link`). Plugin replicas on PostgreSQL also hear each other's: the
 transaction that finishes tasks sends their ids with ``NOTIFY``, which
 PostgreSQL delivers to every listening session when, and only if, it
 commits, and each plugin listens on a connection of its own
@@ -43,6 +44,9 @@ class Waiters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiting: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
+        #: also told the ids of the tasks this process finishes: the API
+        #: process, when the pipeline runs in a process of its own
+        self.forward: Callable[[list[str]], None] | None = None
 
     def install(self, sessionmaker: orm.sessionmaker[orm.Session]) -> None:
         after_commit(sessionmaker, [FINISHED, FINISHED_METRICS], self._after_commit)
@@ -91,8 +95,11 @@ class Waiters:
                         del self._waiting[task_id]
 
     def _after_commit(self, session: orm.Session) -> None:
-        for task_id, _resource_id in session.info.pop(FINISHED, []):
+        finished = [task_id for task_id, _resource_id in session.info.pop(FINISHED, [])]
+        for task_id in finished:
             self.notify(task_id)
+        if finished and self.forward is not None:
+            self.forward(finished)
         for provider, operation, state, seconds in session.info.pop(FINISHED_METRICS, []):
             metrics.TASKS_FINISHED.labels(provider, operation, state).inc()
             metrics.TASK_SECONDS.labels(provider, state).observe(seconds)

@@ -2,17 +2,23 @@
 
 Counters and histograms live in the process-wide registry
 (:mod:`tether.common.metrics`); what the database knows (backlog, oldest
-waiting task, live agents) is read when Prometheus scrapes.
+waiting task, live agents) is read when Prometheus scrapes. When the
+pipeline runs in a process of its own, both processes keep their counters
+in the directory ``PROMETHEUS_MULTIPROC_DIR`` names, and the API serves
+their sums (``prometheus_client``'s multiprocess mode, which has no
+``process_*`` or ``python_*`` metrics).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import fastapi
 import prometheus_client
 import sqlalchemy as sa
 from fastapi.responses import Response
+from prometheus_client import multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
@@ -61,6 +67,10 @@ def router(api: Api) -> fastapi.APIRouter:
     r = fastapi.APIRouter(tags=["metrics"])
     registry = prometheus_client.CollectorRegistry()
     registry.register(DatabaseCollector(api))
+    processes = prometheus_client.REGISTRY
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        processes = prometheus_client.CollectorRegistry()
+        multiprocess.MultiProcessCollector(processes)
 
     @r.get(
         "/metrics",
@@ -70,7 +80,7 @@ def router(api: Api) -> fastapi.APIRouter:
     )
     async def metrics() -> Response:
         def render() -> bytes:
-            return prometheus_client.generate_latest() + prometheus_client.generate_latest(registry)
+            return prometheus_client.generate_latest(processes) + prometheus_client.generate_latest(registry)
 
         return Response(await run_in_threadpool(render), media_type=prometheus_client.CONTENT_TYPE_LATEST)
 

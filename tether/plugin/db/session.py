@@ -6,13 +6,21 @@ foreign keys on. Writers begin with ``BEGIN IMMEDIATE``, so two of them queue
 on the busy timeout instead of failing with "database is locked" when one
 upgrades a read lock; readers use a second engine with plain deferred
 transactions, so a GET never waits for a write.
+
+The write turn is taken before ``BEGIN IMMEDIATE``, first among this
+process's threads (a Python lock) and then among processes (a ``flock`` on a
+file beside the database), so that a plugin's API and pipeline processes
+hand it over as soon as it is free rather than when SQLite's busy handler
+next looks.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -102,7 +110,10 @@ def _sqlite_engine(url: sa.URL, busy_timeout: float, immediate: bool) -> sa.Engi
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": busy_timeout}
     if immediate:
-        connect_args["factory"] = _serialized_writes(busy_timeout)
+        on_file = url.database not in (None, "", ":memory:")
+        connect_args["factory"] = _serialized_writes(
+            busy_timeout, FileTurn(f"{url.database}.write-turn") if on_file else None
+        )
     engine = sa.create_engine(
         url,
         connect_args=connect_args,
@@ -139,14 +150,14 @@ def _sqlite_engine(url: sa.URL, busy_timeout: float, immediate: bool) -> sa.Engi
     return engine
 
 
-def _serialized_writes(busy_timeout: float) -> type[sqlite3.Connection]:
-    """A connection class whose write transactions in this process take turns.
+def _serialized_writes(busy_timeout: float, across: FileTurn | None) -> type[sqlite3.Connection]:
+    """A connection class whose write transactions take turns.
 
     SQLite admits one writer at a time and makes the others wait in its busy
     handler, which sleeps 1, 2, 5, 10... ms between looks: under concurrent
     writers most of their time goes to sleeping after the lock is free. A
-    Python lock hands the turn over as the last writer commits. Writers in
-    other processes still meet in SQLite's handler.
+    Python lock hands the turn over as the last writer of this process
+    commits, and ``across`` as the last writer of another process does.
     """
     turn = threading.Lock()
 
@@ -155,13 +166,19 @@ def _serialized_writes(busy_timeout: float) -> type[sqlite3.Connection]:
 
         def take_write_turn(self) -> None:
             # Bounded like SQLite's own wait, and failing as it does.
+            deadline = time.monotonic() + busy_timeout
             if not turn.acquire(timeout=busy_timeout):
+                raise sqlite3.OperationalError("database is locked")
+            if across is not None and not across.acquire(max(deadline - time.monotonic(), 0.0)):
+                turn.release()
                 raise sqlite3.OperationalError("database is locked")
             self._has_turn = True
 
         def end_write_turn(self) -> None:
             if self._has_turn:
                 self._has_turn = False
+                if across is not None:
+                    across.release()
                 turn.release()
 
         def commit(self) -> None:
@@ -183,3 +200,58 @@ def _serialized_writes(busy_timeout: float) -> type[sqlite3.Connection]:
                 self.end_write_turn()
 
     return Connection
+
+
+class FileTurn:
+    """An exclusive ``flock`` on ``path``, taken with a timeout.
+
+    The lock belongs to this process (its open file), so the thread that
+    takes it need not be the one that blocks for it: a free lock is taken at
+    once; a held one is waited for by a helper thread, blocked in the kernel
+    until the holder lets go (no polling), while the caller waits at most
+    its timeout. A turn the helper gets for a caller that gave up is handed
+    to the next caller, or let go at once if there is none. The kernel
+    releases the lock of a process that dies holding it.
+
+    Callers take turns among themselves first (one at a time per process).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._cond = threading.Condition()
+        self._held = False
+        self._callers = 0
+        self._fetching = False
+
+    def acquire(self, timeout: float) -> bool:
+        with self._cond:
+            if not self._fetching:
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    self._fetching = True
+                    threading.Thread(target=self._fetch, name="sqlite-write-turn", daemon=True).start()
+                else:
+                    self._held = True
+                    return True
+            self._callers += 1
+            try:
+                return self._cond.wait_for(lambda: self._held, timeout)
+            finally:
+                self._callers -= 1
+
+    def release(self) -> None:
+        with self._cond:
+            self._held = False
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _fetch(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        with self._cond:
+            self._fetching = False
+            if self._callers:
+                self._held = True
+                self._cond.notify_all()
+            else:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)

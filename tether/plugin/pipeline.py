@@ -1,0 +1,111 @@
+"""The plugin's pipeline: everything between an accepted change and its
+recorded result that is not the API.
+
+The outbox relay publishes committed work, the claim server and the RPC
+server answer agents, the result consumer records what they did, the reaper
+retries what they left, and callbacks go out. It runs in the API's process
+(the all-in-one, tests) or in one of its own beside it
+(:mod:`tether.plugin.processes`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from tether.common import rpc
+from tether.plugin import callbacks, dispatch, link, reaper, results
+from tether.plugin.api import views
+from tether.plugin.claim_server import ClaimServer
+from tether.plugin.claims import ClaimDecider
+from tether.plugin.rpc import PluginEndpoint
+
+if TYPE_CHECKING:
+    from tether.plugin.service import Core
+
+LOG = logging.getLogger(__name__)
+
+
+class Pipeline:
+    def __init__(self, core: Core) -> None:
+        conf = core.conf
+        self.core = core
+        self.relay = dispatch.OutboxRelay(
+            core.broker,
+            core.sessionmaker,
+            core.reader,
+            core.providers.names,
+            conf.plugin.relay_batch_size,
+            conf.plugin.relay_interval,
+        )
+        self.results = results.ResultConsumer(
+            core.broker,
+            results.ResultRecorder(core.sessionmaker, core.policy),
+            conf.plugin.result_batch_size,
+        )
+        self.endpoint = PluginEndpoint(core.sessionmaker, core.policy, core.agents, core.providers)
+        self.claims = ClaimServer(
+            core.broker,
+            ClaimDecider(core.sessionmaker, core.policy, core.providers),
+            conf.plugin.claim_batch_size,
+        )
+        self.reaper = reaper.Reaper(
+            core.sessionmaker,
+            core.policy,
+            core.agents,
+            conf.plugin.reaper_interval,
+            scheduler=core.scheduler,
+            reschedule=conf.plugin.reschedule_on_agent_death,
+            queue_depths=core.broker.work_queue_depths,
+        )
+        self.callbacks = callbacks.Deliverer(conf, core.sessionmaker, lambda session, task: views.task(task))
+        # Reports arrive over the broker the result consumer listens on:
+        # while it is cut off, an agent's silence proves nothing.
+        core.agents.listening_since = lambda: self.results.connected_since
+        self._rpc_server: Any = None
+        self._link: link.Link | None = None
+
+    def problem(self) -> str | None:
+        """What keeps the pipeline from the broker, for ``/readyz``."""
+        down = [loop.name for loop in (self.relay, self.results, self.claims) if not loop.connected.is_set()]
+        if down:
+            return f"not connected to the broker at {self.core.broker.url.masked}: {', '.join(down)}"
+        return None
+
+    def link_to_api(self, to_api: link.Link) -> None:
+        """Serve an API in another process: wake the relay when it says so,
+        tell it which tasks finished and how the pipeline is."""
+        self._link = to_api
+        # On PostgreSQL, NOTIFY carries finished tasks to every process already.
+        if not self.core.notifies_finished:
+            self.core.waiters.forward = to_api.send_finished
+
+        def report() -> None:
+            to_api.send(link.STATUS, link.status(self.problem(), self.results.connected_since))
+
+        to_api.start({link.RELAY: lambda _body: self.relay.wake()}, every=(link.STATUS_INTERVAL, report))
+
+    def start(self) -> None:
+        conf = self.core.conf
+        self._rpc_server = rpc.get_server(rpc.get_transport(conf), conf.host, [self.endpoint])
+        self._rpc_server.start()
+        self.relay.start()
+        self.results.start()
+        self.claims.start()
+        self.reaper.start()
+        if conf.callbacks.secret:  # without one no callback can have been accepted
+            self.callbacks.start()
+
+    def stop(self) -> None:
+        """Stop taking calls, then drain: the relay publishes what is committed,
+        the result consumer records what it holds."""
+        if self._rpc_server is not None:
+            self._rpc_server.stop()
+            self._rpc_server.wait()
+        self.claims.stop()
+        self.reaper.stop()
+        self.callbacks.stop()
+        self.relay.stop()
+        self.results.stop()
+        if self._link is not None:
+            self._link.stop()
