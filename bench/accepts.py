@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 import time
 
+import psutil
 import sqlalchemy as sa
 
 from bench.deployment import Tether
@@ -35,6 +36,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--one-process",
+        action="store_true",
+        help="the pipeline in the API's process ([plugin] separate_pipeline)",
+    )
     parser.add_argument("--profile", type=pathlib.Path, help="py-spy --gil flame graph of the last run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tether-accepts-") as tmp, RabbitMQNode() as rabbitmq:
@@ -43,25 +49,25 @@ def main() -> None:
             rabbitmq,
             agents=0,
             # Nobody drains the tasks: neither the reaper nor backpressure may step in.
-            plugin_options={"pending_timeout": 86400},
+            plugin_options={"pending_timeout": 86400, "separate_pipeline": not args.one_process},
             api_options={"max_backlog": 10_000_000},
         )
         tether.start(with_agents=False)
         try:
-            plugin = tether.processes()["tether-plugin"]
+            plugin = [p for name, p in tether.processes().items() if name.startswith("tether-plugin")]
             wrk(tether.url, 2, args.connections, BODY)  # warm up
             _drained(tether.db)
             for run in range(args.runs):
                 spy = None
                 if args.profile and run == args.runs - 1:
-                    spy = _py_spy(plugin.pid, args.profile, args.seconds)
-                before = plugin.cpu_times()
+                    spy = _py_spy(plugin[0].pid, args.profile, args.seconds)
+                before = _cpu(plugin)
                 load = wrk(tether.url, args.seconds, args.connections, BODY)
                 _drained(tether.db)
-                after = plugin.cpu_times()
+                after = _cpu(plugin)
                 if spy is not None:
                     spy.wait()
-                cpu = (after.user + after.system) - (before.user + before.system)
+                cpu = after - before
                 accepted = load["requests"] - load["failed"]
                 print(
                     json.dumps(
@@ -77,6 +83,10 @@ def main() -> None:
             tether.stop()
 
 
+def _cpu(processes: list[psutil.Process]) -> float:
+    return sum(p.cpu_times().user + p.cpu_times().system for p in processes)
+
+
 def _drained(db: sa.Engine, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     with db.connect() as conn:
@@ -89,7 +99,8 @@ def _py_spy(pid: int, output: pathlib.Path, seconds: float) -> subprocess.Popen[
     py_spy = shutil.which("py-spy")
     if py_spy is None:
         raise SystemExit("py-spy is missing: pip install py-spy")
-    command = [py_spy, "record", "--gil", "--pid", str(pid), "--duration", str(round(seconds))]
+    command = [py_spy, "record", "--gil", "--subprocesses", "--pid", str(pid)]
+    command += ["--duration", str(round(seconds))]
     command += ["--output", str(output)]
     if output.suffix != ".svg":
         command += ["--format", "raw"]

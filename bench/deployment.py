@@ -99,8 +99,16 @@ class Tether(Settling):
         )
 
     def processes(self) -> dict[str, psutil.Process]:
-        daemons = [*self.deployment.plugins, *self.deployment.agents]
-        return {d.name: psutil.Process(d.process.pid) for d in daemons if d.process and d.alive}
+        """Each daemon's processes (a plugin's API and pipeline are its children), named by role."""
+        found: dict[str, psutil.Process] = {}
+        for daemon in [*self.deployment.plugins, *self.deployment.agents]:
+            if daemon.process is None or not daemon.alive:
+                continue
+            leader = psutil.Process(daemon.process.pid)
+            found[daemon.name] = leader
+            for child in leader.children(recursive=True):
+                found[f"{daemon.name}-{child.pid}"] = child
+        return found
 
     def tasks(self) -> list[tuple[datetime.datetime, datetime.datetime | None, str]]:
         """(accepted, finished, state) of every task."""

@@ -98,9 +98,10 @@ class Link:
         interval, periodic = every if every is not None else (1.0, None)
         due = time.monotonic()
         while not self._stopping.is_set():
-            if periodic is not None and time.monotonic() >= due:
+            if time.monotonic() >= due:
                 due = time.monotonic() + interval
-                _guarded(lambda _body: periodic(), b"")
+                if periodic is not None:
+                    _guarded(lambda _body: periodic(), b"")
             readable, _, _ = select.select([self.sock], [], [], max(due - time.monotonic(), 0.0))
             if not readable:
                 continue

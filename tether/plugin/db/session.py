@@ -223,6 +223,7 @@ class FileTurn:
         self._held = False
         self._callers = 0
         self._fetching = False
+        self._helper: threading.Thread | None = None
 
     def acquire(self, timeout: float) -> bool:
         with self._cond:
@@ -231,7 +232,12 @@ class FileTurn:
                     fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     self._fetching = True
-                    threading.Thread(target=self._fetch, name="sqlite-write-turn", daemon=True).start()
+                    if self._helper is None:
+                        self._helper = threading.Thread(
+                            target=self._fetch, name="sqlite-write-turn", daemon=True
+                        )
+                        self._helper.start()
+                    self._cond.notify_all()
                 else:
                     self._held = True
                     return True
@@ -247,11 +253,14 @@ class FileTurn:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def _fetch(self) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        with self._cond:
-            self._fetching = False
-            if self._callers:
-                self._held = True
-                self._cond.notify_all()
-            else:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._fetching)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            with self._cond:
+                self._fetching = False
+                if self._callers:
+                    self._held = True
+                    self._cond.notify_all()
+                else:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
