@@ -70,7 +70,7 @@ def router(api: Api) -> fastapi.APIRouter:
     processes = prometheus_client.REGISTRY
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         processes = prometheus_client.CollectorRegistry()
-        multiprocess.MultiProcessCollector(processes)
+        multiprocess.MultiProcessCollector(processes)  # type: ignore[no-untyped-call]  # untyped upstream
 
     @r.get(
         "/metrics",
