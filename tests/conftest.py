@@ -15,13 +15,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # A test that starts no plugin, or that checks only what the broker
-    # keeps, ran the same on the SQLite pass.
+    # keeps or how processes come and go, ran the same on the SQLite pass.
     if config.getoption("database") == "sqlite":
         return
     kept = [
         item
         for item in items
-        if item.get_closest_marker("no_database") is None and item.get_closest_marker("broker_only") is None
+        if not any(item.get_closest_marker(m) for m in ("no_database", "broker_only", "supervision"))
     ]
     if len(kept) < len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])

@@ -1,0 +1,116 @@
+"""tether-plugin as its two processes: the API and the pipeline, supervised
+by the process the operator started."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from .daemons import Database, Deployment
+from .rabbitmq import RabbitMQNode
+
+pytestmark = pytest.mark.functional
+
+
+def children(pid: int) -> dict[str, int]:
+    """The plugin's children by role, from their environment."""
+    found = {}
+    for child in pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        environ = pathlib.Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        role = next(e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"TETHER_PLUGIN_ROLE="))
+        found[role] = int(child)
+    return found
+
+
+def gone(pid: int, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # A zombie is gone for our purpose: it runs nothing.
+        status = pathlib.Path(f"/proc/{pid}/status")
+        if status.exists() and "State:\tZ" in status.read_text():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture
+def deployment(
+    rabbitmq: RabbitMQNode, database: Database, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    deployment = Deployment(tmp_path_factory.mktemp("processes"), rabbitmq, database, agents=1)
+    deployment.start()
+    try:
+        yield deployment
+    finally:
+        deployment.stop()
+
+
+def test_the_api_and_the_pipeline_run_in_two_processes_and_a_task_crosses_both(
+    deployment: Deployment,
+) -> None:
+    plugin = deployment.plugins[0]
+    assert plugin.process is not None
+    roles = children(plugin.process.pid)
+    assert set(roles) == {"api", "pipeline"}
+    lb = deployment.http.post("/v1/loadbalancers", json={"provider": "noop"}).json()
+    task = deployment.http.get(f"/v1/tasks/{lb['task']['id']}?wait=30").json()
+    assert task["state"] == "SUCCEEDED"
+    ready = deployment.http.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    # Counters of both processes, served by the API: the pipeline finished the task.
+    metrics = deployment.http.get("/metrics", headers={"X-Roles": "admin"}).text
+    finished = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("tether_tasks_finished_total{") and 'state="SUCCEEDED"' in line
+    ]
+    assert finished and float(finished[0].rsplit(" ", 1)[1]) >= 1, metrics
+    assert f"API in process {roles['api']}, pipeline in process {roles['pipeline']}" in plugin.log()
+
+
+@pytest.mark.supervision
+def test_a_pipeline_that_dies_stops_the_plugin_for_its_service_manager_to_restart(
+    deployment: Deployment,
+) -> None:
+    plugin = deployment.plugins[0]
+    assert plugin.process is not None
+    roles = children(plugin.process.pid)
+    os.kill(roles["pipeline"], signal.SIGKILL)
+    assert plugin.wait_exit(60) == 1
+    assert gone(roles["api"])
+    assert "the pipeline process exited with code -9; stopping the plugin" in plugin.log()
+    # Nothing accepted is lost: the next plugin relays and records as usual.
+    deployment.start_plugin()
+    lb = deployment.http.post("/v1/loadbalancers", json={"provider": "noop"}).json()
+    assert deployment.http.get(f"/v1/tasks/{lb['task']['id']}?wait=30").json()["state"] == "SUCCEEDED"
+
+
+@pytest.mark.supervision
+def test_children_stop_when_their_parent_is_killed(deployment: Deployment) -> None:
+    plugin = deployment.plugins[0]
+    assert plugin.process is not None
+    roles = children(plugin.process.pid)
+    plugin.process.kill()  # the parent alone, not its process group
+    plugin.process.wait()
+    assert gone(roles["api"]) and gone(roles["pipeline"]), plugin.log()
+    assert "received SIGTERM, stopping" in plugin.log()
+
+
+@pytest.mark.supervision
+def test_sigterm_stops_the_api_before_the_pipeline_and_exits_0(deployment: Deployment) -> None:
+    plugin = deployment.plugins[0]
+    assert plugin.process is not None
+    roles = children(plugin.process.pid)
+    assert plugin.stop() == 0
+    log = plugin.log()
+    assert log.index("plugin stopped") < log.index("pipeline stopped"), log
+    assert gone(roles["api"]) and gone(roles["pipeline"])
