@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         help="driver calls per agent at once, and the baselines' worker processes",
     )
     parser.add_argument("--connections", type=int, default=32, help="wrk's connections at full load")
+    parser.add_argument(
+        "--one-process",
+        action="store_true",
+        help="tether's plugin in one process ([plugin] separate_pipeline = false)",
+    )
     parser.add_argument("--baseline-tasks", type=int, default=3000)
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument("--scale", default="1,2,4", help="agent counts of the scaling runs ('' skips them)")
@@ -158,7 +163,13 @@ def report_scale(rows: list[dict[str, float]], out: pathlib.Path) -> None:
 
 def measure_tether(root: pathlib.Path, node: RabbitMQNode, args: argparse.Namespace) -> dict[str, Any]:
     root.mkdir()
-    tether = Tether(root, node, agents=args.agents, workers=args.workers)
+    tether = Tether(
+        root,
+        node,
+        agents=args.agents,
+        workers=args.workers,
+        plugin_options={"separate_pipeline": not args.one_process},
+    )
     tether.start()
     try:
         time.sleep(2)  # agents registered, connections warm
@@ -223,7 +234,14 @@ def measure_no_agents(root: pathlib.Path, node: RabbitMQNode, args: argparse.Nam
     """The plugin alone: how fast it accepts when nothing else runs beside it."""
     root.mkdir()
     # A backlog limit past anything wrk can send, so every answer is a 202 or a failure.
-    tether = Tether(root, node, agents=args.agents, workers=args.workers, api_options={"max_backlog": 10**7})
+    tether = Tether(
+        root,
+        node,
+        agents=args.agents,
+        workers=args.workers,
+        plugin_options={"separate_pipeline": not args.one_process},
+        api_options={"max_backlog": 10**7},
+    )
     tether.start(with_agents=False)
     try:
         time.sleep(2)

@@ -133,8 +133,9 @@ class OutboxRelay(connection.ConnectionLoop):
     def relay_once(self, connection: kombu.Connection) -> int:
         """Publish one window of unsent rows; return how many were sent."""
         if not self.shared:
-            # One plugin process per SQLite file: read without the write
-            # lock, so the API's commits never wait for the broker's confirms.
+            # One relay per SQLite file (one plugin, whose pipeline runs it):
+            # read without the write lock, so the API's commits never wait
+            # for the broker's confirms.
             with self.reader() as session:
                 rows = queries.unsent_outbox(session, self.batch_size, utcnow())
             if rows:
