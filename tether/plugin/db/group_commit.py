@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextvars
+import functools
 import logging
 import queue
 import threading
@@ -184,16 +185,20 @@ def _run_deferred(session: orm.Session, unit: Unit) -> tuple[Any, BaseException 
     rows = session.info.setdefault(DEFERRED, [])
     for obj in [o for o in session.new if o not in before]:
         state = sa.inspect(obj)
+        columns = _columns(state.mapper)
+        given = state.dict
         # Unset and None alike become NULL (or the column's default), as
         # the ORM's insert makes them.
-        values = {
-            prop.columns[0].key: state.dict[prop.key]
-            for prop in state.mapper.column_attrs
-            if state.dict.get(prop.key) is not None
-        }
+        values = {column: given[key] for key, column in columns if given.get(key) is not None}
         rows.append((state.mapper.local_table, values))
         session.expunge(obj)
     return result, None
+
+
+@functools.cache
+def _columns(mapper: orm.Mapper[Any]) -> tuple[tuple[str, str], ...]:
+    """(attribute, column) names of ``mapper``'s columns."""
+    return tuple((prop.key, prop.columns[0].key) for prop in mapper.column_attrs)
 
 
 def _insert_deferred(session: orm.Session) -> None:
