@@ -34,12 +34,19 @@ import psutil
 
 from bench import backlog, curve, load, peers, scale
 from bench.deployment import RssSampler, Tether, accept_floor, latencies, rss
-from bench.scale import BrokerMeter, CpuMeter, IdleMeter, ms_per_task
+from bench.scale import TETHER_ROLES, BrokerMeter, CpuMeter, IdleMeter, ms_per_task
 from tests.functional.rabbitmq import RabbitMQNode
 
 MB = 1024 * 1024
 BODY = {"provider": "noop"}
 PARTS = ("tether", "baselines", "peers")
+#: tether's roles by the names of their processes; the plugin's halves are
+#: its children (``--one-process`` has none, and shows 0 for both)
+PLUGIN_HALVES = {
+    **TETHER_ROLES,
+    "plugin_api": "tether-plugin-api",
+    "plugin_pipeline": "tether-plugin-pipeline",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,7 +184,7 @@ def measure_tether(root: pathlib.Path, node: RabbitMQNode, args: argparse.Namesp
         idle = rss(processes)
         _say(f"full load: wrk with {args.connections} connections for {args.seconds:.0f} s")
         statements = tether.db_statements()
-        cpu = CpuMeter(tether, node)
+        cpu = CpuMeter(tether, node, roles=PLUGIN_HALVES)
         started = _utcnow()
         with RssSampler(processes) as sampler:
             accepted = load.wrk(tether.url, args.seconds, args.connections, BODY)
@@ -217,7 +224,7 @@ def measure_tether(root: pathlib.Path, node: RabbitMQNode, args: argparse.Namesp
         "half_load_p50_ms": half["p50_ms"],
         "half_load_p99_ms": half["p99_ms"],
         # CPU milliseconds each role spent per task, wrk's load and the drain
-        "cpu_ms_per_task": ms_per_task(used, ("plugin", "agents"), int(full["tasks"])),
+        "cpu_ms_per_task": ms_per_task(used, tuple(PLUGIN_HALVES), int(full["tasks"])),
         "curve": points,
         "memory_mb": {
             name: {
@@ -439,6 +446,10 @@ def _budget_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
         (
             "  CPU ms per task: plugin / agents / broker",
             f"{cost['plugin']:.2f} / {cost['agents']:.2f} / {cost['broker']:.2f}",
+        ),
+        (
+            "  the plugin's: API process / pipeline process",
+            f"{cost['plugin_api']:.2f} / {cost['plugin_pipeline']:.2f}",
         ),
         (
             f"  ceiling on {cores} cores with a free plugin, tasks/s",

@@ -107,7 +107,7 @@ class Tether(Settling):
             leader = psutil.Process(daemon.process.pid)
             found[daemon.name] = leader
             for child in leader.children(recursive=True):
-                found[f"{daemon.name}-{child.pid}"] = child
+                found[f"{daemon.name}-{_role(child) or child.pid}"] = child
         return found
 
     def tasks(self) -> list[tuple[datetime.datetime, datetime.datetime | None, str]]:
@@ -128,6 +128,14 @@ class Tether(Settling):
 
     def logs(self) -> str:
         return self.deployment.logs()
+
+
+def _role(process: psutil.Process) -> str | None:
+    """A plugin child's role (api, pipeline) from its environment."""
+    try:
+        return process.environ().get("TETHER_PLUGIN_ROLE")
+    except psutil.Error:
+        return None
 
 
 def latencies(tasks: list[tuple[datetime.datetime, datetime.datetime | None, str]]) -> dict[str, float]:
