@@ -22,7 +22,7 @@ from sqlalchemy import orm
 from bench import load
 from bench.deployment import Tether
 from tests.functional.rabbitmq import RabbitMQNode
-from tether.plugin.db import queries
+from tether.plugin.db import attempts, queries
 
 WINDOW = 5.0
 #: plan fragments that mean a table is read whole
@@ -90,8 +90,10 @@ def explain(database: pathlib.Path) -> list[dict[str, Any]]:
     now = datetime.datetime.now(datetime.UTC)
     calls: list[tuple[str, Callable[[orm.Session], Any]]] = [
         ("outbox relay: unsent rows", lambda s: queries.unsent_outbox(s, 200, now)),
-        ("claim: the task", lambda s: queries.task_for_update(s, "x")),
-        ("result: tasks by id", lambda s: queries.get_tasks(s, ["x", "y"])),
+        ("claim: a batch's tasks", lambda s: attempts.for_claims(s, ["x", "y"])),
+        ("result: a batch's tasks", lambda s: attempts.for_results(s, ["x", "y"])),
+        ("result: the busy trees of a batch", lambda s: attempts.busy_trees(s, ["x", "y"])),
+        ("result: tasks locked one by one", lambda s: queries.tasks_for_update(s, ["x", "y"])),
         ("changes: in-flight tasks of a tree", lambda s: queries.in_flight_tasks(s, "x")),
         ("API: a resource", lambda s: queries.get_resource(s, "x", "p", "loadbalancer")),
         ("API: a page of resources", lambda s: queries.list_resources(s, "loadbalancer", "p", {}, 100, None)),
