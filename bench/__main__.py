@@ -168,15 +168,21 @@ def report_scale(rows: list[dict[str, float]], out: pathlib.Path) -> None:
     print(f"(CPU in % of one core; {data} and {picture})")
 
 
-def measure_tether(root: pathlib.Path, node: RabbitMQNode, args: argparse.Namespace) -> dict[str, Any]:
+def _tether(root: pathlib.Path, node: RabbitMQNode, args: argparse.Namespace, **options: Any) -> Tether:
+    """A deployment in ``root`` as the command line asks for."""
     root.mkdir()
-    tether = Tether(
+    return Tether(
         root,
         node,
         agents=args.agents,
         workers=args.workers,
         plugin_options={"separate_pipeline": not args.one_process},
+        **options,
     )
+
+
+def measure_tether(root: pathlib.Path, node: RabbitMQNode, args: argparse.Namespace) -> dict[str, Any]:
+    tether = _tether(root, node, args)
     tether.start()
     try:
         time.sleep(2)  # agents registered, connections warm
@@ -239,16 +245,8 @@ def measure_tether(root: pathlib.Path, node: RabbitMQNode, args: argparse.Namesp
 
 def measure_no_agents(root: pathlib.Path, node: RabbitMQNode, args: argparse.Namespace) -> dict[str, Any]:
     """The plugin alone: how fast it accepts when nothing else runs beside it."""
-    root.mkdir()
     # A backlog limit past anything wrk can send, so every answer is a 202 or a failure.
-    tether = Tether(
-        root,
-        node,
-        agents=args.agents,
-        workers=args.workers,
-        plugin_options={"separate_pipeline": not args.one_process},
-        api_options={"max_backlog": 10**7},
-    )
+    tether = _tether(root, node, args, api_options={"max_backlog": 10**7})
     tether.start(with_agents=False)
     try:
         time.sleep(2)

@@ -8,13 +8,14 @@ import pathlib
 import statistics
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import httpx2
 import psutil
 import sqlalchemy as sa
 
-from tests.functional.daemons import Database, Deployment
+from tests.functional.daemons import Daemon, Database, Deployment
 from tests.functional.rabbitmq import RabbitMQNode
 
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "SUPERSEDED")
@@ -100,15 +101,7 @@ class Tether(Settling):
 
     def processes(self) -> dict[str, psutil.Process]:
         """Each daemon's processes (a plugin's API and pipeline are its children), named by role."""
-        found: dict[str, psutil.Process] = {}
-        for daemon in [*self.deployment.plugins, *self.deployment.agents]:
-            if daemon.process is None or not daemon.alive:
-                continue
-            leader = psutil.Process(daemon.process.pid)
-            found[daemon.name] = leader
-            for child in leader.children(recursive=True):
-                found[f"{daemon.name}-{_role(child) or child.pid}"] = child
-        return found
+        return processes_of([*self.deployment.plugins, *self.deployment.agents])
 
     def tasks(self) -> list[tuple[datetime.datetime, datetime.datetime | None, str]]:
         """(accepted, finished, state) of every task."""
@@ -128,6 +121,20 @@ class Tether(Settling):
 
     def logs(self) -> str:
         return self.deployment.logs()
+
+
+def processes_of(daemons: Sequence[Daemon]) -> dict[str, psutil.Process]:
+    """The live daemons' processes and their children, named by daemon and
+    by role (a plugin's api and pipeline) or process id."""
+    found: dict[str, psutil.Process] = {}
+    for daemon in daemons:
+        if daemon.process is None or not daemon.alive:
+            continue
+        leader = psutil.Process(daemon.process.pid)
+        found[daemon.name] = leader
+        for child in leader.children(recursive=True):
+            found[f"{daemon.name}-{_role(child) or child.pid}"] = child
+    return found
 
 
 def _role(process: psutil.Process) -> str | None:

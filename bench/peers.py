@@ -36,7 +36,7 @@ import psutil
 
 from bench import curve, load
 from bench.baselines import db, peer_db
-from bench.deployment import Settling, latencies
+from bench.deployment import Settling, latencies, processes_of
 from bench.scale import CpuMeter, ms_per_task
 from tests.functional.daemons import Daemon, free_port
 from tests.functional.rabbitmq import RabbitMQNode
@@ -153,15 +153,7 @@ class HttpPeer(Settling):
 
     def processes(self) -> dict[str, psutil.Process]:
         """Each role's processes (uvicorn's workers are its children), named by role."""
-        found: dict[str, psutil.Process] = {}
-        for daemon in self.daemons:
-            if daemon.process is None or not daemon.alive:
-                continue
-            leader = psutil.Process(daemon.process.pid)
-            found[daemon.name] = leader
-            for child in leader.children(recursive=True):
-                found[f"{daemon.name}-{child.pid}"] = child
-        return found
+        return processes_of(self.daemons)
 
     def tasks(self) -> list[tuple[datetime.datetime, datetime.datetime | None, str]]:
         with self._connect() as conn:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .daemons import Database, Deployment
+from .daemons import Daemon, Database, Deployment
 from .rabbitmq import RabbitMQNode
 
 pytestmark = pytest.mark.functional
@@ -25,6 +25,17 @@ def children(pid: int) -> dict[str, int]:
         role = next(e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"TETHER_PLUGIN_ROLE="))
         found[role] = int(child)
     return found
+
+
+def plugin_and_children(deployment: Deployment) -> tuple[Daemon, dict[str, int]]:
+    plugin = deployment.plugins[0]
+    assert plugin.process is not None
+    return plugin, children(plugin.process.pid)
+
+
+def a_task_succeeds(deployment: Deployment) -> bool:
+    lb = deployment.http.post("/v1/loadbalancers", json={"provider": "noop"}).json()
+    return deployment.http.get(f"/v1/tasks/{lb['task']['id']}?wait=30").json()["state"] == "SUCCEEDED"
 
 
 def gone(pid: int, timeout: float = 30.0) -> bool:
@@ -57,13 +68,9 @@ def deployment(
 def test_the_api_and_the_pipeline_run_in_two_processes_and_a_task_crosses_both(
     deployment: Deployment,
 ) -> None:
-    plugin = deployment.plugins[0]
-    assert plugin.process is not None
-    roles = children(plugin.process.pid)
+    plugin, roles = plugin_and_children(deployment)
     assert set(roles) == {"api", "pipeline"}
-    lb = deployment.http.post("/v1/loadbalancers", json={"provider": "noop"}).json()
-    task = deployment.http.get(f"/v1/tasks/{lb['task']['id']}?wait=30").json()
-    assert task["state"] == "SUCCEEDED"
+    assert a_task_succeeds(deployment)
     ready = deployment.http.get("/readyz")
     assert ready.status_code == 200, ready.text
     # Counters of both processes, served by the API: the pipeline finished the task.
@@ -81,24 +88,20 @@ def test_the_api_and_the_pipeline_run_in_two_processes_and_a_task_crosses_both(
 def test_a_pipeline_that_dies_stops_the_plugin_for_its_service_manager_to_restart(
     deployment: Deployment,
 ) -> None:
-    plugin = deployment.plugins[0]
-    assert plugin.process is not None
-    roles = children(plugin.process.pid)
+    plugin, roles = plugin_and_children(deployment)
     os.kill(roles["pipeline"], signal.SIGKILL)
     assert plugin.wait_exit(60) == 1
     assert gone(roles["api"])
     assert "the pipeline process exited with code -9; stopping the plugin" in plugin.log()
     # Nothing accepted is lost: the next plugin relays and records as usual.
     deployment.start_plugin()
-    lb = deployment.http.post("/v1/loadbalancers", json={"provider": "noop"}).json()
-    assert deployment.http.get(f"/v1/tasks/{lb['task']['id']}?wait=30").json()["state"] == "SUCCEEDED"
+    assert a_task_succeeds(deployment)
 
 
 @pytest.mark.supervision
 def test_children_stop_when_their_parent_is_killed(deployment: Deployment) -> None:
-    plugin = deployment.plugins[0]
+    plugin, roles = plugin_and_children(deployment)
     assert plugin.process is not None
-    roles = children(plugin.process.pid)
     plugin.process.kill()  # the parent alone, not its process group
     plugin.process.wait()
     assert gone(roles["api"]) and gone(roles["pipeline"]), plugin.log()
@@ -107,9 +110,7 @@ def test_children_stop_when_their_parent_is_killed(deployment: Deployment) -> No
 
 @pytest.mark.supervision
 def test_sigterm_stops_the_api_before_the_pipeline_and_exits_0(deployment: Deployment) -> None:
-    plugin = deployment.plugins[0]
-    assert plugin.process is not None
-    roles = children(plugin.process.pid)
+    plugin, roles = plugin_and_children(deployment)
     assert plugin.stop() == 0
     log = plugin.log()
     assert log.index("plugin stopped") < log.index("pipeline stopped"), log

@@ -47,8 +47,8 @@ OPTS: list[cfg.Opt] = [
         default=True,
         help="Run the pipeline (outbox relay, claim server, result consumer, RPC server, "
         "reaper, callbacks) in a process of its own beside the API's, so that the plugin "
-        "uses two cores. False runs everything in one process. The in-memory transport "
-        "and an in-memory database always run in one.",
+        "uses two cores. False runs everything in one process. The in-memory transport, "
+        "an in-memory database and tether-allinone always run in one.",
     ),
 ]
 
