@@ -224,8 +224,7 @@ class Reaper(Periodic):
             return
         extend = datetime.timedelta(seconds=self.policy.pending_timeout)
         if queries.has_outbox(session, task.id):
-            # Still waiting to be published (the broker is unreachable), or
-            # published within the relay's interval and not deleted yet: the
+            # Still waiting to be published (the broker is unreachable); the
             # relay will get to it.
             task.deadline = now + extend
             return
