@@ -74,14 +74,6 @@ class OutboxRelay(connection.ConnectionLoop):
         self._declared: set[str] = set()
         self._db_failures = 0
         self.drain_timeout = 10.0
-        # On SQLite: the highest id of the rows published at once (ids are
-        # never reused and are committed in order by the one writer), and the
-        # rows published but not deleted yet. Most are deleted by their
-        # claim; the rest together, at most every interval, instead of one
-        # write transaction per window.
-        self._published_up_to = 0
-        self._undeleted: list[int] = []
-        self._deleted_at = time.monotonic()
 
     def wake(self) -> None:
         self._wake.set()
@@ -135,7 +127,6 @@ class OutboxRelay(connection.ConnectionLoop):
         try:
             while time.monotonic() < deadline and self.relay_once(connection) == self.batch_size:
                 pass
-            self._delete_published()
         except Exception as exc:  # noqa: BLE001 - stopping anyway; the rows stay for the next start
             LOG.warning("stopped before the outbox was drained: %s", exc)
 
@@ -146,20 +137,11 @@ class OutboxRelay(connection.ConnectionLoop):
             # read without the write lock, so the API's commits never wait
             # for the broker's confirms.
             with self.reader() as session:
-                rows = queries.unsent_outbox(session, self.batch_size, utcnow(), after=self._published_up_to)
+                rows = queries.unsent_outbox(session, self.batch_size, utcnow())
             if rows:
                 self._publish(connection, rows)
-                self._undeleted += [r.id for r in rows]
-                at_once = [r.id for r in rows if r.not_before is None]
-                self._published_up_to = max([self._published_up_to, *at_once])
-            # A delayed row is read again until it is deleted; the others
-            # may wait for the interval or a window's worth.
-            if self._undeleted and (
-                any(r.not_before is not None for r in rows)
-                or len(self._undeleted) >= self.batch_size
-                or time.monotonic() - self._deleted_at >= self.interval
-            ):
-                self._delete_published()
+                with self.sessionmaker.begin() as session:
+                    queries.delete_outbox(session, [r.id for r in rows])
             return len(rows)
         # Plugin replicas share the outbox: each takes a window of rows
         # the others do not hold and keeps them locked until they are
@@ -170,13 +152,6 @@ class OutboxRelay(connection.ConnectionLoop):
                 self._publish(connection, rows)
                 queries.delete_outbox(session, [r.id for r in rows])
         return len(rows)
-
-    def _delete_published(self) -> None:
-        if self._undeleted:
-            with self.sessionmaker.begin() as session:
-                queries.delete_outbox(session, self._undeleted)
-            self._undeleted = []
-        self._deleted_at = time.monotonic()
 
     def _publish(self, connection: kombu.Connection, rows: Sequence[Outbox]) -> None:
         assert self._publisher is not None

@@ -184,21 +184,14 @@ def list_tasks(
 
 
 def unsent_outbox(
-    session: orm.Session, limit: int, now: datetime.datetime, skip_locked: bool = False, after: int = 0
+    session: orm.Session, limit: int, now: datetime.datetime, skip_locked: bool = False
 ) -> Sequence[Outbox]:
     """The oldest rows due for publishing: two index reads, so rows that wait
     for later (retries in backoff) cost nothing however many there are.
 
     :param skip_locked: lock the rows, leaving out those another relay holds.
-    :param after: leave out the rows to publish at once up to this id (the
-        relay published them already).
     """
-    at_once = (
-        sa.select(Outbox)
-        .where(Outbox.not_before.is_(None), Outbox.id > after)
-        .order_by(Outbox.id)
-        .limit(limit)
-    )
+    at_once = sa.select(Outbox).where(Outbox.not_before.is_(None)).order_by(Outbox.id).limit(limit)
     delayed = (
         sa.select(Outbox)
         .where(Outbox.not_before.is_not(None), Outbox.not_before <= now)
