@@ -101,7 +101,7 @@ class Link:
             if time.monotonic() >= due:
                 due = time.monotonic() + interval
                 if periodic is not None:
-                    _guarded(lambda _body: periodic(), b"")
+                    _guarded(periodic)
             readable, _, _ = select.select([self.sock], [], [], max(due - time.monotonic(), 0.0))
             if not readable:
                 continue
@@ -121,12 +121,12 @@ class Link:
                 _guarded(handler, datagram[1:])
 
 
-def _guarded(handler: Handler, body: bytes) -> None:
+def _guarded(call: Callable[..., None], *args: Any) -> None:
     try:
-        handler(body)
+        call(*args)
     except Exception:
         # The link must outlive a bug in one handler.
-        LOG.exception("%s failed", getattr(handler, "__qualname__", handler))
+        LOG.exception("%s failed", getattr(call, "__qualname__", call))
 
 
 class PipelineStatus:

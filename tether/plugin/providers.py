@@ -1,7 +1,10 @@
 """The providers this plugin accepts, and what their drivers declare.
 
 The plugin loads driver classes (never instances: devices are the agents'
-business) to learn each provider's placement and supported resource types.
+business) to learn each provider's placement and supported resource types,
+the class attributes ``tether.drivers.base.Driver`` declares. It reads them
+off the class stevedore found and imports no driver code of its own: the
+driver SDK is the agents' and the vendors'.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from typing import Any
 from stevedore import extension
 
 from tether.common.exceptions import ConfigError, InvalidInput
-from tether.drivers.base import Driver
 
 NAMESPACE = "tether.drivers"
 
@@ -46,7 +48,7 @@ class Providers:
             )
         providers = []
         for name in names:
-            driver: type[Driver] = installed[name]
+            driver = installed[name]
             providers.append(Provider(name, driver.placement, frozenset(driver.resource_types)))
         return cls(providers)
 

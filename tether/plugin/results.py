@@ -48,9 +48,7 @@ class ResultRecorder:
         :returns: the ids of tasks that do not exist; their results changed nothing.
         """
         with self.sessionmaker.begin() as session:
-            # SQLite's one writer holds every tree already.
-            if session.get_bind().dialect.name != "sqlite":
-                queries.lock_trees_of_tasks(session, [r.task_id for r in results])
+            queries.lock_trees_of_tasks(session, [r.task_id for r in results])
             # Without the task's own lock, a claim taking the task over could
             # commit after this read, and the result of the attempt it
             # replaced would overwrite it.
