@@ -36,7 +36,8 @@ from tether.plugin import lifecycle
 from tether.plugin.context import RequestContext
 from tether.plugin.db import queries
 from tether.plugin.db.group_commit import GroupCommit
-from tether.plugin.db.models import Resource, Task, utcnow
+from tether.plugin.db.models import Resource, Row, Task, utcnow
+from tether.plugin.lifecycle import roots
 from tether.plugin.providers import Providers
 from tether.plugin.throttle import Backpressure
 
@@ -44,10 +45,11 @@ LOG = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Called inside the accepting transaction once the change is flushed; what it
-#: returns is the caller's answer (rendered there, and remembered for an
-#: Idempotency-Key, because the rows are not the caller's after commit).
-Answer = Callable[[orm.Session, Resource, Task], T]
+#: Called inside the accepting transaction once the change is flushed (a new
+#: root's, once its rows are built); what it returns is the caller's answer
+#: (rendered there, and remembered for an Idempotency-Key, because the rows
+#: are not the caller's after commit).
+Answer = Callable[[orm.Session, Resource | Row, Task | Row], T]
 
 OPTS: list[cfg.Opt] = [
     cfg.StrOpt(
@@ -107,15 +109,15 @@ class Changes:
         attributes = rtype.defaults() | dict(body)
         # A new root conflicts with nothing: no savepoint, and its rows go in
         # with the batch's bulk insert. A host-placed one binds an agent first.
-        alone = (
+        if (
             rtype.parent is None
             and not answer_writes
             and not self.providers.is_host_placed(attributes.get("provider", ""))
-        )
-        return self._write(
-            lambda session: self._create(session, ctx, rtype, attributes, answer, flush=not alone),
-            savepoint=not alone,
-        )
+        ):
+            return self._write(
+                lambda session: self._create_root(session, ctx, rtype, attributes, answer), savepoint=False
+            )
+        return self._write(lambda session: self._create(session, ctx, rtype, attributes, answer))
 
     def update(
         self, ctx: RequestContext, rtype: ResourceType, resource_id: str, body: Any, answer: Answer[T]
@@ -136,6 +138,23 @@ class Changes:
         future.add_done_callback(lambda done: done.exception() or self._on_commit())
         return future
 
+    def _create_root(
+        self,
+        session: orm.Session,
+        ctx: RequestContext,
+        rtype: ResourceType,
+        attributes: dict[str, Any],
+        answer: Answer[T],
+    ) -> T:
+        provider = attributes["provider"]
+        self.providers.get(provider, rtype.name)
+        self._check_backlog(session, provider)
+        resource, task = roots.accept(
+            session, self.policy, rtype.name, ctx.project_id, attributes, ctx.request_id, ctx.callback_url
+        )
+        _log_accepted(resource, task)
+        return answer(session, resource, task)
+
     def _create(
         self,
         session: orm.Session,
@@ -143,7 +162,6 @@ class Changes:
         rtype: ResourceType,
         attributes: dict[str, Any],
         answer: Answer[T],
-        flush: bool = True,
     ) -> T:
         parent = None
         if rtype.parent is not None and rtype.parent_key:
@@ -180,8 +198,7 @@ class Changes:
             self._admit(session, root_id)
         session.add(resource)
         task = self._accept(session, ctx, resource, Operation.CREATE)
-        if flush:
-            session.flush()
+        session.flush()
         return answer(session, resource, task)
 
     def _update(
@@ -298,15 +315,7 @@ class Changes:
             lifecycle.enqueue(session, self.policy, task, resource, tree=[resource])
         else:
             session.flush()
-        LOG.info(
-            "accepted %s of %s %s as task %s (generation %d, provider %s)",
-            operation,
-            resource.type,
-            resource.id,
-            task.id,
-            task.generation,
-            resource.provider,
-        )
+        _log_accepted(resource, task)
         if operation == Operation.DELETE:
             self._fold_into_delete(session, resource, task)
         if task.state == TaskState.QUEUED:
@@ -342,3 +351,15 @@ def _describe(kids: Sequence[Resource]) -> str:
     shown = ", ".join(f"{k.type} {k.id}" for k in kids[:5])
     more = f" and {len(kids) - 5} more" if len(kids) > 5 else ""
     return f"{len(kids)} child resource(s): {shown}{more}"
+
+
+def _log_accepted(resource: Resource | Row, task: Task | Row) -> None:
+    LOG.info(
+        "accepted %s of %s %s as task %s (generation %d, provider %s)",
+        task.operation,
+        resource.type,
+        resource.id,
+        task.id,
+        task.generation,
+        resource.provider,
+    )

@@ -23,7 +23,7 @@ from oslo_config import cfg
 from sqlalchemy import orm
 
 from tether.common import rpc
-from tether.plugin.db.models import Task
+from tether.plugin.db.models import Row, Task
 from tether.plugin.db.session import after_commit
 
 LOG = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def record(session: orm.Session, event_type: str, payload: dict[str, Any]) -> No
     session.info.setdefault(EVENTS, []).append((event_type, payload))
 
 
-def task_changed(session: orm.Session, task: Task) -> None:
+def task_changed(session: orm.Session, task: Task | Row) -> None:
     if session.info.get(WANTED):
         record(session, f"tether.task.{task.state.lower()}", task_payload(task))
 
@@ -60,7 +60,7 @@ def resource_changed(session: orm.Session, task: Task, status: str) -> None:
         )
 
 
-def task_payload(task: Task) -> dict[str, Any]:
+def task_payload(task: Task | Row) -> dict[str, Any]:
     return {
         "task_id": task.id,
         "state": task.state,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from tether.common import messages
 from tether.common.states import Operation
-from tether.plugin.db.models import Resource, Task
+from tether.plugin.db.models import Resource, Row, Task
 
 
 def message(task: Task, resource: Resource, tree: Sequence[Resource]) -> messages.Work:
@@ -14,7 +14,7 @@ def message(task: Task, resource: Resource, tree: Sequence[Resource]) -> message
     return messages.Work(task=work_task(task), resource=desired(resource), tree=desired_tree(tree))
 
 
-def work_task(task: Task) -> messages.WorkTask:
+def work_task(task: Task | Row) -> messages.WorkTask:
     return messages.WorkTask(
         id=task.id,
         operation=Operation(task.operation),

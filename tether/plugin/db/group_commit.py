@@ -13,10 +13,11 @@ PostgreSQL gets the same: one round of commit and WAL flush for the batch.
 
 A unit that only adds new rows, and cannot collide with anything but its
 own fresh primary keys (a new root resource, its task and its outbox row),
-may be submitted with ``savepoint=False``: it runs without a savepoint and
-without flushing, and the rows it added are inserted with one Core
-``executemany`` per table for the whole batch just before the commit. The
-ORM's flush of a few objects per unit cost more than the rest of an accept.
+may be submitted with ``savepoint=False``: it runs without a savepoint, hands
+its rows to :func:`insert` as plain mappings, and they are inserted with one
+Core ``executemany`` per table for the whole batch just before the commit.
+Building, flushing and expunging a few ORM objects per unit cost more than
+the rest of an accept.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import functools
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -42,6 +43,14 @@ Item = tuple[Unit, "concurrent.futures.Future[Any]", bool]
 
 #: ``session.info`` key: rows of savepoint-less units, inserted at commit
 DEFERRED = "tether.deferred-inserts"
+
+
+def insert(session: orm.Session, table: sa.Table, row: Mapping[str, Any]) -> None:
+    """Insert ``row`` into ``table`` with the batch's bulk insert; for units
+    submitted with ``savepoint=False``. Give every row of a table the same
+    keys (None for NULL): rows with other keys take a statement of their own."""
+    session.info.setdefault(DEFERRED, []).append((table, row))
+
 
 _STOP = object()
 
@@ -63,8 +72,8 @@ class GroupCommit:
         """Run ``unit(session)`` in a transaction.
 
         :param savepoint: False for a unit that only adds rows with fresh
-            primary keys: they are inserted in bulk at the commit, and the
-            unit must not flush or write in any other way.
+            primary keys, through :func:`insert`: they are inserted in bulk
+            at the commit, and the unit must not write in any other way.
 
         :returns: a future of what ``unit`` returned, done once it is
             committed; or of what ``unit`` raised (nothing of it is
@@ -169,36 +178,17 @@ def _run_unit(session: orm.Session, unit: Unit) -> tuple[Any, BaseException | No
 
 
 def _run_deferred(session: orm.Session, unit: Unit) -> tuple[Any, BaseException | None]:
-    """Run one unit that only adds rows: they leave the session as plain
-    rows for :func:`_insert_deferred`, so a failure has nothing to undo in
+    """Run one unit that only adds rows through :func:`insert`: they wait in
+    ``session.info`` for the commit, so a failure has nothing to undo in
     the database."""
     marks = _marks(session)
-    before = set(session.new)
     try:
         with session.no_autoflush:
             result = unit(session)
     except Exception as exc:  # noqa: BLE001 - handed to the unit's caller
-        for obj in [o for o in session.new if o not in before]:
-            session.expunge(obj)
         _drop_since(session, marks)
         return None, exc
-    rows = session.info.setdefault(DEFERRED, [])
-    for obj in [o for o in session.new if o not in before]:
-        state = sa.inspect(obj)
-        columns = _columns(state.mapper)
-        given = state.dict
-        # Unset and None alike become NULL (or the column's default), as
-        # the ORM's insert makes them.
-        values = {column: given[key] for key, column in columns if given.get(key) is not None}
-        rows.append((state.mapper.local_table, values))
-        session.expunge(obj)
     return result, None
-
-
-@functools.cache
-def _columns(mapper: orm.Mapper[Any]) -> tuple[tuple[str, str], ...]:
-    """(attribute, column) names of ``mapper``'s columns."""
-    return tuple((prop.key, prop.columns[0].key) for prop in mapper.column_attrs)
 
 
 def _insert_deferred(session: orm.Session) -> None:
@@ -206,12 +196,19 @@ def _insert_deferred(session: orm.Session) -> None:
     rows = session.info.pop(DEFERRED, [])
     if not rows:
         return
-    groups: dict[tuple[sa.Table, tuple[str, ...]], list[dict[str, Any]]] = {}
+    groups: dict[tuple[sa.Table, tuple[str, ...]], list[Mapping[str, Any]]] = {}
     for table, values in rows:
         groups.setdefault((table, tuple(values)), []).append(values)
-    order = {table: i for i, table in enumerate(next(iter(groups))[0].metadata.sorted_tables)}
+    order = _table_order(next(iter(groups))[0].metadata)
+    connection = session.connection()
     for (table, _columns), params in sorted(groups.items(), key=lambda group: order[group[0][0]]):
-        session.execute(sa.insert(table), params)
+        connection.execute(table.insert(), params)
+
+
+@functools.cache
+def _table_order(metadata: sa.MetaData) -> dict[sa.Table, int]:
+    """Tables by their place in ``metadata``'s dependency order (parents first)."""
+    return {table: i for i, table in enumerate(metadata.sorted_tables)}
 
 
 def _marks(session: orm.Session) -> dict[str, int]:

@@ -8,6 +8,8 @@ timezone-aware, because SQLite keeps no time zone.
 from __future__ import annotations
 
 import datetime
+import json
+import types
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,6 +34,23 @@ class UTCDateTime(sa.types.TypeDecorator[datetime.datetime]):
             return None
         stored: datetime.datetime = value
         return stored if stored.tzinfo else stored.replace(tzinfo=datetime.UTC)
+
+
+class EncodedJSON(str):
+    """A value of a JSON column already serialised: stored as it is.
+
+    The plugin's engines serialise JSON columns with :func:`json_serializer`,
+    which passes these through, so a document encoded once for a message is
+    not encoded again for each column that stores it.
+    """
+
+
+def json_serializer(value: Any) -> str:
+    return value if isinstance(value, EncodedJSON) else json.dumps(value)
+
+
+class Row(types.SimpleNamespace):
+    """A row built as plain values for a bulk insert, read as its ORM object is."""
 
 
 class Base(orm.DeclarativeBase):

@@ -29,6 +29,7 @@ from oslo_config import cfg
 from sqlalchemy import event, orm
 
 from tether.common import metrics
+from tether.plugin.db.models import json_serializer
 
 GROUP = "database"
 OPTS: list[cfg.Opt] = [
@@ -65,7 +66,11 @@ def make_engine(conf: cfg.ConfigOpts, readonly: bool = False) -> sa.Engine:
         if url.get_backend_name() == "postgresql":
             connect_args["options"] = f"-c lock_timeout={int(conf.database.busy_timeout * 1000)}"
         engine = sa.create_engine(
-            url, pool_size=conf.database.pool_size, pool_pre_ping=True, connect_args=connect_args
+            url,
+            pool_size=conf.database.pool_size,
+            pool_pre_ping=True,
+            connect_args=connect_args,
+            json_serializer=json_serializer,
         )
     # Statements per task is what a change to the hot paths must not raise.
     statements = metrics.DB_STATEMENTS.labels("reader" if readonly else "writer")
@@ -118,6 +123,7 @@ def _sqlite_engine(url: sa.URL, busy_timeout: float, immediate: bool) -> sa.Engi
         url,
         connect_args=connect_args,
         poolclass=sa.pool.StaticPool if url.database in (None, "", ":memory:") else None,
+        json_serializer=json_serializer,
     )
 
     @event.listens_for(engine, "connect")
