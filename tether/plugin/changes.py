@@ -85,7 +85,11 @@ class Changes:
         max_queued: int = 100,
         backpressure: Backpressure | None = None,
         on_commit: Callable[[], None] = lambda: None,
+        hands_over: bool = False,
     ) -> None:
+        """:param on_commit: wakes the relay after a change committed.
+        :param hands_over: a new root's outbox row reaches the relay with its
+            commit (:mod:`tether.plugin.handoff`): no wake-up needed."""
         self.backpressure = backpressure
         self.policy = policy
         self.registry = registry
@@ -94,6 +98,7 @@ class Changes:
         self.busy_policy = busy_policy
         self.max_queued = max_queued
         self._on_commit = on_commit
+        self.hands_over = hands_over
 
     def create(
         self,
@@ -115,7 +120,9 @@ class Changes:
             and not self.providers.is_host_placed(attributes.get("provider", ""))
         ):
             return self._write(
-                lambda session: self._create_root(session, ctx, rtype, attributes, answer), savepoint=False
+                lambda session: self._create_root(session, ctx, rtype, attributes, answer),
+                savepoint=False,
+                wake=not self.hands_over,
             )
         return self._write(lambda session: self._create(session, ctx, rtype, attributes, answer))
 
@@ -133,9 +140,12 @@ class Changes:
     ) -> Future[T]:
         return self._write(lambda session: self._delete(session, ctx, rtype, resource_id, answer))
 
-    def _write(self, unit: Callable[[orm.Session], T], savepoint: bool = True) -> Future[T]:
+    def _write(
+        self, unit: Callable[[orm.Session], T], savepoint: bool = True, wake: bool = True
+    ) -> Future[T]:
         future = self.writer.submit(unit, savepoint)
-        future.add_done_callback(lambda done: done.exception() or self._on_commit())
+        if wake:
+            future.add_done_callback(lambda done: done.exception() or self._on_commit())
         return future
 
     def _create_root(

@@ -7,11 +7,14 @@ row again on restart; agents treat the duplicate as the redelivery it is.
 
 The API wakes the relay after each commit, so a change leaves within
 milliseconds; a periodic scan catches rows whose wake-up was lost (another
-process, a restart).
+process, a restart). On SQLite the rows of new roots are handed over with
+the wake-up (:mod:`tether.plugin.handoff`) and published without being read
+back.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import socket
@@ -27,7 +30,7 @@ from sqlalchemy import orm
 from tether.common import connection, faults, transport
 from tether.common.publisher import Envelope, Publisher, Unroutable
 from tether.plugin.db import queries
-from tether.plugin.db.models import Outbox, utcnow
+from tether.plugin.db.models import Outbox, Row, utcnow
 
 LOG = logging.getLogger(__name__)
 
@@ -47,6 +50,10 @@ OPTS: list[cfg.Opt] = [
         "another plugin process or by a crash).",
     ),
 ]
+
+
+#: published outbox ids a relay remembers; more than a link's socket holds
+_REMEMBERED = 20_000
 
 
 class OutboxRelay(connection.ConnectionLoop):
@@ -70,12 +77,23 @@ class OutboxRelay(connection.ConnectionLoop):
         self.batch_size = batch_size
         self.interval = interval
         self._wake = threading.Event()
+        self._handed: collections.deque[Row] = collections.deque()
+        # Ids of rows published lately, so that a row both scanned and
+        # handed over is published once; ids are never reused.
+        self._published: collections.deque[int] = collections.deque(maxlen=_REMEMBERED)
+        self._published_ids: set[int] = set()
         self._publisher: Publisher | None = None
         self._declared: set[str] = set()
         self._db_failures = 0
         self.drain_timeout = 10.0
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def hand(self, rows: list[Row]) -> None:
+        """Committed outbox rows due now, to publish without reading them
+        back; for a relay that is alone on its outbox (SQLite)."""
+        self._handed.extend(rows)
         self._wake.set()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -131,15 +149,21 @@ class OutboxRelay(connection.ConnectionLoop):
             LOG.warning("stopped before the outbox was drained: %s", exc)
 
     def relay_once(self, connection: kombu.Connection) -> int:
-        """Publish one window of unsent rows; return how many were sent."""
+        """Publish one window of unsent rows; return how many rows it held."""
         if not self.shared:
-            # One relay per SQLite file (one plugin, whose pipeline runs it):
-            # read without the write lock, so the API's commits never wait
-            # for the broker's confirms.
-            with self.reader() as session:
-                rows = queries.unsent_outbox(session, self.batch_size, utcnow())
+            # One relay per SQLite file (one plugin, whose pipeline runs it).
+            rows: Sequence[Outbox | Row] = self._take_handed()
+            if not rows:
+                # Read without the write lock, so the API's commits never
+                # wait for the broker's confirms.
+                with self.reader() as session:
+                    rows = queries.unsent_outbox(session, self.batch_size, utcnow())
+            fresh = [r for r in rows if r.id not in self._published_ids]
+            if fresh:
+                self._publish(connection, fresh)
+                self._remember([r.id for r in fresh])
             if rows:
-                self._publish(connection, rows)
+                # Rows published before (scanned, then handed over late) go too.
                 with self.sessionmaker.begin() as session:
                     queries.delete_outbox(session, [r.id for r in rows])
             return len(rows)
@@ -153,7 +177,21 @@ class OutboxRelay(connection.ConnectionLoop):
                 queries.delete_outbox(session, [r.id for r in rows])
         return len(rows)
 
-    def _publish(self, connection: kombu.Connection, rows: Sequence[Outbox]) -> None:
+    def _take_handed(self) -> list[Row]:
+        rows: list[Row] = []
+        with contextlib.suppress(IndexError):
+            while len(rows) < self.batch_size:
+                rows.append(self._handed.popleft())
+        return rows
+
+    def _remember(self, ids: list[int]) -> None:
+        for id_ in ids:
+            if len(self._published) == self._published.maxlen:
+                self._published_ids.discard(self._published[0])
+            self._published.append(id_)
+            self._published_ids.add(id_)
+
+    def _publish(self, connection: kombu.Connection, rows: Sequence[Outbox | Row]) -> None:
         assert self._publisher is not None
         new_keys = {r.routing_key for r in rows} - self._declared
         if new_keys:

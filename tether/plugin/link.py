@@ -8,6 +8,7 @@ travels on a pair of connected UNIX datagram sockets their parent made:
 
 * API → pipeline, :data:`RELAY`: an accept committed rows to the outbox; the
   relay publishes them now instead of at its next ``relay_interval``;
+  :data:`HANDOFF` does the same carrying the rows (:mod:`tether.plugin.handoff`);
 * pipeline → API, :data:`FINISHED`: ids of tasks it finished, to answer
   ``?wait`` requests at once (on PostgreSQL NOTIFY carries them instead, as
   between replicas), and :data:`LOST` when some could not be sent;
@@ -30,9 +31,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from tether.plugin import handoff
+from tether.plugin.db.models import Row
+
 LOG = logging.getLogger(__name__)
 
 RELAY = b"r"
+HANDOFF = b"o"
 FINISHED = b"f"
 LOST = b"*"
 STATUS = b"s"
@@ -75,6 +80,12 @@ class Link:
 
     def wake_relay(self) -> None:
         self.send(RELAY)
+
+    def hand_over(self, rows: Sequence[Row]) -> None:
+        """Committed outbox rows for the relay; those that find no room wait
+        for its scan."""
+        for datagram in handoff.encode(rows):
+            self.send(HANDOFF, datagram)
 
     def send_finished(self, task_ids: Sequence[str]) -> None:
         for start in range(0, len(task_ids), _IDS_PER_DATAGRAM):

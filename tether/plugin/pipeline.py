@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from tether.common import rpc
-from tether.plugin import callbacks, dispatch, link, reaper, results
+from tether.plugin import callbacks, dispatch, handoff, link, reaper, results
 from tether.plugin.api import views
 from tether.plugin.claim_server import ClaimServer
 from tether.plugin.claims import ClaimDecider
@@ -83,7 +83,13 @@ class Pipeline:
         def report() -> None:
             to_api.send(link.STATUS, link.status(self.problem(), self.results.connected_since))
 
-        to_api.start({link.RELAY: lambda _body: self.relay.wake()}, every=(link.STATUS_INTERVAL, report))
+        to_api.start(
+            {
+                link.RELAY: lambda _body: self.relay.wake(),
+                link.HANDOFF: lambda body: self.relay.hand(handoff.decode(body)),
+            },
+            every=(link.STATUS_INTERVAL, report),
+        )
 
     def start(self) -> None:
         conf = self.core.conf

@@ -20,7 +20,7 @@ from oslo_config import cfg
 from tether.common import transport
 from tether.common.exceptions import ConfigError
 from tether.common.resource_types import Registry
-from tether.plugin import agents, auth, callbacks, lifecycle, link, throttle, waiters
+from tether.plugin import agents, auth, callbacks, handoff, lifecycle, link, throttle, waiters
 from tether.plugin.api.app import create_app
 from tether.plugin.api.deps import Api
 from tether.plugin.changes import Changes
@@ -104,11 +104,18 @@ class Plugin(Core):
         if to_pipeline is None:
             self.pipeline = Pipeline(self)
             wake_relay = self.pipeline.relay.wake
+            hand_over = self.pipeline.relay.hand
             pipeline_problem = self.pipeline.problem
         else:
             self.agents.listening_since = self._pipeline_status.listening_since
             wake_relay = to_pipeline.wake_relay
+            hand_over = to_pipeline.hand_over
             pipeline_problem = self._pipeline_status.problem
+        # Replicas on PostgreSQL share the outbox: whichever relay locks a
+        # row first publishes it.
+        hands_over = self.engine.dialect.name == "sqlite"
+        if hands_over:
+            handoff.install(self.sessionmaker, hand_over)
         self.writer = GroupCommit(self.sessionmaker, conf.api.group_commit_size)
         self.changes = Changes(
             self.registry,
@@ -119,6 +126,7 @@ class Plugin(Core):
             max_queued=conf.api.max_queued_per_tree,
             backpressure=throttle.Backpressure(conf.api.max_backlog),
             on_commit=wake_relay,
+            hands_over=hands_over,
         )
         self.api = Api(
             registry=self.registry,

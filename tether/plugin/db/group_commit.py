@@ -28,7 +28,7 @@ import functools
 import logging
 import queue
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -45,10 +45,13 @@ Item = tuple[Unit, "concurrent.futures.Future[Any]", bool]
 DEFERRED = "tether.deferred-inserts"
 
 
-def insert(session: orm.Session, table: sa.Table, row: Mapping[str, Any]) -> None:
+def insert(session: orm.Session, table: sa.Table, row: dict[str, Any]) -> None:
     """Insert ``row`` into ``table`` with the batch's bulk insert; for units
     submitted with ``savepoint=False``. Give every row of a table the same
-    keys (None for NULL): rows with other keys take a statement of their own."""
+    keys (None for NULL): rows with other keys take a statement of their own.
+
+    On SQLite, a row of a table whose key ``AUTOINCREMENT`` assigns is given
+    its ``id`` by the insert."""
     session.info.setdefault(DEFERRED, []).append((table, row))
 
 
@@ -196,13 +199,30 @@ def _insert_deferred(session: orm.Session) -> None:
     rows = session.info.pop(DEFERRED, [])
     if not rows:
         return
-    groups: dict[tuple[sa.Table, tuple[str, ...]], list[Mapping[str, Any]]] = {}
+    groups: dict[tuple[sa.Table, tuple[str, ...]], list[dict[str, Any]]] = {}
     for table, values in rows:
         groups.setdefault((table, tuple(values)), []).append(values)
     order = _table_order(next(iter(groups))[0].metadata)
     connection = session.connection()
     for (table, _columns), params in sorted(groups.items(), key=lambda group: order[group[0][0]]):
         connection.execute(table.insert(), params)
+        if connection.dialect.name == "sqlite" and table.kwargs.get("sqlite_autoincrement"):
+            _number(connection, table, params)
+
+
+def _number(connection: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Write the ids SQLite gave ``rows`` into them. The writer holds the
+    database's only write turn and ``AUTOINCREMENT`` counts up from the
+    largest id it ever gave, so the rows of one statement got the last ones."""
+    (key,) = table.primary_key.columns
+    if key.name in rows[0]:
+        return
+    last = connection.exec_driver_sql(
+        "SELECT seq FROM sqlite_sequence WHERE name = ?", (table.name,)
+    ).scalar_one()
+    first = last - len(rows) + 1
+    for offset, row in enumerate(rows):
+        row[key.name] = first + offset
 
 
 @functools.cache

@@ -26,7 +26,7 @@ from sqlalchemy import orm
 
 from tether.common import messages, transport
 from tether.common.states import OperatingStatus, Operation, ProvisioningStatus, TaskState
-from tether.plugin import notifications, work
+from tether.plugin import handoff, notifications, work
 from tether.plugin.db import group_commit
 from tether.plugin.db.models import EncodedJSON, Outbox, Resource, Row, Task, utcnow
 from tether.plugin.lifecycle.policy import Policy
@@ -115,19 +115,17 @@ def accept(
     columns = {k: v for k, v in vars(resource).items() if k not in ("stats", "applied_attributes")}
     group_commit.insert(session, _RESOURCES, columns | {"attributes": stored})
     group_commit.insert(session, _TASKS, vars(task) | {"desired": stored})
-    group_commit.insert(
-        session,
-        _OUTBOX,
-        {
-            "task_id": task.id,
-            "exchange": transport.WORK_EXCHANGE,
-            "routing_key": provider,
-            "payload": messages.encode(_work(task, resource, encoded)).decode(),
-            "request_id": request_id,
-            "created_at": now,
-            "not_before": None,
-        },
-    )
+    outbox = {
+        "task_id": task.id,
+        "exchange": transport.WORK_EXCHANGE,
+        "routing_key": provider,
+        "payload": messages.encode(_work(task, resource, encoded)).decode(),
+        "request_id": request_id,
+        "created_at": now,
+        "not_before": None,
+    }
+    group_commit.insert(session, _OUTBOX, outbox)
+    handoff.note(session, outbox)
     notifications.task_changed(session, task)
     return resource, task
 
