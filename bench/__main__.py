@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="tether's plugin in one process ([plugin] separate_pipeline = false)",
     )
+    parser.add_argument(
+        "--api-processes", type=int, help="the plugin's API processes ([plugin] api_processes)"
+    )
     parser.add_argument("--baseline-tasks", type=int, default=3000)
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument("--scale", default="1,2,4", help="agent counts of the scaling runs ('' skips them)")
@@ -176,7 +179,8 @@ def _tether(root: pathlib.Path, node: RabbitMQNode, args: argparse.Namespace, **
         node,
         agents=args.agents,
         workers=args.workers,
-        plugin_options={"separate_pipeline": not args.one_process},
+        plugin_options={"separate_pipeline": not args.one_process}
+        | ({"api_processes": args.api_processes} if args.api_processes else {}),
         **options,
     )
 

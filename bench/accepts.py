@@ -41,6 +41,7 @@ def main() -> None:
         action="store_true",
         help="the pipeline in the API's process ([plugin] separate_pipeline)",
     )
+    parser.add_argument("--api-processes", type=int, help="[plugin] api_processes")
     parser.add_argument("--profile", type=pathlib.Path, help="py-spy --gil flame graph of the last run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tether-accepts-") as tmp, RabbitMQNode() as rabbitmq:
@@ -49,7 +50,8 @@ def main() -> None:
             rabbitmq,
             agents=0,
             # Nobody drains the tasks: neither the reaper nor backpressure may step in.
-            plugin_options={"pending_timeout": 86400, "separate_pipeline": not args.one_process},
+            plugin_options={"pending_timeout": 86400, "separate_pipeline": not args.one_process}
+            | ({"api_processes": args.api_processes} if args.api_processes else {}),
             api_options={"max_backlog": 10_000_000},
         )
         tether.start(with_agents=False)

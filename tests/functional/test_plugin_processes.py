@@ -115,3 +115,36 @@ def test_sigterm_stops_the_api_before_the_pipeline_and_exits_0(deployment: Deplo
     log = plugin.log()
     assert log.index("plugin stopped") < log.index("pipeline stopped"), log
     assert gone(roles["api"]) and gone(roles["pipeline"])
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+@pytest.mark.supervision
+def test_several_api_processes_serve_one_socket_and_each_hears_the_pipeline(
+    rabbitmq: RabbitMQNode, database: Database, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    deployment = Deployment(
+        tmp_path_factory.mktemp("apis"), rabbitmq, database, agents=1, plugin_options={"api_processes": 2}
+    )
+    deployment.start()
+    try:
+        plugin, roles = plugin_and_children(deployment)
+        assert set(roles) == {"api", "api-2", "pipeline"}
+        before = {name: cpu_ticks(roles[name]) for name in ("api", "api-2")}
+        # New connections each: the kernel hands them to whichever API process accepts first.
+        for _ in range(300):
+            assert deployment.http.get("/healthz", headers={"Connection": "close"}).status_code == 200
+        assert all(cpu_ticks(roles[name]) > before[name] for name in before), (before, roles)
+        # Every API process hears finished tasks (?wait) and the pipeline's status (/readyz).
+        for _ in range(6):
+            assert a_task_succeeds(deployment)
+            assert deployment.http.get("/readyz", headers={"Connection": "close"}).status_code == 200
+        os.kill(roles["api-2"], signal.SIGKILL)
+        assert plugin.wait_exit(60) == 1
+        assert gone(roles["api"]) and gone(roles["pipeline"])
+        assert "the api-2 process exited with code -9; stopping the plugin" in plugin.log()
+    finally:
+        deployment.stop()

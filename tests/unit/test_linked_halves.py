@@ -24,7 +24,7 @@ class Halves:
         api_end, pipeline_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.core = Core(conf, migrate=True)
         self.pipeline = Pipeline(self.core)
-        self.pipeline.link_to_api(link.Link(pipeline_end, "link-to-api"))
+        self.pipeline.link_to_apis([link.Link(pipeline_end, "link-to-api")])
         self.api = Plugin(conf, to_pipeline=link.Link(api_end, "link-to-pipeline"))
         self.pipeline_stopped = False
 

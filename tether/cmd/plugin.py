@@ -8,6 +8,7 @@ parted; the children are this same command, told their role.
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -30,19 +31,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     conf = daemon.configure(argv, PROG, [opts.register_opts], required=[(None, "transport_url")])
     child = processes.role()
     if child is not None:
-        name, to_other = child
-        (_run_pipeline if name == processes.PIPELINE else _run_api)(conf, to_other)
+        if child.role == processes.PIPELINE:
+            _run_pipeline(conf, child.links)
+        else:
+            _run_api(conf, child.links[0], child.listening)
         return
     try:
         reason = processes.one_process_reason(conf)
         if reason is None:
             _check(conf)
+            listening = processes.bind(conf.api.bind_host, conf.api.bind_port)
     except TetherError as exc:
         daemon.fail(PROG, exc)
     if reason is None:
-        sys.exit(processes.supervise(sys.argv[1:] if argv is None else argv, daemon.STOP.wait))
+        argv = sys.argv[1:] if argv is None else argv
+        sys.exit(processes.supervise(argv, listening, conf.plugin.api_processes, daemon.STOP.wait))
     LOG.info("API and pipeline in one process: %s", reason)
-    _run_api(conf, None)
+    _run_api(conf, None, None)
 
 
 def _check(conf: cfg.ConfigOpts) -> None:
@@ -56,7 +61,7 @@ def _check(conf: cfg.ConfigOpts) -> None:
         engine.dispose()
 
 
-def _run_api(conf: cfg.ConfigOpts, to_pipeline: link.Link | None) -> None:
+def _run_api(conf: cfg.ConfigOpts, to_pipeline: link.Link | None, listening: socket.socket | None) -> None:
     try:
         plugin = Plugin(conf, to_pipeline=to_pipeline)
     except TetherError as exc:
@@ -66,18 +71,18 @@ def _run_api(conf: cfg.ConfigOpts, to_pipeline: link.Link | None) -> None:
         # uvicorn takes the stop signals while it serves and raises them again
         # when it has shut down; our handler then only records the stop.
         if not daemon.STOP.is_set():
-            plugin.serve()
+            plugin.serve(listening)
     finally:
         plugin.stop()
 
 
-def _run_pipeline(conf: cfg.ConfigOpts, to_api: link.Link) -> None:
+def _run_pipeline(conf: cfg.ConfigOpts, to_apis: list[link.Link]) -> None:
     try:
         core = Core(conf)
         pipeline = Pipeline(core)
     except TetherError as exc:
         daemon.fail(PROG, exc)
-    pipeline.link_to_api(to_api)
+    pipeline.link_to_apis(to_apis)
     pipeline.start()
     try:
         daemon.wait_for_signal()

@@ -63,7 +63,7 @@ class Pipeline:
         # while it is cut off, an agent's silence proves nothing.
         core.agents.listening_since = lambda: self.results.connected_since
         self._rpc_server: Any = None
-        self._link: link.Link | None = None
+        self._links: list[link.Link] = []
 
     def problem(self) -> str | None:
         """What keeps the pipeline from the broker, for ``/readyz``."""
@@ -72,24 +72,30 @@ class Pipeline:
             return f"not connected to the broker at {self.core.broker.url.masked}: {', '.join(down)}"
         return None
 
-    def link_to_api(self, to_api: link.Link) -> None:
-        """Serve an API in another process: wake the relay when it says so,
-        tell it which tasks finished and how the pipeline is."""
-        self._link = to_api
+    def link_to_apis(self, to_apis: list[link.Link]) -> None:
+        """Serve API processes: wake the relay or take rows when one says so,
+        tell each which tasks finished and how the pipeline is."""
+        self._links = to_apis
         # On PostgreSQL, NOTIFY carries finished tasks to every process already.
         if not self.core.notifies_finished:
-            self.core.waiters.forward = to_api.send_finished
 
-        def report() -> None:
-            to_api.send(link.STATUS, link.status(self.problem(), self.results.connected_since))
+            def forward(task_ids: list[str]) -> None:
+                for to_api in to_apis:
+                    to_api.send_finished(task_ids)
 
-        to_api.start(
-            {
-                link.RELAY: lambda _body: self.relay.wake(),
-                link.HANDOFF: lambda body: self.relay.hand(handoff.decode(body)),
-            },
-            every=(link.STATUS_INTERVAL, report),
-        )
+            self.core.waiters.forward = forward
+        for to_api in to_apis:
+
+            def report(to_api: link.Link = to_api) -> None:
+                to_api.send(link.STATUS, link.status(self.problem(), self.results.connected_since))
+
+            to_api.start(
+                {
+                    link.RELAY: lambda _body: self.relay.wake(),
+                    link.HANDOFF: lambda body: self.relay.hand(handoff.decode(body)),
+                },
+                every=(link.STATUS_INTERVAL, report),
+            )
 
     def start(self) -> None:
         conf = self.core.conf
@@ -113,5 +119,5 @@ class Pipeline:
         self.callbacks.stop()
         self.relay.stop()
         self.results.stop()
-        if self._link is not None:
-            self._link.stop()
+        for to_api in self._links:
+            to_api.stop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import signal
+import socket
 
 import sqlalchemy as sa
 import uvicorn
@@ -49,6 +50,15 @@ OPTS: list[cfg.Opt] = [
         "reaper, callbacks) in a process of its own beside the API's, so that the plugin "
         "uses two cores. False runs everything in one process. The in-memory transport, "
         "an in-memory database and tether-allinone always run in one.",
+    ),
+    cfg.IntOpt(
+        "api_processes",
+        default=1,
+        min=1,
+        max=64,
+        help="Processes serving the REST API on its one socket, beside the pipeline's, when "
+        "separate_pipeline is true. More use more cores for HTTP; each holds its own "
+        "database connections, and [api] rate_limit and rate_burst are shared out among them.",
     ),
 ]
 
@@ -143,7 +153,7 @@ class Plugin(Core):
             idempotency_retention=conf.api.idempotency_retention,
             max_wait=conf.api.max_wait,
             waiters=self.waiters,
-            limiter=throttle.RateLimiter(conf.api.rate_limit, conf.api.rate_burst),
+            limiter=_rate_limiter(conf, shared_by=1 if to_pipeline is None else conf.plugin.api_processes),
             check_callback=lambda url: callbacks.check_url(conf, url),
             auth=auth.from_conf(conf),
             policy=Policy(conf, self.registry.values()),
@@ -180,8 +190,9 @@ class Plugin(Core):
         for task_id in body.decode().split(","):
             self.waiters.notify(task_id)
 
-    def serve(self) -> None:
-        """Serve the API until SIGINT or SIGTERM."""
+    def serve(self, listening: socket.socket | None = None) -> None:
+        """Serve the API until SIGINT or SIGTERM, on ``listening`` if given
+        (bound by the parent of several API processes)."""
         config = uvicorn.Config(
             self.app,
             host=self.conf.api.bind_host,
@@ -190,11 +201,12 @@ class Plugin(Core):
             access_log=False,
             lifespan="on",
         )
-        LOG.info("API listening on http://%s:%d/v1", self.conf.api.bind_host, self.conf.api.bind_port)
+        host, port = (listening.getsockname()[:2]) if listening else (config.host, config.port)
+        LOG.info("API listening on http://%s:%d/v1", host, port)
         # uvicorn takes SIGINT and SIGTERM only; SIGHUP is the operator's
         # "read your credentials again".
         signal.signal(signal.SIGHUP, lambda *_: self.api.auth.reload())
-        uvicorn.Server(config).run()
+        uvicorn.Server(config).run(sockets=None if listening is None else [listening])
 
     def stop(self) -> None:
         if self.listener is not None:
@@ -206,6 +218,14 @@ class Plugin(Core):
         self.writer.stop()
         self.dispose()
         LOG.info("plugin stopped")
+
+
+def _rate_limiter(conf: cfg.ConfigOpts, shared_by: int) -> throttle.RateLimiter:
+    # Each API process counts for itself, and the kernel spreads a client's
+    # connections among them: each allows its share.
+    return throttle.RateLimiter(
+        conf.api.rate_limit / shared_by, max(1, round(conf.api.rate_burst / shared_by))
+    )
 
 
 def check_schema(conf: cfg.ConfigOpts, engine: sa.Engine) -> None:
