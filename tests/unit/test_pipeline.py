@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from oslo_config import cfg
 
 from tests.unit.conftest import wait_for
+from tether.agent.runner import Tally
 from tether.agent.service import Agent
 from tether.common import log
 from tether.plugin.service import Plugin
@@ -126,6 +127,8 @@ def test_the_request_id_appears_in_the_plugins_and_the_agents_log_lines(
     client: TestClient, pipeline: list[Agent], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
+    # The agent names a task that succeeded at DEBUG only.
+    caplog.set_level(logging.DEBUG, logger="tether.agent.runner")
     log.install_record_factory()
     response = client.post("/v1/loadbalancers", json={"provider": "noop"})
     _settled(client, "loadbalancers", response.json()["id"])
@@ -235,3 +238,16 @@ def test_a_long_device_operation_frees_its_worker_shows_progress_and_finishes(
         assert client.get(f"/v1/tasks/{slow['task']['id']}").json()["state"] == "RUNNING"
         body = _settled(client, "loadbalancers", slow["id"])
         assert (body["provisioning_status"], body["in_sync"]) == ("ACTIVE", True)
+
+
+def test_an_agent_counts_succeeded_tasks_at_info_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="tether.agent.runner")
+    now = [100.0]
+    tally = Tally("agent-1", clock=lambda: now[0])
+    tally.count()
+    assert not caplog.records
+    now[0] += Tally.EVERY
+    tally.count()
+    assert [r.getMessage() for r in caplog.records] == ["agent agent-1: 2 task(s) succeeded in the last 60 s"]
+    tally.count()
+    assert len(caplog.records) == 1
