@@ -9,7 +9,7 @@ attempt it was decided on, so nothing decided on a stale read is written.
 
 The updates go one level further down: compiled once per dialect, they are
 handed to the DB-API's ``executemany`` with their parameters already in the
-driver's shape (:class:`_Prepared`), because Core's processing of each row's
+driver's shape (:mod:`tether.plugin.db.prepared`), because Core's processing of each row's
 parameters cost more than the statement itself.
 """
 
@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from tether.common.states import IN_FLIGHT_TASK_STATES, ProvisioningStatus, TaskState
+from tether.plugin.db import prepared
 from tether.plugin.db.models import Outbox, Resource, Task, TaskAttempt
 
 _TASKS = cast(sa.Table, Task.__table__)
@@ -269,73 +270,12 @@ def set_operating_statuses(session: orm.Session, statuses: Sequence[Mapping[str,
     _execute(session, _OPERATING_STATUS, statuses)
 
 
-#: a bind parameter of a prepared statement: its name, the row key it takes
-#: (None for a value of the statement's own), that value ready for the driver
-#: (or None when it is a column's default, made at each execution), and the
-#: processor of a row's or default's value
-_Bind = tuple[str, str | None, Any, Any]
-
-
-class _Prepared:
-    """An update compiled once per dialect, whose bind parameters are named
-    ``b_<key>`` for the keys of the rows it is run with; the others hold the
-    statement's own literals or a column's ``onupdate`` default."""
-
-    def __init__(self, statement: sa.Update) -> None:
-        self.statement = statement
-        self._plans: dict[sa.Dialect, tuple[str, bool, list[_Bind], dict[str, sa.Column[Any]]]] = {}
-
-    def execute(self, connection: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Run for each of ``rows``; the rows it changed."""
-        plan = self._plans.get(connection.dialect) or self._plan(connection.dialect)
-        sql, positional, binds, defaults = plan
-        # Column defaults (updated_at) made once for the batch, as Core would per statement.
-        made = {name: column.onupdate.arg(None) for name, column in defaults.items()}  # type: ignore[union-attr]
-        params: list[Any] = []
-        for row in rows:
-            values = [
-                (fixed if name not in made else process(made[name]) if process else made[name])
-                if key is None
-                else (row[key] if process is None else process(row[key]))
-                for name, key, fixed, process in binds
-            ]
-            params.append(
-                tuple(values) if positional else {b[0]: v for b, v in zip(binds, values, strict=True)}
-            )
-        return int(connection.exec_driver_sql(sql, params).rowcount)
-
-    def _plan(self, dialect: sa.Dialect) -> tuple[str, bool, list[_Bind], dict[str, sa.Column[Any]]]:
-        compiled = self.statement.compile(dialect=dialect)
-        names = (
-            compiled.positiontup if compiled.positional else list(dict.fromkeys(compiled.bind_names.values()))
-        )
-        defaults = {column.key: column for column in compiled.update_prefetch}
-        binds: list[_Bind] = []
-        for name in names or []:
-            bind = compiled.binds[name]
-            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if name.startswith("b_"):
-                binds.append((name, name.removeprefix("b_"), None, process))
-            elif name in defaults:
-                binds.append((name, None, None, process))
-            else:
-                value = bind.effective_value
-                binds.append((name, None, value if process is None else process(value), None))
-        plan = (compiled.string, bool(compiled.positional), binds, defaults)
-        self._plans[dialect] = plan
-        return plan
-
-
-_PREPARED: dict[sa.Update, _Prepared] = {}
-
-
 def _execute(session: orm.Session, statement: sa.Update, rows: Sequence[Mapping[str, Any]]) -> int:
     if not rows:
         return 0
-    prepared = _PREPARED.get(statement)
-    if prepared is None:
-        prepared = _PREPARED[statement] = _Prepared(statement)
-    return prepared.execute(session.connection(), rows)
+    return prepared.execute(
+        session.connection(), statement, [{f"b_{k}": v for k, v in r.items()} for r in rows]
+    )
 
 
 def _execute_fenced(
