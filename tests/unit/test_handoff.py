@@ -3,6 +3,7 @@ without being read back, and once, however they reach it."""
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 import kombu
@@ -81,3 +82,20 @@ def test_hand_overs_travel_in_datagrams_a_link_can_carry() -> None:
     assert [(r.id, r.task_id, r.payload) for r in decoded] == [
         (r.id, r.task_id, r.payload) for r in rows[:-1]
     ]
+
+
+def test_hand_overs_beyond_what_the_relay_holds_are_left_to_its_scan(
+    client: TestClient, plugin: Plugin
+) -> None:
+    assert plugin.pipeline is not None
+    relay = plugin.pipeline.relay
+    # As if the broker had been away for long: the relay holds one hand-over.
+    relay._handed = collections.deque(maxlen=1)
+    lbs = [client.post("/v1/loadbalancers", json={"provider": "noop"}).json() for _ in range(2)]
+    assert [r.task_id for r in relay._handed] == [lbs[1]["task"]["id"]]
+    with kombu.Connection("memory://") as conn:
+        relay.on_connect(conn)
+        while relay.relay_once(conn):
+            pass
+    assert sorted(_published(plugin)) == sorted(lb["task"]["id"] for lb in lbs)
+    assert _outbox(plugin) == []

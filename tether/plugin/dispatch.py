@@ -52,7 +52,8 @@ OPTS: list[cfg.Opt] = [
 ]
 
 
-#: published outbox ids a relay remembers; more than a link's socket holds
+#: published outbox ids a relay remembers, and handed rows it holds; more
+#: than a link's socket holds
 _REMEMBERED = 20_000
 
 
@@ -77,7 +78,9 @@ class OutboxRelay(connection.ConnectionLoop):
         self.batch_size = batch_size
         self.interval = interval
         self._wake = threading.Event()
-        self._handed: collections.deque[Row] = collections.deque()
+        # Bounded: while the broker is away the accepts go on, and a row
+        # pushed out here is still in the outbox for the scan.
+        self._handed: collections.deque[Row] = collections.deque(maxlen=_REMEMBERED)
         # Ids of rows published lately, so that a row both scanned and
         # handed over is published once; ids are never reused.
         self._published: collections.deque[int] = collections.deque(maxlen=_REMEMBERED)
@@ -158,7 +161,7 @@ class OutboxRelay(connection.ConnectionLoop):
                 # wait for the broker's confirms.
                 with self.reader() as session:
                     rows = queries.unsent_outbox(session, self.batch_size, utcnow())
-            fresh = [r for r in rows if r.id not in self._published_ids]
+            fresh = list({r.id: r for r in rows if r.id not in self._published_ids}.values())
             if fresh:
                 self._publish(connection, fresh)
                 self._remember([r.id for r in fresh])
