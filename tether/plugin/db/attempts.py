@@ -273,9 +273,7 @@ def set_operating_statuses(session: orm.Session, statuses: Sequence[Mapping[str,
 def _execute(session: orm.Session, statement: sa.Update, rows: Sequence[Mapping[str, Any]]) -> int:
     if not rows:
         return 0
-    return prepared.execute(
-        session.connection(), statement, [{f"b_{k}": v for k, v in r.items()} for r in rows]
-    )
+    return prepared.execute(session.connection(), statement, rows, prefix="b_")
 
 
 def _execute_fenced(

@@ -11,10 +11,11 @@ tuples (or of dictionaries, for drivers that name their parameters) for
 ``Connection.exec_driver_sql``: still one statement counted, still in the
 caller's transaction.
 
-The rows are mappings of the statement's bind parameter names; a parameter
-they leave out takes the statement's own value or its column's Python-side
-``onupdate``, made once per batch. (The group commit's bulk insert went the
-same way and measured no different, once timestamps were cheap to write.)
+The rows are mappings of the statement's bind parameter names, less a prefix
+the statement gives them; a parameter they leave out takes the statement's
+own value or its column's Python-side ``onupdate``, made once per batch.
+(The group commit's bulk insert went the same way and measured no
+different, once timestamps were cheap to write.)
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-#: a parameter of a prepared statement: its name, whether rows give it,
-#: its value ready for the driver when they do not (None for a column's
-#: onupdate, made per batch), and the processor of a given or made value
-_Bind = tuple[str, bool, Any, Any]
+#: a parameter of a prepared statement: its name, the rows' key for it (None
+#: when they do not give it), its value ready for the driver when they do not
+#: (None for a column's onupdate, made per batch), and the processor of a
+#: given or made value
+_Bind = tuple[str, str | None, Any, Any]
 #: the driver's SQL, whether its parameters are positional, its parameters,
 #: and the columns whose onupdate a batch makes
 _Plan = tuple[str, bool, list[_Bind], dict[str, sa.Column[Any]]]
@@ -35,20 +37,28 @@ _Plan = tuple[str, bool, list[_Bind], dict[str, sa.Column[Any]]]
 _plans: dict[tuple[sa.Update, tuple[str, ...], sa.Dialect], _Plan] = {}
 
 
-def execute(connection: sa.Connection, statement: sa.Update, rows: Sequence[Mapping[str, Any]]) -> int:
+def execute(
+    connection: sa.Connection, statement: sa.Update, rows: Sequence[Mapping[str, Any]], prefix: str = ""
+) -> int:
     """Run ``statement`` for each of ``rows`` (all with the same keys); the
-    rows it changed, as the driver counts them."""
+    rows it changed, as the driver counts them.
+
+    :param prefix: what the statement's bind names add to the rows' keys
+        (an update may not name a bind after a column it sets).
+    """
     keys = tuple(rows[0])
-    plan = _plans.get((statement, keys, connection.dialect)) or _plan(statement, keys, connection.dialect)
+    plan = _plans.get((statement, keys, connection.dialect)) or _plan(
+        statement, keys, prefix, connection.dialect
+    )
     sql, positional, binds, made_by = plan
     made = {name: _onupdate(column) for name, column in made_by.items()}
     params: list[Any] = []
     for row in rows:
         values = [
-            (row[name] if process is None else process(row[name]))
-            if given
+            (row[key] if process is None else process(row[key]))
+            if key is not None
             else (fixed if name not in made else (made[name] if process is None else process(made[name])))
-            for name, given, fixed, process in binds
+            for name, key, fixed, process in binds
         ]
         params.append(tuple(values) if positional else {b[0]: v for b, v in zip(binds, values, strict=True)})
     return int(connection.exec_driver_sql(sql, params).rowcount)
@@ -60,19 +70,20 @@ def _onupdate(column: sa.Column[Any]) -> Any:
     return default.arg(None) if callable(default.arg) else default.arg  # type: ignore[union-attr]
 
 
-def _plan(statement: sa.Update, keys: tuple[str, ...], dialect: sa.Dialect) -> _Plan:
+def _plan(statement: sa.Update, keys: tuple[str, ...], prefix: str, dialect: sa.Dialect) -> _Plan:
     compiled = statement.compile(dialect=dialect)
     names = compiled.positiontup if compiled.positional else list(dict.fromkeys(compiled.bind_names.values()))
-    made_by = {column.key: column for column in compiled.update_prefetch if column.key not in keys}
+    given = {f"{prefix}{key}": key for key in keys}
+    made_by = {column.key: column for column in compiled.update_prefetch if column.key not in given}
     binds: list[_Bind] = []
     for name in names or []:
         bind = compiled.binds[name]
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        if name in keys or name in made_by:
-            binds.append((name, name in keys, None, process))
+        if name in given or name in made_by:
+            binds.append((name, given.get(name), None, process))
         else:
             value = bind.effective_value
-            binds.append((name, False, value if process is None else process(value), None))
+            binds.append((name, None, value if process is None else process(value), None))
     plan = (compiled.string, bool(compiled.positional), binds, made_by)
     _plans[(statement, keys, dialect)] = plan
     return plan
