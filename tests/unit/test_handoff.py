@@ -50,8 +50,34 @@ def test_a_new_roots_rows_are_handed_over_with_their_ids_and_published_without_a
         relay.on_connect(conn)
         assert relay.relay_once(conn) == 3
         assert not [s for s in reads if "outbox" in s]
+        # Their delete waits for more (the claims delete most rows anyway)...
+        assert [task for _, task in _outbox(plugin)] == [lb["task"]["id"] for lb in lbs]
+        # ...and a scan that finds them published deletes them, once.
+        relay.on_stop(conn)
         assert _outbox(plugin) == []
     assert _published(plugin) == [lb["task"]["id"] for lb in lbs]
+
+
+def test_published_rows_are_deleted_an_interval_after_their_publish(
+    client: TestClient, plugin: Plugin
+) -> None:
+    assert plugin.pipeline is not None
+    relay = plugin.pipeline.relay
+    clock = [100.0]
+    relay._clock = lambda: clock[0]
+    with kombu.Connection("memory://") as conn:
+        relay.on_connect(conn)
+        client.post("/v1/loadbalancers", json={"provider": "noop"})
+        relay.relay_once(conn)
+        client.post("/v1/loadbalancers", json={"provider": "noop"})
+        clock[0] += relay.interval / 2
+        relay.relay_once(conn)
+        assert len(_outbox(plugin)) == 2
+        clock[0] += relay.interval / 2
+        client.post("/v1/loadbalancers", json={"provider": "noop"})
+        relay.relay_once(conn)
+        assert _outbox(plugin) == []
+    assert len(_published(plugin)) == 3
 
 
 def test_a_row_the_scan_published_before_its_hand_over_arrived_is_not_published_again(

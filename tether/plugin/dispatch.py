@@ -85,6 +85,10 @@ class OutboxRelay(connection.ConnectionLoop):
         # handed over is published once; ids are never reused.
         self._published: collections.deque[int] = collections.deque(maxlen=_REMEMBERED)
         self._published_ids: set[int] = set()
+        #: ids published and not yet deleted, and since when
+        self._deleting: list[int] = []
+        self._deleting_since: float | None = None
+        self._clock = time.monotonic
         self._publisher: Publisher | None = None
         self._declared: set[str] = set()
         self._db_failures = 0
@@ -148,6 +152,7 @@ class OutboxRelay(connection.ConnectionLoop):
         try:
             while time.monotonic() < deadline and self.relay_once(connection) == self.batch_size:
                 pass
+            self._delete_published(force=True)
         except Exception as exc:  # noqa: BLE001 - stopping anyway; the rows stay for the next start
             LOG.warning("stopped before the outbox was drained: %s", exc)
 
@@ -155,7 +160,8 @@ class OutboxRelay(connection.ConnectionLoop):
         """Publish one window of unsent rows; return how many rows it held."""
         if not self.shared:
             # One relay per SQLite file (one plugin, whose pipeline runs it).
-            rows: Sequence[Outbox | Row] = self._take_handed()
+            handed = self._take_handed()
+            rows: Sequence[Outbox | Row] = handed
             if not rows:
                 # Read without the write lock, so the API's commits never
                 # wait for the broker's confirms.
@@ -165,10 +171,9 @@ class OutboxRelay(connection.ConnectionLoop):
             if fresh:
                 self._publish(connection, fresh)
                 self._remember([r.id for r in fresh])
-            if rows:
-                # Rows published before (scanned, then handed over late) go too.
-                with self.sessionmaker.begin() as session:
-                    queries.delete_outbox(session, [r.id for r in rows])
+            # Rows published before (scanned, then handed over late) go too.
+            self._deleting.extend(r.id for r in rows)
+            self._delete_published(force=bool(rows) and not handed)
             return len(rows)
         # Plugin replicas share the outbox: each takes a window of rows
         # the others do not hold and keeps them locked until they are
@@ -179,6 +184,25 @@ class OutboxRelay(connection.ConnectionLoop):
                 self._publish(connection, rows)
                 queries.delete_outbox(session, [r.id for r in rows])
         return len(rows)
+
+    def _delete_published(self, force: bool = False) -> None:
+        """Delete the published rows, a window's worth or an interval's at once.
+
+        Claims delete their tasks' rows, so most of these are gone by now: a
+        write turn per handed window would cost the other writers more than
+        it clears. Until deleted, a row is in the published set, so a scan
+        skips it; after a crash it is published again, and the claim fences
+        the copy off.
+        """
+        if not self._deleting:
+            return
+        now = self._clock()
+        if self._deleting_since is None:
+            self._deleting_since = now
+        if force or len(self._deleting) >= self.batch_size or now - self._deleting_since >= self.interval:
+            with self.sessionmaker.begin() as session:
+                queries.delete_outbox(session, self._deleting)
+            self._deleting, self._deleting_since = [], None
 
     def _take_handed(self) -> list[Row]:
         rows: list[Row] = []
