@@ -23,6 +23,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except TetherError as exc:
         daemon.fail(PROG, exc)
     agent.start()
+    daemon.started()
     daemon.wait_for_signal()
     agent.stop()
 

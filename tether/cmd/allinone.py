@@ -90,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         len(agents),
         conf.state_path,
     )
+    daemon.started()
     try:
         # uvicorn takes the stop signals while it serves and raises them again
         # when it has shut down; our handler then only records the stop.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -50,6 +51,18 @@ def configure(
 def fail(prog: str, exc: TetherError) -> None:
     print(f"{prog}: {exc.msg}", file=sys.stderr)
     sys.exit(2)
+
+
+def started() -> None:
+    """Keep what start-up built out of the garbage collector's full passes.
+
+    The modules, the configuration, the app and the engines are some 170,000
+    objects that live as long as the process. A full collection walks them
+    all, stopping every thread for 50 to 110 ms (the plugin's processes under
+    load); frozen, they are never walked again.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def wait_for_signal() -> None:

@@ -67,6 +67,7 @@ def _run_api(conf: cfg.ConfigOpts, to_pipeline: link.Link | None, listening: soc
     except TetherError as exc:
         daemon.fail(PROG, exc)
     plugin.start()
+    daemon.started()
     try:
         # uvicorn takes the stop signals while it serves and raises them again
         # when it has shut down; our handler then only records the stop.
@@ -84,6 +85,7 @@ def _run_pipeline(conf: cfg.ConfigOpts, to_apis: list[link.Link]) -> None:
         daemon.fail(PROG, exc)
     pipeline.link_to_apis(to_apis)
     pipeline.start()
+    daemon.started()
     try:
         daemon.wait_for_signal()
     finally:
