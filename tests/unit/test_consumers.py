@@ -16,7 +16,7 @@ from tests.unit.conftest import sample_work, wait_for
 from tether.agent.acks import Acks
 from tether.agent.consumer import WorkConsumer
 from tether.agent.runner import Runner
-from tether.common import messages, transport
+from tether.common import messages, transport, wire
 from tether.common.publisher import Publisher
 from tether.common.states import Outcome
 from tether.drivers.base import Change, Driver
@@ -168,7 +168,106 @@ def test_one_result_that_cannot_be_recorded_is_dead_lettered_and_the_rest_record
     assert recorder.recorded == ["t1", "t3"]
     assert [m.acked for m in results] == [1, 1, 1]
     dead = kombu.Queue(transport.DEAD_LETTER_QUEUE)(conn.default_channel).get(no_ack=True)
-    assert "recording failed: bad data" in dead.headers[transport.DEAD_LETTER_REASON]
+    assert "recording the result of task 't2' failed: bad data" in dead.headers[transport.DEAD_LETTER_REASON]
+
+
+def _results(*task_ids: str) -> StandInMessage:
+    message = StandInMessage(
+        messages.encode(
+            messages.Results(
+                results=[
+                    messages.Result(task_id=t, attempt=1, outcome=Outcome.SUCCEEDED, agent_id="a")
+                    for t in task_ids
+                ]
+            )
+        )
+    )
+    message.properties["type"] = messages.RESULTS_TYPE
+    return message
+
+
+class UnknownTasks(ResultRecorder):
+    def __init__(self, unknown: set[str]) -> None:
+        self.unknown = unknown
+        self.recorded: list[str] = []
+
+    def record(self, results: Any) -> set[str]:
+        self.recorded.extend(r.task_id for r in results if r.task_id not in self.unknown)
+        return {r.task_id for r in results if r.task_id in self.unknown}
+
+
+def test_results_in_one_message_are_recorded_with_the_others_and_it_is_acked_once(connection: Any) -> None:
+    broker, conn = connection
+    recorder = UnknownTasks(set())
+    consumer = ResultConsumer(broker, recorder, batch=10)
+    consumer._publisher = Publisher(conn, 5)
+    together, alone = _results("t1", "t2", "t3"), _result("t4")
+    consumer._on_message(together)
+    consumer._on_message(alone)
+    consumer.on_tick(conn)
+    assert recorder.recorded == ["t1", "t2", "t3", "t4"]
+    assert (together.acked, alone.acked) == (1, 1)
+
+
+def test_a_results_message_with_a_result_for_no_task_is_dead_lettered_once_the_others_are_recorded(
+    connection: Any,
+) -> None:
+    broker, conn = connection
+    recorder = UnknownTasks({"t2", "t3"})
+    consumer = ResultConsumer(broker, recorder, batch=10)
+    consumer._publisher = Publisher(conn, 5)
+    together = _results("t1", "t2", "t3")
+    consumer._on_message(together)
+    consumer.on_tick(conn)
+    assert recorder.recorded == ["t1"]
+    assert together.acked == 1  # by the dead-lettering, after its copy is confirmed
+    dead = kombu.Queue(transport.DEAD_LETTER_QUEUE)(conn.default_channel).get(no_ack=True)
+    reason = dead.headers[transport.DEAD_LETTER_REASON]
+    assert "no task 't2' exists" in reason and "no task 't3' exists" in reason
+    assert reason.endswith("its other results were recorded")
+    assert dead.properties["type"] == messages.RESULTS_TYPE  # so a requeue is read as results again
+    assert kombu.Queue(transport.DEAD_LETTER_QUEUE)(conn.default_channel).get(no_ack=True) is None
+
+
+def test_a_malformed_result_among_good_ones_is_refused_alone(connection: Any) -> None:
+    broker, conn = connection
+    recorder = UnknownTasks(set())
+    consumer = ResultConsumer(broker, recorder, batch=10)
+    consumer._publisher = Publisher(conn, 5)
+    good = messages.Result(task_id="t1", attempt=1, outcome=Outcome.SUCCEEDED, agent_id="a")
+    body = messages.encode(messages.Results(results=[good, good])).replace(b'"attempt":1', b'"attempt":-1', 1)
+    mixed = StandInMessage(body)
+    mixed.properties["type"] = messages.RESULTS_TYPE
+    consumer._on_message(mixed)
+    consumer.on_tick(conn)
+    assert recorder.recorded == ["t1"]
+    assert mixed.acked == 1
+    dead = kombu.Queue(transport.DEAD_LETTER_QUEUE)(conn.default_channel).get(no_ack=True)
+    assert (
+        "results[0] of the results message breaks its schema at $.attempt"
+        in dead.headers[transport.DEAD_LETTER_REASON]
+    )
+
+
+def test_the_agent_sends_a_ticks_results_in_one_message_once_the_plugin_reads_them(connection: Any) -> None:
+    broker, _ = connection
+    plugin = StandInPlugin()
+    consumer = WorkConsumer(
+        broker,
+        Runner({}, plugin, "agent-1", "host-1", 30.0),
+        ["noop"],
+        workers=1,
+        prefetch=1,
+        shutdown_timeout=1,
+    )
+    results = [messages.Result(task_id=t, attempt=1, outcome=Outcome.SUCCEEDED, agent_id="a") for t in "ab"]
+    assert [e.type for e in consumer._envelopes(results)] == [None, None]
+    plugin.result_batches = True  # type: ignore[attr-defined]
+    [envelope] = consumer._envelopes(results)
+    assert envelope.type == messages.RESULTS_TYPE and envelope.message_id == "a.1+1"
+    raws = wire.decode_results(envelope.body)
+    assert [wire.decode_batched_result(raw, i) for i, raw in enumerate(raws)] == results
+    assert [e.type for e in consumer._envelopes(results[:1])] == [None]
 
 
 class Channel:

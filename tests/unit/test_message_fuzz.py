@@ -30,15 +30,25 @@ json_values = st.recursive(
     max_leaves=20,
 )
 
-DECODERS = {"work": wire.decode_work, "result": wire.decode_result}
+
+
+def _decode_results(raw: bytes) -> messages.Results:
+    """A results message read as the plugin reads it: as a whole, then each result."""
+    return messages.Results(
+        results=[wire.decode_batched_result(r, i) for i, r in enumerate(wire.decode_results(raw))]
+    )
+
+
+DECODERS = {"work": wire.decode_work, "result": wire.decode_result, "results": _decode_results}
 
 
 def _valid(kind: str) -> dict[str, Any]:
     if kind == "work":
         return dict(msgspec.to_builtins(sample_work("noop")))
-    return dict(
-        msgspec.to_builtins(messages.Result(task_id="t", attempt=1, outcome=Outcome.FAILED, agent_id="a"))
-    )
+    result = messages.Result(task_id="t", attempt=1, outcome=Outcome.FAILED, agent_id="a")
+    if kind == "results":
+        return dict(msgspec.to_builtins(messages.Results(results=[result, result])))
+    return dict(msgspec.to_builtins(result))
 
 
 def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -153,3 +153,42 @@ def test_a_tree_nested_too_deeply_is_malformed_not_a_crash() -> None:
     body = json.dumps(_work()).replace('"tree": {', '"tree": ' + tree + ', "unused": {', 1)
     with pytest.raises(MalformedMessage, match="nested too deeply"):
         wire.decode_work(body)
+
+
+def _results_body(*results: Any) -> bytes:
+    return json.dumps({"version": 1, "kind": "results", "results": list(results)}).encode()
+
+
+def test_results_in_one_message_are_read_each_on_its_own() -> None:
+    good = messages.Result(task_id="t1", attempt=2, outcome=Outcome.SUCCEEDED, agent_id="a")
+    body = messages.encode(messages.Results(results=[good, good]))
+    raws = wire.decode_results(body, "application/json", "utf-8")
+    assert [wire.decode_batched_result(raw, i) for i, raw in enumerate(raws)] == [good, good]
+
+    bad = {
+        "version": 1,
+        "kind": "result",
+        "task_id": "t2",
+        "attempt": 0,
+        "outcome": "SUCCEEDED",
+        "agent_id": "a",
+    }
+    raws = wire.decode_results(_results_body(json.loads(messages.encode(good)), bad))
+    assert wire.decode_batched_result(raws[0], 0) == good
+    with pytest.raises(MalformedMessage) as refused:
+        wire.decode_batched_result(raws[1], 1)
+    assert "results[1] of the results message breaks its schema at $.attempt" in refused.value.msg
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (_results_body(), "breaks its schema at $.results"),
+        (_results_body(*[{}] * (messages.MAX_RESULTS + 1)), "breaks its schema at $.results"),
+        (json.dumps({"version": 9, "kind": "results", "results": [{}]}).encode(), "version 9 is unknown"),
+    ],
+)
+def test_a_results_message_that_cannot_be_read_as_a_whole_says_why(body: bytes, says: str) -> None:
+    with pytest.raises(MalformedMessage) as refused:
+        wire.decode_results(body)
+    assert says in refused.value.msg

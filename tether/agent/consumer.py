@@ -203,19 +203,7 @@ class WorkConsumer(connection.ConnectionLoop):
         unbound = [(None, r) for m, r in finished if m is None]
         # A skipped task (the plugin refused the claim) has no result: just ack.
         try:
-            self._publisher.publish(
-                [
-                    Envelope(
-                        exchange=self.broker.results_exchange,
-                        routing_key=transport.RESULTS_QUEUE,
-                        body=messages.encode(result),
-                        message_id=f"{result.task_id}.{result.attempt}",
-                        headers={"request_id": result.request_id} if result.request_id else {},
-                    )
-                    for _, result in finished
-                    if result is not None
-                ]
-            )
+            self._publisher.publish(self._envelopes([result for _, result in finished if result is not None]))
         except Exception:
             # Results of long operations have no message to be redelivered:
             # keep them for the next connection.
@@ -223,6 +211,36 @@ class WorkConsumer(connection.ConnectionLoop):
                 self._done.put(entry)
             raise
         self._acks.ack([message for message, _ in finished if message is not None])
+
+    def _envelopes(self, results: list[messages.Result]) -> list[Envelope]:
+        """The tick's results as messages: one for all of them where the
+        plugin reads that, one each where it does not."""
+        if len(results) > 1 and getattr(self.runner.plugin, "result_batches", False):
+            # One persistent message instead of one per result: the broker's
+            # work, the confirms and the plugin's reading shrink with it.
+            most = messages.MAX_RESULTS
+            chunks = [results[i : i + most] for i in range(0, len(results), most)]
+            return [
+                Envelope(
+                    exchange=self.broker.results_exchange,
+                    routing_key=transport.RESULTS_QUEUE,
+                    body=messages.encode(messages.Results(results=chunk)),
+                    # The first result's id and how many follow it, for the log and the dead letters.
+                    message_id=f"{chunk[0].task_id}.{chunk[0].attempt}+{len(chunk) - 1}",
+                    type=messages.RESULTS_TYPE,
+                )
+                for chunk in chunks
+            ]
+        return [
+            Envelope(
+                exchange=self.broker.results_exchange,
+                routing_key=transport.RESULTS_QUEUE,
+                body=messages.encode(result),
+                message_id=f"{result.task_id}.{result.attempt}",
+                headers={"request_id": result.request_id} if result.request_id else {},
+            )
+            for result in results
+        ]
 
     def on_stop(self, connection: kombu.Connection) -> None:
         if self._consumer is not None and self._consuming:

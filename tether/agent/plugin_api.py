@@ -23,7 +23,7 @@ from typing import Any
 from oslo_config import cfg
 
 from tether.agent.claims import ClaimChannel
-from tether.common import claims, log, rpc
+from tether.common import claims, log, messages, rpc
 from tether.common.claims import Claim
 from tether.common.exceptions import ServiceUnavailable, TetherError
 
@@ -65,6 +65,8 @@ class PluginApi:
         self._channel = channel
         #: the plugin said it answers claims on the claims queue
         self.kombu_claims = False
+        #: the plugin said it reads several results in one message
+        self.result_batches = False
 
     def claim(
         self,
@@ -158,6 +160,7 @@ class PluginApi:
                 "takes" if kombu_claims else "does not take",
             )
         self.kombu_claims = kombu_claims
+        self.result_batches = answer.get("result_batches") in messages.KNOWN_VERSIONS
         return answer
 
     def resync(self, agent_id: str, started_at: str) -> dict[str, Any]:

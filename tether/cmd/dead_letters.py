@@ -323,6 +323,7 @@ def _envelope(origin: tuple[str, str], letter: DeadLetter, message: Any) -> Enve
         body=body_of(message),
         message_id=letter.message_id,
         headers=headers,
+        type=message.properties.get("type"),
     )
 
 

@@ -7,6 +7,12 @@ Two kinds travel over kombu:
     target resource and of its whole tree (drivers never get a diff).
 ``result``
     agent → plugin: what that attempt did.
+``results``
+    agent → plugin: the results an agent's connection thread had at one tick,
+    in one message (AMQP ``type`` property ``results``), once the plugin's
+    answer to its state report said it reads them (``result_batches``).
+    Each is read on its own, so one malformed result does not take the
+    others down with it.
 
 Each message states its ``version`` and its ``kind``. A new optional field
 keeps the version; a changed or removed one bumps it, and consumers accept
@@ -127,6 +133,20 @@ class Result(msgspec.Struct, frozen=True, kw_only=True):
     finished_at: str | None = None
 
 
+#: Results one ``results`` message carries at most.
+MAX_RESULTS = 256
+#: The AMQP ``type`` property of a ``results`` message; a result's has none.
+RESULTS_TYPE = "results"
+
+
+class Results(msgspec.Struct, frozen=True, kw_only=True):
+    """Several results in one message (see the module's docstring)."""
+
+    version: int = VERSION
+    kind: Literal["results"] = "results"
+    results: list[Result]
+
+
 def unstated(message: Work | Result) -> str | None:
     """The envelope field (``version`` or ``kind``) a decoded message's body left out."""
     if message.version is _IMPLIED_VERSION:
@@ -139,7 +159,7 @@ def unstated(message: Work | Result) -> str | None:
 _ENCODER = msgspec.json.Encoder()
 
 
-def encode(message: Work | Result) -> bytes:
+def encode(message: Work | Result | Results) -> bytes:
     return _ENCODER.encode(message)
 
 

@@ -33,6 +33,8 @@ class Envelope:
     body: bytes
     message_id: str
     headers: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: the AMQP ``type`` property, for a consumer that reads more than one kind
+    type: str | None = None
 
 
 class Publisher:
@@ -91,7 +93,9 @@ class Publisher:
                     "application/json",
                     "utf-8",
                     envelope.headers,
-                    {"delivery_mode": 2, "message_id": envelope.message_id},
+                    {"delivery_mode": 2, "message_id": envelope.message_id}
+                    if envelope.type is None
+                    else {"delivery_mode": 2, "message_id": envelope.message_id, "type": envelope.type},
                 ),
                 exchange=envelope.exchange.name,
                 routing_key=envelope.routing_key,

@@ -240,6 +240,8 @@ class Broker:
             body=body,
             message_id=str(message.properties.get("message_id") or ""),
             headers=headers,
+            # A results message is read as one only with its type.
+            type=message.properties.get("type"),
         )
 
     def declare(self, connection: kombu.Connection, queues: Sequence[kombu.Queue]) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -38,11 +38,22 @@ _CONTENT_ENCODINGS = frozenset({"utf-8", "utf8", "binary"})
 
 _WORK_DECODER = msgspec.json.Decoder(messages.Work)
 _RESULT_DECODER = msgspec.json.Decoder(messages.Result)
+
+
+class _Results(msgspec.Struct, frozen=True, kw_only=True):
+    """A ``results`` message as read: each result still to be decoded."""
+
+    version: int
+    kind: Literal["results"]
+    results: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=messages.MAX_RESULTS)]
+
+
+_RESULTS_DECODER = msgspec.json.Decoder(_Results)
 _CLAIMS_DECODER = msgspec.json.Decoder(claims.ClaimRequest)
 _CLAIM_DECODER = msgspec.json.Decoder(claims.Claim)
 _CLAIM_REPLY_DECODER = msgspec.json.Decoder(claims.ClaimReply)
 
-M = TypeVar("M", messages.Work, messages.Result, claims.ClaimRequest, claims.ClaimReply)
+M = TypeVar("M", messages.Work, messages.Result, _Results, claims.ClaimRequest, claims.ClaimReply)
 
 # msgspec's wording: "<what> - at `$.task.attempt`", or no suffix at the top.
 _AT = re.compile(r"^(?P<what>.*?)(?: - at `(?P<where>[^`]*)`)?$", re.DOTALL)
@@ -69,6 +80,22 @@ def decode_result(
     :raises MalformedMessage: saying what is wrong with it.
     """
     return _decode(raw, _RESULT_DECODER, "result", content_type, content_encoding)
+
+
+def decode_results(
+    raw: bytes | str, content_type: str | None = None, content_encoding: str | None = None
+) -> list[msgspec.Raw]:
+    """The results a ``results`` message carries, each still to be read by
+    :func:`decode_batched_result`: one malformed result is refused alone.
+
+    :raises MalformedMessage: saying what is wrong with the message.
+    """
+    return _decode(raw, _RESULTS_DECODER, "results", content_type, content_encoding).results
+
+
+def decode_batched_result(raw: msgspec.Raw, index: int) -> messages.Result:
+    """:raises MalformedMessage: naming the result and what is wrong with it."""
+    return _decode(bytes(raw), _RESULT_DECODER, f"results[{index}] of the results", None, None)
 
 
 def decode_claims(

@@ -18,6 +18,7 @@ from oslo_config import cfg
 from sqlalchemy import orm
 
 from tether.common import connection, dead_lettering, log, messages, transport, wire
+from tether.common.exceptions import MalformedMessage
 from tether.common.publisher import Publisher
 from tether.plugin import lifecycle
 from tether.plugin.db import attempts, queries
@@ -86,6 +87,9 @@ class ResultConsumer(connection.ConnectionLoop):
         # Under load one delivery per tick meant one commit per result.
         self.burst = batch
         self._pending: list[tuple[kombu.Message, messages.Result]] = []
+        #: why a results message goes to the dead letters once its other
+        #: results are recorded, by the message's id()
+        self._refused: dict[int, list[str]] = {}
         self._publisher: Publisher | None = None
         self._db_failures = 0
         self._retry_at = 0.0
@@ -109,6 +113,7 @@ class ResultConsumer(connection.ConnectionLoop):
     def on_disconnect(self) -> None:
         # Unacked results come back to some consumer; ours are void now.
         self._pending.clear()
+        self._refused.clear()
         self._dead_letters.clear()
         self._publisher = None
 
@@ -120,26 +125,40 @@ class ResultConsumer(connection.ConnectionLoop):
         batch, self._pending = self._pending, []
         try:
             unknown = self.recorder.record([r for _, r in batch]) or set()
-            recorded = batch
+            handled = batch
         except Exception as exc:
             if _transient(exc):
                 self._retry_later(batch, exc)
                 return
             LOG.exception("recording a batch of %d results failed; recording one by one", len(batch))
-            recorded, unknown = self._record_one_by_one(batch)
+            handled, unknown = self._record_one_by_one(batch)
         self._db_failures = 0
-        for message, result in recorded:
+        self._settle(handled, unknown)
+        self._dead_letters.flush(self._publisher)
+
+    def _settle(self, handled: list[tuple[kombu.Message, messages.Result]], unknown: set[str]) -> None:
+        """Ack each message whose results are recorded; dead-letter, with
+        why, each that held one that changed nothing or was refused."""
+        settling: dict[int, tuple[kombu.Message, list[str]]] = {}
+        for message, result in handled:
+            key = id(message)
+            if key not in settling:
+                settling[key] = (message, self._refused.pop(key, []))
             if result.task_id in unknown:
                 # Tasks are never deleted: a result for none came from
                 # somewhere else (another deployment, a hand-made message).
-                self._dead_letters.add(
-                    message,
+                settling[key][1].append(
                     f"no task {result.task_id!r} exists; the result (attempt {result.attempt}, "
-                    f"{result.outcome.value}, from agent {result.agent_id!r}) changed nothing",
+                    f"{result.outcome.value}, from agent {result.agent_id!r}) changed nothing"
                 )
-            else:
+        for message, why in settling.values():
+            if not why:
                 message.ack()
-        self._dead_letters.flush(self._publisher)
+            elif message.properties.get("type") == messages.RESULTS_TYPE:
+                # Replaying it records nothing twice: recording is idempotent.
+                self._dead_letters.add(message, "; ".join(why) + "; its other results were recorded")
+            else:
+                self._dead_letters.add(message, "; ".join(why))
 
     def on_stop(self, connection: kombu.Connection) -> None:
         # Drain: stop deliveries, record and ack what arrived.
@@ -159,18 +178,25 @@ class ResultConsumer(connection.ConnectionLoop):
     def _record_one_by_one(
         self, batch: list[tuple[kombu.Message, messages.Result]]
     ) -> tuple[list[tuple[kombu.Message, messages.Result]], set[str]]:
-        recorded, unknown = [], set()
+        """Each result in a transaction of its own; what was handled (recorded
+        or refused), and the unknown tasks."""
+        handled: list[tuple[kombu.Message, messages.Result]] = []
+        unknown: set[str] = set()
         for index, (message, result) in enumerate(batch):
             try:
                 unknown |= self.recorder.record([result]) or set()
             except Exception as exc:  # noqa: BLE001
                 if _transient(exc):
-                    self._retry_later(batch[index:], exc)
-                    break
-                self._dead_letters.add(message, f"recording failed: {exc}")
-                continue
-            recorded.append((message, result))
-        return recorded, unknown
+                    rest = batch[index:]
+                    self._retry_later(rest, exc)
+                    # A message is settled once, when all its results are.
+                    waiting = {id(m) for m, _ in rest}
+                    return [(m, r) for m, r in handled if id(m) not in waiting], unknown
+                self._refused.setdefault(id(message), []).append(
+                    f"recording the result of task {result.task_id!r} failed: {exc}"
+                )
+            handled.append((message, result))
+        return handled, unknown
 
     def _on_undecodable(self, message: kombu.Message, exc: Exception) -> None:
         # See WorkConsumer: kombu fails before our callback on a lying
@@ -178,10 +204,27 @@ class ResultConsumer(connection.ConnectionLoop):
         self._dead_letters.add(message, wire.undecodable_reason("result", message.headers, exc))
 
     def _on_message(self, message: kombu.Message) -> None:
-        result = self._dead_letters.read(message, wire.decode_result)
-        if result is None:
+        if message.properties.get("type") != messages.RESULTS_TYPE:
+            result = self._dead_letters.read(message, wire.decode_result)
+            if result is not None:
+                self._pending.append((message, result))
             return
-        self._pending.append((message, result))
+        results = self._dead_letters.read(message, wire.decode_results)
+        if results is None:
+            return
+        refused = []
+        taken = 0
+        for index, raw in enumerate(results):
+            try:
+                self._pending.append((message, wire.decode_batched_result(raw, index)))
+                taken += 1
+            except MalformedMessage as exc:
+                refused.append(exc.msg)
+        if not taken:
+            self._dead_letters.add(message, "; ".join(refused))
+        elif refused:
+            # Dead-lettered once the others are recorded.
+            self._refused[id(message)] = refused
 
 
 def _transient(exc: Exception) -> bool:

@@ -20,7 +20,7 @@ import msgspec
 from sqlalchemy import orm
 
 from tether import __version__
-from tether.common import claims, rpc
+from tether.common import claims, messages, rpc
 from tether.common.claims import MAX_CLAIMS, Claim, ClaimAnswer
 from tether.common.exceptions import MalformedMessage
 from tether.common.states import OperatingStatus
@@ -142,6 +142,9 @@ class PluginEndpoint:
                 # queue; agents of this release claim over oslo.messaging
                 # until a plugin says so (one of the previous release does not).
                 "kombu_claims": claims.VERSION,
+                # The results message version this plugin reads: agents send
+                # one result per message until a plugin says so.
+                "result_batches": messages.VERSION,
                 "bound": by_provider,
             }
 
