@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import ipaddress
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 from stevedore import extension
 
 from tether.common.exceptions import ConfigError, InvalidInput
@@ -159,6 +161,9 @@ class Registry(Mapping[str, ResourceType]):
         self._validators = {
             name: _Validator(t.schema, format_checker=FORMAT_CHECKER) for name, t in self._types.items()
         }
+        # The same schemas compiled, to pass a valid body at once: it is what
+        # clients send at a rate, and jsonschema took 20-80 µs per body.
+        self._compiled = {name: _compiled(t.schema) for name, t in self._types.items()}
         self._check()
 
     @classmethod
@@ -203,6 +208,8 @@ class Registry(Mapping[str, ResourceType]):
         """
         if not isinstance(body, dict):
             raise InvalidInput(reason=f"the body must be a JSON object of {rtype.name} attributes")
+        if self._passes(rtype, body):
+            return
         try:
             error = jsonschema.exceptions.best_match(self._validators[rtype.name].iter_errors(body))
         except RecursionError as exc:
@@ -212,6 +219,19 @@ class Registry(Mapping[str, ResourceType]):
                 f"Invalid {rtype.name} at {error.json_path}: {_explain(error)}",
                 path=error.json_path,
             )
+
+    def _passes(self, rtype: ResourceType, body: dict[str, Any]) -> bool:
+        """Whether the compiled schema takes ``body``; a refusal, and
+        anything it cannot judge as jsonschema does, is left to jsonschema,
+        which words it. A float never passes here: for tether 80.0 is not an
+        integer, for JSON Schema it is. The two are held to the same answers
+        by a differential test."""
+        if _holds_float(body):
+            return False
+        try:
+            return bool(self._compiled[rtype.name].is_valid(body))
+        except Exception:  # noqa: BLE001 - e.g. a lone surrogate or a huge integer it cannot convert
+            return False
 
     def _check(self) -> None:
         for rtype in self._types.values():
@@ -231,6 +251,27 @@ class Registry(Mapping[str, ResourceType]):
                     raise ConfigError(reason=f"resource type {rtype.name!r} is its own ancestor")
                 seen.add(parent)
                 parent = self._types[parent].parent
+
+
+def _compiled(schema: dict[str, Any]) -> Any:
+    """``schema`` compiled by jsonschema-rs, its formats judged by the very
+    checks jsonschema uses (a format it does not know fails here, at start)."""
+    formats: dict[str, Callable[..., bool]] = {
+        name: functools.partial(FORMAT_CHECKER.conforms, format=name) for name in FORMAT_CHECKER.checkers
+    }
+    return jsonschema_rs.Draft202012Validator(
+        schema, formats=formats, validate_formats=True, ignore_unknown_formats=False
+    )
+
+
+def _holds_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_float(v) for v in value)
+    return False
 
 
 def _load_failed(manager: Any, entrypoint: Any, exc: BaseException) -> None:
