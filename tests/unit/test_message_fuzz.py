@@ -31,7 +31,6 @@ json_values = st.recursive(
 )
 
 
-
 def _decode_results(raw: bytes) -> messages.Results:
     """A results message read as the plugin reads it: as a whole, then each result."""
     return messages.Results(
