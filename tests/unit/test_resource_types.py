@@ -62,3 +62,13 @@ def test_a_type_whose_parent_is_not_installed_is_refused() -> None:
 def test_a_root_type_must_carry_a_provider() -> None:
     with pytest.raises(ConfigError, match="must declare a 'provider'"):
         Registry({"widget": ResourceType(name="widget", properties={})})
+
+
+def test_a_format_jsonschema_has_no_check_for_is_ignored_by_both_validators() -> None:
+    widget = ResourceType(
+        name="widget",
+        properties={"provider": {"type": "string"}, "tag": {"type": "string", "format": "no-such-format"}},
+    )
+    registry = Registry({"widget": widget})
+    registry.validate(widget, {"provider": "noop", "tag": "anything"})
+    assert registry._passes(widget, {"provider": "noop", "tag": "anything"})
