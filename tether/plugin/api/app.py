@@ -105,36 +105,6 @@ class RequestId:
                 await errors.unexpected(fastapi.Request(scope), exc)(scope, receive, send_with_id)
 
 
-class _App(fastapi.FastAPI):
-    """FastAPI, with the creates served ahead of its own middleware.
-
-    Creates are what clients send at a rate, and Starlette's error layer and
-    FastAPI's telemetry and body-limit layers cost one more than its own
-    handler's routing did: a create goes straight to :class:`RequestId` and
-    :class:`CreateRoutes`, which answer errors as the app does. Everything
-    else takes the usual way.
-    """
-
-    creates: ASGIApp | None = None
-    create_paths: frozenset[str] = frozenset()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            self.creates is not None
-            and scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"] in self.create_paths
-        ):
-            scope["app"] = self
-            await self.creates(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
-
-
-async def _not_a_create(scope: Scope, receive: Receive, send: Send) -> None:
-    raise AssertionError(f"{scope['method']} {scope['path']} is not a create")
-
-
 def create_app(api: Api, broker_ready: health.Probe = lambda: None) -> fastapi.FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: fastapi.FastAPI) -> AsyncIterator[None]:
@@ -143,7 +113,7 @@ def create_app(api: Api, broker_ready: health.Probe = lambda: None) -> fastapi.F
         anyio.to_thread.current_default_thread_limiter().total_tokens = api.workers
         yield
 
-    app = _App(
+    app = fastapi.FastAPI(
         lifespan=lifespan,
         title="tether",
         version=__version__,
@@ -189,8 +159,7 @@ def create_app(api: Api, broker_ready: health.Probe = lambda: None) -> fastapi.F
     app.include_router(agents.router(api), responses=errors.RESPONSES)
     app.include_router(metrics.router(api), responses=errors.RESPONSES)
     app.include_router(health.router(api, broker_ready))
+    # Inside RequestId: the creates it serves carry request ids like the rest.
+    app.add_middleware(CreateRoutes, creates=creates)
     app.add_middleware(RequestId)
-    # The creates carry request ids like the rest.
-    app.creates = RequestId(CreateRoutes(_not_a_create, creates=creates))
-    app.create_paths = frozenset(creates)
     return app
