@@ -301,7 +301,8 @@ class WorkConsumer(connection.ConnectionLoop):
                 self._answer(work.task_id, None)
             return
         attempt = int(claim["attempt"])
-        self._step(work, attempt, messages.now(), lambda: self.runner.apply(work, attempt))
+        most = claim.get("max_attempts")
+        self._step(work, attempt, messages.now(), lambda: self.runner.apply(work, attempt, most))
 
     def _poll(self, pending: Pending) -> None:
         if time.monotonic() - pending.started > self.operation_timeout:

@@ -150,6 +150,33 @@ class PluginApi:
             expect_within=expect_within,
         )
 
+    def plan_steps(self, task_id: str, attempt: int, agent_id: str, names: list[str]) -> dict[str, Any]:
+        return self._call(  # type: ignore[no-any-return]
+            "plan_steps", "1.4", task_id=task_id, attempt=attempt, agent_id=agent_id, names=names
+        )
+
+    def step(
+        self,
+        task_id: str,
+        attempt: int,
+        agent_id: str,
+        position: int,
+        state: str,
+        error_type: str | None = None,
+        error_message: str | None = None,
+    ) -> dict[str, Any]:
+        return self._call(  # type: ignore[no-any-return]
+            "step",
+            "1.4",
+            task_id=task_id,
+            attempt=attempt,
+            agent_id=agent_id,
+            position=position,
+            state=state,
+            error_type=error_type,
+            error_message=error_message,
+        )
+
     def report_state(self, state: dict[str, Any]) -> dict[str, Any]:
         answer: dict[str, Any] = self._call("report_state", "1.0", state=state)
         kombu_claims = answer.get("kombu_claims") in claims.KNOWN_VERSIONS and self._channel is not None

@@ -18,11 +18,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tether.agent import steps
 from tether.agent.driver_manager import AgentCallbacks
 from tether.agent.plugin_api import PluginApi
 from tether.common import log, messages, metrics
 from tether.common.states import Outcome
-from tether.drivers.base import Change, Driver, DriverError, InProgress, NotSupported, Resource
+from tether.drivers.base import Change, Driver, DriverError, InProgress, NotSupported, Resource, Steps
 
 LOG = logging.getLogger(__name__)
 
@@ -108,15 +109,21 @@ class Runner:
                 LOG.info("agent %s skips task %s: %s", self.agent_id, work.task_id, answer.get("reason"))
             return answer
 
-    def apply(self, work: messages.Work, attempt: int) -> messages.Result | Pending:
-        """Call the driver for the claimed ``attempt``."""
-        return self._drive(work, attempt, None)
+    def apply(
+        self, work: messages.Work, attempt: int, max_attempts: int | None = None
+    ) -> messages.Result | Pending:
+        """Call the driver for the claimed ``attempt`` (of ``max_attempts``)."""
+        return self._drive(
+            work, attempt, None, last_attempt=max_attempts is not None and attempt >= max_attempts
+        )
 
     def poll(self, pending: Pending) -> messages.Result | Pending:
         """Ask the driver about an operation an earlier call left running."""
         return self._drive(pending.work, pending.attempt, pending)
 
-    def _drive(self, work: messages.Work, attempt: int, pending: Pending | None) -> messages.Result | Pending:
+    def _drive(
+        self, work: messages.Work, attempt: int, pending: Pending | None, last_attempt: bool = False
+    ) -> messages.Result | Pending:
         task = work.task
         with log.request_context(work.request_id), AgentCallbacks.collect() as statuses:
             started = pending.started_at if pending else _now()
@@ -137,14 +144,15 @@ class Runner:
             began = time.monotonic()
             try:
                 answer = self._call(task, change, pending)
+                if isinstance(answer, Steps):
+                    reporter = steps.Reporter(self.plugin, task.id, attempt, self.agent_id)
+                    steps.run(answer, reporter, last_attempt, lambda exc: _bug(task.provider, exc))
+                    answer = None
             except DriverError as exc:
                 error = exc
                 LOG.error("task %s failed: %s: %s", task.id, exc.type, exc.operator_message)
             except Exception as exc:
-                error = DriverBug(
-                    f"The {task.provider} driver failed unexpectedly ({type(exc).__name__}: {exc}); "
-                    "see the agent's log."
-                )
+                error = _bug(task.provider, exc)
                 LOG.exception("task %s: driver %s raised", task.id, task.provider)
             finally:
                 outcome = "failed" if error is not None else "succeeded"
@@ -229,9 +237,12 @@ class Runner:
             else None,
             started_at=started,
             finished_at=_now(),
+            undone=isinstance(error, steps.StepsFailed) and error.undone,
         )
 
-    def _call(self, task: messages.WorkTask, change: Change, pending: Pending | None) -> InProgress | None:
+    def _call(
+        self, task: messages.WorkTask, change: Change, pending: Pending | None
+    ) -> InProgress | Steps | None:
         provider = task.provider
         driver = self.drivers.get(provider)
         if driver is None:
@@ -247,7 +258,14 @@ class Runner:
         if pending is not None:
             return driver.poll(change, pending.operation)
         answer = getattr(driver, change.operation)(change)
-        return answer if isinstance(answer, InProgress) else None
+        return answer if isinstance(answer, InProgress | Steps) else None
+
+
+def _bug(provider: str, exc: Exception) -> DriverBug:
+    """What a driver's exception that is not a DriverError becomes."""
+    return DriverBug(
+        f"The {provider} driver failed unexpectedly ({type(exc).__name__}: {exc}); see the agent's log."
+    )
 
 
 def _change(work: messages.Work, attempt: int) -> Change:

@@ -131,6 +131,9 @@ class Result(msgspec.Struct, frozen=True, kw_only=True):
     error: ReportedError | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    #: a failed operation of steps took back every step it had done: the
+    #: device holds what it held before (plugins before 0.3 ignore it)
+    undone: bool = False
 
 
 #: Results one ``results`` message carries at most.

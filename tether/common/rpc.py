@@ -19,6 +19,7 @@ Versions of the plugin's RPC API (``TOPIC``):
 * 1.2 - ``claim_batch`` (several claims, one transaction)
 * 1.3 - ``claim_batch`` claims may say ``published_for``: the attempt their
   work message was published for
+* 1.4 - ``plan_steps`` and ``step`` (operations a driver runs in steps)
 
 Agents of 0.2 claim on the claims queue once a plugin's answer to their
 state report says ``kombu_claims``; ``claim`` and ``claim_batch`` stay for
@@ -43,7 +44,7 @@ with warnings.catch_warnings():
     from oslo_messaging import opts as oslo_messaging_opts
 
 TOPIC = "tether-plugin"
-API_VERSION = "1.3"
+API_VERSION = "1.4"
 CONTROL_EXCHANGE = "tether"
 
 #: oslo.messaging's defaults that tether changes: durable queues that

@@ -41,6 +41,22 @@ TERMINAL_TASK_STATES = frozenset(
 IN_FLIGHT_TASK_STATES = frozenset({TaskState.QUEUED, TaskState.PENDING, TaskState.RUNNING})
 
 
+class StepState(enum.StrEnum):
+    """Where one step of a stepped operation stands (see :class:`tether.drivers.base.Step`)."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    UNDONE = "UNDONE"
+    UNDO_FAILED = "UNDO_FAILED"
+
+
+#: Steps one operation may have at most, and the longest name the plugin keeps.
+MAX_STEPS = 1000
+MAX_STEP_NAME = 255
+
+
 class Operation(enum.StrEnum):
     CREATE = "create"
     UPDATE = "update"

@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any, ClassVar, Literal
 
 from oslo_config import cfg
 
 from tether.common.exceptions import TetherError
-from tether.common.states import OperatingStatus
+from tether.common.states import MAX_STEP_NAME, MAX_STEPS, OperatingStatus
 
 Placement = Literal["shared", "host"]
 
@@ -174,6 +174,61 @@ class InProgress:
     handle: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One step of an operation, as :class:`Steps` lists them.
+
+    :ivar name: what a person reads in the task's steps ("allocate the VIP
+        port"); unique within the operation, and the same on every attempt,
+        because a later attempt skips the steps recorded done by name.
+    :ivar apply: makes the step's change. Idempotent: when an agent dies
+        during it, the next attempt applies it again.
+    :ivar undo: takes the step's change back after a later step failed for
+        good; idempotent too. None when there is nothing to take back.
+    """
+
+    name: str
+    apply: Callable[[], None]
+    undo: Callable[[], None] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """What ``create``, ``update`` or ``delete`` return to have the agent run
+    an operation step by step.
+
+    The agent runs the steps in order and reports each to the plugin, which
+    records it in the task before the next starts. A later attempt of the
+    task (after its agent died, or a retryable failure) skips the steps
+    recorded done and starts at the first one that is not. When a step fails
+    for good, the steps done are undone in reverse order, each recorded, and
+    the task fails naming the step and what was undone.
+    """
+
+    steps: tuple[Step, ...]
+
+    def __init__(self, steps: Iterable[Step]) -> None:
+        steps = tuple(steps)
+        if not 0 < len(steps) <= MAX_STEPS:
+            raise ValueError(f"an operation has 1 to {MAX_STEPS} steps, not {len(steps)}")
+        names = [step.name for step in steps]
+        for name in names:
+            if not isinstance(name, str) or not name.strip() or len(name) > MAX_STEP_NAME:
+                raise ValueError(f"a step's name is text of 1 to {MAX_STEP_NAME} characters, not {name!r}")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(
+                f"step names must be unique within an operation; repeated: {', '.join(repeated)}"
+            )
+        object.__setattr__(self, "steps", steps)
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(self.steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
 class Callbacks:
     """What a driver reports back while or after applying a change.
 
@@ -223,16 +278,17 @@ class Driver(abc.ABC):
         return []
 
     @abc.abstractmethod
-    def create(self, change: Change) -> InProgress | None:
+    def create(self, change: Change) -> InProgress | Steps | None:
         """Make the device hold ``change.resource`` as desired.
 
-        :returns: None when the device holds it, or :class:`InProgress` when
-            the device works on and :meth:`poll` should be asked later.
+        :returns: None when the device holds it, :class:`InProgress` when
+            the device works on and :meth:`poll` should be asked later, or
+            :class:`Steps` for the agent to run one by one.
         :raises DriverError: or a subclass, when the device cannot.
         """
 
     @abc.abstractmethod
-    def update(self, change: Change) -> InProgress | None:
+    def update(self, change: Change) -> InProgress | Steps | None:
         """Make the device hold the new desired state of ``change.resource``.
 
         :returns: as for :meth:`create`.
@@ -240,7 +296,7 @@ class Driver(abc.ABC):
         """
 
     @abc.abstractmethod
-    def delete(self, change: Change) -> InProgress | None:
+    def delete(self, change: Change) -> InProgress | Steps | None:
         """Remove ``change.resource`` from the device; absent is success.
 
         :returns: as for :meth:`create`.

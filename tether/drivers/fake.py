@@ -25,6 +25,25 @@ Instructions are read from the ``metadata`` of the resource being changed:
     until it is done, without holding a worker meanwhile.
 ``fake.operating_status``
     Report this operating status instead of ``ONLINE``.
+``fake.steps``
+    Run the operation as this many steps (:class:`~tether.drivers.base.Steps`),
+    named "fake step 1 of N" and so on; the last one applies the change.
+    Each step and each undo is journaled (``journal_path``) with ``step``
+    and ``action`` (``apply`` or ``undo``).
+``fake.step_ms``
+    With ``fake.steps``: sleep this many milliseconds in each step.
+``fake.fail_step``
+    With ``fake.steps``: step N (from 1) fails permanently, so the steps
+    before it are undone.
+``fake.unreachable_step``
+    With ``fake.steps``: step N fails as unreachable (retryable) during the
+    first ``fake.unreachable_attempts`` attempts (one when not given), so a
+    later attempt resumes at it.
+``fake.crash_step``
+    With ``fake.steps``: kill the agent's process during step N, once per
+    resource, so another attempt resumes at it.
+``fake.fail_undo``
+    With ``fake.steps``: undoing step N fails, so the resource ends in ERROR.
 
 Example: ``{"provider": "fake", "metadata": {"fake.fail": "no capacity"}}``
 ends in ``ERROR`` with ``last_error`` "no capacity".
@@ -36,14 +55,14 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from oslo_config import cfg
 
 from tether.common.states import OperatingStatus
 from tether.drivers import noop
-from tether.drivers.base import Change, DeviceUnreachable, DriverError, InProgress, driver_group
+from tether.drivers.base import Change, DeviceUnreachable, DriverError, InProgress, Step, Steps, driver_group
 from tether.drivers.noop import NoopDriver
 
 LOG = logging.getLogger(__name__)
@@ -66,17 +85,52 @@ class FakeDriver(NoopDriver):
     def list_opts(cls) -> list[cfg.Opt]:
         return noop.OPTS + OPTS
 
-    def create(self, change: Change) -> InProgress | None:
+    def create(self, change: Change) -> InProgress | Steps | None:
         self._obey(change)
-        return self._start(change) or super().create(change)
+        return self._start(change) or self._steps(change, super().create)
 
-    def update(self, change: Change) -> InProgress | None:
+    def update(self, change: Change) -> InProgress | Steps | None:
         self._obey(change)
-        return self._start(change) or super().update(change)
+        return self._start(change) or self._steps(change, super().update)
 
-    def delete(self, change: Change) -> InProgress | None:
+    def delete(self, change: Change) -> InProgress | Steps | None:
         self._obey(change)
-        return self._start(change) or super().delete(change)
+        return self._start(change) or self._steps(change, super().delete)
+
+    def _steps(self, change: Change, finish: Callable[[Change], object]) -> Steps | None:
+        """The operation as ``fake.steps`` steps, or done at once without them."""
+        meta = _instructions(change)
+        if "fake.steps" not in meta:
+            finish(change)
+            return None
+        count = int(meta["fake.steps"])
+
+        def step(number: int) -> Step:
+            name = f"fake step {number} of {count}"
+
+            def apply() -> None:
+                self._write_journal(change, step=name, action="apply")
+                if "fake.step_ms" in meta:
+                    time.sleep(int(meta["fake.step_ms"]) / 1000.0)
+                if int(meta.get("fake.crash_step", 0)) == number:
+                    self._crash_once(change, f"step-{number}")
+                if int(meta.get("fake.unreachable_step", 0)) == number and change.attempt <= int(
+                    meta.get("fake.unreachable_attempts", 1)
+                ):
+                    raise DeviceUnreachable(f"no answer from the device in {name} (attempt {change.attempt})")
+                if int(meta.get("fake.fail_step", 0)) == number:
+                    raise DriverError(meta.get("fake.fail") or f"{name} refused by the fake device")
+                if number == count:
+                    finish(change)
+
+            def undo() -> None:
+                self._write_journal(change, step=name, action="undo")
+                if int(meta.get("fake.fail_undo", 0)) == number:
+                    raise DriverError(f"the fake device refused to undo {name}")
+
+            return Step(name, apply, undo)
+
+        return Steps(step(number) for number in range(1, count + 1))
 
     def poll(self, change: Change, operation: InProgress) -> InProgress | None:
         total, done_at = float(operation.handle["total"]), float(operation.handle["done_at"])
@@ -111,15 +165,17 @@ class FakeDriver(NoopDriver):
             time.sleep(int(meta["fake.delay_ms"]) / 1000.0)
         if "fake.unreachable" in meta:
             raise DeviceUnreachable(meta["fake.unreachable"])
+        if "fake.steps" in meta:
+            return  # the steps obey the rest, each at its own step
         if change.attempt <= int(meta.get("fake.unreachable_attempts", 0)):
             raise DeviceUnreachable(f"no answer from the device (attempt {change.attempt})")
         operation = meta.get("fake.fail_operation")
         if "fake.fail" in meta and operation in (None, change.operation):
             raise DriverError(meta["fake.fail"])
 
-    def _crash_once(self, change: Change) -> None:
+    def _crash_once(self, change: Change, where: str = "") -> None:
         directory = self._marker_dir()
-        marker = os.path.join(directory, change.resource.id)
+        marker = os.path.join(directory, f"{change.resource.id}.{where}" if where else change.resource.id)
         if os.path.exists(marker):
             return
         os.makedirs(directory, exist_ok=True)

@@ -3,7 +3,8 @@
 It keeps a record of what it applied (:attr:`NoopDriver.applied`), and, when
 ``[driver:NAME] journal_path`` is set, appends each applied change to that
 file as a JSON line, so tests and benchmarks can check what reached "the
-device" independently of the plugin's database. It reports every resource
+device" independently of the plugin's database (the ``fake`` driver's steps
+add lines of their own, with ``step`` and ``action``). It reports every resource
 ``ONLINE``.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 from oslo_config import cfg
 
 from tether.common.states import OperatingStatus
-from tether.drivers.base import Change, Driver, InProgress, driver_group
+from tether.drivers.base import Change, Driver, InProgress, Steps, driver_group
 
 OPTS: list[cfg.Opt] = [
     cfg.StrOpt(
@@ -47,15 +48,15 @@ class NoopDriver(Driver):
     def list_opts(cls) -> list[cfg.Opt]:
         return OPTS
 
-    def create(self, change: Change) -> InProgress | None:
+    def create(self, change: Change) -> InProgress | Steps | None:
         self._apply(change)
         return None
 
-    def update(self, change: Change) -> InProgress | None:
+    def update(self, change: Change) -> InProgress | Steps | None:
         self._apply(change)
         return None
 
-    def delete(self, change: Change) -> InProgress | None:
+    def delete(self, change: Change) -> InProgress | Steps | None:
         with self._lock:
             self.applied.pop(change.resource.id, None)
         self._write_journal(change)
@@ -67,21 +68,17 @@ class NoopDriver(Driver):
         self._write_journal(change)
         self.callbacks.operating_status(change.resource.id, OperatingStatus.ONLINE)
 
-    def _write_journal(self, change: Change) -> None:
+    def _write_journal(self, change: Change, **extra: Any) -> None:
         if not self._journal:
             return
-        line = (
-            json.dumps(
-                {
-                    "resource_id": change.resource.id,
-                    "generation": change.generation,
-                    "task_id": change.task_id,
-                    "attempt": change.attempt,
-                    "operation": change.operation,
-                }
-            )
-            + "\n"
-        )
+        entry = {
+            "resource_id": change.resource.id,
+            "generation": change.generation,
+            "task_id": change.task_id,
+            "attempt": change.attempt,
+            "operation": change.operation,
+        }
+        line = json.dumps(entry | extra) + "\n"
         # One write() of an O_APPEND file per line: lines from several agent
         # processes never interleave.
         fd = os.open(self._journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

@@ -23,13 +23,14 @@ from tether import __version__
 from tether.common import claims, messages, rpc
 from tether.common.claims import MAX_CLAIMS, Claim, ClaimAnswer
 from tether.common.exceptions import MalformedMessage
-from tether.common.states import OperatingStatus
+from tether.common.states import MAX_STEPS, OperatingStatus, StepState
 from tether.plugin import lifecycle
 from tether.plugin import rpc_checks as checks
 from tether.plugin.agents import Registry
 from tether.plugin.claims import ClaimDecider
 from tether.plugin.db import queries
 from tether.plugin.db.models import Resource
+from tether.plugin.lifecycle import steps
 from tether.plugin.providers import Providers
 
 LOG = logging.getLogger(__name__)
@@ -122,6 +123,66 @@ class PluginEndpoint:
         with self._sessionmaker.begin() as session:
             task = queries.task_for_update(session, task_id)
             current = lifecycle.progress(self._policy, task, attempt, str(message), expect_within)
+            return {"current": current}
+
+    @checks.checked
+    def plan_steps(
+        self, ctxt: Any, task_id: str, attempt: int, agent_id: str, names: list[str]
+    ) -> dict[str, Any]:
+        """An attempt is about to run its operation in these steps (API 1.4).
+
+        :returns: ``{"current": True, "done": [names]}``: the steps an
+            earlier attempt finished, which this one skips; or
+            ``{"current": False}`` when the attempt was fenced off.
+        """
+        checks.identifier("plan_steps", "task_id", task_id)
+        checks.counter("plan_steps", "attempt", attempt)
+        checks.identifier("plan_steps", "agent_id", agent_id)
+        if not isinstance(names, list) or not 1 <= len(names) <= MAX_STEPS:
+            raise checks.bad("plan_steps", "names", f"a list of 1 to {MAX_STEPS} step names", names)
+        for name in names:
+            checks.identifier("plan_steps", "names[]", name)
+        if len(set(names)) != len(names):
+            raise checks.bad("plan_steps", "names", "a list of distinct step names", names)
+        with self._sessionmaker.begin() as session:
+            task = queries.task_for_update(session, task_id)
+            done = steps.plan(session, task, attempt, names)
+            return {"current": False} if done is None else {"current": True, "done": done}
+
+    @checks.checked
+    def step(
+        self,
+        ctxt: Any,
+        task_id: str,
+        attempt: int,
+        agent_id: str,
+        position: int,
+        state: str,
+        error_type: str | None = None,
+        error_message: str | None = None,
+    ) -> dict[str, Any]:
+        """A step of a planned operation started, ended or was undone (API 1.4).
+
+        :returns: ``{"current": False}`` when the attempt was fenced off, so
+            the agent stops.
+        """
+        checks.identifier("step", "task_id", task_id)
+        checks.counter("step", "attempt", attempt)
+        checks.identifier("step", "agent_id", agent_id)
+        if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position < MAX_STEPS:
+            raise checks.bad("step", "position", f"an integer from 0 to {MAX_STEPS - 1}", position)
+        if state not in steps.REPORTED:
+            raise checks.bad("step", "state", f"one of {', '.join(sorted(steps.REPORTED))}", state)
+        checks.identifier("step", "error_type", error_type, optional=True)
+        checks.text("step", "error_message", error_message, 10_000, optional=True)
+        with self._sessionmaker.begin() as session:
+            task = queries.task_for_update(session, task_id)
+            try:
+                current = steps.record(
+                    session, task, attempt, agent_id, position, StepState(state), error_type, error_message
+                )
+            except LookupError as exc:
+                raise MalformedMessage(reason=f"RPC call step: {exc}; plan_steps comes first") from exc
             return {"current": current}
 
     @checks.checked

@@ -95,6 +95,13 @@ def seconds(method: str, name: str, value: Any) -> float:
     return float(value)
 
 
+def text(method: str, name: str, value: Any, longest: int, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if not isinstance(value, str) or len(value) > longest or not encodable(value):
+        raise bad(method, name, f"a string of at most {longest} characters", value)
+
+
 def counter(method: str, name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_COUNTER:
         raise bad(method, name, f"an integer from 1 to {_MAX_COUNTER}", value)

@@ -63,8 +63,9 @@ def router(api: Api) -> fastapi.APIRouter:
             if row is None:
                 raise NotFound(kind="Task", id=task_id)
             history = [views.attempt(a) for a in queries.attempts(session, row.id)]
+            steps = [views.step(s) for s in queries.steps(session, row.id)]
             callback = session.get(Callback, row.id)
-        view = views.task(row) | {"history": history}
+        view = views.task(row) | {"history": history, "steps": steps}
         if row.callback_url:
             view["callback"] = views.callback(row.callback_url, callback)
         return view

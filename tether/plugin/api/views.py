@@ -7,7 +7,7 @@ from typing import Any
 
 from tether.common.resource_types import COMMON_PROPERTIES, ResourceType
 from tether.common.states import ProvisioningStatus
-from tether.plugin.db.models import Agent, Callback, Resource, Task, TaskAttempt
+from tether.plugin.db.models import Agent, Callback, Resource, Task, TaskAttempt, TaskStep
 
 
 def resource(rtype: ResourceType, row: Resource, task: Task | None = None) -> dict[str, Any]:
@@ -92,6 +92,18 @@ def attempt(row: TaskAttempt) -> dict[str, Any]:
         "finished_at": _time(row.finished_at),
         "outcome": row.outcome,
         "applied": row.applied,
+        "error": _error(row.error_type, row.error_message),
+    }
+
+
+def step(row: TaskStep) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "state": row.state,
+        "attempt": row.attempt,
+        "agent_id": row.agent_id,
+        "started_at": _time(row.started_at),
+        "finished_at": _time(row.finished_at),
         "error": _error(row.error_type, row.error_message),
     }
 

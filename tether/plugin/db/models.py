@@ -201,6 +201,31 @@ class TaskAttempt(Base):
     __table_args__ = (sa.Index("ix_task_attempts_task_attempt", "task_id", "attempt"),)
 
 
+class TaskStep(Base):
+    """One step of a task's operation, as its agents reported it.
+
+    A driver that splits an operation into steps has the agent report the
+    list before the first, and each step as it starts and ends; a later
+    attempt skips the steps recorded ``DONE``. ``attempt`` and ``agent_id``
+    are those of the last report.
+    """
+
+    __tablename__ = "task_steps"
+
+    task_id: orm.Mapped[str] = orm.mapped_column(sa.String(36), primary_key=True)
+    #: the step's place in the operation, from 0
+    position: orm.Mapped[int] = orm.mapped_column(primary_key=True)
+    name: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    #: a :class:`~tether.common.states.StepState`
+    state: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    attempt: orm.Mapped[int | None]
+    agent_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+    started_at: orm.Mapped[datetime.datetime | None]
+    finished_at: orm.Mapped[datetime.datetime | None]
+    error_type: orm.Mapped[str | None] = orm.mapped_column(sa.String(64))
+    error_message: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+
+
 class Agent(Base):
     """An agent as its heartbeats describe it."""
 

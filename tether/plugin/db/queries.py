@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from tether.common.states import IN_FLIGHT_TASK_STATES, TaskState
-from tether.plugin.db.models import Agent, Outbox, Resource, Task, TaskAttempt
+from tether.plugin.db.models import Agent, Outbox, Resource, Task, TaskAttempt, TaskStep
 
 #: a second reference to tasks, for queries that compare two of its rows
 Task2 = orm.aliased(Task)
@@ -259,6 +259,13 @@ def get_attempt(session: orm.Session, task_id: str, attempt: int) -> TaskAttempt
 def attempts(session: orm.Session, task_id: str) -> Sequence[TaskAttempt]:
     return session.scalars(
         sa.select(TaskAttempt).where(TaskAttempt.task_id == task_id).order_by(TaskAttempt.attempt)
+    ).all()
+
+
+def steps(session: orm.Session, task_id: str) -> Sequence[TaskStep]:
+    """The steps of a task's operation, in order."""
+    return session.scalars(
+        sa.select(TaskStep).where(TaskStep.task_id == task_id).order_by(TaskStep.position)
     ).all()
 
 

@@ -138,7 +138,7 @@ def record_result(
     if error is not None and error.retryable:
         retry_or_fail(session, policy, task, error_type, reason)
     else:
-        fail(session, policy, task, error_type, reason)
+        fail(session, policy, task, error_type, reason, undone=result.undone)
 
 
 def _remember(
@@ -204,13 +204,25 @@ def succeed(session: orm.Session, policy: Policy, task: Task, statuses: dict[str
     _finish(session, policy, task, TaskState.SUCCEEDED)
 
 
-def fail(session: orm.Session, policy: Policy, task: Task, error_type: str, message: str) -> None:
+def fail(
+    session: orm.Session, policy: Policy, task: Task, error_type: str, message: str, undone: bool = False
+) -> None:
+    """The task failed for good.
+
+    :param undone: the driver took back every step of the operation, so the
+        device holds the resource's last applied state: an update or delete
+        leaves it ACTIVE (an update's desired state is then not in sync),
+        with the failure in ``last_error``. A create had nothing applied
+        before it and ends in ERROR as any failed create.
+    """
     task.error_type, task.error_message = error_type[:64], message
     resource = queries.get_resource(session, task.resource_id, None)
     if resource is not None and resource.generation == task.generation:
-        resource.provisioning_status = ProvisioningStatus.ERROR
+        restored = undone and task.operation != Operation.CREATE and resource.applied_generation > 0
+        status = ProvisioningStatus.ACTIVE if restored else ProvisioningStatus.ERROR
+        resource.provisioning_status = status
         resource.last_error = message
-        notifications.resource_changed(session, task, ProvisioningStatus.ERROR)
+        notifications.resource_changed(session, task, status)
         if task.operation == Operation.CREATE:
             resource.operating_status = OperatingStatus.OFFLINE
     _finish(session, policy, task, TaskState.FAILED)
