@@ -11,7 +11,7 @@ from typing import Any
 import kombu
 import pytest
 
-from .daemons import Database, Deployment
+from .daemons import Daemon, Database, Deployment
 from .rabbitmq import RabbitMQNode
 
 pytestmark = pytest.mark.functional
@@ -158,7 +158,75 @@ def test_an_agent_killed_during_a_driver_call_loses_nothing(deployment: Deployme
     dead = [a for a in deployment.agents if not a.alive]
     assert len(dead) == 1, "fake.crash should have killed exactly one agent"
     assert dead[0].wait_exit(5) == -9
-    dead[0].start()  # back to two agents for whoever comes next
+    _restart(dead[0])
+
+
+def _restart(agent: Daemon) -> None:
+    """Back to two agents for whoever comes next; once it consumes, a SIGTERM
+    finds its handler installed and it stops cleanly."""
+    before = agent.log().count(" consuming ")
+    agent.start()
+    deadline = time.monotonic() + 30
+    while agent.log().count(" consuming ") <= before:
+        assert time.monotonic() < deadline, f"{agent.name} did not start consuming:\n{agent.log()}"
+        time.sleep(0.1)
+
+
+def _step_journal(deployment: Deployment, resource_id: str) -> list[tuple[str, str]]:
+    """(action, step) as the fake device saw them, in order."""
+    entries = [json.loads(line) for line in deployment.journal.read_text().splitlines()]
+    return [(e["action"], e["step"]) for e in entries if e["resource_id"] == resource_id and "step" in e]
+
+
+def test_an_operation_in_steps_resumes_on_another_agent_after_its_agent_dies_mid_step(
+    deployment: Deployment,
+) -> None:
+    lb = _post(
+        deployment,
+        "loadbalancers",
+        {"provider": "fake", "metadata": {"fake.steps": "5", "fake.crash_step": "3", "fake.step_ms": "20"}},
+    )
+    body = _wait_status(deployment, "loadbalancers", lb["id"], timeout=90)
+    assert body["provisioning_status"] == "ACTIVE", deployment.logs()
+    task = deployment.http.get(f"/v1/tasks/{lb['task']['id']}").json()
+    assert [(s["state"], s["attempt"]) for s in task["steps"]] == [("DONE", 1)] * 2 + [("DONE", 2)] * 3
+    first, resumed = task["steps"][0]["agent_id"], task["steps"][2]["agent_id"]
+    assert first != resumed, "the attempt after the kill ran on the agent that died"
+    # Steps 1 and 2 reached the device once; step 3, running when its agent died, twice.
+    names = [f"fake step {n} of 5" for n in range(1, 6)]
+    assert _step_journal(deployment, lb["id"]) == [("apply", name) for name in [*names[:3], *names[2:]]]
+    dead = [a for a in deployment.agents if not a.alive]
+    assert [a.name for a in dead] == [first]
+    assert dead[0].wait_exit(5) == -9
+    _restart(dead[0])
+
+
+def test_a_step_failing_for_good_undoes_the_steps_before_it_in_reverse_order(deployment: Deployment) -> None:
+    lb = _post(deployment, "loadbalancers", {"provider": "fake"})
+    assert _wait_status(deployment, "loadbalancers", lb["id"])["provisioning_status"] == "ACTIVE"
+    response = deployment.http.put(
+        f"/v1/loadbalancers/{lb['id']}",
+        json={
+            "name": "v2",
+            "metadata": {"fake.steps": "5", "fake.fail_step": "4", "fake.fail": "no VLAN left"},
+        },
+    )
+    assert response.status_code == 202, response.text
+    body = _wait_status(deployment, "loadbalancers", lb["id"])
+    # Undone in full: the device holds the last applied state, not the new one.
+    assert (body["provisioning_status"], body["in_sync"]) == ("ACTIVE", False), deployment.logs()
+    task = deployment.http.get(f"/v1/tasks/{response.json()['task']['id']}").json()
+    assert task["state"] == "FAILED"
+    assert [s["state"] for s in task["steps"]] == ["UNDONE"] * 3 + ["FAILED", "PENDING"]
+    names = [f"fake step {n} of 5" for n in range(1, 6)]
+    assert _step_journal(deployment, lb["id"]) == [
+        *[("apply", name) for name in names[:4]],
+        *[("undo", name) for name in reversed(names[:3])],
+    ]
+    assert task["error"]["message"] == (
+        "no VLAN left (step 4 of 5, 'fake step 4 of 5', failed; "
+        "undone: fake step 3 of 5, fake step 2 of 5, fake step 1 of 5)"
+    )
 
 
 def test_results_published_while_the_plugin_is_down_are_recorded_when_it_returns(
