@@ -16,6 +16,8 @@ any other result                                   ``record_result``            
 RUNNING → PENDING or FAILED (agent lost, late)     ``abandon``, ``retry_or_fail``  ORM
 → CANCELLED, → SUPERSEDED                          ``finish_cancelled``,        ORM
                                                    ``supersede``
+a step of a stepped operation (stays RUNNING)      ``steps.plan``,              ORM
+                                                   ``steps.record``
 =================================================  ===========================  =============
 
 The rules:
