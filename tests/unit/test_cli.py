@@ -54,6 +54,35 @@ def test_create_with_wait_shows_progress_and_the_result(
     assert code == 0 and "web" in out and "ACTIVE" in out and out.startswith("+")
 
 
+def test_wait_prints_each_step_as_it_ends(api_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(
+        capsys,
+        "loadbalancer",
+        "create",
+        "--provider",
+        "fake",
+        "--metadata",
+        "fake.steps=3",
+        "--metadata",
+        "fake.step_ms=400",
+        "--metadata",
+        "fake.fail_step=3",
+        "--wait",
+    )
+    assert code == 1
+    lines = [line.split("] ", 1)[1] for line in err.splitlines() if "step" in line and "] task" in line]
+    ends = [line.split(": ", 1)[1] for line in lines if line.split(": ", 1)[1].startswith("step ")]
+    assert ends == [
+        "step 1 of 3 (fake step 1 of 3) DONE",
+        "step 2 of 3 (fake step 2 of 3) DONE",
+        "step 3 of 3 (fake step 3 of 3) FAILED: fake step 3 of 3 refused by the fake device",
+        "step 2 of 3 (fake step 2 of 3) UNDONE",
+        "step 1 of 3 (fake step 1 of 3) UNDONE",
+    ]
+    # Meanwhile the task's progress names the step under way.
+    assert any("RUNNING (step 2 of 3: fake step 2 of 3)" in line for line in lines)
+
+
 def test_a_failed_task_exits_non_zero_with_its_error(
     api_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

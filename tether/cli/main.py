@@ -24,6 +24,8 @@ from tether.cli.client import ApiError, Client
 
 DEFAULT_URL = "http://127.0.0.1:9870"
 CONFIG = os.path.expanduser("~/.config/tether/cli.ini")
+#: Step states worth a line of their own as the task goes on.
+STEP_ENDS = frozenset({"DONE", "FAILED", "UNDONE", "UNDO_FAILED"})
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "SUPERSEDED"}
 
 
@@ -195,21 +197,51 @@ def _change(client: Client, args: argparse.Namespace, method: str, path: str, bo
 
 
 def _follow(client: Client, args: argparse.Namespace, task_id: str) -> int:
-    """Show the task's transitions live until it ends."""
-    started, last = time.monotonic(), None
+    """Show the task's transitions, and each step as it ends, live until it ends."""
+    started, last, wait = time.monotonic(), None, 1.0
+    seen: dict[str, str] = {}
+
+    def say(line: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] task {task_id}: {line}", file=sys.stderr, flush=True)
+
     while True:
-        task = client.get(f"/v1/tasks/{task_id}", wait=10)
+        task = client.get(f"/v1/tasks/{task_id}", wait=wait)
         line = f"{task['state']}" + (f" ({task['progress']})" if task.get("progress") else "")
         if line != last:
-            print(f"[{time.monotonic() - started:6.1f}s] task {task_id}: {line}", file=sys.stderr, flush=True)
+            say(line)
             last = line
+        steps = task.get("steps") or []
+        for line in _step_lines(steps, seen):
+            say(line)
         if task["state"] in TERMINAL:
             break
+        # The long poll answers when the task ends, but steps end before it
+        # does: ask every second while they might appear or are under way.
+        wait = 1.0 if steps or time.monotonic() - started < 10 else 10.0
     _print(args, task)
     if task["state"] == "FAILED":
         print(f"tether: task {task_id} failed: {task['error']['message']}", file=sys.stderr)
         return 1
     return 0
+
+
+def _step_lines(steps: list[dict[str, Any]], seen: dict[str, str]) -> list[str]:
+    """A line for each step that ended since ``seen`` (updated), in the
+    order they ended: an undo implies the step was done, even if no poll
+    saw it so, and undos end after everything else."""
+    implied: list[tuple[Any, ...]] = []
+    ended: list[tuple[Any, ...]] = []
+    for number, step in enumerate(steps, 1):
+        state, before = step["state"], seen.get(step["name"])
+        seen[step["name"]] = state
+        if state not in STEP_ENDS or state == before:
+            continue
+        head = f"step {number} of {len(steps)} ({step['name']})"
+        if state in ("UNDONE", "UNDO_FAILED") and before not in ("DONE", "FAILED"):
+            implied.append((number, f"{head} DONE"))
+        error = f": {step['error']['message']}" if step.get("error") else ""
+        ended.append((step.get("finished_at") or "", number, f"{head} {state}{error}"))
+    return [line for *_, line in sorted(implied)] + [line for *_, line in sorted(ended)]
 
 
 def _task_commands(commands: Any) -> None:
