@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pathlib
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from tether.drivers.base import Change, DeviceUnreachable, Driver, DriverError, Resource
+import pytest
+
+from tether.drivers.base import Change, DeviceUnreachable, Driver, DriverError, Resource, Step, Steps
 from tether.drivers.fake import FakeDriver
 from tether.drivers.noop import NoopDriver
 from tether.drivers.testing import DriverConformance
@@ -41,3 +44,66 @@ class TestFakeLongOperationConformance(_Noopish):
 
     def sample(self, type_name: str) -> dict[str, Any]:
         return super().sample(type_name) | {"metadata": {"fake.operation_s": "0.2"}}
+
+
+class TestFakeStepsConformance(_Noopish):
+    """The fake driver running every change in steps."""
+
+    driver_class = FakeDriver
+
+    def sample(self, type_name: str) -> dict[str, Any]:
+        return super().sample(type_name) | {"metadata": {"fake.steps": "3"}}
+
+
+class _SloppySteps(NoopDriver):
+    """Steps as a driver should not write them, each flaw switched on by a test."""
+
+    name = "sloppy"
+    renames = False
+    forgets_undo = False
+
+    def create(self, change: Change) -> Steps:
+        return self._steps(change)
+
+    def update(self, change: Change) -> Steps:
+        return self._steps(change)
+
+    def _steps(self, change: Change) -> Steps:
+        before = self.applied.get(change.resource.id)
+        suffix = f" (attempt {change.attempt})" if self.renames else ""
+
+        def apply() -> None:
+            self._apply(change)
+
+        def undo() -> None:
+            if self.forgets_undo:
+                return
+            if before is None:
+                self.applied.pop(change.resource.id, None)
+            else:
+                self.applied[change.resource.id] = before
+
+        return Steps([Step(f"write{suffix}", apply, undo), Step(f"check{suffix}", lambda: None)])
+
+
+@pytest.mark.parametrize(
+    ("flaw", "check", "expected"),
+    [
+        ("renames", "test_steps_are_named_alike_on_every_call_and_apply_twice_as_once", "keep their names"),
+        (
+            "forgets_undo",
+            "test_undoing_the_steps_done_in_reverse_restores_the_device",
+            "left it on the device",
+        ),
+    ],
+)
+def test_the_kit_fails_steps_that_cannot_be_resumed_or_undone(
+    flaw: str, check: str, expected: str, tmp_path: pathlib.Path
+) -> None:
+    driver_class = type("Flawed", (_SloppySteps,), {flaw: True})
+    kit = type("Kit", (_Noopish,), {"driver_class": driver_class})()
+    with pytest.raises(AssertionError, match=expected):
+        getattr(kit, check)(tmp_path)
+    # The same checks pass once the flaw is gone.
+    sound = type("Kit", (_Noopish,), {"driver_class": _SloppySteps})()
+    getattr(sound, check)(tmp_path)

@@ -27,7 +27,14 @@ What it checks, for every resource type the driver claims:
   :meth:`failure_cases` is a ``DriverError`` of the class you expect, with a
   message a person can act on;
 * declarations: placement, resource types and capabilities are well formed,
-  and a driver that claims ``operating_status`` reports a valid one.
+  and a driver that claims ``operating_status`` reports a valid one;
+* steps, for a driver that returns :class:`~tether.drivers.base.Steps`:
+  their names are the same on every call of the same change (a later
+  attempt skips steps by name); each step applied twice leaves the device
+  as once; an operation resumed by a new call after a crash in any step
+  (that step applied again) ends as if run once; and undoing the steps done
+  before any step, in reverse order and each twice, leaves the device as it
+  was before the operation.
 
 The kit imports nothing of the plugin or the agent.
 """
@@ -35,18 +42,29 @@ The kit imports nothing of the plugin or the agent.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import pathlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 from oslo_config import cfg
 
 from tether.common import config
 from tether.common.states import OperatingStatus
-from tether.drivers.base import Callbacks, Change, Driver, DriverError, InProgress, Resource, driver_group
+from tether.drivers.base import (
+    Callbacks,
+    Change,
+    Driver,
+    DriverError,
+    InProgress,
+    Resource,
+    Step,
+    Steps,
+    driver_group,
+)
 
 #: A sample desired state for each load-balancing type, parents first.
 SAMPLES: dict[str, dict[str, Any]] = {
@@ -230,7 +248,87 @@ class DriverConformance:
         _run(driver, "create", self._change("create", resource, tree))
         assert resource.id in callbacks.statuses, "the driver claims operating_status but reported none"
 
+    def test_steps_are_named_alike_on_every_call_and_apply_twice_as_once(
+        self, tmp_path: pathlib.Path
+    ) -> None:
+        driver, tree = self._driver(tmp_path), self._tree()
+        for resource in self._claimed(tree):
+            change = self._change("create", resource, tree)
+            steps = _steps(driver, "create", change)
+            if steps is None:
+                return  # the driver runs no operation in steps
+            again = _steps(driver, "create", dataclasses.replace(change, attempt=2))
+            assert again is not None and _names(again) == _names(steps), (
+                f"the steps of one change must keep their names across attempts: {_names(steps)} "
+                f"then {_names(again or [])}"
+            )
+            for step in steps:
+                step.apply()
+                step.apply()
+            held = self.read_device(driver, resource)
+            assert held is not None, f"{resource.type} {resource.id} is not on the device after its steps"
+            self._assert_holds(held, resource)
+
+    def test_steps_resume_after_a_crash_in_any_step(self, tmp_path: pathlib.Path) -> None:
+        driver = self._driver(tmp_path)
+        probe = self._tree()
+        first = self._claimed(probe)[0]
+        count = len(_steps(driver, "create", self._change("create", first, probe)) or [])
+        for crashed_in in range(count):
+            tree = self._tree()
+            resource = self._claimed(tree)[0]
+            change = self._change("create", resource, tree)
+            steps = list(_steps(driver, "create", change) or [])
+            for step in steps[: crashed_in + 1]:
+                step.apply()
+            # The next attempt calls again, skips the steps recorded done
+            # and applies the one under way when the agent died again.
+            resumed = list(_steps(driver, "create", dataclasses.replace(change, attempt=2)) or [])
+            for step in resumed[crashed_in:]:
+                step.apply()
+            held = self.read_device(driver, resource)
+            assert held is not None, (
+                f"{resource.type} {resource.id} is not on the device after resuming at step {crashed_in + 1} "
+                f"({steps[crashed_in].name})"
+            )
+            self._assert_holds(held, resource)
+
+    def test_undoing_the_steps_done_in_reverse_restores_the_device(self, tmp_path: pathlib.Path) -> None:
+        driver, tree = self._driver(tmp_path), self._tree()
+        resource = self._claimed(tree)[0]
+        probe = _steps(driver, "create", self._change("create", resource, tree))
+        if probe is None:
+            return
+        for failed_at in range(1, len(probe)):
+            fresh = self._tree()
+            target = self._claimed(fresh)[0]
+            self._undo_after(driver, self._change("create", target, fresh), failed_at)
+            assert self.read_device(driver, target) is None, (
+                f"an undone create of {target.type} left it on the device "
+                f"(undone before step {failed_at + 1})"
+            )
+            _run(driver, "create", self._change("create", target, fresh))
+            before = copy.deepcopy(self.read_device(driver, target))
+            name, value = UPDATES[target.type]
+            updated = dataclasses.replace(target, attributes=dict(target.attributes) | {name: value})
+            self._undo_after(driver, self._change("update", updated, fresh.replaced(updated), 2), failed_at)
+            assert self.read_device(driver, target) == before, (
+                f"an undone update of {target.type} did not restore the device "
+                f"(undone before step {failed_at + 1})"
+            )
+
     # -- helpers ---------------------------------------------------------
+
+    @staticmethod
+    def _undo_after(driver: Driver, change: Change, failed_at: int) -> None:
+        """Apply the steps before ``failed_at``, then undo them as an agent does, each twice."""
+        steps = list(_steps(driver, change.operation, change) or [])
+        for step in steps[:failed_at]:
+            step.apply()
+        for step in reversed(steps[:failed_at]):
+            if step.undo is not None:
+                step.undo()
+                step.undo()
 
     def _driver(self, tmp_path: pathlib.Path, callbacks: Callbacks | None = None) -> Driver:
         conf = cfg.ConfigOpts()
@@ -286,9 +384,23 @@ class DriverConformance:
         assert not wrong, f"{resource.type} {resource.id} differs on the device (desired, held): {wrong}"
 
 
-def _run(driver: Driver, operation: str, change: Change, limit: float = 120.0) -> None:
-    """Apply a change as an agent does: call, then poll while the device works on."""
+def _steps(driver: Driver, operation: str, change: Change) -> Steps | None:
     answer = getattr(driver, operation)(change)
+    return answer if isinstance(answer, Steps) else None
+
+
+def _names(steps: Iterable[Step]) -> list[str]:
+    return [step.name for step in steps]
+
+
+def _run(driver: Driver, operation: str, change: Change, limit: float = 120.0) -> None:
+    """Apply a change as an agent does: call, run its steps or poll while
+    the device works on."""
+    answer = getattr(driver, operation)(change)
+    if isinstance(answer, Steps):
+        for step in answer:
+            step.apply()
+        return
     deadline = time.monotonic() + limit
     while isinstance(answer, InProgress):
         assert time.monotonic() < deadline, f"{operation} still in progress after {limit:g} s"
