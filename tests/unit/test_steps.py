@@ -1,5 +1,6 @@
 """Operations in steps, through the whole pipeline in one process: each step
-recorded, a retry resuming at the step that failed, undo in reverse order."""
+recorded, a retry resuming at the step that failed, undo in reverse order;
+and progress and counters a driver reports while it works."""
 
 from __future__ import annotations
 
@@ -178,3 +179,27 @@ def test_malformed_step_reports_are_refused_with_the_argument_named(plugin: Plug
             call()
         assert isinstance(raised.value.__cause__, MalformedMessage)
         assert expected in raised.value.__cause__.msg
+
+
+def test_progress_a_driver_reports_during_its_call_shows_on_the_running_task(
+    client: TestClient, pipeline: list[Agent]
+) -> None:
+    lb = _create(client, **{"fake.delay_ms": "2000", "fake.progress": "4"})
+
+    def shown() -> Any:
+        task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
+        return task["progress"] if task["state"] == "RUNNING" and task["progress"] else None
+
+    assert wait_for(shown).startswith("fake progress ")
+    _finished(client, lb["task"]["id"])
+
+
+def test_counters_a_driver_reports_from_its_own_thread_reach_the_resource(
+    client: TestClient, pipeline: list[Agent]
+) -> None:
+    lb = _create(client, **{"fake.stats": "sessions=12,bytes_in=3400"})
+    _finished(client, lb["task"]["id"])
+    for agent in pipeline:
+        agent.heartbeat.beat()  # the next state report, without waiting for it
+    body = client.get(f"/v1/loadbalancers/{lb['id']}").json()
+    assert body["stats"] == {"sessions": 12.0, "bytes_in": 3400.0}

@@ -12,6 +12,7 @@ from oslo_config import cfg
 from stevedore import driver as stevedore_driver
 from stevedore.exception import NoMatches
 
+from tether.agent.reports import Reports
 from tether.common.exceptions import ConfigError
 from tether.common.states import OperatingStatus
 from tether.drivers.base import Callbacks, Driver, driver_group
@@ -26,22 +27,27 @@ _reports: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar
 
 
 class AgentCallbacks(Callbacks):
-    """Collects what a driver reports during one task, for that task's result.
+    """Carries what drivers report to the plugin.
 
-    Drivers are shared by all worker threads; each worker collects into its
-    own context, so reports never cross tasks.
+    Operating status goes with the result of the task whose call reported
+    it: drivers are shared by all worker threads, and each worker collects
+    into its own context, so reports never cross tasks. Progress and
+    counters may come from any thread of a driver (:mod:`tether.agent.reports`).
     """
+
+    def __init__(self, reports: Reports | None = None) -> None:
+        self.reports = reports or Reports()
 
     def operating_status(self, resource_id: str, status: OperatingStatus) -> None:
         reports = _reports.get()
         if reports is not None:
             reports[resource_id] = OperatingStatus(status).value
 
-    def progress(self, message: str) -> None:
-        LOG.info("progress: %s", message)
+    def progress(self, message: str, task_id: str | None = None) -> None:
+        self.reports.progress(message, task_id)
 
     def stats(self, resource_id: str, counters: Mapping[str, float]) -> None:
-        LOG.debug("stats of %s: %s", resource_id, dict(counters))
+        self.reports.stats(resource_id, counters)
 
     @staticmethod
     @contextlib.contextmanager

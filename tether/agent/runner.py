@@ -21,6 +21,7 @@ from typing import Any
 from tether.agent import steps
 from tether.agent.driver_manager import AgentCallbacks
 from tether.agent.plugin_api import PluginApi
+from tether.agent.reports import Reports
 from tether.common import log, messages, metrics
 from tether.common.states import Outcome
 from tether.drivers.base import Change, Driver, DriverError, InProgress, NotSupported, Resource, Steps
@@ -86,8 +87,10 @@ class Runner:
         agent_id: str,
         host: str,
         driver_timeout: float,
+        reports: Reports | None = None,
     ) -> None:
         self.drivers = drivers
+        self.reports = reports or Reports()
         self.plugin = plugin
         self.agent_id = agent_id
         self.host = host
@@ -125,7 +128,11 @@ class Runner:
         self, work: messages.Work, attempt: int, pending: Pending | None, last_attempt: bool = False
     ) -> messages.Result | Pending:
         task = work.task
-        with log.request_context(work.request_id), AgentCallbacks.collect() as statuses:
+        with (
+            log.request_context(work.request_id),
+            AgentCallbacks.collect() as statuses,
+            self.reports.running(task.id, attempt),
+        ):
             started = pending.started_at if pending else _now()
             if pending is None:
                 LOG.debug(

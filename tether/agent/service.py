@@ -14,6 +14,7 @@ from tether.agent.claims import ClaimChannel
 from tether.agent.consumer import WorkConsumer
 from tether.agent.heartbeat import Heartbeat
 from tether.agent.plugin_api import PluginApi
+from tether.agent.reports import ProgressSender, Reports
 from tether.agent.runner import Runner
 from tether.agent.status_server import StatusServer
 from tether.common import metrics, rpc, transport
@@ -105,14 +106,20 @@ class Agent:
         self.providers = list(conf.agent.providers)
         self.agent_id = agent_id or conf.agent.agent_id or conf.host
         self.started_at = datetime.datetime.now(datetime.UTC)
-        self.drivers = driver_manager.load_drivers(conf, self.providers, driver_manager.AgentCallbacks())
+        self.reports = Reports()
+        self.drivers = driver_manager.load_drivers(
+            conf, self.providers, driver_manager.AgentCallbacks(self.reports)
+        )
         broker = transport.Broker(conf)
         claims = ClaimChannel(broker, self.agent_id, conf.agent.rpc_timeout)
         self.plugin = PluginApi(conf, claims)
+        self.progress = ProgressSender(self.reports, self.plugin, self.agent_id, conf.agent.driver_timeout)
         workers = conf.agent.workers
         self.consumer = WorkConsumer(
             broker,
-            Runner(self.drivers, self.plugin, self.agent_id, conf.host, conf.agent.driver_timeout),
+            Runner(
+                self.drivers, self.plugin, self.agent_id, conf.host, conf.agent.driver_timeout, self.reports
+            ),
             [p if self.drivers[p].placement == "shared" else f"{p}.{self.agent_id}" for p in self.providers],
             workers=workers,
             prefetch=conf.agent.prefetch or 2 * workers,
@@ -156,6 +163,8 @@ class Agent:
                 continue
             statuses.update({k: str(v) for k, v in found.items()})
             stats.update({k: dict(v) for k, v in counters.items()})
+        # What drivers reported through their callbacks since the last report.
+        stats.update(self.reports.take_stats())
         return statuses, stats
 
     def state(self) -> dict[str, Any]:
@@ -177,6 +186,7 @@ class Agent:
     def start(self) -> None:
         self.consumer.start()
         self.heartbeat.start()
+        self.progress.start()
         if self.conf.agent.metrics_port:
             self.status_server = StatusServer(
                 self.conf.agent.metrics_host, self.conf.agent.metrics_port, self.problems
@@ -197,6 +207,7 @@ class Agent:
         if self.status_server is not None:
             self.status_server.stop()
         self.consumer.stop(timeout=self.conf.agent.shutdown_timeout + 5)
+        self.progress.stop()
         self.heartbeat.stop()
         for driver in self.drivers.values():
             driver.close()

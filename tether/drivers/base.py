@@ -238,11 +238,18 @@ class Callbacks:
     def operating_status(self, resource_id: str, status: OperatingStatus) -> None:
         """Report the fabric status of a resource (``ONLINE``, ``DEGRADED`` ...)."""
 
-    def progress(self, message: str) -> None:
-        """Report progress of a long call, for people watching the task."""
+    def progress(self, message: str, task_id: str | None = None) -> None:
+        """Report progress of a call, for people watching the task: the
+        task shows the latest message within a second.
+
+        :param task_id: the task the message is about; needed only from a
+            thread of the driver's own (the call's thread is known).
+        """
 
     def stats(self, resource_id: str, counters: Mapping[str, float]) -> None:
-        """Report counters of a resource (sessions, bytes in and out ...)."""
+        """Report counters of a resource (sessions, bytes in and out ...), from
+        any thread; the resource shows the latest with the agent's next state
+        report."""
 
 
 class Driver(abc.ABC):
@@ -328,8 +335,10 @@ class Driver(abc.ABC):
         """
 
     def status(self) -> tuple[Mapping[str, OperatingStatus], Mapping[str, Mapping[str, float]]]:
-        """Operating status and counters of what this host holds, by resource id,
-        sent to the plugin with each state report. Nothing by default."""
+        """Operating status and counters of what the device holds, by resource
+        id, sent to the plugin with each state report: applied to any resource
+        of a shared provider this agent serves, and to the trees bound to this
+        agent for a host-placed one. Nothing by default."""
         return {}, {}
 
     def close(self) -> None:

@@ -19,6 +19,12 @@ Instructions are read from the ``metadata`` of the resource being changed:
     Kill the agent's process at the start of the call, once per resource (a
     marker under ``state_path`` remembers it), to exercise redelivery. In the
     all-in-one this kills the whole process.
+``fake.progress``
+    With ``fake.delay_ms``: report progress this many times over the delay
+    ("fake progress 2 of 4").
+``fake.stats``
+    Report these counters for the resource once applied (``sessions=12,bytes_in=3400``),
+    from a thread of the driver's own; they show with the agent's next state report.
 ``fake.operation_s``
     Start a long operation that the device finishes after this many
     seconds: the call returns at once (``InProgress``) and the agent polls
@@ -54,6 +60,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -153,16 +160,25 @@ class FakeDriver(NoopDriver):
 
     def _apply(self, change: Change) -> None:
         super()._apply(change)
-        status = _instructions(change).get("fake.operating_status")
+        meta = _instructions(change)
+        status = meta.get("fake.operating_status")
         if status:
             self.callbacks.operating_status(change.resource.id, OperatingStatus(status))
+        if "fake.stats" in meta:
+            # From a thread of the driver's own, as a device poller would.
+            counters = {
+                k: float(v) for k, v in (pair.split("=", 1) for pair in meta["fake.stats"].split(","))
+            }
+            reporter = threading.Thread(target=self.callbacks.stats, args=(change.resource.id, counters))
+            reporter.start()
+            reporter.join()
 
     def _obey(self, change: Change) -> None:
         meta = _instructions(change)
         if meta.get("fake.crash"):
             self._crash_once(change)
         if "fake.delay_ms" in meta:
-            time.sleep(int(meta["fake.delay_ms"]) / 1000.0)
+            self._wait(int(meta["fake.delay_ms"]) / 1000.0, int(meta.get("fake.progress", 0)))
         if "fake.unreachable" in meta:
             raise DeviceUnreachable(meta["fake.unreachable"])
         if "fake.steps" in meta:
@@ -172,6 +188,15 @@ class FakeDriver(NoopDriver):
         operation = meta.get("fake.fail_operation")
         if "fake.fail" in meta and operation in (None, change.operation):
             raise DriverError(meta["fake.fail"])
+
+    def _wait(self, seconds: float, reports: int) -> None:
+        """Sleep, reporting progress ``reports`` times along the way."""
+        if reports <= 0:
+            time.sleep(seconds)
+            return
+        for done in range(1, reports + 1):
+            time.sleep(seconds / reports)
+            self.callbacks.progress(f"fake progress {done} of {reports}")
 
     def _crash_once(self, change: Change, where: str = "") -> None:
         directory = self._marker_dir()

@@ -109,7 +109,7 @@ class RecordingCallbacks(Callbacks):
     def operating_status(self, resource_id: str, status: OperatingStatus) -> None:
         self.statuses[resource_id] = OperatingStatus(status)
 
-    def progress(self, message: str) -> None:
+    def progress(self, message: str, task_id: str | None = None) -> None:
         self.progress_messages.append(message)
 
     def stats(self, resource_id: str, counters: Mapping[str, float]) -> None:

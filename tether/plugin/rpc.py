@@ -55,6 +55,7 @@ class PluginEndpoint:
         self._sessionmaker = sessionmaker
         self._policy = policy
         self._agents = agents
+        self._providers = providers
         self._claims = ClaimDecider(sessionmaker, policy, providers)
 
     @checks.checked
@@ -192,7 +193,7 @@ class PluginEndpoint:
         with self._sessionmaker.begin() as session:
             agent = self._agents.report(session, state)
             bound = queries.bound_to(session, agent.id)
-            self._apply_reports(session, bound, state)
+            self._apply_reports(session, bound, agent.providers, state)
             by_provider: dict[str, list[str]] = {}
             for root in bound:
                 by_provider.setdefault(root.provider, []).append(root.id)
@@ -209,16 +210,20 @@ class PluginEndpoint:
                 "bound": by_provider,
             }
 
-    @staticmethod
-    def _apply_reports(session: orm.Session, bound: Sequence[Resource], state: dict[str, Any]) -> None:
-        """Status and counters a host-placed driver reported, for the trees on that host only."""
+    def _apply_reports(
+        self, session: orm.Session, bound: Sequence[Resource], providers: Sequence[str], state: dict[str, Any]
+    ) -> None:
+        """Status and counters drivers reported: for the trees bound to this
+        agent (host placement), and for the resources of the shared providers
+        it serves (their devices are not on any host)."""
         statuses, stats = state.get("statuses") or {}, state.get("stats") or {}
         if not statuses and not stats:
             return
         roots = {root.id for root in bound}
+        shared = {p for p in providers if self._providers is None or not self._providers.is_host_placed(p)}
         for resource_id in set(statuses) | set(stats):
             resource = queries.get_resource(session, str(resource_id), None)
-            if resource is None or resource.root_id not in roots:
+            if resource is None or not (resource.root_id in roots or resource.provider in shared):
                 continue
             if statuses.get(resource_id) in OperatingStatus.__members__:
                 resource.operating_status = statuses[resource_id]
