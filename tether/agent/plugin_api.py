@@ -177,6 +177,29 @@ class PluginApi:
             error_message=error_message,
         )
 
+    def audit_targets(self, agent_id: str, provider: str) -> dict[str, Any]:
+        return self._call("audit_targets", "1.5", agent_id=agent_id, provider=provider)  # type: ignore[no-any-return]
+
+    def report_drift(
+        self,
+        agent_id: str,
+        provider: str,
+        audited: dict[str, int],
+        drifted: dict[str, Any],
+        undesired: list[str],
+        repair: bool,
+    ) -> dict[str, Any]:
+        return self._call(  # type: ignore[no-any-return]
+            "report_drift",
+            "1.5",
+            agent_id=agent_id,
+            provider=provider,
+            audited=audited,
+            drifted=drifted,
+            undesired=undesired,
+            repair=repair,
+        )
+
     def report_state(self, state: dict[str, Any]) -> dict[str, Any]:
         answer: dict[str, Any] = self._call("report_state", "1.0", state=state)
         kombu_claims = answer.get("kombu_claims") in claims.KNOWN_VERSIONS and self._channel is not None

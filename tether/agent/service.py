@@ -10,6 +10,7 @@ from oslo_config import cfg
 
 from tether import __version__
 from tether.agent import driver_manager
+from tether.agent.audit import Auditor
 from tether.agent.claims import ClaimChannel
 from tether.agent.consumer import WorkConsumer
 from tether.agent.heartbeat import Heartbeat
@@ -80,6 +81,20 @@ OPTS: list[cfg.Opt] = [
     ),
     cfg.HostAddressOpt("metrics_host", default="127.0.0.1", help="Address the metrics port listens on."),
     cfg.FloatOpt(
+        "audit_interval",
+        default=60.0,
+        min=0,
+        help="Seconds between two drift audits: each driver that can list its device is compared "
+        "with the desired state of the resources placed on this agent, and drifted resources show "
+        "in_sync false with their drift. 0 audits nothing.",
+    ),
+    cfg.BoolOpt(
+        "repair_drift",
+        default=False,
+        help="Have the plugin re-apply the desired state of every resource the drift audit finds "
+        "drifted (an update task each); otherwise drift is only reported.",
+    ),
+    cfg.FloatOpt(
         "shutdown_timeout",
         default=30.0,
         min=0,
@@ -126,6 +141,9 @@ class Agent:
             shutdown_timeout=conf.agent.shutdown_timeout,
             operation_timeout=conf.agent.operation_timeout,
             claims=claims,
+        )
+        self.auditor = Auditor(
+            self.drivers, self.plugin, self.agent_id, conf.agent.audit_interval, conf.agent.repair_drift
         )
         self.heartbeat = Heartbeat(
             self.plugin,
@@ -187,6 +205,7 @@ class Agent:
         self.consumer.start()
         self.heartbeat.start()
         self.progress.start()
+        self.auditor.start()
         if self.conf.agent.metrics_port:
             self.status_server = StatusServer(
                 self.conf.agent.metrics_host, self.conf.agent.metrics_port, self.problems
@@ -208,6 +227,7 @@ class Agent:
             self.status_server.stop()
         self.consumer.stop(timeout=self.conf.agent.shutdown_timeout + 5)
         self.progress.stop()
+        self.auditor.stop()
         self.heartbeat.stop()
         for driver in self.drivers.values():
             driver.close()

@@ -20,6 +20,7 @@ Versions of the plugin's RPC API (``TOPIC``):
 * 1.3 - ``claim_batch`` claims may say ``published_for``: the attempt their
   work message was published for
 * 1.4 - ``plan_steps`` and ``step`` (operations a driver runs in steps)
+* 1.5 - ``audit_targets`` and ``report_drift`` (the drift audit)
 
 Agents of 0.2 claim on the claims queue once a plugin's answer to their
 state report says ``kombu_claims``; ``claim`` and ``claim_batch`` stay for
@@ -44,7 +45,7 @@ with warnings.catch_warnings():
     from oslo_messaging import opts as oslo_messaging_opts
 
 TOPIC = "tether-plugin"
-API_VERSION = "1.4"
+API_VERSION = "1.5"
 CONTROL_EXCHANGE = "tether"
 
 #: oslo.messaging's defaults that tether changes: durable queues that

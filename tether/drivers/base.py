@@ -341,6 +341,19 @@ class Driver(abc.ABC):
         agent for a host-placed one. Nothing by default."""
         return {}, {}
 
+    def inventory(self) -> Mapping[str, Mapping[str, Any]] | None:
+        """What the device really holds, for the drift audit: by resource id,
+        the attributes the device knows of each (those it cannot tell may be
+        left out; they are not compared). For host placement, what this host
+        holds.
+
+        The agent compares it now and then with the desired state of the
+        resources placed on it; a resource missing here, or holding other
+        values, shows ``in_sync: false`` with its ``drift``. Return None (the
+        default) when the driver cannot list its device: nothing is audited.
+        """
+        return None
+
     def close(self) -> None:
         """Release connections and files; called when the agent stops."""
 

@@ -25,6 +25,10 @@ Instructions are read from the ``metadata`` of the resource being changed:
 ``fake.stats``
     Report these counters for the resource once applied (``sessions=12,bytes_in=3400``),
     from a thread of the driver's own; they show with the agent's next state report.
+``fake.drift_after_s``
+    Forget the resource this many seconds after applying it, once per
+    resource, as if someone removed it from the device by hand: the drift
+    audit then finds it missing.
 ``fake.operation_s``
     Start a long operation that the device finishes after this many
     seconds: the call returns at once (``InProgress``) and the agent polls
@@ -57,9 +61,12 @@ ends in ``ERROR`` with ``last_error`` "no capacity".
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -80,6 +87,12 @@ OPTS: list[cfg.Opt] = [
         help="Directory of the markers that make fake.crash fire once per resource; "
         "defaults to <state_path>/fake-driver.",
     ),
+    cfg.StrOpt(
+        "device_dir",
+        help="Directory where the fake device keeps what it holds, a JSON file per resource, "
+        "listed to the drift audit; agents that share it share the device. Defaults to "
+        "<state_path>/fake-device.",
+    ),
 ]
 
 
@@ -99,10 +112,6 @@ class FakeDriver(NoopDriver):
     def update(self, change: Change) -> InProgress | Steps | None:
         self._obey(change)
         return self._start(change) or self._steps(change, super().update)
-
-    def delete(self, change: Change) -> InProgress | Steps | None:
-        self._obey(change)
-        return self._start(change) or self._steps(change, super().delete)
 
     def _steps(self, change: Change, finish: Callable[[Change], object]) -> Steps | None:
         """The operation as ``fake.steps`` steps, or done at once without them."""
@@ -145,7 +154,10 @@ class FakeDriver(NoopDriver):
         if left > 0:
             percent = int(100 * (1 - left / total))
             return InProgress(min(0.5, left), f"fake operation {percent} % done", operation.handle)
-        getattr(super(), change.operation)(change)
+        if change.operation == "delete":
+            self._remove(change)
+        else:
+            getattr(super(), change.operation)(change)
         return None
 
     @staticmethod
@@ -160,6 +172,7 @@ class FakeDriver(NoopDriver):
 
     def _apply(self, change: Change) -> None:
         super()._apply(change)
+        self._hold(change)
         meta = _instructions(change)
         status = meta.get("fake.operating_status")
         if status:
@@ -188,6 +201,63 @@ class FakeDriver(NoopDriver):
         operation = meta.get("fake.fail_operation")
         if "fake.fail" in meta and operation in (None, change.operation):
             raise DriverError(meta["fake.fail"])
+
+    def delete(self, change: Change) -> InProgress | Steps | None:
+        self._obey(change)
+        return self._start(change) or self._steps(change, self._remove)
+
+    def _remove(self, change: Change) -> None:
+        super().delete(change)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._device_file(change.resource.id))
+
+    def inventory(self) -> Mapping[str, Mapping[str, Any]]:
+        """What the device directory holds; a resource told to drift is
+        forgotten here once its time has come."""
+        held: dict[str, Mapping[str, Any]] = {}
+        directory = self._device_dir()
+        try:
+            names = [n for n in os.listdir(directory) if n.endswith(".json")]
+        except FileNotFoundError:
+            return held
+        now = time.time()
+        for name in names:
+            path = os.path.join(directory, name)
+            try:
+                with open(path) as f:
+                    entry = json.load(f)
+            except (OSError, ValueError):
+                continue  # removed or half written meanwhile: the next audit sees it
+            forget_at = entry.get("forget_at")
+            if forget_at is not None and now >= forget_at:
+                LOG.warning("fake.drift_after_s: forgetting %s as instructed", name[: -len(".json")])
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                continue
+            held[name[: -len(".json")]] = entry["attributes"]
+        return held
+
+    def _hold(self, change: Change) -> None:
+        """Write what the device now holds of the resource."""
+        directory = self._device_dir()
+        os.makedirs(directory, exist_ok=True)
+        entry: dict[str, Any] = {"attributes": dict(change.resource.attributes)}
+        seconds = _instructions(change).get("fake.drift_after_s")
+        drifted = os.path.join(directory, f"{change.resource.id}.drifted")
+        if seconds is not None and not os.path.exists(drifted):
+            open(drifted, "w").close()
+            entry["forget_at"] = time.time() + float(seconds)
+        # Two deliveries of one change may write at once: each its own file, then one rename.
+        with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".new", delete=False) as f:
+            json.dump(entry, f, default=str)
+        os.replace(f.name, self._device_file(change.resource.id))
+
+    def _device_file(self, resource_id: str) -> str:
+        return os.path.join(self._device_dir(), f"{resource_id}.json")
+
+    def _device_dir(self) -> str:
+        configured = self.conf[driver_group(self.name)].device_dir
+        return configured or os.path.join(os.path.expanduser(self.conf.state_path), "fake-device")
 
     def _wait(self, seconds: float, reports: int) -> None:
         """Sleep, reporting progress ``reports`` times along the way."""

@@ -30,7 +30,7 @@ from tether.plugin.agents import Registry
 from tether.plugin.claims import ClaimDecider
 from tether.plugin.db import queries
 from tether.plugin.db.models import Resource
-from tether.plugin.lifecycle import steps
+from tether.plugin.lifecycle import drift, steps
 from tether.plugin.providers import Providers
 
 LOG = logging.getLogger(__name__)
@@ -185,6 +185,66 @@ class PluginEndpoint:
             except LookupError as exc:
                 raise MalformedMessage(reason=f"RPC call step: {exc}; plan_steps comes first") from exc
             return {"current": current}
+
+    @checks.checked
+    def audit_targets(self, ctxt: Any, agent_id: str, provider: str) -> dict[str, Any]:
+        """What the agent's ``provider`` device should hold, for its drift audit (API 1.5).
+
+        :returns: ``{"audit": True, "resources": {id: {"type", "generation",
+            "attributes"}}}``: the settled resources placed on the agent (the
+            trees bound to it, or, for a shared provider, all of them if this
+            agent is the one of its live agents that audits); or
+            ``{"audit": False}`` when another agent audits that device.
+        """
+        checks.identifier("audit_targets", "agent_id", agent_id)
+        checks.identifier("audit_targets", "provider", provider)
+        with self._sessionmaker.begin() as session:
+            roots: list[str] | None = None
+            if self._providers is not None and self._providers.is_host_placed(provider):
+                roots = [root.id for root in queries.bound_to(session, agent_id) if root.provider == provider]
+            else:
+                # One audit of a shared device is enough: the first live agent serving it.
+                live = sorted(agent.id for agent in self._agents.live_for(session, provider))
+                if not live or live[0] != agent_id:
+                    return {"audit": False}
+            return {"audit": True, "resources": drift.targets(session, provider, roots)}
+
+    @checks.checked
+    def report_drift(
+        self,
+        ctxt: Any,
+        agent_id: str,
+        provider: str,
+        audited: dict[str, int],
+        drifted: dict[str, Any],
+        undesired: list[str],
+        repair: bool = False,
+    ) -> dict[str, Any]:
+        """What a drift audit found (API 1.5); ``repair`` queues an update of
+        each drifted resource.
+
+        :returns: ``{"repairing": [ids]}``.
+        """
+        checks.identifier("report_drift", "agent_id", agent_id)
+        checks.identifier("report_drift", "provider", provider)
+        if not isinstance(audited, dict) or not all(isinstance(g, int) for g in audited.values()):
+            raise checks.bad("report_drift", "audited", "a mapping of resource id to generation", audited)
+        if not isinstance(drifted, dict) or not all(isinstance(d, dict) for d in drifted.values()):
+            raise checks.bad("report_drift", "drifted", "a mapping of resource id to its difference", drifted)
+        if not isinstance(undesired, list):
+            raise checks.bad("report_drift", "undesired", "a list of ids", undesired)
+        for resource_id in [*audited, *drifted, *undesired]:
+            checks.identifier("report_drift", "resource id", resource_id)
+        with self._sessionmaker.begin() as session:
+            agent = queries.get_agent(session, agent_id)
+            if agent is None:
+                raise MalformedMessage(
+                    reason=f"RPC call report_drift: no agent {agent_id!r} has reported its state"
+                )
+            repairing = drift.record(
+                session, self._policy, agent, provider, audited, drifted, undesired, bool(repair)
+            )
+            return {"repairing": repairing}
 
     @checks.checked
     def report_state(self, ctxt: Any, state: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ def resource(rtype: ResourceType, row: Resource, task: Task | None = None) -> di
         provisioning_status=row.provisioning_status,
         operating_status=row.operating_status,
         in_sync=in_sync(row),
+        drift=row.drift,
         last_error=row.last_error,
         generation=row.generation,
         applied_generation=row.applied_generation,
@@ -45,8 +46,13 @@ def _attribute_names(rtype: ResourceType) -> list[str]:
 
 
 def in_sync(row: Resource) -> bool:
-    """Does the device hold the latest desired generation, with nothing failed since?"""
-    return row.provisioning_status == ProvisioningStatus.ACTIVE and row.applied_generation == row.generation
+    """Does the device hold the latest desired generation, with nothing failed
+    since and no difference found by the drift audit?"""
+    return (
+        row.provisioning_status == ProvisioningStatus.ACTIVE
+        and row.applied_generation == row.generation
+        and row.drift is None
+    )
 
 
 def task(row: Task) -> dict[str, Any]:
@@ -120,6 +126,7 @@ def agent(row: Agent, alive: bool) -> dict[str, Any]:
         "in_flight": row.in_flight,
         "started_at": _time(row.started_at),
         "last_heartbeat": _time(row.last_heartbeat),
+        "undesired": row.undesired or {},
     }
 
 

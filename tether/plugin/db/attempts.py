@@ -145,7 +145,8 @@ _ACTIVE = (
         _RESOURCES.c.id == sa.bindparam("b_resource_id"),
         _RESOURCES.c.generation == sa.bindparam("b_generation"),
     )
-    .values(provisioning_status=ProvisioningStatus.ACTIVE.value, last_error=None)
+    # Whatever the last audit found differs no more: the device holds this.
+    .values(provisioning_status=ProvisioningStatus.ACTIVE.value, last_error=None, drift=None)
 )
 
 _OPERATING_STATUS = (

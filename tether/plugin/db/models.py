@@ -109,6 +109,9 @@ class Resource(Base):
     stats: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON)
     #: the desired attributes of ``applied_generation``: what the device holds
     applied_attributes: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON)
+    #: how the device differs from ``applied_attributes``, as the last drift
+    #: audit found it (None: no difference, or never audited)
+    drift: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON(none_as_null=True))
     created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow)
     updated_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -242,6 +245,9 @@ class Agent(Base):
     #: what the reaper last concluded, so that death and return are logged once
     alive: orm.Mapped[bool] = orm.mapped_column(default=True)
     admin_state_up: orm.Mapped[bool] = orm.mapped_column(default=True)
+    #: what its last drift audit found on its devices that no resource
+    #: desires there: ids by provider
+    undesired: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON(none_as_null=True))
     created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow)
 
 

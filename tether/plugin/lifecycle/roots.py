@@ -77,6 +77,7 @@ def accept(
         agent_id=None,
         stats=None,
         applied_attributes=None,
+        drift=None,
         created_at=now,
         updated_at=now,
     )

@@ -200,6 +200,7 @@ def succeed(session: orm.Session, policy: Policy, task: Task, statuses: dict[str
             if resource.generation == task.generation:
                 resource.provisioning_status = ProvisioningStatus.ACTIVE
                 resource.last_error = None
+                resource.drift = None
                 notifications.resource_changed(session, task, ProvisioningStatus.ACTIVE)
     _finish(session, policy, task, TaskState.SUCCEEDED)
 

@@ -1,0 +1,129 @@
+"""The drift audit, the agent's side: what each device holds against what it
+should hold.
+
+Every ``[agent] audit_interval`` the agent asks each driver that can list its
+device (:meth:`tether.drivers.base.Driver.inventory`) what it holds, asks the
+plugin what the resources placed on this agent should hold, and reports the
+differences (:mod:`tether.plugin.lifecycle.drift` keeps them). With
+``[agent] repair_drift`` the plugin then re-applies each drifted resource.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from tether.agent.plugin_api import PluginApi
+from tether.drivers.base import Driver
+
+with warnings.catch_warnings():
+    # As in tether.common.rpc: importing oslo.messaging warns about eventlet.
+    warnings.simplefilter("ignore")
+    import oslo_messaging
+
+LOG = logging.getLogger(__name__)
+
+
+def compare(
+    desired: Mapping[str, Mapping[str, Any]], held: Mapping[str, Mapping[str, Any]]
+) -> tuple[dict[str, Any], list[str]]:
+    """The drift of each desired resource, and the ids held that none desires.
+
+    An attribute is compared only where the device reports it; values are
+    compared as JSON carries them (a tuple as a list).
+    """
+    drifted: dict[str, Any] = {}
+    for resource_id, target in desired.items():
+        found = held.get(resource_id)
+        if found is None:
+            drifted[resource_id] = {"missing": True}
+            continue
+        expected = target.get("attributes") or {}
+        found = json.loads(json.dumps(dict(found), default=str))
+        differences = {
+            name: {"expected": expected[name], "found": value}
+            for name, value in found.items()
+            if name in expected and expected[name] != value
+        }
+        if differences:
+            drifted[resource_id] = {"attributes": differences}
+    return drifted, sorted(set(held) - set(desired))
+
+
+class Auditor:
+    """Audits the devices of one agent's drivers every ``interval`` seconds."""
+
+    def __init__(
+        self, drivers: Mapping[str, Driver], plugin: PluginApi, agent_id: str, interval: float, repair: bool
+    ) -> None:
+        self.drivers = drivers
+        self.plugin = plugin
+        self.agent_id = agent_id
+        self.interval = interval
+        self.repair = repair
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._unsupported = False
+
+    def start(self) -> None:
+        if self.interval <= 0:
+            return
+        self._thread = threading.Thread(target=self._run, name="drift-audit", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.plugin.timeout + 1)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.audit()
+
+    def audit(self) -> dict[str, dict[str, Any]]:
+        """One audit of every device that can be listed; what each found."""
+        found: dict[str, dict[str, Any]] = {}
+        for name, driver in self.drivers.items():
+            if self._unsupported:
+                break
+            try:
+                report = self._audit(name, driver)
+            except Exception:
+                LOG.exception("drift audit of the %s device failed", name)
+                continue
+            if report is not None:
+                found[name] = report
+        return found
+
+    def _audit(self, name: str, driver: Driver) -> dict[str, Any] | None:
+        held = driver.inventory()
+        if held is None:
+            return None
+        try:
+            answer = self.plugin.audit_targets(self.agent_id, name)
+        except oslo_messaging.RemoteError as exc:
+            if exc.exc_type != "UnsupportedVersion":
+                raise
+            LOG.warning("the plugin does not take drift audits yet (upgrade it); auditing nothing")
+            self._unsupported = True
+            return None
+        if not answer.get("audit"):
+            return None  # another agent audits this shared device
+        desired: dict[str, Any] = answer.get("resources") or {}
+        drifted, undesired = compare(desired, held)
+        audited = {resource_id: int(target["generation"]) for resource_id, target in desired.items()}
+        reply = self.plugin.report_drift(self.agent_id, name, audited, drifted, undesired, self.repair)
+        if drifted or undesired:
+            LOG.warning(
+                "drift audit of the %s device: %d of %d resource(s) differ, %d held that none desires%s",
+                name,
+                len(drifted),
+                len(desired),
+                len(undesired),
+                f"; repairing {len(reply.get('repairing') or [])}" if self.repair else "",
+            )
+        return {"audited": audited, "drifted": drifted, "undesired": undesired, **reply}

@@ -1,0 +1,145 @@
+"""The drift audit, the plugin's side: what an agent should find on its
+devices, what it reported finding, and the repairs that follow.
+
+An agent whose driver can list its device asks :func:`targets` for the
+resources it should hold there, compares, and reports with :func:`record`.
+Only settled resources are audited (``ACTIVE`` with the latest generation
+applied): a change in flight is not drift. A report is fenced by the
+generations it was made against, so a change accepted meanwhile is not
+mistaken for drift either.
+
+A drifted resource keeps its provisioning status and shows the difference
+in ``drift``, which makes it not ``in_sync``. When the agent is configured to
+repair, :func:`record` queues an update of each drifted resource that
+re-applies its desired state through the pipeline like any change (claims,
+fencing, retries, history); its success clears ``drift``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from tether.common.states import IN_FLIGHT_TASK_STATES, Operation, ProvisioningStatus
+from tether.plugin.db import queries
+from tether.plugin.db.models import Agent, Resource, Task
+from tether.plugin.lifecycle.policy import Policy
+from tether.plugin.lifecycle.transitions import advance, new_task
+
+LOG = logging.getLogger(__name__)
+
+MISSING = "missing on the device"
+
+
+def targets(session: orm.Session, provider: str, roots: Sequence[str] | None) -> dict[str, dict[str, Any]]:
+    """The settled resources of ``provider`` (of the trees ``roots`` only,
+    for a host-placed one), with what their device should hold."""
+    query = sa.select(Resource).where(
+        Resource.provider == provider,
+        Resource.provisioning_status == ProvisioningStatus.ACTIVE.value,
+        Resource.applied_generation == Resource.generation,
+    )
+    if roots is not None:
+        query = query.where(Resource.root_id.in_(list(roots)))
+    return {
+        row.id: {"type": row.type, "generation": row.generation, "attributes": row.applied_attributes or {}}
+        for row in session.scalars(query)
+    }
+
+
+def record(
+    session: orm.Session,
+    policy: Policy,
+    agent: Agent,
+    provider: str,
+    audited: Mapping[str, int],
+    drift: Mapping[str, Any],
+    undesired: Sequence[str],
+    repair: bool,
+) -> list[str]:
+    """What one audit found; the ids of the resources queued for repair.
+
+    :param audited: generation of each resource the audit compared.
+    :param drift: by resource id: ``{"missing": True}`` or ``{"attributes":
+        {name: {"expected": …, "found": …}}}``; the audited ones it leaves
+        out are as desired.
+    :param undesired: ids on the device that no audited resource has.
+    """
+    repaired: list[str] = []
+    for row in queries.get_resources(session, set(audited)):
+        if row.generation != audited[row.id] or row.provisioning_status != ProvisioningStatus.ACTIVE:
+            continue  # changed since the agent looked: the next audit will tell
+        found = _difference(drift.get(row.id))
+        if found != row.drift:
+            if found is None:
+                LOG.info("%s %s is as desired on the device again", row.type, row.id)
+            else:
+                LOG.warning(
+                    "%s %s drifted on the device of agent %s (%s): %s",
+                    row.type,
+                    row.id,
+                    agent.id,
+                    provider,
+                    found,
+                )
+            row.drift = found
+        if found is not None and repair and _repair(session, policy, row):
+            repaired.append(row.id)
+    unknown = sorted(set(undesired) - {row.id for row in queries.get_resources(session, set(undesired))})
+    held = dict(agent.undesired or {})
+    if unknown != held.get(provider, []):
+        if unknown:
+            LOG.warning(
+                "agent %s: its %s device holds what no resource desires there: %s",
+                agent.id,
+                provider,
+                ", ".join(unknown),
+            )
+        held[provider] = unknown
+        agent.undesired = {k: v for k, v in held.items() if v} or None
+    return repaired
+
+
+def _difference(reported: Any) -> dict[str, Any] | None:
+    """The drift kept on a resource, in the shape the API shows."""
+    if not reported:
+        return None
+    if reported.get("missing"):
+        return {"missing": True, "summary": MISSING}
+    attributes = {
+        str(name): {"expected": diff.get("expected"), "found": diff.get("found")}
+        for name, diff in (reported.get("attributes") or {}).items()
+        if isinstance(diff, Mapping)
+    }
+    if not attributes:
+        return None
+    return {"attributes": attributes, "summary": f"differs on the device: {', '.join(sorted(attributes))}"}
+
+
+def _repair(session: orm.Session, policy: Policy, resource: Resource) -> bool:
+    """Queue an update that applies ``resource``'s desired state again,
+    unless its tree is busy (whatever runs there applies it anyway)."""
+    busy = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Task)
+        .where(Task.root_id == resource.root_id, Task.state.in_(list(IN_FLIGHT_TASK_STATES)))
+    )
+    if busy:
+        return False
+    task = new_task(resource, Operation.UPDATE)
+    session.add(task)
+    resource.provisioning_status = ProvisioningStatus.PENDING_UPDATE.value
+    session.flush()
+    LOG.info(
+        "task %s repairs %s %s: %s",
+        task.id,
+        resource.type,
+        resource.id,
+        (resource.drift or {}).get("summary"),
+    )
+    advance(session, policy, resource.root_id)
+    return True
