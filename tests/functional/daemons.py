@@ -190,6 +190,8 @@ class Deployment:
                     "driver:fake": {
                         "crash_marker_dir": root / "fake-crash-markers",
                         "journal_path": self.journal,
+                        # One fake device for all agents, as a shared provider's is.
+                        "device_dir": root / "fake-device",
                     },
                     **sections,
                     **(agent_sections or {}),

@@ -1,0 +1,68 @@
+"""The drift audit with real agents: a resource removed from the device by
+hand is found, reported and repaired, on either database."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from .daemons import Database, Deployment
+from .rabbitmq import RabbitMQNode
+
+pytestmark = pytest.mark.functional
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    rabbitmq: RabbitMQNode, database: Database, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """Two agents auditing every second and repairing what they find."""
+    deployment = Deployment(
+        tmp_path_factory.mktemp("drift"),
+        rabbitmq,
+        database,
+        agent_options={"audit_interval": 1, "repair_drift": True},
+    )
+    deployment.start()
+    try:
+        yield deployment
+    finally:
+        codes = deployment.stop()
+    assert set(codes.values()) == {0}, f"a daemon did not stop cleanly: {codes}\n{deployment.logs()}"
+
+
+def _until(deployment: Deployment, what: str, check: Any, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"{what} within {timeout:g} s:\n{deployment.logs()}")
+
+
+def test_a_resource_removed_from_the_device_by_hand_is_reported_and_repaired(deployment: Deployment) -> None:
+    response = deployment.http.post(
+        "/v1/loadbalancers", json={"provider": "fake", "metadata": {"fake.drift_after_s": "1"}}
+    )
+    assert response.status_code == 202, response.text
+    lb = response.json()
+    device = deployment.root / "fake-device" / f"{lb['id']}.json"
+    _until(deployment, "the load balancer on the device", device.exists)
+    # The device forgets it; an audit finds it missing and the plugin queues an update.
+    _until(deployment, "the device forgetting it", lambda: not device.exists())
+
+    def repaired() -> Any:
+        tasks = deployment.http.get("/v1/tasks", params={"resource_id": lb["id"]}).json()["tasks"]
+        return [t for t in tasks if t["operation"] == "update" and t["state"] == "SUCCEEDED"]
+
+    (repair,) = _until(deployment, "a repair", repaired)
+    body = deployment.http.get(f"/v1/loadbalancers/{lb['id']}").json()
+    assert (body["provisioning_status"], body["in_sync"], body["drift"]) == ("ACTIVE", True, None)
+    assert device.exists(), "the repair did not put the load balancer back on the device"
+    plugin_log = deployment.plugin.log()
+    assert f"loadbalancer {lb['id']} drifted on the device of agent" in plugin_log
+    assert f"task {repair['id']} repairs loadbalancer {lb['id']}: missing on the device" in plugin_log
