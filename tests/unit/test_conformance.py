@@ -107,3 +107,18 @@ def test_the_kit_fails_steps_that_cannot_be_resumed_or_undone(
     # The same checks pass once the flaw is gone.
     sound = type("Kit", (_Noopish,), {"driver_class": _SloppySteps})()
     getattr(sound, check)(tmp_path)
+
+
+class _BlindInventory(NoopDriver):
+    """Says it can list its device, and lists nothing."""
+
+    name = "blind"
+
+    def inventory(self) -> Mapping[str, Mapping[str, Any]]:
+        return {}
+
+
+def test_the_kit_fails_an_inventory_that_misses_what_is_applied(tmp_path: pathlib.Path) -> None:
+    kit = type("Kit", (_Noopish,), {"driver_class": _BlindInventory})()
+    with pytest.raises(AssertionError, match="is applied but not in inventory"):
+        kit.test_what_is_applied_is_listed_to_the_drift_audit(tmp_path)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.unit.conftest import wait_for
 from tether.drivers.base import Change, Driver, Resource
 from tether.drivers.haproxy import HaproxyDriver
 from tether.drivers.testing import DriverConformance
@@ -112,3 +113,14 @@ def test_a_reload_keeps_established_connections(tmp_path: pathlib.Path) -> None:
     echo.close()
     for conn in accepted:
         conn.close()
+
+
+def test_a_load_balancer_whose_haproxy_died_is_not_in_the_inventory(tmp_path: pathlib.Path) -> None:
+    kit = TestHaproxyConformance()
+    driver, tree = kit._driver(tmp_path), kit._tree()
+    kit._create_all(driver, tree)
+    assert {r.id for r in tree.walk()} <= set(driver.inventory())
+    for pidfile in tmp_path.glob("**/haproxy.pid"):
+        for pid in pidfile.read_text().split():
+            os.kill(int(pid), signal.SIGKILL)
+    wait_for(lambda: not set(driver.inventory()) & {r.id for r in tree.walk()})

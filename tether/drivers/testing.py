@@ -34,7 +34,10 @@ What it checks, for every resource type the driver claims:
   as once; an operation resumed by a new call after a crash in any step
   (that step applied again) ends as if run once; and undoing the steps done
   before any step, in reverse order and each twice, leaves the device as it
-  was before the operation.
+  was before the operation;
+* the drift audit, for a driver whose :meth:`~tether.drivers.base.Driver.inventory`
+  lists its device: what is applied is listed, with the attributes applied,
+  and what is deleted is not.
 
 The kit imports nothing of the plugin or the agent.
 """
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import pathlib
 import threading
 import time
@@ -316,6 +320,29 @@ class DriverConformance:
                 f"an undone update of {target.type} did not restore the device "
                 f"(undone before step {failed_at + 1})"
             )
+
+    def test_what_is_applied_is_listed_to_the_drift_audit(self, tmp_path: pathlib.Path) -> None:
+        driver, tree = self._driver(tmp_path), self._tree()
+        if driver.inventory() is None:
+            return  # the driver cannot list its device: nothing is audited
+        claimed = self._claimed(tree)
+        self._create_all(driver, tree)
+        held = driver.inventory()
+        assert held is not None
+        for resource in claimed:
+            assert resource.id in held, f"{resource.type} {resource.id} is applied but not in inventory()"
+            listed = json.loads(json.dumps(dict(held[resource.id]), default=str))
+            wrong = {
+                k: (v, listed[k]) for k, v in resource.attributes.items() if k in listed and listed[k] != v
+            }
+            assert not wrong, (
+                f"inventory() shows {resource.type} {resource.id} otherwise (desired, listed): {wrong}"
+            )
+        for resource in reversed(claimed):
+            _run(driver, "delete", self._change("delete", resource, tree, generation=3))
+            tree = tree.without(resource.id) if resource is not tree else tree
+        left = set(driver.inventory() or {}) & {r.id for r in claimed}
+        assert not left, f"inventory() still lists what was deleted: {sorted(left)}"
 
     # -- helpers ---------------------------------------------------------
 

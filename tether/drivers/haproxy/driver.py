@@ -113,6 +113,28 @@ class HaproxyDriver(Driver):
             read_stats(lb_id, rows, statuses, counters)
         return statuses, counters
 
+    def inventory(self) -> Mapping[str, Mapping[str, Any]]:
+        """The load balancers this host runs: every resource of a tree whose
+        configuration is in place and whose HAProxy is running (or that has
+        no listener to serve), its attributes as they were written. A load
+        balancer whose process died or whose directory was removed is not
+        listed, so the audit finds its whole tree missing."""
+        held: dict[str, Mapping[str, Any]] = {}
+        for lb_id in self._local():
+            directory = os.path.join(self.base, lb_id)
+            try:
+                with open(os.path.join(directory, "haproxy.cfg")) as f:
+                    config = f.read()
+                with open(os.path.join(directory, "desired.json")) as f:
+                    written: dict[str, Any] = json.load(f)
+            except (OSError, ValueError):
+                continue  # being written or removed: the next audit sees it
+            serving = "\nfrontend " in config
+            if serving and not _pids(directory):
+                continue
+            held.update(written)
+        return held
+
     # -- the device ----------------------------------------------------------
 
     def _check(self, resource: Resource) -> None:
