@@ -17,8 +17,8 @@ import threading
 import time
 from typing import Any
 
-import httpx2
 import amqp.exceptions
+import httpx2
 import kombu
 import pytest
 
