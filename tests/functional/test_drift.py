@@ -1,8 +1,13 @@
 """The drift audit with real agents: a resource removed from the device by
-hand is found, reported and repaired, on either database."""
+hand is found, reported and repaired, on either database; and the walk
+through steps and drift in docs/drivers.md, run as written."""
 
 from __future__ import annotations
 
+import os
+import pathlib
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +18,8 @@ from .daemons import Database, Deployment
 from .rabbitmq import RabbitMQNode
 
 pytestmark = pytest.mark.functional
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +73,34 @@ def test_a_resource_removed_from_the_device_by_hand_is_reported_and_repaired(dep
     plugin_log = deployment.plugin.log()
     assert f"loadbalancer {lb['id']} drifted on the device of agent" in plugin_log
     assert f"task {repair['id']} repairs loadbalancer {lb['id']}: missing on the device" in plugin_log
+
+
+@pytest.fixture(scope="module")
+def reporting(
+    rabbitmq: RabbitMQNode, database: Database, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """Two agents auditing every second, reporting drift and repairing nothing."""
+    deployment = Deployment(
+        tmp_path_factory.mktemp("walkthrough"), rabbitmq, database, agent_options={"audit_interval": 1}
+    )
+    deployment.start()
+    try:
+        yield deployment
+    finally:
+        codes = deployment.stop()
+    assert set(codes.values()) == {0}, f"a daemon did not stop cleanly: {codes}\n{deployment.logs()}"
+
+
+def test_the_walkthrough_in_drivers_md_runs_as_written(reporting: Deployment, tmp_path: pathlib.Path) -> None:
+    text = (ROOT / "docs" / "drivers.md").read_text()
+    section = text.split("## Walking through steps and drift", 1)[1]
+    script = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    env = os.environ | {
+        "TETHER_URL": reporting.base_url,
+        "HOME": str(tmp_path),  # no cli.ini of the developer's
+        "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{reporting.logs()}"

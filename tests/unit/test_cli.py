@@ -115,3 +115,11 @@ def test_tasks_agents_and_providers_have_commands(api_url: str, capsys: pytest.C
     assert code == 0 and "name: noop" in out
     code, out, _ = _run(capsys, "--roles", "admin", "agent", "list")
     assert code == 0 and "agent-1" in out
+
+
+def test_columns_pick_the_fields_a_script_wants(api_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "-f", "value", "-c", "id", "loadbalancer", "create", "--provider", "noop")
+    assert code == 0 and len(out.strip()) == 36 and " " not in out.strip()
+    lb_id = out.strip()
+    code, out, _ = _run(capsys, "-f", "json", "-c", "id", "-c", "provider", "loadbalancer", "show", lb_id)
+    assert json.loads(out) == {"id": lb_id, "provider": "noop"}

@@ -80,6 +80,15 @@ def _parser(types: list[dict[str, Any]]) -> argparse.ArgumentParser:
     for name in ("url", "token", "project", "roles"):
         parser.add_argument(f"--{name}", help=f"API {name} (or $TETHER_{name.upper()}, or {CONFIG})")
     parser.add_argument("-f", "--format", choices=["table", "json", "yaml", "value"], default="table")
+    parser.add_argument(
+        "-c",
+        "--column",
+        action="append",
+        dest="columns",
+        metavar="NAME",
+        help="Show only this field (repeat for more); with -f value, for scripts: "
+        "LB=$(tether -f value -c id loadbalancer create ...)",
+    )
     commands = parser.add_subparsers(title="commands")
     for rtype in types:
         _resource_commands(commands, rtype)
@@ -297,6 +306,12 @@ def _all(client: Client, path: str, key: str, filters: dict[str, Any]) -> list[d
 
 
 def _print(args: argparse.Namespace, data: Any, columns: list[str] | None = None) -> int:
+    chosen = getattr(args, "columns", None)
+    if chosen:
+        columns = chosen
+        rows = data if isinstance(data, list) else [data]
+        picked = [{c: row.get(c) for c in chosen} for row in rows]
+        data = picked if isinstance(data, list) else picked[0]
     if args.format == "json":
         print(json.dumps(data, indent=2))
     elif args.format == "yaml":
