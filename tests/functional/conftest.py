@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from . import postgresql
-from .daemons import Database, Deployment
+from .daemons import Database, Deployment, running
 from .rabbitmq import INSTALL_HINT, RABBITMQ_SERVER, RabbitMQNode, is_installed
 
 
@@ -45,10 +45,5 @@ def deployment(
     rabbitmq: RabbitMQNode, database: Database, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
     """tether-plugin and two tether-agent processes on the private node."""
-    deployment = Deployment(tmp_path_factory.mktemp("deployment"), rabbitmq, database)
-    deployment.start()
-    try:
+    with running(Deployment(tmp_path_factory.mktemp("deployment"), rabbitmq, database)) as deployment:
         yield deployment
-    finally:
-        codes = deployment.stop()
-    assert set(codes.values()) == {0}, f"a daemon did not stop cleanly: {codes}\n{deployment.logs()}"

@@ -286,3 +286,14 @@ class Deployment:
         for state in ("QUEUED", "PENDING", "RUNNING"):
             tasks += self.http.get("/v1/tasks", params={"state": state, "limit": 1000}).json()["tasks"]
         return tasks
+
+
+@contextlib.contextmanager
+def running(deployment: Deployment) -> Iterator[Deployment]:
+    """Start ``deployment``; stop it after, and fail if a daemon did not stop cleanly."""
+    deployment.start()
+    try:
+        yield deployment
+    finally:
+        codes = deployment.stop()
+    assert set(codes.values()) == {0}, f"a daemon did not stop cleanly: {codes}\n{deployment.logs()}"

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .daemons import Database, Deployment
+from .daemons import Database, Deployment, running
 from .rabbitmq import RabbitMQNode
 
 pytestmark = pytest.mark.functional
@@ -27,18 +27,11 @@ def deployment(
     rabbitmq: RabbitMQNode, database: Database, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
     """Two agents auditing every second and repairing what they find."""
-    deployment = Deployment(
-        tmp_path_factory.mktemp("drift"),
-        rabbitmq,
-        database,
-        agent_options={"audit_interval": 1, "repair_drift": True},
-    )
-    deployment.start()
-    try:
-        yield deployment
-    finally:
-        codes = deployment.stop()
-    assert set(codes.values()) == {0}, f"a daemon did not stop cleanly: {codes}\n{deployment.logs()}"
+    options = {"audit_interval": 1, "repair_drift": True}
+    with running(
+        Deployment(tmp_path_factory.mktemp("drift"), rabbitmq, database, agent_options=options)
+    ) as d:
+        yield d
 
 
 def _until(deployment: Deployment, what: str, check: Any, timeout: float = 60.0) -> Any:
@@ -80,15 +73,11 @@ def reporting(
     rabbitmq: RabbitMQNode, database: Database, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
     """Two agents auditing every second, reporting drift and repairing nothing."""
-    deployment = Deployment(
-        tmp_path_factory.mktemp("walkthrough"), rabbitmq, database, agent_options={"audit_interval": 1}
-    )
-    deployment.start()
-    try:
-        yield deployment
-    finally:
-        codes = deployment.stop()
-    assert set(codes.values()) == {0}, f"a daemon did not stop cleanly: {codes}\n{deployment.logs()}"
+    options = {"audit_interval": 1}
+    with running(
+        Deployment(tmp_path_factory.mktemp("walkthrough"), rabbitmq, database, agent_options=options)
+    ) as d:
+        yield d
 
 
 def test_the_walkthrough_in_drivers_md_runs_as_written(reporting: Deployment, tmp_path: pathlib.Path) -> None:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from tether.agent.plugin_api import PluginApi
+from tether.common.periodic import Periodic
 from tether.drivers.base import Driver
 
 with warnings.catch_warnings():
@@ -54,35 +54,27 @@ def compare(
     return drifted, sorted(set(held) - set(desired))
 
 
-class Auditor:
+class Auditor(Periodic):
     """Audits the devices of one agent's drivers every ``interval`` seconds."""
+
+    name = "drift-audit"
 
     def __init__(
         self, drivers: Mapping[str, Driver], plugin: PluginApi, agent_id: str, interval: float, repair: bool
     ) -> None:
+        super().__init__(interval)
         self.drivers = drivers
         self.plugin = plugin
         self.agent_id = agent_id
-        self.interval = interval
         self.repair = repair
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._unsupported = False
 
     def start(self) -> None:
-        if self.interval <= 0:
-            return
-        self._thread = threading.Thread(target=self._run, name="drift-audit", daemon=True)
-        self._thread.start()
+        if self.interval > 0:
+            super().start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(self.plugin.timeout + 1)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.audit()
+    def tick(self) -> object:
+        return self.audit()
 
     def audit(self) -> dict[str, dict[str, Any]]:
         """One audit of every device that can be listed; what each found."""

@@ -38,9 +38,9 @@ from sqlalchemy import orm
 
 from tether.common import metrics
 from tether.common.exceptions import ConfigError, InvalidInput
+from tether.common.periodic import Periodic
 from tether.plugin import egress
 from tether.plugin.db.models import Callback, Task, utcnow
-from tether.plugin.periodic import Periodic
 
 LOG = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ class Deliverer(Periodic):
     """The thread that POSTs due callbacks."""
 
     name = "callbacks"
+    outages = (sa.exc.SQLAlchemyError,)
 
     def __init__(
         self, conf: cfg.ConfigOpts, sessionmaker: orm.sessionmaker[orm.Session], render: Any

@@ -22,15 +22,16 @@ import datetime
 import logging
 from collections.abc import Callable, Sequence
 
+import sqlalchemy.exc
 from oslo_config import cfg
 from sqlalchemy import orm
 
+from tether.common.periodic import Periodic
 from tether.common.states import TaskState
 from tether.plugin import idempotency, lifecycle
 from tether.plugin.agents import Registry
 from tether.plugin.db import queries
 from tether.plugin.db.models import Resource, Task, utcnow
-from tether.plugin.periodic import Periodic
 from tether.plugin.scheduler import Scheduler
 
 LOG = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ _BATCH = 500
 
 class Reaper(Periodic):
     name = "reaper"
+    outages = (sqlalchemy.exc.SQLAlchemyError,)
 
     def __init__(
         self,

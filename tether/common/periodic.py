@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 
-import sqlalchemy.exc
-
 LOG = logging.getLogger(__name__)
 
 
@@ -15,6 +13,9 @@ class Periodic:
     failed pass is logged and the next one comes anyway."""
 
     name = "periodic"
+    #: failures of a pass that are outages, not bugs: one warning line each
+    #: instead of a traceback
+    outages: tuple[type[Exception], ...] = ()
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
@@ -37,7 +38,7 @@ class Periodic:
         while not self._stop.wait(self.interval):
             try:
                 self.tick()
-            except sqlalchemy.exc.SQLAlchemyError as exc:
+            except self.outages as exc:
                 LOG.warning("%s pass failed, trying again in %.1f s: %s", self.name, self.interval, exc)
             except Exception:
                 LOG.exception("%s pass failed", self.name)
