@@ -115,7 +115,41 @@ def test_a_driver_bug_in_a_step_fails_the_operation_for_good() -> None:
     with pytest.raises(steps.StepsFailed, match="bug: 'boom'"):
         _run(plugin, _steps(applied, {"b": KeyError("boom")}))
     assert applied == ["a", "undo a"]
-    assert plugin.reports[-2:] == [(1, "FAILED"), (0, "UNDONE")]
+    # Each undo is recorded as under way first, then undone.
+    assert plugin.reports[-3:] == [(1, "FAILED"), (0, "RUNNING"), (0, "UNDONE")]
+
+
+def test_an_attempt_fenced_off_while_undoing_stops_before_the_next_undo() -> None:
+    class FencedWhileUndoing(Plugin):
+        def step(
+            self, task_id: str, attempt: int, agent_id: str, position: int, state: str, *error: Any
+        ) -> Any:
+            self.reports.append((position, state))
+            # Taken over once the failure is recorded: the undo of step 2 is refused.
+            return {"current": not any(s == "FAILED" for _, s in self.reports[:-1])}
+
+    applied: list[str] = []
+    with pytest.raises(steps.FencedOff, match="fenced off at step 2"):
+        _run(FencedWhileUndoing(), _steps(applied, {"c": DriverError("no")}))
+    assert applied == ["a", "b"]  # nothing undone by an attempt that no longer owns the task
+
+
+def test_a_step_the_plugin_refuses_as_malformed_fails_for_good_naming_the_driver() -> None:
+    class Refusing(Plugin):
+        def plan_steps(self, *args: Any) -> dict[str, Any]:
+            raise oslo_messaging.RemoteError(
+                "MalformedMessage", "names[] must be a string of 1 to 255 characters"
+            )
+
+    with pytest.raises(steps.StepRefused, match="a bug in the driver") as raised:
+        _run(Refusing(), _steps([]))
+    assert not raised.value.retryable
+
+
+def test_a_step_that_returns_something_is_a_driver_bug() -> None:
+    operation = Steps([Step("a", lambda: "in progress")])
+    with pytest.raises(steps.StepsFailed, match="a step's apply returns None"):
+        _run(Plugin(), operation)
 
 
 @pytest.mark.parametrize(

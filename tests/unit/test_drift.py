@@ -8,20 +8,24 @@ import json
 import pathlib
 from typing import Any
 
+import oslo_messaging
 import pytest
 from fastapi.testclient import TestClient
 from oslo_config import cfg
 
 from tests.unit.conftest import wait_for
-from tether.agent.audit import compare
+from tether.agent.audit import Auditor, compare
 from tether.agent.service import Agent
+from tether.drivers.base import Callbacks
+from tether.drivers.noop import NoopDriver
+from tether.plugin.service import Plugin
 
 
 @pytest.fixture
 def device(conf: cfg.ConfigOpts, tmp_path: pathlib.Path) -> pathlib.Path:
     """The fake device both agents share; asked for before the agents start."""
     conf.set_override("device_dir", str(tmp_path / "device"), group="driver:fake")
-    conf.set_override("audit_interval", 0, group="agent")  # the tests audit when they choose
+    conf.set_override("audit_interval", 3600, group="agent")  # the tests audit when they choose
     return tmp_path / "device"
 
 
@@ -119,3 +123,66 @@ def test_compare_looks_only_at_what_the_device_reports() -> None:
     assert compare(desired, {"a": {"ports": (80,)}, "b": {}})[0] == {
         "a": {"attributes": {"ports": {"expected": [80, 443], "found": [80]}}}
     }
+
+
+def test_an_agent_reports_only_on_what_it_audits_and_in_the_shape_agreed(
+    device: pathlib.Path, client: TestClient, pipeline: list[Agent], plugin: Plugin
+) -> None:
+    lb = _active(client, client.post("/v1/loadbalancers", json={"provider": "fake"}).json())
+    endpoint = plugin.pipeline.endpoint
+    auditor, other = sorted(a.agent_id for a in pipeline)
+    missing = {lb["id"]: {"missing": True}}
+    # Not the agent that audits the shared fake device, or not the provider of the resource.
+    assert endpoint.report_drift({}, other, "fake", {lb["id"]: 1}, missing, [], True) == {"repairing": []}
+    assert endpoint.report_drift({}, auditor, "noop", {lb["id"]: 1}, missing, [], True) == {"repairing": []}
+    # Compared at another generation than the resource has now.
+    endpoint.report_drift({}, auditor, "fake", {lb["id"]: 7}, missing, [], False)
+    assert client.get(f"/v1/loadbalancers/{lb['id']}").json()["drift"] is None
+    for drifted in (
+        {lb["id"]: {"attributes": ["name"]}},
+        {lb["id"]: "missing"},
+        {"not-audited": {"missing": True}},
+    ):
+        with pytest.raises(oslo_messaging.ExpectedException) as raised:
+            endpoint.report_drift({}, auditor, "fake", {lb["id"]: 1}, drifted, [], False)
+        assert "report_drift: drifted" in raised.value.__cause__.msg  # type: ignore[union-attr]
+
+
+class _Plugin:
+    timeout = 1.0
+
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+        self.repairs: list[list[str]] = []
+
+    def audit_targets(self, agent_id: str, provider: str) -> dict[str, Any]:
+        self.calls.append("targets")
+        return {"audit": True, "resources": {"r": {"generation": 1, "attributes": {"port": 80}}}}
+
+    def report_drift(self, *args: Any) -> dict[str, Any]:
+        self.repairs.append(args[-1])
+        return {"repairing": args[-1]}
+
+
+class _Device(NoopDriver):
+    """A noop device that lists what it holds otherwise than it was given."""
+
+    def inventory(self) -> dict[str, Any]:
+        self.calls.append("inventory")  # type: ignore[attr-defined]
+        return {"r": {"port": "80"}}  # listed otherwise than applied: a string
+
+
+def test_the_audit_asks_what_should_be_there_before_looking_and_repairs_a_difference_once(
+    conf: cfg.ConfigOpts, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[str] = []
+    driver = _Device(conf, Callbacks())
+    driver.calls = calls  # type: ignore[attr-defined]
+    plugin = _Plugin(calls)
+    auditor = Auditor({"device": driver}, plugin, "agent-1", 60, repair=True)  # type: ignore[arg-type]
+    for _ in range(3):
+        auditor.audit()
+    assert calls[:2] == ["targets", "inventory"]
+    # The repair left the same difference: asked for once, then given up on, and said why.
+    assert plugin.repairs == [["r"], [], []]
+    assert sum("still differs the same way after its repair" in r.getMessage() for r in caplog.records) == 1

@@ -68,6 +68,9 @@ class Auditor(Periodic):
         self.agent_id = agent_id
         self.repair = repair
         self._unsupported = False
+        #: the difference each resource had when its repair was asked for
+        self._repaired: dict[tuple[str, str], Any] = {}
+        self._given_up: set[tuple[str, str]] = set()
 
     def start(self) -> None:
         if self.interval > 0:
@@ -80,8 +83,8 @@ class Auditor(Periodic):
         """One audit of every device that can be listed; what each found."""
         found: dict[str, dict[str, Any]] = {}
         for name, driver in self.drivers.items():
-            if self._unsupported:
-                break
+            if not lists_its_device(driver):
+                continue
             try:
                 report = self._audit(name, driver)
             except Exception:
@@ -92,23 +95,27 @@ class Auditor(Periodic):
         return found
 
     def _audit(self, name: str, driver: Driver) -> dict[str, Any] | None:
-        held = driver.inventory()
-        if held is None:
-            return None
+        # What should be there first, then what is: a change that lands in
+        # between bumps its resource's generation, which the plugin then
+        # does not take the report for; the other order would report it.
         try:
             answer = self.plugin.audit_targets(self.agent_id, name)
         except oslo_messaging.RemoteError as exc:
             if exc.exc_type != "UnsupportedVersion":
                 raise
-            LOG.warning("the plugin does not take drift audits yet (upgrade it); auditing nothing")
+            if not self._unsupported:
+                LOG.warning("the plugin does not take drift audits yet (upgrade it); auditing nothing")
             self._unsupported = True
             return None
+        self._unsupported = False
         if not answer.get("audit"):
             return None  # another agent audits this shared device
+        held = driver.inventory() or {}
         desired: dict[str, Any] = answer.get("resources") or {}
         drifted, undesired = compare(desired, held)
         audited = {resource_id: int(target["generation"]) for resource_id, target in desired.items()}
-        reply = self.plugin.report_drift(self.agent_id, name, audited, drifted, undesired, self.repair)
+        repair = self._to_repair(name, drifted) if self.repair else []
+        reply = self.plugin.report_drift(self.agent_id, name, audited, drifted, undesired, repair)
         if drifted or undesired:
             LOG.warning(
                 "drift audit of the %s device: %d of %d resource(s) differ, %d held that none desires%s",
@@ -119,3 +126,36 @@ class Auditor(Periodic):
                 f"; repairing {len(reply.get('repairing') or [])}" if self.repair else "",
             )
         return {"audited": audited, "drifted": drifted, "undesired": undesired, **reply}
+
+    def _to_repair(self, name: str, drifted: dict[str, Any]) -> list[str]:
+        """The drifted resources to repair: not those whose repair left the
+        very same difference (the driver lists them otherwise than it applies
+        them, and repairing again would loop for ever)."""
+        repair = []
+        for resource_id, difference in drifted.items():
+            key = (name, resource_id)
+            if self._repaired.get(key) == difference:
+                if key not in self._given_up:
+                    self._given_up.add(key)
+                    LOG.error(
+                        "%s %s still differs the same way after its repair (%s): the %s driver's "
+                        "inventory() seems to list it otherwise than it applies it; not repairing it "
+                        "again until the difference changes",
+                        name,
+                        resource_id,
+                        difference,
+                        name,
+                    )
+                continue
+            self._repaired[key] = difference
+            self._given_up.discard(key)
+            repair.append(resource_id)
+        for key in [k for k in self._repaired if k[0] == name and k[1] not in drifted]:
+            del self._repaired[key]  # as desired again: a later drift may be repaired
+            self._given_up.discard(key)
+        return repair
+
+
+def lists_its_device(driver: Driver) -> bool:
+    """Does ``driver`` implement :meth:`Driver.inventory`?"""
+    return type(driver).inventory is not Driver.inventory

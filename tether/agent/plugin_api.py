@@ -187,7 +187,7 @@ class PluginApi:
         audited: dict[str, int],
         drifted: dict[str, Any],
         undesired: list[str],
-        repair: bool,
+        repair: list[str],
     ) -> dict[str, Any]:
         return self._call(  # type: ignore[no-any-return]
             "report_drift",

@@ -34,6 +34,8 @@ class Reports:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._running: dict[str, int] = {}
+        #: long operations between calls: (task id, attempt)
+        self._kept: set[tuple[str, int]] = set()
         self._progress: dict[str, tuple[int, str]] = {}
         self._stats: dict[str, dict[str, float]] = {}
         self.wake = threading.Event()
@@ -49,8 +51,21 @@ class Reports:
         finally:
             _current.reset(token)
             with self._lock:
-                if self._running.get(task_id) == attempt:
+                if self._running.get(task_id) == attempt and (task_id, attempt) not in self._kept:
                     del self._running[task_id]
+
+    def keep(self, task_id: str, attempt: int) -> None:
+        """``attempt`` goes on on the device between calls (a long operation):
+        its progress is still taken, by task id, until :meth:`drop`."""
+        with self._lock:
+            self._running[task_id] = attempt
+            self._kept.add((task_id, attempt))
+
+    def drop(self, task_id: str, attempt: int) -> None:
+        with self._lock:
+            self._kept.discard((task_id, attempt))
+            if self._running.get(task_id) == attempt:
+                del self._running[task_id]
 
     def progress(self, message: str, task_id: str | None = None) -> None:
         """Keep ``message`` as the latest progress of ``task_id``, or of the

@@ -175,11 +175,13 @@ class Runner:
                         answer.poll_after,
                     )
                     first = pending.started if pending else time.monotonic()
+                    self.reports.keep(task.id, attempt)
                     return Pending(work, attempt, change, answer, started, first)
                 # A line per task at INFO was a tenth of an agent's CPU at
                 # full load; the plugin's task history holds each anyway.
                 self.tally.count()
                 LOG.debug("task %s succeeded in %.0f ms", task.id, 1000 * (time.monotonic() - began))
+            self.reports.drop(task.id, attempt)
             return self._result(work, attempt, started, statuses, error)
 
     def report_progress(self, pending: Pending) -> bool:
@@ -196,6 +198,7 @@ class Runner:
             LOG.warning("task %s: cannot report progress (%s); carrying on", pending.task_id, exc)
             return True
         if not answer.get("current", False):
+            self.reports.drop(pending.task_id, pending.attempt)
             LOG.warning(
                 "task %s: attempt %d was taken over elsewhere; dropping its operation",
                 pending.task_id,
@@ -210,6 +213,7 @@ class Runner:
             f"finish within {limit:g} s (operation_timeout)."
         )
         LOG.error("task %s: %s", pending.task_id, error.msg)
+        self.reports.drop(pending.task_id, pending.attempt)
         return self._result(pending.work, pending.attempt, pending.started_at, {}, error)
 
     def timed_out(self, work: messages.Work, attempt: int, started: str) -> messages.Result:

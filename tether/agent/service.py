@@ -10,7 +10,7 @@ from oslo_config import cfg
 
 from tether import __version__
 from tether.agent import driver_manager
-from tether.agent.audit import Auditor
+from tether.agent.audit import Auditor, lists_its_device
 from tether.agent.claims import ClaimChannel
 from tether.agent.consumer import WorkConsumer
 from tether.agent.heartbeat import Heartbeat
@@ -195,6 +195,10 @@ class Agent:
             "version": __version__,
             "workers": self.conf.agent.workers,
             "in_flight": self.consumer.in_flight,
+            # The devices this agent audits for drift; a shared one is left to another that does.
+            "audits": [
+                name for name, d in self.drivers.items() if self.auditor.interval > 0 and lists_its_device(d)
+            ],
             "statuses": statuses,
             "stats": stats,
             "started_at": self.started_at.isoformat(),

@@ -8,8 +8,10 @@ than run unrecorded; the next attempt resumes from it.
 
 When a step fails for good (or retryably on the task's last attempt), the
 steps done, by this attempt or an earlier one, are undone in reverse order,
-each reported. The first undo that fails stops the undoing: what it left is
-on the device, and the error says so.
+each reported as under way before its undo and as undone after it, so an
+attempt fenced off meanwhile stops before touching the device. The first
+undo that fails stops the undoing: what it left is on the device, and the
+error says so.
 """
 
 from __future__ import annotations
@@ -31,12 +33,20 @@ with warnings.catch_warnings():
 
 LOG = logging.getLogger(__name__)
 
+#: Longest error message a step's report carries (the plugin takes 10,000 characters).
+MAX_ERROR = 10_000
+
 
 class StepNotRecorded(DriverError):
     """The plugin could not record a step's report; the next attempt resumes there."""
 
     message = "The plugin could not record a step: {reason}"
     retryable = True
+
+
+class StepRefused(DriverError):
+    """The plugin refused a step's report as malformed: the driver's steps
+    break a rule the SDK does not check; trying again cannot help."""
 
 
 class FencedOff(DriverError):
@@ -79,6 +89,11 @@ class Reporter:
         try:
             answer = self.plugin.plan_steps(self.task_id, self.attempt, self.agent_id, names)
         except oslo_messaging.RemoteError as exc:
+            if exc.exc_type == "MalformedMessage":
+                raise StepRefused(
+                    f"the plugin refused the steps' names, a bug in the driver: {exc.value}; give each "
+                    "step a distinct name of 1 to 255 characters without control characters"
+                ) from exc
             if exc.exc_type != "UnsupportedVersion":
                 raise StepNotRecorded(f"planning the steps of task {self.task_id}: {exc.value}") from exc
             LOG.warning(
@@ -107,8 +122,17 @@ class Reporter:
                 position,
                 state.value,
                 error.type if error else None,
-                error.user_message if error else None,
+                error.user_message[:MAX_ERROR] if error else None,
             )
+        except oslo_messaging.RemoteError as exc:
+            if exc.exc_type == "MalformedMessage":
+                raise StepRefused(
+                    f"the plugin refused the report of step {position + 1} ({step.name}), a bug in the "
+                    f"driver: {exc.value}"
+                ) from exc
+            raise StepNotRecorded(
+                f"step {position + 1} ({step.name}) of task {self.task_id} {state.value}: {exc.value}"
+            ) from exc
         except rpc.RECOVERABLE as exc:
             raise StepNotRecorded(
                 f"step {position + 1} ({step.name}) of task {self.task_id} {state.value}: {exc}"
@@ -148,9 +172,19 @@ def run(
             continue
         reporter.report(position, step, StepState.RUNNING)
         try:
-            step.apply()
-        except Exception as exc:  # noqa: BLE001 - every failure is reported, then undone or retried
+            answer = step.apply()
+        except Exception as exc:  # every failure is reported, then undone or retried
+            if not isinstance(exc, DriverError):
+                LOG.error(
+                    "task %s: step %d (%s) raised", reporter.task_id, position + 1, step.name, exc_info=True
+                )
             error = exc if isinstance(exc, DriverError) else as_driver_error(exc)
+            _failed(listed, position, error, done, reporter, last_attempt)
+        if answer is not None:
+            # A step cannot hand the device's work back to the agent (InProgress): it is done when it returns.
+            error = as_driver_error(
+                TypeError(f"step {step.name!r} returned {answer!r}; a step's apply returns None")
+            )
             _failed(listed, position, error, done, reporter, last_attempt)
         reporter.report(position, step, StepState.DONE)
         done.append(position)
@@ -182,34 +216,31 @@ def _failed(
     undone: list[str] = []
     for back in reversed(done):
         earlier = listed[back]
+        # Recorded as under way first: an agent that dies while undoing, or
+        # an attempt fenced off meanwhile, leaves the step to be applied
+        # again by the next attempt rather than skipped as done; and a
+        # fenced-off attempt stops before touching the device.
+        reporter.report(back, earlier, StepState.RUNNING)
         try:
             if earlier.undo is not None:
                 earlier.undo()
         except Exception as exc:  # reported, and the undoing stops there
             reason = exc.user_message if isinstance(exc, DriverError) else f"{type(exc).__name__}: {exc}"
             LOG.error(
-                "task %s: undoing step %d (%s) failed: %s", reporter.task_id, back + 1, earlier.name, reason
+                "task %s: undoing step %d (%s) failed: %s",
+                reporter.task_id,
+                back + 1,
+                earlier.name,
+                reason,
+                exc_info=not isinstance(exc, DriverError),
             )
-            _report_undo(reporter, back, earlier, StepState.UNDO_FAILED, exc)
+            failure = exc if isinstance(exc, DriverError) else DriverError(f"{type(exc).__name__}: {exc}")
+            reporter.report(back, earlier, StepState.UNDO_FAILED, failure)
             held = ", ".join(listed[i].name for i in done if i <= back)
             parts = [summary, *([f"undone: {', '.join(undone)}"] if undone else [])]
             parts.append(f"undoing {earlier.name!r} failed ({reason}), so the device still holds: {held}")
             raise StepsFailed(error, "; ".join(parts), undone=False) from exc
-        _report_undo(reporter, back, earlier, StepState.UNDONE, None)
+        reporter.report(back, earlier, StepState.UNDONE)
         undone.append(earlier.name)
     what = f"undone: {', '.join(undone)}" if undone else "nothing was done before it"
     raise StepsFailed(error, f"{summary}; {what}", undone=True)
-
-
-def _report_undo(
-    reporter: Reporter, position: int, step: Step, state: StepState, exc: Exception | None
-) -> None:
-    """Undoing goes on when the plugin cannot take a report: the device
-    matters more than the record, and the task's error names every undo."""
-    error = None
-    if exc is not None:
-        error = exc if isinstance(exc, DriverError) else DriverError(f"{type(exc).__name__}: {exc}")
-    try:
-        reporter.report(position, step, state, error)
-    except DriverError as report_error:
-        LOG.warning("task %s: %s", reporter.task_id, report_error.msg)

@@ -310,6 +310,12 @@ def _print(args: argparse.Namespace, data: Any, columns: list[str] | None = None
     if chosen:
         columns = chosen
         rows = data if isinstance(data, list) else [data]
+        known = set().union(*(row.keys() for row in rows)) if rows else set()
+        unknown = [c for c in chosen if rows and c not in known]
+        if unknown:
+            raise SystemExit(
+                f"tether: no field {', '.join(unknown)}; the answer has: {', '.join(sorted(known))}"
+            )
         picked = [{c: row.get(c) for c in chosen} for row in rows]
         data = picked if isinstance(data, list) else picked[0]
     if args.format == "json":

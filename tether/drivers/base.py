@@ -181,15 +181,18 @@ class Step:
     :ivar name: what a person reads in the task's steps ("allocate the VIP
         port"); unique within the operation, and the same on every attempt,
         because a later attempt skips the steps recorded done by name.
-    :ivar apply: makes the step's change. Idempotent: when an agent dies
-        during it, the next attempt applies it again.
+    :ivar apply: makes the step's change and returns None once the device
+        holds it (a step cannot answer ``InProgress``). Idempotent: when an
+        agent dies during it, the next attempt applies it again. When it
+        raises, it leaves nothing behind: only the steps done before it are
+        undone.
     :ivar undo: takes the step's change back after a later step failed for
         good; idempotent too. None when there is nothing to take back.
     """
 
     name: str
-    apply: Callable[[], None]
-    undo: Callable[[], None] | None = None
+    apply: Callable[[], object]
+    undo: Callable[[], object] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,8 +216,16 @@ class Steps:
             raise ValueError(f"an operation has 1 to {MAX_STEPS} steps, not {len(steps)}")
         names = [step.name for step in steps]
         for name in names:
-            if not isinstance(name, str) or not name.strip() or len(name) > MAX_STEP_NAME:
-                raise ValueError(f"a step's name is text of 1 to {MAX_STEP_NAME} characters, not {name!r}")
+            if (
+                not isinstance(name, str)
+                or not name.strip()
+                or len(name) > MAX_STEP_NAME
+                or any(ord(c) < 0x20 for c in name)
+            ):
+                raise ValueError(
+                    f"a step's name is text of 1 to {MAX_STEP_NAME} characters without control "
+                    f"characters, not {name!r}"
+                )
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise ValueError(

@@ -260,7 +260,7 @@ class DriverConformance:
             change = self._change("create", resource, tree)
             steps = _steps(driver, "create", change)
             if steps is None:
-                return  # the driver runs no operation in steps
+                continue  # no steps for this type
             again = _steps(driver, "create", dataclasses.replace(change, attempt=2))
             assert again is not None and _names(again) == _names(steps), (
                 f"the steps of one change must keep their names across attempts: {_names(steps)} "
@@ -275,51 +275,58 @@ class DriverConformance:
 
     def test_steps_resume_after_a_crash_in_any_step(self, tmp_path: pathlib.Path) -> None:
         driver = self._driver(tmp_path)
-        probe = self._tree()
-        first = self._claimed(probe)[0]
-        count = len(_steps(driver, "create", self._change("create", first, probe)) or [])
-        for crashed_in in range(count):
-            tree = self._tree()
-            resource = self._claimed(tree)[0]
-            change = self._change("create", resource, tree)
-            steps = list(_steps(driver, "create", change) or [])
-            for step in steps[: crashed_in + 1]:
-                step.apply()
-            # The next attempt calls again, skips the steps recorded done
-            # and applies the one under way when the agent died again.
-            resumed = list(_steps(driver, "create", dataclasses.replace(change, attempt=2)) or [])
-            for step in resumed[crashed_in:]:
-                step.apply()
-            held = self.read_device(driver, resource)
-            assert held is not None, (
-                f"{resource.type} {resource.id} is not on the device after resuming at step {crashed_in + 1} "
-                f"({steps[crashed_in].name})"
+        for index in range(len(self._claimed(self._tree()))):
+            probe = self._tree()
+            count = len(
+                _steps(driver, "create", self._change("create", self._claimed(probe)[index], probe)) or []
             )
-            self._assert_holds(held, resource)
+            for crashed_in in range(count):
+                tree = self._tree()
+                resource = self._claimed(tree)[index]
+                self._create_before(driver, tree, resource)
+                change = self._change("create", resource, tree)
+                steps = list(_steps(driver, "create", change) or [])
+                for step in steps[: crashed_in + 1]:
+                    step.apply()
+                # The next attempt calls again, skips the steps recorded done
+                # and applies the one under way when the agent died again.
+                resumed = list(_steps(driver, "create", dataclasses.replace(change, attempt=2)) or [])
+                for step in resumed[crashed_in:]:
+                    step.apply()
+                held = self.read_device(driver, resource)
+                assert held is not None, (
+                    f"{resource.type} {resource.id} is not on the device after resuming at step "
+                    f"{crashed_in + 1} ({steps[crashed_in].name})"
+                )
+                self._assert_holds(held, resource)
 
     def test_undoing_the_steps_done_in_reverse_restores_the_device(self, tmp_path: pathlib.Path) -> None:
-        driver, tree = self._driver(tmp_path), self._tree()
-        resource = self._claimed(tree)[0]
-        probe = _steps(driver, "create", self._change("create", resource, tree))
-        if probe is None:
-            return
-        for failed_at in range(1, len(probe)):
-            fresh = self._tree()
-            target = self._claimed(fresh)[0]
-            self._undo_after(driver, self._change("create", target, fresh), failed_at)
-            assert self.read_device(driver, target) is None, (
-                f"an undone create of {target.type} left it on the device "
-                f"(undone before step {failed_at + 1})"
+        driver = self._driver(tmp_path)
+        for index in range(len(self._claimed(self._tree()))):
+            probe = self._tree()
+            count = len(
+                _steps(driver, "create", self._change("create", self._claimed(probe)[index], probe)) or []
             )
-            _run(driver, "create", self._change("create", target, fresh))
-            before = copy.deepcopy(self.read_device(driver, target))
-            name, value = UPDATES[target.type]
-            updated = dataclasses.replace(target, attributes=dict(target.attributes) | {name: value})
-            self._undo_after(driver, self._change("update", updated, fresh.replaced(updated), 2), failed_at)
-            assert self.read_device(driver, target) == before, (
-                f"an undone update of {target.type} did not restore the device "
-                f"(undone before step {failed_at + 1})"
-            )
+            for failed_at in range(1, count):
+                fresh = self._tree()
+                target = self._claimed(fresh)[index]
+                self._create_before(driver, fresh, target)
+                self._undo_after(driver, self._change("create", target, fresh), failed_at)
+                assert self.read_device(driver, target) is None, (
+                    f"an undone create of {target.type} left it on the device "
+                    f"(undone before step {failed_at + 1})"
+                )
+                _run(driver, "create", self._change("create", target, fresh))
+                before = copy.deepcopy(self.read_device(driver, target))
+                name, value = UPDATES[target.type]
+                updated = dataclasses.replace(target, attributes=dict(target.attributes) | {name: value})
+                self._undo_after(
+                    driver, self._change("update", updated, fresh.replaced(updated), 2), failed_at
+                )
+                assert self.read_device(driver, target) == before, (
+                    f"an undone update of {target.type} did not restore the device "
+                    f"(undone before step {failed_at + 1})"
+                )
 
     def test_what_is_applied_is_listed_to_the_drift_audit(self, tmp_path: pathlib.Path) -> None:
         driver, tree = self._driver(tmp_path), self._tree()
@@ -345,6 +352,13 @@ class DriverConformance:
         assert not left, f"inventory() still lists what was deleted: {sorted(left)}"
 
     # -- helpers ---------------------------------------------------------
+
+    def _create_before(self, driver: Driver, tree: Resource, resource: Resource) -> None:
+        """Create what comes before ``resource`` in ``tree`` (its parents among them)."""
+        for earlier in self._claimed(tree):
+            if earlier.id == resource.id:
+                return
+            _run(driver, "create", self._change("create", earlier, tree))
 
     @staticmethod
     def _undo_after(driver: Driver, change: Change, failed_at: int) -> None:

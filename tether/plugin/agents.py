@@ -104,6 +104,7 @@ class Registry:
         agent.version = str(state.get("version", "?"))[:64]
         agent.workers = int(state.get("workers", 0))
         agent.in_flight = int(state.get("in_flight", 0))
+        agent.audits = [str(p) for p in state.get("audits") or []]
         agent.started_at = started_at
         agent.last_heartbeat = now
         agent.alive = True

@@ -193,21 +193,14 @@ class PluginEndpoint:
         :returns: ``{"audit": True, "resources": {id: {"type", "generation",
             "attributes"}}}``: the settled resources placed on the agent (the
             trees bound to it, or, for a shared provider, all of them if this
-            agent is the one of its live agents that audits); or
+            agent is the one of its live auditing agents that audits); or
             ``{"audit": False}`` when another agent audits that device.
         """
         checks.identifier("audit_targets", "agent_id", agent_id)
         checks.identifier("audit_targets", "provider", provider)
         with self._sessionmaker.begin() as session:
-            roots: list[str] | None = None
-            if self._providers is not None and self._providers.is_host_placed(provider):
-                roots = [root.id for root in queries.bound_to(session, agent_id) if root.provider == provider]
-            else:
-                # One audit of a shared device is enough: the first live agent serving it.
-                live = sorted(agent.id for agent in self._agents.live_for(session, provider))
-                if not live or live[0] != agent_id:
-                    return {"audit": False}
-            return {"audit": True, "resources": drift.targets(session, provider, roots)}
+            placed = self._placed(session, agent_id, provider)
+            return {"audit": False} if placed is None else {"audit": True, "resources": placed}
 
     @checks.checked
     def report_drift(
@@ -218,33 +211,49 @@ class PluginEndpoint:
         audited: dict[str, int],
         drifted: dict[str, Any],
         undesired: list[str],
-        repair: bool = False,
+        repair: list[str] | bool = False,
     ) -> dict[str, Any]:
-        """What a drift audit found (API 1.5); ``repair`` queues an update of
-        each drifted resource.
+        """What a drift audit found (API 1.5); each drifted resource named in
+        ``repair`` (or all of them, for True) gets an update that applies it again.
+
+        Only the resources :meth:`audit_targets` would give this agent now,
+        at the generation it compared, take the report.
 
         :returns: ``{"repairing": [ids]}``.
         """
         checks.identifier("report_drift", "agent_id", agent_id)
         checks.identifier("report_drift", "provider", provider)
-        if not isinstance(audited, dict) or not all(isinstance(g, int) for g in audited.values()):
-            raise checks.bad("report_drift", "audited", "a mapping of resource id to generation", audited)
-        if not isinstance(drifted, dict) or not all(isinstance(d, dict) for d in drifted.values()):
-            raise checks.bad("report_drift", "drifted", "a mapping of resource id to its difference", drifted)
-        if not isinstance(undesired, list):
-            raise checks.bad("report_drift", "undesired", "a list of ids", undesired)
-        for resource_id in [*audited, *drifted, *undesired]:
-            checks.identifier("report_drift", "resource id", resource_id)
+        checks.drift_report(audited, drifted, undesired, repair)
         with self._sessionmaker.begin() as session:
-            agent = queries.get_agent(session, agent_id)
+            # The agent's row before its trees, as its state reports take them.
+            agent = queries.lock_agent(session, agent_id)
             if agent is None:
                 raise MalformedMessage(
                     reason=f"RPC call report_drift: no agent {agent_id!r} has reported its state"
                 )
+            placed = self._placed(session, agent_id, provider)
+            if placed is None:
+                return {"repairing": []}  # another agent audits this device now
+            repairs = set(drifted) if repair is True else set(repair or [])
             repairing = drift.record(
-                session, self._policy, agent, provider, audited, drifted, undesired, bool(repair)
+                session, self._policy, agent, provider, placed, audited, drifted, undesired, repairs
             )
             return {"repairing": repairing}
+
+    def _placed(self, session: orm.Session, agent_id: str, provider: str) -> dict[str, Any] | None:
+        """The settled resources of ``provider`` the agent audits, or None
+        when another agent audits that device."""
+        roots: list[str] | None = None
+        if self._providers is not None and self._providers.is_host_placed(provider):
+            roots = [root.id for root in queries.bound_to(session, agent_id) if root.provider == provider]
+        else:
+            # One audit of a shared device is enough: the first live agent that audits it.
+            auditors = sorted(
+                a.id for a in self._agents.live_for(session, provider) if provider in (a.audits or [])
+            )
+            if not auditors or auditors[0] != agent_id:
+                return None
+        return drift.targets(session, provider, roots)
 
     @checks.checked
     def report_state(self, ctxt: Any, state: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import functools
 import inspect
+import json
 import logging
 import math
 import warnings
@@ -139,3 +140,57 @@ def check_state(state: Any) -> None:
     for name in ("statuses", "stats"):
         if not isinstance(state.get(name) or {}, dict):
             raise bad(method, f"state.{name}", "a JSON object", state.get(name))
+    audits = state.get("audits", [])
+    if not isinstance(audits, list) or not all(isinstance(p, str) for p in audits):
+        raise bad(method, "state.audits", "a list of provider names", audits)
+
+
+#: Most resources one drift report may name, and the longest difference of one.
+MAX_AUDITED = 100_000
+MAX_DIFFERENCE = 20_000
+
+
+def drift_report(audited: Any, drifted: Any, undesired: Any, repair: Any) -> None:
+    """The arguments of ``report_drift``, each of the shape the agent sends."""
+    method = "report_drift"
+    if not isinstance(audited, dict) or len(audited) > MAX_AUDITED:
+        raise bad(
+            method, "audited", f"a mapping of at most {MAX_AUDITED} resource ids to generations", audited
+        )
+    for resource_id, generation in audited.items():
+        identifier(method, "audited id", resource_id)
+        counter(method, "audited generation", generation)
+    if not isinstance(drifted, dict) or not set(drifted) <= set(audited):
+        raise bad(method, "drifted", "a mapping of audited resource ids to their difference", drifted)
+    for difference in drifted.values():
+        if not _a_difference(difference):
+            raise bad(
+                method,
+                "drifted[]",
+                '{"missing": true} or {"attributes": {name: {"expected": ..., "found": ...}}} '
+                f"of at most {MAX_DIFFERENCE} characters",
+                difference,
+            )
+    if not isinstance(undesired, list) or len(undesired) > MAX_AUDITED:
+        raise bad(method, "undesired", f"a list of at most {MAX_AUDITED} ids", undesired)
+    for resource_id in undesired:
+        identifier(method, "undesired id", resource_id)
+    if not isinstance(repair, bool) and not (isinstance(repair, list) and set(repair) <= set(drifted)):
+        raise bad(method, "repair", "true, false or a list of drifted resource ids", repair)
+
+
+def _a_difference(value: Any) -> bool:
+    if not isinstance(value, dict):
+        return False
+    if value.get("missing") is True:
+        return len(value) == 1
+    attributes = value.get("attributes")
+    return (
+        set(value) == {"attributes"}
+        and isinstance(attributes, dict)
+        and all(
+            isinstance(k, str) and isinstance(v, dict) and set(v) <= {"expected", "found"}
+            for k, v in attributes.items()
+        )
+        and len(json.dumps(value, default=str)) <= MAX_DIFFERENCE
+    )

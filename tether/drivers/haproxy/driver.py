@@ -123,16 +123,17 @@ class HaproxyDriver(Driver):
         for lb_id in self._local():
             directory = os.path.join(self.base, lb_id)
             try:
-                with open(os.path.join(directory, "haproxy.cfg")) as f:
-                    config = f.read()
-                with open(os.path.join(directory, "desired.json")) as f:
-                    written: dict[str, Any] = json.load(f)
+                # Not while a change rewrites the tree or reloads its HAProxy.
+                with self._locked(directory):
+                    with open(os.path.join(directory, "haproxy.cfg")) as f:
+                        config = f.read()
+                    with open(os.path.join(directory, "desired.json")) as f:
+                        written: dict[str, Any] = json.load(f)
+                    running = "\nfrontend " not in config or bool(_pids(directory))
             except (OSError, ValueError):
-                continue  # being written or removed: the next audit sees it
-            serving = "\nfrontend " in config
-            if serving and not _pids(directory):
-                continue
-            held.update(written)
+                continue  # removed meanwhile: the next audit sees it
+            if running:
+                held.update(written)
         return held
 
     # -- the device ----------------------------------------------------------
@@ -156,8 +157,9 @@ class HaproxyDriver(Driver):
                     operator_message=checked.stderr,
                 )
             os.replace(candidate, config)
-            with open(os.path.join(directory, "desired.json"), "w") as f:
+            with open(os.path.join(directory, "desired.json.new"), "w") as f:
                 json.dump(_flatten(tree), f)
+            os.replace(os.path.join(directory, "desired.json.new"), os.path.join(directory, "desired.json"))
             listening = any(c.type == "listener" and usable(c) for c in tree.children)
             pids = _pids(directory)
             if not listening:

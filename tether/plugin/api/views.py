@@ -126,6 +126,7 @@ def agent(row: Agent, alive: bool) -> dict[str, Any]:
         "in_flight": row.in_flight,
         "started_at": _time(row.started_at),
         "last_heartbeat": _time(row.last_heartbeat),
+        "audits": row.audits or [],
         "undesired": row.undesired or {},
     }
 

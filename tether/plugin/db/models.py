@@ -248,6 +248,8 @@ class Agent(Base):
     #: what its last drift audit found on its devices that no resource
     #: desires there: ids by provider
     undesired: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON(none_as_null=True))
+    #: the providers whose devices it audits for drift (it lists them and audits at all)
+    audits: orm.Mapped[list[str] | None] = orm.mapped_column(sa.JSON(none_as_null=True))
     created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow)
 
 

@@ -269,6 +269,12 @@ def steps(session: orm.Session, task_id: str) -> Sequence[TaskStep]:
     ).all()
 
 
+def lock_agent(session: orm.Session, agent_id: str) -> Agent | None:
+    """An agent's row, locked: taken before its trees, as a state report takes it."""
+    query = sa.select(Agent).where(Agent.id == agent_id)
+    return session.scalars(query if _one_writer(session) else query.with_for_update()).first()
+
+
 def get_agent(session: orm.Session, agent_id: str) -> Agent | None:
     return session.get(Agent, agent_id)
 

@@ -18,7 +18,7 @@ fencing, retries, history); its success clears ``drift``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -56,21 +56,35 @@ def record(
     policy: Policy,
     agent: Agent,
     provider: str,
+    placed: Mapping[str, Mapping[str, Any]],
     audited: Mapping[str, int],
     drift: Mapping[str, Any],
     undesired: Sequence[str],
-    repair: bool,
+    repair: Collection[str],
 ) -> list[str]:
     """What one audit found; the ids of the resources queued for repair.
 
+    :param placed: what :func:`targets` answers for this agent now: only
+        these resources take the report (a tree that moved, or a device
+        another agent audits now, is not this agent's to judge).
     :param audited: generation of each resource the audit compared.
     :param drift: by resource id: ``{"missing": True}`` or ``{"attributes":
         {name: {"expected": …, "found": …}}}``; the audited ones it leaves
         out are as desired.
     :param undesired: ids on the device that no audited resource has.
+    :param repair: the drifted resources to repair.
     """
+    mine = {
+        rid
+        for rid, generation in audited.items()
+        if rid in placed and placed[rid]["generation"] == generation
+    }
+    # Trees first, as every writer that decides on a tree holds its root;
+    # then the resources, read under those locks.
+    roots = session.scalars(sa.select(Resource.root_id).where(Resource.id.in_(list(mine))))
+    queries.lock_trees(session, set(roots))
     repaired: list[str] = []
-    for row in queries.get_resources(session, set(audited)):
+    for row in queries.get_resources(session, mine):
         if row.generation != audited[row.id] or row.provisioning_status != ProvisioningStatus.ACTIVE:
             continue  # changed since the agent looked: the next audit will tell
         found = _difference(drift.get(row.id))
@@ -84,10 +98,10 @@ def record(
                     row.id,
                     agent.id,
                     provider,
-                    found,
+                    found["summary"],
                 )
             row.drift = found
-        if found is not None and repair and _repair(session, policy, row):
+        if found is not None and row.id in repair and _repair(session, policy, row):
             repaired.append(row.id)
     unknown = sorted(set(undesired) - {row.id for row in queries.get_resources(session, set(undesired))})
     held = dict(agent.undesired or {})

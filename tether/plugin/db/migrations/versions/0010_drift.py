@@ -1,4 +1,5 @@
-"""What the drift audit found: on each resource, and on each agent's device.
+"""What the drift audit found: on each resource, and on each agent's device;
+and which providers each agent audits.
 
 Revision ID: 0010
 Revises: 0009
@@ -20,10 +21,12 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("drift", sa.JSON(), nullable=True))
     with op.batch_alter_table("agents", schema=None) as batch_op:
         batch_op.add_column(sa.Column("undesired", sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column("audits", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("agents", schema=None) as batch_op:
+        batch_op.drop_column("audits")
         batch_op.drop_column("undesired")
     with op.batch_alter_table("resources", schema=None) as batch_op:
         batch_op.drop_column("drift")
