@@ -123,3 +123,17 @@ def test_columns_pick_the_fields_a_script_wants(api_url: str, capsys: pytest.Cap
     lb_id = out.strip()
     code, out, _ = _run(capsys, "-f", "json", "-c", "id", "-c", "provider", "loadbalancer", "show", lb_id)
     assert json.loads(out) == {"id": lb_id, "provider": "noop"}
+
+
+def test_the_api_address_with_its_v1_works_and_help_says_when_the_api_cannot_be_read(
+    api_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TETHER_URL", f"{api_url}/v1")
+    code, out, _ = _run(
+        capsys, "-f", "value", "-c", "provider", "loadbalancer", "create", "--provider", "noop"
+    )
+    assert (code, out.strip()) == (0, "noop")
+    monkeypatch.setenv("TETHER_URL", "http://127.0.0.1:9")  # nothing listens there
+    code, out, err = _run(capsys, "--help")
+    assert code == 0 and "usage: tether" in out
+    assert "cannot read the resource types from http://127.0.0.1:9/v1" in err

@@ -141,6 +141,25 @@ def test_the_request_id_appears_in_the_plugins_and_the_agents_log_lines(
     assert any("claimed by agent" in r.getMessage() for r in lines)
 
 
+def test_a_retry_shows_why_the_resource_waits_and_a_success_carries_no_old_error(
+    client: TestClient, pipeline: list[Agent]
+) -> None:
+    lb = client.post(
+        "/v1/loadbalancers", json={"provider": "fake", "metadata": {"fake.unreachable_attempts": "1"}}
+    ).json()
+
+    def waiting() -> Any:
+        body = client.get(f"/v1/loadbalancers/{lb['id']}").json()
+        return body["provisioning_status"] == "PENDING_CREATE" and body["last_error"]
+
+    assert "(attempt 1 of 3 failed; retrying in" in wait_for(waiting)
+    body = _settled(client, "loadbalancers", lb["id"])
+    assert (body["provisioning_status"], body["last_error"]) == ("ACTIVE", None)
+    task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
+    assert (task["state"], task["error"], task["progress"]) == ("SUCCEEDED", None, None)
+    assert task["history"][0]["error"]["type"] == "DeviceUnreachable"  # kept where it belongs
+
+
 def test_a_device_that_does_not_answer_at_first_is_retried_until_it_does(
     client: TestClient, pipeline: list[Agent], conf: cfg.ConfigOpts
 ) -> None:

@@ -157,7 +157,15 @@ class Runner:
                     answer = None
             except DriverError as exc:
                 error = exc
-                LOG.error("task %s failed: %s: %s", task.id, exc.type, exc.operator_message)
+                # A failure the plugin will retry is not yet an error of the task.
+                LOG.log(
+                    logging.WARNING if exc.retryable else logging.ERROR,
+                    "task %s failed: %s: %s%s",
+                    task.id,
+                    exc.type,
+                    exc.operator_message,
+                    " (retryable)" if exc.retryable else "",
+                )
             except Exception as exc:
                 error = _bug(task.provider, exc)
                 LOG.exception("task %s: driver %s raised", task.id, task.provider)

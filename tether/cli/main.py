@@ -32,13 +32,21 @@ TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "SUPERSEDED"}
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     settings = _settings(argv)
-    client = Client(settings["url"], settings.get("token"), settings.get("project"), settings.get("roles"))
+    # The address as the all-in-one's log prints it, with its /v1, works too.
+    url = settings["url"].rstrip("/").removesuffix("/v1")
+    client = Client(url, settings.get("token"), settings.get("project"), settings.get("roles"))
     try:
         types = client.get("/v1")["resource_types"]
     except ApiError as exc:
         types = []
         if not any(a in ("-h", "--help") for a in argv):
             _fail(exc)
+        # Help still answers, without the commands only the API can describe.
+        print(
+            f"tether: cannot read the resource types from {url}/v1 ({exc}); the commands of "
+            "resource types are missing below: check --url or $TETHER_URL",
+            file=sys.stderr,
+        )
     parser = _parser(types)
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):

@@ -26,6 +26,11 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 
+class _Unsaid(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "no detail given"
+
+
 class TetherError(Exception):
     """The root of tether's errors.
 
@@ -39,7 +44,9 @@ class TetherError(Exception):
     def __init__(self, message: str | None = None, **kwargs: Any) -> None:
         self.kwargs = kwargs
         if message is None:
-            message = self.message.format(**kwargs)
+            # ``raise DeviceUnreachable`` with nothing to say is natural Python:
+            # a template's missing fields read as such instead of a KeyError.
+            message = self.message.format_map(_Unsaid(kwargs))
         self.msg = message
         super().__init__(message)
 

@@ -117,6 +117,10 @@ _SUCCEED = (
         state=TaskState.SUCCEEDED.value,
         finished_at=sa.bindparam("b_now"),
         deadline=None,
+        # What earlier attempts failed with, and the last progress, are history now.
+        error_type=None,
+        error_message=None,
+        progress=None,
         host=sa.func.coalesce(sa.bindparam("b_host", type_=sa.String), _TASKS.c.host),
         updated_at=sa.bindparam("b_now"),
     )

@@ -80,6 +80,10 @@ def retry_or_fail(
     if task.attempt < policy.max_attempts and resource is not None:
         delay = policy.backoff(task.attempt) if delay is None else delay
         task.error_type, task.error_message = error_type[:64], reason
+        # Still pending, but not silently: the resource says why it waits.
+        resource.last_error = (
+            f"{reason} (attempt {task.attempt} of {policy.max_attempts} failed; retrying in {delay:.0f} s)"
+        )
         enqueue(session, policy, task, resource, delay)
         metrics.RETRIES.labels(task.provider, error_type[:64]).inc()
         LOG.warning(
@@ -202,6 +206,8 @@ def succeed(session: orm.Session, policy: Policy, task: Task, statuses: dict[str
                 resource.last_error = None
                 resource.drift = None
                 notifications.resource_changed(session, task, ProvisioningStatus.ACTIVE)
+    # What earlier attempts failed with, and the last progress, are history now.
+    task.error_type = task.error_message = task.progress = None
     _finish(session, policy, task, TaskState.SUCCEEDED)
 
 
