@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import logging
 import time
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
@@ -214,3 +216,23 @@ def test_a_stale_copy_in_the_old_hosts_queue_cannot_take_over_a_moved_task(conf:
         assert answer["run"] is False and "belongs to agent b" in answer["reason"], answer
         task = client.get(f"/v1/tasks/{task_id}").json()
         assert (task["state"], task["agent_id"], task["attempt"]) == ("RUNNING", "b", 1)
+
+
+def test_a_provider_whose_tasks_wait_with_no_live_agent_is_named_once_then_when_served_again(
+    client: TestClient, plugin: Plugin, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO, logger="tether.plugin.reaper")
+    _task(client, "fake")
+    reaper = plugin.pipeline.reaper
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    reaper._watch_providers()  # first seen orphaned: nothing said yet
+    clock[0] += plugin.pipeline.core.agents.down_time.total_seconds()
+    reaper._watch_providers()
+    reaper._watch_providers()
+    said = [r.getMessage() for r in caplog.records if "no live agent has served it" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("provider fake has tasks waiting")
+    assert "start or enable an agent with fake in [agent] providers" in said[0]
+    _report(plugin, "a1", ["fake"])
+    reaper._watch_providers()
+    assert any(r.getMessage() == "provider fake has a live agent again" for r in caplog.records)

@@ -20,7 +20,7 @@ from tether.agent import service as agent_service
 from tether.cmd import daemon
 from tether.common import opts as common_opts
 from tether.common import rpc
-from tether.common.exceptions import TetherError
+from tether.common.exceptions import ConfigError, TetherError
 from tether.plugin import opts as plugin_opts
 from tether.plugin.service import Plugin
 
@@ -69,9 +69,27 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
     return listed
 
 
+def check_providers(conf: cfg.ConfigOpts) -> None:
+    """The all-in-one's agents are its only agents: a provider the API
+    accepts and none of them serves would leave its changes PENDING until
+    ``pending_timeout``.
+
+    :raises ConfigError: naming the providers and both options.
+    """
+    unserved = [p for p in conf.plugin.providers if p not in conf.agent.providers]
+    if unserved:
+        raise ConfigError(
+            reason=f"[plugin] providers accepts {', '.join(unserved)}, which [agent] providers "
+            f"({', '.join(conf.agent.providers) or 'nothing'}) does not serve, and the all-in-one's "
+            f"agents are its only agents: add {', '.join(unserved)} to [agent] providers, or remove "
+            "it from [plugin] providers"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     conf = daemon.configure(argv, PROG, [register_opts], defaults=DEFAULTS)
     try:
+        check_providers(conf)
         driver_manager.register_driver_opts(conf, list(conf.agent.providers))
         plugin = Plugin(conf, migrate=True)
         agents = [

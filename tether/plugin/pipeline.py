@@ -57,6 +57,7 @@ class Pipeline:
             scheduler=core.scheduler,
             reschedule=conf.plugin.reschedule_on_agent_death,
             queue_depths=core.broker.work_queue_depths,
+            providers=core.providers.names,
         )
         self.callbacks = callbacks.Deliverer(conf, core.sessionmaker, lambda session, task: views.task(task))
         # Reports arrive over the broker the result consumer listens on:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 import sqlalchemy.exc
@@ -62,8 +63,13 @@ class Reaper(Periodic):
         scheduler: Scheduler | None = None,
         reschedule: bool = True,
         queue_depths: Callable[[Sequence[str]], dict[str, int | None]] | None = None,
+        providers: Sequence[str] = (),
     ) -> None:
         super().__init__(interval)
+        self.providers = list(providers)
+        #: since when (monotonic) each provider with waiting tasks has had no
+        #: live agent, and whether that was said
+        self._orphaned: dict[str, tuple[float, bool]] = {}
         self.sessionmaker = sessionmaker
         self.policy = policy
         self.agents = agents
@@ -79,6 +85,7 @@ class Reaper(Periodic):
     def reap(self) -> int:
         """One pass; how many tasks it moved."""
         moved = self._bury_dead_agents() + self._unstick_trees() + self._dispatch_waiting()
+        self._watch_providers()
         with self.sessionmaker.begin() as session:
             idempotency.purge_expired(session)
         self._depths = {}
@@ -96,6 +103,29 @@ class Reaper(Periodic):
             moved += len(taken)
             if len(tasks) < _BATCH or not taken:
                 return moved
+
+    def _watch_providers(self) -> None:
+        """Say once when a provider's tasks wait and no live agent has served
+        it for ``agent_down_time``, and when one serves it again."""
+        now = time.monotonic()
+        with self.sessionmaker.begin() as session:
+            for provider in self.providers:
+                if self.agents.live_for(session, provider) or not queries.has_pending(session, provider):
+                    if self._orphaned.pop(provider, (0.0, False))[1]:
+                        LOG.info("provider %s has a live agent again", provider)
+                    continue
+                since, said = self._orphaned.setdefault(provider, (now, False))
+                if not said and now - since >= self.agents.down_time.total_seconds():
+                    self._orphaned[provider] = (since, True)
+                    LOG.warning(
+                        "provider %s has tasks waiting and no live agent has served it for %.0f s: start or "
+                        "enable an agent with %s in [agent] providers; its waiting tasks fail with "
+                        "NoLiveAgent once pending_timeout (%.0f s) passes",
+                        provider,
+                        now - since,
+                        provider,
+                        self.policy.pending_timeout,
+                    )
 
     def _bury_dead_agents(self) -> int:
         moved = 0

@@ -338,6 +338,12 @@ def overdue(session: orm.Session, now: datetime.datetime, limit: int) -> Sequenc
     ).all()
 
 
+def has_pending(session: orm.Session, provider: str) -> bool:
+    """Does any task of ``provider`` wait for an agent? (An index lookup.)"""
+    query = sa.select(Task.id).where(Task.provider == provider, Task.state == TaskState.PENDING).limit(1)
+    return session.scalar(query) is not None
+
+
 def backlog(session: orm.Session) -> dict[tuple[str, str], int]:
     """Count of non-terminal tasks by provider and state."""
     rows = session.execute(
