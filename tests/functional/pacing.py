@@ -1,10 +1,11 @@
-"""Load at a steady rate for the functional tests."""
+"""Load at a steady rate, and waiting for what must happen, for the functional tests."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 def steady(count: int, seconds: float, send: Callable[[int], None], senders: int = 8) -> None:
@@ -21,3 +22,17 @@ def steady(count: int, seconds: float, send: Callable[[int], None], senders: int
             futures.append(pool.submit(send, i))
         for future in futures:
             future.result()
+
+
+def eventually(
+    predicate: Callable[[], Any], timeout: float, what: str, detail: Callable[[], str] = str
+) -> Any:
+    """``predicate()``'s first true answer within ``timeout`` seconds; else
+    fail naming ``what``, with ``detail()`` (the daemons' logs, say)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout:g} s: {what}\n{detail()}")

@@ -8,13 +8,13 @@ import os
 import pathlib
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from .daemons import Database, Deployment, running
+from .pacing import eventually
 from .rabbitmq import RabbitMQNode
 
 pytestmark = pytest.mark.functional
@@ -34,16 +34,6 @@ def deployment(
         yield d
 
 
-def _until(deployment: Deployment, what: str, check: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"{what} within {timeout:g} s:\n{deployment.logs()}")
-
-
 def test_a_resource_removed_from_the_device_by_hand_is_reported_and_repaired(deployment: Deployment) -> None:
     response = deployment.http.post(
         "/v1/loadbalancers", json={"provider": "fake", "metadata": {"fake.drift_after_s": "1"}}
@@ -51,15 +41,15 @@ def test_a_resource_removed_from_the_device_by_hand_is_reported_and_repaired(dep
     assert response.status_code == 202, response.text
     lb = response.json()
     device = deployment.root / "fake-device" / f"{lb['id']}.json"
-    _until(deployment, "the load balancer on the device", device.exists)
+    eventually(device.exists, 60, "the load balancer on the device", deployment.logs)
     # The device forgets it; an audit finds it missing and the plugin queues an update.
-    _until(deployment, "the device forgetting it", lambda: not device.exists())
+    eventually(lambda: not device.exists(), 60, "the device forgetting it", deployment.logs)
 
     def repaired() -> Any:
         tasks = deployment.http.get("/v1/tasks", params={"resource_id": lb["id"]}).json()["tasks"]
         return [t for t in tasks if t["operation"] == "update" and t["state"] == "SUCCEEDED"]
 
-    (repair,) = _until(deployment, "a repair", repaired)
+    (repair,) = eventually(repaired, 60, "a repair", deployment.logs)
     body = deployment.http.get(f"/v1/loadbalancers/{lb['id']}").json()
     assert (body["provisioning_status"], body["in_sync"], body["drift"]) == ("ACTIVE", True, None)
     assert device.exists(), "the repair did not put the load balancer back on the device"

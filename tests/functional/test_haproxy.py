@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from .daemons import Database, Deployment, free_port
+from .pacing import eventually
 from .rabbitmq import RabbitMQNode
 
 pytestmark = pytest.mark.functional
@@ -68,16 +69,6 @@ def _hits(port: int, count: int = 30) -> collections.Counter[str]:
     return seen
 
 
-def _eventually(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"not within {timeout} s: {what}")
-
-
 def _settle(deployment: Deployment, path: str) -> dict[str, Any]:
     def done() -> Any:
         response = deployment.http.get(f"{path}?wait=10")
@@ -86,7 +77,7 @@ def _settle(deployment: Deployment, path: str) -> dict[str, Any]:
         body = response.json()
         return body if not body["provisioning_status"].startswith("PENDING") else None
 
-    return dict(_eventually(done, 60, f"{path} settles"))
+    return dict(eventually(done, 60, f"{path} settles"))
 
 
 def _post(deployment: Deployment, collection: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -133,7 +124,7 @@ def test_traffic_follows_the_api_and_survives_the_death_of_its_host(
     deployment.start()
     try:
         admin = {"X-Roles": "admin"}
-        _eventually(
+        eventually(
             lambda: len(
                 [
                     p
@@ -182,7 +173,7 @@ def test_traffic_follows_the_api_and_survives_the_death_of_its_host(
             hits = _hits(port)
             return hits if len(hits) == 3 else None
 
-        seen = _eventually(all_three, 20, "all three backends answer")
+        seen = eventually(all_three, 20, "all three backends answer")
         assert max(seen.values()) - min(seen.values()) <= 2, seen
 
         # Weights: backend-1 gets three shares.
@@ -203,7 +194,7 @@ def test_traffic_follows_the_api_and_survives_the_death_of_its_host(
         deployment.http.put(f"/v1/members/{members[1]['id']}", json={"admin_state_up": True})
         _settle(deployment, f"/v1/members/{members[1]['id']}")
         backends[1].stop()
-        _eventually(
+        eventually(
             lambda: (
                 deployment.http.get(f"/v1/members/{members[1]['id']}").json()["operating_status"] == "OFFLINE"
             ),
@@ -216,7 +207,7 @@ def test_traffic_follows_the_api_and_survives_the_death_of_its_host(
         first_host = lb["agent_id"]
         _kill_host(deployment, first_host)
         killed = time.monotonic()
-        moved = _eventually(
+        moved = eventually(
             lambda: (
                 (b := deployment.http.get(f"/v1/loadbalancers/{lb['id']}").json())["agent_id"] != first_host
                 and b["provisioning_status"] == "ACTIVE"
@@ -225,7 +216,7 @@ def test_traffic_follows_the_api_and_survives_the_death_of_its_host(
             45,
             "the load balancer moves to the other agent",
         )
-        _eventually(lambda: _hits(port, 5)["backend-1"] > 0, 30, "traffic flows through the new host")
+        eventually(lambda: _hits(port, 5)["backend-1"] > 0, 30, "traffic flows through the new host")
         recovery = time.monotonic() - killed
         assert recovery < 45, recovery
         print(f"\n  moved from {first_host} to {moved['agent_id']}; traffic back after {recovery:.1f} s")
@@ -233,7 +224,7 @@ def test_traffic_follows_the_api_and_survives_the_death_of_its_host(
         # The dead host comes back: it removes its stale copy and leaves the moved one alone.
         returning = next(a for a in deployment.agents if a.name == first_host)
         returning.start()
-        _eventually(
+        eventually(
             lambda: not (tmp_path / first_host / "haproxy" / lb["id"]).exists(),
             30,
             "the returning agent removes its stale copy",
@@ -245,7 +236,7 @@ def test_traffic_follows_the_api_and_survives_the_death_of_its_host(
         assert host.stop() == 0
         _kill_host(deployment, moved["agent_id"])
         host.start()
-        _eventually(lambda: _hits(port, 5)["backend-1"] > 0, 30, "the restarted agent restores its HAProxy")
+        eventually(lambda: _hits(port, 5)["backend-1"] > 0, 30, "the restarted agent restores its HAProxy")
 
         # Delete everything: the port closes and the process is gone.
         for member in members[:2]:

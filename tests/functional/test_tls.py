@@ -18,7 +18,7 @@ from tether.common import config
 from tether.common.connection import ConnectionLoop
 from tether.common.transport import Broker
 
-from .daemons import Database, Deployment, write_ini
+from .daemons import Database, Deployment, running, write_ini
 from .rabbitmq import INSTALL_HINT, RABBITMQ_SERVER, RabbitMQNode, TLSFiles, is_installed
 
 pytestmark = pytest.mark.functional
@@ -84,12 +84,8 @@ def tls_deployment(
         tls=True,
         sections={"oslo_messaging_rabbit": {"ssl": "true", "ssl_ca_file": pki.ca}},
     )
-    deployment.start()
-    try:
+    with running(deployment):
         yield deployment
-    finally:
-        codes = deployment.stop()
-    assert set(codes.values()) == {0}, f"a daemon did not stop cleanly: {codes}\n{deployment.logs()}"
 
 
 def _broker(tmp_path: pathlib.Path, transport_url: str, **rabbit: Any) -> Broker:
