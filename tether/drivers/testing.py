@@ -57,7 +57,6 @@ from typing import Any, ClassVar
 from oslo_config import cfg
 
 from tether.common import config
-from tether.common.states import OperatingStatus
 from tether.drivers.base import (
     Callbacks,
     Change,
@@ -69,55 +68,7 @@ from tether.drivers.base import (
     Steps,
     driver_group,
 )
-
-#: A sample desired state for each load-balancing type, parents first.
-SAMPLES: dict[str, dict[str, Any]] = {
-    "loadbalancer": {"provider": "?", "name": "web", "vip_address": "203.0.113.10", "admin_state_up": True},
-    "listener": {"protocol": "HTTP", "protocol_port": 80, "connection_limit": -1, "admin_state_up": True},
-    "pool": {"protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN", "admin_state_up": True},
-    "member": {
-        "address": "192.0.2.10",
-        "protocol_port": 8080,
-        "weight": 1,
-        "backup": False,
-        "admin_state_up": True,
-    },
-    "healthmonitor": {
-        "type": "HTTP",
-        "delay": 5,
-        "timeout": 3,
-        "max_retries": 3,
-        "max_retries_down": 3,
-        "admin_state_up": True,
-    },
-}
-PARENTS = {"listener": "loadbalancer", "pool": "loadbalancer", "member": "pool", "healthmonitor": "pool"}
-#: An attribute each type can change in an update, and the value it changes to.
-UPDATES: dict[str, tuple[str, Any]] = {
-    "loadbalancer": ("name", "web-renamed"),
-    "listener": ("connection_limit", 5000),
-    "pool": ("lb_algorithm", "LEAST_CONNECTIONS"),
-    "member": ("weight", 7),
-    "healthmonitor": ("delay", 10),
-}
-
-
-class RecordingCallbacks(Callbacks):
-    """Keeps what a driver reports, for the checks to read."""
-
-    def __init__(self) -> None:
-        self.statuses: dict[str, OperatingStatus] = {}
-        self.progress_messages: list[str] = []
-        self.counters: dict[str, dict[str, float]] = {}
-
-    def operating_status(self, resource_id: str, status: OperatingStatus) -> None:
-        self.statuses[resource_id] = OperatingStatus(status)
-
-    def progress(self, message: str, task_id: str | None = None) -> None:
-        self.progress_messages.append(message)
-
-    def stats(self, resource_id: str, counters: Mapping[str, float]) -> None:
-        self.counters[resource_id] = dict(counters)
+from tether.drivers.fixtures import PARENTS, SAMPLES, UPDATES, RecordingCallbacks
 
 
 class DriverConformance:
@@ -275,11 +226,7 @@ class DriverConformance:
 
     def test_steps_resume_after_a_crash_in_any_step(self, tmp_path: pathlib.Path) -> None:
         driver = self._driver(tmp_path)
-        for index in range(len(self._claimed(self._tree()))):
-            probe = self._tree()
-            count = len(
-                _steps(driver, "create", self._change("create", self._claimed(probe)[index], probe)) or []
-            )
+        for index, count in enumerate(self._step_counts(driver)):
             for crashed_in in range(count):
                 tree = self._tree()
                 resource = self._claimed(tree)[index]
@@ -302,11 +249,7 @@ class DriverConformance:
 
     def test_undoing_the_steps_done_in_reverse_restores_the_device(self, tmp_path: pathlib.Path) -> None:
         driver = self._driver(tmp_path)
-        for index in range(len(self._claimed(self._tree()))):
-            probe = self._tree()
-            count = len(
-                _steps(driver, "create", self._change("create", self._claimed(probe)[index], probe)) or []
-            )
+        for index, count in enumerate(self._step_counts(driver)):
             for failed_at in range(1, count):
                 fresh = self._tree()
                 target = self._claimed(fresh)[index]
@@ -352,6 +295,13 @@ class DriverConformance:
         assert not left, f"inventory() still lists what was deleted: {sorted(left)}"
 
     # -- helpers ---------------------------------------------------------
+
+    def _step_counts(self, driver: Driver) -> list[int]:
+        """How many steps a create of each claimed type takes (0: none)."""
+        tree = self._tree()
+        return [
+            len(_steps(driver, "create", self._change("create", r, tree)) or []) for r in self._claimed(tree)
+        ]
 
     def _create_before(self, driver: Driver, tree: Resource, resource: Resource) -> None:
         """Create what comes before ``resource`` in ``tree`` (its parents among them)."""
