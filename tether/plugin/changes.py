@@ -45,11 +45,12 @@ LOG = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Called inside the accepting transaction once the change is flushed (a new
-#: root's, once its rows are built); what it returns is the caller's answer
-#: (rendered there, and remembered for an Idempotency-Key, because the rows
-#: are not the caller's after commit).
-Answer = Callable[[orm.Session, Resource | Row, Task | Row], T]
+#: Called inside the accepting transaction once the change is flushed; what
+#: it returns is the caller's answer (rendered there, and remembered for an
+#: Idempotency-Key, because the rows are not the caller's after commit). A new
+#: root's answer, which writes nothing, is rendered from its rows before its
+#: transaction, with no session.
+Answer = Callable[[orm.Session | None, Resource | Row, Task | Row], T]
 
 OPTS: list[cfg.Opt] = [
     cfg.StrOpt(
@@ -119,11 +120,7 @@ class Changes:
             and not answer_writes
             and not self.providers.is_host_placed(attributes.get("provider", ""))
         ):
-            return self._write(
-                lambda session: self._create_root(session, ctx, rtype, attributes, answer),
-                savepoint=False,
-                wake=not self.hands_over,
-            )
+            return self._create_root(ctx, rtype, attributes, answer)
         return self._write(lambda session: self._create(session, ctx, rtype, attributes, answer))
 
     def update(
@@ -149,21 +146,24 @@ class Changes:
         return future
 
     def _create_root(
-        self,
-        session: orm.Session,
-        ctx: RequestContext,
-        rtype: ResourceType,
-        attributes: dict[str, Any],
-        answer: Answer[T],
-    ) -> T:
+        self, ctx: RequestContext, rtype: ResourceType, attributes: dict[str, Any], answer: Answer[T]
+    ) -> Future[T]:
+        # Everything but the backlog check and the inserts happens here, in
+        # the request's thread: the writer's thread holds the write turn.
         provider = attributes["provider"]
         self.providers.get(provider, rtype.name)
-        self._check_backlog(session, provider)
-        resource, task = roots.accept(
-            session, self.policy, rtype.name, ctx.project_id, attributes, ctx.request_id, ctx.callback_url
+        accepted = roots.build(
+            self.policy, rtype.name, ctx.project_id, attributes, ctx.request_id, ctx.callback_url
         )
-        _log_accepted(resource, task)
-        return answer(session, resource, task)
+        answered = answer(None, accepted.resource, accepted.task)
+
+        def unit(session: orm.Session) -> T:
+            self._check_backlog(session, provider)
+            roots.add(session, accepted)
+            _log_accepted(accepted.resource, accepted.task)
+            return answered
+
+        return self._write(unit, savepoint=False, wake=not self.hands_over)
 
     def _create(
         self,

@@ -50,7 +50,7 @@ def router(api: Api, rtype: ResourceType) -> tuple[fastapi.APIRouter, Handler]:
         for action in ("list", "get", "create", "update", "delete")
     }
 
-    def answer(session: orm.Session, row: Any, task: Any) -> tuple[dict[str, Any], str]:
+    def answer(session: orm.Session | None, row: Any, task: Any) -> tuple[dict[str, Any], str]:
         return views.resource(rtype, row, task), item.format(resource_id=row.id)
 
     async def change(
@@ -72,7 +72,9 @@ def router(api: Api, rtype: ResourceType) -> tuple[fastapi.APIRouter, Handler]:
         if replay is not None:
             return replay
 
-        def remember(session: orm.Session, row: Any, task: Any) -> tuple[dict[str, Any], str]:
+        def remember(session: orm.Session | None, row: Any, task: Any) -> tuple[dict[str, Any], str]:
+            # An answer that writes is always given the accepting transaction's session.
+            assert session is not None
             view, location = answer(session, row, task)
             idempotency.remember(
                 session,

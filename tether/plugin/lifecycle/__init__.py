@@ -9,7 +9,7 @@ API only translate what they receive into these calls:
 transition                                         function                     written as
 =================================================  ===========================  =============
 QUEUED → PENDING, with its outbox row              ``enqueue``, ``advance``     ORM
-a new root, straight to PENDING                    ``roots.accept``             plain rows
+a new root, straight to PENDING                    ``roots.build``              plain rows
 PENDING → RUNNING; RUNNING taken over (fencing)    ``decide_claim``, ``take``   set-based
 RUNNING → SUCCEEDED, nothing else to decide        ``settle_simply``            set-based
 any other result                                   ``record_result``            ORM

@@ -15,6 +15,7 @@ the work message as it is.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import uuid
@@ -38,23 +39,31 @@ _TASKS = cast(sa.Table, Task.__table__)
 _OUTBOX = cast(sa.Table, Outbox.__table__)
 
 
-def accept(
-    session: orm.Session,
+@dataclasses.dataclass(slots=True)
+class Accepted:
+    """A new root's rows, built outside the transaction that adds them."""
+
+    resource: Row
+    task: Row
+    #: the rows for the bulk insert, parents first
+    inserts: list[tuple[sa.Table, dict[str, Any]]]
+    outbox: dict[str, Any]
+
+
+def build(
     policy: Policy,
     resource_type: str,
     project_id: str,
     attributes: dict[str, Any],
     request_id: str | None = None,
     callback_url: str | None = None,
-) -> tuple[Row, Row]:
-    """Add a new root of ``resource_type`` and its create task, PENDING with
-    its work message in the outbox, to the batch of a unit submitted with
-    ``savepoint=False``.
+) -> Accepted:
+    """A new root of ``resource_type`` and its create task, PENDING with its
+    work message for the outbox, as rows for :func:`add`. Built by the
+    request's own thread: the transaction's writer only inserts them.
 
     Only for a provider whose work goes to its shared queue: a host-placed
     root binds an agent first, which reads the database.
-
-    :returns: the resource and the task, readable as their ORM objects are.
     """
     now = utcnow()
     resource_id = str(uuid.uuid4())
@@ -114,8 +123,6 @@ def accept(
     stored = EncodedJSON(encoded.decode())
     # A JSON column given None stores JSON's null, not NULL: leave them out.
     columns = {k: v for k, v in vars(resource).items() if k not in ("stats", "applied_attributes")}
-    group_commit.insert(session, _RESOURCES, columns | {"attributes": stored})
-    group_commit.insert(session, _TASKS, vars(task) | {"desired": stored})
     outbox = {
         "task_id": task.id,
         "exchange": transport.WORK_EXCHANGE,
@@ -125,10 +132,21 @@ def accept(
         "created_at": now,
         "not_before": None,
     }
-    group_commit.insert(session, _OUTBOX, outbox)
-    handoff.note(session, outbox)
-    notifications.task_changed(session, task)
-    return resource, task
+    inserts = [
+        (_RESOURCES, columns | {"attributes": stored}),
+        (_TASKS, vars(task) | {"desired": stored}),
+        (_OUTBOX, outbox),
+    ]
+    return Accepted(resource, task, inserts, outbox)
+
+
+def add(session: orm.Session, accepted: Accepted) -> None:
+    """Add ``accepted``'s rows to the batch of a unit submitted with
+    ``savepoint=False``."""
+    for table, row in accepted.inserts:
+        group_commit.insert(session, table, row)
+    handoff.note(session, accepted.outbox)
+    notifications.task_changed(session, accepted.task)
 
 
 def _work(task: Row, resource: Row, encoded: bytes) -> messages.Work:
