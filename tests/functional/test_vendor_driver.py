@@ -1,17 +1,28 @@
 """An out-of-tree vendor driver (examples/acme-driver), pip-installed like any
-vendor's package, driven end to end through a real plugin and agent."""
+vendor's package, driven end to end through a real plugin and agent, and
+under the all-in-one as docs/drivers.md tells a vendor to run it."""
 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import re
+import shutil
+import subprocess
+import sys
 import time
 from typing import Any
 
+import httpx2
 import pytest
 
-from .daemons import Database, Deployment
+from .daemons import Daemon, Database, Deployment, free_port
+from .pacing import eventually
 from .rabbitmq import RabbitMQNode
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+BIN = pathlib.Path(sys.executable).parent
 
 pytestmark = pytest.mark.functional
 
@@ -68,3 +79,90 @@ def test_the_acme_driver_realises_a_tree_on_its_appliance_and_removes_it(
         assert not (appliance / f"{lb['id']}.json").exists()
     finally:
         assert set(deployment.stop().values()) == {0}
+
+
+def _documented_ini() -> str:
+    """The all-in-one ini docs/drivers.md gives a vendor, as it is written there."""
+    text = (REPO / "docs" / "drivers.md").read_text()
+    found = re.search(r"<!-- all-in-one ini:.*?-->\n```ini\n(.*?)```", text, re.DOTALL)
+    assert found, "docs/drivers.md lost its all-in-one ini"
+    return found.group(1)
+
+
+def test_a_pip_installed_driver_runs_under_the_all_in_one_with_the_documented_ini(
+    tmp_path: pathlib.Path,
+) -> None:
+    # The vendor's package, built and installed from outside this repository.
+    source = tmp_path / "vendor" / "acme-driver"
+    shutil.copytree(
+        REPO / "examples" / "acme-driver", source, ignore=shutil.ignore_patterns("*.egg-info", "tests")
+    )
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", site, source],
+        check=True,
+        timeout=300,
+    )
+    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    found = subprocess.run(
+        [sys.executable, "-c", "import acme_tether; print(acme_tether.__file__)"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert found.stdout.startswith(str(site)), found.stdout
+
+    state = tmp_path / "acme-try"
+    ini = tmp_path / "acme-allinone.ini"
+    ini.write_text(_documented_ini().replace("/tmp/acme-try", str(state)))
+    port = free_port()
+    (tmp_path / "port.ini").write_text(f"[api]\nbind_port = {port}\n")
+    allinone = Daemon(
+        "allinone",
+        [
+            str(BIN / "tether-allinone"),
+            "--config-file",
+            str(ini),
+            "--config-file",
+            str(tmp_path / "port.ini"),
+        ],
+        tmp_path / "allinone.log",
+    )
+    allinone.start(env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        eventually(lambda: _answers(url), 60, "the all-in-one's API answers", allinone.log)
+        created = subprocess.run(
+            [
+                str(BIN / "tether"),
+                "--url",
+                url,
+                "-f",
+                "json",
+                "loadbalancer",
+                "create",
+                "--provider",
+                "acme",
+                "--name",
+                "shop",
+                "--wait",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert created.returncode == 0, f"{created.stdout}{created.stderr}\n{allinone.log()}"
+        # --wait answers with the finished task.
+        task = json.loads(created.stdout)
+        assert (task["state"], task["provider"]) == ("SUCCEEDED", "acme"), created.stdout
+        assert (state / "appliance" / f"{task['resource_id']}.json").exists(), allinone.log()
+    finally:
+        assert allinone.stop() == 0, allinone.log()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx2.get(f"{url}/v1", timeout=2).status_code == 200
+    except httpx2.HTTPError:
+        return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import importlib.metadata
 import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -61,6 +62,13 @@ class AgentCallbacks(Callbacks):
 
 
 def load_driver_class(name: str) -> type[Driver]:
+    return _load(name)[0]
+
+
+def _load(name: str) -> tuple[type[Driver], str]:
+    """The driver class of provider ``name``, and where it came from (its
+    distribution and version), for the log: a vendor installing a second
+    copy of a package wants to see which one runs."""
     try:
         manager: stevedore_driver.DriverManager[Any] = stevedore_driver.DriverManager(
             NAMESPACE, name, invoke_on_load=False
@@ -74,7 +82,13 @@ def load_driver_class(name: str) -> type[Driver]:
     cls = manager.driver
     if not (isinstance(cls, type) and issubclass(cls, Driver)):
         raise ConfigError(reason=f"driver {name!r} ({cls!r}) is not a tether.drivers.base.Driver")
-    return cls
+    # stevedore's cached entry points carry no distribution; ask for it.
+    value = manager.extensions[0].entry_point.value
+    dists = [
+        ep.dist for ep in importlib.metadata.entry_points(group=NAMESPACE, name=name) if ep.value == value
+    ]
+    origin = f" from {dists[0].name} {dists[0].version}" if dists and dists[0] is not None else ""
+    return cls, f"{cls.__module__}.{cls.__qualname__}{origin}"
 
 
 def register_driver_opts(conf: cfg.ConfigOpts, names: list[str]) -> None:
@@ -89,7 +103,7 @@ def load_drivers(conf: cfg.ConfigOpts, names: list[str], callbacks: Callbacks) -
     """
     drivers = {}
     for name in names:
-        cls = load_driver_class(name)
+        cls, origin = _load(name)
         missing = sorted(getattr(cls, "__abstractmethods__", ()))
         if missing:
             raise ConfigError(
@@ -103,4 +117,5 @@ def load_drivers(conf: cfg.ConfigOpts, names: list[str], callbacks: Callbacks) -
             raise
         except Exception as exc:
             raise ConfigError(reason=f"driver {name!r} failed to start: {exc}") from exc
+        LOG.info("provider %s: driver %s", name, origin)
     return drivers
