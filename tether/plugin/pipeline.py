@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from tether.common import rpc
-from tether.plugin import callbacks, dispatch, handoff, link, reaper, results
+from tether.plugin import callbacks, dispatch, handoff, link, reaper, results, unserved
 from tether.plugin.api import views
 from tether.plugin.claim_server import ClaimServer
 from tether.plugin.claims import ClaimDecider
@@ -106,6 +106,7 @@ class Pipeline:
         self.results.start()
         self.claims.start()
         self.reaper.start()
+        unserved.warn_unserved(conf, conf.plugin.providers)
         if conf.callbacks.secret:  # without one no callback can have been accepted
             self.callbacks.start()
 
