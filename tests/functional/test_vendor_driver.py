@@ -89,6 +89,7 @@ def _documented_ini() -> str:
     return found.group(1)
 
 
+@pytest.mark.allinone
 def test_a_pip_installed_driver_runs_under_the_all_in_one_with_the_documented_ini(
     tmp_path: pathlib.Path,
 ) -> None:
