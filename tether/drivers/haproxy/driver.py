@@ -54,6 +54,25 @@ OPTS: list[cfg.Opt] = [
 ]
 
 
+#: Where Debian installs daemons, which the PATH of a user other than root
+#: (/usr/bin:/bin) leaves out.
+SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+
+def find_binary(binary: str) -> str:
+    """The HAProxy executable ``binary`` names, looked for on PATH and then
+    in the sbin directories."""
+    search = os.pathsep.join([os.environ.get("PATH", os.defpath), *SBIN])
+    found = shutil.which(binary, path=search)
+    if found is None:
+        where = "" if os.sep in binary else f" on PATH or in {', '.join(SBIN)}"
+        raise InvalidConfiguration(
+            f"[driver:haproxy] binary {binary!r} is not installed{where}; install Debian's haproxy "
+            "package, or set [driver:haproxy] binary to its path."
+        )
+    return found
+
+
 class HaproxyDriver(Driver):
     """Load balancers as HAProxy processes on the agent's host."""
 
@@ -65,13 +84,9 @@ class HaproxyDriver(Driver):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         options = self.conf[driver_group(self.name)]
-        self.binary = options.binary
+        self.binary = find_binary(options.binary)
         self.start_timeout = options.start_timeout
         self.base = os.path.join(os.path.expanduser(self.conf.state_path), "haproxy")
-        if shutil.which(self.binary) is None:
-            raise InvalidConfiguration(
-                f"[driver:haproxy] binary {self.binary!r} is not installed; install Debian's haproxy package."
-            )
 
     @classmethod
     def list_opts(cls) -> list[cfg.Opt]:
