@@ -200,8 +200,10 @@ class PluginApi:
             repair=repair,
         )
 
-    def report_state(self, state: dict[str, Any]) -> dict[str, Any]:
-        answer: dict[str, Any] = self._call("report_state", "1.0", state=state)
+    def report_state(self, state: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """:param timeout: seconds to wait for the answer, less than
+        ``[agent] rpc_timeout`` while the agent has never been heard."""
+        answer: dict[str, Any] = self._call("report_state", "1.0", timeout=timeout, state=state)
         kombu_claims = answer.get("kombu_claims") in claims.KNOWN_VERSIONS and self._channel is not None
         if kombu_claims != self.kombu_claims:
             LOG.info(
@@ -272,10 +274,11 @@ class PluginApi:
                 raise Stopping(task_id)
             delay = min(delay * 2, 10.0)
 
-    def _call(self, method: str, version: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, version: str, timeout: float | None = None, **kwargs: Any) -> Any:
         # Each call names the oldest API version that has it, so agents
         # and plugins can be upgraded in any order.
-        return self._client.prepare(timeout=self.timeout, retry=1, version=version).call({}, method, **kwargs)
+        prepared = self._client.prepare(timeout=timeout or self.timeout, retry=1, version=version)
+        return prepared.call({}, method, **kwargs)
 
 
 def _answer(task_id: str, answer: claims.ClaimAnswer) -> dict[str, Any]:
