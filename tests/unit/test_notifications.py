@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from oslo_config import cfg
 from oslo_messaging.notify import _impl_test
 
-from tests.unit.conftest import finish, wait_for
+from tests.unit.conftest import finish, make_plugin, wait_for
+from tether.plugin.db.models import Agent, Resource, utcnow
 from tether.plugin.service import Plugin
 
 
@@ -45,3 +48,31 @@ def test_nothing_is_notified_by_default(client: TestClient, plugin: Plugin) -> N
     finish(plugin, lb["task"]["id"])
     assert not plugin.notifications.enabled
     assert _events() == []
+
+
+def test_the_trees_of_a_dead_agent_going_offline_are_notified(conf: cfg.ConfigOpts, plugin: Plugin) -> None:
+    conf.set_override("driver", ["test"], group="oslo_messaging_notifications")
+    enabled = make_plugin(conf)
+    try:
+        with TestClient(enabled.app) as client:
+            lb = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
+            report = {"host": "h", "providers": ["noop"], "version": "t", "workers": 1, "in_flight": 0}
+            state = {"agent_id": "gone", "started_at": utcnow().isoformat(), **report}
+            enabled.pipeline.endpoint.report_state({}, state=state)
+            with enabled.sessionmaker.begin() as session:
+                session.execute(sa.update(Resource).where(Resource.id == lb["id"]).values(agent_id="gone"))
+                session.execute(
+                    sa.update(Agent)
+                    .where(Agent.id == "gone")
+                    .values(last_heartbeat=utcnow() - datetime.timedelta(hours=1))
+                )
+            _impl_test.reset()
+            enabled.pipeline.reaper.reap()
+        wait_for(lambda: _events())
+        ((event_type, payload),) = _events()
+        assert event_type == "tether.loadbalancer.offline"
+        assert (payload["resource_id"], payload["agent_id"]) == (lb["id"], "gone")
+        assert payload["reason"] == "agent gone on host h was declared dead"
+    finally:
+        enabled.notifications.stop()
+        _impl_test.reset()

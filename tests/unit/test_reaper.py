@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from tests.unit.conftest import claim, make_plugin
-from tether.plugin.db.models import Agent, Outbox, Task, utcnow
+from tether.plugin.db.models import Agent, Outbox, Resource, Task, utcnow
 from tether.plugin.service import Plugin
 
 
@@ -236,3 +236,38 @@ def test_a_provider_whose_tasks_wait_with_no_live_agent_is_named_once_then_when_
     _report(plugin, "a1", ["fake"])
     reaper._watch_providers()
     assert any(r.getMessage() == "provider fake has a live agent again" for r in caplog.records)
+
+
+def test_the_trees_a_dead_agent_held_go_offline_at_once_and_show_in_the_metrics(
+    client: TestClient, plugin: Plugin
+) -> None:
+    lb = _task(client)
+    listener = client.post(
+        "/v1/listeners", json={"loadbalancer_id": lb["id"], "protocol": "HTTP", "protocol_port": 80}
+    ).json()
+    other = _task(client)
+    _report(plugin, "gone", ["noop"])
+    with plugin.sessionmaker.begin() as session:
+        # Bound to the agent, as a host-placed root is, and ONLINE by its last report.
+        session.execute(
+            sa.update(Resource)
+            .where(Resource.root_id == lb["id"])
+            .values(agent_id="gone", operating_status="ONLINE")
+        )
+        session.execute(
+            sa.update(Resource).where(Resource.id == other["id"]).values(operating_status="ONLINE")
+        )
+    _report(plugin, "gone", ["noop"], ago=3600)
+    plugin.pipeline.reaper.reap()
+    statuses = {
+        r["id"]: r["operating_status"]
+        for r in (
+            client.get(f"/v1/loadbalancers/{lb['id']}").json(),
+            client.get(f"/v1/listeners/{listener['id']}").json(),
+        )
+    }
+    assert statuses == {lb["id"]: "OFFLINE", listener["id"]: "OFFLINE"}
+    # A tree the dead agent did not hold keeps its status.
+    assert client.get(f"/v1/loadbalancers/{other['id']}").json()["operating_status"] == "ONLINE"
+    metrics = client.get("/metrics", headers={"X-Roles": "admin"}).text
+    assert 'tether_resources{operating_status="OFFLINE",provider="noop"} 2.0' in metrics

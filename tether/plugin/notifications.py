@@ -23,7 +23,7 @@ from oslo_config import cfg
 from sqlalchemy import orm
 
 from tether.common import rpc
-from tether.plugin.db.models import Row, Task
+from tether.plugin.db.models import Resource, Row, Task
 from tether.plugin.db.session import after_commit
 
 LOG = logging.getLogger(__name__)
@@ -42,6 +42,23 @@ def record(session: orm.Session, event_type: str, payload: dict[str, Any]) -> No
 def task_changed(session: orm.Session, task: Task | Row) -> None:
     if session.info.get(WANTED):
         record(session, f"tether.task.{task.state.lower()}", task_payload(task))
+
+
+def resource_offline(session: orm.Session, resource: Resource, reason: str) -> None:
+    """``resource``'s operating status became OFFLINE outside any task."""
+    if session.info.get(WANTED):
+        record(
+            session,
+            f"tether.{resource.type}.offline",
+            {
+                "resource_id": resource.id,
+                "resource_type": resource.type,
+                "status": "OFFLINE",
+                "project_id": resource.project_id,
+                "agent_id": resource.agent_id,
+                "reason": reason,
+            },
+        )
 
 
 def resource_changed(session: orm.Session, task: Task, status: str) -> None:

@@ -28,8 +28,8 @@ from oslo_config import cfg
 from sqlalchemy import orm
 
 from tether.common.periodic import Periodic
-from tether.common.states import TaskState
-from tether.plugin import idempotency, lifecycle
+from tether.common.states import OperatingStatus, TaskState
+from tether.plugin import idempotency, lifecycle, notifications
 from tether.plugin.agents import Registry
 from tether.plugin.db import queries
 from tether.plugin.db.models import Resource, Task, utcnow
@@ -140,6 +140,7 @@ class Reaper(Periodic):
                         f"agent {agent.id} died during attempt {task.attempt}",
                     )
                     moved += 1
+                _offline(session, agent.id, agent.host)
                 if self.scheduler is not None and self.reschedule:
                     moved += self._reschedule(session, agent.id)
         return moved
@@ -287,3 +288,17 @@ class Reaper(Periodic):
             task.provider,
         )
         lifecycle.enqueue(session, self.policy, task, resource)
+
+
+def _offline(session: orm.Session, dead: str, host: str) -> None:
+    """The trees a dead agent held go OFFLINE at once: nothing can say what
+    its host serves now, and ONLINE from its last report would be a claim
+    nobody backs. The agent that applies a tree next (this one come back,
+    or the one it moves to) reports its status again."""
+    reason = f"agent {dead} on host {host} was declared dead"
+    for root in queries.bound_to(session, dead):
+        for resource in queries.tree(session, root.id):
+            if resource.operating_status != OperatingStatus.OFFLINE:
+                resource.operating_status = OperatingStatus.OFFLINE
+                notifications.resource_offline(session, resource, reason)
+        LOG.warning("%s %s and what it holds are OFFLINE: %s", root.type, root.id, reason)

@@ -21,12 +21,13 @@ from fastapi.responses import Response
 from prometheus_client import multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from sqlalchemy import orm
 from starlette.concurrency import run_in_threadpool
 
 from tether.common.states import TaskState
 from tether.plugin.api.deps import Api, authorized
 from tether.plugin.db import queries
-from tether.plugin.db.models import Task, UTCDateTime, utcnow
+from tether.plugin.db.models import Resource, Task, UTCDateTime, utcnow
 
 
 class DatabaseCollector(Collector):
@@ -45,6 +46,12 @@ class DatabaseCollector(Collector):
         live = GaugeMetricFamily(
             "tether_live_agents", "Live, enabled agents by provider.", labels=["provider"]
         )
+        resources = GaugeMetricFamily(
+            "tether_resources",
+            "Resources by provider and operating status (OFFLINE: their agent was declared dead, "
+            "or their device says so).",
+            labels=["provider", "operating_status"],
+        )
         with self.api.reader() as session:
             for (provider, state), count in queries.backlog(session).items():
                 backlog.add_metric([provider, state], count)
@@ -58,9 +65,12 @@ class DatabaseCollector(Collector):
                     oldest.add_metric([provider], max((now - since).total_seconds(), 0.0))
             for provider in self.api.changes.providers.names:
                 live.add_metric([provider], len(self.api.agents.live_for(session, provider)))
+            for provider, status, count in _resources_by_status(session):
+                resources.add_metric([provider, status], count)
         yield backlog
         yield oldest
         yield live
+        yield resources
 
 
 def router(api: Api) -> fastapi.APIRouter:
@@ -85,3 +95,12 @@ def router(api: Api) -> fastapi.APIRouter:
         return Response(await run_in_threadpool(render), media_type=prometheus_client.CONTENT_TYPE_LATEST)
 
     return r
+
+
+def _resources_by_status(session: orm.Session) -> list[tuple[str, str, int]]:
+    rows = session.execute(
+        sa.select(Resource.provider, Resource.operating_status, sa.func.count()).group_by(
+            Resource.provider, Resource.operating_status
+        )
+    ).all()
+    return [(provider, status, count) for provider, status, count in rows]
