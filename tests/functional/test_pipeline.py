@@ -57,7 +57,11 @@ def test_five_hundred_resources_end_active_or_in_the_error_the_fake_driver_was_t
         {
             "provider": "fake",
             "name": f"doomed-{i}",
-            "metadata": {"fake.fail": f"no capacity for doomed-{i}", "fake.delay_ms": "20"},
+            "metadata": {
+                "fake.fail": f"no capacity for doomed-{i}",
+                "fake.fail_detail": f"rack 7 controller 10.0.0.5 refused doomed-{i}",
+                "fake.delay_ms": "20",
+            },
         }
         for i in range(FAKE_FAILURES)
     ]
@@ -109,9 +113,15 @@ def test_five_hundred_resources_end_active_or_in_the_error_the_fake_driver_was_t
             else:
                 assert (item["provisioning_status"], item["in_sync"]) == ("ACTIVE", True), item
     assert len(errors) == FAKE_FAILURES
+    agent_logs = "".join(agent.log() for agent in deployment.agents)
+    tasks = {lb["name"]: lb["task"]["id"] for lb in lbs}
     for name, item in errors.items():
         assert item["provisioning_status"] == "ERROR"
+        # The user message alone reaches the API; the operator's detail only the agent's log.
         assert item["last_error"] == f"no capacity for {name}"
+        task = deployment.http.get(f"/v1/tasks/{tasks[name]}").json()
+        assert task["error"] == {"type": "DriverError", "message": f"no capacity for {name}"}
+        assert f"rack 7 controller 10.0.0.5 refused {name}" in agent_logs
     pending = deployment.http.get("/v1/tasks", params={"state": "PENDING"}).json()["tasks"]
     assert pending == []
     agents = {t["agent_id"] for t in deployment.http.get("/v1/tasks", params={"limit": 1000}).json()["tasks"]}

@@ -9,7 +9,17 @@ from typing import Any
 
 import pytest
 
-from tether.drivers.base import Change, DeviceUnreachable, Driver, DriverError, Resource, Step, Steps
+from tether.common.exceptions import TetherError
+from tether.drivers.base import (
+    Change,
+    DeviceUnreachable,
+    Driver,
+    DriverError,
+    InvalidConfiguration,
+    Resource,
+    Step,
+    Steps,
+)
 from tether.drivers.fake import FakeDriver
 from tether.drivers.noop import NoopDriver
 from tether.drivers.testing import DriverConformance
@@ -122,3 +132,91 @@ def test_the_kit_fails_an_inventory_that_misses_what_is_applied(tmp_path: pathli
     kit = type("Kit", (_Noopish,), {"driver_class": _BlindInventory})()
     with pytest.raises(AssertionError, match="is applied but not in inventory"):
         kit.test_what_is_applied_is_listed_to_the_drift_audit(tmp_path)
+
+
+class _LeakyVendor(NoopDriver):
+    """Fails every create with whatever a test gives it."""
+
+    name = "leaky"
+    raises: Exception = OSError(113, "No route to host")
+
+    def create(self, change: Change) -> None:
+        raise self.raises
+
+
+def _leaky_kit(**attributes: Any) -> DriverConformance:
+    # A package of its own, so the kit finds this vendor's error classes and no test's.
+    driver_class = type("LeakyDriver", (_LeakyVendor,), {"__module__": "leaky_vendor.driver", **attributes})
+
+    class Kit(_Noopish):
+        def failure_cases(self, driver: Driver) -> Iterator[tuple[Change, type[DriverError]]]:
+            lb = Resource("loadbalancer", str(uuid.uuid4()), "p", {"provider": "leaky"})
+            yield Change(str(uuid.uuid4()), "create", 1, 1, None, lb, lb), DeviceUnreachable
+
+    Kit.driver_class = driver_class
+    return Kit()
+
+
+def test_the_kit_fails_a_vendor_exception_that_escapes_as_a_driver_bug(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(
+        AssertionError, match=r"raised OSError .* reports as DriverBug: raise DeviceUnreachable"
+    ):
+        _leaky_kit().test_failures_are_classified_with_a_message_for_people(tmp_path)
+    # Translated where it enters, it passes.
+    _leaky_kit(
+        raises=DeviceUnreachable("no route to the appliance")
+    ).test_failures_are_classified_with_a_message_for_people(tmp_path)
+
+
+def test_the_kit_fails_a_failure_the_agent_would_not_retry_as_its_class_says(tmp_path: pathlib.Path) -> None:
+    class Flaky(DeviceUnreachable):
+        retryable = False
+
+    kit = _leaky_kit(raises=Flaky("no route"))
+    with pytest.raises(
+        AssertionError, match="Flaky would be failed at once, but DeviceUnreachable is retried"
+    ):
+        kit.test_failures_are_classified_with_a_message_for_people(tmp_path)
+
+
+def test_the_kit_fails_a_vendors_own_error_class_that_shows_users_the_operator_message(
+    tmp_path: pathlib.Path,
+) -> None:
+    class ChattyError(InvalidConfiguration):
+        """Tells users what only operators should read."""
+
+        @property  # type: ignore[override]
+        def user_message(self) -> str:
+            return f"{self.msg} ({self.operator_message})"
+
+        @user_message.setter
+        def user_message(self, value: str) -> None:
+            pass
+
+    ChattyError.__module__ = "leaky_vendor.errors"
+    kit = _leaky_kit(raises=DeviceUnreachable("no route"))
+    with pytest.raises(AssertionError) as failed:
+        kit.test_each_error_is_classified_by_its_class_however_it_is_raised(tmp_path)
+    wrong = str(failed.value)
+    assert "raise ChattyError(user_message, operator_message): the operator message reaches the API" in wrong
+    assert "raise ChattyError(user_fault_string=..., operator_fault_string=...): the API would show" in wrong
+    # The SDK's own classes, raised alike, pass.
+    assert all(line.startswith("raise ChattyError") for line in wrong.splitlines()[1:])
+    # Outside the vendor's package, it is not the vendor's: the kit passes.
+    ChattyError.__module__ = "elsewhere"
+    kit.test_each_error_is_classified_by_its_class_however_it_is_raised(tmp_path)
+
+
+def test_the_kit_fails_an_sdk_constructor_that_drops_octavia_libs_messages(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def before_the_aliases(
+        self: DriverError, user_message: Any = None, operator_message: Any = None, **kwargs: Any
+    ) -> None:
+        TetherError.__init__(self, user_message, **kwargs)
+        self.user_message = self.msg
+        self.operator_message = operator_message or self.msg
+
+    monkeypatch.setattr(DriverError, "__init__", before_the_aliases)
+    with pytest.raises(AssertionError, match=r"raise DeviceBusy\(user_fault_string=.*\): the API would show"):
+        _leaky_kit().test_each_error_is_classified_by_its_class_however_it_is_raised(tmp_path)

@@ -10,6 +10,8 @@ import pathlib
 
 import pytest
 
+from tether.common import exceptions
+
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "tether"
 
 FORBIDDEN = {
@@ -39,3 +41,31 @@ def test_component_imports_stay_inside_their_boundary(component: str) -> None:
         if name.startswith(FORBIDDEN[component])
     ]
     assert crossings == []
+
+
+def test_the_exception_tree_draws_every_error_of_tether_under_its_base() -> None:
+    bases = {
+        node.name: node.bases[0].id
+        for path in PACKAGE.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.ClassDef) and node.bases and isinstance(node.bases[0], ast.Name)
+    }
+
+    def is_tether_error(name: str) -> bool:
+        return name == "TetherError" or (name in bases and is_tether_error(bases[name]))
+
+    # Each level of the drawing is four characters to the right of its parent's.
+    lines = (exceptions.__doc__ or "").splitlines()
+    root = next(line for line in lines if line.strip() == "TetherError")
+    drawn: dict[str, str] = {}
+    stack = ["TetherError"]
+    for line in lines[lines.index(root) + 1 :]:
+        if "── " not in line:
+            continue
+        depth = (line.index("── ") - root.index("T") - 1) // 4 + 1
+        del stack[depth:]
+        name = line.split("── ", 1)[1].split()[0]
+        drawn[name] = stack[-1]
+        stack.append(name)
+    errors = {name: base for name, base in bases.items() if name != "TetherError" and is_tether_error(name)}
+    assert drawn == errors

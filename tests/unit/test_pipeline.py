@@ -64,10 +64,16 @@ def test_the_driver_gets_the_full_desired_state_of_the_tree(
 
 
 def test_a_fake_failure_ends_in_error_with_the_drivers_message(
-    client: TestClient, pipeline: list[Agent]
+    client: TestClient, pipeline: list[Agent], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.ERROR, logger="tether.agent.runner")
+    detail = "controller 10.0.0.5 answered ERR 507 (job 7781)"
     lb = client.post(
-        "/v1/loadbalancers", json={"provider": "fake", "metadata": {"fake.fail": "no capacity in rack 7"}}
+        "/v1/loadbalancers",
+        json={
+            "provider": "fake",
+            "metadata": {"fake.fail": "no capacity in rack 7", "fake.fail_detail": detail},
+        },
     ).json()
     body = _settled(client, "loadbalancers", lb["id"])
     assert (body["provisioning_status"], body["last_error"]) == ("ERROR", "no capacity in rack 7")
@@ -75,6 +81,10 @@ def test_a_fake_failure_ends_in_error_with_the_drivers_message(
     task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
     assert task["state"] == "FAILED"
     assert task["error"] == {"type": "DriverError", "message": "no capacity in rack 7"}
+    assert [attempt["error"]["message"] for attempt in task["history"]] == ["no capacity in rack 7"]
+    # The operator's detail is in the agent's log line for the failure, beside the user's message.
+    [line] = [r.getMessage() for r in caplog.records if lb["task"]["id"] in r.getMessage()]
+    assert "no capacity in rack 7" in line and detail in line
 
 
 def test_an_update_applies_the_new_generation(client: TestClient, pipeline: list[Agent]) -> None:

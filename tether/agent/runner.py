@@ -5,7 +5,8 @@ number (or tells the agent to skip a task that is finished or taken). Then
 the driver runs. Whatever it does (returns, raises, hangs past
 ``driver_timeout``), the outcome becomes a
 :class:`~tether.common.messages.Result`: a driver exception becomes a FAILED
-result carrying its message, never a dead agent.
+result carrying its user message (:mod:`tether.drivers.reporting`), and the
+log line its operator message, never a dead agent.
 """
 
 from __future__ import annotations
@@ -24,13 +25,10 @@ from tether.agent.plugin_api import PluginApi
 from tether.agent.reports import Reports
 from tether.common import log, messages, metrics
 from tether.common.states import Outcome
+from tether.drivers import reporting
 from tether.drivers.base import Change, Driver, DriverError, InProgress, NotSupported, Resource, Steps
 
 LOG = logging.getLogger(__name__)
-
-
-class DriverBug(DriverError):
-    """A driver raised something other than a DriverError."""
 
 
 class DriverTimeout(DriverError):
@@ -153,7 +151,12 @@ class Runner:
                 answer = self._call(task, change, pending)
                 if isinstance(answer, Steps):
                     reporter = steps.Reporter(self.plugin, task.id, attempt, self.agent_id)
-                    steps.run(answer, reporter, last_attempt, lambda exc: _bug(task.provider, exc))
+                    steps.run(
+                        answer,
+                        reporter,
+                        last_attempt,
+                        lambda exc: reporting.as_driver_error(exc, task.provider),
+                    )
                     answer = None
             except DriverError as exc:
                 error = exc
@@ -163,11 +166,11 @@ class Runner:
                     "task %s failed: %s: %s%s",
                     task.id,
                     exc.type,
-                    exc.operator_message,
+                    reporting.logged(exc),
                     " (retryable)" if exc.retryable else "",
                 )
             except Exception as exc:
-                error = _bug(task.provider, exc)
+                error = reporting.as_driver_error(exc, task.provider)
                 LOG.exception("task %s: driver %s raised", task.id, task.provider)
             finally:
                 outcome = "failed" if error is not None else "succeeded"
@@ -249,11 +252,7 @@ class Runner:
             host=self.host,
             request_id=work.request_id,
             statuses=dict(statuses),
-            error=messages.ReportedError(
-                type=error.type, message=error.user_message, retryable=error.retryable
-            )
-            if error
-            else None,
+            error=reporting.reported(error) if error else None,
             started_at=started,
             finished_at=_now(),
             undone=isinstance(error, steps.StepsFailed) and error.undone,
@@ -278,13 +277,6 @@ class Runner:
             return driver.poll(change, pending.operation)
         answer = getattr(driver, change.operation)(change)
         return answer if isinstance(answer, InProgress | Steps) else None
-
-
-def _bug(provider: str, exc: Exception) -> DriverBug:
-    """What a driver's exception that is not a DriverError becomes."""
-    return DriverBug(
-        f"The {provider} driver failed unexpectedly ({type(exc).__name__}: {exc}); see the agent's log."
-    )
 
 
 def _change(work: messages.Work, attempt: int) -> Change:

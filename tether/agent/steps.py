@@ -24,6 +24,7 @@ from typing import Any
 from tether.agent.plugin_api import PluginApi
 from tether.common import rpc
 from tether.common.states import StepState
+from tether.drivers import reporting
 from tether.drivers.base import DriverError, Step, Steps
 
 with warnings.catch_warnings():
@@ -207,7 +208,7 @@ def _failed(
         len(listed),
         step.name,
         error.type,
-        error.operator_message,
+        reporting.logged(error),
     )
     reporter.report(position, step, StepState.FAILED, error)
     if error.retryable and not last_attempt:
@@ -231,7 +232,7 @@ def _failed(
                 reporter.task_id,
                 back + 1,
                 earlier.name,
-                reason,
+                reporting.logged(exc) if isinstance(exc, DriverError) else reason,
                 exc_info=not isinstance(exc, DriverError),
             )
             failure = exc if isinstance(exc, DriverError) else DriverError(f"{type(exc).__name__}: {exc}")

@@ -1,7 +1,8 @@
 """The exception root of tether.
 
 Every error tether raises on purpose derives from :class:`TetherError`, which
-carries a message template and the HTTP status the REST layer answers with::
+carries a message template and the HTTP status the REST layer answers with
+(the module that defines each is named where it is not this one)::
 
     TetherError
     ├── InvalidInput (400)
@@ -9,13 +10,29 @@ carries a message template and the HTTP status the REST layer answers with::
     ├── Forbidden (403)
     ├── NotFound (404)
     ├── Conflict (409)
+    ├── AnsweredMeanwhile (409, plugin.idempotency: a request with the same key committed meanwhile)
     ├── PayloadTooLarge (413)
+    ├── KeyReused (422, plugin.idempotency: an Idempotency-Key sent with another request)
+    ├── TooManyRequests (429, plugin.throttle: a project over its rate limit)
     ├── ServiceUnavailable (503)
+    ├── Backlogged (503, plugin.throttle: a provider with too many tasks waiting)
     ├── ConfigError (stops a daemon at start)
-    ├── TransportError (the broker could not be reached or refused)
+    ├── TransportError (503: the broker could not be reached or refused)
     │   └── PublishNotConfirmed
+    │       └── Unroutable (common.publisher: the broker routed a message to no queue)
     ├── MalformedMessage (a message that cannot be decoded or validated)
-    └── DriverError (tether.drivers.base: what a driver tells the framework)
+    ├── ClaimFailed (agent.plugin_api: the plugin answered a claim with an error)
+    └── DriverError (drivers.base: what a driver tells the framework)
+        ├── DeviceUnreachable       retryable
+        ├── DeviceBusy              retryable
+        ├── InvalidConfiguration
+        ├── NotSupported
+        ├── DriverBug               (drivers.reporting) a driver raised something else
+        ├── DriverTimeout           (agent.runner) retryable: a call or operation overran
+        ├── StepNotRecorded         (agent.steps) retryable: the plugin could not record a step
+        ├── StepRefused             (agent.steps) the plugin refused a step's report
+        ├── FencedOff               (agent.steps) another attempt took the task over
+        └── StepsFailed             (agent.steps) a step failed for good; its type is that step's error's
 
 Third-party errors (kombu, SQLAlchemy, jsonschema, vendor SDKs) are re-raised
 as one of these where they enter tether, with ``raise ... from exc``.
@@ -23,12 +40,59 @@ as one of these where they enter tether, with ``raise ... from exc``.
 
 from __future__ import annotations
 
+import string
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+#: What a template field nobody filled reads as.
+UNSAID = "no detail given"
 
-class _Unsaid(dict[str, Any]):
-    def __missing__(self, key: str) -> str:
-        return "no detail given"
+
+class _Lenient(string.Formatter):
+    """Fills a message template from whatever its raiser gave.
+
+    ``raise DeviceUnreachable`` with nothing to say is natural Python, and so
+    is a vendor's template with fields of its own: a field left out reads
+    "no detail given", and a value its format spec does not fit (``{rate:g}``
+    given text) is shown as text, because an error whose construction raises
+    is lost behind the one it raised instead.
+    """
+
+    def get_value(self, key: int | str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        return kwargs.get(key, UNSAID) if isinstance(key, str) else UNSAID
+
+    def get_field(self, field_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        try:
+            return super().get_field(field_name, args, kwargs)
+        except (AttributeError, IndexError, KeyError, TypeError):
+            return UNSAID, field_name
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        try:
+            formatted: str = super().format_field(value, format_spec)
+        except (TypeError, ValueError):
+            return str(value)
+        return formatted
+
+
+_LENIENT = _Lenient()
+
+
+def fill(template: str, fields: Mapping[str, Any]) -> str:
+    """``template`` filled from ``fields``; never raises (a template that is
+    not one, with an unmatched brace, reads as written)."""
+    try:
+        return _LENIENT.vformat(template, (), fields)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return template
+
+
+def as_message(value: object) -> str | None:
+    """A message as given: its text (an exception's too), or None when it says nothing."""
+    if value is None:
+        return None
+    said = value if isinstance(value, str) else str(value)
+    return said if said.strip() else None
 
 
 class TetherError(Exception):
@@ -36,19 +100,19 @@ class TetherError(Exception):
 
     Subclasses set ``message`` (a ``str.format`` template filled from the
     keyword arguments) and ``status`` (the HTTP status of the REST answer).
+
+    :param message: the message, in place of the template; anything whose
+        ``str()`` is one (an exception) will do. Blank or None: the template
+        is filled instead.
     """
 
     message: ClassVar[str] = "An unknown error occurred."
     status: ClassVar[int] = 500
 
-    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, message: object = None, **kwargs: Any) -> None:
         self.kwargs = kwargs
-        if message is None:
-            # ``raise DeviceUnreachable`` with nothing to say is natural Python:
-            # a template's missing fields read as such instead of a KeyError.
-            message = self.message.format_map(_Unsaid(kwargs))
-        self.msg = message
-        super().__init__(message)
+        self.msg = as_message(message) or fill(self.message, kwargs)
+        super().__init__(self.msg)
 
     @property
     def type(self) -> str:

@@ -20,14 +20,17 @@ Contract
     * Status flows back through the :class:`Callbacks` object, never through
       the database: agents hold no database credentials.
 
-Exceptions (all :class:`DriverError`, whose messages reach the API user and
-the operator's log respectively)::
+Exceptions (all :class:`DriverError`; each carries a message for the API
+user and one for the operator's log)::
 
-    DriverError                 failed; the task ends FAILED with the message
+    DriverError                 failed; the task ends FAILED with the user message
     ├── DeviceUnreachable       transient: the framework retries with backoff
     ├── DeviceBusy              transient: the device is locked or overloaded; retried too
     ├── InvalidConfiguration    permanent: retrying cannot help
     └── NotSupported            the driver cannot do this operation or feature
+
+Whatever else a driver raises fails the task as ``DriverBug``
+(:mod:`tether.drivers.reporting`).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from typing import Any, ClassVar, Literal
 
 from oslo_config import cfg
 
-from tether.common.exceptions import TetherError
+from tether.common.exceptions import TetherError, as_message
 from tether.common.states import MAX_STEP_NAME, MAX_STEPS, OperatingStatus
 
 Placement = Literal["shared", "host"]
@@ -48,21 +51,39 @@ Placement = Literal["shared", "host"]
 class DriverError(TetherError):
     """A driver failed to apply a change.
 
-    :param user_message: what the API user sees in ``last_error``; say what
-        is wrong and what to do about it.
-    :param operator_message: extra detail for the agent's log (device
+    Raise it, or any subclass, however a vendor's code does: bare
+    (``raise DeviceUnreachable``), with a message, with a message for the
+    user and one for the operator, with octavia-lib's keyword names, or with
+    the fields of the class's ``message`` template (``reason=...``, or a
+    vendor subclass's own). Its class alone decides whether it is retried.
+
+    :param user_message: what the API user sees in the task's error and the
+        resource's ``last_error``; say what is wrong and what to do about it.
+        When not given, the class's ``message`` template filled from the
+        keyword arguments (a field not given reads "no detail given").
+    :param operator_message: extra detail for the agent's log only (device
         responses, internal ids); defaults to the user message.
+    :param user_fault_string: octavia-lib's name of ``user_message``, so a
+        ported Octavia driver raises unchanged.
+    :param operator_fault_string: octavia-lib's name of ``operator_message``.
     """
 
     message = "The driver failed: {reason}"
     retryable: ClassVar[bool] = False
 
     def __init__(
-        self, user_message: str | None = None, operator_message: str | None = None, **kwargs: Any
+        self,
+        user_message: object = None,
+        operator_message: object = None,
+        *,
+        user_fault_string: object = None,
+        operator_fault_string: object = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(user_message, **kwargs)
+        super().__init__(user_message if user_message is not None else user_fault_string, **kwargs)
         self.user_message = self.msg
-        self.operator_message = operator_message or self.msg
+        operator = operator_message if operator_message is not None else operator_fault_string
+        self.operator_message = as_message(operator) or self.msg
 
 
 class DeviceUnreachable(DriverError):

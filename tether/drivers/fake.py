@@ -8,6 +8,10 @@ Instructions are read from the ``metadata`` of the resource being changed:
 ``fake.fail_operation``
     With ``fake.fail``: fail only this operation (``create``, ``update`` or
     ``delete``); the others succeed.
+``fake.fail_detail``
+    With ``fake.fail``, ``fake.fail_step`` or ``fake.unreachable``: the
+    operator message of the failure (device detail for the agent's log
+    only; the API shows the user message alone).
 ``fake.unreachable``
     Fail as if the device did not answer (a retryable error) with this text.
 ``fake.unreachable_attempts``
@@ -135,7 +139,10 @@ class FakeDriver(NoopDriver):
                 ):
                     raise DeviceUnreachable(f"no answer from the device in {name} (attempt {change.attempt})")
                 if int(meta.get("fake.fail_step", 0)) == number:
-                    raise DriverError(meta.get("fake.fail") or f"{name} refused by the fake device")
+                    raise DriverError(
+                        meta.get("fake.fail") or f"{name} refused by the fake device",
+                        meta.get("fake.fail_detail"),
+                    )
                 if number == count:
                     finish(change)
 
@@ -193,14 +200,14 @@ class FakeDriver(NoopDriver):
         if "fake.delay_ms" in meta:
             self._wait(int(meta["fake.delay_ms"]) / 1000.0, int(meta.get("fake.progress", 0)))
         if "fake.unreachable" in meta:
-            raise DeviceUnreachable(meta["fake.unreachable"])
+            raise DeviceUnreachable(meta["fake.unreachable"], meta.get("fake.fail_detail"))
         if "fake.steps" in meta:
             return  # the steps obey the rest, each at its own step
         if change.attempt <= int(meta.get("fake.unreachable_attempts", 0)):
             raise DeviceUnreachable(f"no answer from the device (attempt {change.attempt})")
         operation = meta.get("fake.fail_operation")
         if "fake.fail" in meta and operation in (None, change.operation):
-            raise DriverError(meta["fake.fail"])
+            raise DriverError(meta["fake.fail"], meta.get("fake.fail_detail"))
 
     def delete(self, change: Change) -> InProgress | Steps | None:
         self._obey(change)

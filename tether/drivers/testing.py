@@ -25,7 +25,10 @@ What it checks, for every resource type the driver claims:
   (an agent died mid-call and the broker handed the message on);
 * errors: whatever the driver raises for the failures you list in
   :meth:`failure_cases` is a ``DriverError`` of the class you expect, with a
-  message a person can act on;
+  message a person can act on, retried by the agent exactly when that class
+  is; and each error class (the SDK's, your package's, those you expect)
+  raised in every form of :mod:`tether.drivers.raising` is classified by
+  its class, its operator message kept to the agent's log;
 * declarations: placement, resource types and capabilities are well formed,
   and a driver that claims ``operating_status`` reports a valid one;
 * steps, for a driver that returns :class:`~tether.drivers.base.Steps`:
@@ -57,6 +60,7 @@ from typing import Any, ClassVar
 from oslo_config import cfg
 
 from tether.common import config
+from tether.drivers import raising
 from tether.drivers.base import (
     Callbacks,
     Change,
@@ -186,13 +190,17 @@ class DriverConformance:
         for change, expected in self.failure_cases(driver):
             try:
                 _run(driver, change.operation, change)
-            except DriverError as exc:
-                assert isinstance(exc, expected), (
-                    f"{change.operation} raised {exc.type}, expected {expected.__name__}"
-                )
-                assert exc.user_message.strip(), "a failure needs a message the API user can act on"
+            except Exception as exc:  # noqa: BLE001 - as the agent catches it
+                wrong = raising.misreported_failure(exc, expected, self.driver_class.name)
+                assert wrong is None, f"{change.operation} of {change.resource.type}: {wrong}"
             else:
                 raise AssertionError(f"{change.operation} of {change.resource.type} should have failed")
+
+    def test_each_error_is_classified_by_its_class_however_it_is_raised(self, tmp_path: pathlib.Path) -> None:
+        expected = [cls for _, cls in self.failure_cases(self._driver(tmp_path))]
+        classes = raising.error_classes(self.driver_class, expected)
+        wrong = raising.misreported(classes, self.driver_class.name)
+        assert not wrong, "the agent would report these otherwise than their class says:\n" + "\n".join(wrong)
 
     def test_operating_status_is_reported_when_claimed(self, tmp_path: pathlib.Path) -> None:
         if "operating_status" not in self.driver_class.capabilities:
