@@ -21,7 +21,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     kept = [
         item
         for item in items
-        if not any(item.get_closest_marker(m) for m in ("no_database", "broker_only", "supervision", "allinone"))
+        if not any(
+            item.get_closest_marker(m) for m in ("no_database", "broker_only", "supervision", "allinone")
+        )
     ]
     if len(kept) < len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
