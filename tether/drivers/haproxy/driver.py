@@ -80,12 +80,12 @@ class HaproxyDriver(Driver):
     # -- the driver API ----------------------------------------------------
 
     def create(self, change: Change) -> InProgress | None:
-        self._check(change.resource)
+        self._check(change)
         self._apply(change.tree)
         return None
 
     def update(self, change: Change) -> InProgress | None:
-        self._check(change.resource)
+        self._check(change)
         self._apply(change.tree)
         return None
 
@@ -138,11 +138,20 @@ class HaproxyDriver(Driver):
 
     # -- the device ----------------------------------------------------------
 
-    def _check(self, resource: Resource) -> None:
+    def _check(self, change: Change) -> None:
+        resource = change.resource
         if resource.type == "listener" and resource.attributes.get("protocol") == "UDP":
             raise NotSupported("HAProxy does not balance UDP; use a TCP listener.")
+        # What belongs to a resource HAProxy never got cannot be served alone.
+        failed = next((r for r in change.tree.ancestors(resource.id) if r.create_failed), None)
+        if failed is not None:
+            raise InvalidConfiguration(
+                f"{resource.type} {resource.id} belongs to {failed.type} {failed.id}, whose create "
+                f"failed; update that {failed.type} (an update creates it), then this {resource.type}."
+            )
 
     def _apply(self, tree: Resource) -> None:
+        tree = tree.without_failed_creates()
         directory = os.path.join(self.base, tree.id)
         os.makedirs(directory, exist_ok=True)
         with self._locked(directory):
