@@ -10,11 +10,17 @@ refused, or make every later change of the tree fail with its error.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tether.common.states import ProvisioningStatus
+
+if TYPE_CHECKING:
+    from tether.drivers.models import Model
+
+M = TypeVar("M", bound="Model")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +74,31 @@ class Resource:
         applied). A driver leaves it, and what belongs to it, off the device;
         the user's next update of it is the first call for it, and creates it."""
         return failed_create(self.provisioning_status, self.applied_generation)
+
+    @property
+    def model(self) -> Model:
+        """This resource, and what belongs to it, as the typed model of its
+        type (:mod:`tether.drivers.models`), made from the schemas of the
+        resource types installed in this process.
+
+        :raises LookupError: when no installed package declares its type.
+        :raises ValueError: when it lacks an attribute its schema requires.
+        """
+        from tether.drivers import models  # here: models imports this module
+
+        return models.installed().model_of(self)
+
+    def typed(self, cls: builtins.type[M]) -> M:
+        """This resource as the model class ``cls`` (``Loadbalancer`` of
+        :mod:`tether.drivers.lbaas_models`, or a service's own), statically
+        typed.
+
+        :raises TypeError: when it is not a resource of ``cls``'s type.
+        :raises ValueError: when it lacks an attribute ``cls`` requires.
+        """
+        from tether.drivers import models  # here: models imports this module
+
+        return models.build(cls, self)
 
     def walk(self) -> Iterator[Resource]:
         """This resource and every descendant, parents before children."""
