@@ -16,7 +16,7 @@ import pytest
 from tether.common import lbaas
 from tether.common.resource_types import Registry, ResourceType
 from tether.common.states import ProvisioningStatus
-from tether.drivers import lbaas_models, model_source, models
+from tether.drivers import lbaas_models, model_fields, model_source, models
 from tether.drivers.base import Resource
 from tether.drivers.lbaas_models import Listener, Loadbalancer, Member, Pool
 
@@ -86,6 +86,11 @@ def test_a_new_services_types_get_a_typed_field_per_schema_property(storage: mod
     assert {"class_", "max_iops", "f_2fa", "id_", "snapshots_"} <= fields.keys()
     # Children after the attributes: an attribute took "snapshots".
     assert hints["snapshots_"] == tuple[storage.model_class("snapshot"), ...]
+
+
+def test_no_attribute_takes_the_name_of_a_field_every_model_has() -> None:
+    assert {f.name for f in dataclasses.fields(models.Model)} == model_fields.BASE_FIELDS
+    assert {"on_device", "create_failed", "resource_type"} <= model_fields.RESERVED
 
 
 def test_a_model_holds_the_resources_values_status_and_typed_children(

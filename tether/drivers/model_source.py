@@ -21,7 +21,7 @@ import textwrap
 from collections.abc import Sequence
 
 from tether.common.resource_types import Registry, ResourceType
-from tether.drivers.models import FieldSpec, ModelSpec, model_spec
+from tether.drivers.model_fields import FieldSpec, ModelSpec, model_spec
 
 _WIDTH = 110
 

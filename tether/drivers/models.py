@@ -63,15 +63,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import keyword
 import logging
-import re
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
-from tether.common.resource_types import COMMON_PROPERTIES, Registry
+from tether.common.resource_types import Registry
 from tether.common.states import ProvisioningStatus
+from tether.drivers.model_fields import BASE_FIELDS, FieldSpec, ModelSpec, class_name, frozen, model_spec
 from tether.drivers.resource import Resource, believed_held, failed_create
 
 LOG = logging.getLogger(__name__)
@@ -108,149 +107,6 @@ class Model:
     def create_failed(self) -> bool:
         """Its create failed and no device ever held it: leave it off the device."""
         return failed_create(self.provisioning_status, self.applied_generation)
-
-
-_BASE_FIELDS = frozenset(f.name for f in dataclasses.fields(Model))
-#: Names no attribute's field may take (see the module's docstring).
-RESERVED = _BASE_FIELDS | {
-    "resource_type",
-    "on_device",
-    "create_failed",
-    "children",
-    # what a generated module's class bodies name: a field of the same name
-    # with a default would shadow it there
-    "dataclasses",
-    "Mapping",
-    "Any",
-    "ClassVar",
-    "Model",
-    "str",
-    "int",
-    "float",
-    "bool",
-    "tuple",
-}
-
-_PYTHON_TYPES = {"string": "str", "integer": "int", "boolean": "bool", "number": "float"}
-
-
-@dataclasses.dataclass(frozen=True)
-class FieldSpec:
-    """One field of a model, as a type's schema makes it."""
-
-    name: str
-    #: its type as source text, the very text a generated module declares
-    annotation: str
-    #: the attribute it holds, or None for a tuple of children
-    attribute: str | None = None
-    #: the type of the children it holds
-    children: str | None = None
-    required: bool = False
-    default: Any = None
-    description: str = dataclasses.field(default="", compare=False)
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """A model class, as a type's schema makes it."""
-
-    class_name: str
-    resource_type: str
-    description: str = dataclasses.field(compare=False)
-    fields: tuple[FieldSpec, ...] = ()
-
-
-def class_name(type_name: str) -> str:
-    name = "".join(part[:1].upper() + part[1:] for part in re.split(r"[^0-9A-Za-z]+", type_name) if part)
-    return name if name[:1].isalpha() else f"T{name}"
-
-
-def model_spec(registry: Registry, type_name: str) -> ModelSpec:
-    """What the model of ``type_name`` holds, by the rules of the module's docstring."""
-    rtype = registry[type_name]
-    taken = set(RESERVED) | {class_name(name) for name in registry}
-    fields: list[FieldSpec] = []
-    for attribute, schema in {**COMMON_PROPERTIES, **rtype.properties}.items():
-        name = _free(_identifier(attribute), taken)
-        fields.append(_attribute_field(name, attribute, schema, attribute in rtype.required))
-    for child in sorted(registry.children_of(type_name), key=lambda t: t.name):
-        name = _free(_identifier(child.collection), taken)
-        annotation = f"tuple[{class_name(child.name)}, ...]"
-        fields.append(FieldSpec(name, annotation, children=child.name, default=()))
-    return ModelSpec(class_name(type_name), type_name, rtype.description, tuple(fields))
-
-
-def _identifier(attribute: str) -> str:
-    name = re.sub(r"\W", "_", attribute, flags=re.ASCII).lstrip("_")
-    return name if name[:1].isalpha() else f"f_{name}"
-
-
-def _free(name: str, taken: set[str]) -> str:
-    while keyword.iskeyword(name) or name in taken:
-        name += "_"
-    taken.add(name)
-    return name
-
-
-def _attribute_field(name: str, attribute: str, schema: Mapping[str, Any], required: bool) -> FieldSpec:
-    python_type, nullable = _python_type(schema)
-    description = str(schema.get("description", ""))
-    if required:
-        annotation = _optional(python_type) if nullable else python_type
-        return FieldSpec(name, annotation, attribute, required=True, description=description)
-    default = _frozen(schema.get("default"))
-    if "default" in schema and default is not None and not nullable:
-        return FieldSpec(name, python_type, attribute, default=default, description=description)
-    return FieldSpec(name, _optional(python_type), attribute, default=default, description=description)
-
-
-def _python_type(schema: Any) -> tuple[str, bool]:
-    """The type of a schema's values as source text, and whether null is one."""
-    if not isinstance(schema, Mapping):
-        return "Any", False
-    declared = schema.get("type")
-    if declared is None:
-        values = schema.get("enum", [schema["const"]] if "const" in schema else None)
-        if not isinstance(values, list) or not values:
-            return "Any", False
-        declared = list(dict.fromkeys(_json_type(v) for v in values))
-    names = [declared] if isinstance(declared, str) else list(declared)
-    parts = list(dict.fromkeys(_one_type(n, schema) for n in names if n != "null"))
-    if not parts or "Any" in parts:
-        return "Any", "null" in names
-    return " | ".join(parts), "null" in names
-
-
-def _one_type(json_type: Any, schema: Mapping[str, Any]) -> str:
-    if json_type == "array":
-        item, nullable = _python_type(schema.get("items"))
-        return f"tuple[{_optional(item) if nullable else item}, ...]"
-    if json_type == "object":
-        value, nullable = _python_type(schema.get("additionalProperties"))
-        return f"Mapping[str, {_optional(value) if nullable else value}]"
-    return _PYTHON_TYPES.get(json_type, "Any")
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, list):
-        return "array"
-    return "object" if isinstance(value, dict) else "string"
-
-
-def _optional(annotation: str) -> str:
-    return annotation if annotation == "Any" else f"{annotation} | None"
-
-
-def _frozen(value: Any) -> Any:
-    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
 
 
 def _thawed(value: Any) -> Any:
@@ -291,7 +147,7 @@ def _made_plan(cls: type[Model]) -> _Plan:
     hints = typing.get_type_hints(cls)
     attributes, required, kids = [], [], []
     for field in dataclasses.fields(cls):
-        if field.name in _BASE_FIELDS:
+        if field.name in BASE_FIELDS:
             continue
         child_type = field.metadata.get("children")
         if child_type is not None:
@@ -319,7 +175,7 @@ def build(cls: type[M], resource: Resource) -> M:
             f"{resource.type} {resource.id} lacks {', '.join(missing)}, which {cls.__name__} requires"
         )
     values: dict[str, Any] = {
-        name: _frozen(resource.attributes[attribute])
+        name: frozen(resource.attributes[attribute])
         for name, attribute in plan.attributes
         if attribute in resource.attributes
     }
@@ -418,7 +274,7 @@ def described(cls: type[Model]) -> ModelSpec:
     """What a model class holds, as :func:`model_spec` says it (descriptions aside)."""
     fields = []
     for field in dataclasses.fields(cls):
-        if field.name in _BASE_FIELDS:
+        if field.name in BASE_FIELDS:
             continue
         required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
         default = field.default if field.default is not dataclasses.MISSING else None
