@@ -45,6 +45,7 @@ from tether.drivers.base import (
 )
 from tether.drivers.haproxy.config import render, stats_socket, usable
 from tether.drivers.haproxy.stats import read_stats
+from tether.drivers.lbaas_models import Listener, Loadbalancer
 
 LOG = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class HaproxyDriver(Driver):
 
     def _check(self, change: Change) -> None:
         resource = change.resource
-        if resource.type == "listener" and resource.attributes.get("protocol") == "UDP":
+        if resource.type == "listener" and not usable(resource.typed(Listener)):
             raise NotSupported("HAProxy does not balance UDP; use a TCP listener.")
         # What belongs to a resource HAProxy never got cannot be served alone.
         failed = next((r for r in change.tree.ancestors(resource.id) if r.create_failed), None)
@@ -151,7 +152,8 @@ class HaproxyDriver(Driver):
             )
 
     def _apply(self, tree: Resource) -> None:
-        tree = tree.without_failed_creates()
+        tree = tree.without_failed_creates()  # as render() writes it
+        lb = tree.typed(Loadbalancer)
         directory = os.path.join(self.base, tree.id)
         os.makedirs(directory, exist_ok=True)
         with self._locked(directory):
@@ -169,7 +171,7 @@ class HaproxyDriver(Driver):
             with open(os.path.join(directory, "desired.json.new"), "w") as f:
                 json.dump(_flatten(tree), f)
             os.replace(os.path.join(directory, "desired.json.new"), os.path.join(directory, "desired.json"))
-            listening = any(c.type == "listener" and usable(c) for c in tree.children)
+            listening = any(usable(listener) for listener in lb.listeners)
             pids = _pids(directory)
             if not listening:
                 _stop(pids)
@@ -185,9 +187,9 @@ class HaproxyDriver(Driver):
                 )
         # Serving now; members' health follows from the stats socket with the state reports.
         self.callbacks.operating_status(tree.id, OperatingStatus.ONLINE)
-        for listener in tree.children:
-            if listener.type == "listener" and usable(listener):
-                up = listener.attributes.get("admin_state_up", True)
+        for listener in lb.listeners:
+            if usable(listener):
+                up = listener.admin_state_up
                 self.callbacks.operating_status(
                     listener.id, OperatingStatus.ONLINE if up else OperatingStatus.OFFLINE
                 )
