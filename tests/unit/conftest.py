@@ -134,7 +134,14 @@ def finish(plugin: Plugin, task_id: str, outcome: str = "SUCCEEDED", **result: A
 
 def sample_work(provider: str) -> messages.Work:
     """A valid work message: create loadbalancer ``r`` with ``provider``."""
-    resource = messages.DesiredResource(type="loadbalancer", id="r", project_id="p", attributes={})
+    resource = messages.DesiredResource(
+        type="loadbalancer",
+        id="r",
+        project_id="p",
+        provisioning_status="PENDING_CREATE",
+        applied_generation=0,
+        attributes={},
+    )
     task = messages.WorkTask(
         id="t",
         operation=Operation.CREATE,

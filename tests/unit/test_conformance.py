@@ -220,3 +220,53 @@ def test_the_kit_fails_an_sdk_constructor_that_drops_octavia_libs_messages(
     monkeypatch.setattr(DriverError, "__init__", before_the_aliases)
     with pytest.raises(AssertionError, match=r"raise DeviceBusy\(user_fault_string=.*\): the API would show"):
         _leaky_kit().test_each_error_is_classified_by_its_class_however_it_is_raised(tmp_path)
+
+
+class _WholeTree(NoopDriver):
+    """Writes every resource of the tree it is given, as a driver that
+    renders a whole configuration does; ``heeds_status`` leaves out what
+    failed to be created."""
+
+    name = "whole-tree"
+    heeds_status = True
+
+    def _apply(self, change: Change) -> None:
+        tree = change.tree.without_failed_creates() if self.heeds_status else change.tree
+        for resource in tree.walk():
+            self.applied[resource.id] = (change.generation, dict(resource.attributes))
+
+
+class _CreateOnly(NoopDriver):
+    """Updates only what the device already holds."""
+
+    name = "create-only"
+
+    def update(self, change: Change) -> None:
+        if change.resource.id in self.applied:
+            self._apply(change)
+
+
+@pytest.mark.parametrize(
+    ("driver_class", "check", "expected"),
+    [
+        (
+            type("Blind", (_WholeTree,), {"heeds_status": False}),
+            "test_a_resource_whose_create_failed_stays_off_the_device",
+            "whose create failed .ERROR, never applied. was written to the device",
+        ),
+        (
+            _CreateOnly,
+            "test_an_update_after_a_failed_create_puts_the_resource_on_the_device",
+            "update must create what is missing",
+        ),
+    ],
+)
+def test_the_kit_fails_a_driver_that_mishandles_a_failed_create(
+    driver_class: type[Driver], check: str, expected: str, tmp_path: pathlib.Path
+) -> None:
+    kit = type("Kit", (_Noopish,), {"driver_class": driver_class})()
+    with pytest.raises(AssertionError, match=expected):
+        getattr(kit, check)(tmp_path)
+    # A driver that writes the tree but heeds the status passes.
+    sound = type("Kit", (_Noopish,), {"driver_class": _WholeTree})()
+    getattr(sound, check)(tmp_path)

@@ -7,6 +7,7 @@ import msgspec
 import pytest
 
 from tests.unit.conftest import sample_work
+from tether.agent import runner
 from tether.common import messages, wire
 from tether.common.exceptions import MalformedMessage
 from tether.common.states import Outcome
@@ -57,6 +58,10 @@ def test_messages_keep_the_version_1_wire_format() -> None:
             "id": "r",
             "project_id": "p",
             "parent_id": None,
+            # Added with provisioning status in the tree; agents before it
+            # read work without them (unknown fields are ignored).
+            "provisioning_status": "PENDING_CREATE",
+            "applied_generation": 0,
             "attributes": {},
             "children": [],
         },
@@ -106,6 +111,66 @@ def test_work_as_the_previous_release_wrote_it_is_read() -> None:
     work = wire.decode_work(json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
     assert (work.task_id, work.request_id, work.resource.children) == ("t", "req-1", [])
     assert [child.id for child in work.tree.children] == ["c"]
+    # Nothing said of the device: the agent passes that on as unknown.
+    assert (work.tree.provisioning_status, work.tree.children[0].applied_generation) == (None, None)
+    change = runner._change(work, 1)
+    assert (change.tree.provisioning_status, change.tree.on_device, change.tree.create_failed) == (
+        None,
+        None,
+        False,
+    )
+
+
+class _PreviousDesired(msgspec.Struct, frozen=True, kw_only=True):
+    """DesiredResource as the release before provisioning status in the tree declared it."""
+
+    type: str
+    id: str
+    project_id: str
+    parent_id: str | None = None
+    attributes: dict[str, Any]
+    children: list[_PreviousDesired] = []
+
+
+class _PreviousWork(msgspec.Struct, frozen=True, kw_only=True):
+    version: int
+    kind: str
+    task: messages.WorkTask
+    resource: _PreviousDesired
+    tree: _PreviousDesired
+
+
+def test_an_agent_of_the_previous_release_reads_work_carrying_provisioning_status() -> None:
+    child = messages.DesiredResource(
+        type="listener",
+        id="c",
+        project_id="p",
+        parent_id="r",
+        provisioning_status="ERROR",
+        applied_generation=0,
+        attributes={"protocol": "HTTP"},
+    )
+    tree = messages.DesiredResource(
+        type="loadbalancer",
+        id="r",
+        project_id="p",
+        provisioning_status="ACTIVE",
+        applied_generation=3,
+        attributes={},
+        children=[child],
+    )
+    work = messages.Work(task=sample_work("noop").task, resource=tree, tree=tree)
+    old = msgspec.json.decode(messages.encode(work), type=_PreviousWork)
+    assert old.tree.children[0] == _PreviousDesired(
+        type="listener", id="c", project_id="p", parent_id="r", attributes={"protocol": "HTTP"}
+    )
+
+
+def test_a_provisioning_status_this_release_does_not_know_reads_as_unknown() -> None:
+    body = _work()
+    body["tree"] |= {"provisioning_status": "PENDING_MIGRATION", "applied_generation": 2}
+    change = runner._change(wire.decode_work(json.dumps(body)), 1)
+    assert (change.tree.provisioning_status, change.tree.on_device) == (None, True)
 
 
 def test_a_previous_release_body_without_optional_fields_is_read() -> None:

@@ -24,7 +24,7 @@ from tether.agent.driver_manager import AgentCallbacks
 from tether.agent.plugin_api import PluginApi
 from tether.agent.reports import Reports
 from tether.common import log, messages, metrics
-from tether.common.states import Outcome
+from tether.common.states import Outcome, ProvisioningStatus
 from tether.drivers import reporting
 from tether.drivers.base import Change, Driver, DriverError, InProgress, NotSupported, Resource, Steps
 
@@ -300,6 +300,8 @@ def _resource(node: messages.DesiredResource) -> Resource:
         attributes=dict(node.attributes),
         parent_id=node.parent_id,
         children=tuple(_resource(child) for child in node.children),
+        provisioning_status=ProvisioningStatus.known(node.provisioning_status),
+        applied_generation=node.applied_generation,
     )
 
 

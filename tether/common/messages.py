@@ -84,6 +84,14 @@ class DesiredResource(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     project_id: str
     parent_id: str | None = None
+    #: the resource's provisioning status when the plugin built the message;
+    #: a plain string, so that a status a later release adds does not make
+    #: this release refuse the message. None from plugins before it was sent.
+    provisioning_status: str | None = None
+    #: the newest generation a driver reported applied: 0 when no device has
+    #: ever held the resource (its create has not succeeded yet). None from
+    #: plugins before it was sent.
+    applied_generation: int | None = None
     attributes: dict[str, Any]
     children: list[DesiredResource] = []
 

@@ -12,6 +12,12 @@ class ProvisioningStatus(enum.StrEnum):
     ACTIVE = "ACTIVE"
     ERROR = "ERROR"
 
+    @classmethod
+    def known(cls, value: str | None) -> ProvisioningStatus | None:
+        """``value`` as a status, or None when it names none this release knows
+        (a newer plugin's, or none at all from an older one)."""
+        return cls(value) if value is not None and value in cls.__members__ else None
+
 
 class OperatingStatus(enum.StrEnum):
     ONLINE = "ONLINE"

@@ -44,6 +44,7 @@ from oslo_config import cfg
 
 from tether.common.exceptions import TetherError, as_message
 from tether.common.states import MAX_STEP_NAME, MAX_STEPS, OperatingStatus
+from tether.drivers.resource import Resource as Resource
 
 Placement = Literal["shared", "host"]
 
@@ -113,61 +114,15 @@ class NotSupported(DriverError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Resource:
-    """The desired state of one resource, as a driver receives it.
-
-    :ivar type: the resource type name, e.g. ``listener``.
-    :ivar attributes: every attribute, defaults applied.
-    :ivar children: the resources that belong to this one, each with its own.
-    """
-
-    type: str
-    id: str
-    project_id: str
-    attributes: Mapping[str, Any]
-    parent_id: str | None = None
-    children: tuple[Resource, ...] = ()
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Resource:
-        return cls(
-            type=data["type"],
-            id=data["id"],
-            project_id=data["project_id"],
-            attributes=dict(data.get("attributes") or {}),
-            parent_id=data.get("parent_id"),
-            children=tuple(cls.from_dict(c) for c in data.get("children") or ()),
-        )
-
-    def walk(self) -> Iterator[Resource]:
-        """This resource and every descendant, parents before children."""
-        yield self
-        for child in self.children:
-            yield from child.walk()
-
-    def find(self, resource_id: str) -> Resource | None:
-        return next((r for r in self.walk() if r.id == resource_id), None)
-
-    def without(self, resource_id: str) -> Resource:
-        """This tree less the resource ``resource_id`` and everything under it."""
-        children = tuple(c.without(resource_id) for c in self.children if c.id != resource_id)
-        return dataclasses.replace(self, children=children)
-
-    def replaced(self, new: Resource) -> Resource:
-        """This tree with ``new`` in place of the resource of the same id (keeping its children)."""
-        if self.id == new.id:
-            return dataclasses.replace(new, children=self.children)
-        return dataclasses.replace(self, children=tuple(c.replaced(new) for c in self.children))
-
-
-@dataclasses.dataclass(frozen=True)
 class Change:
     """One change a driver applies.
 
     :ivar operation: ``create``, ``update`` or ``delete``.
     :ivar resource: the target's desired state (for a delete, its last one).
     :ivar tree: the desired state of the target's whole root tree; for a
-        delete, the target is still in it.
+        delete, the target is still in it. Each resource in it carries its
+        provisioning status: one whose create failed is there too, and
+        stays off the device (:meth:`Resource.without_failed_creates`).
     """
 
     task_id: str

@@ -20,6 +20,10 @@ What it checks, for every resource type the driver claims:
 
 * create puts the resource on the device, update changes it, delete removes
   it, and a delete of something absent succeeds;
+* a resource whose create failed (``ERROR``, never applied) stays off the
+  device when a later change's tree holds it, and does not stop the rest of
+  the tree; an update after a failed create (the first call the device sees
+  for the resource) puts it on the device;
 * idempotency: the same change applied twice leaves the device as once,
   also when the second delivery starts while the first is still running
   (an agent died mid-call and the broker handed the message on);
@@ -52,27 +56,26 @@ import dataclasses
 import json
 import pathlib
 import threading
-import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 from oslo_config import cfg
 
 from tether.common import config
+from tether.common.states import ProvisioningStatus
 from tether.drivers import raising
 from tether.drivers.base import (
     Callbacks,
     Change,
     Driver,
     DriverError,
-    InProgress,
     Resource,
     Step,
     Steps,
     driver_group,
 )
-from tether.drivers.fixtures import PARENTS, SAMPLES, UPDATES, RecordingCallbacks
+from tether.drivers.fixtures import UPDATES, RecordingCallbacks, make_change, sample_attributes, sample_tree
+from tether.drivers.fixtures import run as _run
 
 
 class DriverConformance:
@@ -97,7 +100,7 @@ class DriverConformance:
 
     def sample(self, type_name: str) -> dict[str, Any]:
         """The desired attributes of a ``type_name`` the kit creates."""
-        return copy.deepcopy(SAMPLES[type_name])
+        return sample_attributes(type_name)
 
     # -- the checks ------------------------------------------------------
 
@@ -149,6 +152,55 @@ class DriverConformance:
             assert self.read_device(driver, resource) is None, f"{resource.type} {resource.id} is still there"
             _run(driver, "delete", change)  # absent is success
             tree = tree.without(resource.id)
+
+    def test_a_resource_whose_create_failed_stays_off_the_device(self, tmp_path: pathlib.Path) -> None:
+        # A later change's tree still holds it (ERROR, never applied); the
+        # rest of the tree is applied as if it were not there.
+        driver = self._driver(tmp_path)
+        for failed_type in sorted({r.type for r in self._claimed(self._tree()) if r.parent_id}):
+            tree = self._tree()
+            failed = next(r for r in tree.walk() if r.type == failed_type)
+            failed = dataclasses.replace(
+                failed, provisioning_status=ProvisioningStatus.ERROR, applied_generation=0
+            )
+            tree = tree.replaced(failed)
+            below = {r.id for r in failed.walk()}
+            for resource in self._claimed(tree):
+                if resource.id not in below:
+                    _run(driver, "create", self._change("create", resource, tree))
+                    assert self.read_device(driver, resource) is not None, (
+                        f"{resource.type} {resource.id} is not on the device after create, beside "
+                        f"a {failed_type} whose create failed"
+                    )
+            assert self.read_device(driver, failed) is None, (
+                f"a {failed_type} whose create failed (ERROR, never applied) was written to the device "
+                "with a later change of its tree; leave it out (Resource.without_failed_creates())"
+            )
+
+    def test_an_update_after_a_failed_create_puts_the_resource_on_the_device(
+        self, tmp_path: pathlib.Path
+    ) -> None:
+        # The user's update of a resource whose create failed is the first
+        # call the device sees for it: update creates what is missing.
+        driver = self._driver(tmp_path)
+        for index in range(len(self._claimed(self._tree()))):
+            tree = self._tree()
+            target = self._claimed(tree)[index]
+            self._create_before(driver, tree, target)
+            name, value = UPDATES[target.type]
+            updated = dataclasses.replace(
+                target,
+                attributes=dict(target.attributes) | {name: value},
+                provisioning_status=ProvisioningStatus.PENDING_UPDATE,
+                applied_generation=0,
+            )
+            _run(driver, "update", self._change("update", updated, tree.replaced(updated), generation=2))
+            held = self.read_device(driver, updated)
+            assert held is not None, (
+                f"an update of {target.type} {target.id}, whose create had failed, did not put it on "
+                "the device: update must create what is missing"
+            )
+            self._assert_holds(held, updated)
 
     def test_the_same_change_twice_leaves_the_device_as_once(self, tmp_path: pathlib.Path) -> None:
         driver, tree = self._driver(tmp_path), self._tree()
@@ -339,24 +391,7 @@ class DriverConformance:
         return self.driver_class(conf, callbacks or RecordingCallbacks())
 
     def _tree(self) -> Resource:
-        """A loadbalancer with one of each child type, every id fresh."""
-        ids = {t: str(uuid.uuid4()) for t in SAMPLES}
-        lb = self.sample("loadbalancer") | {"provider": self.driver_class.name}
-
-        def node(type_name: str, children: tuple[Resource, ...] = ()) -> Resource:
-            attributes = lb if type_name == "loadbalancer" else self.sample(type_name)
-            parent = PARENTS.get(type_name)
-            return Resource(
-                type_name,
-                ids[type_name],
-                "conformance",
-                attributes,
-                ids[parent] if parent else None,
-                children,
-            )
-
-        pool = node("pool", (node("member"), node("healthmonitor")))
-        return node("loadbalancer", (node("listener"), pool))
+        return sample_tree(self.sample, self.driver_class.name)
 
     def _claimed(self, tree: Resource) -> list[Resource]:
         return [r for r in tree.walk() if r.type in self.driver_class.resource_types]
@@ -367,15 +402,7 @@ class DriverConformance:
 
     @staticmethod
     def _change(operation: str, resource: Resource, tree: Resource, generation: int = 1) -> Change:
-        return Change(
-            task_id=str(uuid.uuid4()),
-            operation=operation,
-            generation=generation,
-            attempt=1,
-            request_id=None,
-            resource=resource,
-            tree=tree,
-        )
+        return make_change(operation, resource, tree, generation)
 
     @staticmethod
     def _assert_holds(held: Mapping[str, Any], resource: Resource) -> None:
@@ -390,18 +417,3 @@ def _steps(driver: Driver, operation: str, change: Change) -> Steps | None:
 
 def _names(steps: Iterable[Step]) -> list[str]:
     return [step.name for step in steps]
-
-
-def _run(driver: Driver, operation: str, change: Change, limit: float = 120.0) -> None:
-    """Apply a change as an agent does: call, run its steps or poll while
-    the device works on."""
-    answer = getattr(driver, operation)(change)
-    if isinstance(answer, Steps):
-        for step in answer:
-            step.apply()
-        return
-    deadline = time.monotonic() + limit
-    while isinstance(answer, InProgress):
-        assert time.monotonic() < deadline, f"{operation} still in progress after {limit:g} s"
-        time.sleep(min(answer.poll_after, 0.5))
-        answer = driver.poll(change, answer)

@@ -37,6 +37,8 @@ def desired(
         id=resource.id,
         project_id=resource.project_id,
         parent_id=resource.parent_id,
+        provisioning_status=str(resource.provisioning_status),
+        applied_generation=resource.applied_generation,
         attributes=resource.attributes,
         children=[] if children is None else children,
     )

@@ -2,8 +2,9 @@
 
 An ACME appliance keeps one configuration document per load balancer, with
 everything under it. The driver renders that document from the desired
-state of the tree and replaces the stored one whole, so applying the same
-change twice leaves the appliance as once.
+state of the tree, read as tether's typed load-balancing models, and
+replaces the stored one whole, so applying the same change twice leaves the
+appliance as once. A resource whose create failed is left out of it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from tether.drivers.base import (
     Resource,
     driver_group,
 )
+from tether.drivers.lbaas_models import Healthmonitor, Listener, Loadbalancer, Member, Pool
+from tether.drivers.models import Model, attributes_of
 
 OPTS: list[cfg.Opt] = [
     cfg.StrOpt("device_dir", help="Directory of the appliance's configuration store (required)."),
@@ -59,15 +62,15 @@ class AcmeDriver(Driver):
         return OPTS
 
     def create(self, change: Change) -> None:
-        self._validate(change.resource, change.tree)
+        self._validate(change)
         self._apply(change.tree)
-        self._report(change.tree)
         return None
 
     def update(self, change: Change) -> None:
-        self._validate(change.resource, change.tree)
+        # After a failed create, the user's update is the first call for the
+        # resource: writing the whole tree creates it.
+        self._validate(change)
         self._apply(change.tree)
-        self._report(change.tree)
         return None
 
     def delete(self, change: Change) -> None:
@@ -91,55 +94,74 @@ class AcmeDriver(Driver):
             return None
 
     def _apply(self, tree: Resource) -> None:
-        document = _render(tree)
+        # What failed to be created stays off the appliance: it never held it.
+        lb = tree.without_failed_creates().typed(Loadbalancer)
+        document = _render(lb)
         try:
             os.makedirs(self.device_dir, exist_ok=True)
             fd, temporary = tempfile.mkstemp(dir=self.device_dir, prefix=".acme-")
             with os.fdopen(fd, "w") as f:
                 json.dump(document, f, sort_keys=True, indent=1)
-            os.replace(temporary, self._path(tree.id))  # atomic: never half a configuration
+            os.replace(temporary, self._path(lb.id))  # atomic: never half a configuration
         except OSError as exc:
             raise DeviceUnreachable(
                 f"the ACME appliance store at {self.device_dir} is unreachable: {exc.strerror}",
-                operator_message=f"writing {self._path(tree.id)}: {exc}",
+                operator_message=f"writing {self._path(lb.id)}: {exc}",
             ) from exc
+        self._report(lb)
 
-    def _validate(self, resource: Resource, tree: Resource) -> None:
+    def _validate(self, change: Change) -> None:
         """Refuse a change the appliance cannot take. Only the resource being
-        changed is judged: a sibling refused earlier (and left in ERROR) must
-        not block the rest of its tree."""
-        if not _supported(resource):
+        changed is judged: a sibling refused earlier (left in ERROR, never
+        applied) must not block the rest of its tree."""
+        resource, tree = change.resource, change.tree
+        if resource.type == "listener" and not _supported(resource.typed(Listener)):
             raise NotSupported("ACME appliances do not balance UDP; use a TCP listener.")
-        pool = tree.find(resource.parent_id or "") if resource.type == "member" else resource
-        if pool is not None and pool.type == "pool":
-            members = [c for c in pool.children if c.type == "member"]
+        failed = next((r for r in tree.ancestors(resource.id) if r.create_failed), None)
+        if failed is not None:
+            raise InvalidConfiguration(
+                f"{failed.type} {failed.id} failed to be created, so the appliance cannot hold "
+                f"{resource.type} {resource.id}; update the {failed.type} first."
+            )
+        node = tree.find(resource.parent_id or "") if resource.type == "member" else resource
+        if node is not None and node.type == "pool":
+            pool = node.typed(Pool)
+            members = [m for m in pool.members if not m.create_failed]
             if len(members) > self.max_members:
                 raise InvalidConfiguration(
                     f"pool {pool.id} has {len(members)} members; this ACME appliance takes "
                     f"at most {self.max_members} per pool. Split the pool."
                 )
 
-    def _report(self, tree: Resource) -> None:
-        for node in tree.walk():
-            if not _supported(node):
-                continue
-            up = node.attributes.get("admin_state_up", True)
-            self.callbacks.operating_status(
-                node.id, OperatingStatus.ONLINE if up else OperatingStatus.OFFLINE
-            )
+    def _report(self, lb: Loadbalancer) -> None:
+        nodes: list[Loadbalancer | Listener | Pool | Member | Healthmonitor] = [lb]
+        nodes += [listener for listener in lb.listeners if _supported(listener)]
+        for pool in lb.pools:
+            nodes += [pool, *pool.members, *pool.healthmonitors]
+        for node in nodes:
+            status = OperatingStatus.ONLINE if node.admin_state_up else OperatingStatus.OFFLINE
+            self.callbacks.operating_status(node.id, status)
 
     def _path(self, loadbalancer_id: str) -> str:
         return os.path.join(self.device_dir, f"{loadbalancer_id}.json")
 
 
-def _supported(node: Resource) -> bool:
-    return not (node.type == "listener" and node.attributes.get("protocol") == "UDP")
+def _supported(listener: Listener) -> bool:
+    return listener.protocol != "UDP"
 
 
-def _render(node: Resource) -> dict[str, Any]:
+def _render(lb: Loadbalancer) -> dict[str, Any]:
+    """The appliance's document of a load balancer: each resource with its
+    attributes, under the one it belongs to."""
+    listeners = [_node(listener) for listener in lb.listeners if _supported(listener)]
+    pools = [_node(pool, [_node(n) for n in (*pool.members, *pool.healthmonitors)]) for pool in lb.pools]
+    return _node(lb, listeners + pools)
+
+
+def _node(model: Model, children: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
-        "type": node.type,
-        "id": node.id,
-        "attributes": dict(node.attributes),
-        "children": [_render(child) for child in node.children if _supported(child)],
+        "type": model.resource_type,
+        "id": model.id,
+        "attributes": attributes_of(model),
+        "children": children or [],
     }

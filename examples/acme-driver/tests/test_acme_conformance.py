@@ -10,6 +10,7 @@ from typing import Any
 from acme_tether.driver import AcmeDriver
 from oslo_config import cfg
 
+from tether.common.states import ProvisioningStatus
 from tether.drivers.base import (
     Change,
     DeviceUnreachable,
@@ -73,3 +74,20 @@ class TestAcmeConformance(DriverConformance):
         pathlib.Path(driver.device_dir).write_text("not a directory: the store is unreachable")
         plain = Resource("loadbalancer", str(uuid.uuid4()), "p", {"provider": "acme"})
         yield Change(str(uuid.uuid4()), "create", 1, 1, None, plain, plain), DeviceUnreachable
+
+    def test_a_member_whose_create_failed_does_not_crowd_its_pool(self, tmp_path: pathlib.Path) -> None:
+        driver = self._driver(tmp_path)  # max_members = 2
+        lb_id, pool_id = str(uuid.uuid4()), str(uuid.uuid4())
+
+        def member(port: int, status: ProvisioningStatus, applied: int) -> Resource:
+            attributes = {"address": "192.0.2.1", "protocol_port": port}
+            return Resource("member", str(uuid.uuid4()), "p", attributes, pool_id, (), status, applied)
+
+        refused = member(1, ProvisioningStatus.ERROR, 0)
+        held, new = member(2, ProvisioningStatus.ACTIVE, 1), member(3, ProvisioningStatus.PENDING_CREATE, 0)
+        attributes = {"protocol": "TCP", "lb_algorithm": "ROUND_ROBIN"}
+        pool = Resource("pool", pool_id, "p", attributes, lb_id, (refused, held, new))
+        lb = Resource("loadbalancer", lb_id, "p", {"provider": "acme"}, None, (pool,))
+        driver.create(Change(str(uuid.uuid4()), "create", 1, 1, None, new, lb))
+        document = driver.read(lb_id)
+        assert _find(document, new.id) is not None and _find(document, refused.id) is None

@@ -45,6 +45,7 @@ from tether.drivers.base import (
 )
 from tether.drivers.haproxy.config import render, stats_socket, usable
 from tether.drivers.haproxy.stats import read_stats
+from tether.drivers.lbaas_models import Listener, Loadbalancer
 
 LOG = logging.getLogger(__name__)
 
@@ -95,12 +96,12 @@ class HaproxyDriver(Driver):
     # -- the driver API ----------------------------------------------------
 
     def create(self, change: Change) -> InProgress | None:
-        self._check(change.resource)
+        self._check(change)
         self._apply(change.tree)
         return None
 
     def update(self, change: Change) -> InProgress | None:
-        self._check(change.resource)
+        self._check(change)
         self._apply(change.tree)
         return None
 
@@ -153,11 +154,21 @@ class HaproxyDriver(Driver):
 
     # -- the device ----------------------------------------------------------
 
-    def _check(self, resource: Resource) -> None:
-        if resource.type == "listener" and resource.attributes.get("protocol") == "UDP":
+    def _check(self, change: Change) -> None:
+        resource = change.resource
+        if resource.type == "listener" and not usable(resource.typed(Listener)):
             raise NotSupported("HAProxy does not balance UDP; use a TCP listener.")
+        # What belongs to a resource HAProxy never got cannot be served alone.
+        failed = next((r for r in change.tree.ancestors(resource.id) if r.create_failed), None)
+        if failed is not None:
+            raise InvalidConfiguration(
+                f"{resource.type} {resource.id} belongs to {failed.type} {failed.id}, whose create "
+                f"failed; update that {failed.type} (an update creates it), then this {resource.type}."
+            )
 
     def _apply(self, tree: Resource) -> None:
+        tree = tree.without_failed_creates()  # as render() writes it
+        lb = tree.typed(Loadbalancer)
         directory = os.path.join(self.base, tree.id)
         os.makedirs(directory, exist_ok=True)
         with self._locked(directory):
@@ -175,7 +186,7 @@ class HaproxyDriver(Driver):
             with open(os.path.join(directory, "desired.json.new"), "w") as f:
                 json.dump(_flatten(tree), f)
             os.replace(os.path.join(directory, "desired.json.new"), os.path.join(directory, "desired.json"))
-            listening = any(c.type == "listener" and usable(c) for c in tree.children)
+            listening = any(usable(listener) for listener in lb.listeners)
             pids = _pids(directory)
             if not listening:
                 _stop(pids)
@@ -191,9 +202,9 @@ class HaproxyDriver(Driver):
                 )
         # Serving now; members' health follows from the stats socket with the state reports.
         self.callbacks.operating_status(tree.id, OperatingStatus.ONLINE)
-        for listener in tree.children:
-            if listener.type == "listener" and usable(listener):
-                up = listener.attributes.get("admin_state_up", True)
+        for listener in lb.listeners:
+            if usable(listener):
+                up = listener.admin_state_up
                 self.callbacks.operating_status(
                     listener.id, OperatingStatus.ONLINE if up else OperatingStatus.OFFLINE
                 )

@@ -154,6 +154,11 @@ def _work(task: Row, resource: Row, encoded: bytes) -> messages.Work:
     # go into the message without being encoded again.
     attributes = cast(dict[str, Any], msgspec.Raw(encoded))
     desired = messages.DesiredResource(
-        type=resource.type, id=resource.id, project_id=resource.project_id, attributes=attributes
+        type=resource.type,
+        id=resource.id,
+        project_id=resource.project_id,
+        provisioning_status=resource.provisioning_status,
+        applied_generation=resource.applied_generation,
+        attributes=attributes,
     )
     return messages.Work(task=work.work_task(task), resource=desired, tree=desired)
