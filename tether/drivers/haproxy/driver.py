@@ -32,6 +32,7 @@ from typing import Any
 
 from oslo_config import cfg
 
+from tether.common.capabilities import AllowedValues, MaxChildren, UnsupportedAttribute
 from tether.common.states import OperatingStatus
 from tether.drivers.base import (
     Change,
@@ -39,7 +40,6 @@ from tether.drivers.base import (
     Driver,
     InProgress,
     InvalidConfiguration,
-    NotSupported,
     Resource,
     driver_group,
 )
@@ -60,7 +60,29 @@ class HaproxyDriver(Driver):
     name = "haproxy"
     resource_types = frozenset({"loadbalancer", "listener", "pool", "member", "healthmonitor"})
     placement = "host"
-    capabilities = frozenset({"operating_status", "stats"})
+    #: What haproxy.cfg renders (config.py); what it would leave out or get
+    #: wrong is unsupported, so the plugin refuses it instead of a device
+    #: that quietly differs from the desired state.
+    capabilities = frozenset(
+        {
+            "operating_status",
+            "stats",
+            # No UDP; TERMINATED_HTTPS would need certificates to terminate with.
+            AllowedValues("listener", "protocol", {"HTTP", "HTTPS", "TCP"}),
+            UnsupportedAttribute("listener", "timeout_member_data"),
+            # PROXY would need send-proxy on every server line.
+            AllowedValues("pool", "protocol", {"HTTP", "HTTPS", "TCP"}),
+            UnsupportedAttribute("pool", "session_persistence"),
+            # A backend is never disabled: only its members are.
+            AllowedValues("pool", "admin_state_up", {True}),
+            UnsupportedAttribute("member", "monitor_address"),
+            UnsupportedAttribute("member", "monitor_port"),
+            # PING and TLS-HELLO would be plain TCP checks, HTTPS one in clear text.
+            AllowedValues("healthmonitor", "type", {"HTTP", "TCP"}),
+            # The first enabled monitor of a pool is its check.
+            MaxChildren("pool", "healthmonitor", 1),
+        }
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -80,12 +102,12 @@ class HaproxyDriver(Driver):
     # -- the driver API ----------------------------------------------------
 
     def create(self, change: Change) -> InProgress | None:
-        self._check(change.resource)
+        self.check_supported(change)
         self._apply(change.tree)
         return None
 
     def update(self, change: Change) -> InProgress | None:
-        self._check(change.resource)
+        self.check_supported(change)
         self._apply(change.tree)
         return None
 
@@ -137,10 +159,6 @@ class HaproxyDriver(Driver):
         return held
 
     # -- the device ----------------------------------------------------------
-
-    def _check(self, resource: Resource) -> None:
-        if resource.type == "listener" and resource.attributes.get("protocol") == "UDP":
-            raise NotSupported("HAProxy does not balance UDP; use a TCP listener.")
 
     def _apply(self, tree: Resource) -> None:
         directory = os.path.join(self.base, tree.id)
