@@ -96,7 +96,7 @@ class MaxValue(_Constraint, frozen=True, tag="max_value"):
         if (
             isinstance(self.limit, bool)
             or not isinstance(self.limit, int | float)
-            or self.limit != self.limit
+            or self.limit != self.limit  # NaN, which no value exceeds
         ):
             raise ValueError(
                 f"{self.resource_type} {self.attribute}: the limit is a number, not {self.limit!r}"
@@ -122,7 +122,7 @@ class MaxChildren(_Constraint, frozen=True, tag="max_children"):
 
     @property
     def key(self) -> tuple[str, str]:
-        return self.resource_type, f"{self.child_type}s"
+        return self.resource_type, f"{self.child_type} children"
 
 
 class UnsupportedAttribute(_Constraint, frozen=True, tag="unsupported_attribute"):
@@ -257,8 +257,12 @@ class Capabilities:
         if not isinstance(data, dict) or not set(data) <= {"features", "constraints"}:
             raise ValueError("a declaration is an object of features and constraints")
         features, items = data.get("features") or [], data.get("constraints") or []
-        if not isinstance(features, list) or not isinstance(items, list) or len(items) > MAX_CONSTRAINTS:
-            raise ValueError(f"features and constraints are lists (at most {MAX_CONSTRAINTS} constraints)")
+        if (
+            not isinstance(features, list)
+            or not isinstance(items, list)
+            or max(len(features), len(items)) > MAX_CONSTRAINTS
+        ):
+            raise ValueError(f"features and constraints are lists of at most {MAX_CONSTRAINTS} items")
         known: list[str | Constraint] = list(features)
         for item in items:
             if isinstance(item, dict) and item.get("kind") not in _KINDS:
