@@ -50,27 +50,56 @@ def test_the_acme_driver_realises_a_tree_on_its_appliance_and_removes_it(
         agents=1,
         plugin_options={"providers": "noop,fake,acme"},
         agent_options={"providers": "acme"},
-        agent_sections={"driver:acme": {"device_dir": appliance, "max_members": 10}},
+        agent_sections={"driver:acme": {"device_dir": appliance, "max_members": 1}},
     )
     deployment.start()
     try:
         http = deployment.http
+        # What the plugin judges acme's changes against, once its agent has reported.
+        declared = eventually(
+            lambda: _declared(deployment, "acme"),
+            60,
+            "the acme agent reports its capabilities",
+            deployment.logs,
+        )
+        assert {"kind": "max_children", "resource_type": "pool", "child_type": "member", "limit": 1} in (
+            declared["constraints"]
+        )
         lb = http.post("/v1/loadbalancers", json={"provider": "acme", "name": "shop"}).json()
+        assert lb["task"].get("notes") is None, lb
         listener = http.post(
             "/v1/listeners", json={"loadbalancer_id": lb["id"], "protocol": "HTTP", "protocol_port": 443}
         ).json()
+        # Refused at accept, before anything is written, instead of an ERROR from the appliance.
         udp = http.post(
             "/v1/listeners", json={"loadbalancer_id": lb["id"], "protocol": "UDP", "protocol_port": 53}
+        )
+        assert udp.status_code == 400, udp.text
+        assert udp.json()["error"]["path"] == "$.protocol"
+        assert udp.json()["error"]["message"] == (
+            "listener protocol UDP is not supported by provider acme (supported: HTTP, HTTPS, TCP, "
+            "TERMINATED_HTTPS); use one of those, or a provider that supports it."
+        )
+        assert len(http.get("/v1/listeners").json()["listeners"]) == 1
+        pool = http.post(
+            "/v1/pools", json={"loadbalancer_id": lb["id"], "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN"}
         ).json()
+        member = {"pool_id": pool["id"], "address": "192.0.2.10", "protocol_port": 80}
+        assert http.post("/v1/members", json=member).status_code == 202
+        crowded = http.post("/v1/members", json=member | {"protocol_port": 81})
+        assert crowded.status_code == 400, crowded.text
+        assert crowded.json()["error"]["path"] == "$.pool_id"
+        assert "supports at most 1 per pool" in crowded.json()["error"]["message"]
         assert _settled(deployment, f"/v1/loadbalancers/{lb['id']}")["provisioning_status"] == "ACTIVE"
         assert _settled(deployment, f"/v1/listeners/{listener['id']}")["operating_status"] == "ONLINE"
-        refused = _settled(deployment, f"/v1/listeners/{udp['id']}")
-        assert refused["provisioning_status"] == "ERROR"
-        assert refused["last_error"] == "ACME appliances do not balance UDP; use a TCP listener."
+        deployment.wait_settled()
         document = json.loads((appliance / f"{lb['id']}.json").read_text())
-        assert [c["attributes"]["protocol_port"] for c in document["children"]] == [443]
+        assert [c["attributes"].get("protocol_port") for c in document["children"]] == [443, None]
+        assert len(document["children"][1]["children"]) == 1
+        members = http.get("/v1/members", params={"pool_id": pool["id"]}).json()["members"]
         for path in (
-            f"/v1/listeners/{udp['id']}",
+            *(f"/v1/members/{m['id']}" for m in members),
+            f"/v1/pools/{pool['id']}",
             f"/v1/listeners/{listener['id']}",
             f"/v1/loadbalancers/{lb['id']}",
         ):
@@ -79,6 +108,11 @@ def test_the_acme_driver_realises_a_tree_on_its_appliance_and_removes_it(
         assert not (appliance / f"{lb['id']}.json").exists()
     finally:
         assert set(deployment.stop().values()) == {0}
+
+
+def _declared(deployment: Deployment, provider: str) -> dict[str, Any] | None:
+    providers = deployment.http.get("/v1/providers", headers={"X-Roles": "admin"}).json()["providers"]
+    return next((p["capabilities"] for p in providers if p["name"] == provider), None)
 
 
 def _documented_ini() -> str:

@@ -119,5 +119,12 @@ def load_drivers(conf: cfg.ConfigOpts, names: list[str], callbacks: Callbacks) -
             raise
         except Exception as exc:
             raise ConfigError(reason=f"driver {name!r} failed to start: {exc}") from exc
+        try:
+            drivers[name].current_capabilities()
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                reason=f"driver {name!r} ({cls.__module__}.{cls.__qualname__}) declares malformed "
+                f"capabilities: {exc}"
+            ) from exc
         LOG.info("provider %s: driver %s", name, origin)
     return drivers

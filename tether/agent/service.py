@@ -125,6 +125,10 @@ class Agent:
         self.drivers = driver_manager.load_drivers(
             conf, self.providers, driver_manager.AgentCallbacks(self.reports)
         )
+        #: what each driver supports, sent with every state report (checked when loaded)
+        self.capabilities = {
+            name: driver.current_capabilities().to_wire() for name, driver in self.drivers.items()
+        }
         broker = transport.Broker(conf)
         claims = ClaimChannel(broker, self.agent_id, conf.agent.rpc_timeout)
         self.plugin = PluginApi(conf, claims)
@@ -201,6 +205,8 @@ class Agent:
             ],
             "statuses": statuses,
             "stats": stats,
+            # RPC API 1.6; an older plugin ignores it.
+            "capabilities": self.capabilities,
             "started_at": self.started_at.isoformat(),
             "driver_timeout": self.conf.agent.driver_timeout,
         }

@@ -6,6 +6,7 @@ carries a message template and the HTTP status the REST layer answers with
 
     TetherError
     ├── InvalidInput (400)
+    │   └── UnsupportedByProvider (plugin.capabilities: no live driver of the provider can do it)
     ├── Unauthorized (401)
     ├── Forbidden (403)
     ├── NotFound (404)

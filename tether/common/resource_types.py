@@ -253,6 +253,19 @@ class Registry(Mapping[str, ResourceType]):
                 parent = self._types[parent].parent
 
 
+@functools.cache
+def _installed_defaults() -> dict[str, dict[str, Any]]:
+    manager: extension.ExtensionManager[Any] = extension.ExtensionManager(NAMESPACE, invoke_on_load=False)
+    return {ext.name: ext.plugin.defaults() for ext in manager if isinstance(ext.plugin, ResourceType)}
+
+
+def defaults(type_name: str) -> dict[str, Any]:
+    """The default attributes of an installed type (none for an unknown
+    one), for drivers: they get every attribute with its default applied,
+    and hold no registry of their own."""
+    return copy.deepcopy(_installed_defaults().get(type_name, {}))
+
+
 def _compiled(schema: dict[str, Any]) -> Any:
     """``schema`` compiled by jsonschema-rs, its formats judged by the very
     checks jsonschema uses; a format jsonschema has no check for passes

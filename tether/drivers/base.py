@@ -42,6 +42,8 @@ from typing import Any, ClassVar, Literal
 
 from oslo_config import cfg
 
+from tether.common import resource_types
+from tether.common.capabilities import Capabilities, Constraint
 from tether.common.exceptions import TetherError, as_message
 from tether.common.states import MAX_STEP_NAME, MAX_STEPS, OperatingStatus
 from tether.drivers.resource import Resource as Resource
@@ -250,7 +252,13 @@ class Driver(abc.ABC):
         change to any other type fails with :class:`NotSupported`.
     :cvar placement: ``shared`` when any agent can reach the device (remote
         management API), ``host`` when the device lives on the agent's host.
-    :cvar capabilities: free-form feature names the driver offers.
+    :cvar capabilities: feature names the driver offers (``operating_status``,
+        ``stats``) and the constraints of :mod:`tether.common.capabilities`
+        on what it can apply, e.g. ``AllowedValues("listener", "protocol",
+        {"HTTP", "TCP"})`` or ``MaxChildren("pool", "member", 100)``. Agents
+        report them, and the plugin refuses with 400, before writing
+        anything, a change no live driver of the provider supports. What no
+        constraint names is supported.
 
     :param conf: the process configuration; the driver's own options live in
         the group ``[driver:NAME]`` and are listed by :meth:`list_opts`.
@@ -260,7 +268,7 @@ class Driver(abc.ABC):
     name: ClassVar[str] = ""
     resource_types: ClassVar[frozenset[str]] = frozenset()
     placement: ClassVar[Placement] = "shared"
-    capabilities: ClassVar[frozenset[str]] = frozenset()
+    capabilities: ClassVar[Collection[str | Constraint]] = frozenset()
 
     def __init__(self, conf: cfg.ConfigOpts, callbacks: Callbacks) -> None:
         self.conf = conf
@@ -270,6 +278,40 @@ class Driver(abc.ABC):
     def list_opts(cls) -> list[cfg.Opt]:
         """Options of this driver, registered under ``[driver:NAME]``."""
         return []
+
+    def current_capabilities(self) -> Capabilities:
+        """What this driver, as configured, supports: its ``capabilities``,
+        checked. Override it to add what the options decide (a limit read
+        from ``[driver:NAME]``). The agent reads it once, when it loads the
+        driver, and refuses to start when it is malformed.
+
+        :raises ValueError: naming a malformed or contradictory declaration.
+        """
+        return Capabilities.of(self.capabilities, self.resource_types)
+
+    def check_supported(self, change: Change) -> None:
+        """Refuse a change that breaks :meth:`current_capabilities`, as the
+        plugin does at accept: only the target resource is judged (its
+        attributes; for a create, its parent's number of children of its type).
+
+        The plugin accepts changes unchecked until an agent of the provider
+        has reported, so call this rather than apply what you cannot do.
+
+        :raises NotSupported: with the message the plugin would give.
+        """
+        resource, tree = change.resource, change.tree
+        # An update adds no child: a number of children is judged at create.
+        creating = change.operation == "create" and resource.parent_id is not None
+        parent = tree.find(resource.parent_id or "") if creating else None
+        refusal = self.current_capabilities().judge(
+            resource.type,
+            resource.attributes,
+            resource_types.defaults(resource.type),
+            None if parent is None else (parent.type, parent.id),
+            lambda: sum(1 for c in parent.children if c.type == resource.type) if parent else 0,
+        )
+        if refusal is not None:
+            raise NotSupported(refusal.message(self.name or type(self).__name__))
 
     @abc.abstractmethod
     def create(self, change: Change) -> InProgress | Steps | None:

@@ -35,6 +35,7 @@ class NoopDriver(Driver):
     name = "noop"
     resource_types = frozenset({"loadbalancer", "listener", "pool", "member", "healthmonitor"})
     placement = "shared"
+    # No constraint: it takes every value of every attribute.
     capabilities = frozenset({"operating_status"})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -45,6 +45,8 @@ What it checks, for every resource type the driver claims:
 * the drift audit, for a driver whose :meth:`~tether.drivers.base.Driver.inventory`
   lists its device: what is applied is listed, with the attributes applied,
   and what is deleted is not.
+* capabilities (:mod:`tether.drivers.capability_checks`): what the driver
+  declares it supports is well formed and agrees with what it does.
 
 The kit imports nothing of the plugin or the agent.
 """
@@ -74,11 +76,18 @@ from tether.drivers.base import (
     Steps,
     driver_group,
 )
-from tether.drivers.fixtures import UPDATES, RecordingCallbacks, make_change, sample_attributes, sample_tree
+from tether.drivers.capability_checks import CapabilityChecks
+from tether.drivers.fixtures import (
+    UPDATES,
+    RecordingCallbacks,
+    make_change,
+    sample_attributes,
+    sample_tree,
+)
 from tether.drivers.fixtures import run as _run
 
 
-class DriverConformance:
+class DriverConformance(CapabilityChecks):
     """Base class of a driver's conformance tests; see the module docstring."""
 
     #: the driver under test
@@ -108,7 +117,6 @@ class DriverConformance:
         cls = self.driver_class
         assert cls.placement in ("shared", "host"), f"placement must be shared or host, not {cls.placement!r}"
         assert cls.resource_types, "the driver must claim at least one resource type"
-        assert all(isinstance(c, str) for c in cls.capabilities)
         assert not getattr(cls, "__abstractmethods__", None), (
             f"{cls.__name__} does not implement {sorted(cls.__abstractmethods__)}"
         )

@@ -25,6 +25,7 @@ from typing import Any
 from oslo_config import cfg
 from sqlalchemy import orm
 
+from tether.plugin import capabilities
 from tether.plugin.db import queries
 from tether.plugin.db.models import Agent, utcnow
 
@@ -105,6 +106,7 @@ class Registry:
         agent.workers = int(state.get("workers", 0))
         agent.in_flight = int(state.get("in_flight", 0))
         agent.audits = [str(p) for p in state.get("audits") or []]
+        agent.capabilities = capabilities.reported(agent.id, agent.providers, state.get("capabilities"))
         agent.started_at = started_at
         agent.last_heartbeat = now
         agent.alive = True

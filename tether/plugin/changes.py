@@ -33,6 +33,7 @@ from tether.common.states import (
     TaskState,
 )
 from tether.plugin import lifecycle
+from tether.plugin.capabilities import ProviderCapabilities
 from tether.plugin.context import RequestContext
 from tether.plugin.db import queries
 from tether.plugin.db.group_commit import GroupCommit
@@ -87,10 +88,14 @@ class Changes:
         backpressure: Backpressure | None = None,
         on_commit: Callable[[], None] = lambda: None,
         hands_over: bool = False,
+        capabilities: ProviderCapabilities | None = None,
     ) -> None:
         """:param on_commit: wakes the relay after a change committed.
         :param hands_over: a new root's outbox row reaches the relay with its
-            commit (:mod:`tether.plugin.handoff`): no wake-up needed."""
+            commit (:mod:`tether.plugin.handoff`): no wake-up needed.
+        :param capabilities: what the providers' drivers support; a change
+            none of them supports is refused before anything is written."""
+        self.capabilities = capabilities
         self.backpressure = backpressure
         self.policy = policy
         self.registry = registry
@@ -152,8 +157,9 @@ class Changes:
         # the request's thread: the writer's thread holds the write turn.
         provider = attributes["provider"]
         self.providers.get(provider, rtype.name)
+        notes = self._judge(None, provider, rtype, attributes)
         accepted = roots.build(
-            self.policy, rtype.name, ctx.project_id, attributes, ctx.request_id, ctx.callback_url
+            self.policy, rtype.name, ctx.project_id, attributes, ctx.request_id, ctx.callback_url, notes
         )
         answered = answer(None, accepted.resource, accepted.task)
 
@@ -206,8 +212,10 @@ class Changes:
         )
         if parent is not None:  # a new root has no change in flight to wait behind
             self._admit(session, root_id)
+        # After the root's lock: two children created at once are counted one after the other.
+        notes = self._judge(session, provider_name, rtype, attributes, parent)
         session.add(resource)
-        task = self._accept(session, ctx, resource, Operation.CREATE)
+        task = self._accept(session, ctx, resource, Operation.CREATE, notes)
         session.flush()
         return answer(session, resource, task)
 
@@ -232,6 +240,8 @@ class Changes:
         attributes = copy.deepcopy(resource.attributes) | changes
         full = attributes | ({rtype.parent_key: resource.parent_id} if rtype.parent_key else {})
         self.registry.validate(rtype, full)
+        # The merged attributes: an update keeps what it does not name.
+        notes = self._judge(session, resource.provider, rtype, attributes)
         self._admit(session, resource.root_id)
         if resource.provisioning_status == ProvisioningStatus.PENDING_DELETE:
             raise Conflict(f"{rtype.name} {resource.id} is being deleted.")
@@ -239,7 +249,7 @@ class Changes:
         resource.name = attributes.get("name")
         resource.generation += 1
         resource.provisioning_status = ProvisioningStatus.PENDING_UPDATE
-        task = self._accept(session, ctx, resource, Operation.UPDATE)
+        task = self._accept(session, ctx, resource, Operation.UPDATE, notes)
         session.flush()
         return answer(session, resource, task)
 
@@ -314,10 +324,29 @@ class Changes:
                 f"{self.max_queued}); retry when some have finished."
             )
 
+    def _judge(
+        self,
+        session: orm.Session | None,
+        provider: str,
+        rtype: ResourceType,
+        attributes: dict[str, Any],
+        parent: Resource | None = None,
+    ) -> list[str]:
+        """Refuse what the provider's drivers declared they cannot do; the task's notes."""
+        if self.capabilities is None:
+            return []
+        return self.capabilities.judge(session, provider, rtype, attributes, parent)
+
     def _accept(
-        self, session: orm.Session, ctx: RequestContext, resource: Resource, operation: Operation
+        self,
+        session: orm.Session,
+        ctx: RequestContext,
+        resource: Resource,
+        operation: Operation,
+        notes: list[str] | None = None,
     ) -> Task:
         task = lifecycle.new_task(resource, operation, ctx.request_id, ctx.callback_url)
+        task.notes = notes or None
         session.add(task)
         if operation == Operation.CREATE and resource.parent_id is None:
             # A new root is its whole tree and has nothing in flight: dispatch

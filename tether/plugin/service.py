@@ -24,6 +24,7 @@ from tether.common.resource_types import Registry
 from tether.plugin import agents, auth, callbacks, handoff, lifecycle, link, throttle, waiters
 from tether.plugin.api.app import create_app
 from tether.plugin.api.deps import Api
+from tether.plugin.capabilities import ProviderCapabilities
 from tether.plugin.changes import Changes
 from tether.plugin.db import migration, session
 from tether.plugin.db.group_commit import GroupCommit
@@ -137,6 +138,7 @@ class Plugin(Core):
             backpressure=throttle.Backpressure(conf.api.max_backlog),
             on_commit=wake_relay,
             hands_over=hands_over,
+            capabilities=ProviderCapabilities(self.agents, self.reader),
         )
         self.api = Api(
             registry=self.registry,

@@ -16,6 +16,7 @@ from typing import Any
 
 from oslo_config import cfg
 
+from tether.common.capabilities import AllowedValues, Capabilities, MaxChildren
 from tether.common.states import OperatingStatus
 from tether.drivers.base import (
     Change,
@@ -45,7 +46,12 @@ class AcmeDriver(Driver):
     name = "acme"
     resource_types = frozenset({"loadbalancer", "listener", "pool", "member", "healthmonitor"})
     placement = "shared"
-    capabilities = frozenset({"operating_status"})
+    capabilities = frozenset(
+        {
+            "operating_status",
+            AllowedValues("listener", "protocol", {"TCP", "HTTP", "HTTPS", "TERMINATED_HTTPS"}),
+        }
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -60,6 +66,11 @@ class AcmeDriver(Driver):
     @classmethod
     def list_opts(cls) -> list[cfg.Opt]:
         return OPTS
+
+    def current_capabilities(self) -> Capabilities:
+        # The appliance's member limit is the operator's to set.
+        limit = MaxChildren("pool", "member", self.max_members)
+        return Capabilities.of([*self.capabilities, limit], self.resource_types)
 
     def create(self, change: Change) -> None:
         self._validate(change)

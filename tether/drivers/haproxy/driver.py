@@ -32,6 +32,7 @@ from typing import Any
 
 from oslo_config import cfg
 
+from tether.common.capabilities import AllowedValues, MaxChildren, UnsupportedAttribute
 from tether.common.states import OperatingStatus
 from tether.drivers.base import (
     Change,
@@ -39,13 +40,12 @@ from tether.drivers.base import (
     Driver,
     InProgress,
     InvalidConfiguration,
-    NotSupported,
     Resource,
     driver_group,
 )
 from tether.drivers.haproxy.config import render, stats_socket, usable
 from tether.drivers.haproxy.stats import read_stats
-from tether.drivers.lbaas_models import Listener, Loadbalancer
+from tether.drivers.lbaas_models import Loadbalancer
 
 LOG = logging.getLogger(__name__)
 
@@ -80,7 +80,29 @@ class HaproxyDriver(Driver):
     name = "haproxy"
     resource_types = frozenset({"loadbalancer", "listener", "pool", "member", "healthmonitor"})
     placement = "host"
-    capabilities = frozenset({"operating_status", "stats"})
+    #: What haproxy.cfg renders (config.py); what it would leave out or get
+    #: wrong is unsupported, so the plugin refuses it instead of a device
+    #: that quietly differs from the desired state.
+    capabilities = frozenset(
+        {
+            "operating_status",
+            "stats",
+            # No UDP; TERMINATED_HTTPS would need certificates to terminate with.
+            AllowedValues("listener", "protocol", {"HTTP", "HTTPS", "TCP"}),
+            UnsupportedAttribute("listener", "timeout_member_data"),
+            # PROXY would need send-proxy on every server line.
+            AllowedValues("pool", "protocol", {"HTTP", "HTTPS", "TCP"}),
+            UnsupportedAttribute("pool", "session_persistence"),
+            # A backend is never disabled: only its members are.
+            AllowedValues("pool", "admin_state_up", {True}),
+            UnsupportedAttribute("member", "monitor_address"),
+            UnsupportedAttribute("member", "monitor_port"),
+            # PING and TLS-HELLO would be plain TCP checks, HTTPS one in clear text.
+            AllowedValues("healthmonitor", "type", {"HTTP", "TCP"}),
+            # The first enabled monitor of a pool is its check.
+            MaxChildren("pool", "healthmonitor", 1),
+        }
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -96,11 +118,13 @@ class HaproxyDriver(Driver):
     # -- the driver API ----------------------------------------------------
 
     def create(self, change: Change) -> InProgress | None:
+        self.check_supported(change)
         self._check(change)
         self._apply(change.tree)
         return None
 
     def update(self, change: Change) -> InProgress | None:
+        self.check_supported(change)
         self._check(change)
         self._apply(change.tree)
         return None
@@ -156,8 +180,6 @@ class HaproxyDriver(Driver):
 
     def _check(self, change: Change) -> None:
         resource = change.resource
-        if resource.type == "listener" and not usable(resource.typed(Listener)):
-            raise NotSupported("HAProxy does not balance UDP; use a TCP listener.")
         # What belongs to a resource HAProxy never got cannot be served alone.
         failed = next((r for r in change.tree.ancestors(resource.id) if r.create_failed), None)
         if failed is not None:

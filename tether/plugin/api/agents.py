@@ -6,6 +6,7 @@ from typing import Any
 
 import fastapi
 
+from tether.common.capabilities import Capabilities
 from tether.common.exceptions import InvalidInput, NotFound
 from tether.common.states import TaskState
 from tether.plugin.api import views
@@ -63,6 +64,7 @@ def router(api: Api) -> fastapi.APIRouter:
         with api.reader() as session:
             fleet = queries.list_agents(session)
             backlog = queries.backlog(session)
+            declared = api.changes.capabilities.declared(session) if api.changes.capabilities else {}
         providers = []
         for provider in api.changes.providers.names:
             serving = [a for a in fleet if provider in (a.providers or [])]
@@ -79,6 +81,10 @@ def router(api: Api) -> fastapi.APIRouter:
                     "agents": len(serving),
                     "backlog": counts[TaskState.QUEUED] + counts[TaskState.PENDING],
                     "tasks": counts,
+                    # What a change is judged against: what at least one of its drivers supports.
+                    "capabilities": (
+                        Capabilities.widest(declared[provider]).to_wire() if provider in declared else None
+                    ),
                 }
             )
         return {"providers": providers}

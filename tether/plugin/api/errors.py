@@ -47,7 +47,10 @@ def _documented(description: str) -> dict[str, Any]:
 
 #: The error answers any authenticated operation may give.
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _documented("The request is malformed; the message says what and where."),
+    400: _documented(
+        "The request is malformed, or asks what no live driver of its provider supports "
+        "(UnsupportedByProvider); the message says what and where."
+    ),
     401: _documented("No valid token; send one in X-Auth-Token or Authorization: Bearer."),
     403: _documented("The caller's roles do not allow this operation."),
     404: _documented("No such item in the caller's project."),

@@ -35,6 +35,8 @@ def resource(rtype: ResourceType, row: Resource, task: Task | None = None) -> di
         view["stats"] = row.stats
     if task is not None:
         view["task"] = {"id": task.id, "state": task.state, "href": f"/v1/tasks/{task.id}"}
+        if task.notes:
+            view["task"]["notes"] = task.notes
     return view
 
 
@@ -73,6 +75,7 @@ def task(row: Task) -> dict[str, Any]:
         "error": _error(row.error_type, row.error_message),
         "superseded_by": row.superseded_by,
         "progress": row.progress,
+        "notes": row.notes or [],
         "created_at": _time(row.created_at),
         "queued_at": _time(row.queued_at),
         "pending_at": _time(row.pending_at),
@@ -128,6 +131,7 @@ def agent(row: Agent, alive: bool) -> dict[str, Any]:
         "last_heartbeat": _time(row.last_heartbeat),
         "audits": row.audits or [],
         "undesired": row.undesired or {},
+        "capabilities": row.capabilities,
     }
 
 

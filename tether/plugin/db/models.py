@@ -156,6 +156,9 @@ class Task(Base):
     progress: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
     #: the task that carried this one's change to the device (SUPERSEDED)
     superseded_by: orm.Mapped[str | None] = orm.mapped_column(sa.String(36))
+    #: what the plugin tells people about how it accepted the change (e.g.
+    #: unchecked: no agent had reported what the provider supports)
+    notes: orm.Mapped[list[str] | None] = orm.mapped_column(sa.JSON(none_as_null=True))
     agent_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
     host: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
     request_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(64))
@@ -250,6 +253,9 @@ class Agent(Base):
     undesired: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON(none_as_null=True))
     #: the providers whose devices it audits for drift (it lists them and audits at all)
     audits: orm.Mapped[list[str] | None] = orm.mapped_column(sa.JSON(none_as_null=True))
+    #: what each provider's driver declared it supports, as the agent last
+    #: reported it (None: an agent that reports none, of an older release)
+    capabilities: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON(none_as_null=True))
     created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow)
 
 

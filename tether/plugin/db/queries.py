@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from tether.common.states import IN_FLIGHT_TASK_STATES, TaskState
+from tether.common.states import IN_FLIGHT_TASK_STATES, ProvisioningStatus, TaskState
 from tether.plugin.db.models import Agent, Outbox, Resource, Task, TaskAttempt, TaskStep
 
 #: a second reference to tasks, for queries that compare two of its rows
@@ -61,6 +61,16 @@ def children(session: orm.Session, resource_id: str) -> Sequence[Resource]:
     return session.scalars(
         sa.select(Resource).where(Resource.parent_id == resource_id).order_by(Resource.created_at)
     ).all()
+
+
+def count_children(session: orm.Session, parent_id: str, type_name: str) -> int:
+    """How many children of ``type_name`` a resource has, those being deleted left out."""
+    query = sa.select(sa.func.count()).where(
+        Resource.parent_id == parent_id,
+        Resource.type == type_name,
+        Resource.provisioning_status != ProvisioningStatus.PENDING_DELETE,
+    )
+    return int(session.scalar(query) or 0)
 
 
 def tree(session: orm.Session, root_id: str) -> Sequence[Resource]:

@@ -57,6 +57,7 @@ def build(
     attributes: dict[str, Any],
     request_id: str | None = None,
     callback_url: str | None = None,
+    notes: list[str] | None = None,
 ) -> Accepted:
     """A new root of ``resource_type`` and its create task, PENDING with its
     work message for the outbox, as rows for :func:`add`. Built by the
@@ -108,6 +109,7 @@ def build(
         callback_url=callback_url,
         progress=None,
         superseded_by=None,
+        notes=notes or None,
         agent_id=None,
         host=None,
         request_id=request_id,
