@@ -21,6 +21,7 @@ Versions of the plugin's RPC API (``TOPIC``):
   work message was published for
 * 1.4 - ``plan_steps`` and ``step`` (operations a driver runs in steps)
 * 1.5 - ``audit_targets`` and ``report_drift`` (the drift audit)
+* 1.6 - ``status_targets`` and ``report_status`` (devices' status outside a task)
 
 Agents of 0.2 claim on the claims queue once a plugin's answer to their
 state report says ``kombu_claims``; ``claim`` and ``claim_batch`` stay for
@@ -45,7 +46,7 @@ with warnings.catch_warnings():
     from oslo_messaging import opts as oslo_messaging_opts
 
 TOPIC = "tether-plugin"
-API_VERSION = "1.5"
+API_VERSION = "1.6"
 CONTROL_EXCHANGE = "tether"
 
 #: oslo.messaging's defaults that tether changes: durable queues that
