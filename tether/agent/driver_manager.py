@@ -94,10 +94,13 @@ def _load(name: str) -> tuple[type[Driver], str]:
     cls = manager.driver
     if not (isinstance(cls, type) and issubclass(cls, Driver)):
         raise ConfigError(reason=f"driver {name!r} ({cls!r}) is not a tether.drivers.base.Driver")
-    # stevedore's cached entry points carry no distribution; ask for it.
-    value = manager.extensions[0].entry_point.value
+    # stevedore's cached entry points carry no distribution; ask for it
+    # (a test instance of stevedore's has no entry point at all).
+    entry_point = manager.extensions[0].entry_point
     dists = [
-        ep.dist for ep in importlib.metadata.entry_points(group=NAMESPACE, name=name) if ep.value == value
+        ep.dist
+        for ep in importlib.metadata.entry_points(group=NAMESPACE, name=name)
+        if entry_point is not None and ep.value == entry_point.value
     ]
     origin = f" from {dists[0].name} {dists[0].version}" if dists and dists[0] is not None else ""
     return cls, f"{cls.__module__}.{cls.__qualname__}{origin}"
