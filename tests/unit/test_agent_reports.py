@@ -152,6 +152,10 @@ def test_what_the_plugin_would_refuse_is_refused_to_the_driver_at_once() -> None
         reports.stats("fake", "lb-1", {f"c{i}": i for i in range(101)})
     with pytest.raises(ValueError):
         reports.stats("fake", "lb-1", {"sessions": "many"})  # type: ignore[dict-item]
+    # Not an id the plugin takes: it would refuse the whole call, so it never leaves.
+    for resource_id in ("", "x" * 256, "lb\n1"):
+        reports.status("fake", resource_id, "ONLINE")
+    reports.status("", "lb-1", "ONLINE")
     assert reports.take_device() == {}
 
 

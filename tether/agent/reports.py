@@ -43,6 +43,9 @@ MAX_PROGRESS = 1000
 #: ever new ids while the plugin is away must not take all memory.
 MAX_WAITING = 100_000
 
+#: Longest resource id the plugin takes.
+MAX_ID = 255
+
 #: (kind, provider, resource id): kind is "statuses" or "stats", as the plugin takes them
 _Key = tuple[str, str, str]
 
@@ -59,6 +62,8 @@ class Reports:
         #: the latest status or counters of each resource, oldest report first
         self._device: dict[_Key, Any] = {}
         self._full = False
+        #: ids that cannot be a resource's, logged once each (the first hundred)
+        self._dropped: set[str] = set()
         self.wake = threading.Event()
 
     @contextlib.contextmanager
@@ -132,6 +137,13 @@ class Reports:
         self._keep(("stats", provider, str(resource_id)), {k: v for k, v in kept.items() if math.isfinite(v)})
 
     def _keep(self, key: _Key, value: Any) -> None:
+        _, provider, resource_id = key
+        if not provider or not 0 < len(resource_id) <= MAX_ID or any(ord(c) < 0x20 for c in resource_id):
+            # The plugin would refuse the whole call that carried it.
+            if len(self._dropped) < 100 and resource_id not in self._dropped:
+                self._dropped.add(resource_id)
+                LOG.warning("a report on %r dropped: not a resource id of a provider", resource_id[:80])
+            return
         with self._lock:
             if key not in self._device and len(self._device) >= MAX_WAITING:
                 if not self._full:
@@ -276,7 +288,9 @@ class ReportSender:
 
 
 def _answered(exc: Exception) -> bool:
-    """Did the plugin answer the call with an error (not: could not be reached, or its database)?"""
+    """Did the plugin answer the call with an error? Not when it could not
+    be reached, its database was away, or the call reached a replica of an
+    earlier release (mixed replicas during an upgrade): another try may do."""
     if isinstance(exc, oslo_messaging.RemoteError):
-        return bool(exc.exc_type != ServiceUnavailable.__name__)
+        return exc.exc_type not in (ServiceUnavailable.__name__, "UnsupportedVersion")
     return not isinstance(exc, (*rpc.RECOVERABLE, ServiceUnavailable))

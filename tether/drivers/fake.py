@@ -27,9 +27,10 @@ Instructions are read from the ``metadata`` of the resource being changed:
     from a thread of the driver's own; the device keeps them, and ``status()``
     reports them too.
 ``fake.push_status``
-    This many milliseconds (``fake.push_after_ms``, 1000 by default) after
-    applying, report this operating status from a thread of the driver's
-    own, outside any call, as a device event would.
+    Report this operating status from a thread of the driver's own, outside
+    any call, ``fake.push_after_ms`` milliseconds (1000 by default) after
+    applying, as a device event would; the device keeps it under ``pushed``
+    with the time it was reported.
 ``fake.drift_after_s``
     Forget the resource this many seconds after applying it, once per
     resource, as if someone removed it from the device by hand: the drift
@@ -66,7 +67,7 @@ ends in ``ERROR`` with ``last_error`` "no capacity".
 Asked for ``status(roots)``, the fake device reports the counters it keeps
 of the resources of those trees (no operating status: that comes from calls
 and ``fake.push_status``), and writes which roots it was asked about, and
-when, to ``<device_dir>/polls/<pid>-<driver>.json``: one file per driver,
+when, to ``<device_dir>/polls/<pid>-<n>.json``: one file per driver,
 replaced at each poll, so tests can tell which agent polls which roots.
 """
 
