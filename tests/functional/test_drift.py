@@ -1,13 +1,18 @@
-"""The drift audit with real agents: a resource removed from the device by
-hand is found, reported and repaired, on either database; and the walk
-through steps and drift in docs/drivers.md, run as written."""
+"""What devices tell the plugin between changes, with real agents: a
+resource removed from the device by hand is found by the drift audit,
+reported and repaired, on either database; a status a driver pushes from a
+thread of its own shows at once, and each root of the shared fake device is
+polled by one agent; and the walk through steps and drift in
+docs/drivers.md, run as written."""
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,8 +31,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 def deployment(
     rabbitmq: RabbitMQNode, database: Database, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
-    """Two agents auditing every second and repairing what they find."""
-    options = {"audit_interval": 1, "repair_drift": True}
+    """Two agents auditing every second and repairing what they find, and
+    polling their devices' status every second."""
+    options = {"audit_interval": 1, "repair_drift": True, "status_interval": 1}
     with running(
         Deployment(tmp_path_factory.mktemp("drift"), rabbitmq, database, agent_options=options)
     ) as d:
@@ -56,6 +62,44 @@ def test_a_resource_removed_from_the_device_by_hand_is_reported_and_repaired(dep
     plugin_log = deployment.plugin.log()
     assert f"loadbalancer {lb['id']} drifted on the device of agent" in plugin_log
     assert f"task {repair['id']} repairs loadbalancer {lb['id']}: missing on the device" in plugin_log
+
+
+def test_a_status_a_driver_pushes_from_its_own_thread_shows_within_two_seconds(
+    deployment: Deployment,
+) -> None:
+    metadata = {"fake.push_status": "DEGRADED", "fake.push_after_ms": "1000"}
+    lb = deployment.http.post("/v1/loadbalancers", json={"provider": "fake", "metadata": metadata}).json()
+
+    def shown() -> Any:
+        body = deployment.http.get(f"/v1/loadbalancers/{lb['id']}").json()
+        return body["operating_status"] == "DEGRADED" and time.time()
+
+    seen = eventually(shown, 60, "the pushed status", deployment.logs)
+    pushed = json.loads((deployment.root / "fake-device" / f"{lb['id']}.json").read_text())["pushed"]
+    # The fake device reports no status when polled, and the agents' state
+    # reports come every 10 s: only the push can have brought it.
+    assert seen - pushed["at"] < 2.0, f"shown {seen - pushed['at']:.1f} s after the push"
+
+
+def test_each_root_of_a_shared_device_is_polled_by_one_agent(deployment: Deployment) -> None:
+    roots = {
+        deployment.http.post("/v1/loadbalancers", json={"provider": "fake"}).json()["id"] for _ in range(20)
+    }
+    polls = deployment.root / "fake-device" / "polls"
+
+    def shared_out() -> Any:
+        # Each agent's latest poll; at first one agent may have polled alone.
+        shares = [json.loads(p.read_text())["roots"] for p in polls.glob("*.json")]
+        mine = [set(share) & roots for share in shares]
+        return (
+            len(mine) == 2
+            and all(mine)
+            and not mine[0] & mine[1]
+            and mine[0] | mine[1] == roots
+            and [len(share) for share in mine]
+        )
+
+    eventually(shared_out, 60, "each root polled by exactly one of the two agents", deployment.logs)
 
 
 @pytest.fixture(scope="module")

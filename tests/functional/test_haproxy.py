@@ -119,7 +119,7 @@ def test_traffic_follows_the_api_and_survives_the_death_of_its_host(
         database,
         agents=2,
         plugin_options={"providers": "noop,fake,haproxy", "agent_down_time": 4, "reaper_interval": 1},
-        agent_options={"providers": "haproxy", "report_interval": 1},
+        agent_options={"providers": "haproxy", "report_interval": 1, "status_interval": 1},
     )
     deployment.start()
     try:

@@ -30,25 +30,37 @@ _reports: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar
 class AgentCallbacks(Callbacks):
     """Carries what drivers report to the plugin.
 
-    Operating status goes with the result of the task whose call reported
-    it: drivers are shared by all worker threads, and each worker collects
-    into its own context, so reports never cross tasks. Progress and
-    counters may come from any thread of a driver (:mod:`tether.agent.reports`).
+    Operating status reported during a driver call goes with the result of
+    the task whose call reported it: drivers are shared by all worker
+    threads, and each worker collects into its own context, so reports never
+    cross tasks. Reported from any other thread (a device event), it is sent
+    on its own, as progress and counters are (:mod:`tether.agent.reports`).
+
+    :param provider: the provider of the driver these callbacks serve; see
+        :meth:`for_provider`.
     """
 
-    def __init__(self, reports: Reports | None = None) -> None:
+    def __init__(self, reports: Reports | None = None, provider: str = "") -> None:
         self.reports = reports or Reports()
+        self.provider = provider
+
+    def for_provider(self, provider: str) -> AgentCallbacks:
+        """These callbacks for the driver of ``provider``, so the plugin can
+        tell which driver reported on a resource."""
+        return AgentCallbacks(self.reports, provider)
 
     def operating_status(self, resource_id: str, status: OperatingStatus) -> None:
         reports = _reports.get()
         if reports is not None:
             reports[resource_id] = OperatingStatus(status).value
+        else:
+            self.reports.status(self.provider, resource_id, status)
 
     def progress(self, message: str, task_id: str | None = None) -> None:
         self.reports.progress(message, task_id)
 
     def stats(self, resource_id: str, counters: Mapping[str, float]) -> None:
-        self.reports.stats(resource_id, counters)
+        self.reports.stats(self.provider, resource_id, counters)
 
     @staticmethod
     @contextlib.contextmanager
@@ -82,7 +94,8 @@ def _load(name: str) -> tuple[type[Driver], str]:
     cls = manager.driver
     if not (isinstance(cls, type) and issubclass(cls, Driver)):
         raise ConfigError(reason=f"driver {name!r} ({cls!r}) is not a tether.drivers.base.Driver")
-    # stevedore's cached entry points carry no distribution; ask for it.
+    # stevedore's cached entry points carry no distribution; ask for it
+    # (a test instance of stevedore's has no entry point at all).
     entry_point = manager.extensions[0].entry_point
     dists = [
         ep.dist
@@ -114,7 +127,9 @@ def load_drivers(conf: cfg.ConfigOpts, names: list[str], callbacks: Callbacks) -
                 "method of tether.drivers.base.Driver."
             )
         try:
-            drivers[name] = cls(conf, callbacks)
+            drivers[name] = cls(
+                conf, callbacks.for_provider(name) if isinstance(callbacks, AgentCallbacks) else callbacks
+            )
         except ConfigError:
             raise
         except Exception as exc:

@@ -1,7 +1,7 @@
 """The agent's side of the plugin's API: claims over kombu once the plugin
 says it takes them (:mod:`tether.agent.claims`), over oslo.messaging before
-that and against a plugin of the previous release; state reports, resyncs
-and progress over oslo.messaging (see :mod:`tether.common.rpc`).
+that and against a plugin of the previous release; state reports, resyncs,
+progress and devices' status over oslo.messaging (see :mod:`tether.common.rpc`).
 
 A claim is retried while the plugin is away (no answer in time, the broker
 unreachable, or its database: ServiceUnavailable), never when the plugin
@@ -67,6 +67,8 @@ class PluginApi:
         self.kombu_claims = False
         #: the plugin said it reads several results in one message
         self.result_batches = False
+        #: the plugin said it takes statuses by report_status (API 1.7)
+        self.status_reports = False
 
     def claim(
         self,
@@ -200,6 +202,12 @@ class PluginApi:
             repair=repair,
         )
 
+    def status_targets(self, agent_id: str, provider: str) -> dict[str, Any]:
+        return self._call("status_targets", "1.7", agent_id=agent_id, provider=provider)  # type: ignore[no-any-return]
+
+    def report_status(self, agent_id: str, reports: dict[str, Any]) -> dict[str, Any]:
+        return self._call("report_status", "1.7", agent_id=agent_id, reports=reports)  # type: ignore[no-any-return]
+
     def report_state(self, state: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         """:param timeout: seconds to wait for the answer, less than
         ``[agent] rpc_timeout`` while the agent has never been heard."""
@@ -213,6 +221,7 @@ class PluginApi:
             )
         self.kombu_claims = kombu_claims
         self.result_batches = answer.get("result_batches") in messages.KNOWN_VERSIONS
+        self.status_reports = answer.get("status_reports") is True
         return answer
 
     def resync(self, agent_id: str, started_at: str) -> dict[str, Any]:

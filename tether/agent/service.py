@@ -15,8 +15,9 @@ from tether.agent.claims import ClaimChannel
 from tether.agent.consumer import WorkConsumer
 from tether.agent.heartbeat import Heartbeat
 from tether.agent.plugin_api import PluginApi
-from tether.agent.reports import ProgressSender, Reports
+from tether.agent.reports import Reports, ReportSender
 from tether.agent.runner import Runner
+from tether.agent.status_poller import StatusPoller
 from tether.agent.status_server import StatusServer
 from tether.common import metrics, rpc, transport
 
@@ -66,6 +67,13 @@ OPTS: list[cfg.Opt] = [
         default=10.0,
         min=0.1,
         help="Seconds between state reports to the plugin (the agent's heartbeat).",
+    ),
+    cfg.FloatOpt(
+        "status_interval",
+        default=10.0,
+        min=1,
+        help="Seconds between two polls of each driver's status() (the operating status and counters "
+        "of what its device holds). Each root of a shared provider is polled by one live agent.",
     ),
     cfg.FloatOpt(
         "rpc_timeout",
@@ -132,7 +140,10 @@ class Agent:
         broker = transport.Broker(conf)
         claims = ClaimChannel(broker, self.agent_id, conf.agent.rpc_timeout)
         self.plugin = PluginApi(conf, claims)
-        self.progress = ProgressSender(self.reports, self.plugin, self.agent_id, conf.agent.driver_timeout)
+        self.sender = ReportSender(self.reports, self.plugin, self.agent_id, conf.agent.driver_timeout)
+        self.status_poller = StatusPoller(
+            self.drivers, self.plugin, self.agent_id, conf.agent.status_interval, self.reports
+        )
         workers = conf.agent.workers
         self.consumer = WorkConsumer(
             broker,
@@ -174,23 +185,9 @@ class Agent:
                 except Exception:
                     LOG.exception("driver %s failed to converge", name)
 
-    def _driver_reports(self) -> tuple[dict[str, str], dict[str, Any]]:
-        statuses: dict[str, str] = {}
-        stats: dict[str, Any] = {}
-        for name, driver in self.drivers.items():
-            try:
-                found, counters = driver.status()
-            except Exception:
-                LOG.exception("driver %s failed to report status", name)
-                continue
-            statuses.update({k: str(v) for k, v in found.items()})
-            stats.update({k: dict(v) for k, v in counters.items()})
-        # What drivers reported through their callbacks since the last report.
-        stats.update(self.reports.take_stats())
-        return statuses, stats
-
     def state(self) -> dict[str, Any]:
-        statuses, stats = self._driver_reports()
+        # A plugin of an earlier release takes statuses only here.
+        statuses, stats = ({}, {}) if self.plugin.status_reports else self.reports.take_flat()
         metrics.IN_FLIGHT.set(self.consumer.in_flight)
         return {
             "agent_id": self.agent_id,
@@ -214,7 +211,8 @@ class Agent:
     def start(self) -> None:
         self.consumer.start()
         self.heartbeat.start()
-        self.progress.start()
+        self.sender.start()
+        self.status_poller.start()
         self.auditor.start()
         if self.conf.agent.metrics_port:
             self.status_server = StatusServer(
@@ -236,7 +234,8 @@ class Agent:
         if self.status_server is not None:
             self.status_server.stop()
         self.consumer.stop(timeout=self.conf.agent.shutdown_timeout + 5)
-        self.progress.stop()
+        self.sender.stop()
+        self.status_poller.stop()
         self.auditor.stop()
         self.heartbeat.stop()
         for driver in self.drivers.values():

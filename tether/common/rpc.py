@@ -25,6 +25,7 @@ Versions of the plugin's RPC API (``TOPIC``):
   provider's driver supports (:mod:`tether.common.capabilities`). An older
   plugin ignores the key and an older agent sends none, so agents still call
   ``report_state`` as 1.0.
+* 1.7 - ``status_targets`` and ``report_status`` (devices' status outside a task)
 
 Agents of 0.2 claim on the claims queue once a plugin's answer to their
 state report says ``kombu_claims``; ``claim`` and ``claim_batch`` stay for
@@ -49,7 +50,7 @@ with warnings.catch_warnings():
     from oslo_messaging import opts as oslo_messaging_opts
 
 TOPIC = "tether-plugin"
-API_VERSION = "1.6"
+API_VERSION = "1.7"
 CONTROL_EXCHANGE = "tether"
 
 #: oslo.messaging's defaults that tether changes: durable queues that

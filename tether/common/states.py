@@ -62,6 +62,10 @@ class StepState(enum.StrEnum):
 MAX_STEPS = 1000
 MAX_STEP_NAME = 255
 
+#: Counters one resource's stats may have at most, and the longest name of one.
+MAX_COUNTERS = 100
+MAX_COUNTER_NAME = 64
+
 
 class Operation(enum.StrEnum):
     CREATE = "create"

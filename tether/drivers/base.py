@@ -219,13 +219,24 @@ class Steps:
 
 
 class Callbacks:
-    """What a driver reports back while or after applying a change.
+    """What a driver reports back, while or after applying a change, or
+    whenever it learns something of its device.
 
-    The agent carries these reports to the plugin; calling them is optional.
+    The agent carries these reports to the plugin; calling them is optional,
+    and each may be called from any thread of the driver.
     """
 
     def operating_status(self, resource_id: str, status: OperatingStatus) -> None:
-        """Report the fabric status of a resource (``ONLINE``, ``DEGRADED`` ...)."""
+        """Report the fabric status of a resource (``ONLINE``, ``DEGRADED`` ...).
+
+        During a call (in its thread) the status goes with the task's
+        result. From any other thread (a device event, a poller of the
+        driver's own) it reaches the resource within about a second; a
+        resource the driver does not serve is refused, and the agent logs
+        that once.
+
+        :raises ValueError: for a value that is not an operating status.
+        """
 
     def progress(self, message: str, task_id: str | None = None) -> None:
         """Report progress of a call, for people watching the task: the
@@ -237,8 +248,12 @@ class Callbacks:
 
     def stats(self, resource_id: str, counters: Mapping[str, float]) -> None:
         """Report counters of a resource (sessions, bytes in and out ...), from
-        any thread; the resource shows the latest with the agent's next state
-        report."""
+        any thread; the resource shows the latest within about a second.
+        Counters that are not finite are left out.
+
+        :raises ValueError: for more than 100 counters, or a name longer
+            than 64 characters.
+        """
 
 
 class Driver(abc.ABC):
@@ -363,11 +378,24 @@ class Driver(abc.ABC):
         since the list was made is not in it yet.
         """
 
-    def status(self) -> tuple[Mapping[str, OperatingStatus], Mapping[str, Mapping[str, float]]]:
+    def status(
+        self, roots: Collection[str] | None = None
+    ) -> tuple[Mapping[str, OperatingStatus], Mapping[str, Mapping[str, float]]]:
         """Operating status and counters of what the device holds, by resource
-        id, sent to the plugin with each state report: applied to any resource
-        of a shared provider this agent serves, and to the trees bound to this
-        agent for a host-placed one. Nothing by default."""
+        id. The agent polls it every ``[agent] status_interval`` in a thread of
+        its own, and its answer reaches the resources as what
+        :class:`Callbacks` reports does. Nothing by default.
+
+        For a shared provider each root is polled by one live agent of the
+        provider (the plugin shares them out; when an agent dies its roots
+        go to the others), so query the device for those trees only; for a
+        host-placed one, each agent polls the trees bound to it.
+
+        :param roots: the ids of the root resources whose trees to report
+            on; None for everything the device holds. A driver whose
+            ``status()`` takes no argument (the earlier form) keeps working:
+            one agent polls it for the whole device.
+        """
         return {}, {}
 
     def inventory(self) -> Mapping[str, Mapping[str, Any]] | None:

@@ -28,7 +28,13 @@ Instructions are read from the ``metadata`` of the resource being changed:
     ("fake progress 2 of 4").
 ``fake.stats``
     Report these counters for the resource once applied (``sessions=12,bytes_in=3400``),
-    from a thread of the driver's own; they show with the agent's next state report.
+    from a thread of the driver's own; the device keeps them, and ``status()``
+    reports them too.
+``fake.push_status``
+    Report this operating status from a thread of the driver's own, outside
+    any call, ``fake.push_after_ms`` milliseconds (1000 by default) after
+    applying, as a device event would; the device keeps it under ``pushed``
+    with the time it was reported.
 ``fake.drift_after_s``
     Forget the resource this many seconds after applying it, once per
     resource, as if someone removed it from the device by hand: the drift
@@ -61,11 +67,18 @@ Instructions are read from the ``metadata`` of the resource being changed:
 
 Example: ``{"provider": "fake", "metadata": {"fake.fail": "no capacity"}}``
 ends in ``ERROR`` with ``last_error`` "no capacity".
+
+Asked for ``status(roots)``, the fake device reports the counters it keeps
+of the resources of those trees (no operating status: that comes from calls
+and ``fake.push_status``), and writes which roots it was asked about, and
+when, to ``<device_dir>/polls/<pid>-<n>.json``: one file per driver,
+replaced at each poll, so tests can tell which agent polls which roots.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -73,7 +86,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from oslo_config import cfg
@@ -84,6 +97,8 @@ from tether.drivers.base import Change, DeviceUnreachable, DriverError, InProgre
 from tether.drivers.noop import NoopDriver
 
 LOG = logging.getLogger(__name__)
+
+_instances = itertools.count(1)
 
 OPTS: list[cfg.Opt] = [
     cfg.StrOpt(
@@ -104,6 +119,11 @@ class FakeDriver(NoopDriver):
     """A noop driver that fails, stalls or crashes on request."""
 
     name = "fake"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: names this driver's record of the roots it was polled for
+        self._poll_record = f"{os.getpid()}-{next(_instances)}.json"
 
     @classmethod
     def list_opts(cls) -> list[cfg.Opt]:
@@ -186,12 +206,50 @@ class FakeDriver(NoopDriver):
             self.callbacks.operating_status(change.resource.id, OperatingStatus(status))
         if "fake.stats" in meta:
             # From a thread of the driver's own, as a device poller would.
-            counters = {
-                k: float(v) for k, v in (pair.split("=", 1) for pair in meta["fake.stats"].split(","))
-            }
-            reporter = threading.Thread(target=self.callbacks.stats, args=(change.resource.id, counters))
+            reporter = threading.Thread(
+                target=self.callbacks.stats, args=(change.resource.id, _counters(meta["fake.stats"]))
+            )
             reporter.start()
             reporter.join()
+        if "fake.push_status" in meta:
+            threading.Thread(
+                target=self._push,
+                args=(
+                    change.resource.id,
+                    meta["fake.push_status"],
+                    int(meta.get("fake.push_after_ms", 1000)),
+                ),
+                name="fake-device-event",
+                daemon=True,
+            ).start()
+
+    def _push(self, resource_id: str, status: str, after_ms: int) -> None:
+        """A device event: the resource's status changed."""
+        time.sleep(after_ms / 1000.0)
+        path = self._device_file(resource_id)
+        try:
+            with open(path) as f:
+                entry = json.load(f)
+        except (OSError, ValueError):
+            return  # gone from the device meanwhile
+        entry["pushed"] = {"status": status, "at": time.time()}
+        self._write_entry(entry, path)
+        self.callbacks.operating_status(resource_id, OperatingStatus(status))
+
+    def status(
+        self, roots: Collection[str] | None = None
+    ) -> tuple[Mapping[str, OperatingStatus], Mapping[str, Mapping[str, float]]]:
+        directory = self._device_dir()
+        wanted = None if roots is None else set(roots)
+        polls = os.path.join(directory, "polls")
+        os.makedirs(polls, exist_ok=True)
+        record = {"pid": os.getpid(), "roots": None if wanted is None else sorted(wanted), "at": time.time()}
+        self._write_entry(record, os.path.join(polls, self._poll_record))
+        counters: dict[str, Mapping[str, float]] = {}
+        for resource_id, entry in self._entries().items():
+            if "stats" in entry and (wanted is None or entry.get("root_id") in wanted):
+                counters[resource_id] = entry["stats"]
+        return {}, counters
 
     def _obey(self, change: Change) -> None:
         meta = _instructions(change)
@@ -221,7 +279,11 @@ class FakeDriver(NoopDriver):
     def inventory(self) -> Mapping[str, Mapping[str, Any]]:
         """What the device directory holds; a resource told to drift is
         forgotten here once its time has come."""
-        held: dict[str, Mapping[str, Any]] = {}
+        return {resource_id: entry["attributes"] for resource_id, entry in self._entries().items()}
+
+    def _entries(self) -> dict[str, dict[str, Any]]:
+        """What the device holds of each resource, by id."""
+        held: dict[str, dict[str, Any]] = {}
         directory = self._device_dir()
         try:
             names = [n for n in os.listdir(directory) if n.endswith(".json")]
@@ -241,23 +303,30 @@ class FakeDriver(NoopDriver):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
                 continue
-            held[name[: -len(".json")]] = entry["attributes"]
+            held[name[: -len(".json")]] = entry
         return held
 
     def _hold(self, change: Change) -> None:
         """Write what the device now holds of the resource."""
         directory = self._device_dir()
         os.makedirs(directory, exist_ok=True)
-        entry: dict[str, Any] = {"attributes": dict(change.resource.attributes)}
-        seconds = _instructions(change).get("fake.drift_after_s")
+        meta = _instructions(change)
+        entry: dict[str, Any] = {"attributes": dict(change.resource.attributes), "root_id": change.tree.id}
+        if "fake.stats" in meta:
+            entry["stats"] = _counters(meta["fake.stats"])
+        seconds = meta.get("fake.drift_after_s")
         drifted = os.path.join(directory, f"{change.resource.id}.drifted")
         if seconds is not None and not os.path.exists(drifted):
             open(drifted, "w").close()
             entry["forget_at"] = time.time() + float(seconds)
+        self._write_entry(entry, self._device_file(change.resource.id))
+
+    @staticmethod
+    def _write_entry(entry: Mapping[str, Any], path: str) -> None:
         # Two deliveries of one change may write at once: each its own file, then one rename.
-        with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".new", delete=False) as f:
+        with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(path), suffix=".new", delete=False) as f:
             json.dump(entry, f, default=str)
-        os.replace(f.name, self._device_file(change.resource.id))
+        os.replace(f.name, path)
 
     def _device_file(self, resource_id: str) -> str:
         return os.path.join(self._device_dir(), f"{resource_id}.json")
@@ -297,3 +366,8 @@ class FakeDriver(NoopDriver):
 
 def _instructions(change: Change) -> Mapping[str, Any]:
     return change.resource.attributes.get("metadata") or {}
+
+
+def _counters(text: str) -> dict[str, float]:
+    """``sessions=12,bytes_in=3400`` as counters."""
+    return {k: float(v) for k, v in (pair.split("=", 1) for pair in text.split(","))}

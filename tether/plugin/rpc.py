@@ -1,7 +1,8 @@
 """The server side of the plugin's RPC API (see :mod:`tether.common.rpc`).
 
-Agents call it to claim a task before running it, to report their state,
-and to give back what they held when they restarted.
+Agents call it to claim a task before running it, to report their state
+and their devices' status, and to give back what they held when they
+restarted.
 
 Nothing checks who sends a call but the broker, and an agent retries a
 claim the plugin answered with an error, so every method first checks its
@@ -13,7 +14,6 @@ one line rather than a traceback, and changes nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -23,13 +23,12 @@ from tether import __version__
 from tether.common import claims, messages, rpc
 from tether.common.claims import MAX_CLAIMS, Claim, ClaimAnswer
 from tether.common.exceptions import MalformedMessage
-from tether.common.states import MAX_STEPS, OperatingStatus, StepState
-from tether.plugin import lifecycle
+from tether.common.states import MAX_STEPS, StepState
+from tether.plugin import lifecycle, status_polling, status_reports
 from tether.plugin import rpc_checks as checks
 from tether.plugin.agents import Registry
 from tether.plugin.claims import ClaimDecider
 from tether.plugin.db import queries
-from tether.plugin.db.models import Resource
 from tether.plugin.lifecycle import drift, steps
 from tether.plugin.providers import Providers
 
@@ -57,6 +56,7 @@ class PluginEndpoint:
         self._agents = agents
         self._providers = providers
         self._claims = ClaimDecider(sessionmaker, policy, providers)
+        self._shares = status_polling.RootShares()
 
     @checks.checked
     def claim(
@@ -262,7 +262,10 @@ class PluginEndpoint:
         with self._sessionmaker.begin() as session:
             agent = self._agents.report(session, state)
             bound = queries.bound_to(session, agent.id)
-            self._apply_reports(session, bound, agent.providers, state)
+            # What agents of an earlier release report, polled or pushed, of any provider.
+            status_reports.apply(
+                session, agent, None, state.get("statuses") or {}, state.get("stats") or {}, self._host_placed
+            )
             by_provider: dict[str, list[str]] = {}
             for root in bound:
                 by_provider.setdefault(root.provider, []).append(root.id)
@@ -276,28 +279,67 @@ class PluginEndpoint:
                 # The results message version this plugin reads: agents send
                 # one result per message until a plugin says so.
                 "result_batches": messages.VERSION,
+                # Agents send statuses by report_status, not with their state reports.
+                "status_reports": True,
                 "bound": by_provider,
             }
 
-    def _apply_reports(
-        self, session: orm.Session, bound: Sequence[Resource], providers: Sequence[str], state: dict[str, Any]
-    ) -> None:
-        """Status and counters drivers reported: for the trees bound to this
-        agent (host placement), and for the resources of the shared providers
-        it serves (their devices are not on any host)."""
-        statuses, stats = state.get("statuses") or {}, state.get("stats") or {}
-        if not statuses and not stats:
-            return
-        roots = {root.id for root in bound}
-        shared = {p for p in providers if self._providers is None or not self._providers.is_host_placed(p)}
-        for resource_id in set(statuses) | set(stats):
-            resource = queries.get_resource(session, str(resource_id), None)
-            if resource is None or not (resource.root_id in roots or resource.provider in shared):
-                continue
-            if statuses.get(resource_id) in OperatingStatus.__members__:
-                resource.operating_status = statuses[resource_id]
-            if isinstance(stats.get(resource_id), dict):
-                resource.stats = stats[resource_id]
+    @checks.checked
+    def status_targets(self, ctxt: Any, agent_id: str, provider: str) -> dict[str, Any]:
+        """The roots whose status the agent's ``provider`` driver reports (API 1.7).
+
+        :returns: ``{"roots": [ids], "whole": bool}``: the roots bound to
+            the agent for a host-placed provider; for a shared one, the
+            agent's share of the provider's roots among its live agents
+            (:mod:`tether.plugin.status_polling`). ``whole`` says whether
+            the agent polls a driver whose ``status()`` takes no roots.
+        """
+        checks.identifier("status_targets", "agent_id", agent_id)
+        checks.identifier("status_targets", "provider", provider)
+        with self._sessionmaker.begin() as session:
+            if self._host_placed(provider):
+                roots = [r.id for r in queries.bound_to(session, agent_id) if r.provider == provider]
+                return {"roots": roots, "whole": True}
+            live = [a.id for a in self._agents.live_for(session, provider)]
+            every = queries.roots_of(session, provider) if agent_id in live else []
+        return {
+            "roots": self._shares.share(provider, every, live, agent_id),
+            "whole": status_polling.owner(provider, live) == agent_id,
+        }
+
+    @checks.checked
+    def report_status(self, ctxt: Any, agent_id: str, reports: dict[str, Any]) -> dict[str, Any]:
+        """Operating status and counters the agent's drivers reported outside a
+        task (API 1.7): ``{provider: {"statuses": {id: status}, "stats": {id:
+        counters}}}``.
+
+        :returns: ``{"refused": {provider: {id: why}}, "busy": {provider:
+            [ids]}}``: what is not the agent's to report, and what it should
+            send again (its tree was busy).
+        """
+        checks.identifier("report_status", "agent_id", agent_id)
+        checks.status_reports(reports)
+        refused: dict[str, dict[str, str]] = {}
+        busy: dict[str, list[str]] = {}
+        with self._sessionmaker.begin() as session:
+            agent = queries.get_agent(session, agent_id)
+            for provider, report in reports.items():
+                applied = status_reports.apply(
+                    session,
+                    agent,
+                    provider,
+                    report.get("statuses") or {},
+                    report.get("stats") or {},
+                    self._host_placed,
+                )
+                if applied.refused:
+                    refused[provider] = applied.refused
+                if applied.busy:
+                    busy[provider] = applied.busy
+        return {"refused": refused, "busy": busy}
+
+    def _host_placed(self, provider: str) -> bool:
+        return self._providers is not None and self._providers.is_host_placed(provider)
 
     @checks.checked
     def resync(self, ctxt: Any, agent_id: str, started_at: str) -> dict[str, Any]:

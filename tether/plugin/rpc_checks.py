@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from tether.common.exceptions import MalformedMessage
+from tether.common.states import MAX_COUNTER_NAME, MAX_COUNTERS, OperatingStatus
 
 with warnings.catch_warnings():
     # As in tether.common.rpc: importing oslo.messaging warns about eventlet.
@@ -143,6 +144,63 @@ def check_state(state: Any) -> None:
     audits = state.get("audits", [])
     if not isinstance(audits, list) or not all(isinstance(p, str) for p in audits):
         raise bad(method, "state.audits", "a list of provider names", audits)
+
+
+#: Most resources one status report may name (agents send at most 2,000).
+MAX_STATUS_REPORTED = 5000
+
+
+def status_reports(reports: Any) -> None:
+    """The argument of ``report_status``: by provider, ``statuses`` (resource
+    id -> operating status) and ``stats`` (resource id -> counters)."""
+    method = "report_status"
+    if not isinstance(reports, dict):
+        raise bad(method, "reports", 'an object of {provider: {"statuses": …, "stats": …}}', reports)
+    named = 0
+    for provider, report in reports.items():
+        identifier(method, "reports provider", provider)
+        if not isinstance(report, dict) or not set(report) <= {"statuses", "stats"}:
+            raise bad(method, f"reports[{provider}]", 'an object of "statuses" and "stats"', report)
+        statuses, stats = report.get("statuses") or {}, report.get("stats") or {}
+        if not isinstance(statuses, dict) or not isinstance(stats, dict):
+            raise bad(method, f"reports[{provider}]", "statuses and stats objects by resource id", report)
+        for resource_id, status in statuses.items():
+            identifier(method, "statuses id", resource_id)
+            if status not in OperatingStatus.__members__:
+                raise bad(method, "statuses[]", f"one of {', '.join(OperatingStatus)}", status)
+        for resource_id, counters in stats.items():
+            identifier(method, "stats id", resource_id)
+            if not valid_counters(counters):
+                raise bad(method, "stats[]", COUNTERS, counters)
+        named += len(statuses) + len(stats)
+    if named > MAX_STATUS_REPORTED:
+        raise bad(method, "reports", f"at most {MAX_STATUS_REPORTED} statuses and stats", named)
+
+
+COUNTERS = (
+    f"an object of at most {MAX_COUNTERS} counters, each named by at most {MAX_COUNTER_NAME} "
+    "characters, of finite numbers"
+)
+
+
+def valid_counters(value: Any) -> bool:
+    """Counters a resource's ``stats`` may hold (a JSON column refuses NaN)."""
+    return (
+        isinstance(value, dict)
+        and len(value) <= MAX_COUNTERS
+        and all(
+            isinstance(name, str) and 0 < len(name) <= MAX_COUNTER_NAME and _finite(number)
+            for name, number in value.items()
+        )
+    )
+
+
+def _finite(number: Any) -> bool:
+    if isinstance(number, bool):
+        return False
+    if isinstance(number, int):
+        return abs(number) < 2**63  # math.isfinite raises on a bigger one
+    return isinstance(number, float) and math.isfinite(number)
 
 
 #: Most resources one drift report may name, and the longest difference of one.

@@ -143,10 +143,14 @@ class HaproxyDriver(Driver):
                 LOG.warning("load balancer %s is no longer bound to this agent; removing its HAProxy", lb_id)
                 self._remove(lb_id)
 
-    def status(self) -> tuple[Mapping[str, OperatingStatus], Mapping[str, Mapping[str, float]]]:
+    def status(
+        self, roots: Collection[str] | None = None
+    ) -> tuple[Mapping[str, OperatingStatus], Mapping[str, Mapping[str, float]]]:
         statuses: dict[str, OperatingStatus] = {}
         counters: dict[str, dict[str, float]] = {}
         for lb_id in self._local():
+            if roots is not None and lb_id not in roots:
+                continue  # bound elsewhere now: converge removes it
             rows = self._show_stat(lb_id)
             if rows is None:
                 continue

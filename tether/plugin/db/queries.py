@@ -385,6 +385,13 @@ def bound_to(session: orm.Session, agent_id: str) -> Sequence[Resource]:
     ).all()
 
 
+def roots_of(session: orm.Session, provider: str) -> Sequence[str]:
+    """The ids of every root resource of ``provider``."""
+    return session.scalars(
+        sa.select(Resource.id).where(Resource.provider == provider, Resource.parent_id.is_(None))
+    ).all()
+
+
 def undispatched(session: orm.Session, providers: Sequence[str]) -> Sequence[Task]:
     """PENDING tasks of ``providers`` never published because no agent could
     take them; rows another reaper holds are skipped."""
