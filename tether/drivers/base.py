@@ -147,6 +147,9 @@ class Change:
     :ivar resource: the target's desired state (for a delete, its last one).
     :ivar tree: the desired state of the target's whole root tree; for a
         delete, the target is still in it.
+    :ivar cascade: a delete of ``resource`` with everything under it, given
+        in its ``children``; only a driver that declares
+        :attr:`Driver.deletes_tree` is given one.
     """
 
     task_id: str
@@ -156,6 +159,7 @@ class Change:
     request_id: str | None
     resource: Resource
     tree: Resource
+    cascade: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,6 +279,13 @@ class Driver(abc.ABC):
     :cvar placement: ``shared`` when any agent can reach the device (remote
         management API), ``host`` when the device lives on the agent's host.
     :cvar capabilities: free-form feature names the driver offers.
+    :cvar deletes_tree: how a cascade delete (``DELETE ...?cascade=true``)
+        reaches the driver. False (the default): :meth:`delete` is called
+        once per resource, children before parents, each an ordinary delete
+        whose ``tree`` no longer holds what was removed before it. True:
+        :meth:`delete` is called once, with ``change.cascade`` set and the
+        whole subtree in ``change.resource.children``, and must remove all
+        of it, as a device that keeps a tree as one configuration can.
 
     :param conf: the process configuration; the driver's own options live in
         the group ``[driver:NAME]`` and are listed by :meth:`list_opts`.
@@ -285,6 +296,7 @@ class Driver(abc.ABC):
     resource_types: ClassVar[frozenset[str]] = frozenset()
     placement: ClassVar[Placement] = "shared"
     capabilities: ClassVar[frozenset[str]] = frozenset()
+    deletes_tree: ClassVar[bool] = False
 
     def __init__(self, conf: cfg.ConfigOpts, callbacks: Callbacks) -> None:
         self.conf = conf
@@ -316,6 +328,9 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def delete(self, change: Change) -> InProgress | Steps | None:
         """Remove ``change.resource`` from the device; absent is success.
+
+        With ``change.cascade`` (drivers that declare :attr:`deletes_tree`
+        only), remove everything under it too.
 
         :returns: as for :meth:`create`.
         :raises DriverError: or a subclass, when the device cannot.

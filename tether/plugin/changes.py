@@ -8,7 +8,9 @@ Queued changes are dispatched in order as the tree frees up, each with the
 newest desired state (:func:`tether.plugin.lifecycle.advance`). A delete
 supersedes the queued updates of its resource; a delete that arrives before
 the resource's create was claimed by any agent finishes both with no device
-work.
+work. A resource with children is deleted only with them, by a cascade
+delete (:mod:`tether.plugin.lifecycle.cascade`), which supersedes the
+waiting changes of every resource it removes.
 """
 
 from __future__ import annotations
@@ -133,9 +135,15 @@ class Changes:
         return self._write(lambda session: self._update(session, ctx, rtype, resource_id, body, answer))
 
     def delete(
-        self, ctx: RequestContext, rtype: ResourceType, resource_id: str, answer: Answer[T]
+        self,
+        ctx: RequestContext,
+        rtype: ResourceType,
+        resource_id: str,
+        answer: Answer[T],
+        cascade: bool = False,
     ) -> Future[T]:
-        return self._write(lambda session: self._delete(session, ctx, rtype, resource_id, answer))
+        """:param cascade: delete everything under the resource too, in the same task."""
+        return self._write(lambda session: self._delete(session, ctx, rtype, resource_id, answer, cascade))
 
     def _write(
         self, unit: Callable[[orm.Session], T], savepoint: bool = True, wake: bool = True
@@ -250,18 +258,24 @@ class Changes:
         rtype: ResourceType,
         resource_id: str,
         answer: Answer[T],
+        cascade: bool,
     ) -> T:
         resource = self._get(session, ctx, rtype, resource_id)
         self._admit(session, resource.root_id)
         self._check_backlog(session, resource.provider)
         kids = queries.children(session, resource.id)
-        if kids:
-            raise Conflict(f"{rtype.name} {resource.id} still has {_describe(kids)}; delete them first.")
+        if kids and not cascade:
+            raise Conflict(
+                f"{rtype.name} {resource.id} still has {_describe(kids)}; delete them first, or "
+                f"delete the {rtype.name} with everything under it: DELETE "
+                f"/v1/{rtype.collection}/{resource.id}?cascade=true."
+            )
         if resource.provisioning_status == ProvisioningStatus.PENDING_DELETE:
             raise Conflict(f"{rtype.name} {resource.id} is already being deleted.")
-        resource.generation += 1
-        resource.provisioning_status = ProvisioningStatus.PENDING_DELETE
-        task = self._accept(session, ctx, resource, Operation.DELETE)
+        # A cascade of a resource without children is a plain delete.
+        doomed = lifecycle.subtree(session, resource) if kids else [resource]
+        lifecycle.mark_deleting(doomed)
+        task = self._accept(session, ctx, resource, Operation.DELETE, doomed)
         session.flush()
         return answer(session, resource, task)
 
@@ -315,9 +329,17 @@ class Changes:
             )
 
     def _accept(
-        self, session: orm.Session, ctx: RequestContext, resource: Resource, operation: Operation
+        self,
+        session: orm.Session,
+        ctx: RequestContext,
+        resource: Resource,
+        operation: Operation,
+        doomed: Sequence[Resource] = (),
     ) -> Task:
-        task = lifecycle.new_task(resource, operation, ctx.request_id, ctx.callback_url)
+        """:param doomed: what a delete removes: the resource, and for a
+        cascade delete everything under it."""
+        cascade = len(doomed) > 1
+        task = lifecycle.new_task(resource, operation, ctx.request_id, ctx.callback_url, cascade)
         session.add(task)
         if operation == Operation.CREATE and resource.parent_id is None:
             # A new root is its whole tree and has nothing in flight: dispatch
@@ -327,14 +349,17 @@ class Changes:
             session.flush()
         _log_accepted(resource, task)
         if operation == Operation.DELETE:
-            self._fold_into_delete(session, resource, task)
+            self._fold_into_delete(session, resource, task, doomed)
         if task.state == TaskState.QUEUED:
             lifecycle.advance(session, self.policy, resource.root_id)
         return task
 
-    def _fold_into_delete(self, session: orm.Session, resource: Resource, delete: Task) -> None:
-        """A delete makes the resource's waiting changes moot; if its create
-        never reached an agent, nothing needs to reach one now either."""
+    def _fold_into_delete(
+        self, session: orm.Session, resource: Resource, delete: Task, doomed: Sequence[Resource]
+    ) -> None:
+        """A delete makes the waiting changes of what it removes moot; if the
+        resource's create never reached an agent, nothing under it did
+        either (they queued behind it), and nothing needs to reach one now."""
 
         def unclaimed(t: Task) -> bool:
             return (
@@ -344,10 +369,15 @@ class Changes:
                 and t.state != TaskState.RUNNING
             )
 
-        waiting = queries.still_locked(session, queries.tasks_of(session, resource.id), unclaimed)
+        if delete.cascade:
+            ids = {r.id for r in doomed}
+            tasks = [t for t in queries.in_flight_tasks(session, resource.root_id) if t.resource_id in ids]
+        else:
+            tasks = list(queries.tasks_of(session, resource.id))
+        waiting = queries.still_locked(session, tasks, unclaimed)
         for task in waiting:
             lifecycle.supersede(session, self.policy, task, delete)
-        if any(t.operation == Operation.CREATE for t in waiting):
+        if any(t.operation == Operation.CREATE and t.resource_id == resource.id for t in waiting):
             LOG.info(
                 "task %s: %s %s was never created on a device; deleted without device work",
                 delete.id,

@@ -35,7 +35,8 @@ The rules:
   stated as "attempt N of M";
 * a task that finishes moves its resource: ACTIVE (or gone, after a delete)
   on success, ERROR with ``last_error`` on failure, and dispatches the next
-  task queued on its tree.
+  task queued on its tree; a cascade delete moves every resource under its
+  target the same way (:mod:`tether.plugin.lifecycle.cascade`).
 
 The set-based writes (:mod:`tether.plugin.db.attempts`) carry the fencing in
 their ``WHERE``: a write decided on a stale read matches no row, and the
@@ -44,6 +45,7 @@ batch fails rather than overwrite anything.
 
 from __future__ import annotations
 
+from tether.plugin.lifecycle.cascade import mark_deleting, subtree
 from tether.plugin.lifecycle.claiming import (
     ClaimDecision,
     ClaimedTask,
@@ -84,12 +86,14 @@ __all__ = [
     "enqueue",
     "fail",
     "finish_cancelled",
+    "mark_deleting",
     "new_task",
     "progress",
     "reapply",
     "record_result",
     "retry_or_fail",
     "settle_simply",
+    "subtree",
     "succeed",
     "supersede",
     "take",

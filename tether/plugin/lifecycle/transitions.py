@@ -17,7 +17,7 @@ from tether.common.states import OperatingStatus, Operation, Outcome, Provisioni
 from tether.plugin import callbacks, notifications, work
 from tether.plugin.db import queries
 from tether.plugin.db.models import Outbox, Resource, Task, TaskAttempt, utcnow
-from tether.plugin.lifecycle import finished
+from tether.plugin.lifecycle import cascade, finished
 from tether.plugin.lifecycle.policy import Policy
 
 LOG = logging.getLogger(__name__)
@@ -193,7 +193,9 @@ def succeed(session: orm.Session, policy: Policy, task: Task, statuses: dict[str
     resource = queries.get_resource(session, task.resource_id, None)
     apply_statuses(session, task, statuses or {})
     if resource is not None:
-        if task.operation == Operation.DELETE:
+        if task.operation == Operation.DELETE and task.cascade:
+            cascade.remove(session, task, resource)
+        elif task.operation == Operation.DELETE:
             session.delete(resource)
             session.flush()
             notifications.resource_changed(session, task, "DELETED")
@@ -232,6 +234,8 @@ def fail(
         notifications.resource_changed(session, task, status)
         if task.operation == Operation.CREATE:
             resource.operating_status = OperatingStatus.OFFLINE
+        if task.cascade:
+            cascade.settle_failed(session, task, resource, message)
     _finish(session, policy, task, TaskState.FAILED)
 
 
@@ -242,9 +246,16 @@ def supersede(session: orm.Session, policy: Policy, task: Task, by: Task) -> Non
 
 
 def new_task(
-    resource: Resource, operation: Operation, request_id: str | None = None, callback_url: str | None = None
+    resource: Resource,
+    operation: Operation,
+    request_id: str | None = None,
+    callback_url: str | None = None,
+    cascade: bool = False,
 ) -> Task:
-    """A QUEUED task carrying ``resource``'s desired state as it is now."""
+    """A QUEUED task carrying ``resource``'s desired state as it is now.
+
+    :param cascade: a delete of ``resource`` with everything under it.
+    """
     now = utcnow()
     return Task(
         id=str(uuid.uuid4()),
@@ -254,6 +265,7 @@ def new_task(
         project_id=resource.project_id,
         provider=resource.provider,
         operation=operation,
+        cascade=cascade,
         generation=resource.generation,
         desired=copy.deepcopy(resource.attributes),
         state=TaskState.QUEUED,
