@@ -19,7 +19,8 @@ against it::
 What it checks, for every resource type the driver claims:
 
 * create puts the resource on the device, update changes it, delete removes
-  it, and a delete of something absent succeeds;
+  it, and a delete of something absent succeeds; a driver that declares
+  ``deletes_tree`` removes a subtree with one cascade delete;
 * idempotency: the same change applied twice leaves the device as once,
   also when the second delivery starts while the first is still running
   (an agent died mid-call and the broker handed the message on);
@@ -145,6 +146,22 @@ class DriverConformance:
             assert self.read_device(driver, resource) is None, f"{resource.type} {resource.id} is still there"
             _run(driver, "delete", change)  # absent is success
             tree = tree.without(resource.id)
+
+    def test_a_tree_deleting_driver_removes_a_subtree_in_one_call(self, tmp_path: pathlib.Path) -> None:
+        if not self.driver_class.deletes_tree:
+            return  # its cascade deletes are the deletes checked above, one per resource
+        driver, tree = self._driver(tmp_path), self._tree()
+        self._create_all(driver, tree)
+        for pool_first in (True, False):  # the pool with what is under it, then the rest
+            target = tree.children[1] if pool_first else tree
+            change = dataclasses.replace(self._change("delete", target, tree, generation=3), cascade=True)
+            _run(driver, "delete", change)
+            _run(driver, "delete", change)  # absent is success
+            left = [
+                f"{r.type} {r.id}" for r in self._claimed(target) if self.read_device(driver, r) is not None
+            ]
+            assert not left, f"a cascade delete of {target.type} {target.id} left {', '.join(left)}"
+            tree = tree.without(target.id)
 
     def test_the_same_change_twice_leaves_the_device_as_once(self, tmp_path: pathlib.Path) -> None:
         driver, tree = self._driver(tmp_path), self._tree()

@@ -28,7 +28,6 @@ from sqlalchemy import orm
 from tether.common.exceptions import Conflict, InvalidInput, NotFound
 from tether.common.resource_types import Registry, ResourceType
 from tether.common.states import (
-    IN_FLIGHT_TASK_STATES,
     OperatingStatus,
     Operation,
     ProvisioningStatus,
@@ -349,42 +348,10 @@ class Changes:
             session.flush()
         _log_accepted(resource, task)
         if operation == Operation.DELETE:
-            self._fold_into_delete(session, resource, task, doomed)
+            lifecycle.fold_into_delete(session, self.policy, resource, task, doomed)
         if task.state == TaskState.QUEUED:
             lifecycle.advance(session, self.policy, resource.root_id)
         return task
-
-    def _fold_into_delete(
-        self, session: orm.Session, resource: Resource, delete: Task, doomed: Sequence[Resource]
-    ) -> None:
-        """A delete makes the waiting changes of what it removes moot; if the
-        resource's create never reached an agent, nothing under it did
-        either (they queued behind it), and nothing needs to reach one now."""
-
-        def unclaimed(t: Task) -> bool:
-            return (
-                t.id != delete.id
-                and t.state in IN_FLIGHT_TASK_STATES
-                and t.attempt == 0
-                and t.state != TaskState.RUNNING
-            )
-
-        if delete.cascade:
-            ids = {r.id for r in doomed}
-            tasks = [t for t in queries.in_flight_tasks(session, resource.root_id) if t.resource_id in ids]
-        else:
-            tasks = list(queries.tasks_of(session, resource.id))
-        waiting = queries.still_locked(session, tasks, unclaimed)
-        for task in waiting:
-            lifecycle.supersede(session, self.policy, task, delete)
-        if any(t.operation == Operation.CREATE and t.resource_id == resource.id for t in waiting):
-            LOG.info(
-                "task %s: %s %s was never created on a device; deleted without device work",
-                delete.id,
-                resource.type,
-                resource.id,
-            )
-            lifecycle.succeed(session, self.policy, delete)
 
 
 def _describe(kids: Sequence[Resource]) -> str:

@@ -15,7 +15,8 @@ RUNNING → SUCCEEDED, nothing else to decide        ``settle_simply``          
 any other result                                   ``record_result``            ORM
 RUNNING → PENDING or FAILED (agent lost, late)     ``abandon``, ``retry_or_fail``  ORM
 → CANCELLED, → SUPERSEDED                          ``finish_cancelled``,        ORM
-                                                   ``supersede``
+                                                   ``supersede``,
+                                                   ``fold_into_delete``
 a step of a stepped operation (stays RUNNING)      ``steps.plan``,              ORM
                                                    ``steps.record``
 =================================================  ===========================  =============
@@ -64,6 +65,7 @@ from tether.plugin.lifecycle.transitions import (
     enqueue,
     fail,
     finish_cancelled,
+    fold_into_delete,
     new_task,
     reapply,
     record_result,
@@ -86,6 +88,7 @@ __all__ = [
     "enqueue",
     "fail",
     "finish_cancelled",
+    "fold_into_delete",
     "mark_deleting",
     "new_task",
     "progress",

@@ -13,7 +13,14 @@ from collections.abc import Sequence
 from sqlalchemy import orm
 
 from tether.common import messages, metrics, transport
-from tether.common.states import OperatingStatus, Operation, Outcome, ProvisioningStatus, TaskState
+from tether.common.states import (
+    IN_FLIGHT_TASK_STATES,
+    OperatingStatus,
+    Operation,
+    Outcome,
+    ProvisioningStatus,
+    TaskState,
+)
 from tether.plugin import callbacks, notifications, work
 from tether.plugin.db import queries
 from tether.plugin.db.models import Outbox, Resource, Task, TaskAttempt, utcnow
@@ -243,6 +250,44 @@ def supersede(session: orm.Session, policy: Policy, task: Task, by: Task) -> Non
     """``task``'s change is carried by ``by`` (a newer desired state, or a delete)."""
     task.superseded_by = by.id
     _finish(session, policy, task, TaskState.SUPERSEDED)
+
+
+def fold_into_delete(
+    session: orm.Session, policy: Policy, resource: Resource, delete: Task, doomed: Sequence[Resource]
+) -> None:
+    """A delete just accepted makes the waiting changes of what it removes
+    moot (SUPERSEDED); if the resource's create never reached an agent,
+    nothing under it did either (they queued behind it), and nothing needs to
+    reach one now: the delete succeeds at once.
+
+    :param doomed: what ``delete`` removes: ``resource``, and for a cascade
+        delete everything under it.
+    """
+
+    def unclaimed(t: Task) -> bool:
+        return (
+            t.id != delete.id
+            and t.state in IN_FLIGHT_TASK_STATES
+            and t.attempt == 0
+            and t.state != TaskState.RUNNING
+        )
+
+    if delete.cascade:
+        ids = {r.id for r in doomed}
+        tasks = [t for t in queries.in_flight_tasks(session, resource.root_id) if t.resource_id in ids]
+    else:
+        tasks = list(queries.tasks_of(session, resource.id))
+    waiting = queries.still_locked(session, tasks, unclaimed)
+    for task in waiting:
+        supersede(session, policy, task, delete)
+    if any(t.operation == Operation.CREATE and t.resource_id == resource.id for t in waiting):
+        LOG.info(
+            "task %s: %s %s was never created on a device; deleted without device work",
+            delete.id,
+            resource.type,
+            resource.id,
+        )
+        succeed(session, policy, delete)
 
 
 def new_task(
