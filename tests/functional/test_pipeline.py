@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
+import subprocess
 import time
 from typing import Any
 
 import kombu
 import pytest
 
-from .daemons import Daemon, Database, Deployment
+from .daemons import BIN, Daemon, Database, Deployment
 from .rabbitmq import RabbitMQNode
 
 pytestmark = pytest.mark.functional
@@ -336,3 +338,37 @@ def test_a_long_device_operation_holds_no_unacked_message_while_the_device_works
     assert task["state"] == "RUNNING" and "fake operation" in (task["progress"] or ""), task
     body = _wait_status(deployment, "loadbalancers", lb["id"], timeout=60)
     assert body["provisioning_status"] == "ACTIVE"
+
+
+def test_a_cascade_delete_empties_the_device_of_a_whole_tree_children_first(deployment: Deployment) -> None:
+    lb = _post(deployment, "loadbalancers", {"provider": "fake"})
+    parent = {"loadbalancer_id": lb["id"]}
+    listener = _post(deployment, "listeners", parent | {"protocol": "TCP", "protocol_port": 80})
+    pool_ = _post(deployment, "pools", parent | {"protocol": "TCP", "lb_algorithm": "ROUND_ROBIN"})
+    members = [
+        _post(deployment, "members", {"pool_id": pool_["id"], "address": f"192.0.2.{n}", "protocol_port": 80})
+        for n in (1, 2)
+    ]
+    tree = {"loadbalancers": [lb], "listeners": [listener], "pools": [pool_], "members": members}
+    for collection, items in tree.items():
+        for item in items:
+            assert _wait_status(deployment, collection, item["id"])["provisioning_status"] == "ACTIVE"
+    device = deployment.root / "fake-device"
+    ids = [item["id"] for items in tree.values() for item in items]
+    assert {f"{i}.json" for i in ids} <= set(os.listdir(device))
+    # Through the command line, as an operator would.
+    deleted = subprocess.run(
+        [str(BIN / "tether"), "--url", deployment.base_url, "-f", "value", "-c", "state"]
+        + ["loadbalancer", "delete", lb["id"], "--cascade", "--wait"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (deleted.returncode, deleted.stdout.strip()) == (0, "SUCCEEDED"), deleted.stderr
+    assert not {f"{i}.json" for i in ids} & set(os.listdir(device))
+    for collection, items in tree.items():
+        for item in items:
+            assert deployment.http.get(f"/v1/{collection}/{item['id']}").status_code == 404
+    applied = [json.loads(line) for line in deployment.journal.read_text().splitlines()]
+    removed = [a["resource_id"] for a in applied if a["operation"] == "delete" and a["resource_id"] in ids]
+    assert removed == [members[1]["id"], members[0]["id"], pool_["id"], listener["id"], lb["id"]]

@@ -137,3 +137,36 @@ def test_the_api_address_with_its_v1_works_and_help_says_when_the_api_cannot_be_
     code, out, err = _run(capsys, "--help")
     assert code == 0 and "usage: tether" in out
     assert "cannot read the resource types from http://127.0.0.1:9/v1" in err
+
+
+def test_delete_with_cascade_takes_the_tree_and_help_says_so(
+    api_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out, _ = _run(capsys, "-f", "value", "-c", "id", "loadbalancer", "create", "--provider", "noop")
+    lb_id = out.strip()
+    code, out, _ = _run(
+        capsys, "-f", "value", "-c", "id", "pool", "create", "--loadbalancer-id", lb_id,
+        "--protocol", "TCP", "--lb-algorithm", "ROUND_ROBIN",
+    )  # fmt: skip
+    pool_id = out.strip()
+    code, _, err = _run(capsys, "loadbalancer", "delete", lb_id)
+    assert code == 1 and f"DELETE /v1/loadbalancers/{lb_id}?cascade=true" in err
+    code, out, _ = _run(
+        capsys,
+        "-f",
+        "value",
+        "-c",
+        "state",
+        "-c",
+        "cascade",
+        "loadbalancer",
+        "delete",
+        lb_id,
+        "--cascade",
+        "--wait",
+    )
+    assert (code, out.strip()) == (0, "SUCCEEDED True")
+    code, _, err = _run(capsys, "pool", "show", pool_id)
+    assert code == 1 and pool_id in err
+    code, out, _ = _run(capsys, "loadbalancer", "delete", "--help")
+    assert code == 0 and "--cascade" in out and "with everything under it" in " ".join(out.split())

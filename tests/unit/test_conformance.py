@@ -270,3 +270,25 @@ def test_the_kit_fails_a_driver_that_mishandles_a_failed_create(
     # A driver that writes the tree but heeds the status passes.
     sound = type("Kit", (_Noopish,), {"driver_class": _WholeTree})()
     getattr(sound, check)(tmp_path)
+
+
+class _TreeDeleter(NoopDriver):
+    """Deletes a subtree in one call, or only its top when ``forgets_children``."""
+
+    name = "trees"
+    deletes_tree = True
+    forgets_children = False
+
+    def delete(self, change: Change) -> None:
+        doomed = [change.resource] if self.forgets_children else list(change.resource.walk())
+        for resource in doomed:
+            self.applied.pop(resource.id, None)
+
+
+def test_the_kit_fails_a_tree_deleting_driver_that_leaves_children_behind(tmp_path: pathlib.Path) -> None:
+    flawed = type("Flawed", (_TreeDeleter,), {"forgets_children": True})
+    kit = type("Kit", (_Noopish,), {"driver_class": flawed})()
+    with pytest.raises(AssertionError, match=r"a cascade delete of pool \S+ left member"):
+        kit.test_a_tree_deleting_driver_removes_a_subtree_in_one_call(tmp_path)
+    sound = type("Kit", (_Noopish,), {"driver_class": _TreeDeleter})()
+    sound.test_a_tree_deleting_driver_removes_a_subtree_in_one_call(tmp_path)

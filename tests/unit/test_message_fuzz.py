@@ -114,7 +114,7 @@ def test_a_truncated_message_is_refused_as_not_json(kind: str, data: Any) -> Non
 @pytest.mark.parametrize(
     ("version", "words"),
     [
-        (2, "version 2 is unknown"),
+        (3, "version 3 is unknown"),
         ("1", "version '1' is unknown"),
         (True, "version True is unknown"),
         ([1], r"version \[1\] is unknown"),

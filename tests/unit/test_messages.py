@@ -51,6 +51,9 @@ def test_messages_keep_the_version_1_wire_format() -> None:
             "project_id": "p",
             "request_id": None,
             "provider": "noop",
+            # Added with cascade deletes, which are sent as version 2: an
+            # agent before them ignores the key and refuses version 2.
+            "cascade": False,
         },
         "resource": work["tree"],
         "tree": {
@@ -260,3 +263,18 @@ def test_a_results_message_that_cannot_be_read_as_a_whole_says_why(body: bytes, 
     with pytest.raises(MalformedMessage) as refused:
         wire.decode_results(body)
     assert says in refused.value.msg
+
+
+def test_version_2_is_work_that_deletes_a_subtree_and_no_other_kind() -> None:
+    work = wire.decode_work(json.dumps(_work() | {"version": messages.CASCADE_VERSION}))
+    assert work.version == 2
+    result = {
+        "version": 2,
+        "kind": "result",
+        "task_id": "t",
+        "attempt": 1,
+        "outcome": "FAILED",
+        "agent_id": "a",
+    }
+    with pytest.raises(MalformedMessage, match="result message schema version 2 is unknown"):
+        wire.decode_result(json.dumps(result))

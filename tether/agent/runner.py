@@ -19,12 +19,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tether.agent import steps
+from tether.agent import cascade, steps
 from tether.agent.driver_manager import AgentCallbacks
 from tether.agent.plugin_api import PluginApi
 from tether.agent.reports import Reports
 from tether.common import log, messages, metrics
-from tether.common.states import Outcome, ProvisioningStatus
+from tether.common.states import Operation, Outcome, ProvisioningStatus
 from tether.drivers import reporting
 from tether.drivers.base import Change, Driver, DriverError, InProgress, NotSupported, Resource, Steps
 
@@ -49,6 +49,8 @@ class Pending:
     started_at: str
     #: monotonic time of the first call, for the overall operation_timeout
     started: float
+    #: the cascade delete the operation is one resource's delete of
+    sweep: cascade.Sweep | None = None
 
     @property
     def task_id(self) -> str:
@@ -145,10 +147,26 @@ class Runner:
                     task.provider,
                 )
             change = pending.change if pending else _change(work, attempt)
+            sweep = pending.sweep if pending else None
             error: DriverError | None = None
+            answer: InProgress | Steps | None = None
             began = time.monotonic()
             try:
-                answer = self._call(task, change, pending)
+                driver = self._driver(task)
+                if pending is None and change.cascade and not driver.deletes_tree:
+                    reporter = steps.Reporter(self.plugin, task.id, attempt, self.agent_id)
+                    sweep = cascade.Sweep(
+                        driver,
+                        change,
+                        reporter,
+                        last_attempt,
+                        lambda exc: reporting.as_driver_error(exc, task.provider),
+                    )
+                if sweep is not None:
+                    answer = sweep.run(pending.operation if pending else None)
+                    change = sweep.change
+                else:
+                    answer = self._call(driver, change, pending)
                 if isinstance(answer, Steps):
                     reporter = steps.Reporter(self.plugin, task.id, attempt, self.agent_id)
                     steps.run(
@@ -187,7 +205,7 @@ class Runner:
                     )
                     first = pending.started if pending else time.monotonic()
                     self.reports.keep(task.id, attempt)
-                    return Pending(work, attempt, change, answer, started, first)
+                    return Pending(work, attempt, change, answer, started, first, sweep)
                 # A line per task at INFO was a tenth of an agent's CPU at
                 # full load; the plugin's task history holds each anyway.
                 self.tally.count()
@@ -258,9 +276,7 @@ class Runner:
             undone=isinstance(error, steps.StepsFailed) and error.undone,
         )
 
-    def _call(
-        self, task: messages.WorkTask, change: Change, pending: Pending | None
-    ) -> InProgress | Steps | None:
+    def _driver(self, task: messages.WorkTask) -> Driver:
         provider = task.provider
         driver = self.drivers.get(provider)
         if driver is None:
@@ -273,6 +289,10 @@ class Runner:
                 f"The {provider} driver does not support {task.resource_type} "
                 f"resources (it supports {', '.join(sorted(driver.resource_types))})."
             )
+        return driver
+
+    @staticmethod
+    def _call(driver: Driver, change: Change, pending: Pending | None) -> InProgress | Steps | None:
         if pending is not None:
             return driver.poll(change, pending.operation)
         answer = getattr(driver, change.operation)(change)
@@ -280,15 +300,23 @@ class Runner:
 
 
 def _change(work: messages.Work, attempt: int) -> Change:
-    """What the driver is given for ``attempt`` of ``work``: the SDK's types, not the wire's."""
+    """What the driver is given for ``attempt`` of ``work``: the SDK's types, not the wire's.
+
+    A cascade delete's ``resource`` is the subtree it removes, as the tree holds it.
+    """
+    tree = _resource(work.tree)
+    subtree = None
+    if work.task.cascade and work.task.operation == Operation.DELETE:
+        subtree = tree.find(work.task.resource_id)
     return Change(
         task_id=work.task.id,
         operation=work.task.operation,
         generation=work.task.generation,
         attempt=attempt,
         request_id=work.request_id,
-        resource=_resource(work.resource),
-        tree=_resource(work.tree),
+        resource=subtree or _resource(work.resource),
+        tree=tree,
+        cascade=subtree is not None,
     )
 
 

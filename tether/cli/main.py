@@ -155,8 +155,18 @@ def _resource_commands(commands: Any, rtype: dict[str, Any]) -> None:
 
     delete = group.add_parser("delete", help=f"Delete a {name}.")
     delete.add_argument("id")
+    delete.add_argument(
+        "--cascade",
+        action="store_true",
+        help=f"Delete the {name} with everything under it, children first, in one task; "
+        f"without it, a {name} that still has children is refused.",
+    )
     _wait_flag(delete)
-    delete.set_defaults(run=lambda c, a: _change(c, a, "DELETE", f"{collection}/{a.id}", None))
+    delete.set_defaults(
+        run=lambda c, a: _change(
+            c, a, "DELETE", f"{collection}/{a.id}" + ("?cascade=true" if a.cascade else ""), None
+        )
+    )
 
 
 def _attribute_flags(parser: argparse.ArgumentParser, properties: dict[str, Any], required: set[str]) -> None:

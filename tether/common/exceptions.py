@@ -33,7 +33,9 @@ carries a message template and the HTTP status the REST layer answers with
         ├── StepNotRecorded         (agent.steps) retryable: the plugin could not record a step
         ├── StepRefused             (agent.steps) the plugin refused a step's report
         ├── FencedOff               (agent.steps) another attempt took the task over
-        └── StepsFailed             (agent.steps) a step failed for good; its type is that step's error's
+        ├── StepsFailed             (agent.steps) a step failed for good; its type is that step's error's
+        └── CascadeStopped          (agent.cascade) a resource of a cascade delete failed; its error's type
+            └── CascadeInterrupted  retryable: the retry goes on from that resource
 
 Third-party errors (kombu, SQLAlchemy, jsonschema, vendor SDKs) are re-raised
 as one of these where they enter tether, with ``raise ... from exc``.

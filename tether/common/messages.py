@@ -17,7 +17,10 @@ Two kinds travel over kombu:
 Each message states its ``version`` and its ``kind``. A new optional field
 keeps the version; a changed or removed one bumps it, and consumers accept
 every version they know. Fields a consumer does not know are ignored, so a
-newer publisher's additions do not stop an older consumer. The constraints
+newer publisher's additions do not stop an older consumer. Work of version 2
+(:data:`CASCADE_VERSION`) is a cascade delete, which a consumer must not
+ignore: one that knows only version 1 dead-letters it instead of deleting the
+target alone. The constraints
 below are the ones the database and the RPC calls need; :mod:`tether.common.wire`
 reads bodies into these types and words the refusals.
 """
@@ -34,6 +37,12 @@ from tether.common.states import Operation, Outcome
 
 VERSION = 1
 KNOWN_VERSIONS = frozenset({1})
+#: The version of work that removes a subtree (``task.cascade``): an agent
+#: that ignored the field would delete the target alone and leave its
+#: children on the device, so such work states a version older agents refuse.
+#: All other work stays version 1, which agents of either release read.
+CASCADE_VERSION = 2
+WORK_VERSIONS = frozenset({VERSION, CASCADE_VERSION})
 
 # Identifiers travel to the plugin in RPC calls and into the database:
 # control characters (NUL above all) are refused by some databases. \Z, not $:
@@ -75,6 +84,8 @@ class WorkTask(msgspec.Struct, frozen=True, kw_only=True):
     project_id: str
     request_id: Id | None = None
     provider: Id
+    #: a delete of the resource with everything under it in ``tree``
+    cascade: bool = False
 
 
 class DesiredResource(msgspec.Struct, frozen=True, kw_only=True):

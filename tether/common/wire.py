@@ -69,7 +69,7 @@ def decode_work(
 
     :raises MalformedMessage: saying what is wrong with it.
     """
-    return _decode(raw, _WORK_DECODER, "work", content_type, content_encoding)
+    return _decode(raw, _WORK_DECODER, "work", content_type, content_encoding, messages.WORK_VERSIONS)
 
 
 def decode_result(

@@ -125,6 +125,9 @@ class Change:
         delete, the target is still in it. Each resource in it carries its
         provisioning status: one whose create failed is there too, and
         stays off the device (:meth:`Resource.without_failed_creates`).
+    :ivar cascade: a delete of ``resource`` with everything under it, given
+        in its ``children``; only a driver that declares
+        :attr:`Driver.deletes_tree` is given one.
     """
 
     task_id: str
@@ -134,6 +137,7 @@ class Change:
     request_id: str | None
     resource: Resource
     tree: Resource
+    cascade: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,6 +278,13 @@ class Driver(abc.ABC):
         report them, and the plugin refuses with 400, before writing
         anything, a change no live driver of the provider supports. What no
         constraint names is supported.
+    :cvar deletes_tree: how a cascade delete (``DELETE ...?cascade=true``)
+        reaches the driver. False (the default): :meth:`delete` is called
+        once per resource, children before parents, each an ordinary delete
+        whose ``tree`` no longer holds what was removed before it. True:
+        :meth:`delete` is called once, with ``change.cascade`` set and the
+        whole subtree in ``change.resource.children``, and must remove all
+        of it, as a device that keeps a tree as one configuration can.
 
     :param conf: the process configuration; the driver's own options live in
         the group ``[driver:NAME]`` and are listed by :meth:`list_opts`.
@@ -284,6 +295,7 @@ class Driver(abc.ABC):
     resource_types: ClassVar[frozenset[str]] = frozenset()
     placement: ClassVar[Placement] = "shared"
     capabilities: ClassVar[Collection[str | Constraint]] = frozenset()
+    deletes_tree: ClassVar[bool] = False
 
     def __init__(self, conf: cfg.ConfigOpts, callbacks: Callbacks) -> None:
         self.conf = conf
@@ -349,6 +361,9 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def delete(self, change: Change) -> InProgress | Steps | None:
         """Remove ``change.resource`` from the device; absent is success.
+
+        With ``change.cascade`` (drivers that declare :attr:`deletes_tree`
+        only), remove everything under it too.
 
         :returns: as for :meth:`create`.
         :raises DriverError: or a subclass, when the device cannot.

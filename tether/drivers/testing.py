@@ -19,7 +19,8 @@ against it::
 What it checks, for every resource type the driver claims:
 
 * create puts the resource on the device, update changes it, delete removes
-  it, and a delete of something absent succeeds;
+  it, and a delete of something absent succeeds; a driver that declares
+  ``deletes_tree`` removes a subtree with one cascade delete;
 * a resource whose create failed (``ERROR``, never applied) stays off the
   device when a later change's tree holds it, and does not stop the rest of
   the tree; an update after a failed create (the first call the device sees
@@ -209,6 +210,22 @@ class DriverConformance(CapabilityChecks):
                 "the device: update must create what is missing"
             )
             self._assert_holds(held, updated)
+
+    def test_a_tree_deleting_driver_removes_a_subtree_in_one_call(self, tmp_path: pathlib.Path) -> None:
+        if not self.driver_class.deletes_tree:
+            return  # its cascade deletes are the deletes checked above, one per resource
+        driver, tree = self._driver(tmp_path), self._tree()
+        self._create_all(driver, tree)
+        for pool_first in (True, False):  # the pool with what is under it, then the rest
+            target = tree.children[1] if pool_first else tree
+            change = dataclasses.replace(self._change("delete", target, tree, generation=3), cascade=True)
+            _run(driver, "delete", change)
+            _run(driver, "delete", change)  # absent is success
+            left = [
+                f"{r.type} {r.id}" for r in self._claimed(target) if self.read_device(driver, r) is not None
+            ]
+            assert not left, f"a cascade delete of {target.type} {target.id} left {', '.join(left)}"
+            tree = tree.without(target.id)
 
     def test_the_same_change_twice_leaves_the_device_as_once(self, tmp_path: pathlib.Path) -> None:
         driver, tree = self._driver(tmp_path), self._tree()

@@ -4,7 +4,8 @@ A QUEUED or PENDING task (never claimed) becomes CANCELLED and its resource
 returns to where it was before: a cancelled create leaves no resource (nor
 the children queued under it); a cancelled update or delete restores the
 desired state of the change before it (the one still coming, or the last
-one applied) and the status that goes with it. A task that an agent has
+one applied) and the status that goes with it, and a cancelled cascade
+delete does so for every resource under its target too. A task that an agent has
 claimed cannot be called back: the answer is 409 naming the agent.
 """
 
@@ -66,7 +67,9 @@ def cancel(session: orm.Session, policy: lifecycle.Policy, ctx: RequestContext, 
         if task.operation == Operation.CREATE:
             _remove_tree(session, policy, resource)
         else:
-            _restore(session, resource, task)
+            # Children first: one whose create the cascade superseded goes, before its parent is looked at.
+            for restored in reversed(lifecycle.subtree(session, resource)) if task.cascade else [resource]:
+                _restore(session, restored, task)
     LOG.info("task %s (%s %s %s) cancelled", task.id, task.operation, task.resource_type, task.resource_id)
     return task
 
@@ -75,6 +78,11 @@ def _restore(session: orm.Session, resource: Resource, cancelled: Task) -> None:
     history = [
         t for t in queries.tasks_of(session, resource.id) if t.id != cancelled.id and t.state not in _UNDONE
     ]
+    if not history:
+        # Under a cancelled cascade delete: its create was superseded by it, so it never reached a device.
+        session.delete(resource)
+        session.flush()
+        return
     coming = [t for t in history if t.state in IN_FLIGHT_TASK_STATES]
     if coming:
         # An earlier change of this resource is still on its way: its state is the desired one.

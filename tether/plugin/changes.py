@@ -8,7 +8,9 @@ Queued changes are dispatched in order as the tree frees up, each with the
 newest desired state (:func:`tether.plugin.lifecycle.advance`). A delete
 supersedes the queued updates of its resource; a delete that arrives before
 the resource's create was claimed by any agent finishes both with no device
-work.
+work. A resource with children is deleted only with them, by a cascade
+delete (:mod:`tether.plugin.lifecycle.cascade`), which supersedes the
+waiting changes of every resource it removes.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from sqlalchemy import orm
 from tether.common.exceptions import Conflict, InvalidInput, NotFound
 from tether.common.resource_types import Registry, ResourceType
 from tether.common.states import (
-    IN_FLIGHT_TASK_STATES,
     OperatingStatus,
     Operation,
     ProvisioningStatus,
@@ -138,9 +139,15 @@ class Changes:
         return self._write(lambda session: self._update(session, ctx, rtype, resource_id, body, answer))
 
     def delete(
-        self, ctx: RequestContext, rtype: ResourceType, resource_id: str, answer: Answer[T]
+        self,
+        ctx: RequestContext,
+        rtype: ResourceType,
+        resource_id: str,
+        answer: Answer[T],
+        cascade: bool = False,
     ) -> Future[T]:
-        return self._write(lambda session: self._delete(session, ctx, rtype, resource_id, answer))
+        """:param cascade: delete everything under the resource too, in the same task."""
+        return self._write(lambda session: self._delete(session, ctx, rtype, resource_id, answer, cascade))
 
     def _write(
         self, unit: Callable[[orm.Session], T], savepoint: bool = True, wake: bool = True
@@ -260,18 +267,24 @@ class Changes:
         rtype: ResourceType,
         resource_id: str,
         answer: Answer[T],
+        cascade: bool,
     ) -> T:
         resource = self._get(session, ctx, rtype, resource_id)
         self._admit(session, resource.root_id)
         self._check_backlog(session, resource.provider)
         kids = queries.children(session, resource.id)
-        if kids:
-            raise Conflict(f"{rtype.name} {resource.id} still has {_describe(kids)}; delete them first.")
+        if kids and not cascade:
+            raise Conflict(
+                f"{rtype.name} {resource.id} still has {_describe(kids)}; delete them first, or "
+                f"delete the {rtype.name} with everything under it: DELETE "
+                f"/v1/{rtype.collection}/{resource.id}?cascade=true."
+            )
         if resource.provisioning_status == ProvisioningStatus.PENDING_DELETE:
             raise Conflict(f"{rtype.name} {resource.id} is already being deleted.")
-        resource.generation += 1
-        resource.provisioning_status = ProvisioningStatus.PENDING_DELETE
-        task = self._accept(session, ctx, resource, Operation.DELETE)
+        # A cascade of a resource without children is a plain delete.
+        doomed = lifecycle.subtree(session, resource) if kids else [resource]
+        lifecycle.mark_deleting(doomed)
+        task = self._accept(session, ctx, resource, Operation.DELETE, doomed=doomed)
         session.flush()
         return answer(session, resource, task)
 
@@ -344,8 +357,12 @@ class Changes:
         resource: Resource,
         operation: Operation,
         notes: list[str] | None = None,
+        doomed: Sequence[Resource] = (),
     ) -> Task:
-        task = lifecycle.new_task(resource, operation, ctx.request_id, ctx.callback_url)
+        """:param doomed: what a delete removes: the resource, and for a
+        cascade delete everything under it."""
+        cascade = len(doomed) > 1
+        task = lifecycle.new_task(resource, operation, ctx.request_id, ctx.callback_url, cascade)
         task.notes = notes or None
         session.add(task)
         if operation == Operation.CREATE and resource.parent_id is None:
@@ -356,34 +373,10 @@ class Changes:
             session.flush()
         _log_accepted(resource, task)
         if operation == Operation.DELETE:
-            self._fold_into_delete(session, resource, task)
+            lifecycle.fold_into_delete(session, self.policy, resource, task, doomed)
         if task.state == TaskState.QUEUED:
             lifecycle.advance(session, self.policy, resource.root_id)
         return task
-
-    def _fold_into_delete(self, session: orm.Session, resource: Resource, delete: Task) -> None:
-        """A delete makes the resource's waiting changes moot; if its create
-        never reached an agent, nothing needs to reach one now either."""
-
-        def unclaimed(t: Task) -> bool:
-            return (
-                t.id != delete.id
-                and t.state in IN_FLIGHT_TASK_STATES
-                and t.attempt == 0
-                and t.state != TaskState.RUNNING
-            )
-
-        waiting = queries.still_locked(session, queries.tasks_of(session, resource.id), unclaimed)
-        for task in waiting:
-            lifecycle.supersede(session, self.policy, task, delete)
-        if any(t.operation == Operation.CREATE for t in waiting):
-            LOG.info(
-                "task %s: %s %s was never created on a device; deleted without device work",
-                delete.id,
-                resource.type,
-                resource.id,
-            )
-            lifecycle.succeed(session, self.policy, delete)
 
 
 def _describe(kids: Sequence[Resource]) -> str:

@@ -61,14 +61,17 @@ def resource_offline(session: orm.Session, resource: Resource, reason: str) -> N
         )
 
 
-def resource_changed(session: orm.Session, task: Task, status: str) -> None:
+def resource_changed(session: orm.Session, task: Task, status: str, resource: Resource | None = None) -> None:
+    """:param resource: the resource that changed, when not the task's own
+    (one under the target of a cascade delete)."""
     if session.info.get(WANTED):
+        resource_type = resource.type if resource is not None else task.resource_type
         record(
             session,
-            f"tether.{task.resource_type}.{status.lower()}",
+            f"tether.{resource_type}.{status.lower()}",
             {
-                "resource_id": task.resource_id,
-                "resource_type": task.resource_type,
+                "resource_id": resource.id if resource is not None else task.resource_id,
+                "resource_type": resource_type,
                 "status": status,
                 "project_id": task.project_id,
                 "task_id": task.id,

@@ -11,6 +11,13 @@ from tether.plugin.db.models import Resource, Row, Task
 
 def message(task: Task, resource: Resource, tree: Sequence[Resource]) -> messages.Work:
     """The work message of ``task`` on ``resource``, with ``tree`` (the root's resources) nested."""
+    if task.cascade:
+        return messages.Work(
+            version=messages.CASCADE_VERSION,
+            task=work_task(task),
+            resource=desired(resource),
+            tree=desired_tree(tree),
+        )
     return messages.Work(task=work_task(task), resource=desired(resource), tree=desired_tree(tree))
 
 
@@ -26,6 +33,7 @@ def work_task(task: Task | Row) -> messages.WorkTask:
         project_id=task.project_id,
         request_id=task.request_id,
         provider=task.provider,
+        cascade=task.cascade,
     )
 
 

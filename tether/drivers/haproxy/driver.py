@@ -7,8 +7,10 @@ health monitors → checks), checks it with ``haproxy -c``, then starts HAProxy
 or reloads it with ``-sf`` (the old process stops listening and finishes its
 connections: nothing established is dropped). Everything lives under
 ``<state_path>/haproxy/<loadbalancer id>/``; a delete stops the process and
-removes the directory. Operating status and counters come from the stats
-socket and travel with the agent's state reports.
+removes the directory. A cascade delete is one call (``deletes_tree``): the
+configuration is rendered once without the subtree, or removed with it.
+Operating status and counters come from the stats socket and travel with the
+agent's state reports.
 
 Options (``[driver:haproxy]``): ``binary``, ``start_timeout``.
 """
@@ -103,6 +105,8 @@ class HaproxyDriver(Driver):
             MaxChildren("pool", "healthmonitor", 1),
         }
     )
+    # One configuration holds the tree: a subtree goes with one rewrite, not one per resource.
+    deletes_tree = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

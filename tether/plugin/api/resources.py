@@ -54,19 +54,26 @@ def router(api: Api, rtype: ResourceType) -> tuple[fastapi.APIRouter, Handler]:
         return views.resource(rtype, row, task), item.format(resource_id=row.id)
 
     async def change(
-        request: fastapi.Request, ctx: RequestContext, body: Any, act: Callable[..., Accepting]
+        request: fastapi.Request,
+        ctx: RequestContext,
+        body: Any,
+        act: Callable[..., Accepting],
+        query: str = "",
     ) -> JSONResponse:
         """Run ``act`` (a Changes method taking an answer, and whether that
         answer writes), honouring an Idempotency-Key.
 
         The change is written by the group committer's thread; no request
         thread waits for the commit.
+
+        :param query: the query parameters that change what is done, as an
+            Idempotency-Key stands for them (``?cascade=true``).
         """
         key = request.headers.get(idempotency.HEADER)
         if key is None:
             return _accepted(*await asyncio.wrap_future(act(answer, False)))
         key = idempotency.check_key(key)
-        method, path = request.method, request.url.path
+        method, path = request.method, request.url.path + query
         print_ = idempotency.fingerprint(method, path, body)
         replay = await run_in_threadpool(_replay, api, ctx, key, print_, method, path)
         if replay is not None:
@@ -189,12 +196,34 @@ def router(api: Api, rtype: ResourceType) -> tuple[fastapi.APIRouter, Handler]:
             request, ctx, body, lambda answer, _: api.changes.update(ctx, rtype, resource_id, body, answer)
         )
 
-    @r.delete("/{resource_id}", status_code=202, summary=f"Delete a {rtype.name}")
+    @r.delete(
+        "/{resource_id}",
+        status_code=202,
+        summary=f"Delete a {rtype.name}; with ?cascade=true, with everything under it",
+        # Read by _cascade, strictly; declared here for the API's description only.
+        openapi_extra={
+            "parameters": [
+                {
+                    "name": "cascade",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["true", "false"]},
+                    "description": f"true: delete the {rtype.name} with everything under it, children "
+                    f"first, in one task; without it, a {rtype.name} that has children is refused (409).",
+                }
+            ]
+        },
+    )
     async def delete(
         request: fastapi.Request, resource_id: str, ctx: RequestContext = allowed["delete"]
     ) -> JSONResponse:
+        whole = _cascade(request, rtype)
         return await change(
-            request, ctx, None, lambda answer, _: api.changes.delete(ctx, rtype, resource_id, answer)
+            request,
+            ctx,
+            None,
+            lambda answer, _: api.changes.delete(ctx, rtype, resource_id, answer, whole),
+            "?cascade=true" if whole else "",
         )
 
     return r, accept
@@ -202,6 +231,20 @@ def router(api: Api, rtype: ResourceType) -> tuple[fastapi.APIRouter, Handler]:
 
 def _accepted(view: dict[str, Any], location: str) -> JSONResponse:
     return JSONResponse(view, status_code=202, headers={"Location": location})
+
+
+def _cascade(request: fastapi.Request, rtype: ResourceType) -> bool:
+    """``?cascade=``, read strictly: a typo must not delete a whole tree, nor leave one."""
+    given = request.query_params.getlist("cascade")
+    if not given:
+        return False
+    if len(given) > 1 or given[0] not in ("true", "false"):
+        shown = ", ".join(repr(v[:50]) for v in given)
+        raise InvalidInput(
+            f"The query parameter cascade must be true or false, given once (got {shown}); "
+            f"?cascade=true deletes the {rtype.name} with everything under it."
+        )
+    return given[0] == "true"
 
 
 def _replay(

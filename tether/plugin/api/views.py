@@ -62,6 +62,7 @@ def task(row: Task) -> dict[str, Any]:
         "id": row.id,
         "state": row.state,
         "operation": row.operation,
+        "cascade": row.cascade,
         "resource_type": row.resource_type,
         "resource_id": row.resource_id,
         "root_id": row.root_id,

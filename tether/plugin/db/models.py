@@ -136,6 +136,8 @@ class Task(Base):
     project_id: orm.Mapped[str] = orm.mapped_column(sa.String(255))
     provider: orm.Mapped[str] = orm.mapped_column(sa.String(64))
     operation: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    #: a delete that removes the resource with everything under it
+    cascade: orm.Mapped[bool] = orm.mapped_column(default=False, server_default=sa.false())
     generation: orm.Mapped[int]
     state: orm.Mapped[str] = orm.mapped_column(sa.String(16))
     #: the number of the latest claim; 0 until an agent claims the task

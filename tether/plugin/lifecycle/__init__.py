@@ -15,7 +15,8 @@ RUNNING → SUCCEEDED, nothing else to decide        ``settle_simply``          
 any other result                                   ``record_result``            ORM
 RUNNING → PENDING or FAILED (agent lost, late)     ``abandon``, ``retry_or_fail``  ORM
 → CANCELLED, → SUPERSEDED                          ``finish_cancelled``,        ORM
-                                                   ``supersede``
+                                                   ``supersede``,
+                                                   ``fold_into_delete``
 a step of a stepped operation (stays RUNNING)      ``steps.plan``,              ORM
                                                    ``steps.record``
 =================================================  ===========================  =============
@@ -35,7 +36,8 @@ The rules:
   stated as "attempt N of M";
 * a task that finishes moves its resource: ACTIVE (or gone, after a delete)
   on success, ERROR with ``last_error`` on failure, and dispatches the next
-  task queued on its tree.
+  task queued on its tree; a cascade delete moves every resource under its
+  target the same way (:mod:`tether.plugin.lifecycle.cascade`).
 
 The set-based writes (:mod:`tether.plugin.db.attempts`) carry the fencing in
 their ``WHERE``: a write decided on a stale read matches no row, and the
@@ -44,6 +46,7 @@ batch fails rather than overwrite anything.
 
 from __future__ import annotations
 
+from tether.plugin.lifecycle.cascade import mark_deleting, subtree
 from tether.plugin.lifecycle.claiming import (
     ClaimDecision,
     ClaimedTask,
@@ -62,6 +65,7 @@ from tether.plugin.lifecycle.transitions import (
     enqueue,
     fail,
     finish_cancelled,
+    fold_into_delete,
     new_task,
     reapply,
     record_result,
@@ -84,12 +88,15 @@ __all__ = [
     "enqueue",
     "fail",
     "finish_cancelled",
+    "fold_into_delete",
+    "mark_deleting",
     "new_task",
     "progress",
     "reapply",
     "record_result",
     "retry_or_fail",
     "settle_simply",
+    "subtree",
     "succeed",
     "supersede",
     "take",

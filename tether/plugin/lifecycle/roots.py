@@ -99,6 +99,7 @@ def build(
         project_id=project_id,
         provider=provider,
         operation=Operation.CREATE.value,
+        cascade=False,
         generation=1,
         desired=attributes,
         state=TaskState.PENDING.value,

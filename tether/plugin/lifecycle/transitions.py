@@ -13,11 +13,18 @@ from collections.abc import Sequence
 from sqlalchemy import orm
 
 from tether.common import messages, metrics, transport
-from tether.common.states import OperatingStatus, Operation, Outcome, ProvisioningStatus, TaskState
+from tether.common.states import (
+    IN_FLIGHT_TASK_STATES,
+    OperatingStatus,
+    Operation,
+    Outcome,
+    ProvisioningStatus,
+    TaskState,
+)
 from tether.plugin import callbacks, notifications, work
 from tether.plugin.db import queries
 from tether.plugin.db.models import Outbox, Resource, Task, TaskAttempt, utcnow
-from tether.plugin.lifecycle import finished
+from tether.plugin.lifecycle import cascade, finished
 from tether.plugin.lifecycle.policy import Policy
 
 LOG = logging.getLogger(__name__)
@@ -193,7 +200,9 @@ def succeed(session: orm.Session, policy: Policy, task: Task, statuses: dict[str
     resource = queries.get_resource(session, task.resource_id, None)
     apply_statuses(session, task, statuses or {})
     if resource is not None:
-        if task.operation == Operation.DELETE:
+        if task.operation == Operation.DELETE and task.cascade:
+            cascade.remove(session, task, resource)
+        elif task.operation == Operation.DELETE:
             session.delete(resource)
             session.flush()
             notifications.resource_changed(session, task, "DELETED")
@@ -232,6 +241,8 @@ def fail(
         notifications.resource_changed(session, task, status)
         if task.operation == Operation.CREATE:
             resource.operating_status = OperatingStatus.OFFLINE
+        if task.cascade:
+            cascade.settle_failed(session, task, resource, message)
     _finish(session, policy, task, TaskState.FAILED)
 
 
@@ -241,10 +252,55 @@ def supersede(session: orm.Session, policy: Policy, task: Task, by: Task) -> Non
     _finish(session, policy, task, TaskState.SUPERSEDED)
 
 
+def fold_into_delete(
+    session: orm.Session, policy: Policy, resource: Resource, delete: Task, doomed: Sequence[Resource]
+) -> None:
+    """A delete just accepted makes the waiting changes of what it removes
+    moot (SUPERSEDED); if the resource's create never reached an agent,
+    nothing under it did either (they queued behind it), and nothing needs to
+    reach one now: the delete succeeds at once.
+
+    :param doomed: what ``delete`` removes: ``resource``, and for a cascade
+        delete everything under it.
+    """
+
+    def unclaimed(t: Task) -> bool:
+        return (
+            t.id != delete.id
+            and t.state in IN_FLIGHT_TASK_STATES
+            and t.attempt == 0
+            and t.state != TaskState.RUNNING
+        )
+
+    if delete.cascade:
+        ids = {r.id for r in doomed}
+        tasks = [t for t in queries.in_flight_tasks(session, resource.root_id) if t.resource_id in ids]
+    else:
+        tasks = list(queries.tasks_of(session, resource.id))
+    waiting = queries.still_locked(session, tasks, unclaimed)
+    for task in waiting:
+        supersede(session, policy, task, delete)
+    if any(t.operation == Operation.CREATE and t.resource_id == resource.id for t in waiting):
+        LOG.info(
+            "task %s: %s %s was never created on a device; deleted without device work",
+            delete.id,
+            resource.type,
+            resource.id,
+        )
+        succeed(session, policy, delete)
+
+
 def new_task(
-    resource: Resource, operation: Operation, request_id: str | None = None, callback_url: str | None = None
+    resource: Resource,
+    operation: Operation,
+    request_id: str | None = None,
+    callback_url: str | None = None,
+    cascade: bool = False,
 ) -> Task:
-    """A QUEUED task carrying ``resource``'s desired state as it is now."""
+    """A QUEUED task carrying ``resource``'s desired state as it is now.
+
+    :param cascade: a delete of ``resource`` with everything under it.
+    """
     now = utcnow()
     return Task(
         id=str(uuid.uuid4()),
@@ -254,6 +310,7 @@ def new_task(
         project_id=resource.project_id,
         provider=resource.provider,
         operation=operation,
+        cascade=cascade,
         generation=resource.generation,
         desired=copy.deepcopy(resource.attributes),
         state=TaskState.QUEUED,
