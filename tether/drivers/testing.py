@@ -59,7 +59,7 @@ import dataclasses
 import json
 import pathlib
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from oslo_config import cfg
@@ -73,8 +73,6 @@ from tether.drivers.base import (
     Driver,
     DriverError,
     Resource,
-    Step,
-    Steps,
     driver_group,
 )
 from tether.drivers.capability_checks import CapabilityChecks
@@ -86,9 +84,10 @@ from tether.drivers.fixtures import (
     sample_tree,
 )
 from tether.drivers.fixtures import run as _run
+from tether.drivers.step_checks import StepChecks
 
 
-class DriverConformance(CapabilityChecks):
+class DriverConformance(CapabilityChecks, StepChecks):
     """Base class of a driver's conformance tests; see the module docstring."""
 
     #: the driver under test
@@ -288,74 +287,6 @@ class DriverConformance(CapabilityChecks):
         _run(driver, "create", self._change("create", resource, tree))
         assert resource.id in callbacks.statuses, "the driver claims operating_status but reported none"
 
-    def test_steps_are_named_alike_on_every_call_and_apply_twice_as_once(
-        self, tmp_path: pathlib.Path
-    ) -> None:
-        driver, tree = self._driver(tmp_path), self._tree()
-        for resource in self._claimed(tree):
-            change = self._change("create", resource, tree)
-            steps = _steps(driver, "create", change)
-            if steps is None:
-                continue  # no steps for this type
-            again = _steps(driver, "create", dataclasses.replace(change, attempt=2))
-            assert again is not None and _names(again) == _names(steps), (
-                f"the steps of one change must keep their names across attempts: {_names(steps)} "
-                f"then {_names(again or [])}"
-            )
-            for step in steps:
-                step.apply()
-                step.apply()
-            held = self.read_device(driver, resource)
-            assert held is not None, f"{resource.type} {resource.id} is not on the device after its steps"
-            self._assert_holds(held, resource)
-
-    def test_steps_resume_after_a_crash_in_any_step(self, tmp_path: pathlib.Path) -> None:
-        driver = self._driver(tmp_path)
-        for index, count in enumerate(self._step_counts(driver)):
-            for crashed_in in range(count):
-                tree = self._tree()
-                resource = self._claimed(tree)[index]
-                self._create_before(driver, tree, resource)
-                change = self._change("create", resource, tree)
-                steps = list(_steps(driver, "create", change) or [])
-                for step in steps[: crashed_in + 1]:
-                    step.apply()
-                # The next attempt calls again, skips the steps recorded done
-                # and applies the one under way when the agent died again.
-                resumed = list(_steps(driver, "create", dataclasses.replace(change, attempt=2)) or [])
-                for step in resumed[crashed_in:]:
-                    step.apply()
-                held = self.read_device(driver, resource)
-                assert held is not None, (
-                    f"{resource.type} {resource.id} is not on the device after resuming at step "
-                    f"{crashed_in + 1} ({steps[crashed_in].name})"
-                )
-                self._assert_holds(held, resource)
-
-    def test_undoing_the_steps_done_in_reverse_restores_the_device(self, tmp_path: pathlib.Path) -> None:
-        driver = self._driver(tmp_path)
-        for index, count in enumerate(self._step_counts(driver)):
-            for failed_at in range(1, count):
-                fresh = self._tree()
-                target = self._claimed(fresh)[index]
-                self._create_before(driver, fresh, target)
-                self._undo_after(driver, self._change("create", target, fresh), failed_at)
-                assert self.read_device(driver, target) is None, (
-                    f"an undone create of {target.type} left it on the device "
-                    f"(undone before step {failed_at + 1})"
-                )
-                _run(driver, "create", self._change("create", target, fresh))
-                before = copy.deepcopy(self.read_device(driver, target))
-                name, value = UPDATES[target.type]
-                updated = dataclasses.replace(target, attributes=dict(target.attributes) | {name: value})
-                self._undo_after(
-                    driver, self._change("update", updated, fresh.replaced(updated), 2), failed_at
-                )
-                assert self.read_device(driver, target) == before, (
-                    f"an undone update of {target.type} did not restore the device "
-                    f"(undone before step {failed_at + 1})"
-                )
-
     def test_what_is_applied_is_listed_to_the_drift_audit(self, tmp_path: pathlib.Path) -> None:
         driver, tree = self._driver(tmp_path), self._tree()
         if driver.inventory() is None:
@@ -381,30 +312,12 @@ class DriverConformance(CapabilityChecks):
 
     # -- helpers ---------------------------------------------------------
 
-    def _step_counts(self, driver: Driver) -> list[int]:
-        """How many steps a create of each claimed type takes (0: none)."""
-        tree = self._tree()
-        return [
-            len(_steps(driver, "create", self._change("create", r, tree)) or []) for r in self._claimed(tree)
-        ]
-
     def _create_before(self, driver: Driver, tree: Resource, resource: Resource) -> None:
         """Create what comes before ``resource`` in ``tree`` (its parents among them)."""
         for earlier in self._claimed(tree):
             if earlier.id == resource.id:
                 return
             _run(driver, "create", self._change("create", earlier, tree))
-
-    @staticmethod
-    def _undo_after(driver: Driver, change: Change, failed_at: int) -> None:
-        """Apply the steps before ``failed_at``, then undo them as an agent does, each twice."""
-        steps = list(_steps(driver, change.operation, change) or [])
-        for step in steps[:failed_at]:
-            step.apply()
-        for step in reversed(steps[:failed_at]):
-            if step.undo is not None:
-                step.undo()
-                step.undo()
 
     def _driver(self, tmp_path: pathlib.Path, callbacks: Callbacks | None = None) -> Driver:
         conf = cfg.ConfigOpts()
@@ -433,12 +346,3 @@ class DriverConformance(CapabilityChecks):
     def _assert_holds(held: Mapping[str, Any], resource: Resource) -> None:
         wrong = {k: (v, held.get(k)) for k, v in resource.attributes.items() if k in held and held[k] != v}
         assert not wrong, f"{resource.type} {resource.id} differs on the device (desired, held): {wrong}"
-
-
-def _steps(driver: Driver, operation: str, change: Change) -> Steps | None:
-    answer = getattr(driver, operation)(change)
-    return answer if isinstance(answer, Steps) else None
-
-
-def _names(steps: Iterable[Step]) -> list[str]:
-    return [step.name for step in steps]
