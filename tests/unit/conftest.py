@@ -17,6 +17,7 @@ from tether.agent import service as agent_service
 from tether.common import config, messages, rpc
 from tether.common.states import Operation, Outcome
 from tether.plugin import opts as plugin_opts
+from tether.plugin.db.models import utcnow
 from tether.plugin.service import Plugin
 
 
@@ -101,6 +102,24 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
             return value
         time.sleep(0.02)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+def agent_state(agent_id: str, providers: list[str], **extra: Any) -> dict[str, Any]:
+    """What an agent says of itself in a state report."""
+    return {
+        "agent_id": agent_id,
+        "host": "h",
+        "providers": providers,
+        "version": "t",
+        "workers": 1,
+        "in_flight": 0,
+        "started_at": utcnow().isoformat(),
+    } | extra
+
+
+def report(plugin: Plugin, agent_id: str, providers: list[str], **extra: Any) -> Any:
+    """``agent_id``'s state report, as the plugin's RPC endpoint takes it."""
+    return plugin.pipeline.endpoint.report_state({}, state=agent_state(agent_id, providers, **extra))
 
 
 def claim(plugin: Plugin, task_id: str, agent_id: str = "test-agent", redelivered: bool = False) -> Any:

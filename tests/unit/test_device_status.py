@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from oslo_config import cfg
 
-from tests.unit.conftest import wait_for
+from tests.unit.conftest import agent_state, wait_for
 from tether.agent.reports import Reports
 from tether.agent.service import Agent as AgentService
 from tether.agent.status_poller import StatusPoller, takes_roots
@@ -32,16 +32,7 @@ _TYPES = frozenset({"loadbalancer", "listener", "pool", "member", "healthmonitor
 
 
 def _report(endpoint: PluginEndpoint, agent_id: str, providers: list[str], **extra: Any) -> Any:
-    state = {
-        "agent_id": agent_id,
-        "host": "h",
-        "providers": providers,
-        "version": "t",
-        "workers": 1,
-        "in_flight": 0,
-        "started_at": utcnow().isoformat(),
-    }
-    return endpoint.report_state({}, state=state | extra)
+    return endpoint.report_state({}, state=agent_state(agent_id, providers, **extra))
 
 
 def _silence(plugin: Plugin, agent_id: str, seconds: float) -> None:

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from oslo_config import cfg
 from oslo_messaging.notify import _impl_test
 
-from tests.unit.conftest import finish, make_plugin, wait_for
+from tests.unit.conftest import finish, make_plugin, report, wait_for
 from tether.plugin.db.models import Agent, Resource, utcnow
 from tether.plugin.service import Plugin
 
@@ -56,9 +56,7 @@ def test_the_trees_of_a_dead_agent_going_offline_are_notified(conf: cfg.ConfigOp
     try:
         with TestClient(enabled.app) as client:
             lb = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
-            report = {"host": "h", "providers": ["noop"], "version": "t", "workers": 1, "in_flight": 0}
-            state = {"agent_id": "gone", "started_at": utcnow().isoformat(), **report}
-            enabled.pipeline.endpoint.report_state({}, state=state)
+            report(enabled, "gone", ["noop"])
             with enabled.sessionmaker.begin() as session:
                 session.execute(sa.update(Resource).where(Resource.id == lb["id"]).values(agent_id="gone"))
                 session.execute(

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from tests.unit.conftest import claim, make_plugin
+from tests.unit.conftest import claim, make_plugin, report
 from tether.plugin.db.models import Agent, Outbox, Resource, Task, utcnow
 from tether.plugin.service import Plugin
 
@@ -21,18 +21,7 @@ def _task(client: TestClient, provider: str = "noop") -> Any:
 
 
 def _report(plugin: Plugin, agent_id: str, providers: list[str], ago: float = 0.0) -> None:
-    plugin.pipeline.endpoint.report_state(
-        {},
-        state={
-            "agent_id": agent_id,
-            "host": "h",
-            "providers": providers,
-            "version": "t",
-            "workers": 1,
-            "in_flight": 0,
-            "started_at": utcnow().isoformat(),
-        },
-    )
+    report(plugin, agent_id, providers)
     if ago:
         with plugin.sessionmaker.begin() as session:
             agent = session.get(Agent, agent_id)
