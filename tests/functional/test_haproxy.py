@@ -118,8 +118,9 @@ def test_traffic_follows_the_api_and_survives_the_death_of_its_host(
         rabbitmq,
         database,
         agents=2,
-        plugin_options={"providers": "noop,fake,haproxy", "agent_down_time": 4, "reaper_interval": 1},
-        agent_options={"providers": "haproxy", "report_interval": 1, "status_interval": 1},
+        # Failure detection on the defaults: the load balancer must move within 10 s of its host's death.
+        plugin_options={"providers": "noop,fake,haproxy"},
+        agent_options={"providers": "haproxy", "status_interval": 1},
     )
     deployment.start()
     try:
@@ -216,10 +217,15 @@ def test_traffic_follows_the_api_and_survives_the_death_of_its_host(
             45,
             "the load balancer moves to the other agent",
         )
+        moved_after = time.monotonic() - killed
+        assert moved_after < 10, f"the load balancer moved {moved_after:.1f} s after its host died"
         eventually(lambda: _hits(port, 5)["backend-1"] > 0, 30, "traffic flows through the new host")
         recovery = time.monotonic() - killed
         assert recovery < 45, recovery
-        print(f"\n  moved from {first_host} to {moved['agent_id']}; traffic back after {recovery:.1f} s")
+        print(
+            f"\n  moved from {first_host} to {moved['agent_id']} after {moved_after:.1f} s; "
+            f"traffic back after {recovery:.1f} s"
+        )
 
         # The dead host comes back: it removes its stale copy and leaves the moved one alone.
         returning = next(a for a in deployment.agents if a.name == first_host)

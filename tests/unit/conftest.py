@@ -57,7 +57,7 @@ def make_plugin(conf: cfg.ConfigOpts) -> Plugin:
     """A plugin whose relay and result consumer are not running, though it
     has listened to agents long enough to judge their silence."""
     plugin = Plugin(conf, migrate=True)
-    plugin.pipeline.results.connected_since = time.monotonic() - conf.plugin.agent_down_time
+    plugin.pipeline.results.connected_since = time.monotonic() - plugin.agents.hearing_time
     return plugin
 
 

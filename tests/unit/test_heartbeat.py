@@ -54,11 +54,12 @@ def test_reports_before_the_first_answer_wait_little_and_go_out_again_at_once(
     heartbeat.start()
     try:
         wait_for(lambda: plugin.resynced)
-        # Then the usual cadence, waiting the whole RPC timeout for answers.
+        # Then the usual cadence, each report waiting two intervals at most (the
+        # test's interval is an hour: the RPC timeout).
         heartbeat.beat()
     finally:
         heartbeat._stop.set()
-    assert plugin.waits == [1.0, 2.0, 4.0, 8.0, None]
+    assert plugin.waits == [1.0, 2.0, 4.0, 8.0, 10.0]
     # A plugin that starts a few seconds after its agents is not a failure to report.
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
@@ -76,3 +77,17 @@ def test_a_plugin_silent_past_the_rpc_timeout_is_said_once(caplog: pytest.LogCap
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1
     assert warnings[0].startswith("the plugin has not answered this agent's state reports yet")
+
+
+def test_a_steady_report_waits_two_intervals_for_its_answer() -> None:
+    plugin = Plugin(unanswered=0)
+    heartbeat = Heartbeat(
+        plugin,  # type: ignore[arg-type]
+        interval=2,
+        state=lambda: {"agent_id": "a", "started_at": 0.0},
+        on_admin_state=lambda up: None,
+    )
+    heartbeat.beat()
+    heartbeat.beat()
+    # A report lost in a broker outage goes again in seconds, well inside agent_down_time.
+    assert plugin.waits == [1.0, 4.0]

@@ -53,6 +53,9 @@ class Heartbeat:
         self._failing = False
         #: seconds the next report waits for its answer while none came yet
         self._first_wait = FIRST_WAIT
+        # A report lost with a broker connection is sent again after about two
+        # intervals, not the whole RPC timeout: the plugin counts the silence.
+        self._steady_wait = min(plugin.timeout, max(2 * interval, 1.0))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
@@ -66,7 +69,9 @@ class Heartbeat:
     def beat(self) -> None:
         sent_at = time.time()
         state = self.state()
-        answer = self.plugin.report_state(state, timeout=None if self._synced else self._first_wait)
+        answer = self.plugin.report_state(
+            state, timeout=self._steady_wait if self._synced else self._first_wait
+        )
         self.on_admin_state(bool(answer.get("admin_state_up", True)))
         self.on_bound(answer.get("bound") or {}, sent_at)
         if not self._synced:

@@ -64,7 +64,7 @@ OPTS: list[cfg.Opt] = [
     ),
     cfg.FloatOpt(
         "report_interval",
-        default=10.0,
+        default=2.0,
         min=0.1,
         help="Seconds between state reports to the plugin (the agent's heartbeat).",
     ),

@@ -54,10 +54,11 @@ API_VERSION = "1.7"
 CONTROL_EXCHANGE = "tether"
 
 #: oslo.messaging's defaults that tether changes: durable queues that
-#: survive a broker restart, and reconnect attempts at most 10 s apart (oslo's
+#: survive a broker restart, and reconnect attempts at most 2 s apart (oslo's
 #: own 30 s let an agent back from a long outage report only after the
-#: plugin's ``agent_down_time``, 30 s by default, and be declared dead).
-_RABBIT_DEFAULTS: dict[str, object] = {"rabbit_quorum_queue": True, "rabbit_interval_max": 10}
+#: plugin, which waits twice ``agent_down_time`` after its own reconnection,
+#: had declared it dead).
+_RABBIT_DEFAULTS: dict[str, object] = {"rabbit_quorum_queue": True, "rabbit_interval_max": 2}
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

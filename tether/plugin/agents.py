@@ -7,7 +7,9 @@ death and return once.
 
 Silence means death only where the plugin could have heard the report. A
 plugin that has just started, or whose broker connection was lost, hears
-nobody: until it has listened for ``agent_down_time`` it takes the agents
+nobody: until it has listened for twice ``agent_down_time`` (time for agents
+to reconnect too, and for a report lost in the outage to time out and go
+again) it takes the agents
 it last knew alive to be alive still, as a plugin that judged them by the
 silence it could not hear would declare the whole fleet dead on every
 broker restart, retry their running work and fail waiting tasks for want
@@ -34,7 +36,7 @@ LOG = logging.getLogger(__name__)
 OPTS: list[cfg.Opt] = [
     cfg.FloatOpt(
         "agent_down_time",
-        default=30.0,
+        default=6.0,
         min=1,
         help="Seconds without a state report after which an agent is declared dead and "
         "its running tasks are retried elsewhere. Keep it above twice the agents' "
@@ -52,6 +54,8 @@ class Registry:
 
     def __init__(self, down_time: float, listening_since: Callable[[], float | None] | None = None) -> None:
         self.down_time = datetime.timedelta(seconds=down_time)
+        #: seconds this plugin must have listened before an agent's silence counts
+        self.hearing_time = 2 * down_time
         #: may be set after construction, by whatever hears the reports
         self.listening_since = listening_since
 
@@ -60,7 +64,7 @@ class Registry:
         if self.listening_since is None:
             return True
         since = self.listening_since()
-        return since is not None and time.monotonic() - since >= self.down_time.total_seconds()
+        return since is not None and time.monotonic() - since >= self.hearing_time
 
     def alive(self, agent: Agent, now: datetime.datetime | None = None) -> bool:
         if agent.last_heartbeat >= (now or utcnow()) - self.down_time:

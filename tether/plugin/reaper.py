@@ -44,7 +44,7 @@ OPTS: list[cfg.Opt] = [
         help="When an agent of a host-placed provider is declared dead, bind its root resources "
         "to live agents and apply them there in full.",
     ),
-    cfg.FloatOpt("reaper_interval", default=5.0, min=0.1, help="Seconds between passes of the reaper."),
+    cfg.FloatOpt("reaper_interval", default=1.0, min=0.1, help="Seconds between passes of the reaper."),
 ]
 
 _BATCH = 500
