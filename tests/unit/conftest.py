@@ -104,6 +104,17 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
     raise AssertionError(f"condition not met within {timeout} s")
 
 
+def accepted(client: TestClient, collection: str, body: dict[str, Any]) -> Any:
+    """POST ``body`` to ``collection``, which must answer 202; the answer."""
+    response = client.post(f"/v1/{collection}", json=body)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def task_view(client: TestClient, task_id: str) -> Any:
+    return client.get(f"/v1/tasks/{task_id}").json()
+
+
 def agent_state(agent_id: str, providers: list[str], **extra: Any) -> dict[str, Any]:
     """What an agent says of itself in a state report."""
     return {

@@ -6,14 +6,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from tests.unit.conftest import claim, finish
+from tests.unit.conftest import accepted, claim, finish
 from tether.plugin.service import Plugin
-
-
-def _post(client: TestClient, collection: str, body: dict[str, Any]) -> Any:
-    response = client.post(f"/v1/{collection}", json=body)
-    assert response.status_code == 202, response.text
-    return response.json()
 
 
 def _cancel(client: TestClient, task_id: str) -> Any:
@@ -21,7 +15,7 @@ def _cancel(client: TestClient, task_id: str) -> Any:
 
 
 def test_a_cancelled_create_leaves_no_resource(client: TestClient, plugin: Plugin) -> None:
-    lb = _post(client, "loadbalancers", {"provider": "noop"})
+    lb = accepted(client, "loadbalancers", {"provider": "noop"})
     response = _cancel(client, lb["task"]["id"])
     assert response.status_code == 200
     assert response.json()["state"] == "CANCELLED"
@@ -31,8 +25,8 @@ def test_a_cancelled_create_leaves_no_resource(client: TestClient, plugin: Plugi
 
 
 def test_a_cancelled_create_takes_the_children_queued_under_it(client: TestClient, plugin: Plugin) -> None:
-    lb = _post(client, "loadbalancers", {"provider": "noop"})
-    listener = _post(
+    lb = accepted(client, "loadbalancers", {"provider": "noop"})
+    listener = accepted(
         client, "listeners", {"loadbalancer_id": lb["id"], "protocol": "TCP", "protocol_port": 80}
     )
     assert _cancel(client, lb["task"]["id"]).status_code == 200
@@ -43,7 +37,7 @@ def test_a_cancelled_create_takes_the_children_queued_under_it(client: TestClien
 def test_a_cancelled_update_restores_the_last_applied_state_and_status(
     client: TestClient, plugin: Plugin
 ) -> None:
-    lb = _post(client, "loadbalancers", {"provider": "noop", "name": "before"})
+    lb = accepted(client, "loadbalancers", {"provider": "noop", "name": "before"})
     finish(plugin, lb["task"]["id"])
     update = client.put(f"/v1/loadbalancers/{lb['id']}", json={"name": "after"}).json()
     assert update["provisioning_status"] == "PENDING_UPDATE"
@@ -53,7 +47,7 @@ def test_a_cancelled_update_restores_the_last_applied_state_and_status(
 
 
 def test_a_cancelled_delete_keeps_the_resource_as_it_was(client: TestClient, plugin: Plugin) -> None:
-    lb = _post(client, "loadbalancers", {"provider": "noop"})
+    lb = accepted(client, "loadbalancers", {"provider": "noop"})
     finish(plugin, lb["task"]["id"])
     delete = client.delete(f"/v1/loadbalancers/{lb['id']}").json()
     assert _cancel(client, delete["task"]["id"]).status_code == 200
@@ -64,7 +58,7 @@ def test_a_cancelled_delete_keeps_the_resource_as_it_was(client: TestClient, plu
 def test_a_running_task_cannot_be_cancelled_and_the_answer_names_its_agent(
     client: TestClient, plugin: Plugin
 ) -> None:
-    lb = _post(client, "loadbalancers", {"provider": "noop"})
+    lb = accepted(client, "loadbalancers", {"provider": "noop"})
     claim(plugin, lb["task"]["id"], agent_id="agent-7")
     response = _cancel(client, lb["task"]["id"])
     assert response.status_code == 409
@@ -72,7 +66,7 @@ def test_a_running_task_cannot_be_cancelled_and_the_answer_names_its_agent(
 
 
 def test_only_the_newest_change_of_a_resource_can_be_cancelled(client: TestClient, plugin: Plugin) -> None:
-    lb = _post(client, "loadbalancers", {"provider": "noop"})
+    lb = accepted(client, "loadbalancers", {"provider": "noop"})
     finish(plugin, lb["task"]["id"])
     client.put(f"/v1/loadbalancers/{lb['id']}", json={"name": "running"})
     first = client.put(f"/v1/loadbalancers/{lb['id']}", json={"name": "a"}).json()
@@ -84,6 +78,6 @@ def test_only_the_newest_change_of_a_resource_can_be_cancelled(client: TestClien
 
 
 def test_another_projects_task_cannot_be_cancelled(client: TestClient) -> None:
-    lb = _post(client, "loadbalancers", {"provider": "noop"})
+    lb = accepted(client, "loadbalancers", {"provider": "noop"})
     response = client.post(f"/v1/tasks/{lb['task']['id']}/cancel", headers={"X-Project-Id": "other"})
     assert response.status_code == 404

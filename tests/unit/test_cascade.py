@@ -12,32 +12,24 @@ from fastapi.testclient import TestClient
 from oslo_config import cfg
 from oslo_messaging.notify import _impl_test
 
-from tests.unit.conftest import claim, finish, wait_for
+from tests.unit.conftest import accepted, claim, finish, task_view, wait_for
 from tether.common import messages, wire
 from tether.common.states import Outcome
 from tether.plugin.db.models import Outbox
 from tether.plugin.service import Plugin
 
 
-def _post(client: TestClient, collection: str, body: dict[str, Any]) -> Any:
-    response = client.post(f"/v1/{collection}", json=body)
-    assert response.status_code == 202, response.text
-    return response.json()
-
-
-def _task(client: TestClient, task_id: str) -> Any:
-    return client.get(f"/v1/tasks/{task_id}").json()
-
-
 def _tree(client: TestClient, plugin: Plugin, done: bool = True) -> dict[str, Any]:
     """A load balancer with a listener, a pool and two members, each applied when ``done``."""
     made: dict[str, Any] = {}
-    lb = made["loadbalancer"] = _post(client, "loadbalancers", {"provider": "noop"})
+    lb = made["loadbalancer"] = accepted(client, "loadbalancers", {"provider": "noop"})
     parent = {"loadbalancer_id": lb["id"]}
-    made["listener"] = _post(client, "listeners", parent | {"protocol": "TCP", "protocol_port": 80})
-    pool = made["pool"] = _post(client, "pools", parent | {"protocol": "TCP", "lb_algorithm": "ROUND_ROBIN"})
+    made["listener"] = accepted(client, "listeners", parent | {"protocol": "TCP", "protocol_port": 80})
+    pool = made["pool"] = accepted(
+        client, "pools", parent | {"protocol": "TCP", "lb_algorithm": "ROUND_ROBIN"}
+    )
     for n in (1, 2):
-        made[f"member{n}"] = _post(
+        made[f"member{n}"] = accepted(
             client, "members", {"pool_id": pool["id"], "address": f"10.0.0.{n}", "protocol_port": 80}
         )
     if done:
@@ -69,7 +61,7 @@ def test_a_cascade_delete_is_one_task_that_marks_the_whole_subtree_pending_delet
     lb = made["loadbalancer"]
     response = client.delete(f"/v1/loadbalancers/{lb['id']}?cascade=true")
     assert response.status_code == 202, response.text
-    task = _task(client, response.json()["task"]["id"])
+    task = task_view(client, response.json()["task"]["id"])
     assert (task["operation"], task["cascade"], task["resource_id"], task["state"]) == (
         "delete",
         True,
@@ -138,7 +130,7 @@ def test_a_cascade_delete_of_a_resource_without_children_is_a_plain_delete(
 ) -> None:
     made = _tree(client, plugin)
     gone = client.delete(f"/v1/listeners/{made['listener']['id']}?cascade=true").json()
-    assert _task(client, gone["task"]["id"])["cascade"] is False
+    assert task_view(client, gone["task"]["id"])["cascade"] is False
     work = _work(plugin, gone["task"]["id"])
     assert (work.version, work.task.cascade) == (messages.VERSION, False)
 
@@ -157,10 +149,10 @@ def test_a_cascade_delete_supersedes_the_waiting_changes_of_every_resource_it_re
     gone = client.delete(f"/v1/loadbalancers/{lb['id']}?cascade=true").json()
     delete_id = gone["task"]["id"]
     for change in waiting:
-        task = _task(client, change["task"]["id"])
+        task = task_view(client, change["task"]["id"])
         assert (task["state"], task["superseded_by"]) == ("SUPERSEDED", delete_id)
-    assert _task(client, running["task"]["id"])["state"] == "RUNNING"
-    assert _task(client, delete_id)["state"] == "QUEUED"
+    assert task_view(client, running["task"]["id"])["state"] == "RUNNING"
+    assert task_view(client, delete_id)["state"] == "QUEUED"
     plugin.pipeline.results.recorder.record(
         [
             messages.Result(
@@ -169,7 +161,7 @@ def test_a_cascade_delete_supersedes_the_waiting_changes_of_every_resource_it_re
         ]
     )
     # The update finished under the delete: its resource stays on its way out.
-    assert _task(client, delete_id)["state"] == "PENDING"
+    assert task_view(client, delete_id)["state"] == "PENDING"
     assert set(_gets(client, made).values()) == {"PENDING_DELETE"}
 
 
@@ -178,9 +170,9 @@ def test_a_cascade_delete_before_the_target_reached_an_agent_finishes_with_no_de
 ) -> None:
     made = _tree(client, plugin, done=False)  # the load balancer's create waits for an agent
     gone = client.delete(f"/v1/loadbalancers/{made['loadbalancer']['id']}?cascade=true").json()
-    assert _task(client, gone["task"]["id"])["state"] == "SUCCEEDED"
+    assert task_view(client, gone["task"]["id"])["state"] == "SUCCEEDED"
     for resource in made.values():
-        task = _task(client, resource["task"]["id"])
+        task = task_view(client, resource["task"]["id"])
         assert (task["state"], task["superseded_by"]) == ("SUPERSEDED", gone["task"]["id"])
     assert set(_gets(client, made).values()) == {404}
 

@@ -7,55 +7,45 @@ from typing import Any
 import sqlalchemy
 from fastapi.testclient import TestClient
 
-from tests.unit.conftest import claim, finish
+from tests.unit.conftest import accepted, claim, finish, task_view
 from tether.common import messages
 from tether.common.states import Outcome
 from tether.plugin.service import Plugin
 
 
-def _post(client: TestClient, collection: str, body: dict[str, Any]) -> Any:
-    response = client.post(f"/v1/{collection}", json=body)
-    assert response.status_code == 202, response.text
-    return response.json()
-
-
-def _task(client: TestClient, task_id: str) -> Any:
-    return client.get(f"/v1/tasks/{task_id}").json()
-
-
 def test_queued_changes_are_dispatched_in_order_as_the_tree_frees_up(
     client: TestClient, plugin: Plugin
 ) -> None:
-    lb = _post(client, "loadbalancers", {"provider": "noop"})
-    listener = _post(
+    lb = accepted(client, "loadbalancers", {"provider": "noop"})
+    listener = accepted(
         client, "listeners", {"loadbalancer_id": lb["id"], "protocol": "TCP", "protocol_port": 80}
     )
-    pool = _post(
+    pool = accepted(
         client, "pools", {"loadbalancer_id": lb["id"], "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN"}
     )
-    assert [_task(client, t["task"]["id"])["state"] for t in (lb, listener, pool)] == [
+    assert [task_view(client, t["task"]["id"])["state"] for t in (lb, listener, pool)] == [
         "PENDING",
         "QUEUED",
         "QUEUED",
     ]
     finish(plugin, lb["task"]["id"])
-    assert [_task(client, t["task"]["id"])["state"] for t in (listener, pool)] == ["PENDING", "QUEUED"]
+    assert [task_view(client, t["task"]["id"])["state"] for t in (listener, pool)] == ["PENDING", "QUEUED"]
     finish(plugin, listener["task"]["id"])
-    assert _task(client, pool["task"]["id"])["state"] == "PENDING"
+    assert task_view(client, pool["task"]["id"])["state"] == "PENDING"
 
 
 def test_queued_updates_are_dispatched_once_with_the_newest_desired_state(
     client: TestClient, plugin: Plugin
 ) -> None:
-    lb = _post(client, "loadbalancers", {"provider": "noop"})
+    lb = accepted(client, "loadbalancers", {"provider": "noop"})
     finish(plugin, lb["task"]["id"])
     first = client.put(f"/v1/loadbalancers/{lb['id']}", json={"name": "a"}).json()  # dispatched at once
     second = client.put(f"/v1/loadbalancers/{lb['id']}", json={"name": "b"}).json()
     third = client.put(f"/v1/loadbalancers/{lb['id']}", json={"name": "c", "description": "x"}).json()
-    assert _task(client, second["task"]["id"])["state"] == "QUEUED"
+    assert task_view(client, second["task"]["id"])["state"] == "QUEUED"
     finish(plugin, first["task"]["id"])
-    carried = _task(client, third["task"]["id"])
-    folded = _task(client, second["task"]["id"])  # folded into the newest
+    carried = task_view(client, third["task"]["id"])
+    folded = task_view(client, second["task"]["id"])  # folded into the newest
     assert (carried["state"], carried["generation"]) == ("PENDING", 4)
     assert (folded["state"], folded["superseded_by"]) == ("SUPERSEDED", third["task"]["id"])
     finish(plugin, third["task"]["id"])
@@ -71,30 +61,30 @@ def test_queued_updates_are_dispatched_once_with_the_newest_desired_state(
 def test_a_delete_while_the_create_is_still_queued_finishes_both_without_device_work(
     client: TestClient, plugin: Plugin
 ) -> None:
-    lb = _post(client, "loadbalancers", {"provider": "noop"})
-    listener = _post(
+    lb = accepted(client, "loadbalancers", {"provider": "noop"})
+    listener = accepted(
         client, "listeners", {"loadbalancer_id": lb["id"], "protocol": "TCP", "protocol_port": 80}
     )
     gone = client.delete(f"/v1/listeners/{listener['id']}")
     assert gone.status_code == 202
-    assert _task(client, listener["task"]["id"])["state"] == "SUPERSEDED"
-    assert _task(client, gone.json()["task"]["id"])["state"] == "SUCCEEDED"
+    assert task_view(client, listener["task"]["id"])["state"] == "SUPERSEDED"
+    assert task_view(client, gone.json()["task"]["id"])["state"] == "SUCCEEDED"
     assert client.get(f"/v1/listeners/{listener['id']}").status_code == 404
-    assert _task(client, lb["task"]["id"])["state"] == "PENDING"  # the tree's work goes on
+    assert task_view(client, lb["task"]["id"])["state"] == "PENDING"  # the tree's work goes on
 
 
 def test_a_delete_of_a_resource_whose_create_was_never_claimed_needs_no_agent(
     client: TestClient, plugin: Plugin
 ) -> None:
-    lb = _post(client, "loadbalancers", {"provider": "noop"})  # PENDING, not claimed
+    lb = accepted(client, "loadbalancers", {"provider": "noop"})  # PENDING, not claimed
     gone = client.delete(f"/v1/loadbalancers/{lb['id']}").json()
-    assert _task(client, lb["task"]["id"])["state"] == "SUPERSEDED"
-    assert _task(client, gone["task"]["id"])["state"] == "SUCCEEDED"
+    assert task_view(client, lb["task"]["id"])["state"] == "SUPERSEDED"
+    assert task_view(client, gone["task"]["id"])["state"] == "SUCCEEDED"
     assert client.get(f"/v1/loadbalancers/{lb['id']}").status_code == 404
 
 
 def test_a_delete_after_queued_updates_supersedes_them(client: TestClient, plugin: Plugin) -> None:
-    lb = _post(client, "loadbalancers", {"provider": "noop"})
+    lb = accepted(client, "loadbalancers", {"provider": "noop"})
     finish(plugin, lb["task"]["id"])
     running = client.put(f"/v1/loadbalancers/{lb['id']}", json={"name": "a"}).json()
     queued = client.put(f"/v1/loadbalancers/{lb['id']}", json={"name": "b"}).json()
@@ -104,19 +94,19 @@ def test_a_delete_after_queued_updates_supersedes_them(client: TestClient, plugi
     claim(plugin, finish_first)  # the first update is on a device now
     gone = client.delete(f"/v1/loadbalancers/{lb['id']}").json()
     assert (
-        _task(client, queued["task"]["id"])["state"],
-        _task(client, queued["task"]["id"])["superseded_by"],
+        task_view(client, queued["task"]["id"])["state"],
+        task_view(client, queued["task"]["id"])["superseded_by"],
     ) == ("SUPERSEDED", gone["task"]["id"])
-    assert _task(client, gone["task"]["id"])["state"] == "QUEUED"
+    assert task_view(client, gone["task"]["id"])["state"] == "QUEUED"
     assert client.get(f"/v1/loadbalancers/{lb['id']}").json()["provisioning_status"] == "PENDING_DELETE"
 
 
 def test_the_queue_of_one_tree_is_bounded(conf: Any, plugin: Plugin) -> None:
     conf.set_override("max_queued_per_tree", 2, group="api")
     with TestClient(Plugin(conf).app) as client:
-        lb = _post(client, "loadbalancers", {"provider": "noop"})
+        lb = accepted(client, "loadbalancers", {"provider": "noop"})
         for port in (80, 81):
-            _post(
+            accepted(
                 client, "listeners", {"loadbalancer_id": lb["id"], "protocol": "TCP", "protocol_port": port}
             )
         response = client.post(
@@ -133,8 +123,8 @@ def test_one_batch_of_results_frees_several_trees_and_looks_up_their_queues_at_o
 ) -> None:
     trees = []
     for _ in range(3):
-        lb = _post(client, "loadbalancers", {"provider": "noop"})
-        listener = _post(
+        lb = accepted(client, "loadbalancers", {"provider": "noop"})
+        listener = accepted(
             client, "listeners", {"loadbalancer_id": lb["id"], "protocol": "TCP", "protocol_port": 80}
         )
         trees.append((lb, listener))
@@ -157,7 +147,7 @@ def test_one_batch_of_results_frees_several_trees_and_looks_up_their_queues_at_o
         ]
     )
     sqlalchemy.event.remove(plugin.engine, "before_cursor_execute", count)
-    assert [_task(client, listener["task"]["id"])["state"] for _, listener in trees] == ["PENDING"] * 3
+    assert [task_view(client, listener["task"]["id"])["state"] for _, listener in trees] == ["PENDING"] * 3
     # One statement tells which trees have a queue, one loads those queues:
     # two for the batch, not one per tree.
     queue_reads = [s for s in statements if "WHERE tasks.root_id" in s]
