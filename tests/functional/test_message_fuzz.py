@@ -34,6 +34,7 @@ from tether.common import messages, rpc, transport, wire
 from tether.common.states import Operation
 
 from .daemons import Database, Deployment, free_port
+from .pacing import eventually
 from .rabbitmq import RabbitMQNode
 
 pytestmark = pytest.mark.functional
@@ -591,6 +592,20 @@ def fuzz_deployment(
     )
     deployment.start()
     try:
+        # The fuzz publishes to the plugin's exchanges at once: wait until its
+        # pipeline has declared them (/readyz) and the agent has registered.
+        eventually(
+            lambda: (
+                deployment.http.get("/readyz").status_code == 200
+                and any(
+                    a["alive"]
+                    for a in deployment.http.get("/v1/agents", headers={"X-Roles": "admin"}).json()["agents"]
+                )
+            ),
+            60,
+            "the plugin is ready and the agent registered",
+            deployment.logs,
+        )
         yield deployment, port
     finally:
         codes = deployment.stop()
