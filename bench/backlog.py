@@ -22,7 +22,7 @@ from sqlalchemy import orm
 from bench import load
 from bench.deployment import Tether
 from tests.functional.rabbitmq import RabbitMQNode
-from tether.plugin.db import attempts, queries
+from tether.plugin.db import agent_queries, attempts, queries
 
 WINDOW = 5.0
 #: plan fragments that mean a table is read whole
@@ -99,10 +99,10 @@ def explain(database: pathlib.Path) -> list[dict[str, Any]]:
         ("API: a page of resources", lambda s: queries.list_resources(s, "loadbalancer", "p", {}, 100, None)),
         ("API: a page of tasks", lambda s: queries.list_tasks(s, "p", {}, 100, None)),
         ("API: the latest task of a resource", lambda s: queries.latest_task(s, "x")),
-        ("reaper: overdue tasks", lambda s: queries.overdue(s, now, 100)),
-        ("reaper: undispatched tasks", lambda s: queries.undispatched(s, ["noop"])),
-        ("reaper: idle trees with a queue", lambda s: queries.idle_trees_with_queue(s)),
-        ("backpressure: backlog by provider", lambda s: queries.backlog(s)),
+        ("reaper: overdue tasks", lambda s: agent_queries.overdue(s, now, 100)),
+        ("reaper: undispatched tasks", lambda s: agent_queries.undispatched(s, ["noop"])),
+        ("reaper: idle trees with a queue", lambda s: agent_queries.idle_trees_with_queue(s)),
+        ("backpressure: backlog by provider", lambda s: agent_queries.backlog(s)),
     ]
     found = []
     raw = sqlite3.connect(f"file:{database}?mode=ro", uri=True)

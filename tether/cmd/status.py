@@ -16,7 +16,7 @@ from oslo_config import cfg
 
 from tether.common.states import TaskState
 from tether.plugin import agents
-from tether.plugin.db import migration, queries, session
+from tether.plugin.db import agent_queries, migration, session
 from tether.plugin.db.models import Outbox, Task, utcnow
 
 
@@ -33,7 +33,7 @@ def status_command(conf: cfg.ConfigOpts) -> int:
         return 1
     with session.make_sessionmaker(engine)() as db:
         now = utcnow()
-        fleet = queries.list_agents(db)
+        fleet = agent_queries.list_agents(db)
         print(
             f"\nagents    {sum(registry.alive(a, now) for a in fleet)} alive, "
             f"{sum(not registry.alive(a, now) for a in fleet)} dead"
@@ -47,7 +47,7 @@ def status_command(conf: cfg.ConfigOpts) -> int:
                 f"  {agent.id:<24} {agent.host:<20} {state:<5} {enabled:<8} in flight {agent.in_flight:<4}"
                 f" last report {silent:.0f} s ago  serves {serves}"
             )
-        backlog = queries.backlog(db)
+        backlog = agent_queries.backlog(db)
         providers = sorted({p for p, _ in backlog} | {p for a in fleet for p in a.providers})
         print("\nproviders")
         for provider in providers:

@@ -28,7 +28,7 @@ from oslo_config import cfg
 from sqlalchemy import orm
 
 from tether.plugin import capabilities
-from tether.plugin.db import queries
+from tether.plugin.db import agent_queries
 from tether.plugin.db.models import Agent, utcnow
 
 LOG = logging.getLogger(__name__)
@@ -76,14 +76,14 @@ class Registry:
         now = utcnow()
         return [
             a
-            for a in queries.list_agents(session)
+            for a in agent_queries.list_agents(session)
             if a.admin_state_up and self.alive(a, now) and provider in (a.providers or [])
         ]
 
     def report(self, session: orm.Session, state: dict[str, Any]) -> Agent:
         """Record one state report; the agent row as it now stands."""
         now = utcnow()
-        agent = queries.get_agent(session, state["agent_id"])
+        agent = agent_queries.get_agent(session, state["agent_id"])
         started_at = datetime.datetime.fromisoformat(state["started_at"])
         if agent is None:
             agent = Agent(
@@ -121,7 +121,7 @@ class Registry:
         if not self.listened_long_enough():
             return
         now = utcnow()
-        for agent in queries.newly_dead_agents(session, now - self.down_time):
+        for agent in agent_queries.newly_dead_agents(session, now - self.down_time):
             agent.alive = False
             silent = (now - agent.last_heartbeat).total_seconds()
             LOG.warning(

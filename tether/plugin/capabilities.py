@@ -34,7 +34,7 @@ from sqlalchemy import orm
 from tether.common.capabilities import Capabilities
 from tether.common.exceptions import InvalidInput
 from tether.common.resource_types import ResourceType
-from tether.plugin.db import queries
+from tether.plugin.db import agent_queries, queries
 from tether.plugin.db.models import Agent, Resource, utcnow
 
 if TYPE_CHECKING:  # the registry records reports with reported() below
@@ -116,11 +116,11 @@ class ProviderCapabilities:
             if time.monotonic() - stamp <= self.CACHE:
                 return declared
         if session is not None:
-            declared = self._read(queries.list_agents(session))
+            declared = self._read(agent_queries.list_agents(session))
         else:
             assert self.reader is not None, "judging without a session needs a reader"
             with self.reader() as reading:
-                declared = self._read(queries.list_agents(reading))
+                declared = self._read(agent_queries.list_agents(reading))
         with self._lock:
             self._cache = (time.monotonic(), declared)
         return declared

@@ -31,7 +31,7 @@ from tether.common.periodic import Periodic
 from tether.common.states import OperatingStatus, TaskState
 from tether.plugin import idempotency, lifecycle, notifications
 from tether.plugin.agents import Registry
-from tether.plugin.db import queries
+from tether.plugin.db import agent_queries, queries
 from tether.plugin.db.models import Resource, Task, utcnow
 from tether.plugin.scheduler import Scheduler
 
@@ -91,7 +91,7 @@ class Reaper(Periodic):
         self._depths = {}
         while True:
             with self.sessionmaker.begin() as session:
-                tasks = queries.overdue(session, utcnow(), _BATCH)
+                tasks = agent_queries.overdue(session, utcnow(), _BATCH)
                 # Trees another transaction holds are busy, not stuck: the
                 # next pass looks again. Skipping them, not waiting, means the
                 # reaper (task first, then tree) cannot deadlock with the API
@@ -110,7 +110,9 @@ class Reaper(Periodic):
         now = time.monotonic()
         with self.sessionmaker.begin() as session:
             for provider in self.providers:
-                if self.agents.live_for(session, provider) or not queries.has_pending(session, provider):
+                if self.agents.live_for(session, provider) or not agent_queries.has_pending(
+                    session, provider
+                ):
                     if self._orphaned.pop(provider, (0.0, False))[1]:
                         LOG.info("provider %s has a live agent again", provider)
                     continue
@@ -131,7 +133,7 @@ class Reaper(Periodic):
         moved = 0
         with self.sessionmaker.begin() as session:
             for agent in list(self.agents.declare_dead(session)):
-                for task in queries.running_on(session, agent.id):
+                for task in agent_queries.running_on(session, agent.id):
                     lifecycle.abandon(
                         session,
                         self.policy,
@@ -148,7 +150,7 @@ class Reaper(Periodic):
     def _reschedule(self, session: orm.Session, dead: str) -> int:
         """Move the roots bound to a dead agent to live ones and apply them there in full."""
         assert self.scheduler is not None
-        roots = queries.bound_to(session, dead)
+        roots = agent_queries.bound_to(session, dead)
         for root in roots:
             queries.lock_root(session, root.id)
             if self.scheduler.bind(session, root, exclude=dead) is None:
@@ -213,7 +215,7 @@ class Reaper(Periodic):
             return 0
         with self.sessionmaker.begin() as session:
             providers = self.scheduler.providers
-            waiting = queries.undispatched(
+            waiting = agent_queries.undispatched(
                 session, [p for p in providers.names if providers.is_host_placed(p)]
             )
             for task in waiting:
@@ -228,7 +230,9 @@ class Reaper(Periodic):
         with self.sessionmaker.begin() as session:
             # advance() reads the tree again once it is held: another
             # plugin may have dispatched its next task in the meantime.
-            roots = queries.lock_trees(session, queries.idle_trees_with_queue(session), skip_locked=True)
+            roots = queries.lock_trees(
+                session, agent_queries.idle_trees_with_queue(session), skip_locked=True
+            )
             return sum(lifecycle.advance(session, self.policy, root) is not None for root in sorted(roots))
 
     def _overdue(self, session: orm.Session, task: Task) -> None:
@@ -296,7 +300,7 @@ def _offline(session: orm.Session, dead: str, host: str) -> None:
     nobody backs. The agent that applies a tree next (this one come back,
     or the one it moves to) reports its status again."""
     reason = f"agent {dead} on host {host} was declared dead"
-    for root in queries.bound_to(session, dead):
+    for root in agent_queries.bound_to(session, dead):
         for resource in queries.tree(session, root.id):
             if resource.operating_status != OperatingStatus.OFFLINE:
                 resource.operating_status = OperatingStatus.OFFLINE

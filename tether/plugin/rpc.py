@@ -28,7 +28,7 @@ from tether.plugin import lifecycle, status_polling, status_reports
 from tether.plugin import rpc_checks as checks
 from tether.plugin.agents import Registry
 from tether.plugin.claims import ClaimDecider
-from tether.plugin.db import queries
+from tether.plugin.db import agent_queries, queries
 from tether.plugin.lifecycle import drift, steps
 from tether.plugin.providers import Providers
 
@@ -226,7 +226,7 @@ class PluginEndpoint:
         checks.drift_report(audited, drifted, undesired, repair)
         with self._sessionmaker.begin() as session:
             # The agent's row before its trees, as its state reports take them.
-            agent = queries.lock_agent(session, agent_id)
+            agent = agent_queries.lock_agent(session, agent_id)
             if agent is None:
                 raise MalformedMessage(
                     reason=f"RPC call report_drift: no agent {agent_id!r} has reported its state"
@@ -245,7 +245,9 @@ class PluginEndpoint:
         when another agent audits that device."""
         roots: list[str] | None = None
         if self._providers is not None and self._providers.is_host_placed(provider):
-            roots = [root.id for root in queries.bound_to(session, agent_id) if root.provider == provider]
+            roots = [
+                root.id for root in agent_queries.bound_to(session, agent_id) if root.provider == provider
+            ]
         else:
             # One audit of a shared device is enough: the first live agent that audits it.
             auditors = sorted(
@@ -261,7 +263,7 @@ class PluginEndpoint:
         checks.check_state(state)
         with self._sessionmaker.begin() as session:
             agent = self._agents.report(session, state)
-            bound = queries.bound_to(session, agent.id)
+            bound = agent_queries.bound_to(session, agent.id)
             # What agents of an earlier release report, polled or pushed, of any provider.
             status_reports.apply(
                 session, agent, None, state.get("statuses") or {}, state.get("stats") or {}, self._host_placed
@@ -298,10 +300,10 @@ class PluginEndpoint:
         checks.identifier("status_targets", "provider", provider)
         with self._sessionmaker.begin() as session:
             if self._host_placed(provider):
-                roots = [r.id for r in queries.bound_to(session, agent_id) if r.provider == provider]
+                roots = [r.id for r in agent_queries.bound_to(session, agent_id) if r.provider == provider]
                 return {"roots": roots, "whole": True}
             live = [a.id for a in self._agents.live_for(session, provider)]
-            every = queries.roots_of(session, provider) if agent_id in live else []
+            every = agent_queries.roots_of(session, provider) if agent_id in live else []
         return {
             "roots": self._shares.share(provider, every, live, agent_id),
             "whole": status_polling.owner(provider, live) == agent_id,
@@ -322,7 +324,7 @@ class PluginEndpoint:
         refused: dict[str, dict[str, str]] = {}
         busy: dict[str, list[str]] = {}
         with self._sessionmaker.begin() as session:
-            agent = queries.get_agent(session, agent_id)
+            agent = agent_queries.get_agent(session, agent_id)
             for provider, report in reports.items():
                 applied = status_reports.apply(
                     session,
@@ -348,7 +350,7 @@ class PluginEndpoint:
         started = checks.time("resync", "started_at", started_at)
         redispatched = []
         with self._sessionmaker.begin() as session:
-            for task in queries.running_on(session, agent_id):
+            for task in agent_queries.running_on(session, agent_id):
                 if task.running_at is not None and task.running_at >= started:
                     continue
                 lifecycle.abandon(
@@ -360,7 +362,7 @@ class PluginEndpoint:
                     delay=0.0,
                 )
                 redispatched.append(task.id)
-            for root in queries.bound_to(session, agent_id):
+            for root in agent_queries.bound_to(session, agent_id):
                 # What this host should hold, applied in full: restarts what is missing.
                 if not queries.in_flight_tasks(session, root.id):
                     lifecycle.reapply(session, self._policy, root, f"agent {agent_id} restarted")

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from tether.plugin.agents import Registry
-from tether.plugin.db import queries
+from tether.plugin.db import agent_queries, queries
 from tether.plugin.db.models import Resource, Task
 from tether.plugin.providers import Providers
 
@@ -48,7 +48,7 @@ class Scheduler:
     def bound_agent(self, session: orm.Session, root: Resource) -> str | None:
         if root.agent_id is None:
             return None
-        agent = queries.get_agent(session, root.agent_id)
+        agent = agent_queries.get_agent(session, root.agent_id)
         if agent is not None and agent.admin_state_up and self.agents.alive(agent):
             return root.agent_id
         return None

@@ -27,7 +27,7 @@ from sqlalchemy import orm
 from tether.common import metrics
 from tether.common.exceptions import TetherError
 from tether.common.states import TaskState
-from tether.plugin.db import queries
+from tether.plugin.db import agent_queries
 
 LOG = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class Backpressure:
         with self._lock:
             stamp, counts = self._cache
             if time.monotonic() - stamp > self.CACHE:
-                counts = queries.backlog(session)
+                counts = agent_queries.backlog(session)
                 self._cache = (time.monotonic(), counts)
         backlog = counts.get((provider, TaskState.QUEUED), 0) + counts.get((provider, TaskState.PENDING), 0)
         if backlog < self.limit:

@@ -11,7 +11,7 @@ from tether.common.exceptions import InvalidInput, NotFound
 from tether.common.states import TaskState
 from tether.plugin.api import views
 from tether.plugin.api.deps import Api, JsonBody, authorized
-from tether.plugin.db import queries
+from tether.plugin.db import agent_queries
 from tether.plugin.db.models import utcnow
 
 
@@ -22,13 +22,13 @@ def router(api: Api) -> fastapi.APIRouter:
     def list_agents() -> dict[str, Any]:
         now = utcnow()
         with api.reader() as session:
-            rows = queries.list_agents(session)
+            rows = agent_queries.list_agents(session)
         return {"agents": [views.agent(a, api.agents.alive(a, now)) for a in rows]}
 
     @r.get("/v1/agents/{agent_id}", summary="Show an agent", dependencies=[authorized("tether:agent:get")])
     def show_agent(agent_id: str) -> dict[str, Any]:
         with api.reader() as session:
-            row = queries.get_agent(session, agent_id)
+            row = agent_queries.get_agent(session, agent_id)
         if row is None:
             raise NotFound(kind="Agent", id=agent_id)
         return views.agent(row, api.agents.alive(row))
@@ -46,7 +46,7 @@ def router(api: Api) -> fastapi.APIRouter:
         ):
             raise InvalidInput('The body must be {"admin_state_up": true} or {"admin_state_up": false}.')
         with api.sessionmaker.begin() as session:
-            row = queries.get_agent(session, agent_id)
+            row = agent_queries.get_agent(session, agent_id)
             if row is None:
                 raise NotFound(kind="Agent", id=agent_id)
             row.admin_state_up = body["admin_state_up"]
@@ -62,8 +62,8 @@ def router(api: Api) -> fastapi.APIRouter:
     def list_providers() -> dict[str, Any]:
         now = utcnow()
         with api.reader() as session:
-            fleet = queries.list_agents(session)
-            backlog = queries.backlog(session)
+            fleet = agent_queries.list_agents(session)
+            backlog = agent_queries.backlog(session)
             declared = api.changes.capabilities.declared(session) if api.changes.capabilities else {}
         providers = []
         for provider in api.changes.providers.names:

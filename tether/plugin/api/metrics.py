@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tether.common.states import TaskState
 from tether.plugin.api.deps import Api, authorized
-from tether.plugin.db import queries
+from tether.plugin.db import agent_queries
 from tether.plugin.db.models import Resource, Task, UTCDateTime, utcnow
 
 
@@ -53,7 +53,7 @@ class DatabaseCollector(Collector):
             labels=["provider", "operating_status"],
         )
         with self.api.reader() as session:
-            for (provider, state), count in queries.backlog(session).items():
+            for (provider, state), count in agent_queries.backlog(session).items():
                 backlog.add_metric([provider, state], count)
             now = utcnow()
             for provider, since in session.execute(

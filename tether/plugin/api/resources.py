@@ -20,7 +20,7 @@ from tether.plugin import idempotency
 from tether.plugin.api import pagination, views
 from tether.plugin.api.deps import Api, JsonBody, authorized, caller, json_body
 from tether.plugin.context import RequestContext
-from tether.plugin.db import queries
+from tether.plugin.db import agent_queries, queries
 
 #: A change being written: its answer and Location once committed.
 Accepting = Future[tuple[dict[str, Any], str]]
@@ -151,7 +151,7 @@ def router(api: Api, rtype: ResourceType) -> tuple[fastapi.APIRouter, Handler]:
             if row is None:
                 raise NotFound(kind=rtype.name.capitalize(), id=resource_id)
             task = queries.latest_task(session, row.id)
-            agent = queries.get_agent(session, row.agent_id) if row.agent_id else None
+            agent = agent_queries.get_agent(session, row.agent_id) if row.agent_id else None
         view = views.resource(rtype, row)
         if agent is not None:
             view["host"] = agent.host

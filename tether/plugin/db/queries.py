@@ -10,10 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from tether.common.states import IN_FLIGHT_TASK_STATES, ProvisioningStatus, TaskState
-from tether.plugin.db.models import Agent, Outbox, Resource, Task, TaskAttempt, TaskStep
-
-#: a second reference to tasks, for queries that compare two of its rows
-Task2 = orm.aliased(Task)
+from tether.plugin.db.models import Outbox, Resource, Task, TaskAttempt, TaskStep
 
 
 def get_resource(
@@ -80,7 +77,7 @@ def tree(session: orm.Session, root_id: str) -> Sequence[Resource]:
 
 
 def lock_root(session: orm.Session, root_id: str) -> None:
-    if not _one_writer(session):
+    if not one_writer(session):
         session.execute(sa.select(Resource.id).where(Resource.id == root_id).with_for_update())
 
 
@@ -101,11 +98,11 @@ def lock_trees(session: orm.Session, root_ids: Iterable[str], skip_locked: bool 
 
 def lock_trees_of_tasks(session: orm.Session, task_ids: Iterable[str]) -> None:
     """:func:`lock_trees` for the trees of ``task_ids``, in one statement."""
-    if not _one_writer(session):
+    if not one_writer(session):
         _lock_roots(session, sa.select(Task.root_id).where(Task.id.in_(list(task_ids))), False)
 
 
-def _one_writer(session: orm.Session) -> bool:
+def one_writer(session: orm.Session) -> bool:
     """SQLite: a write transaction holds the whole database, so locking a
     root would be a plain read that changes nothing."""
     return session.get_bind().dialect.name == "sqlite"
@@ -279,20 +276,6 @@ def steps(session: orm.Session, task_id: str) -> Sequence[TaskStep]:
     ).all()
 
 
-def lock_agent(session: orm.Session, agent_id: str) -> Agent | None:
-    """An agent's row, locked: taken before its trees, as a state report takes it."""
-    query = sa.select(Agent).where(Agent.id == agent_id)
-    return session.scalars(query if _one_writer(session) else query.with_for_update()).first()
-
-
-def get_agent(session: orm.Session, agent_id: str) -> Agent | None:
-    return session.get(Agent, agent_id)
-
-
-def list_agents(session: orm.Session) -> Sequence[Agent]:
-    return session.scalars(sa.select(Agent).order_by(Agent.id)).all()
-
-
 def task_for_update(session: orm.Session, task_id: str) -> Task | None:
     return session.scalars(sa.select(Task).where(Task.id == task_id).with_for_update()).one_or_none()
 
@@ -326,91 +309,3 @@ def delete_outbox_of_tasks(session: orm.Session, task_ids: Sequence[str]) -> Non
         session.execute(
             sa.delete(Outbox).where(Outbox.task_id.in_(list(task_ids))), execution_options=_PLAIN_SQL
         )
-
-
-def running_on(session: orm.Session, agent_id: str) -> Sequence[Task]:
-    """Tasks running on an agent; rows another reaper holds are skipped."""
-    return session.scalars(
-        sa.select(Task)
-        .where(Task.agent_id == agent_id, Task.state == TaskState.RUNNING)
-        .with_for_update(skip_locked=True)
-    ).all()
-
-
-def overdue(session: orm.Session, now: datetime.datetime, limit: int) -> Sequence[Task]:
-    """Non-terminal tasks past their deadline; rows another reaper holds are skipped."""
-    return session.scalars(
-        sa.select(Task)
-        .where(Task.state.in_([TaskState.PENDING, TaskState.RUNNING]), Task.deadline <= now)
-        .order_by(Task.deadline)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
-
-
-def has_pending(session: orm.Session, provider: str) -> bool:
-    """Does any task of ``provider`` wait for an agent? (An index lookup.)"""
-    query = sa.select(Task.id).where(Task.provider == provider, Task.state == TaskState.PENDING).limit(1)
-    return session.scalar(query) is not None
-
-
-def backlog(session: orm.Session) -> dict[tuple[str, str], int]:
-    """Count of non-terminal tasks by provider and state."""
-    rows = session.execute(
-        sa.select(Task.provider, Task.state, sa.func.count())
-        .where(Task.state.in_(list(IN_FLIGHT_TASK_STATES)))
-        .group_by(Task.provider, Task.state)
-    ).all()
-    return {(provider, state): count for provider, state, count in rows}
-
-
-def idle_trees_with_queue(session: orm.Session) -> Sequence[str]:
-    """Roots with QUEUED tasks and none PENDING or RUNNING."""
-    # Correlated, so each queued tree costs one index lookup: a NOT IN over
-    # every PENDING task would cost as much as the whole backlog.
-    working = sa.exists().where(
-        Task2.root_id == Task.root_id, Task2.state.in_([TaskState.PENDING, TaskState.RUNNING])
-    )
-    return session.scalars(
-        sa.select(Task.root_id).where(Task.state == TaskState.QUEUED, ~working).distinct()
-    ).all()
-
-
-def bound_to(session: orm.Session, agent_id: str) -> Sequence[Resource]:
-    """Root resources bound to an agent (host placement)."""
-    return session.scalars(
-        sa.select(Resource)
-        .where(Resource.agent_id == agent_id, Resource.parent_id.is_(None))
-        .order_by(Resource.id)
-    ).all()
-
-
-def roots_of(session: orm.Session, provider: str) -> Sequence[str]:
-    """The ids of every root resource of ``provider``."""
-    return session.scalars(
-        sa.select(Resource.id).where(Resource.provider == provider, Resource.parent_id.is_(None))
-    ).all()
-
-
-def undispatched(session: orm.Session, providers: Sequence[str]) -> Sequence[Task]:
-    """PENDING tasks of ``providers`` never published because no agent could
-    take them; rows another reaper holds are skipped."""
-    if not providers:
-        return []
-    unpublished = (
-        sa.select(Task)
-        .where(Task.provider.in_(list(providers)), Task.state == TaskState.PENDING, Task.pending_at.is_(None))
-        .with_for_update(skip_locked=True)
-    )
-    return session.scalars(unpublished).all()
-
-
-def newly_dead_agents(session: orm.Session, cutoff: datetime.datetime) -> Sequence[Agent]:
-    """Agents still marked alive whose last report is older than ``cutoff``;
-    rows another reaper holds are skipped, so each death is acted on once."""
-    return session.scalars(
-        sa.select(Agent)
-        .where(Agent.alive.is_(True), Agent.last_heartbeat < cutoff)
-        .order_by(Agent.id)
-        .with_for_update(skip_locked=True)
-    ).all()
