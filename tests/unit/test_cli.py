@@ -46,7 +46,7 @@ def test_create_with_wait_shows_progress_and_the_result(
     api_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = _run(
-        capsys, "-f", "json", "loadbalancer", "create", "--provider", "noop", "--name", "web", "--wait"
+        capsys, "loadbalancer", "create", "--provider", "noop", "--name", "web", "--wait", "-f", "json"
     )
     assert code == 0
     assert json.loads(out)["state"] == "SUCCEEDED"
@@ -109,19 +109,19 @@ def test_api_errors_are_printed_for_people(api_url: str, capsys: pytest.CaptureF
 
 def test_tasks_agents_and_providers_have_commands(api_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     _run(capsys, "loadbalancer", "create", "--provider", "noop", "--wait")
-    code, out, _ = _run(capsys, "-f", "value", "task", "list", "--state", "SUCCEEDED")
+    code, out, _ = _run(capsys, "task", "list", "--state", "SUCCEEDED", "-f", "value")
     assert code == 0 and "SUCCEEDED create loadbalancer" in out
-    code, out, _ = _run(capsys, "--roles", "admin", "-f", "yaml", "provider", "list")
+    code, out, _ = _run(capsys, "--roles", "admin", "provider", "list", "-f", "yaml")
     assert code == 0 and "name: noop" in out
     code, out, _ = _run(capsys, "--roles", "admin", "agent", "list")
     assert code == 0 and "agent-1" in out
 
 
 def test_columns_pick_the_fields_a_script_wants(api_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _run(capsys, "-f", "value", "-c", "id", "loadbalancer", "create", "--provider", "noop")
+    code, out, _ = _run(capsys, "loadbalancer", "create", "--provider", "noop", "-f", "value", "-c", "id")
     assert code == 0 and len(out.strip()) == 36 and " " not in out.strip()
     lb_id = out.strip()
-    code, out, _ = _run(capsys, "-f", "json", "-c", "id", "-c", "provider", "loadbalancer", "show", lb_id)
+    code, out, _ = _run(capsys, "loadbalancer", "show", lb_id, "-f", "json", "-c", "id", "-c", "provider")
     assert json.loads(out) == {"id": lb_id, "provider": "noop"}
 
 
@@ -130,7 +130,7 @@ def test_the_api_address_with_its_v1_works_and_help_says_when_the_api_cannot_be_
 ) -> None:
     monkeypatch.setenv("TETHER_URL", f"{api_url}/v1")
     code, out, _ = _run(
-        capsys, "-f", "value", "-c", "provider", "loadbalancer", "create", "--provider", "noop"
+        capsys, "loadbalancer", "create", "--provider", "noop", "-f", "value", "-c", "provider"
     )
     assert (code, out.strip()) == (0, "noop")
     monkeypatch.setenv("TETHER_URL", "http://127.0.0.1:9")  # nothing listens there
@@ -142,31 +142,74 @@ def test_the_api_address_with_its_v1_works_and_help_says_when_the_api_cannot_be_
 def test_delete_with_cascade_takes_the_tree_and_help_says_so(
     api_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, out, _ = _run(capsys, "-f", "value", "-c", "id", "loadbalancer", "create", "--provider", "noop")
+    _, out, _ = _run(capsys, "loadbalancer", "create", "--provider", "noop", "-f", "value", "-c", "id")
     lb_id = out.strip()
     code, out, _ = _run(
-        capsys, "-f", "value", "-c", "id", "pool", "create", "--loadbalancer-id", lb_id,
-        "--protocol", "TCP", "--lb-algorithm", "ROUND_ROBIN",
+        capsys, "pool", "create", "--loadbalancer-id", lb_id,
+        "--protocol", "TCP", "--lb-algorithm", "ROUND_ROBIN", "-f", "value", "-c", "id",
     )  # fmt: skip
     pool_id = out.strip()
     code, _, err = _run(capsys, "loadbalancer", "delete", lb_id)
     assert code == 1 and f"DELETE /v1/loadbalancers/{lb_id}?cascade=true" in err
     code, out, _ = _run(
         capsys,
+        "loadbalancer",
+        "delete",
+        lb_id,
+        "--cascade",
+        "--wait",
         "-f",
         "value",
         "-c",
         "state",
         "-c",
         "cascade",
-        "loadbalancer",
-        "delete",
-        lb_id,
-        "--cascade",
-        "--wait",
     )
-    assert (code, out.strip()) == (0, "SUCCEEDED True")
+    assert (code, out.split()) == (0, ["SUCCEEDED", "True"])
     code, _, err = _run(capsys, "pool", "show", pool_id)
     assert code == 1 and pool_id in err
     code, out, _ = _run(capsys, "loadbalancer", "delete", "--help")
     assert code == 0 and "--cascade" in out and "with everything under it" in " ".join(out.split())
+
+
+def test_output_options_follow_the_command_as_openstack_users_type_them(
+    api_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _run(
+        capsys,
+        "loadbalancer",
+        "create",
+        "--provider",
+        "fake",
+        "--name",
+        "web",
+        "--metadata",
+        "fake.fail=no",
+        "--wait",
+    )
+    code, out, _ = _run(capsys, "task", "list", "--state", "FAILED", "-f", "json")
+    assert code == 0
+    assert [t["state"] for t in json.loads(out)] == ["FAILED"]
+    # -c picks any field the items have, not only the table's default columns.
+    code, out, _ = _run(capsys, "loadbalancer", "list", "-f", "value", "-c", "provider", "-c", "name")
+    assert code == 0 and out.split() == ["web", "fake"]
+
+
+def test_bad_input_is_one_line_saying_what_to_type(api_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(
+        capsys, "loadbalancer", "create", "--provider", "noop", "--metadata", '{"a": "b"}', "-f", "json"
+    )
+    assert code == 0 and json.loads(out)["metadata"] == {"a": "b"}
+    for given in ("no-equals-sign", '{"a": '):
+        code, out, err = _run(capsys, "loadbalancer", "create", "--provider", "noop", "--metadata", given)
+        assert code == 1 and out == ""
+        assert len(err.strip().splitlines()) == 1, err
+        assert err.startswith("tether: --metadata") and "Traceback" not in err
+
+
+def test_shell_completion_knows_the_resource_commands(
+    api_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(capsys, "complete")
+    assert code == 0 and "_tether()" in out
+    assert all(word in out for word in ("loadbalancer", "task", "dead-letter", "reapply", "retry"))

@@ -13,7 +13,7 @@ class ApiError(Exception):
     """An error answer of the API, with the message it gave."""
 
     def __init__(self, status: int, message: str, request_id: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message + (f" (request {request_id})" if request_id else ""))
         self.status = status
         self.request_id = request_id
 
@@ -58,3 +58,11 @@ class Client:
         except urllib.error.URLError as exc:
             raise ApiError(0, f"cannot reach the tether API at {self.url}: {exc.reason}") from None
         return json.loads(raw) if raw else None
+
+
+def api(command: Any) -> Client:
+    """The API client of the app running a cliff ``command`` (made by the
+    app's ``initialize_app`` before any command runs)."""
+    client = command.app.client
+    assert isinstance(client, Client), "the app makes its client before any command runs"
+    return client

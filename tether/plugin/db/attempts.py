@@ -195,19 +195,24 @@ _DELETE_OUTBOX = sa.delete(Outbox).where(Outbox.task_id.in_(sa.bindparam("ids", 
 def for_claims(session: orm.Session, task_ids: Sequence[str]) -> dict[str, Any]:
     """The tasks of a claim batch, locked in id order (two batches cannot
     deadlock on PostgreSQL), by id."""
-    return {row.id: row for row in session.execute(_FOR_CLAIMS, {"ids": sorted(set(task_ids))}).all()}
+    return {
+        row.id: row for row in session.connection().execute(_FOR_CLAIMS, {"ids": sorted(set(task_ids))}).all()
+    }
 
 
 def for_results(session: orm.Session, task_ids: Sequence[str]) -> dict[str, Any]:
     """The tasks of a result batch, locked in id order, with ``open_attempt``:
     whether their current attempt's history row is still open."""
-    return {row.id: row for row in session.execute(_FOR_RESULTS, {"ids": sorted(set(task_ids))}).all()}
+    return {
+        row.id: row
+        for row in session.connection().execute(_FOR_RESULTS, {"ids": sorted(set(task_ids))}).all()
+    }
 
 
 def busy_trees(session: orm.Session, root_ids: Iterable[str]) -> set[str]:
     """Those of the trees with more than one unfinished task: finishing one
     of them dispatches the next."""
-    return set(session.scalars(_BUSY_TREES, {"ids": sorted(set(root_ids))}))
+    return set(session.connection().scalars(_BUSY_TREES, {"ids": sorted(set(root_ids))}))
 
 
 def delete_outbox(session: orm.Session, task_ids: Sequence[str]) -> None:
