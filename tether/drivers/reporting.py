@@ -28,8 +28,11 @@ def as_driver_error(exc: Exception, provider: str) -> DriverError:
     """``exc`` as the agent reports it: itself, or the driver bug it is."""
     if isinstance(exc, DriverError):
         return exc
+    # The exception's text stays in the agent's log: it may name what an API
+    # client should not see (management addresses, credentials in a URL).
     return DriverBug(
-        f"The {provider} driver failed unexpectedly ({type(exc).__name__}: {exc}); see the agent's log."
+        f"The {provider} driver failed unexpectedly ({type(exc).__name__}); the agent's log has the details.",
+        f"The {provider} driver failed unexpectedly ({type(exc).__name__}: {exc}).",
     )
 
 
