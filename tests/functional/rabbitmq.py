@@ -488,6 +488,9 @@ class RabbitMQNode:
             # production configs, blocks every publisher on a CI machine whose
             # free disk is smaller than its memory.
             "disk_free_limit.absolute = 50MB\n"
+            # Queue counters (list_queues) a second old at most, not five:
+            # tests watch them settle.
+            "collect_statistics_interval = 1000\n"
             "log.file.level = info\n"
             "log.console = false\n" + (self._tls_config() if self.tls else "")
         )

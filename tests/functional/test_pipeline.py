@@ -323,21 +323,30 @@ def test_rapid_updates_queue_behind_a_slow_change_and_reach_the_device_once(depl
 def test_a_long_device_operation_holds_no_unacked_message_while_the_device_works(
     deployment: Deployment, rabbitmq: RabbitMQNode
 ) -> None:
-    lb = _post(deployment, "loadbalancers", {"provider": "fake", "metadata": {"fake.operation_s": "15"}})
+    lb = _post(deployment, "loadbalancers", {"provider": "fake", "metadata": {"fake.operation_s": "8"}})
     vhost = deployment.transport_url.rsplit("/", 1)[1]
-    unacked, queues, task = None, "", {}
-    deadline = time.monotonic() + 12
-    # RabbitMQ refreshes queue counters every few seconds: watch them settle.
-    while time.monotonic() < deadline and unacked != 0:
+    queues, task, running_since, settled = "", {"state": "PENDING"}, None, False
+    deadline = time.monotonic() + 30
+    # RabbitMQ's queue counters (a second old at most here) of a moment the
+    # task was running, and after the counters caught up with its claim: no
+    # message ready, none unacked.
+    while time.monotonic() < deadline and not settled and task["state"] in ("PENDING", "RUNNING"):
         task = deployment.http.get(f"/v1/tasks/{lb['task']['id']}").json()
-        queues = rabbitmq.rabbitmqctl("-q", "list_queues", "-p", vhost, "name", "messages_unacknowledged")
-        counts = {line.split()[0]: line.split()[1] for line in queues.splitlines() if len(line.split()) == 2}
-        unacked = int(counts.get("tether.work.fake", "-1"))
-        time.sleep(0.5)
-    # The task was running when the broker was asked (a loaded machine's
-    # rabbitmqctl may take seconds), and no message was unacked by then.
-    assert unacked == 0, queues
-    assert task["state"] == "RUNNING" and "fake operation" in (task["progress"] or ""), task
+        if task["state"] == "RUNNING" and running_since is None:
+            running_since = time.monotonic()
+        queues = rabbitmq.rabbitmqctl(
+            "-q", "list_queues", "-p", vhost, "name", "messages_ready", "messages_unacknowledged"
+        )
+        counts = {line.split()[0]: line.split()[1:] for line in queues.splitlines() if len(line.split()) == 3}
+        settled = (
+            task["state"] == "RUNNING"
+            and running_since is not None
+            and time.monotonic() - running_since > 1.5
+            and counts.get("tether.work.fake") == ["0", "0"]
+        )
+        time.sleep(0.3)
+    assert settled, (task, queues)
+    assert "fake operation" in (task["progress"] or ""), task
     body = _wait_status(deployment, "loadbalancers", lb["id"], timeout=60)
     assert body["provisioning_status"] == "ACTIVE"
 
