@@ -66,6 +66,8 @@ OPTS: list[cfg.Opt] = [
 ]
 
 
+_NO_UDP = "HAProxy proxies TCP only, not UDP."
+
 #: Where Debian installs daemons, which the PATH of a user other than root
 #: (/usr/bin:/bin) leaves out.
 SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
@@ -98,13 +100,22 @@ class HaproxyDriver(Driver):
         {
             "operating_status",
             "stats",
-            # No UDP (HAProxy proxies TCP only). TERMINATED_HTTPS only with a certificate_dir.
-            AllowedValues("listener", "protocol", {"HTTP", "HTTPS", "TCP", "TERMINATED_HTTPS"}),
-            AllowedValues("pool", "protocol", {"HTTP", "HTTPS", "TCP", "PROXY"}),
-            # A backend is never disabled: only its members are.
-            AllowedValues("pool", "admin_state_up", {True}),
-            # HAProxy sends no ICMP (PING) and no UDP (UDP-CONNECT).
-            AllowedValues("healthmonitor", "type", checks.TYPES),
+            AllowedValues("listener", "protocol", {"HTTP", "HTTPS", "TCP", "TERMINATED_HTTPS"}, _NO_UDP),
+            AllowedValues("pool", "protocol", {"HTTP", "HTTPS", "TCP", "PROXY"}, _NO_UDP),
+            # A disabled backend would still report its servers up.
+            AllowedValues(
+                "pool",
+                "admin_state_up",
+                {True},
+                "Take a pool's members out of service instead (their admin_state_up).",
+            ),
+            AllowedValues(
+                "healthmonitor",
+                "type",
+                checks.TYPES,
+                "HAProxy sends no ICMP (PING) and no UDP (UDP-CONNECT); a TCP check tests the member's "
+                "port instead.",
+            ),
             # The first enabled monitor of a pool is its check.
             MaxChildren("pool", "healthmonitor", 1),
         }
@@ -133,7 +144,13 @@ class HaproxyDriver(Driver):
         if self.certificate_dir:
             return declared
         # Without a certificate directory there is nothing to terminate TLS with.
-        plain = AllowedValues("listener", "protocol", {"HTTP", "HTTPS", "TCP"})
+        plain = AllowedValues(
+            "listener",
+            "protocol",
+            {"HTTP", "HTTPS", "TCP"},
+            _NO_UDP + " TERMINATED_HTTPS needs a certificate directory its agents lack "
+            "([driver:haproxy] certificate_dir).",
+        )
         return Capabilities.of(
             [*declared.features, *(plain if c.key == plain.key else c for c in declared.constraints)],
             self.resource_types,
