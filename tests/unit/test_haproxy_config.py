@@ -222,6 +222,11 @@ def test_source_ip_persistence_works_in_a_tcp_pool_and_cookies_are_refused_there
         ("200,202", "http-check expect rstatus '^(200|202)$'"),
         ("200-204", "http-check expect rstatus '^(200|201|202|203|204)$'"),
         ("301,200-202,201", "http-check expect rstatus '^(301|200|201|202)$'"),
+        ("200-299,301-304,310-319", "http-check expect rstatus '^(2[0-9][0-9]|301|302|303|304|31[0-9])$'"),
+        (
+            "100-599",
+            "http-check expect rstatus '^(1[0-9][0-9]|2[0-9][0-9]|3[0-9][0-9]|4[0-9][0-9]|5[0-9][0-9])$'",
+        ),
     ],
 )
 def test_every_form_of_expected_codes_is_checked(

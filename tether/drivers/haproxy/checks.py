@@ -70,7 +70,25 @@ def expectation(codes: str | None) -> str:
         wanted += [code for code in range(first, last + 1) if code not in wanted]
     if len(wanted) == 1:
         return f"status {wanted[0]}"
-    return "rstatus " + word("^(" + "|".join(map(str, wanted)) + ")$")
+    return "rstatus " + word("^(" + "|".join(_patterns(wanted)) + ")$")
+
+
+def _patterns(codes: list[int]) -> list[str]:
+    """``codes`` as few regular expressions, so that a wide range stays a
+    short line (``200-299`` is ``2[0-9][0-9]``), in the order given."""
+    held = set(codes)
+    patterns: list[str] = []
+    for code in codes:
+        hundred, ten = code // 100 * 100, code // 10 * 10
+        if all(c in held for c in range(hundred, hundred + 100)):
+            pattern = f"{hundred // 100}[0-9][0-9]"
+        elif all(c in held for c in range(ten, ten + 10)):
+            pattern = f"{ten // 10}[0-9]"
+        else:
+            pattern = str(code)
+        if pattern not in patterns:
+            patterns.append(pattern)
+    return patterns
 
 
 def word(value: str) -> str:
