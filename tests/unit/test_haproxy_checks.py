@@ -1,5 +1,7 @@
-"""Health checks as a real HAProxy runs them: every form of expected_codes,
-checks over TLS, and what the driver declares it supports."""
+"""What haproxy.cfg says, as a real HAProxy does it: every form of
+expected_codes, checks over TLS, session persistence and member timeouts with
+traffic (TLS termination and inserted cookies: tests/functional/test_haproxy.py),
+and what the driver declares it supports."""
 
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -164,3 +169,103 @@ def test_monitor_types_haproxy_cannot_run_are_refused(
         .judge("healthmonitor", {"type": kind, "delay": 1, "timeout": 1, "max_retries": 1}, {})
     )
     assert (refusal is None) == supported
+
+
+class _Named:
+    """An HTTP server on loopback answering with its name, setting the
+    application's cookie ``JSESSIONID=<name>`` when the request has none, after
+    ``delay`` seconds."""
+
+    def __init__(self, name: str, delay: float = 0.0) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                time.sleep(delay)
+                body = name.encode()
+                self.send_response(200)
+                if "JSESSIONID" not in (self.headers.get("Cookie") or ""):
+                    self.send_header("Set-Cookie", f"JSESSIONID={name}")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # HAProxy hung up on a slow answer
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def servers() -> Iterator[list[_Named]]:
+    started = [_Named("a"), _Named("b"), _Named("slow", delay=1.0)]
+    yield started
+    for server in started:
+        server.server.shutdown()
+        server.server.server_close()
+
+
+def _serve(tmp_path: pathlib.Path, pool: dict[str, Any], listener: dict[str, Any], *servers: _Named) -> int:
+    """The port of a load balancer on loopback: one HTTP listener and a
+    round-robin pool of ``servers``."""
+    members = tuple(
+        Resource("member", f"m-{s.port}", "p", {"address": "127.0.0.1", "protocol_port": s.port}, "pool")
+        for s in servers
+    )
+    pool_attributes = {"protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN", **pool}
+    port = _free_port()
+    lb = Resource(
+        "loadbalancer",
+        "lb",
+        "p",
+        {"provider": "haproxy", "vip_address": "127.0.0.1"},
+        None,
+        (
+            Resource("listener", "l", "p", {"protocol": "HTTP", "protocol_port": port, **listener}, "lb"),
+            Resource("pool", "pool", "p", pool_attributes, "lb", members),
+        ),
+    )
+    _driver(tmp_path).create(Change("t", "create", 1, 1, None, lb, lb))
+    return port
+
+
+def _get(port: int, cookie: str | None = None) -> str:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/", headers={"Cookie": cookie} if cookie else {}
+    )
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return str(answer.read().decode())
+
+
+def test_app_cookie_keeps_a_client_on_the_member_that_set_it(
+    tmp_path: pathlib.Path, servers: list[_Named]
+) -> None:
+    persistence = {"type": "APP_COOKIE", "cookie_name": "JSESSIONID"}
+    port = _serve(tmp_path, {"session_persistence": persistence}, {}, *servers[:2])
+    first = _get(port)  # the member's answer sets JSESSIONID=<its name>, which HAProxy learns
+    assert {_get(port, f"JSESSIONID={first}") for _ in range(6)} == {first}
+    assert {_get(port) for _ in range(6)} == {"a", "b"}  # those without a cookie are spread
+
+
+def test_source_ip_keeps_a_client_address_on_one_member(
+    tmp_path: pathlib.Path, servers: list[_Named]
+) -> None:
+    port = _serve(tmp_path, {"session_persistence": {"type": "SOURCE_IP"}}, {}, *servers[:2])
+    assert len({_get(port) for _ in range(6)}) == 1
+
+
+def test_timeout_member_data_cuts_a_member_that_stays_silent(
+    tmp_path: pathlib.Path, servers: list[_Named]
+) -> None:
+    port = _serve(tmp_path, {}, {"timeout_member_data": 300}, servers[2])
+    # The member answers after a second; the default timeout (50 s) would have waited for it.
+    with pytest.raises(urllib.error.HTTPError) as answered:
+        _get(port)
+    answered.value.close()
+    assert answered.value.code == 504
