@@ -364,7 +364,14 @@ def _tls_sessions_and_monitor_port(deployment: Deployment, backends: list[Backen
     # TLS ends at the VIP, with the certificate the client's CA vouches for.
     trusting = ssl.create_default_context(cafile=None)
     ca.configure_trust(trusting)
-    name, cookie = eventually(lambda: _get(port, trusting), 20, "HTTPS answers through the VIP")
+
+    def answered() -> tuple[str, str | None] | None:
+        try:
+            return _get(port, trusting)
+        except OSError:
+            return None
+
+    name, cookie = eventually(answered, 20, "HTTPS answers through the VIP")
     assert name in {"backend-1", "backend-2"} and cookie is not None
     with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
         _get(port, ssl.create_default_context())
