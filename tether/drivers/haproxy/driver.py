@@ -36,7 +36,7 @@ from typing import Any
 
 from oslo_config import cfg
 
-from tether.common.capabilities import AllowedValues, Capabilities, MaxChildren
+from tether.common.capabilities import Capabilities
 from tether.common.states import OperatingStatus
 from tether.drivers.base import (
     Change,
@@ -47,7 +47,8 @@ from tether.drivers.base import (
     Resource,
     driver_group,
 )
-from tether.drivers.haproxy import checks, tls
+from tether.drivers.haproxy import tls
+from tether.drivers.haproxy.capabilities import DECLARED, current
 from tether.drivers.haproxy.config import render, stats_socket, usable
 from tether.drivers.haproxy.stats import read_stats
 from tether.drivers.lbaas_models import Loadbalancer
@@ -65,8 +66,6 @@ OPTS: list[cfg.Opt] = [
     ),
 ]
 
-
-_NO_UDP = "HAProxy proxies TCP only, not UDP."
 
 #: Where Debian installs daemons, which the PATH of a user other than root
 #: (/usr/bin:/bin) leaves out.
@@ -93,33 +92,8 @@ class HaproxyDriver(Driver):
     name = "haproxy"
     resource_types = frozenset({"loadbalancer", "listener", "pool", "member", "healthmonitor"})
     placement = "host"
-    #: What haproxy.cfg renders (config.py); what it would leave out or get
-    #: wrong is unsupported, so the plugin refuses it instead of a device
-    #: that quietly differs from the desired state.
-    capabilities = frozenset(
-        {
-            "operating_status",
-            "stats",
-            AllowedValues("listener", "protocol", {"HTTP", "HTTPS", "TCP", "TERMINATED_HTTPS"}, _NO_UDP),
-            AllowedValues("pool", "protocol", {"HTTP", "HTTPS", "TCP", "PROXY"}, _NO_UDP),
-            # A disabled backend would still report its servers up.
-            AllowedValues(
-                "pool",
-                "admin_state_up",
-                {True},
-                "Take a pool's members out of service instead (their admin_state_up).",
-            ),
-            AllowedValues(
-                "healthmonitor",
-                "type",
-                checks.TYPES,
-                "HAProxy sends no ICMP (PING) and no UDP (UDP-CONNECT); a TCP check tests the member's "
-                "port instead.",
-            ),
-            # The first enabled monitor of a pool is its check.
-            MaxChildren("pool", "healthmonitor", 1),
-        }
-    )
+    #: What HAProxy cannot do is refused at accept (capabilities.py).
+    capabilities = DECLARED
     # One configuration holds the tree: a subtree goes with one rewrite, not one per resource.
     deletes_tree = True
 
@@ -140,21 +114,7 @@ class HaproxyDriver(Driver):
         return OPTS
 
     def current_capabilities(self) -> Capabilities:
-        declared = Capabilities.of(self.capabilities, self.resource_types)
-        if self.certificate_dir:
-            return declared
-        # Without a certificate directory there is nothing to terminate TLS with.
-        plain = AllowedValues(
-            "listener",
-            "protocol",
-            {"HTTP", "HTTPS", "TCP"},
-            _NO_UDP + " TERMINATED_HTTPS needs a certificate directory its agents lack "
-            "([driver:haproxy] certificate_dir).",
-        )
-        return Capabilities.of(
-            [*declared.features, *(plain if c.key == plain.key else c for c in declared.constraints)],
-            self.resource_types,
-        )
+        return current(self.resource_types, self.certificate_dir)
 
     # -- the driver API ----------------------------------------------------
 
