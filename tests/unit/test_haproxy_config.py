@@ -186,6 +186,12 @@ def test_listeners_of_one_pool_that_disagree_on_a_member_timeout_are_refused_nam
             ],
             "",
         ),
+        (
+            # A cookie name may hold characters HAProxy's parser reads: quoted.
+            {"type": "APP_COOKIE", "cookie_name": "a#b$c"},
+            ["stick store-response 'res.cook(a#b$c)'", "stick match 'req.cook(a#b$c)'"],
+            "",
+        ),
     ],
 )
 def test_session_persistence(

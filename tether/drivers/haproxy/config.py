@@ -139,8 +139,8 @@ def _persistence(pool: Pool, mode: str) -> list[str]:
     if kind == "APP_COOKIE" and name:
         return [
             "    stick-table type string len 64 size 10k",
-            f"    stick store-response res.cook({name})",
-            f"    stick match req.cook({name})",
+            f"    stick store-response {checks.word(f'res.cook({name})')}",
+            f"    stick match {checks.word(f'req.cook({name})')}",
         ]
     raise InvalidConfiguration(
         f"pool {pool.id}: session_persistence {persistence!r} is not one HAProxy can keep; give type "
