@@ -1,5 +1,6 @@
 """Load balancing for real: the haproxy driver on host placement, with HTTP
-traffic through it, an agent host that dies, and a clean delete."""
+traffic through it, an agent host that dies, and a clean delete; TLS
+terminated at the VIP, sticky sessions and checks sent to a monitor port."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ import os
 import pathlib
 import signal
 import socket
+import ssl
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import trustme
 
 from .daemons import Database, Deployment, free_port
 from .pacing import eventually
@@ -113,6 +117,10 @@ def backends() -> Iterator[list[Backend]]:
 def test_traffic_follows_the_api_and_survives_the_death_of_its_host(
     rabbitmq: RabbitMQNode, database: Database, tmp_path: pathlib.Path, backends: list[Backend]
 ) -> None:
+    ca = trustme.CA()
+    certificates = tmp_path / "certificates"
+    certificates.mkdir()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(certificates / "vip.pem"))
     deployment = Deployment(
         tmp_path,
         rabbitmq,
@@ -121,6 +129,7 @@ def test_traffic_follows_the_api_and_survives_the_death_of_its_host(
         # Failure detection on the defaults: the load balancer must move within 10 s of its host's death.
         plugin_options={"providers": "noop,fake,haproxy"},
         agent_options={"providers": "haproxy", "status_interval": 1},
+        agent_sections={"driver:haproxy": {"certificate_dir": certificates}},
     )
     deployment.start()
     started = time.monotonic()
@@ -137,6 +146,10 @@ def test_traffic_follows_the_api_and_survives_the_death_of_its_host(
             30,
             "agents register",
         )
+        # While the plugin listens long enough to judge silence (below), the other features.
+        begun = time.monotonic()
+        _tls_sessions_and_monitor_port(deployment, backends, ca)
+        print(f"\n  TLS, sticky sessions and monitor_port checked in {time.monotonic() - begun:.1f} s")
         port = free_port()
         lb = _post(deployment, "loadbalancers", {"provider": "haproxy", "vip_address": "127.0.0.1"})
         assert lb["agent_id"] in {"agent-1", "agent-2"} and lb["host"]
@@ -300,3 +313,115 @@ def _listener(deployment: Deployment, lb_id: str) -> str:
     return str(
         deployment.http.get("/v1/listeners", params={"loadbalancer_id": lb_id}).json()["listeners"][0]["id"]
     )
+
+
+def _get(port: int, context: ssl.SSLContext, cookie: str | None = None) -> tuple[str, str | None]:
+    """A request over TLS to the VIP: the backend that answered, and the cookie it was given."""
+    request = urllib.request.Request(
+        f"https://127.0.0.1:{port}/", headers={"Cookie": cookie} if cookie else {}
+    )
+    with urllib.request.urlopen(request, timeout=2, context=context) as answer:
+        set_cookie = answer.headers.get("Set-Cookie")
+        return answer.read().decode(), set_cookie.split(";")[0] if set_cookie else None
+
+
+def _tls_sessions_and_monitor_port(deployment: Deployment, backends: list[Backend], ca: trustme.CA) -> None:
+    """A load balancer of its own, removed at the end: TLS terminated at
+    the VIP with ``vip.pem`` of the agents' certificate directory, which
+    ``ca`` signed; an inserted cookie keeping a client on its backend;
+    a check sent to a member's ``monitor_port``."""
+    port = free_port()
+    lb = _post(deployment, "loadbalancers", {"provider": "haproxy", "vip_address": "127.0.0.1"})
+    pool = _post(
+        deployment,
+        "pools",
+        {
+            "loadbalancer_id": lb["id"],
+            "protocol": "HTTP",
+            "lb_algorithm": "ROUND_ROBIN",
+            "session_persistence": {"type": "HTTP_COOKIE"},
+        },
+    )
+    _post(
+        deployment,
+        "listeners",
+        {
+            "loadbalancer_id": lb["id"],
+            "protocol": "TERMINATED_HTTPS",
+            "protocol_port": port,
+            "default_tls_container_ref": "vip.pem",
+            "default_pool_id": pool["id"],
+        },
+    )
+    members = [
+        _post(
+            deployment,
+            "members",
+            {"pool_id": pool["id"], "address": "127.0.0.1", "protocol_port": b.port, "name": b.name},
+        )
+        for b in backends[:2]
+    ]
+
+    # TLS ends at the VIP, with the certificate the client's CA vouches for.
+    trusting = ssl.create_default_context(cafile=None)
+    ca.configure_trust(trusting)
+
+    def answered() -> tuple[str, str | None] | None:
+        try:
+            return _get(port, trusting)
+        except OSError:
+            return None
+
+    name, cookie = eventually(answered, 20, "HTTPS answers through the VIP")
+    assert name in {"backend-1", "backend-2"} and cookie is not None
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        _get(port, ssl.create_default_context())
+
+    # The cookie keeps a client on its backend; clients without one are spread.
+    assert {_get(port, trusting, cookie)[0] for _ in range(10)} == {name}
+    assert {_get(port, trusting)[0] for _ in range(10)} == {"backend-1", "backend-2"}
+
+    # A certificate that is not there fails the listener, saying which and why.
+    response = deployment.http.post(
+        "/v1/listeners",
+        json={
+            "loadbalancer_id": lb["id"],
+            "protocol": "TERMINATED_HTTPS",
+            "protocol_port": free_port(),
+            "default_tls_container_ref": "absent.pem",
+        },
+    )
+    assert response.status_code == 202, response.text
+    failed = _settle(deployment, f"/v1/listeners/{response.json()['id']}")
+    assert failed["provisioning_status"] == "ERROR"
+    assert "default_tls_container_ref 'absent.pem': there is no such file" in failed["last_error"]
+
+    # Checks go to monitor_port: backend-2 still serves, but its checks find a closed port.
+    _post(
+        deployment,
+        "healthmonitors",
+        {
+            "pool_id": pool["id"],
+            "type": "HTTP",
+            "delay": 1,
+            "timeout": 1,
+            "max_retries": 1,
+            "max_retries_down": 1,
+        },
+    )
+    closed = free_port()
+    deployment.http.put(f"/v1/members/{members[1]['id']}", json={"monitor_port": closed})
+    _settle(deployment, f"/v1/members/{members[1]['id']}")
+    eventually(
+        lambda: (
+            deployment.http.get(f"/v1/members/{members[1]['id']}").json()["operating_status"] == "OFFLINE"
+        ),
+        20,
+        "the member whose monitor_port is closed goes OFFLINE",
+    )
+    assert deployment.http.get(f"/v1/members/{members[0]['id']}").json()["operating_status"] == "ONLINE"
+    assert {_get(port, trusting)[0] for _ in range(10)} == {"backend-1"}
+
+    path = f"/v1/loadbalancers/{lb['id']}"
+    assert deployment.http.delete(path, params={"cascade": "true"}).status_code == 202
+    assert _settle(deployment, path) == {"gone": True}

@@ -175,6 +175,23 @@ def test_the_widest_of_several_declarations_is_what_any_of_them_supports() -> No
     assert Capabilities.widest([old]) == old
 
 
+def test_a_reason_ends_the_message_travels_and_is_left_off_the_wire_when_none_is_given() -> None:
+    why = "HAProxy sends no ICMP."
+    declared = Capabilities.of([AllowedValues("healthmonitor", "type", {"TCP"}, why)])
+    assert _message(declared, "healthmonitor", {"type": "PING"}) == (
+        "healthmonitor type PING is not supported by provider acme (supported: TCP); use one of those, or "
+        "a provider that supports it. HAProxy sends no ICMP."
+    )
+    unsupported = Capabilities.of([UnsupportedAttribute("pool", "x", reason="Nothing reads it.")])
+    assert _message(unsupported, "pool", {"x": 1}).endswith("a provider that supports it. Nothing reads it.")
+    assert Capabilities.from_wire(declared.to_wire()) == declared
+    assert declared.to_wire()["constraints"][0]["reason"] == why
+    assert "reason" not in Capabilities.of([PROTOCOLS]).to_wire()["constraints"][0]
+    assert Capabilities.widest([declared, declared]) == declared
+    with pytest.raises(ValueError, match="a reason is a sentence of text"):
+        AllowedValues("pool", "x", {1}, 2)  # type: ignore[arg-type]
+
+
 def _change(resource: Resource, tree: Resource, operation: str = "create") -> Change:
     return Change(str(uuid.uuid4()), operation, 1, 1, None, resource, tree)
 

@@ -72,3 +72,88 @@ def test_a_format_jsonschema_has_no_check_for_is_ignored_by_both_validators() ->
     registry = Registry({"widget": widget})
     registry.validate(widget, {"provider": "noop", "tag": "anything"})
     assert registry._passes(widget, {"provider": "noop", "tag": "anything"})
+
+
+@pytest.mark.parametrize(
+    ("type_name", "body", "path", "message"),
+    [
+        (
+            "listener",
+            {"protocol": "TERMINATED_HTTPS", "protocol_port": 443},
+            "$.default_tls_container_ref",
+            "a TERMINATED_HTTPS listener needs default_tls_container_ref",
+        ),
+        (
+            "listener",
+            {"protocol": "HTTP", "protocol_port": 80, "default_tls_container_ref": "lb.pem"},
+            "$.default_tls_container_ref",
+            "default_tls_container_ref is only for TERMINATED_HTTPS listeners",
+        ),
+        (
+            "pool",
+            {
+                "protocol": "HTTP",
+                "lb_algorithm": "ROUND_ROBIN",
+                "session_persistence": {"type": "APP_COOKIE"},
+            },
+            "$.session_persistence.cookie_name",
+            "APP_COOKIE session persistence needs cookie_name",
+        ),
+        (
+            "pool",
+            {
+                "protocol": "HTTP",
+                "lb_algorithm": "ROUND_ROBIN",
+                "session_persistence": {"type": "HTTP_COOKIE", "cookie_name": "SRV"},
+            },
+            "$.session_persistence",
+            "cookie_name is only for APP_COOKIE session persistence",
+        ),
+        (
+            "healthmonitor",
+            {"type": "TCP", "delay": 1, "timeout": 1, "max_retries": 1, "url_path": "/"},
+            "$.url_path",
+            "http_method, url_path and expected_codes are only for HTTP and HTTPS health monitors",
+        ),
+    ],
+)
+def test_a_body_that_breaks_a_rule_between_attributes_is_refused_with_the_rules_words(
+    registry: Registry, type_name: str, body: dict[str, object], path: str, message: str
+) -> None:
+    rtype = registry[type_name]
+    assert rtype.parent_key is not None
+    with pytest.raises(InvalidInput) as info:
+        registry.validate(rtype, {rtype.parent_key: "parent", **body})
+    assert info.value.kwargs["path"] == path
+    assert info.value.msg.startswith(f"Invalid {type_name} at {path}: {message}")
+
+
+@pytest.mark.parametrize(
+    ("type_name", "body"),
+    [
+        (
+            "listener",
+            {"protocol": "TERMINATED_HTTPS", "protocol_port": 443, "default_tls_container_ref": "a.pem"},
+        ),
+        ("listener", {"protocol": "HTTPS", "protocol_port": 443, "default_tls_container_ref": None}),
+        (
+            "pool",
+            {
+                "protocol": "HTTP",
+                "lb_algorithm": "ROUND_ROBIN",
+                "session_persistence": {"type": "APP_COOKIE", "cookie_name": "JSESSIONID"},
+            },
+        ),
+        ("pool", {"protocol": "TCP", "lb_algorithm": "ROUND_ROBIN", "session_persistence": None}),
+        (
+            "healthmonitor",
+            {"type": "HTTPS", "delay": 1, "timeout": 1, "max_retries": 1, "expected_codes": "200-204,301"},
+        ),
+    ],
+)
+def test_a_body_that_keeps_the_rules_passes(
+    registry: Registry, type_name: str, body: dict[str, object]
+) -> None:
+    rtype = registry[type_name]
+    assert rtype.parent_key is not None
+    registry.validate(rtype, {rtype.parent_key: "parent", **body})

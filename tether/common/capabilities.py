@@ -9,6 +9,10 @@ A driver lists in its ``capabilities`` free-form feature names (e.g.
     MaxChildren(type, child_type, limit)     one resource of type holds at most limit child_types
     UnsupportedAttribute(type, attribute)    the attribute is absent, null or its type's default
 
+``AllowedValues`` and ``UnsupportedAttribute`` take a ``reason``: a sentence
+for the API user that ends the refusal's message (``reason="HAProxy sends no
+ICMP."``); a plugin older than the field ignores it.
+
 An attribute may name a member of an object attribute with a dot
 (``session_persistence.type``). Whatever no constraint names is supported
 in full: a driver that declares feature names only supports everything.
@@ -43,13 +47,17 @@ MAX_VALUES = 1000
 _MISSING = object()
 
 
-class _Constraint(msgspec.Struct, frozen=True, tag_field="kind"):
+class _Constraint(msgspec.Struct, frozen=True, tag_field="kind", omit_defaults=True):
     resource_type: Name
 
     @property
     def key(self) -> tuple[str, str]:
         """What the constraint is about: (resource type, attribute or child type)."""
         raise NotImplementedError
+
+    def _check_reason(self) -> None:
+        if not isinstance(getattr(self, "reason", ""), str):
+            raise ValueError(f"{self.resource_type}: a reason is a sentence of text, not {self!r}")
 
     def _check_names(self, *names: str) -> None:
         for name in (self.resource_type, *names):
@@ -65,9 +73,11 @@ class AllowedValues(_Constraint, frozen=True, tag="allowed_values"):
     attribute: Name
     #: any collection when declared; held as a frozenset
     values: Annotated[AbstractSet[Value], msgspec.Meta(min_length=1, max_length=MAX_VALUES)]
+    reason: Annotated[str, msgspec.Meta(max_length=1000)] = ""
 
     def __post_init__(self) -> None:
         self._check_names(self.attribute)
+        self._check_reason()
         values = frozenset(self.values)
         if not values or not all(isinstance(v, str | int) for v in values):
             raise ValueError(
@@ -129,9 +139,11 @@ class UnsupportedAttribute(_Constraint, frozen=True, tag="unsupported_attribute"
     """``attribute`` of ``resource_type`` must be absent, null or its type's default."""
 
     attribute: Name
+    reason: Annotated[str, msgspec.Meta(max_length=1000)] = ""
 
     def __post_init__(self) -> None:
         self._check_names(self.attribute)
+        self._check_reason()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -157,6 +169,10 @@ class Refusal:
     count: int = 0
 
     def message(self, provider: str) -> str:
+        reason = getattr(self.constraint, "reason", "")
+        return self._message(provider) + (f" {reason}" if reason else "")
+
+    def _message(self, provider: str) -> str:
         c = self.constraint
         if isinstance(c, AllowedValues):
             supported = ", ".join(_show(v) for v in _sorted(c.values))
@@ -343,7 +359,9 @@ def _widen(found: list[Constraint], declarations: int) -> list[Constraint]:
     allowed = [c for c in found if isinstance(c, AllowedValues)]
     if allowed and len(allowed) + len(unsupported) == declarations:
         values = frozenset[Value]().union(*(c.values for c in allowed))
-        widened.append(AllowedValues(allowed[0].resource_type, allowed[0].attribute, values))
+        widened.append(
+            AllowedValues(allowed[0].resource_type, allowed[0].attribute, values, allowed[0].reason)
+        )
     maxima = [c for c in found if isinstance(c, MaxValue)]
     if maxima and len(maxima) + len(unsupported) == declarations:
         widened.append(max(maxima, key=lambda c: c.limit))

@@ -21,6 +21,21 @@ _PORT: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 65535}
 # The standard formats, which clients and API testers know how to produce.
 _IP: dict[str, Any] = {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}
 
+
+def _persistence_is(kind: str) -> dict[str, Any]:
+    """A pool whose session persistence is of type ``kind``."""
+    return {
+        "properties": {
+            "session_persistence": {
+                "type": "object",
+                "properties": {"type": {"const": kind}},
+                "required": ["type"],
+            }
+        },
+        "required": ["session_persistence"],
+    }
+
+
 LOADBALANCER = ResourceType(
     name="loadbalancer",
     description="A virtual IP address and everything that serves traffic behind it.",
@@ -51,12 +66,58 @@ LISTENER = ResourceType(
             "description": "Maximum concurrent connections; -1 for no limit.",
         },
         "default_pool_id": {"type": ["string", "null"], "description": "Pool that gets the traffic."},
-        "timeout_client_data": {"type": "integer", "minimum": 0, "description": "Milliseconds."},
-        "timeout_member_data": {"type": "integer", "minimum": 0, "description": "Milliseconds."},
+        "default_tls_container_ref": {
+            "type": ["string", "null"],
+            "minLength": 1,
+            "maxLength": 1024,
+            # No control characters: a driver may write it into a device's configuration.
+            "pattern": "^[^\\x00-\\x1f\\x7f]*$",
+            "description": (
+                "The certificate a TERMINATED_HTTPS listener terminates TLS with: a reference the "
+                "provider resolves (for haproxy, a PEM file of certificate, chain and key under the "
+                "agent's [driver:haproxy] certificate_dir)."
+            ),
+        },
+        "timeout_client_data": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Milliseconds a client may stay silent.",
+        },
+        "timeout_member_connect": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Milliseconds a connection to a member may take to open.",
+        },
+        "timeout_member_data": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Milliseconds a member may stay silent.",
+        },
         "admin_state_up": _ADMIN_STATE_UP,
     },
     required=("protocol", "protocol_port"),
     immutable=frozenset({"protocol", "protocol_port"}),
+    rules=(
+        {
+            "if": {"properties": {"protocol": {"const": "TERMINATED_HTTPS"}}, "required": ["protocol"]},
+            "then": {
+                "required": ["default_tls_container_ref"],
+                "properties": {"default_tls_container_ref": {"type": "string"}},
+            },
+            "description": (
+                "a TERMINATED_HTTPS listener needs default_tls_container_ref, the certificate and key "
+                "it terminates TLS with."
+            ),
+        },
+        {
+            "if": {"properties": {"protocol": {"const": "TERMINATED_HTTPS"}}, "required": ["protocol"]},
+            "else": {"properties": {"default_tls_container_ref": {"type": "null"}}},
+            "description": (
+                "default_tls_container_ref is only for TERMINATED_HTTPS listeners (others pass TLS "
+                "through or serve none); leave it out."
+            ),
+        },
+    ),
 )
 
 POOL = ResourceType(
@@ -68,9 +129,19 @@ POOL = ResourceType(
         "lb_algorithm": {"enum": ["ROUND_ROBIN", "LEAST_CONNECTIONS", "SOURCE_IP"]},
         "session_persistence": {
             "type": ["object", "null"],
+            "description": (
+                "Keeps a client on one member: by its address (SOURCE_IP), by a cookie the load "
+                "balancer inserts (HTTP_COOKIE) or by the application's own cookie (APP_COOKIE, "
+                "named by cookie_name)."
+            ),
             "properties": {
                 "type": {"enum": ["SOURCE_IP", "HTTP_COOKIE", "APP_COOKIE"]},
-                "cookie_name": {"type": "string", "maxLength": 255},
+                # An HTTP token (RFC 6265): no space, separator or control character.
+                "cookie_name": {
+                    "type": "string",
+                    "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+                    "maxLength": 255,
+                },
             },
             "required": ["type"],
             "additionalProperties": False,
@@ -79,6 +150,24 @@ POOL = ResourceType(
     },
     required=("protocol", "lb_algorithm"),
     immutable=frozenset({"protocol"}),
+    rules=(
+        {
+            "if": _persistence_is("APP_COOKIE"),
+            "then": {"properties": {"session_persistence": {"required": ["cookie_name"]}}},
+            "description": (
+                "APP_COOKIE session persistence needs cookie_name: the application's cookie that ties "
+                "a client to a member."
+            ),
+        },
+        {
+            "if": _persistence_is("APP_COOKIE"),
+            "else": {"properties": {"session_persistence": {"properties": {"cookie_name": False}}}},
+            "description": (
+                "cookie_name is only for APP_COOKIE session persistence (SOURCE_IP needs no cookie, "
+                "HTTP_COOKIE inserts its own); leave it out."
+            ),
+        },
+    ),
 )
 
 MEMBER = ResourceType(
@@ -90,8 +179,10 @@ MEMBER = ResourceType(
         "protocol_port": _PORT,
         "weight": {"type": "integer", "minimum": 0, "maximum": 256, "default": 1},
         "backup": {"type": "boolean", "default": False},
-        "monitor_address": _IP,
-        "monitor_port": _PORT,
+        "monitor_address": _IP
+        | {"description": "Where health checks go instead of address (they need a health monitor)."},
+        "monitor_port": _PORT
+        | {"description": "Where health checks go instead of protocol_port (they need a health monitor)."},
         "admin_state_up": _ADMIN_STATE_UP,
     },
     required=("address", "protocol_port"),
@@ -108,11 +199,43 @@ HEALTHMONITOR = ResourceType(
         "timeout": {"type": "integer", "minimum": 1, "description": "Seconds a check may take."},
         "max_retries": {"type": "integer", "minimum": 1, "maximum": 10},
         "max_retries_down": {"type": "integer", "minimum": 1, "maximum": 10, "default": 3},
-        "http_method": {"enum": ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]},
-        "url_path": {"type": "string", "pattern": "^/[^\\x00]*$", "maxLength": 2048},
-        "expected_codes": {"type": "string", "pattern": "^[0-9]{3}([-,][0-9]{3})*$"},
+        "http_method": {
+            "enum": ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"],
+            "description": "HTTP and HTTPS monitors: the request's method (GET when not given).",
+        },
+        "url_path": {
+            "type": "string",
+            # No space or control character: it is the request line's target.
+            "pattern": "^/[\\x21-\\x7e]*$",
+            "maxLength": 2048,
+            "description": "HTTP and HTTPS monitors: the path requested (/ when not given).",
+        },
+        "expected_codes": {
+            "type": "string",
+            "pattern": "^[1-5][0-9]{2}(-[1-5][0-9]{2})?(,[1-5][0-9]{2}(-[1-5][0-9]{2})?)*$",
+            "description": (
+                "HTTP and HTTPS monitors: the statuses of a healthy member, a code (200), a list "
+                "(200,202) or a range (200-204), or several; 200 when not given."
+            ),
+        },
         "admin_state_up": _ADMIN_STATE_UP,
     },
     required=("type", "delay", "timeout", "max_retries"),
     immutable=frozenset({"type"}),
+    rules=(
+        {
+            "if": {"properties": {"type": {"enum": ["HTTP", "HTTPS"]}}, "required": ["type"]},
+            "else": {
+                "properties": {
+                    "http_method": {"type": "null"},
+                    "url_path": {"type": "null"},
+                    "expected_codes": {"type": "null"},
+                }
+            },
+            "description": (
+                "http_method, url_path and expected_codes are only for HTTP and HTTPS health monitors; "
+                "leave them out of a PING, TCP, TLS-HELLO or UDP-CONNECT monitor."
+            ),
+        },
+    ),
 )

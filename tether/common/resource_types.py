@@ -85,6 +85,17 @@ def _explain(error: jsonschema.ValidationError) -> str:
     return str(error.message)
 
 
+def _rule_path(error: jsonschema.ValidationError) -> str:
+    """Where a body breaks a rule: the attribute a rule requires and the
+    body lacks, or the value it refuses."""
+    required = error.validator_value
+    if error.validator == "required" and isinstance(error.instance, dict) and isinstance(required, list):
+        missing = next((k for k in required if k not in error.instance), None)
+        if isinstance(missing, str):
+            return f"{error.json_path}.{missing}"
+    return error.json_path
+
+
 @FORMAT_CHECKER.checks("ip-address", raises=ValueError)
 def _is_ip_address(value: object) -> bool:
     if isinstance(value, str):
@@ -104,6 +115,10 @@ class ResourceType:
         A child names its parent as ``<parent>_id``.
     :param immutable: attributes that cannot change after create.
     :param description: one sentence for the API reference.
+    :param rules: JSON Schemas the whole body meets besides each attribute's
+        own (one attribute that needs or excludes another), each with a
+        ``description`` that says what it asks of the API user: the message
+        of a body that breaks it. They go into the schema as ``allOf``.
     """
 
     name: str
@@ -112,6 +127,7 @@ class ResourceType:
     parent: str | None = None
     immutable: frozenset[str] = frozenset()
     description: str = ""
+    rules: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def collection(self) -> str:
@@ -146,6 +162,8 @@ class ResourceType:
             "required": required,
             "additionalProperties": False,
         }
+        if self.rules:
+            schema["allOf"] = [copy.deepcopy(dict(rule)) for rule in self.rules]
         _forbid_nul(schema)
         return schema
 
@@ -214,6 +232,10 @@ class Registry(Mapping[str, ResourceType]):
             error = jsonschema.exceptions.best_match(self._validators[rtype.name].iter_errors(body))
         except RecursionError as exc:
             raise InvalidInput(f"The {rtype.name} body is nested too deeply.") from exc
+        if error is not None and list(error.schema_path)[:1] == ["allOf"] and rtype.rules:
+            rule = rtype.rules[int(error.schema_path[1])]
+            path = _rule_path(error)
+            raise InvalidInput(f"Invalid {rtype.name} at {path}: {rule['description']}", path=path)
         if error is not None:
             raise InvalidInput(
                 f"Invalid {rtype.name} at {error.json_path}: {_explain(error)}",

@@ -53,9 +53,14 @@ class Listener(Model):
     connection_limit: int = -1
     #: Pool that gets the traffic.
     default_pool_id: str | None = None
-    #: Milliseconds.
+    #: The certificate a TERMINATED_HTTPS listener terminates TLS with: a reference the provider resolves (for
+    #: haproxy, a PEM file of certificate, chain and key under the agent's [driver:haproxy] certificate_dir).
+    default_tls_container_ref: str | None = None
+    #: Milliseconds a client may stay silent.
     timeout_client_data: int | None = None
-    #: Milliseconds.
+    #: Milliseconds a connection to a member may take to open.
+    timeout_member_connect: int | None = None
+    #: Milliseconds a member may stay silent.
     timeout_member_data: int | None = None
     #: False takes the resource out of service without deleting it.
     admin_state_up: bool = True
@@ -74,6 +79,8 @@ class Pool(Model):
     metadata: Mapping[str, str] | None = None
     protocol: str
     lb_algorithm: str
+    #: Keeps a client on one member: by its address (SOURCE_IP), by a cookie the load balancer inserts
+    #: (HTTP_COOKIE) or by the application's own cookie (APP_COOKIE, named by cookie_name).
     session_persistence: Mapping[str, Any] | None = None
     #: False takes the resource out of service without deleting it.
     admin_state_up: bool = True
@@ -99,8 +106,12 @@ class Healthmonitor(Model):
     timeout: int
     max_retries: int
     max_retries_down: int = 3
+    #: HTTP and HTTPS monitors: the request's method (GET when not given).
     http_method: str | None = None
+    #: HTTP and HTTPS monitors: the path requested (/ when not given).
     url_path: str | None = None
+    #: HTTP and HTTPS monitors: the statuses of a healthy member, a code (200), a list (200,202) or a range
+    #: (200-204), or several; 200 when not given.
     expected_codes: str | None = None
     #: False takes the resource out of service without deleting it.
     admin_state_up: bool = True
@@ -122,7 +133,9 @@ class Member(Model):
     protocol_port: int
     weight: int = 1
     backup: bool = False
+    #: Where health checks go instead of address (they need a health monitor).
     monitor_address: str | None = None
+    #: Where health checks go instead of protocol_port (they need a health monitor).
     monitor_port: int | None = None
     #: False takes the resource out of service without deleting it.
     admin_state_up: bool = True

@@ -12,7 +12,9 @@ configuration is rendered once without the subtree, or removed with it.
 Operating status and counters come from the stats socket and travel with the
 agent's state reports.
 
-Options (``[driver:haproxy]``): ``binary``, ``start_timeout``.
+Options (``[driver:haproxy]``): ``binary``, ``start_timeout``,
+``certificate_dir`` (where TERMINATED_HTTPS listeners' certificates are:
+see :mod:`tether.drivers.haproxy.tls`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any
 
 from oslo_config import cfg
 
-from tether.common.capabilities import AllowedValues, MaxChildren, UnsupportedAttribute
+from tether.common.capabilities import Capabilities
 from tether.common.states import OperatingStatus
 from tether.drivers.base import (
     Change,
@@ -45,6 +47,8 @@ from tether.drivers.base import (
     Resource,
     driver_group,
 )
+from tether.drivers.haproxy import tls
+from tether.drivers.haproxy.capabilities import DECLARED, current
 from tether.drivers.haproxy.config import render, stats_socket, usable
 from tether.drivers.haproxy.stats import read_stats
 from tether.drivers.lbaas_models import Loadbalancer
@@ -54,6 +58,12 @@ LOG = logging.getLogger(__name__)
 OPTS: list[cfg.Opt] = [
     cfg.StrOpt("binary", default="haproxy", help="The HAProxy executable."),
     cfg.FloatOpt("start_timeout", default=10.0, min=1, help="Seconds HAProxy may take to start or reload."),
+    cfg.StrOpt(
+        "certificate_dir",
+        help="The directory of the PEM files (certificate, chain and unencrypted key) that "
+        "TERMINATED_HTTPS listeners name in default_tls_container_ref, relative to it; the agent "
+        "must read them. Unset, TERMINATED_HTTPS listeners are refused.",
+    ),
 ]
 
 
@@ -82,29 +92,8 @@ class HaproxyDriver(Driver):
     name = "haproxy"
     resource_types = frozenset({"loadbalancer", "listener", "pool", "member", "healthmonitor"})
     placement = "host"
-    #: What haproxy.cfg renders (config.py); what it would leave out or get
-    #: wrong is unsupported, so the plugin refuses it instead of a device
-    #: that quietly differs from the desired state.
-    capabilities = frozenset(
-        {
-            "operating_status",
-            "stats",
-            # No UDP; TERMINATED_HTTPS would need certificates to terminate with.
-            AllowedValues("listener", "protocol", {"HTTP", "HTTPS", "TCP"}),
-            UnsupportedAttribute("listener", "timeout_member_data"),
-            # PROXY would need send-proxy on every server line.
-            AllowedValues("pool", "protocol", {"HTTP", "HTTPS", "TCP"}),
-            UnsupportedAttribute("pool", "session_persistence"),
-            # A backend is never disabled: only its members are.
-            AllowedValues("pool", "admin_state_up", {True}),
-            UnsupportedAttribute("member", "monitor_address"),
-            UnsupportedAttribute("member", "monitor_port"),
-            # PING and TLS-HELLO would be plain TCP checks, HTTPS one in clear text.
-            AllowedValues("healthmonitor", "type", {"HTTP", "TCP"}),
-            # The first enabled monitor of a pool is its check.
-            MaxChildren("pool", "healthmonitor", 1),
-        }
-    )
+    #: What HAProxy cannot do is refused at accept (capabilities.py).
+    capabilities = DECLARED
     # One configuration holds the tree: a subtree goes with one rewrite, not one per resource.
     deletes_tree = True
 
@@ -113,11 +102,19 @@ class HaproxyDriver(Driver):
         options = self.conf[driver_group(self.name)]
         self.binary = find_binary(options.binary)
         self.start_timeout = options.start_timeout
+        self.certificate_dir: str | None = options.certificate_dir
+        if not self.certificate_dir:
+            LOG.info("TERMINATED_HTTPS listeners are refused: [driver:haproxy] certificate_dir is not set")
+        elif not os.path.isdir(self.certificate_dir):
+            LOG.warning("[driver:haproxy] certificate_dir %s is not a directory (yet)", self.certificate_dir)
         self.base = os.path.join(os.path.expanduser(self.conf.state_path), "haproxy")
 
     @classmethod
     def list_opts(cls) -> list[cfg.Opt]:
         return OPTS
+
+    def current_capabilities(self) -> Capabilities:
+        return current(self.resource_types, self.certificate_dir)
 
     # -- the driver API ----------------------------------------------------
 
@@ -204,6 +201,7 @@ class HaproxyDriver(Driver):
         with self._locked(directory):
             config = os.path.join(directory, "haproxy.cfg")
             candidate = config + ".new"
+            tls.install(lb, directory, self.certificate_dir)
             with open(candidate, "w") as f:
                 f.write(render(tree, directory))
             checked = self._run("-c", "-f", candidate)
