@@ -12,7 +12,8 @@ configuration is rendered once without the subtree, or removed with it.
 Operating status and counters come from the stats socket and travel with the
 agent's state reports.
 
-Options (``[driver:haproxy]``): ``binary``, ``start_timeout``.
+Options (``[driver:haproxy]``): ``binary``, ``start_timeout``, and those of
+the VIP on the host's interface (:mod:`tether.drivers.haproxy.vip`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ from tether.drivers.base import (
     driver_group,
 )
 from tether.drivers.haproxy.config import render, stats_socket, usable
+from tether.drivers.haproxy.executables import find_executable
 from tether.drivers.haproxy.stats import read_stats
+from tether.drivers.haproxy.vip import OPTS as VIP_OPTS
+from tether.drivers.haproxy.vip import VipPlumbing
 from tether.drivers.lbaas_models import Loadbalancer
 
 LOG = logging.getLogger(__name__)
@@ -57,23 +61,9 @@ OPTS: list[cfg.Opt] = [
 ]
 
 
-#: Where Debian installs daemons, which the PATH of a user other than root
-#: (/usr/bin:/bin) leaves out.
-SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
-
-
 def find_binary(binary: str) -> str:
-    """The HAProxy executable ``binary`` names, looked for on PATH and then
-    in the sbin directories."""
-    search = os.pathsep.join([os.environ.get("PATH", os.defpath), *SBIN])
-    found = shutil.which(binary, path=search)
-    if found is None:
-        where = "" if os.sep in binary else f" on PATH or in {', '.join(SBIN)}"
-        raise InvalidConfiguration(
-            f"[driver:haproxy] binary {binary!r} is not installed{where}; install Debian's haproxy "
-            "package, or set [driver:haproxy] binary to its path."
-        )
-    return found
+    """The HAProxy executable ``binary`` names (:func:`find_executable`)."""
+    return find_executable(binary, "haproxy", "binary")
 
 
 class HaproxyDriver(Driver):
@@ -114,10 +104,11 @@ class HaproxyDriver(Driver):
         self.binary = find_binary(options.binary)
         self.start_timeout = options.start_timeout
         self.base = os.path.join(os.path.expanduser(self.conf.state_path), "haproxy")
+        self.vips = VipPlumbing.configured(options, self.base, self.conf.host)
 
     @classmethod
     def list_opts(cls) -> list[cfg.Opt]:
-        return OPTS
+        return [*OPTS, *VIP_OPTS]
 
     # -- the driver API ----------------------------------------------------
 
@@ -212,6 +203,7 @@ class HaproxyDriver(Driver):
                     f"HAProxy refused the configuration of load balancer {tree.id}: {_alert(checked.stderr)}",
                     operator_message=checked.stderr,
                 )
+            self.vips.hold(tree.id, lb.vip_address)  # before HAProxy binds it
             os.replace(candidate, config)
             with open(os.path.join(directory, "desired.json.new"), "w") as f:
                 json.dump(_flatten(tree), f)
@@ -245,6 +237,7 @@ class HaproxyDriver(Driver):
             return
         with self._locked(directory):
             _stop(_pids(directory))
+            self.vips.release(lb_id)
         with contextlib.suppress(OSError):
             os.unlink(stats_socket(directory))
         shutil.rmtree(directory, ignore_errors=True)
