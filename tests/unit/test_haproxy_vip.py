@@ -336,8 +336,14 @@ def test_the_driver_holds_the_vip_while_the_load_balancer_is_on_its_host(
         for tree in (first, second):
             driver.create(Change("t", "create", 1, 1, None, tree, tree))
         assert host.addresses().count(("127.0.0.2", 32)) == 1
+        assert {"lb-a", "lb-b"} <= set(driver.inventory())
+        # Removed by hand: the drift audit finds the trees missing, and a re-apply adds it back.
+        host.write({"interfaces": {INTERFACE: [["127.0.0.1", 8]]}})
+        assert not {"lb-a", "lb-b"} & set(driver.inventory())
+        driver.update(Change("t", "update", 2, 1, None, first, first))
+        assert ("127.0.0.2", 32) in host.addresses() and {"lb-a", "lb-b"} <= set(driver.inventory())
         # Deleted: it stays for the other load balancer that binds it ...
-        driver.delete(Change("t", "delete", 2, 1, None, first, first))
+        driver.delete(Change("t", "delete", 3, 1, None, first, first))
         assert ("127.0.0.2", 32) in host.addresses()
         # ... and goes when that one is rebound elsewhere and converge removes it here.
         driver.converge(keep=set(), written_before=float("inf"))

@@ -157,7 +157,8 @@ class HaproxyDriver(Driver):
         configuration is in place and whose HAProxy is running (or that has
         no listener to serve), its attributes as they were written. A load
         balancer whose process died or whose directory was removed is not
-        listed, so the audit finds its whole tree missing."""
+        listed, so the audit finds its whole tree missing; so is one whose
+        VIP was removed from the host."""
         held: dict[str, Mapping[str, Any]] = {}
         for lb_id in self._local():
             directory = os.path.join(self.base, lb_id)
@@ -169,6 +170,7 @@ class HaproxyDriver(Driver):
                     with open(os.path.join(directory, "desired.json")) as f:
                         written: dict[str, Any] = json.load(f)
                     running = "\nfrontend " not in config or bool(_pids(directory))
+                    running = running and self.vips.holds(lb_id)
             except (OSError, ValueError):
                 continue  # removed meanwhile: the next audit sees it
             if running:

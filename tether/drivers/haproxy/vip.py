@@ -178,6 +178,16 @@ class VipPlumbing:
             if held is not None:
                 self._drop(lb_id, held)
 
+    def holds(self, lb_id: str) -> bool:
+        """Does the host still have the address load balancer ``lb_id`` was
+        given? One removed by hand makes the drift audit find the tree
+        missing, and its repair adds it back."""
+        vip = self._read(lb_id)
+        try:
+            return vip is None or self._present(vip, "remove")
+        except DriverError:
+            return True  # cannot tell; the next audit asks again
+
     # -- the addresses ----------------------------------------------------------
 
     def _wanted(self, vip_address: str | None) -> Vip | None:
