@@ -276,8 +276,9 @@ class VipPlumbing:
         if vip.ipv6 or not self.announcements:
             return None  # no ARP in IPv6; unsolicited neighbour advertisements are not sent
         with self._announcing_lock:
+            self._announcing = {v: t for v, t in self._announcing.items() if t.is_alive()}
             running = self._announcing.get(vip)
-            if running is not None and running.is_alive():
+            if running is not None:
                 return running
             thread = threading.Thread(
                 target=self._arping, args=(vip,), name=f"arping {vip.address}", daemon=True
