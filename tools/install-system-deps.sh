@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the functional tests need (and, given the
 # argument "bench", the benchmark's wrk): Debian's rabbitmq-server (which pulls in Erlang),
-# postgresql and haproxy. The tests start their own private
+# postgresql, haproxy and iputils-arping. The tests start their own private
 # node from it (tests/functional/rabbitmq.py), so the packaged system service
 # is stopped and disabled: it would only hold port 5672, the default node name
 # and memory.
@@ -51,6 +51,15 @@ if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
     as_root apt-get update -qq
     as_root apt-get install -y -qq --no-install-recommends haproxy >/dev/null
     as_root service haproxy stop >/dev/null 2>&1 || true
+fi
+
+if ! command -v arping >/dev/null 2>&1 && [ ! -x /usr/sbin/arping ]; then
+    # The haproxy driver announces a VIP that moves to its host with
+    # gratuitous ARP; the VIP failover test checks a neighbour heard it.
+    echo "install-system-deps: installing iputils-arping" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq --no-install-recommends iputils-arping >/dev/null
 fi
 
 if ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; then

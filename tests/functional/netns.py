@@ -125,6 +125,21 @@ class Host:
         (those that either end has not given up on meanwhile)."""
         _ip("link", "set", self.port, "up")
 
+    def addresses(self) -> set[str]:
+        """The addresses of the host's ``eth0``."""
+        links = _ip_json("-n", self.name, "address", "show", "dev", self.interface)
+        return {a["local"] for link in links for a in link.get("addr_info", [])}
+
+    @property
+    def mac(self) -> str:
+        """The link-layer address of the host's ``eth0``."""
+        return str(_ip_json("-n", self.name, "link", "show", "dev", self.interface)[0]["address"])
+
+    def neighbour(self, address: str) -> str | None:
+        """The link-layer address this host's ARP cache holds for ``address``."""
+        entries = _ip_json("-n", self.name, "neigh", "show", address, "dev", self.interface)
+        return next((str(e["lladdr"]) for e in entries if e.get("lladdr")), None)
+
     @property
     def linked(self) -> bool:
         """Is the host's bridge port up?"""

@@ -1,10 +1,11 @@
 """Agents on separate hosts, and a host whose network link is cut.
 
 Three test hosts (network namespaces behind a bridge, see netns.py) each run
-one tether-agent; the plugin and a RabbitMQ node of this module's own run in
-the root namespace, on the bridge's address. The agents reach the plugin only
-through the broker: work and results over kombu, claims, progress and state
-reports over oslo.messaging RPC (tether/agent/ has no other client). The
+one tether-agent, and a fourth is a client with an HTTP backend; the plugin
+and a RabbitMQ node of this module's own run in the root namespace, on the
+bridge's address. The agents reach the plugin only through the broker: work
+and results over kombu, claims, progress and state reports over
+oslo.messaging RPC (tether/agent/ has no other client). The
 plugin's API listens on the root namespace's loopback, which no host can
 reach, so the test would fail if an agent needed it.
 
@@ -20,23 +21,34 @@ placements, and the test checks what an operator is promised:
 (d) when the cable is back, the agent rejoins, removes its stale copies of the
     moved roots from its own host and undoes nothing: no resource moves back
     or changes state, no task changes, and the journal of the drivers shows no
-    change applied by it after its return.
+    change applied by it after its return;
+(e) the VIP moves with its load balancer: an ``haproxy`` load balancer on the
+    cut host, its VIP an address of the test network that the agent adds to
+    its host's eth0 (``[driver:haproxy] vip_interface``), serves the client
+    through it before the cut; after, the agent it moves to adds the VIP and
+    announces it by gratuitous ARP, which the client's ARP cache shows before
+    the client sends anything (without the announcement the cache would
+    still name the cut host), and serves it again; the returning agent
+    removes the VIP from its host.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
+import os
 import pathlib
+import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
 
-from . import hostfake
+from . import dataplane, hostfake
 from .daemons import Database, Deployment
-from .netns import NetnsError, Network
+from .netns import Host, NetnsError, Network
 from .rabbitmq import RabbitMQNode
 
 pytestmark = pytest.mark.functional
@@ -44,6 +56,8 @@ pytestmark = pytest.mark.functional
 T = TypeVar("T")
 ADMIN = {"X-Roles": "admin"}
 VICTIM = "agent-2"
+#: The agents serving haproxy: an idle load balancer is bound to the first, the victim.
+HAPROXY_AGENTS = (VICTIM, "agent-3")
 
 # Failure detection, shortened so the whole story takes well under a minute
 # (docs/operating.md, "Tuning failure detection"):
@@ -63,8 +77,8 @@ LONG_BLOCKING_CALL = {"fake.delay_ms": "10000"}
 
 @pytest.fixture(scope="module")
 def network() -> Iterator[Network]:
-    """Three test hosts behind a bridge, removed at the end of the module."""
-    net = Network(hosts=3)
+    """Three agents' hosts and a client's behind a bridge, removed at the end of the module."""
+    net = Network(hosts=4)
     try:
         net.create()
     except NetnsError as exc:
@@ -193,12 +207,17 @@ def _agent_of_entry(cluster: Cluster, entry: dict[str, Any], histories: dict[str
     return histories[task_id].get(entry["attempt"], "?")
 
 
+def _served(client: Host, vip: str) -> bool:
+    """Does a request from ``client`` to the VIP reach the backend?"""
+    return dataplane.fetch(client, vip) == dataplane.ANSWER
+
+
 def _start(deployment: Deployment, network: Network, drivers: pathlib.Path) -> None:
     """The plugin here, agent-N on host N; all of them find the hostfake driver."""
     env = {"PYTHONPATH": hostfake.pythonpath(drivers)}
     deployment.migrate()
     deployment.start_plugin(env=env)
-    for agent, host in zip(deployment.agents, network.hosts, strict=True):
+    for agent, host in zip(deployment.agents, network.hosts[:3], strict=True):
         agent.argv = host.command(agent.argv)
         agent.start(env)
 
@@ -211,30 +230,46 @@ def test_a_host_cut_off_the_network_loses_its_work_to_the_others_and_rejoins_und
         tmp_path,
         node,
         database,
-        agents=len(network.hosts),
+        agents=3,
         agent_workers=4,
         broker_host=network.gateway,
         plugin_options={
-            "providers": f"fake,{hostfake.NAME}",
+            "providers": f"fake,{hostfake.NAME},haproxy",
             "agent_down_time": AGENT_DOWN_TIME,
             "reaper_interval": 0.5,
             "retry_backoff": 0.5,
             "retry_backoff_max": 2,
         },
         agent_options={
-            "providers": f"fake,{hostfake.NAME}",
+            "providers": f"fake,{hostfake.NAME},haproxy",
+            # Shared out among an agent's queues: 4 for each of its three.
+            "prefetch": 12,
             "report_interval": REPORT_INTERVAL,
             "rpc_timeout": 2,
         },
-        agent_sections={f"driver:{hostfake.NAME}": {"journal_path": journal}},
+        agent_sections={
+            f"driver:{hostfake.NAME}": {"journal_path": journal},
+            "driver:haproxy": {"vip_interface": "eth0"},
+        },
         sections={
             "messaging": {"heartbeat": AMQP_HEARTBEAT},
             "oslo_messaging_rabbit": {"heartbeat_timeout_threshold": RPC_HEARTBEAT},
         },
     )
     assert deployment.journal == journal
+    # Only the victim and agent-3 serve haproxy: a load balancer created while they are as loaded
+    # as each other lands on the victim. Each agent's consumer of the shared queue prefetches 4.
+    for agent in deployment.agents:
+        if agent.name not in HAPROXY_AGENTS:
+            ini = tmp_path / f"{agent.name}.ini"
+            ini.write_text(
+                ini.read_text().replace(",haproxy\n", "\n").replace("prefetch = 12\n", "prefetch = 8\n")
+            )
     cluster = Cluster(deployment)
-    victim_host = network.hosts[int(VICTIM.rsplit("-", 1)[1]) - 1]
+    victim_host, other_host, client = network.hosts[1:]
+    vip = dataplane.vip_of(network)
+    (tmp_path / "backend").mkdir()
+    backend = dataplane.start_backend(client, tmp_path / "backend")
     _start(deployment, network, tmp_path / "drivers")
     try:
         _eventually(
@@ -245,7 +280,7 @@ def test_a_host_cut_off_the_network_loses_its_work_to_the_others_and_rejoins_und
         # They really are on the other side of the bridge.
         vhost = deployment.transport_url.rsplit("/", 1)[1]
         peers = set(node.rabbitmqctl("-q", "list_connections", "-p", vhost, "peer_host").split())
-        assert {h.address for h in network.hosts} <= peers, peers
+        assert {h.address for h in network.hosts[:3]} <= peers, peers
 
         # Twelve host-placed roots, bound in turn: four on each agent.
         roots = [cluster.create(hostfake.NAME, f"host-{i}")["id"] for i in range(12)]
@@ -254,6 +289,27 @@ def test_a_host_cut_off_the_network_loses_its_work_to_the_others_and_rejoins_und
         on_victim = [i for i in roots if placed[i]["agent_id"] == VICTIM]
         assert len(on_victim) == 4, {i: lb["agent_id"] for i, lb in placed.items()}
         moved_long, moved_block, moved_idle, moved_late = on_victim
+
+        # (e) A load balancer on a VIP: bound to the victim (of the two haproxy agents, as loaded
+        # as each other, the first), which adds the VIP to its eth0 and serves the client through it.
+        vip_created = time.monotonic()
+        vip_lb, vip_member = dataplane.create_load_balancer(deployment.http, vip, client)
+
+        def vip_settled() -> tuple[dict[str, Any], dict[str, Any]] | None:
+            lb, member = cluster.lb(vip_lb), deployment.http.get(f"/v1/members/{vip_member}").json()
+            return (
+                None
+                if any(r["provisioning_status"].startswith("PENDING") for r in (lb, member))
+                else (lb, member)
+            )
+
+        vip_held, member = _eventually("the VIP's load balancer settles", vip_settled, 30)
+        assert (vip_held["provisioning_status"], member["provisioning_status"]) == ("ACTIVE", "ACTIVE")
+        assert vip_held["agent_id"] == VICTIM, vip_held
+        assert vip in victim_host.addresses() and vip not in other_host.addresses()
+        _eventually("the client reaches the VIP", lambda: _served(client, vip), 10)
+        assert client.neighbour(vip) == victim_host.mac
+        vip_serving = time.monotonic() - vip_created
 
         # Work in flight on the victim: a long device operation and a blocking
         # call on roots bound to it, and shared work that every agent takes a
@@ -304,7 +360,7 @@ def test_a_host_cut_off_the_network_loses_its_work_to_the_others_and_rejoins_und
         ), agents
 
         # (b) Its shared work, and (c) its roots, finish on the others.
-        everything = shared + on_victim
+        everything = [*shared, *on_victim, vip_lb]
         done = _eventually(
             "the victim's work finishes elsewhere",
             lambda: cluster.settled(everything),
@@ -337,6 +393,17 @@ def test_a_host_cut_off_the_network_loses_its_work_to_the_others_and_rejoins_und
             task = cluster.task(task_id)
             assert task["state"] in ("SUCCEEDED", "SUPERSEDED"), task
             assert task["state"] == "SUPERSEDED" or task["agent_id"] != VICTIM, task
+        # (e) The VIP moved with its load balancer: its new agent added it and announced it, and
+        # the client's ARP cache names the new host before the client has sent it anything.
+        assert done[vip_lb]["agent_id"] == "agent-3", done[vip_lb]
+        assert vip in other_host.addresses()
+        _eventually(
+            "the client's ARP cache names the VIP's new host",
+            lambda: client.neighbour(vip) == other_host.mac,
+            5,
+            explain=lambda: f"{client.neighbour(vip)} (the cut host: {victim_host.mac})",
+        )
+        _eventually("the client reaches the VIP on its new host", lambda: _served(client, vip), 5)
 
         # What the cluster looks like now is what must stay.
         lbs_before = cluster.lbs()
@@ -361,6 +428,9 @@ def test_a_host_cut_off_the_network_loses_its_work_to_the_others_and_rejoins_und
             return gone >= set(on_victim)
 
         _eventually(f"{VICTIM} removes its copies of the moved roots", removed_stale_copies, 30)
+        _eventually(f"{VICTIM} removes the VIP from its host", lambda: vip not in victim_host.addresses(), 30)
+        vip_released = time.monotonic() - restored
+        assert client.neighbour(vip) == other_host.mac and _served(client, vip)
 
         # ... and has dealt with everything it held: nothing in flight, and its
         # own queue (the moved roots' stale messages) drained.
@@ -402,7 +472,9 @@ def test_a_host_cut_off_the_network_loses_its_work_to_the_others_and_rejoins_und
         print(
             f"\n  {VICTIM} declared dead {declared_dead:.1f} s after its link was cut; its work done "
             f"elsewhere after {recovered:.1f} s; alive again {rejoined:.1f} s after the link returned, "
-            f"its queue drained after {drained:.1f} s"
+            f"its queue drained after {drained:.1f} s; the VIP's load balancer served {vip_serving:.1f} s "
+            f"after its create, its VIP was removed from {VICTIM}'s host {vip_released:.1f} s after the "
+            "link returned"
         )
     except BaseException:
         print(deployment.logs())
@@ -410,5 +482,12 @@ def test_a_host_cut_off_the_network_loses_its_work_to_the_others_and_rejoins_und
     finally:
         if not victim_host.linked:
             victim_host.restore()
+        backend.kill()
+        backend.wait(10)
         codes = deployment.stop()
+        # HAProxy outlives its agent, as it would on a real host; not the test.
+        for pidfile in tmp_path.glob("agent-*/haproxy/*/haproxy.pid"):
+            for pid in pidfile.read_text().split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
     assert set(codes.values()) == {0}, f"a daemon did not stop cleanly: {codes}\n{deployment.logs()}"

@@ -7,7 +7,7 @@ import pathlib
 import pytest
 
 from tether.drivers.base import InvalidConfiguration
-from tether.drivers.haproxy import driver
+from tether.drivers.haproxy import driver, executables
 
 
 def test_haproxy_is_found_in_sbin_with_a_users_path(
@@ -18,7 +18,7 @@ def test_haproxy_is_found_in_sbin_with_a_users_path(
     binary = sbin / "haproxy"
     binary.write_text("#!/bin/sh\n")
     binary.chmod(0o755)
-    monkeypatch.setattr(driver, "SBIN", (str(sbin),))
+    monkeypatch.setattr(executables, "SBIN", (str(sbin),))
     # Debian's PATH for users other than root.
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     assert driver.find_binary("haproxy") == str(binary)

@@ -14,7 +14,8 @@ agent's state reports.
 
 Options (``[driver:haproxy]``): ``binary``, ``start_timeout``,
 ``certificate_dir`` (where TERMINATED_HTTPS listeners' certificates are:
-see :mod:`tether.drivers.haproxy.tls`).
+see :mod:`tether.drivers.haproxy.tls`), and those of the VIP on the host's
+interface (:mod:`tether.drivers.haproxy.vip`).
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ from tether.drivers.base import (
 from tether.drivers.haproxy import tls
 from tether.drivers.haproxy.capabilities import DECLARED, current
 from tether.drivers.haproxy.config import render, stats_socket, usable
+from tether.drivers.haproxy.executables import find_executable
 from tether.drivers.haproxy.stats import read_stats
+from tether.drivers.haproxy.vip import OPTS as VIP_OPTS
+from tether.drivers.haproxy.vip import VipPlumbing
 from tether.drivers.lbaas_models import Loadbalancer
 
 LOG = logging.getLogger(__name__)
@@ -67,23 +71,9 @@ OPTS: list[cfg.Opt] = [
 ]
 
 
-#: Where Debian installs daemons, which the PATH of a user other than root
-#: (/usr/bin:/bin) leaves out.
-SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
-
-
 def find_binary(binary: str) -> str:
-    """The HAProxy executable ``binary`` names, looked for on PATH and then
-    in the sbin directories."""
-    search = os.pathsep.join([os.environ.get("PATH", os.defpath), *SBIN])
-    found = shutil.which(binary, path=search)
-    if found is None:
-        where = "" if os.sep in binary else f" on PATH or in {', '.join(SBIN)}"
-        raise InvalidConfiguration(
-            f"[driver:haproxy] binary {binary!r} is not installed{where}; install Debian's haproxy "
-            "package, or set [driver:haproxy] binary to its path."
-        )
-    return found
+    """The HAProxy executable ``binary`` names (:func:`find_executable`)."""
+    return find_executable(binary, "haproxy", "binary")
 
 
 class HaproxyDriver(Driver):
@@ -108,10 +98,11 @@ class HaproxyDriver(Driver):
         elif not os.path.isdir(self.certificate_dir):
             LOG.warning("[driver:haproxy] certificate_dir %s is not a directory (yet)", self.certificate_dir)
         self.base = os.path.join(os.path.expanduser(self.conf.state_path), "haproxy")
+        self.vips = VipPlumbing.configured(options, self.base, self.conf.host)
 
     @classmethod
     def list_opts(cls) -> list[cfg.Opt]:
-        return OPTS
+        return [*OPTS, *VIP_OPTS]
 
     def current_capabilities(self) -> Capabilities:
         return current(self.resource_types, self.certificate_dir)
@@ -163,7 +154,8 @@ class HaproxyDriver(Driver):
         configuration is in place and whose HAProxy is running (or that has
         no listener to serve), its attributes as they were written. A load
         balancer whose process died or whose directory was removed is not
-        listed, so the audit finds its whole tree missing."""
+        listed, so the audit finds its whole tree missing; so is one whose
+        VIP was removed from the host."""
         held: dict[str, Mapping[str, Any]] = {}
         for lb_id in self._local():
             directory = os.path.join(self.base, lb_id)
@@ -175,6 +167,7 @@ class HaproxyDriver(Driver):
                     with open(os.path.join(directory, "desired.json")) as f:
                         written: dict[str, Any] = json.load(f)
                     running = "\nfrontend " not in config or bool(_pids(directory))
+                    running = running and self.vips.holds(lb_id)
             except (OSError, ValueError):
                 continue  # removed meanwhile: the next audit sees it
             if running:
@@ -210,6 +203,7 @@ class HaproxyDriver(Driver):
                     f"HAProxy refused the configuration of load balancer {tree.id}: {_alert(checked.stderr)}",
                     operator_message=checked.stderr,
                 )
+            self.vips.hold(tree.id, lb.vip_address)  # before HAProxy binds it
             os.replace(candidate, config)
             with open(os.path.join(directory, "desired.json.new"), "w") as f:
                 json.dump(_flatten(tree), f)
@@ -243,6 +237,7 @@ class HaproxyDriver(Driver):
             return
         with self._locked(directory):
             _stop(_pids(directory))
+            self.vips.release(lb_id)
         with contextlib.suppress(OSError):
             os.unlink(stats_socket(directory))
         shutil.rmtree(directory, ignore_errors=True)
