@@ -15,8 +15,7 @@ import kombu
 import pytest
 from oslo_config import cfg
 
-from tether.cmd import dead_letter_reader
-from tether.common import config, dead_lettering, transport
+from tether.common import config, dead_letter_reader, dead_lettering, transport
 from tether.common.publisher import Envelope, Publisher
 
 from .daemons import BIN, Deployment, free_port, write_ini
