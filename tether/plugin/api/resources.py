@@ -124,7 +124,7 @@ def router(api: Api, rtype: ResourceType) -> tuple[fastapi.APIRouter, Handler]:
         ctx = await caller(request, f"tether:{rtype.name}:create")
         return await creating(request, ctx, await json_body(request))
 
-    @r.get("", summary=f"List {rtype.collection}")
+    @r.get("", summary=f"List {rtype.collection}", openapi_extra=sync.LIST_PARAMETERS)
     def list_(request: fastapi.Request, ctx: RequestContext = allowed["list"]) -> dict[str, Any]:
         params = dict(request.query_params)
         query = pagination.parse(params, filters, api.default_limit, api.max_limit)

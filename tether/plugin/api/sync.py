@@ -13,6 +13,21 @@ from tether.plugin.api import views
 from tether.plugin.db import sync_queries
 from tether.plugin.db.models import Resource
 
+#: ``?in_sync=`` as the list operations declare it (read by :func:`wanted`, strictly).
+LIST_PARAMETERS: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "in_sync",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "enum": ["true", "false"]},
+            "description": "false: only the resources whose device may differ from what was asked "
+            "(a change in flight or failed, drift, a dead agent), each with out_of_sync saying why; "
+            "true: only the others.",
+        }
+    ]
+}
+
 
 def wanted(value: str | None) -> bool | None:
     """``?in_sync=true|false``, read strictly."""
