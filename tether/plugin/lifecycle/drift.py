@@ -28,7 +28,7 @@ from tether.common.states import IN_FLIGHT_TASK_STATES, ProvisioningStatus
 from tether.plugin.db import queries
 from tether.plugin.db.models import Agent, Resource, Task
 from tether.plugin.lifecycle.policy import Policy
-from tether.plugin.lifecycle.transitions import reapply
+from tether.plugin.lifecycle.reapplying import reapply
 
 LOG = logging.getLogger(__name__)
 

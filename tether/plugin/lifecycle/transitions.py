@@ -322,28 +322,6 @@ def new_task(
     )
 
 
-def reapply(
-    session: orm.Session,
-    policy: Policy,
-    resource: Resource,
-    reason: str,
-    request_id: str | None = None,
-    verb: str = "re-applies",
-) -> Task:
-    """Queue an update applying ``resource``'s desired state again, behind
-    whatever its tree has in flight: after its tree moved to another host (a
-    root's update carries the whole tree), to repair drift, or as an
-    operator asks."""
-    task = new_task(resource, Operation.UPDATE, request_id)
-    session.add(task)
-    if resource.provisioning_status in (ProvisioningStatus.ACTIVE, ProvisioningStatus.ERROR):
-        resource.provisioning_status = ProvisioningStatus.PENDING_UPDATE
-    session.flush()
-    LOG.info("task %s %s %s %s: %s", task.id, verb, resource.type, resource.id, reason)
-    advance(session, policy, resource.root_id)
-    return task
-
-
 def finish_cancelled(session: orm.Session, policy: Policy, task: Task) -> None:
     _finish(session, policy, task, TaskState.CANCELLED)
 
