@@ -167,3 +167,10 @@ def test_an_operator_retries_a_failed_change_and_reapplies_what_the_device_lost(
     assert held.exists()
     body = http.get(f"/v1/loadbalancers/{lb['id']}").json()
     assert (body["provisioning_status"], body["in_sync"], body["name"]) == ("ACTIVE", True, "b")
+    # The filter agrees with the field on this database too.
+    listed = http.get("/v1/loadbalancers", params={"limit": 1000}).json()["loadbalancers"]
+    for wanted in (True, False):
+        filtered = http.get("/v1/loadbalancers", params={"limit": 1000, "in_sync": str(wanted).lower()})
+        assert {r["id"] for r in filtered.json()["loadbalancers"]} == {
+            r["id"] for r in listed if r["in_sync"] is wanted
+        }
