@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import pathlib
 import subprocess
@@ -15,8 +16,7 @@ import kombu
 import pytest
 from oslo_config import cfg
 
-from tether.cmd import dead_letter_reader
-from tether.common import config, dead_lettering, transport
+from tether.common import config, dead_letter_reader, dead_lettering, transport
 from tether.common.publisher import Envelope, Publisher
 
 from .daemons import BIN, Deployment, free_port, write_ini
@@ -174,6 +174,14 @@ def _table_row(stdout: str, message_id: str) -> str:
     return row
 
 
+def _undated(letter: dict[str, Any]) -> dict[str, Any]:
+    """``letter`` without its time of death, once that is checked to be a
+    time of this day: tether's header or RabbitMQ's x-death."""
+    dead_at = datetime.datetime.fromisoformat(letter.pop("dead_at"))
+    assert abs(datetime.datetime.now(datetime.UTC) - dead_at) < datetime.timedelta(hours=1)
+    return letter
+
+
 def test_list_shows_tethers_own_dead_letters_with_their_reason_and_leaves_them_in_the_queue(
     rabbitmq: RabbitMQNode, broker: transport.Broker, ini: pathlib.Path
 ) -> None:
@@ -193,7 +201,7 @@ def test_list_shows_tethers_own_dead_letters_with_their_reason_and_leaves_them_i
 
     lines = _manage(ini, "list", "-f", "json")
     assert lines.returncode == 0, lines.stderr
-    assert [json.loads(line) for line in lines.stdout.splitlines()] == [
+    assert [_undated(json.loads(line)) for line in lines.stdout.splitlines()] == [
         {
             "position": 1,
             "message_id": garbled,
@@ -204,6 +212,7 @@ def test_list_shows_tethers_own_dead_letters_with_their_reason_and_leaves_them_i
             "size": 10,
             "preview": "\\x00 not json",
             "unreadable": None,
+            "queue": "tether.work.noop",
         },
         {
             "position": 2,
@@ -215,6 +224,7 @@ def test_list_shows_tethers_own_dead_letters_with_their_reason_and_leaves_them_i
             "size": len(work_body),
             "preview": work_body.decode(),
             "unreadable": None,
+            "queue": "tether.work.noop",
         },
     ]
 
@@ -325,7 +335,7 @@ def test_a_message_rabbitmq_dead_lettered_is_listed_with_rabbitmqs_reason_and_ca
 
         listed = _manage(ini, "list", "-f", "json")
         assert listed.returncode == 0, listed.stderr
-        assert [json.loads(line) for line in listed.stdout.splitlines()] == [
+        assert [_undated(json.loads(line)) for line in listed.stdout.splitlines()] == [
             {
                 "position": 1,
                 "message_id": message_id,
@@ -336,6 +346,7 @@ def test_a_message_rabbitmq_dead_lettered_is_listed_with_rabbitmqs_reason_and_ca
                 "size": len(body),
                 "preview": body.decode(),
                 "unreadable": None,
+                "queue": queue.name,
             }
         ]
         assert "RabbitMQ: delivery_limit" in _table_row(_manage(ini, "list").stdout, message_id)
@@ -516,3 +527,55 @@ def test_list_shows_a_bounded_preview_of_an_oversized_body_and_requeue_sends_it_
         assert back.body.encode() == body
         back.ack()
     _assert_holds(rabbitmq, DEAD_LETTER_QUEUE, [])
+
+
+def test_the_plugin_api_lists_replays_and_purges_dead_letters_on_the_broker(deployment: Deployment) -> None:
+    admin = {"X-Roles": "admin"}
+    broker = transport.Broker(_conf(deployment.transport_url))
+    with broker.connect() as connection:
+        broker.dead_letter_queue().bind(connection.default_channel).purge()
+    # Straight to the dead-letter queue, as an agent leaves them: the agents
+    # here would take them off tether.work.noop first.
+    for _ in range(2):
+        _dead_on_noop(broker, b"\x00 not json", "body is not JSON")
+    old = _dead_on_noop(broker, b'{"task": {"id": "t-1"}}', "message version 42 is unknown")
+    listed = deployment.http.get("/v1/dead-letters", headers=admin).json()
+    assert listed["total"] == 3
+    assert listed["groups"] == [
+        {"error": "body is not JSON", "count": 2},
+        {"error": "message version 42 is unknown", "count": 1},
+    ]
+    letter = next(d for d in listed["dead_letters"] if d["id"] == old)
+    assert (letter["queue"], letter["task_id"]) == ("tether.work.noop", "t-1")
+    replay = {"ids": [old], "reason": "agents upgraded"}
+    replayed = deployment.http.post("/v1/dead-letters/replay", json=replay, headers=admin).json()
+    assert replayed == {"replayed": 1, "left": [], "missing": [], "stopped": None}
+    purge = {"error": "body is not JSON"}
+    assert deployment.http.post("/v1/dead-letters/purge", json=purge, headers=admin).json() == {
+        "purged": 2,
+        "missing": [],
+    }
+    # The replayed one went back to its queue, where an agent dead-letters it again.
+
+    def dead_again() -> Any:
+        listed = deployment.http.get("/v1/dead-letters", headers=admin).json()["dead_letters"]
+        return [d["id"] for d in listed]
+
+    deadline = time.monotonic() + 30
+    while dead_again() != [old]:
+        assert time.monotonic() < deadline, dead_again()
+        time.sleep(0.2)
+
+
+def _dead_on_noop(broker: transport.Broker, body: bytes, reason: str) -> str:
+    message_id = uuid.uuid4().hex
+    headers = {
+        transport.DEAD_LETTER_REASON: reason,
+        transport.ORIGINAL_EXCHANGE: transport.WORK_EXCHANGE,
+        transport.ORIGINAL_ROUTING_KEY: "noop",
+    }
+    with broker.connect() as connection:
+        publisher = Publisher(connection, broker.confirm_timeout)
+        publisher.publish([Envelope(broker.dead_letter_exchange, "", body, message_id, headers)])
+        publisher.close()
+    return message_id

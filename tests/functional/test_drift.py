@@ -127,3 +127,50 @@ def test_the_walkthrough_in_drivers_md_runs_as_written(reporting: Deployment, tm
         ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{reporting.logs()}"
+
+
+def test_an_operator_retries_a_failed_change_and_reapplies_what_the_device_lost(
+    reporting: Deployment,
+) -> None:
+    http, admin = reporting.http, {"X-Roles": "admin"}
+
+    def finished(task: Any) -> Any:
+        return http.get(f"/v1/tasks/{task['id']}", params={"wait": 30}).json()
+
+    lb = http.post("/v1/loadbalancers", json={"provider": "fake", "name": "a"}).json()
+    assert finished(lb["task"])["state"] == "SUCCEEDED"
+    held = reporting.root / "fake-device" / f"{lb['id']}.json"
+    # The device's storage breaks: a directory where the configuration goes.
+    held.unlink()
+    held.mkdir()
+    update = http.put(f"/v1/loadbalancers/{lb['id']}", json={"name": "b"}).json()
+    failed = finished(update["task"])
+    assert failed["state"] == "FAILED", failed
+    held.rmdir()
+    retry = http.post(f"/v1/tasks/{failed['id']}/retry", json={"reason": "storage fixed"})
+    assert retry.status_code == 202, retry.text
+    assert finished(retry.json())["state"] == "SUCCEEDED"
+    assert json.loads(held.read_text())["attributes"]["name"] == "b"
+    # The device loses it; the audit finds it missing and lists it out of sync.
+    held.unlink()
+
+    def out_of_sync() -> Any:
+        listed = http.get("/v1/loadbalancers", params={"in_sync": "false"}).json()["loadbalancers"]
+        return [r["out_of_sync"] for r in listed if r["id"] == lb["id"]]
+
+    (why,) = eventually(out_of_sync, 30, "the audit finding it missing", reporting.logs)
+    assert why == {"reason": "drift", "detail": "missing on the device", "task": None}
+    reapply = http.post(f"/v1/loadbalancers/{lb['id']}/reapply", json={"reason": "lost"}, headers=admin)
+    assert reapply.status_code == 202, reapply.text
+    done = finished(reapply.json())
+    assert done["state"] == "SUCCEEDED" and [a["action"] for a in done["actions"]] == ["reapply"]
+    assert held.exists()
+    body = http.get(f"/v1/loadbalancers/{lb['id']}").json()
+    assert (body["provisioning_status"], body["in_sync"], body["name"]) == ("ACTIVE", True, "b")
+    # The filter agrees with the field on this database too.
+    listed = http.get("/v1/loadbalancers", params={"limit": 1000}).json()["loadbalancers"]
+    for wanted in (True, False):
+        filtered = http.get("/v1/loadbalancers", params={"limit": 1000, "in_sync": str(wanted).lower()})
+        assert {r["id"] for r in filtered.json()["loadbalancers"]} == {
+            r["id"] for r in listed if r["in_sync"] is wanted
+        }

@@ -32,6 +32,13 @@ ADMIN_ONLY = {
     ("PUT", "/v1/agents/{agent_id}"),
     ("GET", "/v1/providers"),
     ("GET", "/metrics"),
+    ("GET", "/v1/dead-letters"),
+    ("POST", "/v1/dead-letters/replay"),
+    ("POST", "/v1/dead-letters/purge"),
+    *(
+        ("POST", f"/v1/{collection}/{{resource_id}}/reapply")
+        for collection in ("loadbalancers", "listeners", "pools", "members", "healthmonitors")
+    ),
 }
 CHILD_BODIES: dict[str, tuple[str, dict[str, Any]]] = {
     "listeners": ("lb", {"protocol": "TCP", "protocol_port": 80}),
@@ -138,10 +145,19 @@ def test_another_projects_resources_and_tasks_answer_404_on_every_operation(
     filtered = api.get(f"/v1/listeners?loadbalancer_id={bobs['loadbalancers']}", headers=alice)
     assert filtered.json()["listeners"] == []
     task_url = f"/v1/tasks/{bob_task['id']}"
-    for method, url in (("GET", task_url), ("GET", task_url + "?wait=1"), ("POST", task_url + "/cancel")):
+    for method, url in (
+        ("GET", task_url),
+        ("GET", task_url + "?wait=1"),
+        ("POST", task_url + "/cancel"),
+        ("POST", task_url + "/retry"),
+    ):
         answer = api.request(method, url, headers=alice)
         assert answer.status_code == 404, (method, url, answer.text)
-    tried |= {("GET", "/v1/tasks/{task_id}"), ("POST", "/v1/tasks/{task_id}/cancel")}
+    tried |= {
+        ("GET", "/v1/tasks/{task_id}"),
+        ("POST", "/v1/tasks/{task_id}/cancel"),
+        ("POST", "/v1/tasks/{task_id}/retry"),
+    }
     assert api.get("/v1/tasks", headers=alice).json()["tasks"] == []
     assert api.get(f"/v1/tasks?resource_id={bobs['loadbalancers']}", headers=alice).json()["tasks"] == []
     tried |= {("GET", "/v1/tasks"), ("GET", "/v1")}
@@ -178,6 +194,8 @@ def test_an_admin_sees_and_changes_every_project(api: TestClient, tokens: dict[s
     for method, path in ADMIN_ONLY:
         url = path.replace("{agent_id}", "nobody")
         body = {"admin_state_up": False} if method == "PUT" else None
+        if method == "POST" and "dead-letters" in path:
+            body = {"all": True, "reason": "an admin may"}
         assert api.request(method, url, json=body, headers=admin).status_code in (200, 404), path
 
 

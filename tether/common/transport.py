@@ -23,6 +23,7 @@ Threading
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import itertools
 import logging
 import urllib.parse
@@ -54,6 +55,8 @@ DEAD_LETTER_QUEUE = "tether.dead-letter"
 DEAD_LETTER_REASON = "x-tether-dead-letter-reason"
 ORIGINAL_EXCHANGE = "x-tether-original-exchange"
 ORIGINAL_ROUTING_KEY = "x-tether-original-routing-key"
+#: When tether dead-lettered a message (ISO 8601 UTC).
+DEAD_LETTERED_AT = "x-tether-dead-lettered-at"
 #: The ``compression`` header of a dead letter's original, which kombu could not undo.
 ORIGINAL_COMPRESSION = "x-tether-original-compression"
 #: The header kombu reads to decompress a body (tether never sets it).
@@ -234,6 +237,7 @@ class Broker:
         # Where it came from, so that `tether-manage dead-letters requeue` can send it back.
         headers[ORIGINAL_EXCHANGE] = message.delivery_info.get("exchange") or ""
         headers[ORIGINAL_ROUTING_KEY] = message.delivery_info.get("routing_key") or ""
+        headers[DEAD_LETTERED_AT] = datetime.datetime.now(datetime.UTC).isoformat()
         return Envelope(
             exchange=self.dead_letter_exchange,
             routing_key=DEAD_LETTER_QUEUE,
@@ -291,6 +295,17 @@ class Broker:
         if dead_letter:
             arguments["x-dead-letter-exchange"] = DEAD_LETTER_EXCHANGE
         return arguments or None
+
+
+def queue_of(exchange: str, routing_key: str) -> str | None:
+    """The queue of tether's that ``exchange`` routes ``routing_key`` to; None for another's."""
+    if exchange == WORK_EXCHANGE:
+        return f"tether.work.{routing_key}"
+    if exchange == RESULTS_EXCHANGE:
+        return RESULTS_QUEUE
+    if exchange == CLAIMS_EXCHANGE:
+        return CLAIMS_QUEUE
+    return None
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:

@@ -2,14 +2,14 @@
 
 Three roles ship: ``reader`` reads its own project, ``member`` reads and
 changes its own project, ``admin`` reads and changes every project and
-manages agents and providers. Every operation of the API checks one rule
-(``tether:<resource type>:<action>``, ``tether:task:cancel``,
-``tether:agent:update``, ...); an operator overrides any of them in the
-policy file (``[oslo_policy] policy_file``, default ``policy.yaml`` beside
-the configuration), which oslo.policy reads again when it changes; a
-change takes effect within a second (decisions are remembered that long:
-oslo.policy looks at the file and evaluates the rule on every check, which
-cost more than the rest of an accept).
+manages agents, providers and dead letters. Every operation of the API
+checks one rule (``tether:<resource type>:<action>``, ``tether:task:retry``,
+``tether:agent:update``, ``tether:dead_letter:replay``, ...); an operator
+overrides any of them in the policy file (``[oslo_policy] policy_file``,
+default ``policy.yaml`` beside the configuration), which oslo.policy reads
+again when it changes; a change takes effect within a second (decisions
+are remembered that long: oslo.policy looks at the file and evaluates the
+rule on every check, which cost more than the rest of an accept).
 ``etc/tether/policy.yaml.sample`` lists them all.
 
 The project boundary itself is not a rule: queries only ever see the
@@ -39,6 +39,13 @@ _ACTIONS = (
     ("create", "POST", "/v1/{collection}", "rule:project_member", "Create a {name}"),
     ("update", "PUT", "/v1/{collection}/{{id}}", "rule:project_member", "Change a {name}"),
     ("delete", "DELETE", "/v1/{collection}/{{id}}", "rule:project_member", "Delete a {name}"),
+    (
+        "reapply",
+        "POST",
+        "/v1/{collection}/{{id}}/reapply",
+        "rule:admin",
+        "Apply a {name}'s desired state to its device again",
+    ),
 )
 
 
@@ -75,6 +82,9 @@ def base_rules() -> list[policy.RuleDefault]:
         _rule("tether:task:list", "rule:project_reader", "List tasks", "GET", "/v1/tasks"),
         _rule("tether:task:get", "rule:project_reader", "Show a task", "GET", "/v1/tasks/{id}"),
         _rule("tether:task:cancel", "rule:project_member", "Cancel a task", "POST", "/v1/tasks/{id}/cancel"),
+        _rule(
+            "tether:task:retry", "rule:project_member", "Retry a failed task", "POST", "/v1/tasks/{id}/retry"
+        ),
         _rule("tether:agent:list", "rule:admin", "List agents", "GET", "/v1/agents"),
         _rule("tether:agent:get", "rule:admin", "Show an agent", "GET", "/v1/agents/{id}"),
         _rule("tether:agent:update", "rule:admin", "Enable or disable an agent", "PUT", "/v1/agents/{id}"),
@@ -82,6 +92,21 @@ def base_rules() -> list[policy.RuleDefault]:
             "tether:provider:list", "rule:admin", "List providers and their backlog", "GET", "/v1/providers"
         ),
         _rule("tether:metrics", "rule:admin", "Read the Prometheus metrics", "GET", "/metrics"),
+        _rule("tether:dead_letter:list", "rule:admin", "List dead letters", "GET", "/v1/dead-letters"),
+        _rule(
+            "tether:dead_letter:replay",
+            "rule:admin",
+            "Send dead letters back where they came from",
+            "POST",
+            "/v1/dead-letters/replay",
+        ),
+        _rule(
+            "tether:dead_letter:purge",
+            "rule:admin",
+            "Delete dead letters for good",
+            "POST",
+            "/v1/dead-letters/purge",
+        ),
     ]
 
 

@@ -159,6 +159,8 @@ class Plugin(Core):
             check_callback=lambda url: callbacks.check_url(conf, url),
             auth=auth.from_conf(conf),
             policy=Policy(conf, self.registry.values()),
+            broker=self.broker,
+            wake_relay=wake_relay,
         )
         self.listener: waiters.Listener | None = None
         if self.notifies_finished:

@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import fastapi
+from sqlalchemy import orm
 
 from tether.common.capabilities import Capabilities
 from tether.common.exceptions import InvalidInput, NotFound
 from tether.common.states import TaskState
-from tether.plugin.api import views
+from tether.plugin import operator_actions
+from tether.plugin.api import actions, views
 from tether.plugin.api.deps import Api, JsonBody, authorized
-from tether.plugin.db import agent_queries
+from tether.plugin.context import RequestContext
+from tether.plugin.db import action_queries, agent_queries
 from tether.plugin.db.models import utcnow
+
+Updater = Annotated[RequestContext, authorized("tether:agent:update")]
+
+AGENT_UPDATE: dict[str, Any] = {
+    "type": "object",
+    "properties": {"admin_state_up": {"type": "boolean"}, "reason": actions.REASON},
+    "required": ["admin_state_up"],
+    "additionalProperties": False,
+}
+
+
+def _actions(session: orm.Session, agent_id: str) -> dict[str, Any]:
+    """Who enabled or disabled the agent lately, and why."""
+    return {"actions": [views.action(a) for a in action_queries.of_target(session, "agent", agent_id)]}
 
 
 def router(api: Api) -> fastapi.APIRouter:
@@ -29,28 +46,33 @@ def router(api: Api) -> fastapi.APIRouter:
     def show_agent(agent_id: str) -> dict[str, Any]:
         with api.reader() as session:
             row = agent_queries.get_agent(session, agent_id)
-        if row is None:
-            raise NotFound(kind="Agent", id=agent_id)
-        return views.agent(row, api.agents.alive(row))
+            if row is None:
+                raise NotFound(kind="Agent", id=agent_id)
+            return views.agent(row, api.agents.alive(row)) | _actions(session, agent_id)
 
     @r.put(
         "/v1/agents/{agent_id}",
         summary="Enable or disable an agent",
-        dependencies=[authorized("tether:agent:update")],
+        openapi_extra=actions.body_doc(AGENT_UPDATE, required=True),
     )
-    def update_agent(agent_id: str, body: JsonBody) -> dict[str, Any]:
-        if (
-            not isinstance(body, dict)
-            or set(body) != {"admin_state_up"}
-            or not isinstance(body["admin_state_up"], bool)
-        ):
-            raise InvalidInput('The body must be {"admin_state_up": true} or {"admin_state_up": false}.')
+    def update_agent(agent_id: str, ctx: Updater, body: JsonBody) -> dict[str, Any]:
+        if not isinstance(body, dict) or not isinstance(body.get("admin_state_up"), bool):
+            raise InvalidInput(
+                'The body must be {"admin_state_up": true} or {"admin_state_up": false}, '
+                'with a "reason" if you like.'
+            )
+        enable = body["admin_state_up"]
+        reason = actions.reason_of({k: v for k, v in body.items() if k != "admin_state_up"}, "agent")
         with api.sessionmaker.begin() as session:
             row = agent_queries.get_agent(session, agent_id)
             if row is None:
                 raise NotFound(kind="Agent", id=agent_id)
-            row.admin_state_up = body["admin_state_up"]
-            view = views.agent(row, api.agents.alive(row))
+            row.admin_state_up = enable
+            operator_actions.record(
+                session, ctx, "enable" if enable else "disable", "agent", agent_id, reason=reason
+            )
+            session.flush()
+            view = views.agent(row, api.agents.alive(row)) | _actions(session, agent_id)
         return view
 
     @r.get(

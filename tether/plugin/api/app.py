@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tether import __version__
 from tether.common import log
-from tether.plugin.api import agents, errors, health, metrics, resources, tasks
+from tether.plugin.api import actions, agents, dead_letters, errors, health, metrics, resources, tasks
 from tether.plugin.api.accept import CreateRoutes
 from tether.plugin.api.deps import Api, authorized
 
@@ -155,8 +155,11 @@ def create_app(api: Api, broker_ready: health.Probe = lambda: None) -> fastapi.F
     for rtype in api.registry.values():
         routes, creates[f"/v1/{rtype.collection}"] = resources.router(api, rtype)
         app.include_router(routes, responses=errors.RESPONSES)
+        app.include_router(actions.reapply_router(api, rtype), responses=errors.RESPONSES)
     app.include_router(tasks.router(api), responses=errors.RESPONSES)
+    app.include_router(actions.tasks_router(api), responses=errors.RESPONSES)
     app.include_router(agents.router(api), responses=errors.RESPONSES)
+    app.include_router(dead_letters.router(api), responses=errors.RESPONSES)
     app.include_router(metrics.router(api), responses=errors.RESPONSES)
     app.include_router(health.router(api, broker_ready))
     # Inside RequestId: the creates it serves carry request ids like the rest.

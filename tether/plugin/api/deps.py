@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tether.common.exceptions import InvalidInput, PayloadTooLarge
 from tether.common.resource_types import Registry
+from tether.common.transport import Broker
 from tether.plugin import callbacks
 from tether.plugin.agents import Registry as AgentRegistry
 from tether.plugin.auth import Authenticator, NoAuth
@@ -45,6 +46,10 @@ class Api:
     limiter: RateLimiter = dataclasses.field(default_factory=lambda: RateLimiter(0, 1))
     check_callback: Callable[[str], str] = lambda url: url
     auth: Authenticator = dataclasses.field(default_factory=NoAuth)
+    #: the broker, for the dead-letter queue; None where the API has none
+    broker: Broker | None = None
+    #: tells the outbox relay that a committed transaction left rows for it
+    wake_relay: Callable[[], None] = lambda: None
 
     def wait_param(self) -> Any:
         """``?wait=N``: answer once the task is finished, or after N seconds."""
@@ -107,7 +112,11 @@ def _context(api: Api, rule: str, headers: Mapping[str, str], request_id: str) -
     )
 
 
-async def json_body(request: fastapi.Request) -> Any:
+async def json_body(request: fastapi.Request, optional: bool = False) -> Any:
+    """The request's JSON body, checked against the API's bounds.
+
+    :param optional: an empty body is None instead of an error.
+    """
     api: Api = request.app.state.api
     limit = api.max_body_bytes
     declared = request.headers.get("Content-Length", "")
@@ -121,6 +130,8 @@ async def json_body(request: fastapi.Request) -> Any:
         chunks.append(chunk)
     raw = b"".join(chunks)
     if not raw.strip():
+        if optional:
+            return None
         raise InvalidInput("The request needs a JSON body.")
     try:
         body = json.loads(raw, parse_float=_number, parse_constant=_no_constant)
@@ -184,4 +195,10 @@ def _check_string(text: str, where: str, max_string: int) -> None:
         )
 
 
+async def _optional_json_body(request: fastapi.Request) -> Any:
+    return await json_body(request, optional=True)
+
+
 JsonBody = Annotated[Any, fastapi.Depends(json_body)]
+#: A JSON body, or None when the request has none.
+OptionalJsonBody = Annotated[Any, fastapi.Depends(_optional_json_body)]

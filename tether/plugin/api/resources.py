@@ -17,10 +17,10 @@ from tether.common.exceptions import InvalidInput, NotFound
 from tether.common.resource_types import ResourceType
 from tether.common.states import OperatingStatus, ProvisioningStatus, TaskState
 from tether.plugin import idempotency
-from tether.plugin.api import pagination, views
+from tether.plugin.api import pagination, sync, views
 from tether.plugin.api.deps import Api, JsonBody, authorized, caller, json_body
 from tether.plugin.context import RequestContext
-from tether.plugin.db import agent_queries, queries
+from tether.plugin.db import agent_queries, queries, sync_queries
 
 #: A change being written: its answer and Location once committed.
 Accepting = Future[tuple[dict[str, Any], str]]
@@ -36,6 +36,7 @@ def router(api: Api, rtype: ResourceType) -> tuple[fastapi.APIRouter, Handler]:
         "name": "name",
         "provisioning_status": "provisioning_status",
         "operating_status": "operating_status",
+        "in_sync": "in_sync",
     }
     if rtype.parent_key:
         filters[rtype.parent_key] = "parent_id"
@@ -123,26 +124,26 @@ def router(api: Api, rtype: ResourceType) -> tuple[fastapi.APIRouter, Handler]:
         ctx = await caller(request, f"tether:{rtype.name}:create")
         return await creating(request, ctx, await json_body(request))
 
-    @r.get("", summary=f"List {rtype.collection}")
+    @r.get("", summary=f"List {rtype.collection}", openapi_extra=sync.LIST_PARAMETERS)
     def list_(request: fastapi.Request, ctx: RequestContext = allowed["list"]) -> dict[str, Any]:
         params = dict(request.query_params)
         query = pagination.parse(params, filters, api.default_limit, api.max_limit)
         _check_enum(query.filters, "provisioning_status", ProvisioningStatus)
         _check_enum(query.filters, "operating_status", OperatingStatus)
+        wanted = sync.wanted(query.filters.pop("in_sync", None))
         with api.reader() as session:
             marker = None
             if query.marker:
                 marker = queries.get_resource(session, query.marker, ctx.project_filter, rtype.name)
                 if marker is None:
                     raise InvalidInput(f"marker {query.marker} is not a {rtype.name} you can see.")
-            rows = list(
-                queries.list_resources(
-                    session, rtype.name, ctx.project_filter, query.filters, query.limit, marker
-                )
+            rows = sync_queries.list_resources(
+                session, rtype.name, ctx.project_filter, query.filters, query.limit, marker, wanted
             )
+            shown = sync.views_of(session, rtype, rows)
         return {
-            rtype.collection: [views.resource(rtype, row) for row in rows],
-            "links": pagination.next_link(request.url.path, params, rows, query.limit),
+            rtype.collection: shown,
+            "links": pagination.next_link(request.url.path, params, [row for row, _ in rows], query.limit),
         }
 
     def read(resource_id: str, ctx: RequestContext) -> dict[str, Any]:
@@ -152,7 +153,7 @@ def router(api: Api, rtype: ResourceType) -> tuple[fastapi.APIRouter, Handler]:
                 raise NotFound(kind=rtype.name.capitalize(), id=resource_id)
             task = queries.latest_task(session, row.id)
             agent = agent_queries.get_agent(session, row.agent_id) if row.agent_id else None
-        view = views.resource(rtype, row)
+            view = sync.views_of(session, rtype, [(row, sync_queries.is_agent_dead(session, row))])[0]
         if agent is not None:
             view["host"] = agent.host
         if task is not None:

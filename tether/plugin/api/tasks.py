@@ -9,11 +9,11 @@ from starlette.concurrency import run_in_threadpool
 
 from tether.common.exceptions import InvalidInput, NotFound
 from tether.common.states import TaskState
-from tether.plugin import cancellation
-from tether.plugin.api import pagination, views
-from tether.plugin.api.deps import Api, authorized
+from tether.plugin import cancellation, operator_actions
+from tether.plugin.api import actions, pagination, views
+from tether.plugin.api.deps import Api, OptionalJsonBody, authorized
 from tether.plugin.context import RequestContext
-from tether.plugin.db import queries
+from tether.plugin.db import action_queries, queries
 from tether.plugin.db.models import Callback
 
 #: query parameter -> column; ``task_state`` is the spelling of the original
@@ -65,7 +65,14 @@ def router(api: Api) -> fastapi.APIRouter:
             history = [views.attempt(a) for a in queries.attempts(session, row.id)]
             steps = [views.step(s) for s in queries.steps(session, row.id)]
             callback = session.get(Callback, row.id)
-        view = views.task(row) | {"history": history, "steps": steps}
+            actions = action_queries.of_task(session, row.id)
+        retry_of = next((a.target_id for a in actions if a.action == "retry" and a.task_id == row.id), None)
+        view = views.task(row) | {
+            "history": history,
+            "steps": steps,
+            "actions": [views.action(a) for a in actions],
+            "retry_of": retry_of,
+        }
         if row.callback_url:
             view["callback"] = views.callback(row.callback_url, callback)
         return view
@@ -82,10 +89,17 @@ def router(api: Api) -> fastapi.APIRouter:
         await api.waiters.wait(task_id, wait, finished)
         return await run_in_threadpool(read, task_id, ctx)
 
-    @r.post("/{task_id}/cancel", summary="Cancel a task no agent has started", status_code=200)
-    def cancel(task_id: str, ctx: Canceller) -> dict[str, Any]:
+    @r.post(
+        "/{task_id}/cancel",
+        summary="Cancel a task no agent has started",
+        status_code=200,
+        openapi_extra=actions.body_doc(actions.REASON_ONLY),
+    )
+    def cancel(task_id: str, ctx: Canceller, body: OptionalJsonBody) -> dict[str, Any]:
+        reason = actions.reason_of(body, "cancel")
         with api.sessionmaker.begin() as session:
             task = cancellation.cancel(session, api.changes.policy, ctx, task_id)
+            operator_actions.record(session, ctx, "cancel", "task", task_id, task_id=task_id, reason=reason)
             return views.task(task)
 
     return r

@@ -6,11 +6,22 @@ import datetime
 from typing import Any
 
 from tether.common.resource_types import COMMON_PROPERTIES, ResourceType
-from tether.common.states import ProvisioningStatus
-from tether.plugin.db.models import Agent, Callback, Resource, Task, TaskAttempt, TaskStep
+from tether.plugin.db import sync_queries
+from tether.plugin.db.models import (
+    Agent,
+    Callback,
+    OperatorAction,
+    Resource,
+    Task,
+    TaskAttempt,
+    TaskStep,
+)
 
 
-def resource(rtype: ResourceType, row: Resource, task: Task | None = None) -> dict[str, Any]:
+def resource(
+    rtype: ResourceType, row: Resource, task: Task | None = None, agent_dead: bool = False
+) -> dict[str, Any]:
+    """:param agent_dead: the agent the resource's tree is bound to was declared dead."""
     view: dict[str, Any] = {"id": row.id}
     if rtype.parent_key:
         view[rtype.parent_key] = row.parent_id
@@ -21,7 +32,7 @@ def resource(rtype: ResourceType, row: Resource, task: Task | None = None) -> di
         project_id=row.project_id,
         provisioning_status=row.provisioning_status,
         operating_status=row.operating_status,
-        in_sync=in_sync(row),
+        in_sync=sync_queries.is_in_sync(row, agent_dead),
         drift=row.drift,
         last_error=row.last_error,
         generation=row.generation,
@@ -45,16 +56,6 @@ def _attribute_names(rtype: ResourceType) -> list[str]:
     # building the schema: that deep-copies it, for every answer.
     names = dict.fromkeys([*COMMON_PROPERTIES, *rtype.properties])
     return [k for k in names if k != rtype.parent_key]
-
-
-def in_sync(row: Resource) -> bool:
-    """Does the device hold the latest desired generation, with nothing failed
-    since and no difference found by the drift audit?"""
-    return (
-        row.provisioning_status == ProvisioningStatus.ACTIVE
-        and row.applied_generation == row.generation
-        and row.drift is None
-    )
 
 
 def task(row: Task) -> dict[str, Any]:
@@ -146,4 +147,20 @@ def callback(url: str, row: Callback | None) -> dict[str, Any]:
         "attempts": row.attempts,
         "last_error": row.last_error,
         "delivered_at": _time(row.delivered_at),
+    }
+
+
+def action(row: OperatorAction) -> dict[str, Any]:
+    """Who asked for what by hand, and why."""
+    return {
+        "action": row.action,
+        "target_type": row.target_type,
+        "target_id": row.target_id,
+        "task_id": row.task_id,
+        "project_id": row.project_id,
+        "roles": row.roles,
+        "request_id": row.request_id,
+        "reason": row.reason,
+        "outcome": row.outcome,
+        "at": _time(row.created_at),
     }

@@ -319,3 +319,32 @@ class Callback(Base):
     delivered_at: orm.Mapped[datetime.datetime | None]
 
     __table_args__ = (sa.Index("ix_callbacks_state_next", "state", "next_attempt_at"),)
+
+
+class OperatorAction(Base):
+    """What someone asked for by hand (a cancel, a retry, a re-apply, an
+    agent disabled, dead letters replayed), who asked and why: the task
+    history's record of people, beside the tasks' own."""
+
+    __tablename__ = "operator_actions"
+
+    id: orm.Mapped[int] = orm.mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    #: cancel, retry, reapply, disable, enable, replay, purge
+    action: orm.Mapped[str] = orm.mapped_column(sa.String(32))
+    #: what it acted on: ``task``, ``agent``, ``dead-letters`` or a resource type
+    target_type: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+    target_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+    #: the task it made (retry, reapply) or ended (cancel)
+    task_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(36))
+    project_id: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    roles: orm.Mapped[list[str]] = orm.mapped_column(sa.JSON)
+    request_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(64))
+    reason: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+    #: what it did, where a task does not say (dead letters: counts)
+    outcome: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON(none_as_null=True))
+    created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow)
+
+    __table_args__ = (
+        sa.Index("ix_operator_actions_task_id", "task_id"),
+        sa.Index("ix_operator_actions_target", "target_type", "target_id"),
+    )

@@ -57,6 +57,7 @@ from tether.plugin.lifecycle.claiming import (
 )
 from tether.plugin.lifecycle.finished import FINISHED, FINISHED_METRICS
 from tether.plugin.lifecycle.policy import OPTS, Policy
+from tether.plugin.lifecycle.reapplying import reapply
 from tether.plugin.lifecycle.settling import settle_simply
 from tether.plugin.lifecycle.transitions import (
     abandon,
@@ -67,7 +68,6 @@ from tether.plugin.lifecycle.transitions import (
     finish_cancelled,
     fold_into_delete,
     new_task,
-    reapply,
     record_result,
     retry_or_fail,
     succeed,

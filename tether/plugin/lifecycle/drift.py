@@ -24,11 +24,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from tether.common.states import IN_FLIGHT_TASK_STATES, Operation, ProvisioningStatus
+from tether.common.states import IN_FLIGHT_TASK_STATES, ProvisioningStatus
 from tether.plugin.db import queries
 from tether.plugin.db.models import Agent, Resource, Task
 from tether.plugin.lifecycle.policy import Policy
-from tether.plugin.lifecycle.transitions import advance, new_task
+from tether.plugin.lifecycle.reapplying import reapply
 
 LOG = logging.getLogger(__name__)
 
@@ -144,16 +144,5 @@ def _repair(session: orm.Session, policy: Policy, resource: Resource) -> bool:
     )
     if busy:
         return False
-    task = new_task(resource, Operation.UPDATE)
-    session.add(task)
-    resource.provisioning_status = ProvisioningStatus.PENDING_UPDATE.value
-    session.flush()
-    LOG.info(
-        "task %s repairs %s %s: %s",
-        task.id,
-        resource.type,
-        resource.id,
-        (resource.drift or {}).get("summary"),
-    )
-    advance(session, policy, resource.root_id)
+    reapply(session, policy, resource, (resource.drift or {}).get("summary") or "drifted", verb="repairs")
     return True

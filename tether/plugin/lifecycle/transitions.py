@@ -322,18 +322,6 @@ def new_task(
     )
 
 
-def reapply(session: orm.Session, policy: Policy, root: Resource, reason: str) -> Task:
-    """Queue a full re-apply of ``root``'s tree (after it moved to another host)."""
-    task = new_task(root, Operation.UPDATE)
-    session.add(task)
-    if root.provisioning_status in (ProvisioningStatus.ACTIVE, ProvisioningStatus.ERROR):
-        root.provisioning_status = ProvisioningStatus.PENDING_UPDATE
-    session.flush()
-    LOG.info("task %s re-applies %s %s in full: %s", task.id, root.type, root.id, reason)
-    advance(session, policy, root.id)
-    return task
-
-
 def finish_cancelled(session: orm.Session, policy: Policy, task: Task) -> None:
     _finish(session, policy, task, TaskState.CANCELLED)
 

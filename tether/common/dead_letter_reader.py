@@ -1,10 +1,12 @@
 """One dead-lettered message, read defensively: its reason, where it came
-from, its task and the start of its body, whoever dead-lettered it and
-whatever it holds (see :mod:`tether.cmd.dead_letters`)."""
+from, when it died, its task and the start of its body, whoever
+dead-lettered it and whatever it holds (see
+:mod:`tether.common.dead_letter_queue`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -29,6 +31,10 @@ class DeadLetter:
     preview: str = ""
     #: Why the message could not be read as it should, if it could not.
     unreadable: str | None = None
+    #: The queue it was taken from, when known.
+    queue: str | None = None
+    #: When it was first dead-lettered (ISO 8601), when known.
+    dead_at: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         exchange, routing_key = self.origin or (None, None)
@@ -41,6 +47,8 @@ class DeadLetter:
             "size": self.size,
             "preview": self.preview,
             "unreadable": self.unreadable,
+            "queue": self.queue,
+            "dead_at": self.dead_at,
         }
 
 
@@ -85,21 +93,29 @@ def _describe(message: Any) -> DeadLetter:
         origin = _origin(
             headers.get(transport.ORIGINAL_EXCHANGE), headers.get(transport.ORIGINAL_ROUTING_KEY)
         )
+        queue = transport.queue_of(*origin) if origin else None
+        dead_at = _time(headers.get(transport.DEAD_LETTERED_AT))
     elif isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
         death = deaths[0]  # RabbitMQ puts the latest death first
         keys = death.get("routing-keys")
         keys = keys if isinstance(keys, list) else []
-        reason = f"RabbitMQ: {_text(death.get('reason'))} in queue {_text(death.get('queue'))}"
+        queue = _text(death.get("queue")) or None
+        reason = f"RabbitMQ: {_text(death.get('reason'))} in queue {_text(queue)}"
         origin = _origin(death.get("exchange"), keys[0] if keys else None)
+        first = deaths[-1]
+        dead_at = _time(first.get("time") if isinstance(first, dict) else None)
     elif "x-first-death-reason" in headers:
-        queue = headers.get("x-first-death-queue")
+        queue = _text(headers.get("x-first-death-queue")) or None
         reason = f"RabbitMQ: {_text(headers['x-first-death-reason'])} in queue {_text(queue)}"
         # Without x-death the routing key is lost, but the queue is known, and
         # the default exchange routes a queue's own name straight to it.
         origin = _origin("", queue)
+        dead_at = None
     else:
-        reason, origin = "unknown: no dead-letter header", None
+        reason, origin, queue, dead_at = "unknown: no dead-letter header", None, None, None
     return DeadLetter(
+        queue=queue,
+        dead_at=dead_at,
         message_id=str(message.properties.get("message_id") or ""),
         reason=reason,
         origin=origin,
@@ -141,6 +157,21 @@ def _task_id(body: bytes) -> str | None:
         return str(task["id"])
     task_id = data.get("task_id")
     return task_id if isinstance(task_id, str) else None
+
+
+def _time(value: object) -> str | None:
+    """A death's time as ISO 8601 UTC: an AMQP timestamp arrives as a
+    ``datetime`` (py-amqp) or seconds; tether's own header as text."""
+    if isinstance(value, datetime.datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+        return moment.isoformat()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return datetime.datetime.fromtimestamp(value, datetime.UTC).isoformat()
+        except (OverflowError, OSError, ValueError):
+            return None
+    text = _text(value)[:64]
+    return printable(text) or None
 
 
 def _text(value: object) -> str:
