@@ -213,3 +213,46 @@ def test_shell_completion_knows_the_resource_commands(
     code, out, _ = _run(capsys, "complete")
     assert code == 0 and "_tether()" in out
     assert all(word in out for word in ("loadbalancer", "task", "dead-letter", "reapply", "retry"))
+
+
+def test_an_operator_retries_a_failed_task_and_reapplies_a_resource(
+    api_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(
+        capsys, "loadbalancer", "create", "--provider", "fake", "--metadata", "fake.fail=disk full",
+        "--wait", "-f", "json",
+    )  # fmt: skip
+    failed = json.loads(out)
+    assert (code, failed["state"]) == (1, "FAILED")
+    code, out, _ = _run(capsys, "loadbalancer", "list", "--in-sync", "false", "-f", "value", "-c", "id")
+    assert (code, out.split()) == (0, [failed["resource_id"]])
+    code, out, err = _run(capsys, "task", "retry", failed["id"], "--reason", "disk replaced", "-f", "json")
+    retried = json.loads(out)
+    assert code == 0 and retried["retry_of"] == failed["id"] and retried["id"] != failed["id"], err
+    code, _, err = _run(capsys, "task", "retry", retried["id"])
+    assert code == 1 and "only a FAILED task can be retried" in err and len(err.splitlines()) == 1, err
+
+    _, out, _ = _run(
+        capsys, "loadbalancer", "create", "--provider", "noop", "-f", "value", "-c", "id", "--wait"
+    )
+    lb_id = json.loads(_run(capsys, "task", "show", out.strip(), "-f", "json")[1])["resource_id"]
+    code, out, err = _run(
+        capsys, "--roles", "admin", "loadbalancer", "reapply", lb_id, "--reason", "lost", "--wait",
+        "-f", "value", "-c", "state", "-c", "operation",
+    )  # fmt: skip
+    assert (code, out.split()) == (0, ["SUCCEEDED", "update"]), err
+
+
+def test_dead_letters_are_listed_grouped_and_purged_from_the_command_line(
+    api_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(capsys, "--roles", "admin", "dead-letter", "list", "--groups", "-f", "json")
+    assert (code, json.loads(out)) == (0, [])
+    code, out, _ = _run(capsys, "--roles", "admin", "dead-letter", "list")
+    assert code == 0 and "first_death_at" in out
+    code, out, _ = _run(
+        capsys, "--roles", "admin", "dead-letter", "purge", "--all", "--reason", "tidy", "-f", "json"
+    )
+    assert code == 0 and json.loads(out)
+    code, _, err = _run(capsys, "dead-letter", "list")
+    assert code == 1 and "tether: " in err  # admins only

@@ -26,7 +26,7 @@ class ListDeadLetters(Lister):
         answer = api(self).get("/v1/dead-letters")
         if parsed_args.groups:
             return output.many(answer["groups"], ["error", "count"], parsed_args)
-        columns = ["id", "queue", "error", "task_id", "first_death"]
+        columns = ["id", "queue", "error", "task_id", "first_death_at"]
         return output.many(answer["dead_letters"], columns, parsed_args)
 
 
