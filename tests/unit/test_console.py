@@ -1,0 +1,386 @@
+"""The web console: its pages, who sees what, why a resource is not settled,
+its actions through the API, and its live events."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from tests.unit.conftest import accepted, claim, finish, report
+from tether.common.messages import ReportedError
+from tether.plugin.console import caller
+from tether.plugin.console.events import LiveEvents
+from tether.plugin.console.tree import usual_seconds
+from tether.plugin.db.models import Task
+from tether.plugin.service import Plugin
+
+ADMIN = {"X-Project-Id": "ops", "X-Roles": "admin"}
+
+
+def node(html: str, resource_id: str) -> str:
+    """The part of the resources page about one resource (up to the next)."""
+    start = html.index(f'id="r-{resource_id}"')
+    end = html.find('id="r-', start + 1)
+    return html[start : end if end != -1 else len(html)]
+
+
+def form_token(client: TestClient, headers: dict[str, str] | None = None) -> str:
+    page = client.get("/console/tasks", headers=headers or {}).text
+    found = re.search(r'name="form_token" value="([0-9a-f]+)"', page)
+    if found:
+        return found.group(1)
+    # A page without forms on it: the token is the same on every page.
+    request = type("R", (), {"headers": {k.lower(): v for k, v in (headers or {}).items()}, "cookies": {}})()
+    return caller.form_token(request)  # type: ignore[arg-type]
+
+
+def test_the_console_sends_a_member_to_its_resources(client: TestClient) -> None:
+    response = client.get("/console", follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/console/resources"
+    page = client.get("/console/resources")
+    assert page.status_code == 200
+    assert "No resources in project default yet." in page.text
+    assert 'sse-connect="/console/events"' in page.text
+    assert "/console/static/htmx-2.0.11.min.js" in page.text
+
+
+def test_the_console_is_not_in_the_openapi_document(client: TestClient) -> None:
+    assert not [p for p in client.get("/v1/openapi.json").json()["paths"] if p.startswith("/console")]
+
+
+def test_the_vendored_scripts_are_served(client: TestClient) -> None:
+    for name in ("htmx-2.0.11.min.js", "htmx-ext-sse-2.2.4.min.js", "console.css"):
+        assert client.get(f"/console/static/{name}").status_code == 200
+
+
+def test_a_member_sees_only_its_projects_trees_and_an_admin_sees_every_project(client: TestClient) -> None:
+    mine = accepted(client, "loadbalancers", {"provider": "noop", "name": "mine"})
+    listener = accepted(
+        client, "listeners", {"loadbalancer_id": mine["id"], "protocol": "HTTP", "protocol_port": 80}
+    )
+    theirs = client.post(
+        "/v1/loadbalancers", json={"provider": "noop", "name": "theirs"}, headers={"X-Project-Id": "other"}
+    ).json()
+    page = client.get("/console/resources").text
+    assert mine["id"] in page and listener["id"] in page
+    assert theirs["id"] not in page
+    # The listener is drawn under its load balancer.
+    assert page.index(mine["id"]) < page.index(listener["id"])
+    admin = client.get("/console/resources", headers=ADMIN).text
+    assert mine["id"] in admin and theirs["id"] in admin
+    assert "project other" in admin
+    only = client.get("/console/resources?project_id=other", headers=ADMIN).text
+    assert theirs["id"] in only and mine["id"] not in only
+
+
+def test_a_member_cannot_open_another_projects_task_or_the_fleet(client: TestClient, plugin: Plugin) -> None:
+    theirs = client.post(
+        "/v1/loadbalancers", json={"provider": "noop"}, headers={"X-Project-Id": "other"}
+    ).json()
+    response = client.get(f"/console/tasks/{theirs['task']['id']}")
+    assert response.status_code == 404
+    assert "was not found" in response.text
+    assert theirs["task"]["id"] not in client.get("/console/tasks").text
+    agents = client.get("/console/agents")
+    assert agents.status_code == 403
+    assert "policy tether:agent:list does not allow it" in agents.text
+    assert "Agents &amp; providers" not in client.get("/console/resources").text
+
+
+def test_a_pending_resource_says_no_agent_has_claimed_its_task(client: TestClient) -> None:
+    lb = accepted(client, "loadbalancers", {"provider": "noop"})
+    why = node(client.get("/console/resources").text, lb["id"])
+    assert "PENDING_CREATE" in why and "not in sync" in why
+    assert lb["task"]["id"] in why
+    assert "published, no agent has claimed it" in why
+    assert "no finished create loadbalancer task to compare with yet" in why
+    assert "Cancel…" in why and f"tether task cancel {lb['task']['id']}" in why
+
+
+def test_a_retrying_resource_shows_its_attempt_agent_error_and_next_retry(
+    client: TestClient, plugin: Plugin
+) -> None:
+    done = accepted(client, "loadbalancers", {"provider": "noop"})
+    finish(plugin, done["task"]["id"])
+    lb = accepted(client, "loadbalancers", {"provider": "noop"})
+    with plugin.sessionmaker.begin() as session:
+        session.get(Task, lb["task"]["id"]).progress = "uploading certificates"  # type: ignore[union-attr]
+    finish(
+        plugin,
+        lb["task"]["id"],
+        "FAILED",
+        host="lb-host-7",
+        error=ReportedError(type="DeviceUnreachable", message="no route to 10.1.1.1", retryable=True),
+    )
+    why = node(client.get("/console/resources").text, lb["id"])
+    assert "PENDING_CREATE" in why
+    assert "claimed" in why and "test-agent" in why
+    assert "uploading certificates" in why
+    assert "next retry" in why and "UTC" in why
+    assert "DeviceUnreachable" in why and "no route to 10.1.1.1" in why
+    assert "usually" in why and "p95 of the last create loadbalancer tasks" in why
+
+
+def test_a_failed_resource_shows_its_error_and_offers_a_retry(client: TestClient, plugin: Plugin) -> None:
+    lb = accepted(client, "loadbalancers", {"provider": "noop"})
+    finish(
+        plugin,
+        lb["task"]["id"],
+        "FAILED",
+        error=ReportedError(type="InvalidConfiguration", message="VIP in use"),
+    )
+    why = node(client.get("/console/resources").text, lb["id"])
+    assert "ERROR" in why and "FAILED" in why
+    assert "InvalidConfiguration" in why and "VIP in use" in why
+    assert "took" in why
+    assert f"tether task retry {lb['task']['id']}" in why
+
+
+def test_a_settled_resource_shows_no_why(client: TestClient, plugin: Plugin) -> None:
+    lb = accepted(client, "loadbalancers", {"provider": "noop"})
+    finish(plugin, lb["task"]["id"], statuses={lb["id"]: "ONLINE"})
+    part = node(client.get("/console/resources").text, lb["id"])
+    assert "ACTIVE" in part and "ONLINE" in part and ">in sync<" in part
+    assert 'class="why' not in part
+
+
+def test_the_usual_time_is_the_p95_of_the_last_finished_tasks_of_that_kind(
+    client: TestClient, plugin: Plugin
+) -> None:
+    ids = [accepted(client, "loadbalancers", {"provider": "noop"})["task"]["id"] for _ in range(20)]
+    for task_id in ids:
+        finish(plugin, task_id)
+    with plugin.sessionmaker.begin() as session:
+        for n, task_id in enumerate(ids, 1):
+            task = session.get(Task, task_id)
+            assert task is not None and task.finished_at is not None
+            task.created_at = task.finished_at - __import__("datetime").timedelta(seconds=n)
+    with plugin.reader() as session:
+        usual = usual_seconds(session, {("loadbalancer", "create"), ("pool", "create")})
+    # Nearest rank: the 19th of 20 durations of 1..20 s.
+    assert usual == {("loadbalancer", "create"): pytest.approx(19.0, abs=0.01)}
+
+
+def test_the_tasks_page_filters_by_state_provider_resource_and_project(
+    client: TestClient, plugin: Plugin
+) -> None:
+    a = accepted(client, "loadbalancers", {"provider": "noop"})
+    b = accepted(client, "loadbalancers", {"provider": "fake"})
+    finish(plugin, a["task"]["id"])
+    other = client.post(
+        "/v1/loadbalancers", json={"provider": "noop"}, headers={"X-Project-Id": "other"}
+    ).json()
+
+    def shown(query: str, headers: dict[str, str] | None = None) -> set[str]:
+        page = client.get(f"/console/tasks?{query}", headers=headers or {})
+        assert page.status_code == 200, page.text
+        return {
+            t for t in (a["task"]["id"], b["task"]["id"], other["task"]["id"]) if f'id="t-{t}"' in page.text
+        }
+
+    assert shown("") == {a["task"]["id"], b["task"]["id"]}
+    assert shown("state=SUCCEEDED") == {a["task"]["id"]}
+    assert shown("provider=fake") == {b["task"]["id"]}
+    assert shown(f"resource_id={a['id']}") == {a["task"]["id"]}
+    # A member's project filter is its own project, whatever it asks.
+    assert shown("project_id=other") == {a["task"]["id"], b["task"]["id"]}
+    assert shown("project_id=other", ADMIN) == {other["task"]["id"]}
+    assert client.get("/console/tasks?state=LOST").status_code == 400
+
+
+def test_a_tasks_page_shows_the_timeline_of_its_attempts(client: TestClient, plugin: Plugin) -> None:
+    lb = accepted(client, "loadbalancers", {"provider": "noop"})
+    task_id = lb["task"]["id"]
+    finish(
+        plugin,
+        task_id,
+        "FAILED",
+        error=ReportedError(type="DeviceUnreachable", message="no route", retryable=True),
+    )
+    finish(plugin, task_id)
+    page = client.get(f"/console/tasks/{task_id}").text
+    moments = re.findall(r"<b>([^<]+)</b> · ([^\n<]+)", page)
+    what = [m[0] for m in moments]
+    assert what[0] == "accepted" and "published" in what
+    assert what.index("attempt 1 claimed") < what.index("attempt 1 FAILED") < what.index("attempt 2 claimed")
+    assert what[-1] == "SUCCEEDED"
+    assert "DeviceUnreachable: no route" in page
+
+
+def test_the_fleet_page_shows_agents_and_each_providers_backlog(client: TestClient, plugin: Plugin) -> None:
+    report(plugin, "agent-a", ["noop"], host="host-a", in_flight=1)
+    lb = accepted(client, "loadbalancers", {"provider": "noop"})
+    accepted(client, "loadbalancers", {"provider": "fake"})
+    claim(plugin, lb["task"]["id"], agent_id="agent-a")
+    page = client.get("/console/agents", headers=ADMIN).text
+    agent = page[page.index('id="a-agent-a"') :]
+    assert "host-a" in agent and ">alive<" in agent and "1 of 1" in agent
+    assert "tether agent disable agent-a" in agent
+    fake = page[page.index('id="p-fake"') : page.index("</tr>", page.index('id="p-fake"'))]
+    assert "none: its work waits" in fake and "accepted" in fake
+    noop = page[page.index('id="p-noop"') : page.index("</tr>", page.index('id="p-noop"'))]
+    assert "agent-a" in noop
+
+
+def test_the_dead_letters_page_says_when_the_api_cannot_list_them(client: TestClient) -> None:
+    page = client.get("/console/dead-letters", headers=ADMIN)
+    assert page.status_code == 200
+    assert "They could not be listed" in page.text or "dead-letter queue is empty" in page.text
+
+
+def test_cancelling_from_the_console_goes_through_the_api(client: TestClient, plugin: Plugin) -> None:
+    lb = accepted(client, "loadbalancers", {"provider": "noop"})
+    token = form_token(client)
+    answer = client.post(
+        f"/console/tasks/{lb['task']['id']}/cancel",
+        data={"form_token": token, "confirm": "yes", "reason": "wrong VIP"},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303, answer.text
+    assert client.get(f"/v1/tasks/{lb['task']['id']}").json()["state"] == "CANCELLED"
+
+
+def test_an_action_needs_its_confirmation_and_the_form_token(client: TestClient) -> None:
+    lb = accepted(client, "loadbalancers", {"provider": "noop"})
+    url = f"/console/tasks/{lb['task']['id']}/cancel"
+    unconfirmed = client.post(url, data={"form_token": form_token(client)})
+    assert unconfirmed.status_code == 400 and "not confirmed" in unconfirmed.text
+    forged = client.post(url, data={"form_token": "0" * 64, "confirm": "yes"})
+    assert forged.status_code == 403
+    elsewhere = client.post(
+        url,
+        data={"form_token": form_token(client), "confirm": "yes"},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert elsewhere.status_code == 403 and "another site" in elsewhere.text
+    assert client.get(f"/v1/tasks/{lb['task']['id']}").json()["state"] == "PENDING"
+
+
+def test_an_action_on_another_projects_task_answers_as_the_api_does(client: TestClient) -> None:
+    theirs = client.post(
+        "/v1/loadbalancers", json={"provider": "noop"}, headers={"X-Project-Id": "other"}
+    ).json()
+    answer = client.post(
+        f"/console/tasks/{theirs['task']['id']}/cancel",
+        data={"form_token": form_token(client), "confirm": "yes"},
+    )
+    assert answer.status_code == 404
+    assert "was not found" in answer.text
+
+
+def test_disabling_an_agent_from_the_console(client: TestClient, plugin: Plugin) -> None:
+    report(plugin, "agent-a", ["noop"])
+    answer = client.post(
+        "/console/agents/agent-a/disable",
+        data={"form_token": form_token(client, ADMIN), "confirm": "yes"},
+        headers=ADMIN,
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303, answer.text
+    assert client.get("/v1/agents/agent-a", headers=ADMIN).json()["admin_state_up"] is False
+
+
+def test_signing_in_under_noauth_keeps_project_and_roles_in_a_strict_cookie(client: TestClient) -> None:
+    assert 'name="project"' in client.get("/console/login").text
+    answer = client.post(
+        "/console/login",
+        data={"project": "ops", "role_admin": "1", "next": "/console/agents"},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303 and answer.headers["Location"] == "/console/agents"
+    cookie = answer.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/console" in cookie
+    assert client.get("/console/agents").status_code == 200
+    client.post("/console/logout")
+    assert client.get("/console/agents").status_code == 403
+
+
+@pytest.fixture
+def token_client(plugin: Plugin, tmp_path: Any) -> Any:
+    from tether.plugin import auth
+
+    path = tmp_path / "tokens.yaml"
+    token = auth.add_token(path, "acme", ["member"])
+    object.__setattr__(plugin.api, "auth", auth.TokenFile(path))
+    with TestClient(plugin.app) as client:
+        yield client, token
+
+
+def test_with_tokens_the_console_asks_to_sign_in_and_refuses_an_unknown_token(token_client: Any) -> None:
+    client, token = token_client
+    answer = client.get("/console/resources", follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["Location"].startswith("/console/login?next=")
+    assert 'name="token"' in client.get(answer.headers["Location"]).text
+    refused = client.post("/console/login", data={"token": "tether_nope"})
+    assert refused.status_code == 401 and "not known here" in refused.text
+    client.post("/console/login", data={"token": token})
+    assert "project <b>acme</b>" in client.get("/console/resources").text
+
+
+def test_a_commit_wakes_the_live_stream(plugin: Plugin) -> None:
+    events: LiveEvents = plugin.app.state.console_events
+    events.min_interval = 0.0
+    got: list[str] = []
+
+    async def listen() -> None:
+        stream = await events.stream()
+        async for chunk in stream:
+            got.append(chunk)
+            if chunk.startswith("event: changed") and len([c for c in got if "changed" in c]) == 2:
+                break
+            if len([c for c in got if "changed" in c]) == 1:
+                # The first event is sent at once; the second must come from the commit.
+                threading.Thread(target=_commit, args=(plugin,)).start()
+
+    asyncio.run(asyncio.wait_for(listen(), 10))
+    assert got[0].startswith("retry:")
+    assert [c for c in got if c.startswith("event: changed")] == ["event: changed\ndata: \n\n"] * 2
+    assert events.streams == 0
+
+
+def _commit(plugin: Plugin) -> None:
+    with plugin.sessionmaker.begin() as session:
+        session.execute(sa.text("SELECT 1"))
+
+
+def test_a_finished_task_heard_from_elsewhere_wakes_the_live_stream(plugin: Plugin) -> None:
+    events: LiveEvents = plugin.app.state.console_events
+    events.min_interval = 0.0
+    changed = 0
+
+    async def listen() -> None:
+        nonlocal changed
+        async for chunk in await events.stream():
+            if chunk.startswith("event: changed"):
+                changed += 1
+                if changed == 2:
+                    return
+                # As the link from the pipeline process or NOTIFY would.
+                asyncio.get_running_loop().call_later(0.05, plugin.waiters.notify, "some-task")
+
+    asyncio.run(asyncio.wait_for(listen(), 10))
+    assert changed == 2
+
+
+def test_closing_ends_every_stream_and_the_number_of_streams_is_bounded(plugin: Plugin) -> None:
+    events = LiveEvents(max_streams=1)
+
+    async def run() -> list[str]:
+        first = await events.stream()
+        with pytest.raises(Exception, match="already serves 1 live pages"):
+            await events.stream()
+        chunks = [await anext(first), await anext(first)]
+        events.close()
+        chunks += [chunk async for chunk in first]
+        return chunks
+
+    chunks = asyncio.run(asyncio.wait_for(run(), 10))
+    assert chunks == ["retry: 1000\n\n", "event: changed\ndata: \n\n"]
+    assert events.streams == 0
