@@ -208,7 +208,8 @@ def test_a_tasks_page_shows_the_timeline_of_its_attempts(client: TestClient, plu
     page = client.get(f"/console/tasks/{task_id}").text
     moments = re.findall(r"<b>([^<]+)</b> · ([^\n<]+)", page)
     what = [m[0] for m in moments]
-    assert what[0] == "accepted" and "published" in what
+    assert what[0] == "accepted" and "queued" not in what
+    assert "published again" in what
     assert what.index("attempt 1 claimed") < what.index("attempt 1 FAILED") < what.index("attempt 2 claimed")
     assert what[-1] == "SUCCEEDED"
     assert "DeviceUnreachable: no route" in page

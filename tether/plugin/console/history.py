@@ -23,6 +23,9 @@ FILTERS = {
     "operation": Task.operation,
 }
 
+#: seconds between a task's creation and its publishing that count as waiting
+QUEUED_GAP = 0.1
+
 
 def get_task(session: orm.Session, task_id: str, project_id: str | None) -> Task | None:
     query = sa.select(Task).where(Task.id == task_id)
@@ -62,19 +65,33 @@ def timeline(session: orm.Session, task: Task) -> list[Moment]:
     claim and how it ended, its steps and undo steps, its retry and its
     callback."""
     moments = [Moment(task.created_at, "accepted", "plugin", f"{task.operation} {task.resource_type}")]
-    if task.queued_at is not None:
+    attempts = list(
+        session.scalars(
+            sa.select(TaskAttempt)
+            .where(TaskAttempt.task_id == task.id)
+            .order_by(TaskAttempt.attempt, TaskAttempt.id)
+        )
+    )
+    # pending_at is the latest publishing: after a failed attempt, the retry's.
+    again = task.pending_at is not None and any(a.claimed_at < task.pending_at for a in attempts)
+    # Every task is created QUEUED; one that waited shows it in the gap to its first publishing.
+    gap = (task.pending_at - task.created_at).total_seconds() if task.pending_at else 0.0
+    if task.state == TaskState.QUEUED or (not again and gap > QUEUED_GAP):
         moments.append(
-            Moment(task.queued_at, "queued", "plugin", "behind another task on the same tree", "wait")
+            Moment(
+                task.queued_at or task.created_at,
+                "queued",
+                "plugin",
+                "behind another task on the same tree",
+                "wait",
+            )
         )
     if task.pending_at is not None:
-        moments.append(Moment(task.pending_at, "published", "plugin", f"to provider {task.provider}"))
-    for a in session.scalars(
-        sa.select(TaskAttempt)
-        .where(TaskAttempt.task_id == task.id)
-        .order_by(TaskAttempt.attempt, TaskAttempt.id)
-    ):
-        again = " (redelivered)" if a.redelivered else ""
-        moments.append(Moment(a.claimed_at, f"attempt {a.attempt} claimed{again}", a.agent_id))
+        what = "published again" if again else "published"
+        moments.append(Moment(task.pending_at, what, "plugin", f"to provider {task.provider}"))
+    for a in attempts:
+        redelivered = " (redelivered)" if a.redelivered else ""
+        moments.append(Moment(a.claimed_at, f"attempt {a.attempt} claimed{redelivered}", a.agent_id))
         if a.finished_at is not None:
             detail = f"{a.error_type}: {a.error_message}" if a.error_type else None
             if not a.applied and a.outcome != "ABANDONED":
