@@ -21,6 +21,7 @@ FILTERS = {
     "resource_id": Task.resource_id,
     "project_id": Task.project_id,
     "operation": Task.operation,
+    "agent_id": Task.agent_id,
 }
 
 #: seconds between a task's creation and its publishing that count as waiting

@@ -150,6 +150,7 @@ def usual_seconds(session: orm.Session, kinds: Iterable[tuple[str, str]]) -> dic
         sa.select(
             Task.resource_type,
             Task.operation,
+            Task.updated_at,
             _seconds(session, Task.created_at, Task.finished_at).label("s"),
         )
         .where(Task.state == TaskState.SUCCEEDED, Task.finished_at.is_not(None))
@@ -159,9 +160,15 @@ def usual_seconds(session: orm.Session, kinds: Iterable[tuple[str, str]]) -> dic
     )
     by_kind = (recent.c.resource_type, recent.c.operation)
     newest = (
-        sa.select(recent, sa.func.row_number().over(partition_by=by_kind).label("n"))
+        sa.select(
+            recent.c.resource_type,
+            recent.c.operation,
+            recent.c.s,
+            sa.func.row_number().over(partition_by=by_kind, order_by=recent.c.updated_at.desc()).label("n"),
+        )
         .where(
-            recent.c.resource_type.in_({k[0] for k in kinds}), recent.c.operation.in_({k[1] for k in kinds})
+            recent.c.resource_type.in_({k[0] for k in kinds}),
+            recent.c.operation.in_({k[1] for k in kinds}),
         )
         .subquery()
     )
