@@ -160,10 +160,8 @@ async def carry_out(request: fastapi.Request, make: Callable[[str], Action], don
     if not answer.ok:
         return error(request, answer.status, f"{action.label}: {answer.message}")
     LOG.info("console: %s %s (%s)", action.method, action.path, action.cli)
-    # A new task (a retry, a re-apply) is what to look at next.
-    task = answer.body.get("task") if isinstance(answer.body, dict) else None
-    if isinstance(task, dict) and task.get("id"):
-        return RedirectResponse(f"{caller.PATH}/tasks/{task['id']}", status_code=303)
-    if action.path.endswith("/retry") and isinstance(answer.body, dict) and answer.body.get("id"):
-        return RedirectResponse(f"{caller.PATH}/tasks/{answer.body['id']}", status_code=303)
+    # A retry and a re-apply answer with the new task: what to look at next.
+    made = answer.body.get("id") if isinstance(answer.body, dict) else None
+    if made and action.path.endswith(("/retry", "/reapply")):
+        return RedirectResponse(f"{caller.PATH}/tasks/{made}", status_code=303)
     return RedirectResponse(back(fields.get("next"), done), status_code=303)
