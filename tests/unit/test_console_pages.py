@@ -209,3 +209,16 @@ def test_the_dead_letters_page_says_when_the_api_cannot_list_them(client: TestCl
     page = client.get("/console/dead-letters", headers=ADMIN)
     assert page.status_code == 200
     assert "They could not be listed" in page.text or "dead-letter queue is empty" in page.text
+
+
+def test_what_callers_wrote_is_shown_as_text_never_as_markup(client: TestClient, plugin: Plugin) -> None:
+    lb = accepted(client, "loadbalancers", {"provider": "noop", "name": "<script>alert(1)</script>"})
+    finish(
+        plugin,
+        lb["task"]["id"],
+        "FAILED",
+        error=ReportedError(type="X", message="<img src=x onerror=alert(2)>"),
+    )
+    page = client.get("/console/resources").text
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(2)&gt;" in page
