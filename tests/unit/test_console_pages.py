@@ -184,7 +184,7 @@ def test_a_tasks_page_shows_the_timeline_of_its_attempts(client: TestClient, plu
     moments = re.findall(r"<b>([^<]+)</b> · ([^\n<]+)", page)
     what = [m[0] for m in moments]
     assert what[0] == "accepted" and "queued" not in what
-    assert "published again" in what
+    assert "retry scheduled" in what
     assert what.index("attempt 1 claimed") < what.index("attempt 1 FAILED") < what.index("attempt 2 claimed")
     assert what[-1] == "SUCCEEDED"
     assert "DeviceUnreachable: no route" in page

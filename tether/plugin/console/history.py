@@ -73,7 +73,7 @@ def timeline(session: orm.Session, task: Task) -> list[Moment]:
             .order_by(TaskAttempt.attempt, TaskAttempt.id)
         )
     )
-    # pending_at is the latest publishing: after a failed attempt, the retry's.
+    # pending_at is the latest dispatch: after a failed attempt, when its retry was scheduled.
     again = task.pending_at is not None and any(a.claimed_at < task.pending_at for a in attempts)
     # Every task is created QUEUED; one that waited shows it in the gap to its first publishing.
     gap = (task.pending_at - task.created_at).total_seconds() if task.pending_at else 0.0
@@ -87,9 +87,11 @@ def timeline(session: orm.Session, task: Task) -> list[Moment]:
                 "wait",
             )
         )
-    if task.pending_at is not None:
-        what = "published again" if again else "published"
-        moments.append(Moment(task.pending_at, what, "plugin", f"to provider {task.provider}"))
+    if task.pending_at is not None and again:
+        detail = "published again after its backoff" if task.state == TaskState.PENDING else None
+        moments.append(Moment(task.pending_at, "retry scheduled", "plugin", detail, "wait"))
+    elif task.pending_at is not None:
+        moments.append(Moment(task.pending_at, "published", "plugin", f"to provider {task.provider}"))
     for a in attempts:
         redelivered = " (redelivered)" if a.redelivered else ""
         moments.append(Moment(a.claimed_at, f"attempt {a.attempt} claimed{redelivered}", a.agent_id))
@@ -121,7 +123,9 @@ def timeline(session: orm.Session, task: Task) -> list[Moment]:
         )
     )
     if retry is not None and task.state == TaskState.PENDING:
-        moments.append(Moment(retry, "retry due", "plugin", "published again at this time", "wait"))
+        moments.append(
+            Moment(retry, "retry due", "plugin", f"published again to provider {task.provider}", "wait")
+        )
     if task.finished_at is not None:
         detail = f"{task.error_type}: {task.error_message}" if task.error_type else None
         if task.superseded_by:
