@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shlex
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import fastapi
@@ -25,7 +25,7 @@ from fastapi.responses import RedirectResponse, Response
 from tether.common.exceptions import InvalidInput, TetherError, Unauthorized
 from tether.plugin.api.deps import Api
 from tether.plugin.console import api_call, caller
-from tether.plugin.console.render import back, error, form, to_login
+from tether.plugin.console.render import back, cli, error, form, to_login
 
 LOG = logging.getLogger(__name__)
 
@@ -41,35 +41,27 @@ class Action:
     cli: str
 
 
-def cli(*words: str, reason: str = "") -> str:
-    line = " ".join(shlex.quote(w) if w != "…" else w for w in words)
-    return f"{line} --reason {shlex.quote(reason)}" if reason else line
+def _q(segment: str) -> str:
+    # Ids come from the console's URL: one path segment each, whatever they hold.
+    return urllib.parse.quote(segment, safe="")
 
 
-def task_actions(task_id: str) -> dict[str, Callable[[str], Action]]:
-    return {
-        "cancel": lambda why: Action(
-            "Cancel",
-            "POST",
-            f"/v1/tasks/{task_id}/cancel",
-            {"reason": why},
-            cli("tether", "task", "cancel", task_id, reason=why),
-        ),
-        "retry": lambda why: Action(
-            "Retry",
-            "POST",
-            f"/v1/tasks/{task_id}/retry",
-            {"reason": why},
-            cli("tether", "task", "retry", task_id, reason=why),
-        ),
-    }
+def task_action(verb: str, task_id: str, why: str) -> Action:
+    """``cancel`` or ``retry``."""
+    return Action(
+        verb.capitalize(),
+        "POST",
+        f"/v1/tasks/{_q(task_id)}/{verb}",
+        {"reason": why},
+        cli("tether", "task", verb, task_id, reason=why),
+    )
 
 
 def reapply(type_name: str, collection: str, resource_id: str, why: str) -> Action:
     return Action(
         "Re-apply",
         "POST",
-        f"/v1/{collection}/{resource_id}/reapply",
+        f"/v1/{collection}/{_q(resource_id)}/reapply",
         {"reason": why},
         cli("tether", type_name, "reapply", resource_id, reason=why),
     )
@@ -83,7 +75,7 @@ def agent_state(agent_id: str, up: bool, why: str) -> Action:
     return Action(
         verb.capitalize(),
         "PUT",
-        f"/v1/agents/{agent_id}",
+        f"/v1/agents/{_q(agent_id)}",
         body,
         cli("tether", "agent", verb, agent_id, reason=why),
     )
@@ -106,10 +98,11 @@ def router(api: Api) -> fastapi.APIRouter:
 
     @r.post("/tasks/{task_id}/{verb}")
     async def on_task(request: fastapi.Request, task_id: str, verb: str) -> Response:
-        actions = task_actions(task_id)
-        if verb not in actions:
-            return error(request, 404, f"There is no task action {verb}; there are {', '.join(actions)}.")
-        return await carry_out(request, actions[verb], f"{caller.PATH}/tasks/{task_id}")
+        if verb not in ("cancel", "retry"):
+            return error(request, 404, f"There is no task action {verb}; a task can be cancelled or retried.")
+        return await carry_out(
+            request, lambda f: task_action(verb, task_id, f["reason"]), f"{caller.PATH}/tasks/{task_id}"
+        )
 
     @r.post("/resources/{type_name}/{resource_id}/reapply")
     async def on_resource(request: fastapi.Request, type_name: str, resource_id: str) -> Response:
@@ -118,7 +111,7 @@ def router(api: Api) -> fastapi.APIRouter:
             return error(request, 404, f"There is no resource type {type_name}.")
         return await carry_out(
             request,
-            lambda why: reapply(rtype.name, rtype.collection, resource_id, why),
+            lambda f: reapply(rtype.name, rtype.collection, resource_id, f["reason"]),
             f"{caller.PATH}/resources",
         )
 
@@ -127,31 +120,34 @@ def router(api: Api) -> fastapi.APIRouter:
         if verb not in ("enable", "disable"):
             return error(request, 404, "An agent can be enabled or disabled.")
         return await carry_out(
-            request, lambda why: agent_state(agent_id, verb == "enable", why), f"{caller.PATH}/agents"
+            request, lambda f: agent_state(agent_id, verb == "enable", f["reason"]), f"{caller.PATH}/agents"
         )
 
     @r.post("/dead-letters/{verb}")
     async def on_dead_letters(request: fastapi.Request, verb: str) -> Response:
         if verb not in ("replay", "purge"):
             return error(request, 404, "Dead letters can be replayed or purged.")
-        fields = await form(request)
         return await carry_out(
             request,
-            lambda why: dead_letters(verb, fields.get("error") or None, why),
+            lambda f: dead_letters(verb, f.get("error") or None, f["reason"]),
             f"{caller.PATH}/dead-letters",
         )
 
     return r
 
 
-async def carry_out(request: fastapi.Request, make: Callable[[str], Action], done: str) -> Response:
-    """Check the form, have the API do the action, and go back to the page."""
+async def carry_out(
+    request: fastapi.Request, make: Callable[[Mapping[str, str]], Action], done: str
+) -> Response:
+    """Check the form, have the API do what ``make`` makes of it, and go back
+    to the page (or to the task the action started)."""
     try:
         fields = await form(request)
         caller.check_form(request, fields.get("form_token", ""))
         if fields.get("confirm") != "yes":
             raise InvalidInput("The action was not confirmed; tick the box that confirms it.")
-        action = make(fields.get("reason", "").strip())
+        fields["reason"] = fields.get("reason", "").strip()
+        action = make(fields)
     except TetherError as exc:
         return error(request, exc.status, exc.msg)
     answer = await api_call.call(request, action.method, action.path, action.body)

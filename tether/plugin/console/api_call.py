@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import urllib.parse
 from typing import Any
 
 import fastapi
@@ -41,7 +42,10 @@ class Answer:
 
 
 async def call(request: fastapi.Request, method: str, path: str, body: Any = None) -> Answer:
-    """``method path`` on this plugin's API as the console's caller."""
+    """``method path`` on this plugin's API as the console's caller.
+
+    :param path: URL-encoded, without a query.
+    """
     payload = b"" if body is None else json.dumps(body).encode()
     headers = [(k.encode(), v.encode()) for k, v in credentials(request).items()]
     headers += [
@@ -51,16 +55,15 @@ async def call(request: fastapi.Request, method: str, path: str, body: Any = Non
         # The console request's id: one id on both requests' log lines.
         (b"x-request-id", str(request.state.request_id).encode()),
     ]
-    path, _, query = path.partition("?")
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
         "method": method,
         "scheme": request.url.scheme,
-        "path": path,
+        "path": urllib.parse.unquote(path),
         "raw_path": path.encode(),
-        "query_string": query.encode(),
+        "query_string": b"",
         "root_path": "",
         "headers": headers,
         "client": request.scope.get("client"),

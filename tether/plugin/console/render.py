@@ -28,9 +28,15 @@ NOTHING = "\N{EN DASH}"
 
 def templates() -> Jinja2Templates:
     t = Jinja2Templates(directory=HERE / "templates")
-    t.env.filters.update(ago=ago, duration=duration, clock=clock, until=until, shquote=shlex.quote)
-    t.env.globals.update(status_class=status_class)
+    t.env.filters.update(ago=ago, duration=duration, clock=clock, until=until)
+    t.env.globals.update(status_class=status_class, cli=cli)
     return t
+
+
+def cli(*words: str, reason: str = "") -> str:
+    """A shell command line: what to type for the same as an action."""
+    line = " ".join(shlex.quote(str(w)) for w in words)
+    return f"{line} --reason {shlex.quote(reason)}" if reason else line
 
 
 def duration(seconds: float | None) -> str:
