@@ -101,6 +101,8 @@ def test_with_tokens_the_console_asks_to_sign_in_and_refuses_an_unknown_token(to
     assert 'name="token"' in client.get(answer.headers["Location"]).text
     refused = client.post("/console/login", data={"token": "tether_nope"})
     assert refused.status_code == 401 and "not known here" in refused.text
+    live = client.get("/console/resources", headers={"HX-Request": "true"})
+    assert live.status_code == 204 and live.headers["HX-Redirect"].startswith("/console/login?next=")
     client.post("/console/login", data={"token": token})
     assert "project <b>acme</b>" in client.get("/console/resources").text
 

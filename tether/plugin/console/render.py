@@ -112,7 +112,11 @@ def common(request: fastapi.Request, ctx: RequestContext) -> dict[str, Any]:
 def to_login(request: fastapi.Request, why: str = "") -> Response:
     here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     query = urllib.parse.urlencode({"next": here, "why": why})
-    return RedirectResponse(f"{caller.PATH}/login?{query}", status_code=303)
+    target = f"{caller.PATH}/login?{query}"
+    if request.headers.get("HX-Request"):
+        # A live page refetching itself: the browser, not the request, goes to sign in.
+        return Response(status_code=204, headers={"HX-Redirect": target})
+    return RedirectResponse(target, status_code=303)
 
 
 def error(request: fastapi.Request, status: int, message: str) -> HTMLResponse:
