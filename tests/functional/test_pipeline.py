@@ -345,7 +345,9 @@ def test_a_long_device_operation_holds_no_unacked_message_while_the_device_works
     unacked, queues, task = None, "", {}
     deadline = time.monotonic() + 12
     # RabbitMQ refreshes queue counters every few seconds: watch them settle.
-    while time.monotonic() < deadline and unacked != 0:
+    # Until the task is seen RUNNING first: before any agent has the message
+    # it is ready, not unacked, and 0 says nothing yet.
+    while time.monotonic() < deadline and not (unacked == 0 and task.get("state") == "RUNNING"):
         task = deployment.http.get(f"/v1/tasks/{lb['task']['id']}").json()
         queues = rabbitmq.rabbitmqctl("-q", "list_queues", "-p", vhost, "name", "messages_unacknowledged")
         counts = {line.split()[0]: line.split()[1] for line in queues.splitlines() if len(line.split()) == 2}
