@@ -43,9 +43,10 @@ def router(api: Api, events: LiveEvents) -> fastapi.APIRouter:
                 api,
                 lambda s: tree.trees(s, registry, project, PAGE_SIZE, params.get("root_id") or None),
             )
-            return {"trees": found, "more": more, "project_id": project, "registry": registry}
+            return {"trees": found, "more": more, "project_id": project}
 
-        # Every root type's list rule: a caller who may list load balancers sees their trees.
+        # Guarded by the first root type's list rule (tether:loadbalancer:list here);
+        # the page draws the trees of every root type.
         return await page(request, f"tether:{roots[0].name}:list", "resources.html", build)
 
     @r.get("/tasks")
