@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 
 import pytest
@@ -11,7 +12,7 @@ from tests.unit.conftest import accepted, claim, finish, report
 from tests.unit.console import ADMIN, node
 from tether.common.messages import ReportedError
 from tether.plugin.console.tree import usual_seconds
-from tether.plugin.db.models import Task
+from tether.plugin.db.models import Agent, Task
 from tether.plugin.service import Plugin
 
 
@@ -136,7 +137,7 @@ def test_the_usual_time_is_the_p95_of_the_last_finished_tasks_of_that_kind(
         for n, task_id in enumerate(ids, 1):
             task = session.get(Task, task_id)
             assert task is not None and task.finished_at is not None
-            task.created_at = task.finished_at - __import__("datetime").timedelta(seconds=n)
+            task.created_at = task.finished_at - datetime.timedelta(seconds=n)
     with plugin.reader() as session:
         usual = usual_seconds(session, {("loadbalancer", "create"), ("pool", "create")})
     # Nearest rank: the 19th of 20 durations of 1..20 s.
@@ -222,3 +223,19 @@ def test_what_callers_wrote_is_shown_as_text_never_as_markup(client: TestClient,
     page = client.get("/console/resources").text
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(2)&gt;" in page
+
+
+def test_an_agent_that_fell_silent_shows_dead(client: TestClient, plugin: Plugin) -> None:
+    report(plugin, "agent-a", ["noop"], host="host-a")
+    report(plugin, "agent-b", ["noop"], host="host-b")
+    with plugin.sessionmaker.begin() as session:
+        agent = session.get(Agent, "agent-b")
+        assert agent is not None
+        agent.last_heartbeat -= datetime.timedelta(minutes=5)
+        agent.alive = False
+    page = client.get("/console/agents", headers=ADMIN).text
+    assert ">alive<" in page[page.index('id="a-agent-a"') : page.index('id="a-agent-b"')]
+    dead = page[page.index('id="a-agent-b"') :]
+    assert ">dead<" in dead[: dead.index("</tr>")] and "5 min ago" in dead[: dead.index("</tr>")]
+    noop = page[page.index('id="p-noop"') : page.index("</tr>", page.index('id="p-noop"'))]
+    assert "agent-a" in noop and "agent-b" not in noop
