@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages the functional tests need (and, given the
 # argument "bench", the benchmark's wrk): Debian's rabbitmq-server (which pulls in Erlang),
-# postgresql, haproxy and iputils-arping. The tests start their own private
+# postgresql, haproxy, iputils-arping, and chromium with chromium-driver for the
+# console's browser test. The tests start their own private
 # node from it (tests/functional/rabbitmq.py), so the packaged system service
 # is stopped and disabled: it would only hold port 5672, the default node name
 # and memory.
@@ -74,6 +75,15 @@ fi
 if command -v pg_lsclusters >/dev/null 2>&1 && pg_lsclusters -h 2>/dev/null | grep -q ' online'; then
     as_root service postgresql stop >/dev/null 2>&1 || true
     as_root update-rc.d postgresql disable >/dev/null 2>&1 || true
+fi
+
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    # The console's browser test drives headless chromium through chromium-driver
+    # (tests/functional/browser.py); Selenium is given both paths and downloads nothing.
+    echo "install-system-deps: installing chromium and chromium-driver" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
 
 if [ "${1:-}" = bench ] && ! command -v wrk >/dev/null 2>&1; then

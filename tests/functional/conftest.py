@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import pathlib
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from . import postgresql
+from .browser import start_browser
 from .daemons import Database, Deployment, running
 from .rabbitmq import INSTALL_HINT, RABBITMQ_SERVER, RabbitMQNode, is_installed
 
@@ -47,3 +50,13 @@ def deployment(
     """tether-plugin and two tether-agent processes on the private node."""
     with running(Deployment(tmp_path_factory.mktemp("deployment"), rabbitmq, database)) as deployment:
         yield deployment
+
+
+@pytest.fixture
+def browser(tmp_path: pathlib.Path) -> Iterator[Any]:
+    """Headless chromium (see browser.py)."""
+    driver = start_browser(tmp_path)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -13,6 +13,7 @@ from typing import Any
 import kombu
 import pytest
 
+from .browser import live, resource_status, until
 from .daemons import BIN, Daemon, Database, Deployment
 from .rabbitmq import RabbitMQNode
 
@@ -242,17 +243,33 @@ def test_a_step_failing_for_good_undoes_the_steps_before_it_in_reverse_order(dep
 
 
 def test_results_published_while_the_plugin_is_down_are_recorded_when_it_returns(
-    deployment: Deployment,
+    deployment: Deployment, browser: Any
 ) -> None:
+    # The console is open on the resources page throughout, in a real browser.
+    browser.get(f"{deployment.base_url}/console/resources")
+    until(lambda: live(browser), "the console page's event stream opened")
+    browser.execute_script("window.tetherSamePage = true;")  # gone if the page were loaded again
     lbs = [
         _post(deployment, "loadbalancers", {"provider": "fake", "metadata": {"fake.delay_ms": "1500"}})
         for _ in range(5)
     ]
+    # They appear on the open page as they are accepted.
+    until(lambda: all(resource_status(browser, lb["id"]) for lb in lbs), "the new load balancers on the page")
+    assert resource_status(browser, lbs[-1]["id"]) == "PENDING_CREATE"
+    # The page's open event stream does not hold the plugin up.
     assert deployment.plugin.stop() == 0
     time.sleep(3)  # the agents finish and publish while nobody records
     deployment.start_plugin()
     for lb in lbs:
         assert _wait_status(deployment, "loadbalancers", lb["id"])["provisioning_status"] == "ACTIVE"
+    # The page reconnected by itself and shows them ACTIVE, without a reload.
+    until(
+        lambda: all(resource_status(browser, lb["id"]) == "ACTIVE" for lb in lbs),
+        "the console showing them ACTIVE after the restart",
+    )
+    assert browser.execute_script("return window.tetherSamePage === true;")
+    if os.environ.get("TETHER_CONSOLE_SCREENSHOT"):
+        browser.save_screenshot(os.environ["TETHER_CONSOLE_SCREENSHOT"])
 
 
 def test_the_pipeline_carries_on_after_the_broker_restarts(

@@ -47,6 +47,8 @@ class Waiters:
         #: also told the ids of the tasks this process finishes: the API
         #: process, when the pipeline runs in a process of its own
         self.forward: Callable[[list[str]], None] | None = None
+        #: called whenever a task finished here or elsewhere (the console's live pages)
+        self.observers: list[Callable[[], None]] = []
 
     def install(self, sessionmaker: orm.sessionmaker[orm.Session]) -> None:
         after_commit(sessionmaker, [FINISHED, FINISHED_METRICS], self._after_commit)
@@ -61,6 +63,8 @@ class Waiters:
             woken = self._waiting.pop(task_id, set())
         for loop, future in woken:
             loop.call_soon_threadsafe(_resolve, future)
+        for observe in self.observers:
+            observe()
 
     def wake_all(self) -> None:
         """Wake every waiter to read its task again (wake-ups may have been missed)."""
@@ -69,6 +73,8 @@ class Waiters:
             self._waiting.clear()
         for loop, future in woken:
             loop.call_soon_threadsafe(_resolve, future)
+        for observe in self.observers:
+            observe()
 
     async def wait(self, task_id: str, timeout: float, done: Callable[[], Awaitable[bool]]) -> None:
         """Return when ``task_id`` finishes or after ``timeout`` seconds.

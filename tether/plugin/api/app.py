@@ -20,6 +20,7 @@ from tether.common import log
 from tether.plugin.api import actions, agents, dead_letters, errors, health, metrics, resources, tasks
 from tether.plugin.api.accept import CreateRoutes
 from tether.plugin.api.deps import Api, authorized
+from tether.plugin.console import install as install_console
 
 LOG = logging.getLogger(__name__)
 
@@ -162,6 +163,7 @@ def create_app(api: Api, broker_ready: health.Probe = lambda: None) -> fastapi.F
     app.include_router(dead_letters.router(api), responses=errors.RESPONSES)
     app.include_router(metrics.router(api), responses=errors.RESPONSES)
     app.include_router(health.router(api, broker_ready))
+    install_console(app, api)
     # Inside RequestId: the creates it serves carry request ids like the rest.
     app.add_middleware(CreateRoutes, creates=creates)
     app.add_middleware(RequestId)
