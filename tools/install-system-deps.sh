@@ -45,66 +45,55 @@ stop_system_rabbitmq() {
     fi
 }
 
+# What is missing, installed with one `apt-get update` and one install: on a
+# fresh machine each update costs seconds.
+missing=()
 if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
     # The haproxy driver's tests run real HAProxy processes of their own.
-    echo "install-system-deps: installing haproxy" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    as_root apt-get update -qq
-    as_root apt-get install -y -qq --no-install-recommends haproxy >/dev/null
-    as_root service haproxy stop >/dev/null 2>&1 || true
+    missing+=(haproxy)
 fi
-
 if ! command -v arping >/dev/null 2>&1 && [ ! -x /usr/sbin/arping ]; then
     # The haproxy driver announces a VIP that moves to its host with
     # gratuitous ARP; the VIP failover test checks a neighbour heard it.
-    echo "install-system-deps: installing iputils-arping" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    as_root apt-get update -qq
-    as_root apt-get install -y -qq --no-install-recommends iputils-arping >/dev/null
+    missing+=(iputils-arping)
 fi
-
 if ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; then
     # The functional suite runs a second time on a private PostgreSQL
     # cluster of its own (tests/functional/postgresql.py).
-    echo "install-system-deps: installing postgresql" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    as_root apt-get update -qq
-    as_root apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+    missing+=(postgresql)
 fi
-# The packaged cluster is not ours: it would only hold port 5432 and memory.
-if command -v pg_lsclusters >/dev/null 2>&1 && pg_lsclusters -h 2>/dev/null | grep -q ' online'; then
-    as_root service postgresql stop >/dev/null 2>&1 || true
-    as_root update-rc.d postgresql disable >/dev/null 2>&1 || true
-fi
-
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     # The console's browser test drives headless chromium through chromium-driver
     # (tests/functional/browser.py); Selenium is given both paths and downloads nothing.
-    echo "install-system-deps: installing chromium and chromium-driver" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    as_root apt-get update -qq
-    as_root apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+    missing+=(chromium chromium-driver)
 fi
-
 if [ "${1:-}" = bench ] && ! command -v wrk >/dev/null 2>&1; then
     # The benchmark's load generator: C, so the CPU stays with tether.
-    echo "install-system-deps: installing wrk" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    as_root apt-get update -qq
-    as_root apt-get install -y -qq --no-install-recommends wrk >/dev/null
+    missing+=(wrk)
+fi
+if [ ! -x "$RABBITMQ_SERVER" ]; then
+    missing+=(rabbitmq-server)
 fi
 
-if [ ! -x "$RABBITMQ_SERVER" ]; then
-    echo "install-system-deps: installing rabbitmq-server" >&2
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-system-deps: installing ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     as_root apt-get update -qq
     # apt writes progress to stdout even with -qq; keep CI logs readable
     # but let errors through on stderr.
-    as_root apt-get install -y -qq --no-install-recommends rabbitmq-server >/dev/null
+    as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # The packaged HAProxy service is not ours: the tests run their own.
+    as_root service haproxy stop >/dev/null 2>&1 || true
     if [ ! -x "$RABBITMQ_SERVER" ]; then
         echo "install-system-deps: $RABBITMQ_SERVER still missing after install" >&2
         exit 1
     fi
+fi
+
+# The packaged cluster is not ours: it would only hold port 5432 and memory.
+if command -v pg_lsclusters >/dev/null 2>&1 && pg_lsclusters -h 2>/dev/null | grep -q ' online'; then
+    as_root service postgresql stop >/dev/null 2>&1 || true
+    as_root update-rc.d postgresql disable >/dev/null 2>&1 || true
 fi
 
 # Checked on every run, not just after an install: the package may have been
