@@ -57,6 +57,7 @@ LISTENER = ResourceType(
     },
     required=("protocol", "protocol_port"),
     immutable=frozenset({"protocol", "protocol_port"}),
+    references={"default_pool_id": "pool"},
 )
 
 POOL = ResourceType(

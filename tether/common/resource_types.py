@@ -104,6 +104,12 @@ class ResourceType:
         A child names its parent as ``<parent>_id``.
     :param immutable: attributes that cannot change after create.
     :param description: one sentence for the API reference.
+    :param references: attributes that hold the id of another resource of
+        the same tree, by attribute name: the type they name (e.g.
+        ``{"default_pool_id": "pool"}``). The plugin refuses a create or an
+        update naming an id that is no such resource of the same tree (400),
+        and a delete that would leave one dangling (409, naming the referrer).
+        A ``null`` reference names nothing.
     """
 
     name: str
@@ -112,6 +118,7 @@ class ResourceType:
     parent: str | None = None
     immutable: frozenset[str] = frozenset()
     description: str = ""
+    references: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def collection(self) -> str:
@@ -148,6 +155,16 @@ class ResourceType:
         }
         _forbid_nul(schema)
         return schema
+
+    def check_immutable(self, current: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
+        """:raises InvalidInput: naming what ``changes`` would change of the immutable attributes."""
+        changed = sorted(k for k in changes if k in self.immutable and changes[k] != current.get(k))
+        if changed:
+            raise InvalidInput(
+                f"{', '.join(changed)} of a {self.name} cannot change after create "
+                f"(immutable: {', '.join(sorted(self.immutable))}); create a new {self.name} instead.",
+                path=f"$.{changed[0]}",
+            )
 
     def defaults(self) -> dict[str, Any]:
         return {k: copy.deepcopy(v["default"]) for k, v in self.properties.items() if "default" in v}
@@ -244,6 +261,12 @@ class Registry(Mapping[str, ResourceType]):
                 raise ConfigError(
                     reason=f"root resource type {rtype.name!r} must declare a 'provider' attribute"
                 )
+            for attribute, target in rtype.references.items():
+                if attribute not in rtype.properties or target not in self._types:
+                    raise ConfigError(
+                        reason=f"resource type {rtype.name!r} declares reference {attribute!r} to "
+                        f"{target!r}: the attribute must be one of its properties and the type installed"
+                    )
             seen = {rtype.name}
             parent = rtype.parent
             while parent is not None:
