@@ -124,3 +124,14 @@ def test_a_type_may_reference_only_its_own_properties_and_installed_types() -> N
     )
     with pytest.raises(ConfigError, match="reference 'other_id' to 'nope'"):
         Registry({"thing": root, "part": wrong})
+
+
+def test_cancelling_the_create_of_a_pool_a_listener_names_answers_409(client: TestClient) -> None:
+    tree = _tree(client)
+    pool_task = client.get(f"/v1/pools/{tree['pool']}").json()["task"]["id"]
+    listener = _listener(client, tree["lb"], tree["pool"]).json()
+
+    refused = client.post(f"/v1/tasks/{pool_task}/cancel")
+
+    assert refused.status_code == 409
+    assert f"is the default_pool_id of listener {listener['id']}" in refused.json()["error"]["message"]

@@ -85,7 +85,7 @@ def router(api: Api) -> fastapi.APIRouter:
     @r.post("/{task_id}/cancel", summary="Cancel a task no agent has started", status_code=200)
     def cancel(task_id: str, ctx: Canceller) -> dict[str, Any]:
         with api.sessionmaker.begin() as session:
-            task = cancellation.cancel(session, api.changes.policy, ctx, task_id)
+            task = cancellation.cancel(session, api.changes.policy, ctx, task_id, api.registry)
             return views.task(task)
 
     return r
