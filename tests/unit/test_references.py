@@ -135,3 +135,16 @@ def test_cancelling_the_create_of_a_pool_a_listener_names_answers_409(client: Te
 
     assert refused.status_code == 409
     assert f"is the default_pool_id of listener {listener['id']}" in refused.json()["error"]["message"]
+
+
+def test_a_pool_whose_listener_is_being_deleted_may_be_deleted_behind_it(
+    client: TestClient, plugin: Plugin
+) -> None:
+    tree = _tree(client)
+    listener = _listener(client, tree["lb"], tree["pool"]).json()
+    for task in client.get("/v1/tasks").json()["tasks"]:
+        finish(plugin, task["id"])
+    assert client.delete(f"/v1/listeners/{listener['id']}").status_code == 202
+    assert client.get(f"/v1/listeners/{listener['id']}").json()["provisioning_status"] == "PENDING_DELETE"
+
+    assert client.delete(f"/v1/pools/{tree['pool']}").status_code == 202

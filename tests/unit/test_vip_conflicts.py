@@ -184,6 +184,17 @@ def test_an_address_of_the_range_asked_for_is_held_alone(ranged: TestClient) -> 
     assert _lb(ranged, vip_address="192.0.2.9")["vip_address"] == "192.0.2.9"
 
 
+def test_an_address_of_the_range_served_before_the_range_was_configured_is_not_given_out(
+    client: TestClient, conf: cfg.ConfigOpts
+) -> None:
+    older = _lb(client, vip_address="10.1.0.1")
+    assert _listener(client, older["id"]).status_code == 202
+    conf.set_override("vip_range", ["10.1.0.0/30"], group="loadbalancer")
+
+    with TestClient(make_plugin(conf).app) as restarted:
+        assert _lb(restarted)["vip_address"] == "10.1.0.2"
+
+
 def test_an_exhausted_range_answers_409_saying_so(ranged: TestClient) -> None:
     for _ in range(4):
         _lb(ranged)
@@ -196,7 +207,7 @@ def test_an_exhausted_range_answers_409_saying_so(ranged: TestClient) -> None:
     )
 
 
-def test_a_deleted_load_balancer_gives_its_address_back(ranged: TestClient, conf: cfg.ConfigOpts) -> None:
+def test_a_deleted_load_balancer_gives_its_address_back(ranged: TestClient) -> None:
     first = _lb(ranged)
     _lb(ranged)
     deleting = ranged.delete(f"/v1/loadbalancers/{first['id']}")

@@ -71,10 +71,16 @@ def check_unreferenced(session: orm.Session, registry: Registry, doomed: Sequenc
         return
     gone = {r.id: r for r in doomed}
     for row in queries.tree(session, doomed[0].root_id):
-        if row.id in gone or row.type not in referring:
+        # A referrer being deleted goes first: its tree's changes run in order.
+        if (
+            row.id in gone
+            or row.type not in referring
+            or row.provisioning_status == ProvisioningStatus.PENDING_DELETE
+        ):
             continue
         for attribute in referring[row.type]:
-            target = gone.get(row.attributes.get(attribute))  # type: ignore[arg-type]
+            value = row.attributes.get(attribute)
+            target = gone.get(value) if isinstance(value, str) else None
             if target is not None:
                 raise Conflict(_dangling(registry, row, attribute, target, doomed[0]))
 

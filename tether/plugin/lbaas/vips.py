@@ -86,12 +86,11 @@ class LoadBalancerVips(AcceptCheck):
 
     def _allocate(self, acceptance: Acceptance) -> Address:
         taken = {key[len(ADDRESS_PREFIX) :] for key in acceptance.reserved(ADDRESS_PREFIX)}
-        # Addresses listeners serve without a reservation of their own (a load
-        # balancer that named it before the range was configured) are not free either.
-        taken |= {key[len(ENDPOINT_PREFIX) :].split(" ")[0] for key in acceptance.reserved(ENDPOINT_PREFIX)}
         for address in self.range:
+            if str(address) in taken or _served(acceptance, address):
+                continue
             # A concurrent accept on another plugin replica may take it first: try the next.
-            if str(address) not in taken and acceptance.try_reserve(address_key(address)):
+            if acceptance.try_reserve(address_key(address)):
                 return address
         raise Conflict(
             f"No address is left to give out: all {self.range.size()} of [loadbalancer] vip_range "
@@ -111,6 +110,12 @@ class ListenerEndpoints(AcceptCheck):
         if not acceptance.try_reserve(key):
             same_tree = _same_tree(acceptance, acceptance.holder(key))
             raise Conflict(_in_use(vip, attributes["protocol_port"], same_tree))
+
+
+def _served(acceptance: Acceptance, address: Address) -> bool:
+    """Whether listeners serve ``address`` though no load balancer holds it
+    (one named it before the range was configured): it is not free either."""
+    return bool(acceptance.reserved(f"{ENDPOINT_PREFIX}{address} "))
 
 
 def _same_tree(acceptance: Acceptance, holder: str | None) -> bool:
