@@ -24,6 +24,7 @@ from oslo_config import cfg
 
 from tether.common.exceptions import Conflict
 from tether.plugin.accept_checks import Acceptance, AcceptCheck
+from tether.plugin.db.models import Resource
 from tether.plugin.lbaas.vip_range import Address, VipRange
 
 GROUP = "loadbalancer"
@@ -121,7 +122,7 @@ def _served(acceptance: Acceptance, address: Address) -> bool:
 def _same_tree(acceptance: Acceptance, holder: str | None) -> bool:
     if holder is None:
         return False
-    row = acceptance.session.get(type(acceptance.resource), holder)
+    row = acceptance.session.get(Resource, holder)
     return row is not None and row.root_id == acceptance.resource.root_id
 
 
