@@ -46,6 +46,15 @@ class VipRange:
     def __iter__(self) -> Iterator[Address]:
         return itertools.chain.from_iterable(_addresses(first, last) for first, last in self.spans)
 
+    def free(self, taken: set[Address]) -> Iterator[Address]:
+        """The addresses not in ``taken``, in order; by their numbers, as a
+        range grows past the thousands."""
+        numbers = {(a.version, int(a)) for a in taken}
+        for first, last in self.spans:
+            for value in range(int(first), int(last) + 1):
+                if (first.version, value) not in numbers:
+                    yield ipaddress.IPv4Address(value) if first.version == 4 else ipaddress.IPv6Address(value)
+
     def size(self) -> int:
         return sum(int(last) - int(first) + 1 for first, last in self.spans)
 

@@ -86,9 +86,11 @@ class LoadBalancerVips(AcceptCheck):
             )
 
     def _allocate(self, acceptance: Acceptance) -> Address:
-        taken = {key[len(ADDRESS_PREFIX) :] for key in acceptance.reserved(ADDRESS_PREFIX)}
-        for address in self.range:
-            if str(address) in taken or _served(acceptance, address):
+        taken = {
+            ipaddress.ip_address(key[len(ADDRESS_PREFIX) :]) for key in acceptance.reserved(ADDRESS_PREFIX)
+        }
+        for address in self.range.free(taken):
+            if _served(acceptance, address):
                 continue
             # A concurrent accept on another plugin replica may take it first: try the next.
             if acceptance.try_reserve(address_key(address)):
