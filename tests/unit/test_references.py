@@ -148,3 +148,10 @@ def test_a_pool_whose_listener_is_being_deleted_may_be_deleted_behind_it(
     assert client.get(f"/v1/listeners/{listener['id']}").json()["provisioning_status"] == "PENDING_DELETE"
 
     assert client.delete(f"/v1/pools/{tree['pool']}").status_code == 202
+
+
+def test_the_api_describes_the_references_of_each_type(client: TestClient) -> None:
+    types = {t["name"]: t for t in client.get("/v1").json()["resource_types"]}
+
+    assert types["listener"]["references"] == {"default_pool_id": "pool"}
+    assert types["pool"]["references"] == {}
