@@ -31,6 +31,7 @@ type (``ResourceType.references``) and :mod:`tether.plugin.references` judges th
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -43,6 +44,8 @@ from tether.common.resource_types import Registry, ResourceType
 from tether.plugin import references
 from tether.plugin.db import reservations
 from tether.plugin.db.models import Resource
+
+LOG = logging.getLogger(__name__)
 
 NAMESPACE = "tether.accept_checks"
 
@@ -132,7 +135,14 @@ class AcceptChecks:
     def load(cls, conf: cfg.ConfigOpts, registry: Registry) -> AcceptChecks:
         """Instantiate the checks of the installed types (their options
         registered by :func:`register_opts`)."""
-        return cls(registry, {name: check(conf) for name, check in _classes().items() if name in registry})
+        checks = {name: check(conf) for name, check in _classes().items() if name in registry}
+        # Said at start: a package installed without its entry points checks nothing.
+        LOG.info(
+            "accept checks: %s",
+            ", ".join(f"{n} ({type(c).__module__}.{type(c).__qualname__})" for n, c in sorted(checks.items()))
+            or "none installed",
+        )
+        return cls(registry, checks)
 
     def get(self, type_name: str) -> AcceptCheck | None:
         return self._checks.get(type_name)
