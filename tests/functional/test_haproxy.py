@@ -156,6 +156,7 @@ def test_traffic_follows_the_api_and_survives_the_death_of_its_host(
         _post(
             deployment, "listeners", {"loadbalancer_id": lb["id"], "protocol": "HTTP", "protocol_port": port}
         )
+        _second_on_the_same_vip_and_port_is_refused(deployment, port)
         pool = _post(
             deployment,
             "pools",
@@ -299,6 +300,28 @@ def test_traffic_follows_the_api_and_survives_the_death_of_its_host(
             for pid in pidfile.read_text().split():
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), signal.SIGKILL)
+
+
+def _second_on_the_same_vip_and_port_is_refused(deployment: Deployment, port: int) -> None:
+    """HAProxy binds with SO_REUSEPORT: a second load balancer on the VIP and
+    port would come up too and take part of the traffic. The API refuses it."""
+    started = time.monotonic()
+    other = deployment.http.post(
+        "/v1/loadbalancers", json={"provider": "haproxy", "vip_address": "127.0.0.1"}
+    )
+    assert other.status_code == 202, other.text
+    refused = deployment.http.post(
+        "/v1/listeners",
+        json={"loadbalancer_id": other.json()["id"], "protocol": "HTTP", "protocol_port": port},
+    )
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["message"] == (
+        f"127.0.0.1:{port} is already in use by another load balancer; choose another vip_address or "
+        "protocol_port."
+    )
+    assert deployment.http.delete(f"/v1/loadbalancers/{other.json()['id']}").status_code == 202
+    assert _settle(deployment, f"/v1/loadbalancers/{other.json()['id']}") == {"gone": True}
+    print(f"\nsecond load balancer on the same VIP and port: refused in {time.monotonic() - started:.1f} s")
 
 
 def _monitor(deployment: Deployment, pool_id: str) -> str:

@@ -76,8 +76,10 @@ def test_five_hundred_resources_end_active_or_in_the_error_the_fake_driver_was_t
     trees = [lb for lb in lbs if lb["name"].startswith("lb-")][:25]
 
     def build(lb: dict[str, Any]) -> None:
+        # A port each: these load balancers have no VIP address, and so bind every address.
+        port = 8000 + int(lb["name"].removeprefix("lb-"))
         listener = _post(
-            deployment, "listeners", {"loadbalancer_id": lb["id"], "protocol": "HTTP", "protocol_port": 80}
+            deployment, "listeners", {"loadbalancer_id": lb["id"], "protocol": "HTTP", "protocol_port": port}
         )
         _wait_status(deployment, "listeners", listener["id"])
         pool_ = _post(

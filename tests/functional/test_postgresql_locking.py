@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from oslo_config import cfg
 from sqlalchemy import orm
 
 from tether.common import messages
@@ -22,11 +23,13 @@ from tether.common.exceptions import Conflict
 from tether.common.resource_types import Registry
 from tether.common.states import Outcome
 from tether.plugin import cancellation, lifecycle
+from tether.plugin.accept_checks import AcceptChecks
 from tether.plugin.changes import Changes
 from tether.plugin.context import RequestContext
 from tether.plugin.db import migration, session
 from tether.plugin.db.group_commit import GroupCommit
-from tether.plugin.db.models import Resource, Task, utcnow
+from tether.plugin.db.models import Reservation, Resource, Task, utcnow
+from tether.plugin.lbaas import vips
 from tether.plugin.providers import Providers
 from tether.plugin.results import ResultRecorder
 
@@ -191,3 +194,108 @@ def test_a_delete_meeting_a_claim_of_the_create_waits_and_queues_behind_it(
     assert isinstance(delete_id, str), delete_id
     assert _state(sessionmaker, create_id) == ("RUNNING", 1, "b")
     assert _state(sessionmaker, delete_id)[0] == "QUEUED"  # behind the create, for the agent to undo
+
+
+def _lbaas_changes(sessionmaker: orm.sessionmaker[orm.Session]) -> tuple[Changes, GroupCommit]:
+    """A replica's accept path with the load-balancing checks, [loadbalancer]
+    vip_range = 10.1.0.1-10.1.0.2."""
+    conf = cfg.ConfigOpts()
+    conf.register_opts(vips.OPTS, group=vips.GROUP)
+    conf([], default_config_files=[])
+    conf.set_override("vip_range", ["10.1.0.1-10.1.0.2"], group=vips.GROUP)
+    registry = Registry.load()
+    writer = GroupCommit(sessionmaker, 1)
+    checks = AcceptChecks.load(conf, registry)
+    return Changes(registry, Providers.load(["noop"]), writer, lifecycle.Policy(), checks=checks), writer
+
+
+def _held_by_another_replica(
+    sessionmaker: orm.sessionmaker[orm.Session], key: str, commit: bool, decide: Callable[[], Any]
+) -> Any:
+    """Run ``decide`` while another transaction holds ``key`` uncommitted;
+    commit or roll that back once ``decide`` waits for it."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(decide())
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            outcome.append(exc)
+
+    holder = _lb(sessionmaker, None)
+    with sessionmaker() as other:
+        other.execute(sa.insert(Reservation).values(key=key, resource_id=holder, created_at=utcnow()))
+        deciding = threading.Thread(target=run)
+        deciding.start()
+        deadline = time.monotonic() + 10
+        while not _waiting_on_a_lock(sessionmaker):
+            assert time.monotonic() < deadline, "the accept never met the other transaction's reservation"
+            assert deciding.is_alive(), f"the accept finished while the key was held: {outcome}"
+            time.sleep(0.01)
+        if commit:
+            other.commit()
+        else:
+            other.rollback()
+    deciding.join(10)
+    assert not deciding.is_alive()
+    return outcome[0]
+
+
+def _lb(sessionmaker: orm.sessionmaker[orm.Session], vip: str | None) -> str:
+    resource_id = str(uuid.uuid4())
+    with sessionmaker.begin() as db:
+        db.add(
+            Resource(
+                id=resource_id,
+                type="loadbalancer",
+                project_id="p",
+                root_id=resource_id,
+                provider="noop",
+                attributes={"provider": "noop", "vip_address": vip},
+                provisioning_status="ACTIVE",
+                operating_status="ONLINE",
+            )
+        )
+    return resource_id
+
+
+@pytest.mark.parametrize("other_commits", [True, False], ids=["other-commits", "other-rolls-back"])
+def test_two_replicas_reserving_one_vip_and_port_at_once_cannot_both_win(
+    sessionmaker: orm.sessionmaker[orm.Session], other_commits: bool
+) -> None:
+    changes, writer = _lbaas_changes(sessionmaker)
+    lb = _lb(sessionmaker, "10.9.0.1")
+    body = {"loadbalancer_id": lb, "protocol": "TCP", "protocol_port": 80}
+
+    def create() -> Any:
+        ctx = RequestContext(project_id="p")
+        return changes.create(ctx, changes.registry["listener"], body, lambda db, r, t: r.id).result(10)
+
+    try:
+        outcome = _held_by_another_replica(sessionmaker, "vip 10.9.0.1 tcp 80", other_commits, create)
+    finally:
+        writer.stop()
+    if other_commits:
+        assert isinstance(outcome, Conflict), outcome
+        assert "10.9.0.1:80 is already in use by another load balancer" in str(outcome)
+    else:
+        assert isinstance(outcome, str), outcome
+
+
+def test_a_replica_whose_vip_another_replica_took_meanwhile_is_given_the_next(
+    sessionmaker: orm.sessionmaker[orm.Session],
+) -> None:
+    changes, writer = _lbaas_changes(sessionmaker)
+
+    def create() -> Any:
+        ctx = RequestContext(project_id="p")
+        loadbalancer = changes.registry["loadbalancer"]
+        return changes.create(
+            ctx, loadbalancer, {"provider": "noop"}, lambda db, r, t: r.attributes["vip_address"]
+        ).result(10)
+
+    try:
+        given = _held_by_another_replica(sessionmaker, "vip-address 10.1.0.1", True, create)
+    finally:
+        writer.stop()
+    assert given == "10.1.0.2"

@@ -7,6 +7,7 @@ confirm they exist); an Idempotency-Key belongs to its project.
 
 from __future__ import annotations
 
+import itertools
 import pathlib
 from collections.abc import Iterator
 from typing import Any
@@ -47,6 +48,7 @@ CHILD_BODIES: dict[str, tuple[str, dict[str, Any]]] = {
     "healthmonitors": ("pool", {"type": "TCP", "delay": 5, "timeout": 3, "max_retries": 3}),
 }
 PARENT_KEY = {"lb": "loadbalancer_id", "pool": "pool_id"}
+_VIPS = itertools.count(1)
 
 
 @pytest.fixture
@@ -71,7 +73,9 @@ def api(tokens: dict[str, dict[str, str]], conf: cfg.ConfigOpts) -> Iterator[Tes
 
 def _tree(api: TestClient, headers: dict[str, str]) -> dict[str, str]:
     """A whole load balancer tree of the caller's project: collection → id."""
-    lb = api.post("/v1/loadbalancers", json={"provider": "noop"}, headers=headers)
+    # A VIP of its own: two trees' listeners on one VIP and port would conflict.
+    vip = f"192.0.2.{next(_VIPS)}"
+    lb = api.post("/v1/loadbalancers", json={"provider": "noop", "vip_address": vip}, headers=headers)
     assert lb.status_code == 202, lb.text
     ids = {"loadbalancers": lb.json()["id"]}
     pool = api.post(

@@ -122,10 +122,10 @@ def test_one_batch_of_results_frees_several_trees_and_looks_up_their_queues_at_o
     client: TestClient, plugin: Plugin
 ) -> None:
     trees = []
-    for _ in range(3):
+    for port in (80, 81, 82):
         lb = accepted(client, "loadbalancers", {"provider": "noop"})
         listener = accepted(
-            client, "listeners", {"loadbalancer_id": lb["id"], "protocol": "TCP", "protocol_port": 80}
+            client, "listeners", {"loadbalancer_id": lb["id"], "protocol": "TCP", "protocol_port": port}
         )
         trees.append((lb, listener))
     answers = [claim(plugin, lb["task"]["id"]) for lb, _ in trees]

@@ -118,6 +118,7 @@ LISTENER = ResourceType(
             ),
         },
     ),
+    references={"default_pool_id": "pool"},
 )
 
 POOL = ResourceType(

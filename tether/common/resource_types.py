@@ -119,6 +119,12 @@ class ResourceType:
         own (one attribute that needs or excludes another), each with a
         ``description`` that says what it asks of the API user: the message
         of a body that breaks it. They go into the schema as ``allOf``.
+    :param references: attributes that hold the id of another resource of
+        the same tree, by attribute name: the type they name (e.g.
+        ``{"default_pool_id": "pool"}``). The plugin refuses a create or an
+        update naming an id that is no such resource of the same tree (400),
+        and a delete that would leave one dangling (409, naming the referrer).
+        A ``null`` reference names nothing.
     """
 
     name: str
@@ -128,6 +134,7 @@ class ResourceType:
     immutable: frozenset[str] = frozenset()
     description: str = ""
     rules: tuple[Mapping[str, Any], ...] = ()
+    references: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def collection(self) -> str:
@@ -166,6 +173,16 @@ class ResourceType:
             schema["allOf"] = [copy.deepcopy(dict(rule)) for rule in self.rules]
         _forbid_nul(schema)
         return schema
+
+    def check_immutable(self, current: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
+        """:raises InvalidInput: naming what ``changes`` would change of the immutable attributes."""
+        changed = sorted(k for k in changes if k in self.immutable and changes[k] != current.get(k))
+        if changed:
+            raise InvalidInput(
+                f"{', '.join(changed)} of a {self.name} cannot change after create "
+                f"(immutable: {', '.join(sorted(self.immutable))}); create a new {self.name} instead.",
+                path=f"$.{changed[0]}",
+            )
 
     def defaults(self) -> dict[str, Any]:
         return {k: copy.deepcopy(v["default"]) for k, v in self.properties.items() if "default" in v}
@@ -266,6 +283,12 @@ class Registry(Mapping[str, ResourceType]):
                 raise ConfigError(
                     reason=f"root resource type {rtype.name!r} must declare a 'provider' attribute"
                 )
+            for attribute, target in rtype.references.items():
+                if attribute not in rtype.properties or target not in self._types:
+                    raise ConfigError(
+                        reason=f"resource type {rtype.name!r} declares reference {attribute!r} to "
+                        f"{target!r}: the attribute must be one of its properties and the type installed"
+                    )
             seen = {rtype.name}
             parent = rtype.parent
             while parent is not None:

@@ -16,8 +16,9 @@ import logging
 from sqlalchemy import orm
 
 from tether.common.exceptions import Conflict, NotFound
+from tether.common.resource_types import Registry
 from tether.common.states import IN_FLIGHT_TASK_STATES, Operation, ProvisioningStatus, TaskState
-from tether.plugin import lifecycle
+from tether.plugin import lifecycle, references
 from tether.plugin.context import RequestContext
 from tether.plugin.db import queries
 from tether.plugin.db.models import Resource, Task
@@ -27,8 +28,17 @@ LOG = logging.getLogger(__name__)
 _UNDONE = (TaskState.CANCELLED, TaskState.SUPERSEDED)
 
 
-def cancel(session: orm.Session, policy: lifecycle.Policy, ctx: RequestContext, task_id: str) -> Task:
+def cancel(
+    session: orm.Session,
+    policy: lifecycle.Policy,
+    ctx: RequestContext,
+    task_id: str,
+    registry: Registry | None = None,
+) -> Task:
     """Cancel ``task_id``; the task as it now stands.
+
+    :param registry: the types, whose references a cancelled create must
+        not leave dangling (a listener naming the pool it removes).
 
     :raises NotFound: no such task in the caller's project.
     :raises Conflict: the task is running, finished, or not the newest change of its resource.
@@ -62,6 +72,8 @@ def cancel(session: orm.Session, policy: lifecycle.Policy, ctx: RequestContext, 
             f"Task {newer[-1].id} changes the same {task.resource_type} after this one; cancel it first."
         )
     resource = queries.get_resource(session, task.resource_id, None)
+    if resource is not None and registry is not None and task.operation == Operation.CREATE:
+        references.check_unreferenced(session, registry, lifecycle.subtree(session, resource))
     lifecycle.finish_cancelled(session, policy, task)
     if resource is not None:
         if task.operation == Operation.CREATE:

@@ -34,6 +34,7 @@ from tether.common.states import (
     TaskState,
 )
 from tether.plugin import lifecycle
+from tether.plugin.accept_checks import AcceptChecks
 from tether.plugin.capabilities import ProviderCapabilities
 from tether.plugin.context import RequestContext
 from tether.plugin.db import queries
@@ -90,13 +91,17 @@ class Changes:
         on_commit: Callable[[], None] = lambda: None,
         hands_over: bool = False,
         capabilities: ProviderCapabilities | None = None,
+        checks: AcceptChecks | None = None,
     ) -> None:
         """:param on_commit: wakes the relay after a change committed.
         :param hands_over: a new root's outbox row reaches the relay with its
             commit (:mod:`tether.plugin.handoff`): no wake-up needed.
         :param capabilities: what the providers' drivers support; a change
-            none of them supports is refused before anything is written."""
+            none of them supports is refused before anything is written.
+        :param checks: the types' references and checks with the database
+            (by default the references only)."""
         self.capabilities = capabilities
+        self.checks = checks or AcceptChecks(registry)
         self.backpressure = backpressure
         self.policy = policy
         self.registry = registry
@@ -125,6 +130,7 @@ class Changes:
             rtype.parent is None
             and not answer_writes
             and not self.providers.is_host_placed(attributes.get("provider", ""))
+            and not self.checks.checks_root(rtype, attributes)
         ):
             return self._create_root(ctx, rtype, attributes, answer)
         return self._write(lambda session: self._create(session, ctx, rtype, attributes, answer))
@@ -222,6 +228,7 @@ class Changes:
         # After the root's lock: two children created at once are counted one after the other.
         notes = self._judge(session, provider_name, rtype, attributes, parent)
         session.add(resource)
+        self.checks.create(session, rtype, resource, parent)
         task = self._accept(session, ctx, resource, Operation.CREATE, notes)
         session.flush()
         return answer(session, resource, task)
@@ -242,7 +249,7 @@ class Changes:
                 path=f"$.{rtype.parent_key}",
             )
         changes = {k: v for k, v in body.items() if k != rtype.parent_key}
-        self._check_immutable(rtype, resource.attributes, changes)
+        rtype.check_immutable(resource.attributes, changes)
         self._check_backlog(session, resource.provider)
         attributes = copy.deepcopy(resource.attributes) | changes
         full = attributes | ({rtype.parent_key: resource.parent_id} if rtype.parent_key else {})
@@ -252,6 +259,7 @@ class Changes:
         self._admit(session, resource.root_id)
         if resource.provisioning_status == ProvisioningStatus.PENDING_DELETE:
             raise Conflict(f"{rtype.name} {resource.id} is being deleted.")
+        self.checks.update(session, rtype, resource, changes)
         resource.attributes = attributes
         resource.name = attributes.get("name")
         resource.generation += 1
@@ -283,6 +291,7 @@ class Changes:
             raise Conflict(f"{rtype.name} {resource.id} is already being deleted.")
         # A cascade of a resource without children is a plain delete.
         doomed = lifecycle.subtree(session, resource) if kids else [resource]
+        self.checks.delete(session, rtype, doomed)
         lifecycle.mark_deleting(doomed)
         task = self._accept(session, ctx, resource, Operation.DELETE, doomed=doomed)
         session.flush()
@@ -301,16 +310,6 @@ class Changes:
     def _check_backlog(self, session: orm.Session, provider: str) -> None:
         if self.backpressure is not None:
             self.backpressure.check(session, provider)
-
-    @staticmethod
-    def _check_immutable(rtype: ResourceType, current: dict[str, Any], changes: dict[str, Any]) -> None:
-        changed = sorted(k for k in changes if k in rtype.immutable and changes[k] != current.get(k))
-        if changed:
-            raise InvalidInput(
-                f"{', '.join(changed)} of a {rtype.name} cannot change after create "
-                f"(immutable: {', '.join(sorted(rtype.immutable))}); create a new {rtype.name} instead.",
-                path=f"$.{changed[0]}",
-            )
 
     def _admit(self, session: orm.Session, root_id: str, locked: bool = True) -> None:
         """May one more change of this tree be accepted now?

@@ -6,6 +6,7 @@ from oslo_config import cfg
 
 from tether.common import rpc
 from tether.plugin import (
+    accept_checks,
     agents,
     auth,
     callbacks,
@@ -44,4 +45,6 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
         (app.GROUP, app.OPTS + auth.OPTS + changes.OPTS + idempotency.OPTS + throttle.OPTS),
         (session.GROUP, session.OPTS),
         (callbacks.GROUP, callbacks.OPTS),
+        # The options of the resource types' checks (e.g. [loadbalancer] vip_range).
+        *accept_checks.list_opts(),
     ]

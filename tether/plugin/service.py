@@ -22,6 +22,7 @@ from tether.common import transport
 from tether.common.exceptions import ConfigError
 from tether.common.resource_types import Registry
 from tether.plugin import agents, auth, callbacks, handoff, lifecycle, link, throttle, waiters
+from tether.plugin.accept_checks import AcceptChecks
 from tether.plugin.api.app import create_app
 from tether.plugin.api.deps import Api
 from tether.plugin.capabilities import ProviderCapabilities
@@ -139,6 +140,7 @@ class Plugin(Core):
             on_commit=wake_relay,
             hands_over=hands_over,
             capabilities=ProviderCapabilities(self.agents, self.reader),
+            checks=AcceptChecks.load(conf, self.registry),
         )
         self.api = Api(
             registry=self.registry,

@@ -144,6 +144,8 @@ def create_app(api: Api, broker_ready: health.Probe = lambda: None) -> fastapi.F
                     "parent": t.parent,
                     "parent_key": t.parent_key,
                     "immutable": sorted(t.immutable),
+                    # attribute → the type of the same tree whose id it holds
+                    "references": dict(t.references),
                     "description": t.description,
                     "schema": t.schema,
                 }

@@ -48,14 +48,18 @@ def _documented(description: str) -> dict[str, Any]:
 #: The error answers any authenticated operation may give.
 RESPONSES: dict[int | str, dict[str, Any]] = {
     400: _documented(
-        "The request is malformed, or asks what no live driver of its provider supports "
-        "(UnsupportedByProvider); the message says what and where."
+        "The request is malformed, names a resource that is not there to be named (a reference "
+        "such as a listener's default_pool_id), or asks what no live driver of its provider "
+        "supports (UnsupportedByProvider); the message says what and where."
     ),
     401: _documented("No valid token; send one in X-Auth-Token or Authorization: Bearer."),
     403: _documented("The caller's roles do not allow this operation."),
     404: _documented("No such item in the caller's project."),
     405: _documented("The method is not allowed here; Allow lists those that are."),
-    409: _documented("A conflict with the current state; the message names it."),
+    409: _documented(
+        "A conflict with the current state or with another resource (a VIP address and port "
+        "already served, a resource another one names); the message names it and what to do."
+    ),
     413: _documented("The body is larger than the API accepts."),
     422: _documented("An Idempotency-Key reused for a different request."),
     429: _documented("Too many requests from this project; retry after Retry-After seconds."),

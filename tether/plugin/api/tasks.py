@@ -98,7 +98,7 @@ def router(api: Api) -> fastapi.APIRouter:
     def cancel(task_id: str, ctx: Canceller, body: OptionalJsonBody) -> dict[str, Any]:
         reason = actions.reason_of(body, "cancel")
         with api.sessionmaker.begin() as session:
-            task = cancellation.cancel(session, api.changes.policy, ctx, task_id)
+            task = cancellation.cancel(session, api.changes.policy, ctx, task_id, api.registry)
             operator_actions.record(session, ctx, "cancel", "task", task_id, task_id=task_id, reason=reason)
             return views.task(task)
 

@@ -348,3 +348,22 @@ class OperatorAction(Base):
         sa.Index("ix_operator_actions_task_id", "task_id"),
         sa.Index("ix_operator_actions_target", "target_type", "target_id"),
     )
+
+
+class Reservation(Base):
+    """A key that one resource holds alone, such as the VIP address and port
+    a listener serves. The primary key makes the database the arbiter: of two
+    accepts that reserve one key at once, in one group commit or on two plugin
+    replicas, one commits and the other is refused. Deleting the resource
+    releases what it held."""
+
+    __tablename__ = "reservations"
+
+    key: orm.Mapped[str] = orm.mapped_column(sa.String(255), primary_key=True)
+    resource_id: orm.Mapped[str] = orm.mapped_column(
+        sa.String(36),
+        sa.ForeignKey("resources.id", name="fk_reservations_resource_id", ondelete="CASCADE"),
+    )
+    created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow)
+
+    __table_args__ = (sa.Index("ix_reservations_resource_id", "resource_id"),)
