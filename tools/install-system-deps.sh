@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the functional tests need (and, given the
 # argument "bench", the benchmark's wrk): Debian's rabbitmq-server (which pulls in Erlang),
-# postgresql, haproxy and iputils-arping. The tests start their own private
+# postgresql, haproxy, iputils-arping and keepalived. The tests start their own private
 # node from it (tests/functional/rabbitmq.py), so the packaged system service
 # is stopped and disabled: it would only hold port 5672, the default node name
 # and memory.
@@ -60,6 +60,17 @@ if ! command -v arping >/dev/null 2>&1 && [ ! -x /usr/sbin/arping ]; then
     export DEBIAN_FRONTEND=noninteractive
     as_root apt-get update -qq
     as_root apt-get install -y -qq --no-install-recommends iputils-arping >/dev/null
+fi
+
+if ! command -v keepalived >/dev/null 2>&1 && [ ! -x /usr/sbin/keepalived ]; then
+    # The haproxy driver's ACTIVE_STANDBY topology moves the VIP by VRRP with
+    # keepalived; its failover test runs keepalived processes of its own.
+    echo "install-system-deps: installing keepalived" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq --no-install-recommends keepalived >/dev/null
+    as_root service keepalived stop >/dev/null 2>&1 || true
+    as_root update-rc.d keepalived disable >/dev/null 2>&1 || true
 fi
 
 if ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; then
