@@ -94,12 +94,14 @@ class Pairing:
     def activate(self, lb_id: str, peer: Peer | None) -> None:
         """This host is now the active of ``lb_id``, paired with ``peer``."""
         directory = os.path.join(self.base, lb_id)
+        # Kept even before its first task has run here: that task pairs it with this peer.
+        os.makedirs(directory, exist_ok=True)
+        self._keep_peer(directory, peer)
         try:
             with open(os.path.join(directory, "desired.json")) as f:
                 vip = json.load(f)[lb_id].get("vip_address")
         except (OSError, ValueError, KeyError):
-            return  # not applied here yet: its task pairs it
-        self._keep_peer(directory, peer)
+            return
         if self.keepalived is not None and vip:
             self._hold(directory, lb_id, vip, "active")
 
