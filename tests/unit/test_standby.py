@@ -225,6 +225,11 @@ def test_a_driver_that_cannot_pair_refuses_active_standby_at_accept(
     assert client.post("/v1/loadbalancers", json={"provider": "haproxy"}).status_code == 202
 
 
+def test_a_shared_providers_root_gets_no_standby(plugin: Plugin, client: TestClient) -> None:
+    lb = client.post("/v1/loadbalancers", json={"provider": "noop", "topology": "ACTIVE_STANDBY"}).json()
+    assert "standby" not in client.get(f"/v1/loadbalancers/{lb['id']}").json()
+
+
 def test_the_topology_cannot_change_after_create(plugin: Plugin, client: TestClient) -> None:
     _report(plugin, "a", "h1")
     lb = _paired(plugin, client)

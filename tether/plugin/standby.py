@@ -206,8 +206,9 @@ def peer(agent: Agent | None, provider: str) -> dict[str, Any] | None:
 
 
 def view(session: orm.Session, root: Resource) -> dict[str, Any] | None:
-    """The ``standby`` block of a root's API answer."""
-    if not wanted(root):
+    """The ``standby`` block of a root's API answer: only for one that wants
+    a standby and is placed on hosts (a shared provider's is on no host)."""
+    if not wanted(root) or root.agent_id is None:
         return None
     agent = agent_queries.get_agent(session, root.standby_agent_id) if root.standby_agent_id else None
     return {

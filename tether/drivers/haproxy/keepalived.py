@@ -12,9 +12,11 @@ adverts):
   no peer yet falls back to multicast, alone;
 * ``virtual_router_id`` derived from the load balancer's id (1-255): two
   pairs whose VRIDs clash on one host are refused (see :func:`clashing`);
-* priority 150 on the active, 100 on the standby, both starting BACKUP with
-  ``nopreempt``: the first up takes the VIP and keeps it; a host that comes
-  back does not take it back;
+* priority 150 on the active, 100 on the standby, both starting BACKUP; the
+  standby with ``nopreempt``, the active without: the VIP goes where the
+  plugin has the active, even when the standby happened to start first, and
+  a host that comes back (as the standby, or with its old configuration
+  against a promoted peer of the same priority) does not take it back;
 * ``advert_int`` ``[driver:haproxy] vrrp_advert_interval`` (0.2 s): the
   standby takes over 3 adverts plus a skew after the last one it heard,
   about 0.7 s, and announces the VIP with gratuitous ARP;
@@ -111,7 +113,7 @@ def render(
         "}",
         f"vrrp_instance {name} {{",
         "    state BACKUP",
-        "    nopreempt",
+        *(["    nopreempt"] if role == "standby" else []),
         f"    interface {interface}",
         f"    virtual_router_id {router_id(lb_id)}",
         f"    priority {PRIORITY[role]}",
