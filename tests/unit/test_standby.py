@@ -230,6 +230,19 @@ def test_a_shared_providers_root_gets_no_standby(plugin: Plugin, client: TestCli
     assert "standby" not in client.get(f"/v1/loadbalancers/{lb['id']}").json()
 
 
+def test_only_agents_whose_driver_can_pair_hold_a_paired_root(plugin: Plugin, client: TestClient) -> None:
+    single = Capabilities.of([AllowedValues("loadbalancer", "topology", {"SINGLE"})]).to_wire()
+    paired = Capabilities.of([AllowedValues("loadbalancer", "topology", {"SINGLE", "ACTIVE_STANDBY"})])
+    # "a" is the least loaded, but its driver (no keepalived, say) cannot hold either side.
+    _report(plugin, "a", "h1", capabilities={"haproxy": single})
+    _report(plugin, "b", "h2", capabilities={"haproxy": paired.to_wire()})
+    _report(plugin, "c", "h3", capabilities={"haproxy": paired.to_wire()})
+    for _ in range(2):
+        client.post("/v1/loadbalancers", json={"provider": "haproxy"})  # load on b and c
+    lb = _paired(plugin, client)
+    assert {lb["agent_id"], lb["standby"]["agent_id"]} == {"b", "c"}, lb
+
+
 def test_the_topology_cannot_change_after_create(plugin: Plugin, client: TestClient) -> None:
     _report(plugin, "a", "h1")
     lb = _paired(plugin, client)

@@ -60,7 +60,11 @@ class Scheduler:
         return None
 
     def bind(self, session: orm.Session, root: Resource, exclude: str | None = None) -> str | None:
-        live = [a.id for a in self.agents.live_for(session, root.provider) if a.id != exclude]
+        live = [
+            a.id
+            for a in self.agents.live_for(session, root.provider)
+            if a.id != exclude and (not standby.wanted(root) or standby.able(a, root))
+        ]
         if not live:
             return None
         load = collections.Counter(

@@ -36,6 +36,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy import orm
 
+from tether.common.capabilities import Capabilities
 from tether.common.states import ProvisioningStatus
 from tether.plugin import work
 from tether.plugin.agents import Registry
@@ -58,7 +59,7 @@ def choose(session: orm.Session, root: Resource, agents: Registry, exclude: Iter
     on another host if any serves the provider, the least loaded (roots
     held as active or standby) first. None when there is none."""
     skip = {root.agent_id, *exclude}
-    live = [a for a in agents.live_for(session, root.provider) if a.id not in skip]
+    live = [a for a in agents.live_for(session, root.provider) if a.id not in skip and able(a, root)]
     active = agent_queries.get_agent(session, root.agent_id) if root.agent_id else None
     apart = [a for a in live if active is None or a.host != active.host]
     candidates = apart or live
@@ -88,6 +89,20 @@ def choose(session: orm.Session, root: Resource, agents: Registry, exclude: Iter
             f" (was {previous})" if previous else "",
         )
     return chosen
+
+
+def able(agent: Agent, root: Resource) -> bool:
+    """Can ``agent``'s driver of ``root``'s provider hold ``root``'s topology,
+    by what it declared? (Yes when it declared nothing: an older agent.)"""
+    wire = (agent.capabilities or {}).get(root.provider)
+    if wire is None:
+        return True
+    try:
+        declared = Capabilities.from_wire(wire)
+    except ValueError:
+        return True
+    topology = {ATTRIBUTE: (root.attributes or {}).get(ATTRIBUTE)}
+    return declared.judge(root.type, topology, {}) is None
 
 
 def ensure(session: orm.Session, root: Resource, agents: Registry) -> None:
