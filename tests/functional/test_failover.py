@@ -12,7 +12,8 @@ Then the active host dies (its cable is pulled and every process on it
 killed: agent, HAProxy, keepalived). The largest gap between two answers
 the client got must stay under 2 s, while the plugin declares the agent
 dead, promotes the standby (never OFFLINE) and makes agent 3 the new
-standby, in step.
+standby, in step. Last, the new active's HAProxy dies alone: keepalived's
+check moves the VIP to agent 3's host.
 """
 
 from __future__ import annotations
@@ -227,19 +228,32 @@ def test_the_vip_moves_to_the_standby_within_two_seconds_of_the_active_hosts_dea
         after = eventually(promoted, 30, "the standby is promoted and agent 3 stands by, in step")
         recovered = time.monotonic() - killed
         time.sleep(1.0)  # the client goes on through agent 3's arrival
-        stop_client.touch()
-        client.wait(10)
         assert _holds(heir, vip)
         gap = _largest_gap(answers(), killed - 1.0)
-        last = max(answers())
+        assert max(answers()) > killed + recovered, (
+            "the client got no answer once the new standby was in step"
+        )
+        assert after["provisioning_status"] == "ACTIVE" and after["operating_status"] == "ONLINE", after
+
+        # The new active's HAProxy dies (its agent lives): keepalived's check moves the VIP to agent 3.
+        pidfile = tmp_path / standby / "haproxy" / lb["id"] / "haproxy.pid"
+        for pid in pidfile.read_text().split():
+            os.kill(int(pid), signal.SIGKILL)
+        haproxy_killed = time.monotonic()
+        eventually(lambda: _holds(network.hosts[2], vip), 10, "agent 3's host takes the VIP")
+        time.sleep(1.0)
+        stop_client.touch()
+        client.wait(10)
+        second_gap = _largest_gap(answers(), haproxy_killed - 0.5)
         print(
             f"\n  {active} died; largest gap between answers {gap:.2f} s; {standby} active and "
             f"agent-3 standby in step after {recovered:.1f} s "
-            f"({after['provisioning_status']}/{after['operating_status']})"
+            f"({after['provisioning_status']}/{after['operating_status']}); then {standby}'s HAProxy died: "
+            f"largest gap {second_gap:.2f} s"
         )
         assert gap < 2.0, f"traffic stopped for {gap:.2f} s"
-        assert last > killed + recovered, "the client got no answer once the new standby was in step"
-        assert after["provisioning_status"] == "ACTIVE" and after["operating_status"] == "ONLINE", after
+        # Two failed checks a second apart, then the standby's takeover.
+        assert second_gap < 4.0, f"traffic stopped for {second_gap:.2f} s when HAProxy died"
     except BaseException:
         print(deployment.logs())
         raise
