@@ -7,6 +7,7 @@ from __future__ import annotations
 import pathlib
 import shutil
 import subprocess
+import time
 from collections.abc import Collection
 from typing import Any
 
@@ -197,3 +198,24 @@ def test_virtual_router_ids_are_stable_and_clashes_on_a_host_are_found(tmp_path:
     assert keepalived.clashing(str(tmp_path), "lb-1") is None  # no keepalived there
     (tmp_path / twin / "keepalived.conf").write_text("")
     assert keepalived.clashing(str(tmp_path), "lb-1") == twin
+
+
+def test_keepalived_check_fails_once_haproxy_is_dead_even_before_it_is_reaped(tmp_path: pathlib.Path) -> None:
+    check = tmp_path / "check_haproxy"
+    check.write_text(keepalived._check_script(str(tmp_path)))
+    check.chmod(0o755)
+    process = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / "haproxy.pid").write_text(f"{process.pid}\n")
+        assert subprocess.run([str(check)]).returncode == 0
+        process.kill()
+        deadline = time.monotonic() + 5
+        while "Z" not in pathlib.Path(f"/proc/{process.pid}/stat").read_text().split()[2]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert subprocess.run([str(check)]).returncode == 1  # a zombie, not yet reaped
+    finally:
+        process.kill()
+        process.wait()
+    (tmp_path / "haproxy.pid").unlink()
+    assert subprocess.run([str(check)]).returncode == 1
