@@ -46,8 +46,8 @@ def _report(plugin: Plugin, agent_id: str, host: str, ago: float = 0.0, **extra:
     return answer
 
 
-def _finish(plugin: Plugin, task_id: str) -> None:
-    """The task's root's active agent runs it and succeeds."""
+def _finish(plugin: Plugin, task_id: str, error: str | None = None) -> None:
+    """The task's root's active agent runs it and succeeds (or fails with ``error``)."""
     with plugin.sessionmaker() as session:
         task = session.get(Task, task_id)
         assert task is not None
@@ -68,9 +68,10 @@ def _finish(plugin: Plugin, task_id: str) -> None:
             messages.Result(
                 task_id=task_id,
                 attempt=answer["attempt"],
-                outcome=Outcome.SUCCEEDED,
+                outcome=Outcome.FAILED if error else Outcome.SUCCEEDED,
                 agent_id=agent_id,
-                statuses={_resource_of(plugin, task_id): "ONLINE"},
+                statuses={} if error else {_resource_of(plugin, task_id): "ONLINE"},
+                error=messages.ReportedError(type="InvalidConfiguration", message=error) if error else None,
             )
         ]
     )
@@ -152,6 +153,24 @@ def test_the_standby_is_given_the_settled_tree_and_shows_in_step_once_it_holds_i
     after = _sync(plugin, standby, {lb["id"]: given["digest"]})[lb["id"]]
     assert after["digest"] != given["digest"]
     assert [c["id"] for c in after["tree"]["children"]] == [listener["id"]]
+
+
+def test_after_a_change_failed_on_the_active_the_standby_holds_what_the_active_holds(
+    plugin: Plugin, client: TestClient
+) -> None:
+    _report(plugin, "a", "h1")
+    _report(plugin, "b", "h2")
+    lb = _paired(plugin, client)
+    listener = client.post(
+        "/v1/listeners", json={"loadbalancer_id": lb["id"], "protocol": "HTTP", "protocol_port": 80}
+    ).json()
+    _finish(plugin, listener["task"]["id"])
+    changed = client.put(f"/v1/listeners/{listener['id']}", json={"connection_limit": 10}).json()
+    _finish(plugin, changed["task"]["id"], error="the device refused it")
+    assert client.get(f"/v1/listeners/{listener['id']}").json()["provisioning_status"] == "ERROR"
+    given = _sync(plugin, lb["standby"]["agent_id"])[lb["id"]]
+    (held,) = given["tree"]["children"]
+    assert held["attributes"]["connection_limit"] == -1  # the generation the active applied
 
 
 def test_when_the_active_dies_its_standby_is_promoted_at_once_and_never_shows_offline(

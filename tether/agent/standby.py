@@ -52,6 +52,8 @@ class StandbyKeeper(Periodic):
         #: by (provider, root): the role and peer the driver was last told of
         self._told: dict[tuple[str, str], tuple[str, Peer | None]] = {}
         self._unsupported = False
+        #: by (provider, root): the last failure of the driver, logged once
+        self._failed: dict[tuple[str, str], str] = {}
 
     def start(self) -> None:
         if self.drivers:
@@ -123,8 +125,20 @@ class StandbyKeeper(Periodic):
             self._told.pop(key, None)
             self._held.pop(key, None)
             self._trees.pop(key, None)
-            LOG.error("%s %s as %s of root %s failed: %s", key[0], method.__name__, role, key[1], exc)
+            said = f"{type(exc).__name__}: {exc}"
+            # Once per failure, not every pass: the same tree fails the same way until it changes.
+            log = LOG.debug if self._failed.get(key) == said else LOG.error
+            self._failed[key] = said
+            log(
+                "%s %s as %s of root %s failed (trying again each pass): %s",
+                key[0],
+                method.__name__,
+                role,
+                key[1],
+                said,
+            )
             return False
+        self._failed.pop(key, None)
         if self._told.get(key) != (role, peer):
             LOG.info(
                 "%s holds root %s as %s%s",

@@ -30,7 +30,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import sqlalchemy as sa
@@ -41,7 +41,7 @@ from tether.common.states import ProvisioningStatus
 from tether.plugin import work
 from tether.plugin.agents import Registry
 from tether.plugin.db import agent_queries, queries
-from tether.plugin.db.models import Agent, Resource
+from tether.plugin.db.models import Agent, Resource, Row
 
 LOG = logging.getLogger(__name__)
 
@@ -182,7 +182,26 @@ def stood_by(session: orm.Session, agent_id: str) -> Sequence[Resource]:
     ).all()
 
 
-def digest(rows: Sequence[Resource]) -> str:
+def held_by_active(rows: Sequence[Resource]) -> list[Row]:
+    """A settled tree as its active's device holds it: each resource with
+    the attributes of the generation a driver last applied (after a failed
+    update, the one before it, as the drift audit compares)."""
+    return [
+        Row(
+            id=r.id,
+            type=r.type,
+            root_id=r.root_id,
+            project_id=r.project_id,
+            parent_id=r.parent_id,
+            provisioning_status=r.provisioning_status,
+            applied_generation=r.applied_generation,
+            attributes=r.applied_attributes if r.applied_attributes is not None else r.attributes,
+        )
+        for r in rows
+    ]
+
+
+def digest(rows: Sequence[Resource | Row]) -> str:
     """What a standby must hold of a tree, as one digest: each resource's
     identity, attributes and whether its create failed (a device leaves
     such a one out), in id order."""
@@ -193,15 +212,16 @@ def digest(rows: Sequence[Resource]) -> str:
 
 
 def settled_tree(session: orm.Session, root: Resource) -> tuple[Any, str] | None:
-    """The desired tree of ``root`` as a standby applies it, and its digest;
-    None while a change of it is in the works (the active has not applied
-    it yet, and may refuse it)."""
+    """The tree of ``root`` as a standby applies it (as the active holds it,
+    :func:`held_by_active`), and its digest; None while a change of it is
+    in the works (the active has not applied it yet, and may refuse it)."""
     if queries.in_flight_tasks(session, root.id):
         return None
     rows = queries.tree(session, root.id)
     if any(str(r.provisioning_status).startswith("PENDING") for r in rows):
         return None
-    return msgspec.to_builtins(work.desired_tree(rows)), digest(rows)
+    held = held_by_active(rows)
+    return msgspec.to_builtins(work.desired_tree(cast(list[Resource], held))), digest(held)
 
 
 def in_step_of(session: orm.Session, root: Resource) -> bool:
@@ -233,5 +253,5 @@ def view(session: orm.Session, root: Resource) -> dict[str, Any] | None:
     }
 
 
-def _failed_create(row: Resource) -> bool:
+def _failed_create(row: Resource | Row) -> bool:
     return row.provisioning_status == ProvisioningStatus.ERROR and not row.applied_generation
