@@ -12,10 +12,12 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from oslo_config import cfg
+from oslo_messaging.notify import _impl_test
 
-from tests.unit.conftest import agent_state, make_plugin
+from tests.unit.conftest import agent_state, make_plugin, wait_for
 from tether.common import messages
 from tether.common.capabilities import AllowedValues, Capabilities
+from tether.common.exceptions import MalformedMessage
 from tether.common.states import Outcome
 from tether.plugin.db.models import Agent, Resource, Task, utcnow
 from tether.plugin.service import Plugin
@@ -270,8 +272,43 @@ def test_the_topology_cannot_change_after_create(plugin: Plugin, client: TestCli
 
 
 def test_standby_sync_refuses_malformed_arguments(plugin: Plugin) -> None:
-    from tether.common.exceptions import MalformedMessage
-
     with pytest.raises(Exception) as raised:
         plugin.pipeline.standby_endpoint.standby_sync({}, agent_id="a", provider="haproxy", held=["x"])
     assert isinstance(raised.value.__cause__, MalformedMessage) and "held" in str(raised.value.__cause__)
+
+
+def test_a_promotion_is_notified(conf: cfg.ConfigOpts) -> None:
+    conf.set_override("providers", ["noop", "haproxy"], group="plugin")
+    conf.set_override("driver", ["test"], group="oslo_messaging_notifications")
+    enabled = make_plugin(conf)
+    try:
+        with TestClient(enabled.app) as client:
+            _report(enabled, "a", "h1")
+            _report(enabled, "b", "h2")
+            lb = _paired(enabled, client)
+            _report(enabled, lb["agent_id"], "h1", ago=3600)
+            _impl_test.reset()
+            enabled.pipeline.reaper.reap()
+
+            def failovers() -> list[Any]:
+                return [
+                    n[1]["payload"]
+                    for n in _impl_test.NOTIFICATIONS
+                    if n[1]["event_type"].endswith(".failover")
+                ]
+
+            (payload,) = wait_for(failovers)
+        assert payload == {
+            "resource_id": lb["id"],
+            "resource_type": "loadbalancer",
+            "project_id": lb["project_id"],
+            "agent_id": lb["standby"]["agent_id"],
+            "dead_agent_id": lb["agent_id"],
+            "standby_agent_id": None,
+            "in_step": False,
+        }
+        # Nothing of it went OFFLINE.
+        assert not [n for n in _impl_test.NOTIFICATIONS if n[1]["event_type"].endswith(".offline")]
+    finally:
+        enabled.notifications.stop()
+        _impl_test.reset()

@@ -162,6 +162,7 @@ class Reaper(Periodic):
         the standby was not in step."""
         promoted = standby.promote(session, dead, self.agents)
         for root, in_step in promoted:
+            notifications.failed_over(session, root, dead, in_step)
             self._reroute(session, root, dead)
             if not in_step:
                 lifecycle.reapply(
