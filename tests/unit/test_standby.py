@@ -235,6 +235,22 @@ def test_a_dead_standby_is_replaced_and_a_root_without_one_gets_one_when_an_agen
     assert after["operating_status"] == "ONLINE"
 
 
+def test_a_disabled_standby_agent_is_replaced(plugin: Plugin, client: TestClient) -> None:
+    _report(plugin, "a", "h1")
+    _report(plugin, "b", "h2")
+    _report(plugin, "c", "h3")
+    lb = _paired(plugin, client)
+    standby = lb["standby"]["agent_id"]
+    plugin.pipeline.reaper.reap()
+    response = client.put(
+        f"/v1/agents/{standby}", json={"admin_state_up": False}, headers={"X-Roles": "admin"}
+    )
+    assert response.status_code == 200, response.text
+    plugin.pipeline.reaper.reap()
+    after = client.get(f"/v1/loadbalancers/{lb['id']}").json()
+    assert after["standby"]["agent_id"] not in (None, standby, after["agent_id"]), after
+
+
 def test_a_driver_that_cannot_pair_refuses_active_standby_at_accept(
     plugin: Plugin, client: TestClient
 ) -> None:

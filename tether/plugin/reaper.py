@@ -182,7 +182,7 @@ class Reaper(Periodic):
             if live == self._live:
                 return 0
             self._live = live
-            return standby.fill(session, placed, self.agents)
+            return standby.fill(session, placed, self.agents, live)
 
     def _reschedule(self, session: orm.Session, dead: str) -> int:
         """Move the roots bound to a dead agent to live ones and apply them there in full."""

@@ -29,7 +29,7 @@ import collections
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any, cast
 
 import msgspec
@@ -156,10 +156,11 @@ def replace(session: orm.Session, dead: str, agents: Registry) -> int:
     return len(roots)
 
 
-def fill(session: orm.Session, providers: Sequence[str], agents: Registry) -> int:
+def fill(session: orm.Session, providers: Sequence[str], agents: Registry, live: Collection[str]) -> int:
     """Roots of ``providers`` that want a standby and have none (no second
-    agent served the provider when they were placed): one each, if a live
-    agent can be had now. How many got one."""
+    agent served the provider when they were placed), or one that is not
+    among the ``live`` agents (disabled, or dead and not yet replaced): a
+    live one each, if one can be had now. How many got one."""
     if not providers:
         return 0
     lacking = session.scalars(
@@ -167,7 +168,7 @@ def fill(session: orm.Session, providers: Sequence[str], agents: Registry) -> in
             Resource.provider.in_(list(providers)),
             Resource.parent_id.is_(None),
             Resource.agent_id.is_not(None),
-            Resource.standby_agent_id.is_(None),
+            sa.or_(Resource.standby_agent_id.is_(None), Resource.standby_agent_id.not_in(list(live))),
         )
     ).all()
     return sum(choose(session, root, agents) is not None for root in lacking if wanted(root))
