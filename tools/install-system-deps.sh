@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages the functional tests need (and, given the
 # argument "bench", the benchmark's wrk): Debian's rabbitmq-server (which pulls in Erlang),
-# postgresql, haproxy, iputils-arping, and chromium with chromium-driver for the
-# console's browser test. The tests start their own private
+# postgresql, haproxy, iputils-arping, keepalived, and chromium with chromium-driver
+# for the console's browser test. The tests start their own private
 # node from it (tests/functional/rabbitmq.py), so the packaged system service
 # is stopped and disabled: it would only hold port 5672, the default node name
 # and memory.
@@ -67,6 +67,11 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     # (tests/functional/browser.py); Selenium is given both paths and downloads nothing.
     missing+=(chromium chromium-driver)
 fi
+if ! command -v keepalived >/dev/null 2>&1 && [ ! -x /usr/sbin/keepalived ]; then
+    # The haproxy driver's ACTIVE_STANDBY topology moves the VIP by VRRP with
+    # keepalived; its failover test runs keepalived processes of its own.
+    missing+=(keepalived)
+fi
 if [ "${1:-}" = bench ] && ! command -v wrk >/dev/null 2>&1; then
     # The benchmark's load generator: C, so the CPU stays with tether.
     missing+=(wrk)
@@ -84,6 +89,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # The packaged HAProxy service is not ours: the tests run their own.
     as_root service haproxy stop >/dev/null 2>&1 || true
+    as_root service keepalived stop >/dev/null 2>&1 || true
+    as_root update-rc.d keepalived disable >/dev/null 2>&1 || true
     if [ ! -x "$RABBITMQ_SERVER" ]; then
         echo "install-system-deps: $RABBITMQ_SERVER still missing after install" >&2
         exit 1

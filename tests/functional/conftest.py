@@ -9,6 +9,7 @@ import pytest
 from . import postgresql
 from .browser import start_browser
 from .daemons import Database, Deployment, running
+from .netns import NetnsError, Network
 from .rabbitmq import INSTALL_HINT, RABBITMQ_SERVER, RabbitMQNode, is_installed
 
 
@@ -60,3 +61,32 @@ def browser(tmp_path: pathlib.Path) -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="session")
+def network() -> Iterator[Network]:
+    """Four test hosts behind a bridge (netns.py), shared by the modules
+    that run agents on hosts of their own (three agents' hosts and a
+    client's); each leaves them as it found them."""
+    net = Network(hosts=4)
+    try:
+        net.create()
+    except NetnsError as exc:
+        # A failure, never a skip: a skipped test looks like a passing one in CI.
+        pytest.fail(f"cannot build test hosts with network namespaces: {exc}", pytrace=False)
+    try:
+        yield net
+    finally:
+        net.close()
+
+
+@pytest.fixture(scope="session")
+def node(network: Network) -> Iterator[RabbitMQNode]:
+    """A RabbitMQ node that the test hosts can reach: it also listens on the
+    bridge's address (the session's ``rabbitmq`` node does not)."""
+    rabbitmq = RabbitMQNode(extra_addresses=[network.gateway])
+    try:
+        rabbitmq.start()
+        yield rabbitmq
+    finally:
+        rabbitmq.close()

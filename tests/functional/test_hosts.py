@@ -41,14 +41,14 @@ import os
 import pathlib
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
 
 from . import dataplane, hostfake
 from .daemons import Database, Deployment
-from .netns import Host, NetnsError, Network
+from .netns import Host, Network
 from .rabbitmq import RabbitMQNode
 
 pytestmark = pytest.mark.functional
@@ -73,33 +73,6 @@ LONG_OPERATION = {"fake.operation_s": "10"}  # the device works on; the agent ac
 BLOCKING_CALL = {"fake.delay_ms": "6000"}  # the driver call holds a worker and an unacked message
 # Started first, so it must last until the shared work has been created too.
 LONG_BLOCKING_CALL = {"fake.delay_ms": "10000"}
-
-
-@pytest.fixture(scope="module")
-def network() -> Iterator[Network]:
-    """Three agents' hosts and a client's behind a bridge, removed at the end of the module."""
-    net = Network(hosts=4)
-    try:
-        net.create()
-    except NetnsError as exc:
-        # A failure, never a skip: a skipped test looks like a passing one in CI.
-        pytest.fail(f"cannot build test hosts with network namespaces: {exc}", pytrace=False)
-    try:
-        yield net
-    finally:
-        net.close()
-
-
-@pytest.fixture(scope="module")
-def node(network: Network) -> Iterator[RabbitMQNode]:
-    """A RabbitMQ node of this module's own that the test hosts can reach:
-    it also listens on the bridge's address (the session's node does not)."""
-    rabbitmq = RabbitMQNode(extra_addresses=[network.gateway])
-    try:
-        rabbitmq.start()
-        yield rabbitmq
-    finally:
-        rabbitmq.close()
 
 
 def _eventually(

@@ -208,6 +208,9 @@ class PluginApi:
     def report_status(self, agent_id: str, reports: dict[str, Any]) -> dict[str, Any]:
         return self._call("report_status", "1.7", agent_id=agent_id, reports=reports)  # type: ignore[no-any-return]
 
+    def standby_sync(self, agent_id: str, provider: str, held: dict[str, str]) -> dict[str, Any]:
+        return self._call("standby_sync", "1.8", agent_id=agent_id, provider=provider, held=held)  # type: ignore[no-any-return]
+
     def report_state(self, state: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         """:param timeout: seconds to wait for the answer, less than
         ``[agent] rpc_timeout`` while the agent has never been heard."""

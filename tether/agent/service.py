@@ -17,6 +17,7 @@ from tether.agent.heartbeat import Heartbeat
 from tether.agent.plugin_api import PluginApi
 from tether.agent.reports import Reports, ReportSender
 from tether.agent.runner import Runner
+from tether.agent.standby import StandbyKeeper
 from tether.agent.status_poller import StatusPoller
 from tether.agent.status_server import StatusServer
 from tether.common import metrics, rpc, transport
@@ -96,6 +97,13 @@ OPTS: list[cfg.Opt] = [
         "with the desired state of the resources placed on this agent, and drifted resources show "
         "in_sync false with their drift. 0 audits nothing.",
     ),
+    cfg.FloatOpt(
+        "standby_interval",
+        default=1.0,
+        min=0.1,
+        help="Seconds between two passes that keep this agent's standby copies of ACTIVE_STANDBY "
+        "roots in step with their desired state (and tell its drivers of their peers).",
+    ),
     cfg.BoolOpt(
         "repair_drift",
         default=False,
@@ -160,6 +168,13 @@ class Agent:
         self.auditor = Auditor(
             self.drivers, self.plugin, self.agent_id, conf.agent.audit_interval, conf.agent.repair_drift
         )
+        self.standby = StandbyKeeper(self.drivers, self.plugin, self.agent_id, conf.agent.standby_interval)
+        #: where peers reach each host-placed driver (RPC API 1.8)
+        self.addresses = {
+            name: address
+            for name, driver in self.drivers.items()
+            if driver.placement == "host" and (address := driver.peer_address())
+        }
         self.heartbeat = Heartbeat(
             self.plugin,
             conf.agent.report_interval,
@@ -204,6 +219,7 @@ class Agent:
             "stats": stats,
             # RPC API 1.6; an older plugin ignores it.
             "capabilities": self.capabilities,
+            "addresses": self.addresses,
             "started_at": self.started_at.isoformat(),
             "driver_timeout": self.conf.agent.driver_timeout,
         }
@@ -214,6 +230,7 @@ class Agent:
         self.sender.start()
         self.status_poller.start()
         self.auditor.start()
+        self.standby.start()
         if self.conf.agent.metrics_port:
             self.status_server = StatusServer(
                 self.conf.agent.metrics_host, self.conf.agent.metrics_port, self.problems
@@ -237,6 +254,7 @@ class Agent:
         self.sender.stop()
         self.status_poller.stop()
         self.auditor.stop()
+        self.standby.stop()
         self.heartbeat.stop()
         for driver in self.drivers.values():
             driver.close()

@@ -46,10 +46,17 @@ LOADBALANCER = ResourceType(
             "description": "The driver that realises this load balancer, e.g. noop, haproxy.",
         },
         "vip_address": _IP | {"description": "The virtual IP address clients connect to."},
+        "topology": {
+            "enum": ["SINGLE", "ACTIVE_STANDBY"],
+            "default": "SINGLE",
+            "description": "SINGLE: one agent's host serves it. ACTIVE_STANDBY: a second agent's host "
+            "holds it too, ready to take the VIP at once when the first fails (host-placed providers "
+            "whose driver supports it).",
+        },
         "admin_state_up": _ADMIN_STATE_UP,
     },
     required=("provider",),
-    immutable=frozenset({"provider", "vip_address"}),
+    immutable=frozenset({"provider", "vip_address", "topology"}),
 )
 
 LISTENER = ResourceType(

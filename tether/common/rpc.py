@@ -26,6 +26,10 @@ Versions of the plugin's RPC API (``TOPIC``):
   plugin ignores the key and an older agent sends none, so agents still call
   ``report_state`` as 1.0.
 * 1.7 - ``status_targets`` and ``report_status`` (devices' status outside a task)
+* 1.8 - ``standby_sync`` (the roots an agent holds as active or standby of an
+  ``ACTIVE_STANDBY`` pair); ``report_state``'s ``state`` may carry
+  ``addresses``, by provider, where peers reach its driver (ignored by an
+  older plugin, so still called as 1.0)
 
 Agents of 0.2 claim on the claims queue once a plugin's answer to their
 state report says ``kombu_claims``; ``claim`` and ``claim_batch`` stay for
@@ -50,7 +54,7 @@ with warnings.catch_warnings():
     from oslo_messaging import opts as oslo_messaging_opts
 
 TOPIC = "tether-plugin"
-API_VERSION = "1.7"
+API_VERSION = "1.8"
 CONTROL_EXCHANGE = "tether"
 
 #: oslo.messaging's defaults that tether changes: durable queues that

@@ -49,6 +49,7 @@ from tether.common.states import OperatingStatus
 from tether.drivers.operations import InProgress as InProgress
 from tether.drivers.operations import Step as Step
 from tether.drivers.operations import Steps as Steps
+from tether.drivers.peers import Peer as Peer
 from tether.drivers.resource import Resource as Resource
 
 Placement = Literal["shared", "host"]
@@ -345,6 +346,28 @@ class Driver(abc.ABC):
         values, shows ``in_sync: false`` with its ``drift``. Return None (the
         default) when the driver cannot list its device: nothing is audited.
         """
+        return None
+
+    def sync_standby(self, tree: Resource, peer: Peer | None) -> None:
+        """Hold ``tree`` as the standby of a root of topology ``ACTIVE_STANDBY``,
+        ready to serve it, without taking its traffic, when ``peer`` (the
+        active; None if unknown) fails. Called again when the tree or the
+        peer changes, and after the agent restarts; idempotent as
+        :meth:`create` is. :meth:`converge` removes it when it is no longer
+        this host's. Not implemented (the default): the driver cannot be a standby.
+
+        :raises DriverError: as :meth:`create` does; the agent logs it and tries again.
+        """
+        raise NotSupported(f"the {self.name or type(self).__name__} driver keeps no standby")
+
+    def sync_active(self, root_id: str, peer: Peer | None) -> None:
+        """This host serves root ``root_id`` (of topology ``ACTIVE_STANDBY``)
+        as the active, its standby being ``peer`` (None: none now). Called
+        when that changes, e.g. when this host's standby copy was promoted."""
+
+    def peer_address(self) -> str | None:
+        """The address this host's peers reach this driver at (sent with the
+        agent's state reports, given to the other side as :attr:`Peer.address`)."""
         return None
 
     def close(self) -> None:

@@ -30,6 +30,9 @@ class Loadbalancer(Model):
     provider: str
     #: The virtual IP address clients connect to.
     vip_address: str | None = None
+    #: SINGLE: one agent's host serves it. ACTIVE_STANDBY: a second agent's host holds it too, ready to take
+    #: the VIP at once when the first fails (host-placed providers whose driver supports it).
+    topology: str = "SINGLE"
     #: False takes the resource out of service without deleting it.
     admin_state_up: bool = True
     listeners: tuple[Listener, ...] = children("listener")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import re
 import sys
 import textwrap
@@ -110,15 +111,23 @@ def _value(field: FieldSpec) -> str:
     if field.children is not None:
         return f' = children("{field.children}")'
     arguments = []
+    default = _literal(field.default)
     if isinstance(field.default, dict):
-        arguments.append(f"default_factory=lambda: {field.default!r}")
+        arguments.append(f"default_factory=lambda: {default}")
     elif not field.required:
-        arguments.append(f"default={field.default!r}")
+        arguments.append(f"default={default}")
     if field.attribute != field.name:
         arguments.append(f'metadata={{"attribute": "{field.attribute}"}}')
-    if arguments == [f"default={field.default!r}"]:
-        return f" = {field.default!r}"
+    if arguments == [f"default={default}"]:
+        return f" = {default}"
     return f" = dataclasses.field({', '.join(arguments)})" if arguments else ""
+
+
+def _literal(value: object) -> str:
+    """``value`` as Python source, strings in double quotes as the formatter writes them."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

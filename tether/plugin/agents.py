@@ -111,6 +111,8 @@ class Registry:
         agent.in_flight = int(state.get("in_flight", 0))
         agent.audits = [str(p) for p in state.get("audits") or []]
         agent.capabilities = capabilities.reported(agent.id, agent.providers, state.get("capabilities"))
+        # RPC API 1.8: where peers reach each provider's driver (an active-standby pair).
+        agent.addresses = {str(p): str(a) for p, a in (state.get("addresses") or {}).items()} or None
         agent.started_at = started_at
         agent.last_heartbeat = now
         agent.alive = True

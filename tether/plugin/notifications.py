@@ -61,6 +61,24 @@ def resource_offline(session: orm.Session, resource: Resource, reason: str) -> N
         )
 
 
+def failed_over(session: orm.Session, root: Resource, dead: str, in_step: bool) -> None:
+    """``root``'s standby agent became its active one, ``dead`` having died."""
+    if session.info.get(WANTED):
+        record(
+            session,
+            f"tether.{root.type}.failover",
+            {
+                "resource_id": root.id,
+                "resource_type": root.type,
+                "project_id": root.project_id,
+                "agent_id": root.agent_id,
+                "dead_agent_id": dead,
+                "standby_agent_id": root.standby_agent_id,
+                "in_step": in_step,
+            },
+        )
+
+
 def resource_changed(session: orm.Session, task: Task, status: str, resource: Resource | None = None) -> None:
     """:param resource: the resource that changed, when not the task's own
     (one under the target of a cascade delete)."""

@@ -19,6 +19,7 @@ from tether.plugin.api import views
 from tether.plugin.claim_server import ClaimServer
 from tether.plugin.claims import ClaimDecider
 from tether.plugin.rpc import PluginEndpoint
+from tether.plugin.standby_rpc import StandbyEndpoint
 
 if TYPE_CHECKING:
     from tether.plugin.service import Core
@@ -44,6 +45,7 @@ class Pipeline:
             conf.plugin.result_batch_size,
         )
         self.endpoint = PluginEndpoint(core.sessionmaker, core.policy, core.agents, core.providers)
+        self.standby_endpoint = StandbyEndpoint(core.sessionmaker)
         self.claims = ClaimServer(
             core.broker,
             ClaimDecider(core.sessionmaker, core.policy, core.providers),
@@ -100,7 +102,9 @@ class Pipeline:
 
     def start(self) -> None:
         conf = self.core.conf
-        self._rpc_server = rpc.get_server(rpc.get_transport(conf), conf.host, [self.endpoint])
+        self._rpc_server = rpc.get_server(
+            rpc.get_transport(conf), conf.host, [self.endpoint, self.standby_endpoint]
+        )
         self._rpc_server.start()
         self.relay.start()
         self.results.start()

@@ -2,8 +2,10 @@
 
 Every non-terminal task carries a deadline. Each pass of the reaper:
 
-1. declares dead the agents whose reports stopped, and retries (or fails)
-   the tasks they were running;
+1. declares dead the agents whose reports stopped, promotes the standbys of
+   the roots they were active for (:mod:`tether.plugin.standby`), replaces
+   those they stood by for, and retries (or fails) the tasks they were
+   running;
 2. takes the tasks past their deadline and retries them or fails them with
    a reason a person can act on: no live agent serves the provider, the
    agent reported no result in time. A published task that is unclaimed
@@ -29,7 +31,7 @@ from sqlalchemy import orm
 
 from tether.common.periodic import Periodic
 from tether.common.states import OperatingStatus, TaskState
-from tether.plugin import idempotency, lifecycle, notifications
+from tether.plugin import idempotency, lifecycle, notifications, standby
 from tether.plugin.agents import Registry
 from tether.plugin.db import agent_queries, queries
 from tether.plugin.db.models import Resource, Task, utcnow
@@ -78,6 +80,8 @@ class Reaper(Periodic):
         self.queue_depths = queue_depths
         #: this pass's answers of queue_depths, by routing key
         self._depths: dict[str, int | None] = {}
+        #: the live agents of host-placed providers when standbys were last filled
+        self._live: frozenset[str] | None = None
 
     def tick(self) -> int:
         return self.reap()
@@ -86,6 +90,7 @@ class Reaper(Periodic):
         """One pass; how many tasks it moved."""
         moved = self._bury_dead_agents() + self._unstick_trees() + self._dispatch_waiting()
         self._watch_providers()
+        self._fill_standbys()
         with self.sessionmaker.begin() as session:
             idempotency.purge_expired(session)
         self._depths = {}
@@ -133,6 +138,9 @@ class Reaper(Periodic):
         moved = 0
         with self.sessionmaker.begin() as session:
             for agent in list(self.agents.declare_dead(session)):
+                # First, so that the tasks abandoned below go to the promoted agent.
+                moved += self._promote(session, agent.id)
+                standby.replace(session, agent.id, self.agents)
                 for task in agent_queries.running_on(session, agent.id):
                     lifecycle.abandon(
                         session,
@@ -146,6 +154,35 @@ class Reaper(Periodic):
                 if self.scheduler is not None and self.reschedule:
                     moved += self._reschedule(session, agent.id)
         return moved
+
+    def _promote(self, session: orm.Session, dead: str) -> int:
+        """The roots of a dead agent that have a live standby move to it at
+        once, whether or not ``reschedule_on_agent_death``: their device has
+        moved the traffic there already. Applied again in full only where
+        the standby was not in step."""
+        promoted = standby.promote(session, dead, self.agents)
+        for root, in_step in promoted:
+            notifications.failed_over(session, root, dead, in_step)
+            self._reroute(session, root, dead)
+            if not in_step:
+                lifecycle.reapply(
+                    session, self.policy, root, f"agent {dead} died; standby {root.agent_id} promoted"
+                )
+        return len(promoted)
+
+    def _fill_standbys(self) -> int:
+        """Roots that want a standby and have none get one when the live
+        agents change (one has come, or come back)."""
+        if self.scheduler is None:
+            return 0
+        providers = self.scheduler.providers
+        placed = [p for p in providers.names if providers.is_host_placed(p)]
+        with self.sessionmaker.begin() as session:
+            live = frozenset(a.id for p in placed for a in self.agents.live_for(session, p))
+            if live == self._live:
+                return 0
+            self._live = live
+            return standby.fill(session, placed, self.agents, live)
 
     def _reschedule(self, session: orm.Session, dead: str) -> int:
         """Move the roots bound to a dead agent to live ones and apply them there in full."""

@@ -24,7 +24,7 @@ from tether.common import claims, messages, rpc
 from tether.common.claims import MAX_CLAIMS, Claim, ClaimAnswer
 from tether.common.exceptions import MalformedMessage
 from tether.common.states import MAX_STEPS, StepState
-from tether.plugin import lifecycle, status_polling, status_reports
+from tether.plugin import lifecycle, standby, status_polling, status_reports
 from tether.plugin import rpc_checks as checks
 from tether.plugin.agents import Registry
 from tether.plugin.claims import ClaimDecider
@@ -269,7 +269,8 @@ class PluginEndpoint:
                 session, agent, None, state.get("statuses") or {}, state.get("stats") or {}, self._host_placed
             )
             by_provider: dict[str, list[str]] = {}
-            for root in bound:
+            # What it stands by for is held on its host too (tether.plugin.standby).
+            for root in [*bound, *standby.stood_by(session, agent.id)]:
                 by_provider.setdefault(root.provider, []).append(root.id)
             return {
                 "admin_state_up": agent.admin_state_up,

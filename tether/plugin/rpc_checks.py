@@ -144,6 +144,11 @@ def check_state(state: Any) -> None:
     audits = state.get("audits", [])
     if not isinstance(audits, list) or not all(isinstance(p, str) for p in audits):
         raise bad(method, "state.audits", "a list of provider names", audits)
+    addresses = state.get("addresses") or {}
+    if not isinstance(addresses, dict) or not all(
+        isinstance(p, str) and isinstance(a, str) and len(a) <= 255 for p, a in addresses.items()
+    ):
+        raise bad(method, "state.addresses", "an object of {provider: address}", addresses)
 
 
 #: Most resources one status report may name (agents send at most 2,000).

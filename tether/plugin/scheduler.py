@@ -7,6 +7,9 @@ provider, chosen when the root's first change is dispatched. Its tasks go to
 that agent's own queue, ``tether.work.<provider>.<agent id>``. When the bound
 agent is dead at dispatch time, the root is bound anew. A ``shared``
 provider's tasks go to its one queue, taken by any of its agents.
+
+A root of topology ``ACTIVE_STANDBY`` is bound to a standby agent too, on
+another host when one exists (:mod:`tether.plugin.standby`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import sqlalchemy as sa
 from sqlalchemy import orm
 
+from tether.plugin import standby
 from tether.plugin.agents import Registry
 from tether.plugin.db import agent_queries, queries
 from tether.plugin.db.models import Resource, Task
@@ -43,6 +47,8 @@ class Scheduler:
         if root is None:
             return task.provider
         agent = self.bound_agent(session, root) or self.bind(session, root)
+        if agent:
+            standby.ensure(session, root, self.agents)
         return f"{task.provider}.{agent}" if agent else None
 
     def bound_agent(self, session: orm.Session, root: Resource) -> str | None:
@@ -54,7 +60,11 @@ class Scheduler:
         return None
 
     def bind(self, session: orm.Session, root: Resource, exclude: str | None = None) -> str | None:
-        live = [a.id for a in self.agents.live_for(session, root.provider) if a.id != exclude]
+        live = [
+            a.id
+            for a in self.agents.live_for(session, root.provider)
+            if a.id != exclude and (not standby.wanted(root) or standby.able(a, root))
+        ]
         if not live:
             return None
         load = collections.Counter(

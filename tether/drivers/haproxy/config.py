@@ -12,6 +12,8 @@ from tether.drivers.lbaas_models import Listener, Loadbalancer, Member, Pool
 
 # HTTPS listeners and pools pass TLS through; PROXY pools speak it to their members.
 _MODES = {"HTTP": "http", "TCP": "tcp", "HTTPS": "tcp", "PROXY": "tcp", "TERMINATED_HTTPS": "http"}
+# The standby host listens on a VIP keepalived has not given it yet (IP_TRANSPARENT; needs CAP_NET_ADMIN).
+_PAIRED_BIND = " transparent"
 _BALANCE = {"ROUND_ROBIN": "roundrobin", "LEAST_CONNECTIONS": "leastconn", "SOURCE_IP": "source"}
 #: The defaults section's, in milliseconds: what a listener that sets no timeout gets.
 DEFAULT_TIMEOUTS = {
@@ -73,6 +75,8 @@ def _pool_of(listener: Listener, pools: dict[str, Pool]) -> Pool | None:
 
 def _frontend(lb: Loadbalancer, listener: Listener, pool: Pool | None, directory: str) -> list[str]:
     bind = f"    bind {_host(lb.vip_address or '0.0.0.0')}:{listener.protocol_port}"
+    if lb.topology == "ACTIVE_STANDBY":
+        bind += _PAIRED_BIND
     if tls.terminates(listener):
         bind += f" ssl crt {checks.word(tls.bundle_path(directory, listener.id))}"
     lines = [f"frontend {listener.id}", f"    mode {_MODES.get(listener.protocol, 'tcp')}", bind]

@@ -12,10 +12,16 @@ configuration is rendered once without the subtree, or removed with it.
 Operating status and counters come from the stats socket and travel with the
 agent's state reports.
 
+A load balancer of topology ``ACTIVE_STANDBY`` runs on two hosts, with
+keepalived moving its VIP between them (:mod:`tether.drivers.haproxy.keepalived`)
+instead of the VIP plumbing: tasks apply it on the active host; the agent
+keeps the standby host's copy in step through :meth:`HaproxyDriver.sync_standby`.
+
 Options (``[driver:haproxy]``): ``binary``, ``start_timeout``,
 ``certificate_dir`` (where TERMINATED_HTTPS listeners' certificates are:
 see :mod:`tether.drivers.haproxy.tls`), and those of the VIP on the host's
-interface (:mod:`tether.drivers.haproxy.vip`).
+interface (:mod:`tether.drivers.haproxy.vip`); ``keepalived_binary``,
+``vrrp_advert_interval`` (ACTIVE_STANDBY).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from typing import Any
 
 from oslo_config import cfg
 
-from tether.common.capabilities import Capabilities
+from tether.common.capabilities import AllowedValues, Capabilities
 from tether.common.states import OperatingStatus
 from tether.drivers.base import (
     Change,
@@ -45,10 +51,11 @@ from tether.drivers.base import (
     Driver,
     InProgress,
     InvalidConfiguration,
+    Peer,
     Resource,
     driver_group,
 )
-from tether.drivers.haproxy import tls
+from tether.drivers.haproxy import keepalived, pairing, tls
 from tether.drivers.haproxy.capabilities import DECLARED, current
 from tether.drivers.haproxy.config import render, stats_socket, usable
 from tether.drivers.haproxy.executables import find_executable
@@ -99,13 +106,19 @@ class HaproxyDriver(Driver):
             LOG.warning("[driver:haproxy] certificate_dir %s is not a directory (yet)", self.certificate_dir)
         self.base = os.path.join(os.path.expanduser(self.conf.state_path), "haproxy")
         self.vips = VipPlumbing.configured(options, self.base, self.conf.host)
+        self.pairing = pairing.Pairing(self.base, pairing.keepalived_of(options), self._locked)
 
     @classmethod
     def list_opts(cls) -> list[cfg.Opt]:
-        return [*OPTS, *VIP_OPTS]
+        return [*OPTS, *VIP_OPTS, *keepalived.OPTS]
 
     def current_capabilities(self) -> Capabilities:
-        return current(self.resource_types, self.certificate_dir)
+        declared = current(self.resource_types, self.certificate_dir)
+        # ACTIVE_STANDBY only where keepalived can move the VIP (pairing.py).
+        topologies = {"SINGLE", "ACTIVE_STANDBY"} if self.pairing.keepalived else {"SINGLE"}
+        reason = "ACTIVE_STANDBY needs keepalived and [driver:haproxy] vip_interface on the agents' hosts."
+        topology = AllowedValues("loadbalancer", "topology", topologies, reason)
+        return Capabilities.of([*declared.features, *declared.constraints, topology], self.resource_types)
 
     # -- the driver API ----------------------------------------------------
 
@@ -113,12 +126,14 @@ class HaproxyDriver(Driver):
         self.check_supported(change)
         self._check(change)
         self._apply(change.tree)
+        self.pairing.pair(change.tree, "active")
         return None
 
     def update(self, change: Change) -> InProgress | None:
         self.check_supported(change)
         self._check(change)
         self._apply(change.tree)
+        self.pairing.pair(change.tree, "active")
         return None
 
     def delete(self, change: Change) -> InProgress | None:
@@ -126,6 +141,7 @@ class HaproxyDriver(Driver):
             self._remove(change.tree.id)
         else:
             self._apply(change.tree.without(change.resource.id))
+            self.pairing.pair(change.tree, "active")
         return None
 
     def converge(self, keep: Collection[str], written_before: float) -> None:
@@ -155,7 +171,8 @@ class HaproxyDriver(Driver):
         no listener to serve), its attributes as they were written. A load
         balancer whose process died or whose directory was removed is not
         listed, so the audit finds its whole tree missing; so is one whose
-        VIP was removed from the host."""
+        VIP was removed from the host. A standby copy of an ACTIVE_STANDBY
+        one is not audited: it is not placed here."""
         held: dict[str, Mapping[str, Any]] = {}
         for lb_id in self._local():
             directory = os.path.join(self.base, lb_id)
@@ -168,11 +185,24 @@ class HaproxyDriver(Driver):
                         written: dict[str, Any] = json.load(f)
                     running = "\nfrontend " not in config or bool(_pids(directory))
                     running = running and self.vips.holds(lb_id)
+                    standing_by = pairing.standing_by(directory)
             except (OSError, ValueError):
                 continue  # removed meanwhile: the next audit sees it
-            if running:
+            if running and not standing_by:
                 held.update(written)
         return held
+
+    # -- active-standby (pairing.py) -------------------------------------------
+
+    def sync_standby(self, tree: Resource, peer: Peer | None) -> None:
+        self._apply(tree, report=False)
+        self.pairing.pair(tree, "standby", peer)
+
+    def sync_active(self, root_id: str, peer: Peer | None) -> None:
+        self.pairing.activate(root_id, peer)
+
+    def peer_address(self) -> str | None:
+        return self.pairing.address
 
     # -- the device ----------------------------------------------------------
 
@@ -186,7 +216,7 @@ class HaproxyDriver(Driver):
                 f"failed; update that {failed.type} (an update creates it), then this {resource.type}."
             )
 
-    def _apply(self, tree: Resource) -> None:
+    def _apply(self, tree: Resource, report: bool = True) -> None:
         tree = tree.without_failed_creates()  # as render() writes it
         lb = tree.typed(Loadbalancer)
         directory = os.path.join(self.base, tree.id)
@@ -203,7 +233,8 @@ class HaproxyDriver(Driver):
                     f"HAProxy refused the configuration of load balancer {tree.id}: {_alert(checked.stderr)}",
                     operator_message=checked.stderr,
                 )
-            self.vips.hold(tree.id, lb.vip_address)  # before HAProxy binds it
+            # Before HAProxy binds it; keepalived holds a paired one's (pairing.py).
+            self.vips.hold(tree.id, None if lb.topology == "ACTIVE_STANDBY" else lb.vip_address)
             os.replace(candidate, config)
             with open(os.path.join(directory, "desired.json.new"), "w") as f:
                 json.dump(_flatten(tree), f)
@@ -222,6 +253,8 @@ class HaproxyDriver(Driver):
                     f"HAProxy did not start for load balancer {tree.id}: {_alert(started.stderr)}",
                     operator_message=started.stderr,
                 )
+        if not report:
+            return  # a standby copy: the active reports
         # Serving now; members' health follows from the stats socket with the state reports.
         self.callbacks.operating_status(tree.id, OperatingStatus.ONLINE)
         for listener in lb.listeners:
@@ -236,6 +269,7 @@ class HaproxyDriver(Driver):
         if not os.path.isdir(directory):
             return
         with self._locked(directory):
+            self.pairing.stop(directory)  # first: the VIP goes to the peer while HAProxy stops
             _stop(_pids(directory))
             self.vips.release(lb_id)
         with contextlib.suppress(OSError):

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from tether.common.exceptions import InvalidInput, NotFound
 from tether.common.resource_types import ResourceType
 from tether.common.states import OperatingStatus, ProvisioningStatus, TaskState
-from tether.plugin import idempotency
+from tether.plugin import idempotency, standby
 from tether.plugin.api import pagination, sync, views
 from tether.plugin.api.deps import Api, JsonBody, authorized, caller, json_body
 from tether.plugin.context import RequestContext
@@ -154,8 +154,11 @@ def router(api: Api, rtype: ResourceType) -> tuple[fastapi.APIRouter, Handler]:
             task = queries.latest_task(session, row.id)
             agent = agent_queries.get_agent(session, row.agent_id) if row.agent_id else None
             view = sync.views_of(session, rtype, [(row, sync_queries.is_agent_dead(session, row))])[0]
+            standing_by = standby.view(session, row)
         if agent is not None:
             view["host"] = agent.host
+        if standing_by is not None:
+            view["standby"] = standing_by
         if task is not None:
             view["task"] = {"id": task.id, "state": task.state, "href": f"/v1/tasks/{task.id}"}
         return view

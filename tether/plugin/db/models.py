@@ -105,6 +105,11 @@ class Resource(Base):
     last_error: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
     #: for a root of a host-placed provider: the agent whose host holds it
     agent_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+    #: for a root of topology ACTIVE_STANDBY: the agent whose host holds it
+    #: ready to take over (:mod:`tether.plugin.standby`)
+    standby_agent_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+    #: the digest of the tree the standby last reported holding
+    standby_digest: orm.Mapped[str | None] = orm.mapped_column(sa.String(64))
     #: counters the driver last reported (sessions, bytes ...)
     stats: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON)
     #: the desired attributes of ``applied_generation``: what the device holds
@@ -120,6 +125,7 @@ class Resource(Base):
         sa.Index("ix_resources_parent_id", "parent_id"),
         sa.Index("ix_resources_root_id", "root_id"),
         sa.Index("ix_resources_agent_id", "agent_id"),
+        sa.Index("ix_resources_standby_agent_id", "standby_agent_id"),
     )
 
 
@@ -258,6 +264,9 @@ class Agent(Base):
     #: what each provider's driver declared it supports, as the agent last
     #: reported it (None: an agent that reports none, of an older release)
     capabilities: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON(none_as_null=True))
+    #: by provider, the address its driver's peers on other hosts reach it
+    #: at (e.g. for VRRP), as the agent last reported it
+    addresses: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON(none_as_null=True))
     created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow)
 
 
