@@ -9,13 +9,20 @@ everything the plugin spends on a task before an agent sees it: HTTP, the
 group commit and the relay. Each run waits for the outbox to drain before
 reading /proc, and runs of one sitting share a plugin, so compare runs taken
 back to back (the machine is shared).
+
+Each run also reads the broker's CPU, wrk's, and the whole machine's busy
+time per accept: ``ceiling_per_s`` is the rate all cores would allow if
+every one of them were busy with nothing but this load at that cost, the
+bound no change to the plugin alone can pass.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -59,23 +66,29 @@ def main() -> None:
             plugin = [p for name, p in tether.processes().items() if name.startswith("tether-plugin")]
             wrk(tether.url, 2, args.connections, BODY)  # warm up
             _drained(tether.db)
+            broker = psutil.Process(rabbitmq.beam_pid())
+            cores = os.cpu_count() or 1
             for run in range(args.runs):
                 spy = None
                 if args.profile and run == args.runs - 1:
                     spy = _py_spy(plugin[0].pid, args.profile, args.seconds)
-                before = _cpu(plugin)
+                before = (_cpu(plugin), _cpu([broker]), _children_cpu(), _busy())
                 load = wrk(tether.url, args.seconds, args.connections, BODY)
                 _drained(tether.db)
-                after = _cpu(plugin)
+                after = (_cpu(plugin), _cpu([broker]), _children_cpu(), _busy())
                 if spy is not None:
                     spy.wait()
-                cpu = after - before
-                accepted = load["requests"] - load["failed"]
+                plugin_cpu, broker_cpu, wrk_cpu, busy = (a - b for a, b in zip(after, before, strict=True))
+                per_accept = 1000 / max(load["requests"] - load["failed"], 1)
                 print(
                     json.dumps(
                         {
                             "accepts_per_s": round(load["per_s"]),
-                            "cpu_ms_per_accept": round(1000 * cpu / max(accepted, 1), 3),
+                            "cpu_ms_per_accept": round(plugin_cpu * per_accept, 3),
+                            "broker_ms_per_accept": round(broker_cpu * per_accept, 3),
+                            "wrk_ms_per_accept": round(wrk_cpu * per_accept, 3),
+                            "machine_ms_per_accept": round(busy * per_accept, 3),
+                            "ceiling_per_s": round(cores * 1000 / max(busy * per_accept, 1e-9)),
                             "failed": load["failed"],
                         }
                     ),
@@ -87,6 +100,18 @@ def main() -> None:
 
 def _cpu(processes: list[psutil.Process]) -> float:
     return sum(p.cpu_times().user + p.cpu_times().system for p in processes)
+
+
+def _children_cpu() -> float:
+    # wrk runs as this process's child and is reaped before this is read.
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _busy() -> float:
+    """CPU seconds the whole machine spent on anything but idling."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
 def _drained(db: sa.Engine, timeout: float = 60.0) -> None:

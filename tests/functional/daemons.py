@@ -94,6 +94,8 @@ class Database:
 
     def __init__(self, cluster: PostgreSQLCluster | None = None) -> None:
         self.cluster = cluster
+        #: a database at the current schema to copy (a file, or a database's name)
+        self._template: str | None = None
 
     @property
     def backend(self) -> str:
@@ -102,6 +104,52 @@ class Database:
     def connection(self) -> str | None:
         """``[database] connection`` for a new deployment (None: the default)."""
         return None if self.cluster is None else self.cluster.create_database()
+
+    def migrate(self, deployment: Deployment) -> None:
+        """Bring ``deployment``'s database to the current schema.
+
+        The first deployment of the session runs `tether-manage db upgrade`
+        as an operator would; the others get a copy of what it made (SQLite's
+        backup, PostgreSQL's ``CREATE DATABASE … TEMPLATE``), a second where
+        the upgrade takes one. The migrations themselves are tested by
+        tests/unit/test_migrations.py (SQLite), test_postgresql_locking.py
+        (PostgreSQL) and the first upgrade here.
+        """
+        if self._template is None:
+            subprocess.run(
+                [str(BIN / "tether-manage"), "--config-file", str(deployment.plugin_ini), "db", "upgrade"],
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+            self._template = self._keep(deployment)
+            return
+        if self.cluster is None:
+            target = deployment.sqlite_path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with (
+                contextlib.closing(sqlite3.connect(self._template)) as source,
+                contextlib.closing(sqlite3.connect(target)) as copy,
+            ):
+                source.backup(copy)
+            return
+        name = sa.make_url(deployment.connection).database
+        self.cluster.execute("postgres", f'DROP DATABASE "{name}"')
+        self.cluster.execute("postgres", f'CREATE DATABASE "{name}" TEMPLATE "{self._template}"')
+
+    def _keep(self, deployment: Deployment) -> str:
+        if self.cluster is None:
+            template = deployment.root.parent / "migrated-template.sqlite"
+            with (
+                contextlib.closing(sqlite3.connect(deployment.sqlite_path)) as source,
+                contextlib.closing(sqlite3.connect(template)) as copy,
+            ):
+                source.backup(copy)
+            return str(template)
+        template = "tether_migrated_template"
+        source = sa.make_url(deployment.connection).database
+        self.cluster.execute("postgres", f'CREATE DATABASE "{template}" TEMPLATE "{source}"')
+        return template
 
 
 class Deployment:
@@ -206,20 +254,20 @@ class Deployment:
             )
         self.http = httpx2.Client(base_url=self.base_url, timeout=30)
 
+    @property
+    def sqlite_path(self) -> pathlib.Path:
+        """The plugin's database file when it is the default SQLite one."""
+        return self.root / "plugin" / "tether.sqlite"
+
     def migrate(self) -> None:
-        subprocess.run(
-            [str(BIN / "tether-manage"), "--config-file", str(self.plugin_ini), "db", "upgrade"],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        self.database.migrate(self)
 
     @contextlib.contextmanager
     def lock_database(self) -> Iterator[None]:
         """Hold the plugin's tables against writers (readers carry on), as a
         long migration or a stuck administrator's session would."""
         if self.connection is None:
-            locker = sqlite3.connect(self.root / "plugin" / "tether.sqlite", isolation_level=None)
+            locker = sqlite3.connect(self.sqlite_path, isolation_level=None)
             try:
                 locker.execute("BEGIN EXCLUSIVE")
                 yield

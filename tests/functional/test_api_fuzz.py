@@ -24,7 +24,7 @@ import pytest
 from tests.functional.daemons import Daemon, free_port, write_ini
 
 BIN = pathlib.Path(sys.executable).parent
-SECONDS = int(os.environ.get("TETHER_API_FUZZ_SECONDS", "40"))
+SECONDS = int(os.environ.get("TETHER_API_FUZZ_SECONDS", "25"))
 ADMIN_TAGS = ("agent", "provider", "metrics", "dead-letter", "reapply")
 
 

@@ -3,12 +3,14 @@ by the process the operator started."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import pathlib
 import signal
 import time
 from collections.abc import Iterator
 
+import httpx2
 import pytest
 
 from .daemons import Daemon, Database, Deployment
@@ -111,7 +113,28 @@ def test_children_stop_when_their_parent_is_killed(deployment: Deployment) -> No
 @pytest.mark.supervision
 def test_sigterm_stops_the_api_before_the_pipeline_and_exits_0(deployment: Deployment) -> None:
     plugin, roles = plugin_and_children(deployment)
-    assert plugin.stop() == 0
+    # Answers that would not end by themselves: a long poll on a task no agent
+    # will take, and a console page's event stream. Neither may hold the stop up.
+    deployment.agents[0].stop()
+    task = deployment.http.post("/v1/loadbalancers", json={"provider": "noop"}).json()["task"]
+    client = httpx2.Client(base_url=deployment.base_url)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool, client:
+        polled = pool.submit(client.get, f"/v1/tasks/{task['id']}?wait=60", timeout=90)
+
+        def stream() -> list[str]:
+            with client.stream("GET", "/console/events", timeout=90) as events:
+                return list(events.iter_lines())
+
+        streamed = pool.submit(stream)
+        time.sleep(1)  # both requests are in the API's hands
+        assert not polled.done() and not streamed.done()
+        stopping = time.monotonic()
+        assert plugin.stop() == 0
+        took = time.monotonic() - stopping
+        assert took < 10, f"the stop waited {took:.1f} s for answers that would not end"
+        answer = polled.result(5)
+        assert answer.status_code == 200 and answer.json()["state"] in ("QUEUED", "PENDING"), answer.text
+        assert "retry: 1000" in streamed.result(5)
     log = plugin.log()
     assert log.index("plugin stopped") < log.index("pipeline stopped"), log
     assert gone(roles["api"]) and gone(roles["pipeline"])

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 import time
 from typing import Any
 
 import httpx2
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from tests.unit.conftest import finish
+from tether.plugin import service
 from tether.plugin.service import Plugin
 
 
@@ -82,3 +85,27 @@ def test_a_thousand_waiters_cost_no_thread_each(client: TestClient, plugin: Plug
 def test_a_malformed_wait_gets_400(client: TestClient, bad: str) -> None:
     lb = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
     assert client.get(f"/v1/tasks/{lb['task']['id']}?wait={bad}").status_code == 400
+
+
+def test_told_to_stop_the_server_answers_its_waiters_at_once_and_later_ones_without_waiting(
+    plugin: Plugin,
+) -> None:
+    async def wait_then_stop() -> tuple[list[Any], float]:
+        transport = httpx2.ASGITransport(app=plugin.app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://tether") as http:
+            lb_task = (await http.post("/v1/loadbalancers", json={"provider": "noop"})).json()["task"]["id"]
+            url = f"/v1/tasks/{lb_task}?wait=60"
+            waiting = [asyncio.create_task(http.get(url)) for _ in range(3)]
+            while plugin.api.waiters.count < 3:
+                await asyncio.sleep(0.01)
+            server = service._Server(uvicorn.Config(plugin.app), [plugin.waiters.close])
+            told = time.monotonic()
+            server.handle_exit(signal.SIGTERM, None)
+            answers = await asyncio.gather(*waiting)
+            answers.append(await http.get(url))  # asked after the stop: not kept waiting either
+            assert server.should_exit
+            return [(a.status_code, a.json()["state"]) for a in answers], time.monotonic() - told
+
+    answers, took = asyncio.run(wait_then_stop())
+    assert answers == [(200, "PENDING")] * 4
+    assert took < 10

@@ -13,6 +13,8 @@ import dataclasses
 import logging
 import signal
 import socket
+from collections.abc import Callable
+from types import FrameType
 
 import sqlalchemy as sa
 import uvicorn
@@ -212,7 +214,8 @@ class Plugin(Core):
         # uvicorn takes SIGINT and SIGTERM only; SIGHUP is the operator's
         # "read your credentials again".
         signal.signal(signal.SIGHUP, lambda *_: self.api.auth.reload())
-        uvicorn.Server(config).run(sockets=None if listening is None else [listening])
+        stopping = [self.waiters.close, self.app.state.console_events.close]
+        _Server(config, stopping).run(sockets=None if listening is None else [listening])
 
     def stop(self) -> None:
         if self.listener is not None:
@@ -224,6 +227,22 @@ class Plugin(Core):
         self.writer.stop()
         self.dispose()
         LOG.info("plugin stopped")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which also ends the answers that would never end by
+    themselves when told to stop: its graceful shutdown waits for every one,
+    and a long poll (``?wait=``) or a console page's event stream would hold
+    it up for a minute or for ever."""
+
+    def __init__(self, config: uvicorn.Config, stopping: list[Callable[[], None]]) -> None:
+        super().__init__(config)
+        self._stopping = stopping
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        for stop in self._stopping:
+            stop()
+        super().handle_exit(sig, frame)
 
 
 def _rate_limiter(conf: cfg.ConfigOpts, shared_by: int) -> throttle.RateLimiter:

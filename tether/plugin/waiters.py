@@ -49,6 +49,7 @@ class Waiters:
         self.forward: Callable[[list[str]], None] | None = None
         #: called whenever a task finished here or elsewhere (the console's live pages)
         self.observers: list[Callable[[], None]] = []
+        self._closing = False
 
     def install(self, sessionmaker: orm.sessionmaker[orm.Session]) -> None:
         after_commit(sessionmaker, [FINISHED, FINISHED_METRICS], self._after_commit)
@@ -76,12 +77,22 @@ class Waiters:
         for observe in self.observers:
             observe()
 
+    def close(self) -> None:
+        """Answer every waiter now, and every later one at once: the process
+        is stopping, and its server waits for every answer before it exits.
+        A client told the task as it stands asks again, of another replica."""
+        self._closing = True
+        self.wake_all()
+
     async def wait(self, task_id: str, timeout: float, done: Callable[[], Awaitable[bool]]) -> None:
-        """Return when ``task_id`` finishes or after ``timeout`` seconds.
+        """Return when ``task_id`` finishes or after ``timeout`` seconds, or
+        at once once the process is stopping.
 
         :param done: re-reads the task; checked after registering, so a task
             that finishes in between is not missed.
         """
+        if self._closing:
+            return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         entry = (loop, future)

@@ -23,18 +23,16 @@ A stream's first event is sent at once: the page was rendered before it
 connected, and after a plugin restart it reconnects (EventSource does, and
 htmx's extension backs off while the plugin is away) to a process that
 knows nothing of what changed meanwhile. Streams end when the process is
-asked to stop, so that they do not hold up its graceful shutdown.
+asked to stop (:meth:`LiveEvents.close`, called by the plugin's server), so
+that they do not hold up its graceful shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import threading
 from collections.abc import AsyncIterator
-from types import FrameType
-from typing import Any
 
 from sqlalchemy import orm
 
@@ -55,7 +53,6 @@ class LiveEvents:
         self._streams: set[asyncio.Event] = set()
         self._scheduled = False
         self._closing = False
-        self._watching_signals = False
         #: events sent, all streams together (for tests and curiosity)
         self.sent = 0
 
@@ -106,7 +103,6 @@ class LiveEvents:
                 retry_after=10,
             )
         self._loop = asyncio.get_running_loop()
-        self._watch_stop_signals()
         flag = asyncio.Event()
         flag.set()
         self._streams.add(flag)
@@ -131,24 +127,3 @@ class LiveEvents:
                 await asyncio.sleep(self.min_interval)
         finally:
             self._streams.discard(flag)
-
-    def _watch_stop_signals(self) -> None:
-        """End the streams on SIGTERM and SIGINT, then stop as before.
-
-        uvicorn's graceful shutdown waits for every response to finish, and
-        a stream never does: without this, stopping the plugin would wait
-        for its open pages to be closed.
-        """
-        if self._watching_signals or threading.current_thread() is not threading.main_thread():
-            return
-        self._watching_signals = True
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous = signal.getsignal(signum)
-            if not callable(previous):
-                continue  # the default stops the process anyway
-
-            def stop(number: int, frame: FrameType | None, previous: Any = previous) -> None:
-                self.close()
-                previous(number, frame)
-
-            signal.signal(signum, stop)
