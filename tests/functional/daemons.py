@@ -48,6 +48,8 @@ class Daemon:
         self.argv = argv
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
+        #: the process sent SIGTERM, if it was
+        self._terminated: subprocess.Popen[bytes] | None = None
 
     def start(self, env: dict[str, str] | None = None) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it for its life
@@ -64,11 +66,16 @@ class Daemon:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def terminate(self) -> None:
+        """SIGTERM, without waiting; once (a second SIGTERM tells uvicorn to force its way out)."""
+        if self.process is not None and self.process.poll() is None and self._terminated is not self.process:
+            self.process.send_signal(signal.SIGTERM)
+            self._terminated = self.process
+
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM and wait; the exit code (0 for a clean stop)."""
         assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        self.terminate()
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -285,8 +292,11 @@ class Deployment:
 
     def start(self) -> None:
         self.migrate()
+        # The replicas start side by side, and the agents once they answer.
+        for plugin in self.plugins:
+            plugin.start()
         for replica in range(len(self.plugins)):
-            self.start_plugin(replica=replica)
+            self.wait_for_plugin(replica)
         for agent in self.agents:
             agent.start()
 
@@ -294,8 +304,12 @@ class Deployment:
         self, timeout: float = 60.0, env: dict[str, str] | None = None, replica: int = 0
     ) -> None:
         """Start one plugin replica (the first by default) and wait for its API."""
+        self.plugins[replica].start(env)
+        self.wait_for_plugin(replica, timeout)
+
+    def wait_for_plugin(self, replica: int = 0, timeout: float = 60.0) -> None:
+        """Wait until a plugin replica's API answers."""
         plugin = self.plugins[replica]
-        plugin.start(env)
         deadline = time.monotonic() + timeout
         with httpx2.Client(base_url=self.base_urls[replica], timeout=5) as http:
             while time.monotonic() < deadline:
@@ -310,10 +324,13 @@ class Deployment:
         raise AssertionError(f"{plugin.name} did not answer within {timeout} s:\n{plugin.log()}")
 
     def stop(self) -> dict[str, int]:
-        codes = {agent.name: agent.stop() for agent in self.agents if agent.process is not None}
-        for plugin in self.plugins:
-            if plugin.process is not None:
-                codes[plugin.name] = plugin.stop()
+        """Stop the agents, then the plugins, each group at once; their exit codes."""
+        codes: dict[str, int] = {}
+        for group in (self.agents, self.plugins):
+            started = [daemon for daemon in group if daemon.process is not None]
+            for daemon in started:
+                daemon.terminate()
+            codes |= {daemon.name: daemon.stop() for daemon in started}
         self.http.close()
         return codes
 
