@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from oslo_config import cfg
 
+from tether.plugin import throttle
 from tether.plugin.service import Plugin
 
 
@@ -44,3 +46,31 @@ def test_a_provider_with_a_full_backlog_gets_503_with_retry_after(
     assert "Provider noop has 3 tasks waiting (the limit is 3)" in refused.json()["error"]["message"]
     assert elsewhere.status_code == 202
     assert plugin_api.changes.backpressure.refused["noop"] == 1
+
+
+def test_the_rate_limiter_keeps_only_the_projects_that_asked_lately(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(throttle.time, "monotonic", lambda: clock[0])
+    limiter = throttle.RateLimiter(rate=10.0, burst=5)  # a bucket refills in 0.5 s
+    for i in range(100_000):
+        limiter.take(f"project-{i}")
+        clock[0] += 0.001
+    # 100 s of projects asking once each, a token each, back 0.1 s later: only
+    # the projects of the last 0.1 s are kept.
+    assert 95 <= len(limiter) <= 105
+    # A project over its limit is kept while its bucket refills, however many others ask.
+    for _ in range(5):
+        limiter.take("busy")
+    with pytest.raises(throttle.TooManyRequests):
+        limiter.take("busy")
+    clock[0] += 0.2  # two tokens back
+    for i in range(1000):
+        limiter.take(f"late-{i}")
+    limiter.take("busy")
+    limiter.take("busy")
+    with pytest.raises(throttle.TooManyRequests):
+        limiter.take("busy")
+    # Once everyone has been quiet for long enough, nothing is kept.
+    clock[0] += 1.0
+    limiter.take("last")
+    assert len(limiter) == 1

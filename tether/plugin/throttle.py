@@ -69,16 +69,30 @@ class Backlogged(TetherError):
 class _Bucket:
     tokens: float
     stamp: float
+    #: requests refused since the project was last idle, for the log
+    refused: int = 0
 
 
 class RateLimiter:
+    """Token buckets of the projects that asked lately.
+
+    A bucket left alone refills; once it would be full it says no more than
+    a new one would, so it is dropped. Buckets are kept in the order they
+    were last used, and the idle ones are dropped from the front: memory is
+    bounded by the projects active within ``burst / rate`` seconds, whatever
+    the number of projects that ever asked.
+    """
+
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
         self.burst = burst
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: collections.OrderedDict[str, _Bucket] = collections.OrderedDict()
         self._lock = threading.Lock()
-        self.refused: collections.Counter[str] = collections.Counter()
         self._last_log: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        """Projects whose bucket is kept."""
+        return len(self._buckets)
 
     def take(self, project: str) -> None:
         """Spend a token of ``project``'s bucket.
@@ -89,23 +103,34 @@ class RateLimiter:
             return
         now = time.monotonic()
         with self._lock:
-            bucket = self._buckets.setdefault(project, _Bucket(self.burst, now))
+            self._forget_idle(now)
+            bucket = self._buckets.get(project)
+            if bucket is None:
+                bucket = self._buckets[project] = _Bucket(self.burst, now)
+            else:
+                self._buckets.move_to_end(project)
             bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
             bucket.stamp = now
             if bucket.tokens >= 1:
                 bucket.tokens -= 1
                 return
             retry = max(1, math.ceil((1 - bucket.tokens) / self.rate))
-            self.refused[project] += 1
+            bucket.refused += 1
+            refused = bucket.refused
             metrics.REFUSED.labels("rate_limit").inc()
         _log_once(
-            self._last_log,
-            project,
-            "project %s over its rate limit (%d refused so far)",
-            project,
-            self.refused[project],
+            self._last_log, project, "project %s over its rate limit (%d refused so far)", project, refused
         )
         raise TooManyRequests(project=project, rate=self.rate, retry=retry, retry_after=retry)
+
+    def _forget_idle(self, now: float) -> None:
+        # The front is the least recently used: stop at the first still refilling.
+        while self._buckets:
+            project, bucket = next(iter(self._buckets.items()))
+            if bucket.tokens + (now - bucket.stamp) * self.rate < self.burst:
+                return
+            del self._buckets[project]
+            self._last_log.pop(project, None)
 
 
 class Backpressure:
