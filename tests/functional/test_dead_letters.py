@@ -12,6 +12,7 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
+import amqp
 import kombu
 import pytest
 from oslo_config import cfg
@@ -139,6 +140,19 @@ def _publish_dead_letter(broker: transport.Broker, headers: dict[str, Any]) -> s
         publisher.publish([Envelope(broker.dead_letter_exchange, "", b"{}", message_id, headers)])
         publisher.close()
     return message_id
+
+
+def _wait_for_consumers(connection: kombu.Connection, queue: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    channel = connection.channel()
+    while True:
+        try:
+            if channel.queue_declare(queue, passive=True).consumer_count:
+                return
+        except amqp.exceptions.NotFound:
+            channel = connection.channel()  # the broker closed the channel
+        assert time.monotonic() < deadline, f"nothing consumes {queue} within {timeout:g} s"
+        time.sleep(0.1)
 
 
 def _listed(ini: pathlib.Path) -> dict[str, dict[str, Any]]:
@@ -411,6 +425,9 @@ def test_a_message_with_a_compression_header_kombu_cannot_undo_is_dead_lettered_
     }
     body, message_id, gzipped = json.dumps(work).encode(), uuid.uuid4().hex, uuid.uuid4().hex
     with kombu.Connection(deployment.amqp_url) as connection:
+        # Sent before an agent has declared its queue, these would be routed
+        # nowhere and dropped by the broker.
+        _wait_for_consumers(connection, "tether.work.noop")
         producer = kombu.Producer(connection.channel())
         for an_id, raw, compression in [
             (message_id, body, "application/x-bogus"),

@@ -6,7 +6,9 @@ common/ and drivers/."""
 from __future__ import annotations
 
 import ast
+import importlib
 import pathlib
+import pkgutil
 
 import pytest
 
@@ -69,3 +71,25 @@ def test_the_exception_tree_draws_every_error_of_tether_under_its_base() -> None
         stack.append(name)
     errors = {name: base for name, base in bases.items() if name != "TetherError" and is_tether_error(name)}
     assert drawn == errors
+
+
+def test_every_exception_tether_defines_is_a_tether_error() -> None:
+    for module in pkgutil.walk_packages([str(PACKAGE)], "tether."):
+        if ".migrations" not in module.name:  # Alembic's scripts run only under Alembic
+            importlib.import_module(module.name)
+    defined = [
+        cls
+        for cls in _subclasses(BaseException)
+        if cls.__module__.startswith("tether.") and cls is not exceptions.TetherError
+    ]
+    assert len(defined) > 30
+    assert [
+        f"{c.__module__}.{c.__qualname__}" for c in defined if not issubclass(c, exceptions.TetherError)
+    ] == []
+
+
+def _subclasses(cls: type) -> set[type]:
+    found = set()
+    for sub in cls.__subclasses__():
+        found |= {sub, *_subclasses(sub)}
+    return found

@@ -26,12 +26,12 @@ import kombu
 
 from tether.common import claims, transport, wire
 from tether.common.claims import Claim, ClaimAnswer
-from tether.common.exceptions import MalformedMessage
+from tether.common.exceptions import MalformedMessage, TetherError
 
 LOG = logging.getLogger(__name__)
 
 
-class ClaimTimeout(TimeoutError):
+class ClaimTimeout(TetherError, TimeoutError):
     """No answer to a claim in time; claim again."""
 
 

@@ -38,8 +38,10 @@ LOG = logging.getLogger(__name__)
 _MAX_ERROR = 500
 
 
-class Stopping(Exception):
+class Stopping(TetherError):
     """The agent is stopping; leave the message unacked for another agent."""
+
+    message = "the agent is stopping before the plugin answered the claim of task {task_id}"
 
 
 class ClaimFailed(TetherError):
@@ -283,7 +285,7 @@ class PluginApi:
                     task_id=task_id, error_type=_type_name(exc), error=_first_line(exc)
                 ) from exc
             if stopping.wait(delay):
-                raise Stopping(task_id)
+                raise Stopping(task_id=task_id)
             delay = min(delay * 2, 10.0)
 
     def _call(self, method: str, version: str, timeout: float | None = None, **kwargs: Any) -> Any:

@@ -8,13 +8,16 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from tether.common.exceptions import TetherError
 
-class ApiError(Exception):
+
+class ApiError(TetherError):
     """An error answer of the API, with the message it gave."""
 
-    def __init__(self, status: int, message: str, request_id: str | None = None) -> None:
+    def __init__(self, http_status: int, message: str, request_id: str | None = None) -> None:
         super().__init__(message + (f" (request {request_id})" if request_id else ""))
-        self.status = status
+        #: the answer's status; 0 when the API could not be reached
+        self.http_status = http_status
         self.request_id = request_id
 
 

@@ -21,8 +21,14 @@ carries a message template and the HTTP status the REST layer answers with
     ├── TransportError (503: the broker could not be reached or refused)
     │   └── PublishNotConfirmed
     │       └── Unroutable (common.publisher: the broker routed a message to no queue)
+    ├── _EncryptedKey (common.tls: a TLS key with a passphrase no option gives)
     ├── MalformedMessage (a message that cannot be decoded or validated)
+    ├── StaleClaim (plugin.db.attempts: a task changed under its lock, a bug in the locking)
+    ├── Refused (plugin.egress: a callback URL that may not be called)
     ├── ClaimFailed (agent.plugin_api: the plugin answered a claim with an error)
+    ├── ClaimTimeout (agent.claims, also a TimeoutError: no answer to a claim in time)
+    ├── Stopping (agent.plugin_api: the agent stopped before the plugin answered a claim)
+    ├── ApiError (cli.client: the API's error answer, as the CLI prints it)
     └── DriverError (drivers.base: what a driver tells the framework)
         ├── DeviceUnreachable       retryable
         ├── DeviceBusy              retryable

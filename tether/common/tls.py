@@ -20,7 +20,7 @@ from typing import Any
 
 from oslo_config import cfg
 
-from tether.common.exceptions import ConfigError
+from tether.common.exceptions import ConfigError, TetherError
 
 LOG = logging.getLogger(__name__)
 
@@ -184,14 +184,14 @@ def _check_loadable(tls: TLS, values: dict[str, tuple[Any, str]]) -> None:
             ) from exc
 
 
-class _EncryptedKey(Exception):
-    pass
+class _EncryptedKey(TetherError):
+    message = "the key is encrypted and no option gives its passphrase"
 
 
 def _refuse_passphrase() -> str:
     # Neither oslo.messaging nor py-amqp can give one: OpenSSL would prompt
     # on the terminal, or fail on every connection in a daemon.
-    raise _EncryptedKey("the key is encrypted and no option gives its passphrase")
+    raise _EncryptedKey
 
 
 def explain(exc: BaseException, tls: TLS | None) -> str | None:

@@ -21,13 +21,15 @@ import time
 import urllib.parse
 from collections.abc import Iterable, Mapping
 
+from tether.common.exceptions import TetherError
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_ANSWER_BYTES = 64 * 1024
 
 
-class Refused(Exception):
+class Refused(TetherError):
     """The URL may not be called; the message says why, for the caller."""
 
 

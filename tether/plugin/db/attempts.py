@@ -22,6 +22,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy import orm
 
+from tether.common.exceptions import TetherError
 from tether.common.states import IN_FLIGHT_TASK_STATES, ProvisioningStatus, TaskState
 from tether.plugin.db import prepared
 from tether.plugin.db.models import Outbox, Resource, Task, TaskAttempt
@@ -31,7 +32,7 @@ _ATTEMPTS = cast(sa.Table, TaskAttempt.__table__)
 _RESOURCES = cast(sa.Table, Resource.__table__)
 
 
-class StaleClaim(Exception):
+class StaleClaim(TetherError):
     """A task changed between its locked read and the write decided on it: a
     bug in the locking, never a race this path may lose silently."""
 
