@@ -27,6 +27,7 @@ import datetime
 import itertools
 import logging
 import urllib.parse
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,6 +39,11 @@ from oslo_config import cfg
 from tether.common import tls
 from tether.common.exceptions import ConfigError
 from tether.common.publisher import Envelope
+
+with warnings.catch_warnings():
+    # As in tether.common.rpc: importing oslo.messaging warns about eventlet.
+    warnings.simplefilter("ignore")
+    import oslo_messaging
 
 LOG = logging.getLogger(__name__)
 
@@ -85,46 +91,61 @@ class TransportURL:
 def parse_url(url: str | None) -> TransportURL:
     """Translate ``transport_url`` into what kombu connects to.
 
+    The URL is read by oslo.messaging's own parser, so the RPC side and the
+    kombu side cannot disagree on what it says; tether refuses what that
+    parser lets by (an empty host entry, a port that is not a number).
+
     :raises ConfigError: naming the option and the schemes it accepts.
     """
     if not url:
         raise ConfigError(reason="[DEFAULT] transport_url is not set.")
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "memory":
+    try:
+        parsed = oslo_messaging.TransportURL.parse(_NO_OPTIONS, url)
+    except oslo_messaging.InvalidTransportURL as exc:
+        raise ConfigError(reason=f"[DEFAULT] transport_url cannot be read: {exc}.") from exc
+    except ValueError as exc:  # a port that is not a number: say which host has it
+        raise ConfigError(reason=f"[DEFAULT] transport_url {_port_error(url) or exc}.") from exc
+    if parsed.transport == "memory":
         return TransportURL("memory", ("memory://",), "memory://")
-    if parts.scheme not in ("rabbit", "amqp"):
+    if parsed.transport not in ("rabbit", "amqp"):
         raise ConfigError(
-            reason=f"[DEFAULT] transport_url has scheme {parts.scheme!r}; tether "
+            reason=f"[DEFAULT] transport_url has scheme {parsed.transport!r}; tether "
             "speaks rabbit:// (RabbitMQ) and memory:// (one process only)."
         )
-    vhost = urllib.parse.unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    if "" in urllib.parse.urlsplit(url).netloc.split(","):  # oslo.messaging skips it
+        raise ConfigError(reason="[DEFAULT] transport_url has an empty host entry.")
+    vhost = parsed.virtual_host or "/"
+    quoted_vhost = urllib.parse.quote(vhost, safe="")
     urls, masked, hostnames = [], [], []
-    for hostspec in parts.netloc.split(","):
-        if not hostspec:
-            raise ConfigError(reason="[DEFAULT] transport_url has an empty host entry.")
-        creds, _, hostport = hostspec.rpartition("@")
-        user, _, password = creds.partition(":")
-        quoted_vhost = urllib.parse.quote(vhost, safe="")
-        auth = f"{user}:{password}@" if creds else ""
-        host = urllib.parse.urlsplit(f"//{hostport}")
-        try:
-            # oslo.messaging defaults to 5672 even over TLS, where kombu would
-            # pick 5671: both connections must reach the same listener.
-            port = "" if host.port else ":5672"
-        except ValueError as exc:
-            raise ConfigError(reason=f"[DEFAULT] transport_url host {hostport!r}: {exc}.") from exc
-        urls.append(f"amqp://{auth}{hostport}{port}/{quoted_vhost}")
-        masked.append(f"{user + ':***@' if creds else ''}{hostport}")
-        hostnames.append(host.hostname or "localhost")
-    # As oslo.messaging reads it: repeated keys are joined with commas.
-    query = {key: ",".join(values) for key, values in urllib.parse.parse_qs(parts.query).items()}
+    for host in parsed.hosts:
+        hostname = host.hostname or "localhost"
+        netloc_host = f"[{hostname}]" if ":" in hostname else hostname
+        # oslo.messaging defaults to 5672 even over TLS, where kombu would
+        # pick 5671: both connections must reach the same listener.
+        hostport = f"{netloc_host}:{host.port or 5672}"
+        user = urllib.parse.quote(host.username or "", safe="")
+        password = urllib.parse.quote(host.password or "", safe="")
+        auth = f"{user}:{password}@" if host.username is not None else ""
+        urls.append(f"amqp://{auth}{hostport}/{quoted_vhost}")
+        masked.append(f"{user + ':***@' if host.username is not None else ''}{hostport}")
+        hostnames.append(hostname)
     return TransportURL(
-        "rabbit",
-        tuple(urls),
-        f"rabbit://{','.join(masked)}/{vhost}",
-        tuple(hostnames),
-        query,
+        "rabbit", tuple(urls), f"rabbit://{','.join(masked)}/{vhost}", tuple(hostnames), dict(parsed.query)
     )
+
+
+def _port_error(url: str) -> str | None:
+    for hostspec in urllib.parse.urlsplit(url).netloc.split(","):
+        hostport = hostspec.rpartition("@")[2]
+        try:
+            urllib.parse.urlsplit(f"//{hostport}").port  # noqa: B018 - it raises for a bad port
+        except ValueError as exc:
+            return f"host {hostport!r}: {exc}"
+    return None
+
+
+#: TransportURL.parse keeps the options it is given but reads none when given a URL.
+_NO_OPTIONS = cfg.ConfigOpts()
 
 
 class Broker:
