@@ -63,6 +63,7 @@ HAPROXY_AGENTS = (VICTIM, "agent-3")
 # (docs/operating.md, "Tuning failure detection"):
 REPORT_INTERVAL = 1.0  # [agent] report_interval: a state report every second ...
 AGENT_DOWN_TIME = 6.0  # [plugin] agent_down_time: ... dead after 6 s without one
+STATUS_INTERVAL = 2.0  # [agent] status_interval: the owner of a VIP announces it again at each poll
 AMQP_HEARTBEAT = 2  # [messaging] heartbeat: the broker drops a silent kombu connection after 2-3 of these
 RPC_HEARTBEAT = 4  # [oslo_messaging_rabbit] heartbeat_timeout_threshold: the same for the RPC connections
 
@@ -218,6 +219,7 @@ def test_a_host_cut_off_the_network_loses_its_work_to_the_others_and_rejoins_und
             # Shared out among an agent's queues: 4 for each of its three.
             "prefetch": 12,
             "report_interval": REPORT_INTERVAL,
+            "status_interval": STATUS_INTERVAL,
             "rpc_timeout": 2,
         },
         agent_sections={
@@ -403,7 +405,15 @@ def test_a_host_cut_off_the_network_loses_its_work_to_the_others_and_rejoins_und
         _eventually(f"{VICTIM} removes its copies of the moved roots", removed_stale_copies, 30)
         _eventually(f"{VICTIM} removes the VIP from its host", lambda: vip not in victim_host.addresses(), 30)
         vip_released = time.monotonic() - restored
-        assert client.neighbour(vip) == other_host.mac and _served(client, vip)
+        # Until then it could answer for the VIP and mislead the client; the
+        # owner's announcement at its next status poll sets the client right.
+        _eventually(
+            "the client's ARP cache names the VIP's owner again",
+            lambda: client.neighbour(vip) == other_host.mac,
+            STATUS_INTERVAL + 5,
+            explain=lambda: f"{client.neighbour(vip)} (the rejoined host: {victim_host.mac})",
+        )
+        assert _served(client, vip)
 
         # ... and has dealt with everything it held: nothing in flight, and its
         # own queue (the moved roots' stale messages) drained.

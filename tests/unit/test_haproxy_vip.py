@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.unit import test_haproxy_conformance as conformance
+from tests.unit.conftest import wait_for
 from tether.drivers.base import Change, DeviceUnreachable, InvalidConfiguration, Resource
 from tether.drivers.haproxy import HaproxyDriver
 from tether.drivers.haproxy.vip import VipPlumbing
@@ -151,6 +152,19 @@ def test_holding_it_again_adds_nothing_but_announces_again(host: FakeHost, tmp_p
     assert host.changes() == [f"addr add 192.0.2.10/32 dev {INTERFACE}"]
     assert host.addresses().count(("192.0.2.10", 32)) == 1
     assert len(host.announcements()) == 2
+
+
+def test_a_held_vip_is_announced_again_on_request_and_a_released_one_is_not(
+    host: FakeHost, tmp_path: pathlib.Path
+) -> None:
+    plumbing = _plumbing(tmp_path)
+    _hold(plumbing, "lb-1", "192.0.2.10")
+    again = plumbing.announce_again("lb-1")
+    assert again is not None
+    again.join(10)
+    assert host.announcements() == [f"-q -U -c 3 -I {INTERFACE} 192.0.2.10"] * 2
+    plumbing.release("lb-1")
+    assert plumbing.announce_again("lb-1") is None and plumbing.announce_again("lb-2") is None
 
 
 def test_an_address_the_host_already_has_is_fine(host: FakeHost, tmp_path: pathlib.Path) -> None:
@@ -337,6 +351,12 @@ def test_the_driver_holds_the_vip_while_the_load_balancer_is_on_its_host(
             driver.create(Change("t", "create", 1, 1, None, tree, tree))
         assert host.addresses().count(("127.0.0.2", 32)) == 1
         assert {"lb-a", "lb-b"} <= set(driver.inventory())
+        # Each status poll of the trees bound here announces their VIP again.
+        for announcing in list(driver.vips._announcing.values()):
+            announcing.join(10)
+        before = len(host.announcements())
+        driver.status(["lb-a"])
+        wait_for(lambda: len(host.announcements()) == before + 1)
         # Removed by hand: the drift audit finds the trees missing, and a re-apply adds it back.
         host.write({"interfaces": {INTERFACE: [["127.0.0.1", 8]]}})
         assert not {"lb-a", "lb-b"} & set(driver.inventory())

@@ -13,6 +13,7 @@ retrying worker held the work message.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import uuid
@@ -23,7 +24,7 @@ from typing import Any
 from oslo_config import cfg
 
 from tether.agent.claims import ClaimChannel
-from tether.common import claims, log, messages, rpc
+from tether.common import backoff, claims, log, messages, rpc
 from tether.common.claims import Claim
 from tether.common.exceptions import ServiceUnavailable, TetherError
 
@@ -249,8 +250,8 @@ class PluginApi:
         :raises ClaimFailed: when the plugin answered with an error.
         """
         claim_id = str(uuid.uuid4())
-        delay = 0.5
-        while True:
+        for failures in itertools.count(1):
+            delay = backoff.CLAIM.delay(failures)
             try:
                 return self.claim(task_id, agent_id, claim_id, redelivered, driver_timeout, published_for)
             except oslo_messaging.RemoteError as exc:
@@ -286,7 +287,7 @@ class PluginApi:
                 ) from exc
             if stopping.wait(delay):
                 raise Stopping(task_id=task_id)
-            delay = min(delay * 2, 10.0)
+        raise AssertionError("unreachable: the loop above never ends")
 
     def _call(self, method: str, version: str, timeout: float | None = None, **kwargs: Any) -> Any:
         # Each call names the oldest API version that has it, so agents

@@ -10,8 +10,8 @@ acking; slow work runs elsewhere and hands results back through a queue.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
-import random
 import select
 import socket
 import threading
@@ -21,6 +21,7 @@ from typing import Any
 import kombu
 import kombu.exceptions
 
+from tether.common import backoff
 from tether.common.exceptions import PublishNotConfirmed
 from tether.common.transport import Broker
 
@@ -111,7 +112,7 @@ class ConnectionLoop:
                 self.connected_since = None
                 self.on_disconnect()
                 failures += 1
-                delay = min(self.max_backoff, 0.5 * 2 ** min(failures, 8)) * random.uniform(0.5, 1)
+                delay = dataclasses.replace(backoff.RECONNECT, cap=self.max_backoff).delay(failures)
                 recoverable = isinstance(
                     exc,
                     (

@@ -27,7 +27,6 @@ import hmac
 import http.client
 import json
 import logging
-import random
 import time
 import urllib.parse
 from typing import Any
@@ -36,7 +35,7 @@ import sqlalchemy as sa
 from oslo_config import cfg
 from sqlalchemy import orm
 
-from tether.common import metrics
+from tether.common import backoff, metrics
 from tether.common.exceptions import ConfigError, InvalidInput
 from tether.common.periodic import Periodic
 from tether.plugin import egress
@@ -163,7 +162,7 @@ class Deliverer(Periodic):
                         error,
                     )
                 else:
-                    delay = min(300.0, 2.0 * 2 ** (callback.attempts - 1)) * random.uniform(0.5, 1.0)
+                    delay = backoff.CALLBACK.delay(callback.attempts)
                     callback.next_attempt_at = utcnow() + datetime.timedelta(seconds=delay)
             return len(due)
 

@@ -27,7 +27,7 @@ import sqlalchemy.exc
 from oslo_config import cfg
 from sqlalchemy import orm
 
-from tether.common import connection, faults, transport
+from tether.common import backoff, connection, faults, transport
 from tether.common.publisher import Envelope, Publisher, Unroutable
 from tether.plugin.db import queries
 from tether.plugin.db.models import Outbox, Row, utcnow
@@ -142,7 +142,7 @@ class OutboxRelay(connection.ConnectionLoop):
             # The database is away: keep the broker connection and try again;
             # what is committed stays in the outbox until then.
             self._db_failures += 1
-            delay = min(30.0, 0.5 * 2 ** min(self._db_failures, 6))
+            delay = backoff.DATABASE.delay(self._db_failures)
             LOG.warning("cannot read the outbox (%s); retrying in %.1f s", exc, delay)
             self._wake.wait(delay)
 

@@ -17,7 +17,7 @@ import sqlalchemy.exc
 from oslo_config import cfg
 from sqlalchemy import orm
 
-from tether.common import connection, dead_lettering, log, messages, transport, wire
+from tether.common import backoff, connection, dead_lettering, log, messages, transport, wire
 from tether.common.exceptions import MalformedMessage
 from tether.common.publisher import Publisher
 from tether.plugin import lifecycle
@@ -172,7 +172,7 @@ class ResultConsumer(connection.ConnectionLoop):
         # again; acking now would lose them.
         self._pending = batch + self._pending
         self._db_failures += 1
-        self._retry_at = time.monotonic() + min(30.0, 0.5 * 2 ** min(self._db_failures, 6))
+        self._retry_at = time.monotonic() + backoff.DATABASE.delay(self._db_failures)
         LOG.warning("cannot record %d result(s), retrying: %s", len(batch), exc)
 
     def _record_one_by_one(

@@ -28,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event, orm
 
-from tether.common import metrics
+from tether.common import backoff, metrics
 from tether.plugin.db.session import after_commit
 from tether.plugin.lifecycle import FINISHED, FINISHED_METRICS
 
@@ -156,7 +156,7 @@ class Listener(threading.Thread):
                 self._listen()
             except Exception as exc:  # noqa: BLE001 - the database is away; waiters fall back on their timeout
                 failures += 1
-                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                delay = backoff.DATABASE.delay(failures)
                 LOG.warning("not hearing other plugins' finished tasks (%s); retrying in %.1f s", exc, delay)
                 self._stopping.wait(delay)
             else:

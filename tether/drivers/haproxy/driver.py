@@ -163,6 +163,8 @@ class HaproxyDriver(Driver):
             if rows is None:
                 continue
             read_stats(lb_id, rows, statuses, counters)
+            if roots is not None:  # bound here by the plugin's latest word, not only on disk
+                self.vips.announce_again(lb_id)
         return statuses, counters
 
     def inventory(self) -> Mapping[str, Mapping[str, Any]]:

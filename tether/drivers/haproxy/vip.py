@@ -178,6 +178,18 @@ class VipPlumbing:
             if held is not None:
                 self._drop(lb_id, held)
 
+    def announce_again(self, lb_id: str) -> threading.Thread | None:
+        """Announce the address load balancer ``lb_id`` holds here once more.
+
+        Called at every status poll, as keepalived refreshes a master's
+        gratuitous ARP: a host coming back from a partition still holds the
+        VIPs it had until its agent hears they moved, and may answer for
+        them meanwhile; the neighbours it misled are set right within one
+        poll, not at the next change.
+        """
+        vip = self._read(lb_id)
+        return None if vip is None else self._announce(vip)
+
     def holds(self, lb_id: str) -> bool:
         """Does the host still have the address load balancer ``lb_id`` was
         given? One removed by hand makes the drift audit find the tree
@@ -269,10 +281,11 @@ class VipPlumbing:
     def _announce(self, vip: Vip) -> threading.Thread | None:
         """Gratuitous ARP for ``vip``, in the background: the call does not wait
         the seconds between announcements, and an announcement already going
-        on for it is not repeated. Every apply announces, not only the first:
-        a neighbour that learned another host meanwhile (a partition that
-        healed, a load balancer that moved back before its copy here was
-        removed) is corrected by the next change."""
+        on for it is not repeated. Every apply announces, not only the first,
+        and so does every status poll (:meth:`announce_again`): a neighbour
+        that learned another host meanwhile (a partition that healed, a load
+        balancer that moved back before its copy here was removed) is
+        corrected within a poll."""
         if vip.ipv6 or not self.announcements:
             return None  # no ARP in IPv6; unsolicited neighbour advertisements are not sent
         with self._announcing_lock:

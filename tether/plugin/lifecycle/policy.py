@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import random
 from collections.abc import Callable
 
 from oslo_config import cfg
 from sqlalchemy import orm
 
+from tether.common import backoff
 from tether.plugin.db.models import Task
 
 OPTS: list[cfg.Opt] = [
@@ -69,5 +69,4 @@ class Policy:
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before the attempt after ``attempt``."""
-        delay: float = min(self.retry_backoff_max, self.retry_backoff * 2.0 ** max(attempt - 1, 0))
-        return delay * random.uniform(0.5, 1.0)
+        return backoff.Backoff(self.retry_backoff, self.retry_backoff_max, jitter=0.5).delay(attempt)
