@@ -403,6 +403,9 @@ def test_a_message_with_a_compression_header_kombu_cannot_undo_is_dead_lettered_
 ) -> None:
     ini = write_ini(tmp_path / "manage.ini", {"DEFAULT": {"transport_url": deployment.transport_url}})
     with kombu.Connection(deployment.amqp_url) as connection:
+        # Sent before an agent has declared its queues, the messages below
+        # would be routed nowhere and dropped by the broker.
+        _wait_for_consumers(connection, "tether.work.noop")
         kombu.Queue(DEAD_LETTER_QUEUE, no_declare=True)(connection.channel()).purge()
     task_id = f"no-such-task-{uuid.uuid4().hex[:8]}"
     resource = {"type": "loadbalancer", "id": "r", "project_id": "p", "attributes": {}}
@@ -425,9 +428,6 @@ def test_a_message_with_a_compression_header_kombu_cannot_undo_is_dead_lettered_
     }
     body, message_id, gzipped = json.dumps(work).encode(), uuid.uuid4().hex, uuid.uuid4().hex
     with kombu.Connection(deployment.amqp_url) as connection:
-        # Sent before an agent has declared its queue, these would be routed
-        # nowhere and dropped by the broker.
-        _wait_for_consumers(connection, "tether.work.noop")
         producer = kombu.Producer(connection.channel())
         for an_id, raw, compression in [
             (message_id, body, "application/x-bogus"),
