@@ -164,7 +164,8 @@ def test_several_api_processes_serve_one_socket_and_each_hears_the_pipeline(
         # Every API process hears finished tasks (?wait) and the pipeline's status (/readyz).
         for _ in range(6):
             assert a_task_succeeds(deployment)
-            assert deployment.http.get("/readyz", headers={"Connection": "close"}).status_code == 200
+            ready = deployment.http.get("/readyz", headers={"Connection": "close"})
+            assert ready.status_code == 200, ready.text  # its problems say which part was not ready
         os.kill(roles["api-2"], signal.SIGKILL)
         assert plugin.wait_exit(60) == 1
         assert gone(roles["api"]) and gone(roles["pipeline"])
