@@ -13,7 +13,6 @@ retrying worker held the work message.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import uuid
@@ -250,7 +249,9 @@ class PluginApi:
         :raises ClaimFailed: when the plugin answered with an error.
         """
         claim_id = str(uuid.uuid4())
-        for failures in itertools.count(1):
+        failures = 0
+        while True:
+            failures += 1
             delay = backoff.CLAIM.delay(failures)
             try:
                 return self.claim(task_id, agent_id, claim_id, redelivered, driver_timeout, published_for)
@@ -287,7 +288,6 @@ class PluginApi:
                 ) from exc
             if stopping.wait(delay):
                 raise Stopping(task_id=task_id)
-        raise AssertionError("unreachable: the loop above never ends")
 
     def _call(self, method: str, version: str, timeout: float | None = None, **kwargs: Any) -> Any:
         # Each call names the oldest API version that has it, so agents

@@ -81,7 +81,8 @@ class Waiters:
         """Answer every waiter now, and every later one at once: the process
         is stopping, and its server waits for every answer before it exits.
         A client told the task as it stands asks again, of another replica."""
-        self._closing = True
+        with self._lock:
+            self._closing = True
         self.wake_all()
 
     async def wait(self, task_id: str, timeout: float, done: Callable[[], Awaitable[bool]]) -> None:
@@ -91,12 +92,13 @@ class Waiters:
         :param done: re-reads the task; checked after registering, so a task
             that finishes in between is not missed.
         """
-        if self._closing:
-            return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         entry = (loop, future)
         with self._lock:
+            # Under the lock: a waiter either sees the flag or is woken by close().
+            if self._closing:
+                return
             self._waiting.setdefault(task_id, set()).add(entry)
         try:
             if await done():
