@@ -417,15 +417,23 @@ def test_a_host_cut_off_the_network_loses_its_work_to_the_others_and_rejoins_und
 
         # ... and has dealt with everything it held: nothing in flight, and its
         # own queue (the moved roots' stale messages) drained.
-        def victim_idle() -> bool:
+        victim = next(agent for agent in deployment.agents if agent.name == VICTIM)
+
+        def victim_load() -> tuple[list[str], int]:
             queues = node.rabbitmqctl(
                 "-q", "list_queues", "-p", vhost, "name", "messages_ready", "messages_unacknowledged"
             )
             counts = {line.split()[0]: line.split()[1:] for line in queues.splitlines() if line.strip()}
             own = counts.get(f"tether.work.{hostfake.NAME}.{VICTIM}", ["0", "0"])
-            return own == ["0", "0"] and cluster.agents()[VICTIM]["in_flight"] == 0
+            return own, cluster.agents()[VICTIM]["in_flight"]
 
-        _eventually(f"{VICTIM} is idle", victim_idle, 60, interval=0.5)
+        _eventually(
+            f"{VICTIM} is idle",
+            lambda: victim_load() == (["0", "0"], 0),
+            60,
+            interval=0.5,
+            explain=lambda: f"own queue (ready, unacked), in flight: {victim_load()}\n{victim.log()[-8000:]}",
+        )
         drained = time.monotonic() - restored
 
         # Nothing was undone: the same placement and states, the same tasks.

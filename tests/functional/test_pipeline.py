@@ -245,7 +245,7 @@ def test_a_step_failing_for_good_undoes_the_steps_before_it_in_reverse_order(dep
 
 
 def test_results_published_while_the_plugin_is_down_are_recorded_when_it_returns(
-    deployment: Deployment, browser: Any
+    deployment: Deployment, rabbitmq: RabbitMQNode, browser: Any
 ) -> None:
     # The console is open on the resources page throughout, in a real browser.
     browser.get(f"{deployment.base_url}/console/resources")
@@ -260,7 +260,22 @@ def test_results_published_while_the_plugin_is_down_are_recorded_when_it_returns
     assert resource_status(browser, lbs[-1]["id"]) == "PENDING_CREATE"
     # The page's open event stream does not hold the plugin up.
     assert deployment.plugin.stop() == 0
-    time.sleep(3)  # the agents finish and publish while nobody records
+    # The agents finish and publish while nobody records: each work message is
+    # acked once its result is confirmed, so an empty work queue after the
+    # device has all five means every result waits in the results queue.
+    vhost = deployment.transport_url.rsplit("/", 1)[1]
+
+    def published() -> bool:
+        journal = deployment.journal.read_text().splitlines() if deployment.journal.exists() else []
+        if not {lb["id"] for lb in lbs} <= {json.loads(line)["resource_id"] for line in journal}:
+            return False
+        queues = rabbitmq.rabbitmqctl(
+            "-q", "list_queues", "-p", vhost, "name", "messages_ready", "messages_unacknowledged"
+        )
+        counts = {line.split()[0]: line.split()[1:] for line in queues.splitlines() if len(line.split()) == 3}
+        return counts.get("tether.work.fake") == ["0", "0"] and int(counts["tether.results"][0]) > 0
+
+    until(published, "the agents publishing their results", timeout=30)
     deployment.start_plugin()
     for lb in lbs:
         assert _wait_status(deployment, "loadbalancers", lb["id"])["provisioning_status"] == "ACTIVE"

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from kombu.transport import memory
 from oslo_config import cfg
 
 from tests.unit.conftest import wait_for
@@ -227,10 +227,11 @@ def test_a_disabled_agent_takes_no_work_until_enabled(client: TestClient, pipeli
             client.put(f"/v1/agents/{agent}", json={"admin_state_up": False}, headers=admin).status_code
             == 200
         )
-    wait_for(lambda: all(a.consumer._paused for a in pipeline))
-    time.sleep(0.2)  # let both consumers cancel
+    wait_for(lambda: not any(a.consumer._consuming for a in pipeline))
     lb = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
-    time.sleep(0.5)
+    # Published, and left in the queue: nobody consumes it.
+    wait_for(lambda: client.get(f"/v1/tasks/{lb['task']['id']}").json()["state"] == "PENDING")
+    assert memory.Channel.queues["tether.work.noop"].qsize() == 1
     assert client.get(f"/v1/loadbalancers/{lb['id']}").json()["provisioning_status"] == "PENDING_CREATE"
     client.put("/v1/agents/agent-1", json={"admin_state_up": True}, headers=admin)
     body = _settled(client, "loadbalancers", lb["id"])

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
-import time
 import warnings
 from typing import Any
 from unittest import mock
@@ -76,9 +76,10 @@ def test_work_whose_claim_the_plugin_answers_with_an_error_is_dead_lettered_once
         assert dead.headers[transport.ORIGINAL_ROUTING_KEY] == "noop"
         assert dead.payload["task"]["id"] == lb["task"]["id"]
         # The worker is free and the work message acked, not held for another try.
+        # Nothing holds the task any more: a claim's retries happen in its worker, which is free, and
+        # the message is gone, so this is the only claim there will be.
         wait_for(lambda: not any(agent.consumer.in_flight for agent in pipeline))
         assert _ready_work("noop") == 0
-        time.sleep(1.0)  # longer than the first retry's backoff
         assert claimed == [lb["task"]["id"]]
     task = client.get(f"/v1/tasks/{lb['task']['id']}").json()
     assert task["state"] == "PENDING"  # for the reaper to publish again
@@ -101,14 +102,16 @@ def test_work_whose_kombu_claim_the_plugin_fails_on_is_dead_lettered_once_not_re
         assert reason.startswith(
             f"the plugin answered the claim of task {task_id!r} with KeyError: 'a bug in"
         )
-        wait_for(lambda: not any(agent.consumer.in_flight for agent in pipeline))
+        wait_for(lambda: not any(agent.consumer.in_flight for agent in pipeline))  # as above
         assert _ready_work("noop") == 0
-        time.sleep(1.0)  # longer than the first retry's backoff
         assert claimed == [lb["task"]["id"]]
     assert client.get(f"/v1/tasks/{lb['task']['id']}").json()["state"] == "PENDING"
 
 
-def test_a_claim_is_retried_until_the_plugin_answers(conf: cfg.ConfigOpts, plugin: Plugin) -> None:
+def test_a_claim_is_retried_until_the_plugin_answers(
+    conf: cfg.ConfigOpts, plugin: Plugin, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="tether.agent.plugin_api")
     conf.set_override("rpc_timeout", 0.2, group="agent")
     lb = TestClient(plugin.app).post("/v1/loadbalancers", json={"provider": "noop"}).json()
     api = PluginApi(conf)
@@ -119,7 +122,8 @@ def test_a_claim_is_retried_until_the_plugin_answers(conf: cfg.ConfigOpts, plugi
         )
     )
     claiming.start()
-    time.sleep(0.5)  # the plugin's RPC server is not running: the first call times out
+    # The plugin's RPC server is not running: the first call times out.
+    wait_for(lambda: f"claiming task {lb['task']['id']} failed (MessagingTimeout" in caplog.text)
     assert not answers
     plugin.start()
     try:

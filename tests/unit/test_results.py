@@ -26,7 +26,7 @@ def test_recording_the_same_result_twice_changes_nothing(client: TestClient, plu
     finish(plugin, lb["task"]["id"], statuses={lb["id"]: "ONLINE"})
     first = client.get(f"/v1/loadbalancers/{lb['id']}").json()
     task_first = client.get(f"/v1/tasks/{lb['task']['id']}").json()
-    plugin.pipeline.results.recorder.record(
+    assert not plugin.pipeline.results.recorder.record(
         [_result(lb["task"]["id"], Outcome.FAILED, error=ReportedError(type="X", message="late"))]
     )
     assert client.get(f"/v1/loadbalancers/{lb['id']}").json() == first
@@ -41,7 +41,7 @@ def test_a_result_from_an_earlier_attempt_is_kept_in_history_but_not_applied(
     assert claim(plugin, task_id, agent_id="agent-a")["attempt"] == 1
     # agent-a's delivery came back to the queue: agent-b takes over as attempt 2
     assert claim(plugin, task_id, agent_id="agent-b", redelivered=True)["attempt"] == 2
-    plugin.pipeline.results.recorder.record(
+    assert not plugin.pipeline.results.recorder.record(
         [
             _result(
                 task_id,
@@ -56,19 +56,28 @@ def test_a_result_from_an_earlier_attempt_is_kept_in_history_but_not_applied(
     history = {h["attempt"]: h for h in task["history"]}
     assert (history[1]["outcome"], history[1]["applied"]) == ("FAILED", False)
     assert client.get(f"/v1/loadbalancers/{lb['id']}").json()["provisioning_status"] == "PENDING_CREATE"
-    plugin.pipeline.results.recorder.record([_result(task_id, attempt=2)])
+    assert not plugin.pipeline.results.recorder.record([_result(task_id, attempt=2)])
     assert client.get(f"/v1/loadbalancers/{lb['id']}").json()["provisioning_status"] == "ACTIVE"
     assert client.get(f"/v1/tasks/{task_id}").json()["history"][1]["applied"] is True
 
 
 def test_a_result_for_an_unclaimed_task_is_not_applied(client: TestClient, plugin: Plugin) -> None:
     lb = _create(client)
-    plugin.pipeline.results.recorder.record([_result(lb["task"]["id"])])
+    assert not plugin.pipeline.results.recorder.record([_result(lb["task"]["id"])])
     assert client.get(f"/v1/tasks/{lb['task']['id']}").json()["state"] == "PENDING"
 
 
-def test_a_result_for_an_unknown_task_is_ignored(plugin: Plugin) -> None:
-    plugin.pipeline.results.recorder.record([_result("no-such-task")])
+def test_a_result_for_an_unknown_task_is_named_and_changes_nothing(
+    client: TestClient, plugin: Plugin
+) -> None:
+    lb = _create(client)
+    finish(plugin, lb["task"]["id"])
+    before = client.get(f"/v1/loadbalancers/{lb['id']}").json()
+    # A batch may mix them: the known task's late copy is kept apart, the unknown one named.
+    unknown = plugin.pipeline.results.recorder.record([_result("no-such-task"), _result(lb["task"]["id"])])
+    assert unknown == {"no-such-task"}
+    assert client.get(f"/v1/loadbalancers/{lb['id']}").json() == before
+    assert [t["id"] for t in client.get("/v1/tasks").json()["tasks"]] == [lb["task"]["id"]]
 
 
 def test_a_failure_records_error_type_message_and_last_error(client: TestClient, plugin: Plugin) -> None:
@@ -133,7 +142,7 @@ def test_a_success_records_the_desired_state_as_applied_and_closes_its_attempt(
     finish(plugin, lb["task"]["id"])
     update = client.put(f"/v1/loadbalancers/{lb['id']}", json={"name": "renamed"}).json()
     answer = claim(plugin, update["task"]["id"], agent_id="agent-b")
-    plugin.pipeline.results.recorder.record([_result(update["task"]["id"], host="host-b")])
+    assert not plugin.pipeline.results.recorder.record([_result(update["task"]["id"], host="host-b")])
     view = client.get(f"/v1/loadbalancers/{lb['id']}").json()
     assert (view["provisioning_status"], view["generation"], view["applied_generation"]) == ("ACTIVE", 2, 2)
     assert view["in_sync"] is True
@@ -152,7 +161,7 @@ def test_two_results_of_one_attempt_in_one_batch_settle_the_task_once(
     lb = _create(client)
     task_id = lb["task"]["id"]
     claim(plugin, task_id)
-    plugin.pipeline.results.recorder.record(
+    assert not plugin.pipeline.results.recorder.record(
         [
             _result(task_id),
             _result(task_id, Outcome.FAILED, error=ReportedError(type="X", message="late copy")),

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import pathlib
 import socket
-import time
 
 import pytest
 from fastapi.testclient import TestClient
 from oslo_config import cfg
 
+from tests.unit.conftest import wait_for
 from tether.plugin import auth
 from tether.plugin.service import Plugin
 
@@ -22,6 +22,15 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _reconnecting(caplog: pytest.LogCaptureFixture) -> set[str]:
+    """The connection loops that logged a failure to reach 127.0.0.1."""
+    return {
+        record.getMessage().split(":")[0]
+        for record in caplog.records
+        if record.name == "tether.common.connection" and "127.0.0.1" in record.getMessage()
+    }
 
 
 def test_no_secret_reaches_the_logs_or_any_answer(
@@ -54,7 +63,8 @@ def test_no_secret_reaches_the_logs_or_any_answer(
                 ("POST", "/v1/loadbalancers", admin),
             ):
                 answers.append(client.request(method, path, headers=headers, json={"provider": "noop"}))
-            time.sleep(2)  # let the relay and the RPC server fail to connect, and log it
+            # Both connection loops fail to connect, and log it.
+            wait_for(lambda: {"outbox-relay", "result-consumer"} <= _reconnecting(caplog))
             answers.append(client.get("/readyz"))
     finally:
         plugin.stop()

@@ -28,8 +28,11 @@ class Backoff:
         return wait * random.uniform(1.0 - self.jitter, 1.0) if self.jitter else wait
 
 
-#: a broker connection lost or refused
-RECONNECT = Backoff(first=1.0, cap=30.0, jitter=0.5)
+#: a broker connection lost or refused: at most 2 s apart, as tether's RPC
+#: connections (``[oslo_messaging_rabbit] rabbit_interval_max``), so that an
+#: agent whose network heals consumes its work again as soon as it reports;
+#: the jitter spreads the agents that lost the broker together
+RECONNECT = Backoff(first=0.5, cap=2.0, jitter=0.5)
 #: the database away or locked, for a loop that keeps its broker connection meanwhile
 DATABASE = Backoff(first=1.0, cap=30.0)
 #: an agent's claim that got no answer (the plugin or the broker away)

@@ -10,7 +10,6 @@ acking; slow work runs elsewhere and hands results back through a queue.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import select
 import socket
@@ -45,7 +44,6 @@ class ConnectionLoop:
     #: Most broker events taken in one tick: after the first, those already
     #: arrived, so the tick's work (a commit, a publish) serves them together.
     burst: int = 1
-    max_backoff: float = 30.0
 
     def __init__(self, broker: Broker, name: str) -> None:
         self.broker = broker
@@ -112,7 +110,7 @@ class ConnectionLoop:
                 self.connected_since = None
                 self.on_disconnect()
                 failures += 1
-                delay = dataclasses.replace(backoff.RECONNECT, cap=self.max_backoff).delay(failures)
+                delay = backoff.RECONNECT.delay(failures)
                 recoverable = isinstance(
                     exc,
                     (
