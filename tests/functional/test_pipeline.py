@@ -252,17 +252,22 @@ def test_results_published_while_the_plugin_is_down_are_recorded_when_it_returns
     until(lambda: live(browser), "the console page's event stream opened")
     browser.execute_script("window.tetherSamePage = true;")  # gone if the page were loaded again
     lbs = [
-        _post(deployment, "loadbalancers", {"provider": "fake", "metadata": {"fake.delay_ms": "1500"}})
+        # Long enough that the devices finish after the plugin has stopped.
+        _post(deployment, "loadbalancers", {"provider": "fake", "metadata": {"fake.delay_ms": "4000"}})
         for _ in range(5)
     ]
     # They appear on the open page as they are accepted.
     until(lambda: all(resource_status(browser, lb["id"]) for lb in lbs), "the new load balancers on the page")
     assert resource_status(browser, lbs[-1]["id"]) == "PENDING_CREATE"
+    # Claimed, all five (two agents of four workers), before the plugin goes.
+    tasks = [f"/v1/tasks/{lb['task']['id']}" for lb in lbs]
+    until(lambda: all(deployment.http.get(t).json()["state"] == "RUNNING" for t in tasks), "all five running")
     # The page's open event stream does not hold the plugin up.
     assert deployment.plugin.stop() == 0
     # The agents finish and publish while nobody records: each work message is
     # acked once its result is confirmed, so an empty work queue after the
-    # device has all five means every result waits in the results queue.
+    # device has all five means every result was published, and those the
+    # plugin's draining stop did not take wait in the results queue.
     vhost = deployment.transport_url.rsplit("/", 1)[1]
 
     def published() -> bool:
