@@ -13,6 +13,7 @@ from oslo_config import cfg
 
 from tests.unit.conftest import finish
 from tether.plugin.db import queries
+from tether.plugin.db.errors import DatabaseUnavailable
 from tether.plugin.db.models import Outbox
 from tether.plugin.service import Plugin
 
@@ -277,7 +278,7 @@ def test_a_database_that_is_locked_or_down_answers_503_with_retry_after(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def locked(*args: Any, **kwargs: Any) -> None:
-        raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("database is locked"))
+        raise DatabaseUnavailable(detail="database is locked", retry_after=1)  # as the engine raises it
 
     monkeypatch.setattr(queries, "list_tasks", locked)
     response = client.get("/v1/tasks")

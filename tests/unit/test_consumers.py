@@ -9,7 +9,6 @@ from typing import Any
 
 import kombu
 import pytest
-import sqlalchemy.exc
 from oslo_config import cfg
 
 from tests.unit.conftest import sample_work, wait_for
@@ -20,6 +19,7 @@ from tether.common import messages, transport, wire
 from tether.common.publisher import Publisher
 from tether.common.states import Outcome
 from tether.drivers.base import Change, Driver
+from tether.plugin.db.errors import DatabaseUnavailable
 from tether.plugin.results import ResultConsumer, ResultRecorder
 
 
@@ -143,7 +143,7 @@ def _result(task_id: str) -> StandInMessage:
 
 def test_results_stay_unacked_while_the_database_is_down(connection: Any) -> None:
     broker, conn = connection
-    down = sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("could not connect"))
+    down = DatabaseUnavailable(detail="could not connect", retry_after=1)
     consumer = ResultConsumer(broker, FlakyRecorder(down), batch=10)
     consumer._publisher = Publisher(conn, 5)
     results = [_result("t1"), _result("t2")]

@@ -14,6 +14,7 @@ from sqlalchemy import event, orm
 
 from tether.plugin.db import group_commit
 from tether.plugin.db import session as db_session
+from tether.plugin.db.errors import DuplicateEntry
 from tether.plugin.db.group_commit import GroupCommit
 
 
@@ -104,7 +105,7 @@ def test_a_failing_unit_undoes_only_its_own_writes(
     assert after.result(10) == "after"
     with pytest.raises(ValueError, match="refused"):
         failing.result(10)
-    with pytest.raises(sa.exc.IntegrityError):
+    with pytest.raises(DuplicateEntry):
         duplicate.result(10)
     assert texts(sessionmaker) == {"before", "after"}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import warnings
 from typing import Any
@@ -11,7 +10,6 @@ from unittest import mock
 
 import kombu
 import pytest
-import sqlalchemy.exc
 from fastapi.testclient import TestClient
 from oslo_config import cfg
 
@@ -21,6 +19,7 @@ from tether.agent.service import Agent
 from tether.common import transport
 from tether.common.exceptions import MalformedMessage, ServiceUnavailable
 from tether.plugin.db import attempts
+from tether.plugin.db.errors import DatabaseUnavailable
 from tether.plugin.service import Plugin
 
 with warnings.catch_warnings():
@@ -185,7 +184,7 @@ def test_the_plugin_answers_a_claim_during_a_database_outage_with_service_unavai
     client: TestClient, plugin: Plugin
 ) -> None:
     lb = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
-    locked = sqlalchemy.exc.OperationalError("SELECT", {}, sqlite3.OperationalError("database is locked"))
+    locked = DatabaseUnavailable(detail="database is locked", retry_after=1)  # as the engine raises it
     with (
         mock.patch.object(attempts, "for_claims", side_effect=locked),
         pytest.raises(ServiceUnavailable, match="database is unavailable"),

@@ -10,10 +10,10 @@ import textwrap
 from collections.abc import Iterator
 
 import pytest
-import sqlalchemy as sa
 from oslo_config import cfg
 
 from tether.plugin.db import session as db_session
+from tether.plugin.db.errors import DatabaseUnavailable
 from tether.plugin.db.session import FileTurn
 
 # Another process that takes the turn, says so, and lets go when told.
@@ -131,8 +131,9 @@ def test_a_write_waits_for_another_process_and_fails_as_sqlite_would_after_the_b
     engine = db_session.make_engine(conf)
     holder = Holder(pathlib.Path(f"{path}.write-turn"))
     try:
-        with pytest.raises(sa.exc.OperationalError, match="database is locked"), engine.begin() as connection:
+        with pytest.raises(DatabaseUnavailable) as raised, engine.begin() as connection:
             connection.exec_driver_sql("CREATE TABLE notes (text TEXT)")
+        assert raised.value.detail == "database is locked"
         holder.release()
         with engine.begin() as connection:
             connection.exec_driver_sql("CREATE TABLE notes (text TEXT)")

@@ -39,6 +39,7 @@ from tether.common import backoff, metrics
 from tether.common.exceptions import ConfigError, InvalidInput
 from tether.common.periodic import Periodic
 from tether.plugin import egress
+from tether.plugin.db.errors import DatabaseError
 from tether.plugin.db.models import Callback, Task, utcnow
 
 LOG = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ class Deliverer(Periodic):
     """The thread that POSTs due callbacks."""
 
     name = "callbacks"
-    outages = (sa.exc.SQLAlchemyError,)
+    outages = (DatabaseError,)
 
     def __init__(
         self, conf: cfg.ConfigOpts, sessionmaker: orm.sessionmaker[orm.Session], render: Any

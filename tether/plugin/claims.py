@@ -12,7 +12,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import sqlalchemy.exc
 from sqlalchemy import orm
 
 from tether.common import log
@@ -20,6 +19,7 @@ from tether.common.claims import Claim, ClaimAnswer
 from tether.common.exceptions import ServiceUnavailable
 from tether.plugin import lifecycle
 from tether.plugin.db import attempts, queries
+from tether.plugin.db.errors import DatabaseUnavailable
 from tether.plugin.providers import Providers
 
 LOG = logging.getLogger(__name__)
@@ -49,8 +49,8 @@ class ClaimDecider:
         try:
             with self._sessionmaker.begin() as session:
                 return self._decide(session, claims)
-        except sqlalchemy.exc.OperationalError as exc:
-            LOG.warning("claims met a database outage: %s", str(exc.orig or exc).splitlines()[0])
+        except DatabaseUnavailable as exc:
+            LOG.warning("claims met a database outage: %s", exc.detail)
             raise ServiceUnavailable(
                 reason="the plugin's database is unavailable; claim again shortly"
             ) from exc

@@ -23,13 +23,13 @@ import time
 from collections.abc import Sequence
 
 import kombu
-import sqlalchemy.exc
 from oslo_config import cfg
 from sqlalchemy import orm
 
 from tether.common import backoff, connection, faults, transport
 from tether.common.publisher import Envelope, Publisher, Unroutable
 from tether.plugin.db import queries
+from tether.plugin.db.errors import DatabaseError
 from tether.plugin.db.models import Outbox, Row, utcnow
 
 LOG = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class OutboxRelay(connection.ConnectionLoop):
             while not self.stopping.is_set() and self.relay_once(connection) == self.batch_size:
                 pass
             self._db_failures = 0
-        except sqlalchemy.exc.SQLAlchemyError as exc:
+        except DatabaseError as exc:
             # The database is away: keep the broker connection and try again;
             # what is committed stays in the outbox until then.
             self._db_failures += 1

@@ -25,7 +25,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-import sqlalchemy.exc
 from oslo_config import cfg
 from sqlalchemy import orm
 
@@ -34,6 +33,7 @@ from tether.common.states import OperatingStatus, TaskState
 from tether.plugin import idempotency, lifecycle, notifications, standby
 from tether.plugin.agents import Registry
 from tether.plugin.db import agent_queries, queries
+from tether.plugin.db.errors import DatabaseError
 from tether.plugin.db.models import Resource, Task, utcnow
 from tether.plugin.scheduler import Scheduler
 
@@ -54,7 +54,7 @@ _BATCH = 500
 
 class Reaper(Periodic):
     name = "reaper"
-    outages = (sqlalchemy.exc.SQLAlchemyError,)
+    outages = (DatabaseError,)
 
     def __init__(
         self,

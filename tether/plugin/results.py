@@ -13,7 +13,6 @@ import time
 from collections.abc import Sequence
 
 import kombu
-import sqlalchemy.exc
 from oslo_config import cfg
 from sqlalchemy import orm
 
@@ -22,6 +21,7 @@ from tether.common.exceptions import MalformedMessage
 from tether.common.publisher import Publisher
 from tether.plugin import lifecycle
 from tether.plugin.db import attempts, queries
+from tether.plugin.db.errors import DatabaseUnavailable
 
 LOG = logging.getLogger(__name__)
 
@@ -229,6 +229,4 @@ class ResultConsumer(connection.ConnectionLoop):
 
 def _transient(exc: Exception) -> bool:
     """Will the same write succeed later (the database, not the data, failed)?"""
-    return isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError) or (
-        isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated
-    )
+    return isinstance(exc, DatabaseUnavailable)

@@ -11,7 +11,6 @@ The FastAPI routes stay: they document the operations and serve the rest.
 from __future__ import annotations
 
 import fastapi
-import sqlalchemy.exc
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -38,6 +37,4 @@ class CreateRoutes:
             response = await create(request)
         except TetherError as exc:
             response = errors.tether_error(request, exc)
-        except sqlalchemy.exc.OperationalError as exc:
-            response = errors.database_down(request, exc)
         await response(scope, receive, send)

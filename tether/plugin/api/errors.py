@@ -12,7 +12,6 @@ import logging
 from typing import Any
 
 import fastapi
-import sqlalchemy.exc
 from fastapi import exceptions as fastapi_exceptions
 from fastapi.responses import JSONResponse
 from starlette import routing
@@ -81,25 +80,14 @@ def error_response(
 
 def tether_error(request: fastapi.Request, exc: TetherError) -> JSONResponse:
     if exc.status >= 500:
-        LOG.error("%s %s failed: %s", request.method, request.url.path, exc.msg)
+        detail = f" ({exc.kwargs['detail']})" if "detail" in exc.kwargs else ""
+        LOG.error("%s %s failed: %s%s", request.method, request.url.path, exc.msg, detail)
     extra = {"path": exc.kwargs["path"]} if "path" in exc.kwargs else {}
     response = error_response(request, exc.status, exc.type, exc.msg, **extra)
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="tether"'
     if "retry_after" in exc.kwargs:
         response.headers["Retry-After"] = str(exc.kwargs["retry_after"])
-    return response
-
-
-def database_down(request: fastapi.Request, exc: Exception) -> JSONResponse:
-    LOG.error("%s %s: the database failed: %s", request.method, request.url.path, exc)
-    response = error_response(
-        request,
-        503,
-        "ServiceUnavailable",
-        "The database is busy or unreachable; retry in a moment.",
-    )
-    response.headers["Retry-After"] = "1"
     return response
 
 
@@ -129,10 +117,6 @@ def install(app: fastapi.FastAPI) -> None:
         if exc.status_code == 405:
             response.headers["Allow"] = ", ".join(_allowed_methods(request))
         return response
-
-    @app.exception_handler(sqlalchemy.exc.OperationalError)
-    async def _database_down(request: fastapi.Request, exc: Exception) -> JSONResponse:
-        return database_down(request, exc)
 
 
 def _allowed_methods(request: fastapi.Request) -> list[str]:

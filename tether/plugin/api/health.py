@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tether.plugin.api.deps import Api
 from tether.plugin.db import migration
+from tether.plugin.db.errors import DatabaseError
 
 Probe = Callable[[], str | None]
 
@@ -49,6 +50,6 @@ def _database(api: Api) -> str | None:
             engine = session.get_bind()
         if isinstance(engine, sa.Engine) and not migration.is_current(engine):
             return f"the database schema is behind {migration.head()}: run tether-manage db upgrade"
-    except sa.exc.SQLAlchemyError as exc:
-        return f"the database does not answer: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
+    except DatabaseError as exc:
+        return f"the database does not answer: {exc.type}: {exc.detail}"
     return None

@@ -8,7 +8,6 @@ from concurrent.futures import Future
 from typing import Any
 
 import fastapi
-import sqlalchemy.exc
 from fastapi.responses import JSONResponse
 from sqlalchemy import orm
 from starlette.concurrency import run_in_threadpool
@@ -21,6 +20,7 @@ from tether.plugin.api import pagination, sync, views
 from tether.plugin.api.deps import Api, JsonBody, authorized, caller, json_body
 from tether.plugin.context import RequestContext
 from tether.plugin.db import agent_queries, queries, sync_queries
+from tether.plugin.db.errors import DuplicateEntry
 
 #: A change being written: its answer and Location once committed.
 Accepting = Future[tuple[dict[str, Any], str]]
@@ -100,7 +100,7 @@ def router(api: Api, rtype: ResourceType) -> tuple[fastapi.APIRouter, Handler]:
 
         try:
             accepted = await asyncio.wrap_future(act(remember, True))
-        except (sqlalchemy.exc.IntegrityError, idempotency.AnsweredMeanwhile):
+        except (DuplicateEntry, idempotency.AnsweredMeanwhile):
             # The same key committed first from a concurrent request; ours rolled back whole.
             replay = await run_in_threadpool(_replay, api, ctx, key, print_, method, path)
             if replay is None:

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from sqlalchemy import orm
 
+from tether.plugin.db.errors import DuplicateEntry
 from tether.plugin.db.models import Reservation, utcnow
 
 _INSERT = sa.insert(Reservation)
@@ -29,7 +30,7 @@ def reserve(session: orm.Session, key: str, resource_id: str) -> bool:
     try:
         with session.begin_nested():
             session.execute(_INSERT, {"key": key, "resource_id": resource_id, "created_at": utcnow()})
-    except sa.exc.IntegrityError:
+    except DuplicateEntry:
         return False
     return True
 

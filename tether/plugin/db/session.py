@@ -29,6 +29,7 @@ from oslo_config import cfg
 from sqlalchemy import event, orm
 
 from tether.common import metrics
+from tether.plugin.db import errors
 from tether.plugin.db.models import json_serializer
 
 GROUP = "database"
@@ -75,6 +76,7 @@ def make_engine(conf: cfg.ConfigOpts, readonly: bool = False) -> sa.Engine:
     # Statements per task is what a change to the hot paths must not raise.
     statements = metrics.DB_STATEMENTS.labels("reader" if readonly else "writer")
     event.listen(engine, "before_cursor_execute", lambda *_: statements.inc())
+    errors.install(engine)
     return engine
 
 
@@ -145,8 +147,8 @@ def _sqlite_engine(url: sa.URL, busy_timeout: float, immediate: bool) -> sa.Engi
         try:
             dbapi_connection.take_write_turn()  # type: ignore[union-attr]
         except sqlite3.OperationalError as exc:
-            # As SQLAlchemy reports SQLite's own "locked", so callers see one error.
-            raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, exc) from exc
+            # As SQLite's own "locked" is translated, so callers see one error.
+            raise errors.DatabaseUnavailable(detail=str(exc), retry_after=1) from exc
         try:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         except BaseException:
