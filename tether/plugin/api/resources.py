@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import Any
@@ -29,139 +31,31 @@ Handler = Callable[[fastapi.Request], Awaitable[JSONResponse]]
 
 
 def router(api: Api, rtype: ResourceType) -> tuple[fastapi.APIRouter, Handler]:
-    """The five routes of one resource type, and the create's handler on its own."""
+    """The five routes of one resource type, and the create's handler on its own.
+
+    The routes only declare what FastAPI documents and checks (the policy
+    rule, the body, the parameters); :class:`Collection` does the work.
+    """
+    collection = Collection(api, rtype)
     r = fastapi.APIRouter(prefix=f"/v1/{rtype.collection}", tags=[rtype.name])
-    item = f"/v1/{rtype.collection}/{{resource_id}}"
-    filters = {
-        "name": "name",
-        "provisioning_status": "provisioning_status",
-        "operating_status": "operating_status",
-        "in_sync": "in_sync",
-    }
-    if rtype.parent_key:
-        filters[rtype.parent_key] = "parent_id"
-    schema = rtype.schema
-    if "provider" in schema["properties"]:
-        # Only the providers this deployment configured are accepted.
-        schema["properties"]["provider"]["enum"] = list(api.changes.providers.names)
-    body_doc = {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-    update_schema = dict(schema, required=[], minProperties=1)
     allowed = {
         action: authorized(f"tether:{rtype.name}:{action}")
         for action in ("list", "get", "create", "update", "delete")
     }
-
-    def answer(session: orm.Session | None, row: Any, task: Any) -> tuple[dict[str, Any], str]:
-        return views.resource(rtype, row, task), item.format(resource_id=row.id)
-
-    async def change(
-        request: fastapi.Request,
-        ctx: RequestContext,
-        body: Any,
-        act: Callable[..., Accepting],
-        query: str = "",
-    ) -> JSONResponse:
-        """Run ``act`` (a Changes method taking an answer, and whether that
-        answer writes), honouring an Idempotency-Key.
-
-        The change is written by the group committer's thread; no request
-        thread waits for the commit.
-
-        :param query: the query parameters that change what is done, as an
-            Idempotency-Key stands for them (``?cascade=true``).
-        """
-        key = request.headers.get(idempotency.HEADER)
-        if key is None:
-            return _accepted(*await asyncio.wrap_future(act(answer, False)))
-        key = idempotency.check_key(key)
-        method, path = request.method, request.url.path + query
-        print_ = idempotency.fingerprint(method, path, body)
-        replay = await run_in_threadpool(_replay, api, ctx, key, print_, method, path)
-        if replay is not None:
-            return replay
-
-        def remember(session: orm.Session | None, row: Any, task: Any) -> tuple[dict[str, Any], str]:
-            # An answer that writes is always given the accepting transaction's session.
-            assert session is not None
-            view, location = answer(session, row, task)
-            idempotency.remember(
-                session,
-                api.idempotency_retention,
-                ctx.project_id,
-                key,
-                print_,
-                method,
-                path,
-                202,
-                view,
-                location,
-            )
-            return view, location
-
-        try:
-            accepted = await asyncio.wrap_future(act(remember, True))
-        except (DuplicateEntry, idempotency.AnsweredMeanwhile):
-            # The same key committed first from a concurrent request; ours rolled back whole.
-            replay = await run_in_threadpool(_replay, api, ctx, key, print_, method, path)
-            if replay is None:
-                raise
-            return replay
-        return _accepted(*accepted)
-
-    def creating(request: fastapi.Request, ctx: RequestContext, body: Any) -> Awaitable[JSONResponse]:
-        return change(
-            request, ctx, body, lambda answer, writes: api.changes.create(ctx, rtype, body, answer, writes)
-        )
+    body_doc = {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": collection.schema}}}
+    }
+    update_doc = dict(collection.schema, required=[], minProperties=1)
 
     @r.post("", status_code=202, openapi_extra=body_doc, summary=f"Create a {rtype.name}")
     async def create(
         request: fastapi.Request, *, ctx: RequestContext = allowed["create"], body: JsonBody
     ) -> JSONResponse:
-        return await creating(request, ctx, body)
-
-    async def accept(request: fastapi.Request) -> JSONResponse:
-        # What ``create``'s dependencies do, in their order: the caller, then the body.
-        ctx = await caller(request, f"tether:{rtype.name}:create")
-        return await creating(request, ctx, await json_body(request))
+        return await collection.create(request, ctx, body)
 
     @r.get("", summary=f"List {rtype.collection}", openapi_extra=sync.LIST_PARAMETERS)
     def list_(request: fastapi.Request, ctx: RequestContext = allowed["list"]) -> dict[str, Any]:
-        params = dict(request.query_params)
-        query = pagination.parse(params, filters, api.default_limit, api.max_limit)
-        _check_enum(query.filters, "provisioning_status", ProvisioningStatus)
-        _check_enum(query.filters, "operating_status", OperatingStatus)
-        wanted = sync.wanted(query.filters.pop("in_sync", None))
-        with api.reader() as session:
-            marker = None
-            if query.marker:
-                marker = queries.get_resource(session, query.marker, ctx.project_filter, rtype.name)
-                if marker is None:
-                    raise InvalidInput(f"marker {query.marker} is not a {rtype.name} you can see.")
-            rows = sync_queries.list_resources(
-                session, rtype.name, ctx.project_filter, query.filters, query.limit, marker, wanted
-            )
-            shown = sync.views_of(session, rtype, rows)
-        return {
-            rtype.collection: shown,
-            "links": pagination.next_link(request.url.path, params, [row for row, _ in rows], query.limit),
-        }
-
-    def read(resource_id: str, ctx: RequestContext) -> dict[str, Any]:
-        with api.reader() as session:
-            row = queries.get_resource(session, resource_id, ctx.project_filter, rtype.name)
-            if row is None:
-                raise NotFound(kind=rtype.name.capitalize(), id=resource_id)
-            task = queries.latest_task(session, row.id)
-            agent = agent_queries.get_agent(session, row.agent_id) if row.agent_id else None
-            view = sync.views_of(session, rtype, [(row, sync_queries.is_agent_dead(session, row))])[0]
-            standing_by = standby.view(session, row)
-        if agent is not None:
-            view["host"] = agent.host
-        if standing_by is not None:
-            view["standby"] = standing_by
-        if task is not None:
-            view["task"] = {"id": task.id, "state": task.state, "href": f"/v1/tasks/{task.id}"}
-        return view
+        return collection.list(request, ctx)
 
     @r.get(
         "/{resource_id}",
@@ -170,35 +64,20 @@ def router(api: Api, rtype: ResourceType) -> tuple[fastapi.APIRouter, Handler]:
     async def show(
         resource_id: str, wait: float = api.wait_param(), ctx: RequestContext = allowed["get"]
     ) -> dict[str, Any]:
-        view = await run_in_threadpool(read, resource_id, ctx)
-        task = view.get("task")
-        if wait <= 0 or task is None or TaskState(task["state"]).terminal:
-            return view
-
-        async def finished() -> bool:
-            try:
-                latest = (await run_in_threadpool(read, resource_id, ctx)).get("task")
-            except NotFound:
-                return True
-            return latest is None or TaskState(latest["state"]).terminal
-
-        await api.waiters.wait(task["id"], wait, finished)
-        return await run_in_threadpool(read, resource_id, ctx)
+        return await collection.show(resource_id, wait, ctx)
 
     @r.put(
         "/{resource_id}",
         status_code=202,
         summary=f"Update a {rtype.name}",
         openapi_extra={
-            "requestBody": {"required": True, "content": {"application/json": {"schema": update_schema}}}
+            "requestBody": {"required": True, "content": {"application/json": {"schema": update_doc}}}
         },
     )
     async def update(
         request: fastapi.Request, resource_id: str, *, ctx: RequestContext = allowed["update"], body: JsonBody
     ) -> JSONResponse:
-        return await change(
-            request, ctx, body, lambda answer, _: api.changes.update(ctx, rtype, resource_id, body, answer)
-        )
+        return await collection.update(request, resource_id, ctx, body)
 
     @r.delete(
         "/{resource_id}",
@@ -221,16 +100,191 @@ def router(api: Api, rtype: ResourceType) -> tuple[fastapi.APIRouter, Handler]:
     async def delete(
         request: fastapi.Request, resource_id: str, ctx: RequestContext = allowed["delete"]
     ) -> JSONResponse:
-        whole = _cascade(request, rtype)
-        return await change(
+        return await collection.delete(request, resource_id, ctx)
+
+    return r, collection.accept
+
+
+class Collection:
+    """What the routes of one resource type do."""
+
+    def __init__(self, api: Api, rtype: ResourceType) -> None:
+        self.api = api
+        self.rtype = rtype
+        self.item = f"/v1/{rtype.collection}/{{resource_id}}"
+        self.filters = {
+            "name": "name",
+            "provisioning_status": "provisioning_status",
+            "operating_status": "operating_status",
+            "in_sync": "in_sync",
+        }
+        if rtype.parent_key:
+            self.filters[rtype.parent_key] = "parent_id"
+        self.schema = rtype.schema
+        if "provider" in self.schema["properties"]:
+            # Only the providers this deployment configured are accepted.
+            self.schema["properties"]["provider"]["enum"] = list(api.changes.providers.names)
+
+    async def accept(self, request: fastapi.Request) -> JSONResponse:
+        """The create, from the request alone: what the route's dependencies do, in their order."""
+        ctx = await caller(request, f"tether:{self.rtype.name}:create")
+        return await self.create(request, ctx, await json_body(request))
+
+    def create(self, request: fastapi.Request, ctx: RequestContext, body: Any) -> Awaitable[JSONResponse]:
+        return self._change(
+            request,
+            ctx,
+            body,
+            lambda answer, writes: self.api.changes.create(ctx, self.rtype, body, answer, writes),
+        )
+
+    def update(
+        self, request: fastapi.Request, resource_id: str, ctx: RequestContext, body: Any
+    ) -> Awaitable[JSONResponse]:
+        return self._change(
+            request,
+            ctx,
+            body,
+            lambda answer, _: self.api.changes.update(ctx, self.rtype, resource_id, body, answer),
+        )
+
+    def delete(
+        self, request: fastapi.Request, resource_id: str, ctx: RequestContext
+    ) -> Awaitable[JSONResponse]:
+        whole = _cascade(request, self.rtype)
+        return self._change(
             request,
             ctx,
             None,
-            lambda answer, _: api.changes.delete(ctx, rtype, resource_id, answer, whole),
+            lambda answer, _: self.api.changes.delete(ctx, self.rtype, resource_id, answer, whole),
             "?cascade=true" if whole else "",
         )
 
-    return r, accept
+    def list(self, request: fastapi.Request, ctx: RequestContext) -> dict[str, Any]:
+        params = dict(request.query_params)
+        query = pagination.parse(params, self.filters, self.api.default_limit, self.api.max_limit)
+        _check_enum(query.filters, "provisioning_status", ProvisioningStatus)
+        _check_enum(query.filters, "operating_status", OperatingStatus)
+        wanted = sync.wanted(query.filters.pop("in_sync", None))
+        with self.api.reader() as session:
+            marker = None
+            if query.marker:
+                marker = queries.get_resource(session, query.marker, ctx.project_filter, self.rtype.name)
+                if marker is None:
+                    raise InvalidInput(f"marker {query.marker} is not a {self.rtype.name} you can see.")
+            rows = sync_queries.list_resources(
+                session, self.rtype.name, ctx.project_filter, query.filters, query.limit, marker, wanted
+            )
+            shown = sync.views_of(session, self.rtype, rows)
+        return {
+            self.rtype.collection: shown,
+            "links": pagination.next_link(request.url.path, params, [row for row, _ in rows], query.limit),
+        }
+
+    async def show(self, resource_id: str, wait: float, ctx: RequestContext) -> dict[str, Any]:
+        view = await run_in_threadpool(self.read, resource_id, ctx)
+        task = view.get("task")
+        if wait <= 0 or task is None or TaskState(task["state"]).terminal:
+            return view
+        await self.api.waiters.wait(task["id"], wait, functools.partial(self._settled, resource_id, ctx))
+        return await run_in_threadpool(self.read, resource_id, ctx)
+
+    def read(self, resource_id: str, ctx: RequestContext) -> dict[str, Any]:
+        with self.api.reader() as session:
+            row = queries.get_resource(session, resource_id, ctx.project_filter, self.rtype.name)
+            if row is None:
+                raise NotFound(kind=self.rtype.name.capitalize(), id=resource_id)
+            task = queries.latest_task(session, row.id)
+            agent = agent_queries.get_agent(session, row.agent_id) if row.agent_id else None
+            view = sync.views_of(session, self.rtype, [(row, sync_queries.is_agent_dead(session, row))])[0]
+            standing_by = standby.view(session, row)
+        if agent is not None:
+            view["host"] = agent.host
+        if standing_by is not None:
+            view["standby"] = standing_by
+        if task is not None:
+            view["task"] = {"id": task.id, "state": task.state, "href": f"/v1/tasks/{task.id}"}
+        return view
+
+    async def _settled(self, resource_id: str, ctx: RequestContext) -> bool:
+        """Is the resource's latest task finished, or the resource gone?"""
+        try:
+            latest = (await run_in_threadpool(self.read, resource_id, ctx)).get("task")
+        except NotFound:
+            return True
+        return latest is None or TaskState(latest["state"]).terminal
+
+    def _answer(self, session: orm.Session | None, row: Any, task: Any) -> tuple[dict[str, Any], str]:
+        return views.resource(self.rtype, row, task), self.item.format(resource_id=row.id)
+
+    async def _change(
+        self,
+        request: fastapi.Request,
+        ctx: RequestContext,
+        body: Any,
+        act: Callable[..., Accepting],
+        query: str = "",
+    ) -> JSONResponse:
+        """Run ``act`` (a Changes method taking an answer, and whether that
+        answer writes), honouring an Idempotency-Key.
+
+        The change is written by the group committer's thread; no request
+        thread waits for the commit.
+
+        :param query: the query parameters that change what is done, as an
+            Idempotency-Key stands for them (``?cascade=true``).
+        """
+        key = request.headers.get(idempotency.HEADER)
+        if key is None:
+            return _accepted(*await asyncio.wrap_future(act(self._answer, False)))
+        request_ = _Keyed(ctx, idempotency.check_key(key), request.method, request.url.path + query, body)
+        replay = await run_in_threadpool(_replay, self.api, request_)
+        if replay is not None:
+            return replay
+        try:
+            accepted = await asyncio.wrap_future(act(functools.partial(self._remember, request_), True))
+        except (DuplicateEntry, idempotency.AnsweredMeanwhile):
+            # The same key committed first from a concurrent request; ours rolled back whole.
+            replay = await run_in_threadpool(_replay, self.api, request_)
+            if replay is None:
+                raise
+            return replay
+        return _accepted(*accepted)
+
+    def _remember(
+        self, keyed: _Keyed, session: orm.Session | None, row: Any, task: Any
+    ) -> tuple[dict[str, Any], str]:
+        """The answer, kept under its Idempotency-Key in the accepting transaction."""
+        assert session is not None  # an answer that writes is always given the session
+        view, location = self._answer(session, row, task)
+        idempotency.remember(
+            session,
+            self.api.idempotency_retention,
+            keyed.ctx.project_id,
+            keyed.key,
+            keyed.fingerprint,
+            keyed.method,
+            keyed.path,
+            202,
+            view,
+            location,
+        )
+        return view, location
+
+
+@dataclasses.dataclass(frozen=True)
+class _Keyed:
+    """A change sent with an Idempotency-Key, as the key stands for it."""
+
+    ctx: RequestContext
+    key: str
+    method: str
+    path: str
+    body: Any
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        return idempotency.fingerprint(self.method, self.path, self.body)
 
 
 def _accepted(view: dict[str, Any], location: str) -> JSONResponse:
@@ -251,11 +305,11 @@ def _cascade(request: fastapi.Request, rtype: ResourceType) -> bool:
     return given[0] == "true"
 
 
-def _replay(
-    api: Api, ctx: RequestContext, key: str, print_: str, method: str, path: str
-) -> JSONResponse | None:
+def _replay(api: Api, keyed: _Keyed) -> JSONResponse | None:
     with api.reader() as session:
-        row = idempotency.lookup(session, ctx.project_id, key, print_, method, path)
+        row = idempotency.lookup(
+            session, keyed.ctx.project_id, keyed.key, keyed.fingerprint, keyed.method, keyed.path
+        )
         if row is None:
             return None
         headers = {"Idempotent-Replayed": "true"}
