@@ -13,7 +13,7 @@ from oslo_config import cfg
 
 from tests.unit.conftest import finish
 from tether.plugin.db import queries
-from tether.plugin.db.errors import DatabaseUnavailable
+from tether.plugin.db.exceptions import DatabaseUnavailable
 from tether.plugin.db.models import Outbox
 from tether.plugin.service import Plugin
 

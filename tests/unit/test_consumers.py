@@ -19,7 +19,7 @@ from tether.common import messages, transport, wire
 from tether.common.publisher import Publisher
 from tether.common.states import Outcome
 from tether.drivers.base import Change, Driver
-from tether.plugin.db.errors import DatabaseUnavailable
+from tether.plugin.db.exceptions import DatabaseUnavailable
 from tether.plugin.results import ResultConsumer, ResultRecorder
 
 
@@ -261,13 +261,13 @@ def test_the_agent_sends_a_ticks_results_in_one_message_once_the_plugin_reads_th
         shutdown_timeout=1,
     )
     results = [messages.Result(task_id=t, attempt=1, outcome=Outcome.SUCCEEDED, agent_id="a") for t in "ab"]
-    assert [e.type for e in consumer._envelopes(results)] == [None, None]
+    assert [e.type for e in consumer.outgoing.envelopes(results)] == [None, None]
     plugin.result_batches = True  # type: ignore[attr-defined]
-    [envelope] = consumer._envelopes(results)
+    [envelope] = consumer.outgoing.envelopes(results)
     assert envelope.type == messages.RESULTS_TYPE and envelope.message_id == "a.1+1"
     raws = wire.decode_results(envelope.body)
     assert [wire.decode_batched_result(raw, i) for i, raw in enumerate(raws)] == results
-    assert [e.type for e in consumer._envelopes(results[:1])] == [None]
+    assert [e.type for e in consumer.outgoing.envelopes(results[:1])] == [None]
 
 
 class Channel:

@@ -14,7 +14,7 @@ from oslo_config import cfg
 from tests.unit.conftest import make_plugin
 from tether.common.exceptions import Conflict, ServiceUnavailable
 from tether.plugin.db import session as db_session
-from tether.plugin.db.errors import DatabaseError, DatabaseUnavailable, DuplicateEntry
+from tether.plugin.db.exceptions import DatabaseError, DatabaseUnavailable, DuplicateEntry
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from sqlalchemy import event, orm
 
 from tether.plugin.db import group_commit
 from tether.plugin.db import session as db_session
-from tether.plugin.db.errors import DuplicateEntry
+from tether.plugin.db.exceptions import DuplicateEntry
 from tether.plugin.db.group_commit import GroupCommit
 
 

@@ -218,7 +218,7 @@ def consumer_on_memory(conf: cfg.ConfigOpts) -> Any:
     with broker.connect() as conn:
         consumer.on_connect(conn)
         yield broker, consumer, conn
-        consumer._pool.shutdown()
+        consumer.held.stop()
 
 
 def _publish(broker: transport.Broker, conn: kombu.Connection, body: bytes, **headers: Any) -> None:

@@ -19,7 +19,7 @@ from tether.agent.service import Agent
 from tether.common import transport
 from tether.common.exceptions import MalformedMessage, ServiceUnavailable
 from tether.plugin.db import attempts
-from tether.plugin.db.errors import DatabaseUnavailable
+from tether.plugin.db.exceptions import DatabaseUnavailable
 from tether.plugin.service import Plugin
 
 with warnings.catch_warnings():

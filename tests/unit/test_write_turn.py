@@ -13,7 +13,7 @@ import pytest
 from oslo_config import cfg
 
 from tether.plugin.db import session as db_session
-from tether.plugin.db.errors import DatabaseUnavailable
+from tether.plugin.db.exceptions import DatabaseUnavailable
 from tether.plugin.db.session import FileTurn
 
 # Another process that takes the turn, says so, and lets go when told.

@@ -17,7 +17,7 @@ carries a message template and the HTTP status the REST layer answers with
     ├── TooManyRequests (429, plugin.throttle: a project over its rate limit)
     ├── ServiceUnavailable (503)
     ├── Backlogged (503, plugin.throttle: a provider with too many tasks waiting)
-    ├── DatabaseError (500, plugin.db.errors: a statement the database refused, translated at the engine)
+    ├── DatabaseError (500, plugin.db.exceptions: a statement the database refused, translated at the engine)
     │   ├── DatabaseUnavailable (503, also a ServiceUnavailable: locked, busy or unreachable)
     │   └── DuplicateEntry (409, also a Conflict: a unique or foreign key violated by a concurrent writer)
     ├── ConfigError (stops a daemon at start)

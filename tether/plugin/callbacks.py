@@ -39,7 +39,7 @@ from tether.common import backoff, metrics
 from tether.common.exceptions import ConfigError, InvalidInput
 from tether.common.periodic import Periodic
 from tether.plugin import egress
-from tether.plugin.db.errors import DatabaseError
+from tether.plugin.db.exceptions import DatabaseError
 from tether.plugin.db.models import Callback, Task, utcnow
 
 LOG = logging.getLogger(__name__)

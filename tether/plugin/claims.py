@@ -19,7 +19,7 @@ from tether.common.claims import Claim, ClaimAnswer
 from tether.common.exceptions import ServiceUnavailable
 from tether.plugin import lifecycle
 from tether.plugin.db import attempts, queries
-from tether.plugin.db.errors import DatabaseUnavailable
+from tether.plugin.db.exceptions import DatabaseUnavailable
 from tether.plugin.providers import Providers
 
 LOG = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from sqlalchemy import orm
 from tether.common import backoff, connection, faults, transport
 from tether.common.publisher import Envelope, Publisher, Unroutable
 from tether.plugin.db import queries
-from tether.plugin.db.errors import DatabaseError
+from tether.plugin.db.exceptions import DatabaseError
 from tether.plugin.db.models import Outbox, Row, utcnow
 
 LOG = logging.getLogger(__name__)

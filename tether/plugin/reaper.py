@@ -33,7 +33,7 @@ from tether.common.states import OperatingStatus, TaskState
 from tether.plugin import idempotency, lifecycle, notifications, standby
 from tether.plugin.agents import Registry
 from tether.plugin.db import agent_queries, queries
-from tether.plugin.db.errors import DatabaseError
+from tether.plugin.db.exceptions import DatabaseError
 from tether.plugin.db.models import Resource, Task, utcnow
 from tether.plugin.scheduler import Scheduler
 

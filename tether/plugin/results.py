@@ -21,7 +21,7 @@ from tether.common.exceptions import MalformedMessage
 from tether.common.publisher import Publisher
 from tether.plugin import lifecycle
 from tether.plugin.db import attempts, queries
-from tether.plugin.db.errors import DatabaseUnavailable
+from tether.plugin.db.exceptions import DatabaseUnavailable
 
 LOG = logging.getLogger(__name__)
 

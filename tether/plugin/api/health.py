@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tether.plugin.api.deps import Api
 from tether.plugin.db import migration
-from tether.plugin.db.errors import DatabaseError
+from tether.plugin.db.exceptions import DatabaseError
 
 Probe = Callable[[], str | None]
 

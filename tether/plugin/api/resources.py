@@ -22,7 +22,7 @@ from tether.plugin.api import pagination, sync, views
 from tether.plugin.api.deps import Api, JsonBody, authorized, caller, json_body
 from tether.plugin.context import RequestContext
 from tether.plugin.db import agent_queries, queries, sync_queries
-from tether.plugin.db.errors import DuplicateEntry
+from tether.plugin.db.exceptions import DuplicateEntry
 
 #: A change being written: its answer and Location once committed.
 Accepting = Future[tuple[dict[str, Any], str]]

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from tether.plugin.db.errors import DuplicateEntry
+from tether.plugin.db.exceptions import DuplicateEntry
 from tether.plugin.db.models import Reservation, utcnow
 
 _INSERT = sa.insert(Reservation)

@@ -29,7 +29,7 @@ from oslo_config import cfg
 from sqlalchemy import event, orm
 
 from tether.common import metrics
-from tether.plugin.db import errors
+from tether.plugin.db import exceptions as db_exceptions
 from tether.plugin.db.models import json_serializer
 
 GROUP = "database"
@@ -76,7 +76,7 @@ def make_engine(conf: cfg.ConfigOpts, readonly: bool = False) -> sa.Engine:
     # Statements per task is what a change to the hot paths must not raise.
     statements = metrics.DB_STATEMENTS.labels("reader" if readonly else "writer")
     event.listen(engine, "before_cursor_execute", lambda *_: statements.inc())
-    errors.install(engine)
+    db_exceptions.install(engine)
     return engine
 
 
@@ -148,7 +148,7 @@ def _sqlite_engine(url: sa.URL, busy_timeout: float, immediate: bool) -> sa.Engi
             dbapi_connection.take_write_turn()  # type: ignore[union-attr]
         except sqlite3.OperationalError as exc:
             # As SQLite's own "locked" is translated, so callers see one error.
-            raise errors.DatabaseUnavailable(detail=str(exc), retry_after=1) from exc
+            raise db_exceptions.DatabaseUnavailable(detail=str(exc), retry_after=1) from exc
         try:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         except BaseException:
