@@ -22,16 +22,16 @@ from tether.common import messages
 from tether.common.exceptions import Conflict
 from tether.common.resource_types import Registry
 from tether.common.states import Outcome
-from tether.plugin import cancellation, lifecycle
-from tether.plugin.accept_checks import AcceptChecks
-from tether.plugin.changes import Changes
+from tether.plugin.agents.providers import Providers
 from tether.plugin.context import RequestContext
 from tether.plugin.db import migration, session
 from tether.plugin.db.group_commit import GroupCommit
 from tether.plugin.db.models import Reservation, Resource, Task, utcnow
 from tether.plugin.lbaas import vips
-from tether.plugin.providers import Providers
-from tether.plugin.results import ResultRecorder
+from tether.plugin.tasks import cancellation, lifecycle
+from tether.plugin.tasks.accept_checks import AcceptChecks
+from tether.plugin.tasks.changes import Changes
+from tether.plugin.tasks.results import ResultRecorder
 
 from .daemons import Database
 

@@ -11,7 +11,7 @@ from keystonemiddleware import fixture as keystone_fixture
 from oslo_config import cfg
 
 from tether.common.exceptions import ConfigError, Unauthorized
-from tether.plugin import auth
+from tether.plugin.api import auth
 from tether.plugin.service import Plugin
 
 

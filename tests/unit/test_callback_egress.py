@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from oslo_config import cfg
 
 from tests.unit.conftest import finish
-from tether.plugin import egress
+from tether.plugin.outbound import egress
 from tether.plugin.service import Plugin
 
 PUBLIC_ADDRESS = "93.184.216.34"

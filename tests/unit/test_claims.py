@@ -7,9 +7,9 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from tests.unit.conftest import claim, finish
-from tether.plugin import lifecycle
 from tether.plugin.db.models import Task
 from tether.plugin.service import Plugin
+from tether.plugin.tasks import lifecycle
 
 
 def _task(client: TestClient) -> Any:

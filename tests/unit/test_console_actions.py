@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from tests.unit.conftest import accepted, report
 from tests.unit.console import ADMIN, form_token
-from tether.plugin.console.events import LiveEvents
+from tether.plugin.api.console.events import LiveEvents
 from tether.plugin.service import Plugin
 
 
@@ -85,7 +85,7 @@ def test_signing_in_under_noauth_keeps_project_and_roles_in_a_strict_cookie(clie
 
 @pytest.fixture
 def token_client(plugin: Plugin, tmp_path: Any) -> Any:
-    from tether.plugin import auth
+    from tether.plugin.api import auth
 
     path = tmp_path / "tokens.yaml"
     token = auth.add_token(path, "acme", ["member"])

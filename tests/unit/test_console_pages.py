@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from tests.unit.conftest import accepted, claim, finish, report
 from tests.unit.console import ADMIN, node
 from tether.common.messages import ReportedError
-from tether.plugin.console.tree import usual_seconds
+from tether.plugin.api.console.tree import usual_seconds
 from tether.plugin.db.models import Agent, Task
 from tether.plugin.service import Plugin
 

@@ -20,7 +20,7 @@ from tether.common.publisher import Publisher
 from tether.common.states import Outcome
 from tether.drivers.base import Change, Driver
 from tether.plugin.db.exceptions import DatabaseUnavailable
-from tether.plugin.results import ResultConsumer, ResultRecorder
+from tether.plugin.tasks.results import ResultConsumer, ResultRecorder
 
 
 class StandInMessage:

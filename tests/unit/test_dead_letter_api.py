@@ -140,7 +140,7 @@ def test_replays_and_purges_are_recorded_with_who_asked_and_why(
     client: TestClient, broker: kombu.Connection, plugin: Plugin, caplog: pytest.LogCaptureFixture
 ) -> None:
     _dead(broker, "m1", BAD_VERSION)
-    with caplog.at_level("INFO", logger="tether.plugin.operator_actions"):
+    with caplog.at_level("INFO", logger="tether.plugin.tasks.operator_actions"):
         client.post(
             "/v1/dead-letters/purge",
             json={"all": True, "reason": "known junk"},

@@ -21,11 +21,11 @@ from tether.agent.status_poller import StatusPoller, takes_roots
 from tether.common.states import OperatingStatus
 from tether.drivers.base import Callbacks
 from tether.drivers.noop import NoopDriver
-from tether.plugin import status_polling
+from tether.plugin.agents import status_polling
+from tether.plugin.agents.providers import Provider, Providers
+from tether.plugin.agents.rpc import PluginEndpoint
 from tether.plugin.db import queries
 from tether.plugin.db.models import Agent, Resource, utcnow
-from tether.plugin.providers import Provider, Providers
-from tether.plugin.rpc import PluginEndpoint
 from tether.plugin.service import Plugin
 
 _TYPES = frozenset({"loadbalancer", "listener", "pool", "member", "healthmonitor"})

@@ -14,7 +14,7 @@ from tether.drivers.base import (
     InvalidConfiguration,
     NotSupported,
 )
-from tether.plugin.throttle import TooManyRequests
+from tether.plugin.tasks.throttle import TooManyRequests
 
 
 class VipInUse(InvalidConfiguration):

@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 
 from tether.common import wire
-from tether.plugin import handoff
 from tether.plugin.db.models import Outbox, Row
 from tether.plugin.service import Plugin
+from tether.plugin.tasks import handoff
 
 
 def _outbox(plugin: Plugin) -> list[Any]:

@@ -8,7 +8,7 @@ import datetime
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from tether.plugin import idempotency
+from tether.plugin.api import idempotency
 from tether.plugin.db.models import IdempotencyKey, Task, utcnow
 from tether.plugin.service import Plugin
 

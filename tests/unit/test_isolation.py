@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from oslo_config import cfg
 
-from tether.plugin import auth
+from tether.plugin.api import auth
 from tether.plugin.service import Plugin
 
 #: operations anyone may call: probes and the API's own description

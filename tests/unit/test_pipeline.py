@@ -145,8 +145,8 @@ def test_the_request_id_appears_in_the_plugins_and_the_agents_log_lines(
     request_id = response.headers["X-Request-Id"]
     lines = [r for r in caplog.records if getattr(r, "request_id", None) == request_id]
     # The logger of each module; the task state machine's are its package's.
-    names = {r.name.removeprefix("tether.plugin.lifecycle.") for r in lines}
-    assert names >= {"tether.plugin.changes", "tether.agent.runner", "claiming", "finished"}
+    names = {r.name.removeprefix("tether.plugin.tasks.lifecycle.") for r in lines}
+    assert names >= {"tether.plugin.tasks.changes", "tether.agent.runner", "claiming", "finished"}
     # The claim, decided from the agent's claims request, carries it too.
     assert any("claimed by agent" in r.getMessage() for r in lines)
 

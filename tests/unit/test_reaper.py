@@ -210,7 +210,7 @@ def test_a_stale_copy_in_the_old_hosts_queue_cannot_take_over_a_moved_task(conf:
 def test_a_provider_whose_tasks_wait_with_no_live_agent_is_named_once_then_when_served_again(
     client: TestClient, plugin: Plugin, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    caplog.set_level(logging.INFO, logger="tether.plugin.reaper")
+    caplog.set_level(logging.INFO, logger="tether.plugin.tasks.reaper")
     _task(client, "fake")
     reaper = plugin.pipeline.reaper
     clock = [1000.0]

@@ -299,7 +299,7 @@ def test_a_cancel_keeps_its_reason_in_the_task_history(
     client: TestClient, plugin: Plugin, caplog: pytest.LogCaptureFixture
 ) -> None:
     lb = accepted(client, "loadbalancers", {"provider": "noop"})
-    with caplog.at_level("INFO", logger="tether.plugin.operator_actions"):
+    with caplog.at_level("INFO", logger="tether.plugin.tasks.operator_actions"):
         answer = client.post(f"/v1/tasks/{lb['task']['id']}/cancel", json={"reason": "wrong project"})
     assert answer.status_code == 200, answer.text
     assert f"cancel of task {lb['task']['id']} asked by project" in caplog.text

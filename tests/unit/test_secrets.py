@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from oslo_config import cfg
 
 from tests.unit.conftest import wait_for
-from tether.plugin import auth
+from tether.plugin.api import auth
 from tether.plugin.service import Plugin
 
 TRANSPORT_PASSWORD = "transport-pw-8b1f"

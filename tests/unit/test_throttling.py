@@ -8,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 from oslo_config import cfg
 
-from tether.plugin import throttle
 from tether.plugin.service import Plugin
+from tether.plugin.tasks import throttle
 
 
 def _client(conf: cfg.ConfigOpts, **api: Any) -> TestClient:

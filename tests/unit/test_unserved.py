@@ -9,7 +9,7 @@ import pathlib
 import pytest
 from oslo_config import cfg
 
-from tether.plugin import unserved
+from tether.plugin.agents import unserved
 
 
 def _conf(*files: pathlib.Path) -> cfg.ConfigOpts:

@@ -21,7 +21,7 @@ from tether.common.capabilities import (
     MaxChildren,
     UnsupportedAttribute,
 )
-from tether.plugin.capabilities import UNCHECKED, ProviderCapabilities
+from tether.plugin.agents.capabilities import UNCHECKED, ProviderCapabilities
 from tether.plugin.db.models import Agent, Resource, Task, utcnow
 from tether.plugin.service import Plugin
 

@@ -4,7 +4,7 @@ should hold.
 Every ``[agent] audit_interval`` the agent asks each driver that can list its
 device (:meth:`tether.drivers.base.Driver.inventory`) what it holds, asks the
 plugin what the resources placed on this agent should hold, and reports the
-differences (:mod:`tether.plugin.lifecycle.drift` keeps them). With
+differences (:mod:`tether.plugin.tasks.lifecycle.drift` keeps them). With
 ``[agent] repair_drift`` the plugin then re-applies each drifted resource.
 """
 

@@ -26,7 +26,8 @@ from oslo_config import cfg
 from tether.cmd import daemon, dead_letters, status
 from tether.common import transport
 from tether.common.exceptions import ConfigError, TetherError
-from tether.plugin import agents, auth
+from tether.plugin.agents import registry
+from tether.plugin.api import auth
 from tether.plugin.db import migration, session
 
 PROG = "tether-manage"
@@ -120,7 +121,7 @@ COMMAND = cfg.SubCommandOpt("command", title="commands", handler=_add_commands)
 def _register(conf: cfg.ConfigOpts) -> None:
     conf.register_cli_opt(COMMAND)
     conf.register_opts(session.OPTS, group=session.GROUP)
-    conf.register_opts(agents.OPTS, group="plugin")
+    conf.register_opts(registry.OPTS, group="plugin")
     conf.register_opts(auth.OPTS, group=auth.GROUP)
 
 

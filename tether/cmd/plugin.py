@@ -18,9 +18,9 @@ from tether.cmd import daemon
 from tether.common.exceptions import TetherError
 from tether.common.resource_types import Registry
 from tether.plugin import link, opts, processes
+from tether.plugin.agents.providers import Providers
 from tether.plugin.db import session
 from tether.plugin.pipeline import Pipeline
-from tether.plugin.providers import Providers
 from tether.plugin.service import Core, Plugin, check_schema
 
 PROG = "tether-plugin"

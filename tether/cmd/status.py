@@ -15,14 +15,14 @@ import sqlalchemy as sa
 from oslo_config import cfg
 
 from tether.common.states import TaskState
-from tether.plugin import agents
+from tether.plugin.agents.registry import Registry as AgentRegistry
 from tether.plugin.db import agent_queries, migration, session
 from tether.plugin.db.models import Outbox, Task, utcnow
 
 
 def status_command(conf: cfg.ConfigOpts) -> int:
     engine = session.make_engine(conf, readonly=True)
-    registry = agents.Registry(conf.plugin.agent_down_time)
+    registry = AgentRegistry(conf.plugin.agent_down_time)
     alarms: list[str] = []
     current, head = migration.current(engine), migration.head()
     print(f"database  {engine.url.render_as_string(hide_password=True)}")

@@ -8,7 +8,7 @@ travels on a pair of connected UNIX datagram sockets their parent made:
 
 * API → pipeline, :data:`RELAY`: an accept committed rows to the outbox; the
   relay publishes them now instead of at its next ``relay_interval``;
-  :data:`HANDOFF` does the same carrying the rows (:mod:`tether.plugin.handoff`);
+  :data:`HANDOFF` does the same carrying the rows (:mod:`tether.plugin.tasks.handoff`);
 * pipeline → API, :data:`FINISHED`: ids of tasks it finished, to answer
   ``?wait`` requests at once (on PostgreSQL NOTIFY carries them instead, as
   between replicas), and :data:`LOST` when some could not be sent;
@@ -31,8 +31,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from tether.plugin import handoff
 from tether.plugin.db.models import Row
+from tether.plugin.tasks import handoff
 
 LOG = logging.getLogger(__name__)
 

@@ -5,23 +5,21 @@ from __future__ import annotations
 from oslo_config import cfg
 
 from tether.common import rpc
-from tether.plugin import (
+from tether.plugin import service
+from tether.plugin.agents import registry
+from tether.plugin.api import app, auth, idempotency
+from tether.plugin.db import session
+from tether.plugin.outbound import callbacks
+from tether.plugin.tasks import (
     accept_checks,
-    agents,
-    auth,
-    callbacks,
     changes,
     claim_server,
     dispatch,
-    idempotency,
     lifecycle,
     reaper,
     results,
-    service,
     throttle,
 )
-from tether.plugin.api import app
-from tether.plugin.db import session
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
@@ -39,7 +37,7 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
             + results.OPTS
             + claim_server.OPTS
             + lifecycle.OPTS
-            + agents.OPTS
+            + registry.OPTS
             + reaper.OPTS,
         ),
         (app.GROUP, app.OPTS + auth.OPTS + changes.OPTS + idempotency.OPTS + throttle.OPTS),

@@ -23,19 +23,23 @@ from oslo_config import cfg
 from tether.common import transport
 from tether.common.exceptions import ConfigError
 from tether.common.resource_types import Registry
-from tether.plugin import agents, auth, callbacks, handoff, lifecycle, link, throttle, waiters
-from tether.plugin.accept_checks import AcceptChecks
+from tether.plugin import link
+from tether.plugin.agents import registry
+from tether.plugin.agents.capabilities import ProviderCapabilities
+from tether.plugin.agents.providers import Providers
+from tether.plugin.agents.scheduler import Scheduler
+from tether.plugin.api import auth, waiters
 from tether.plugin.api.app import create_app
 from tether.plugin.api.deps import Api
-from tether.plugin.capabilities import ProviderCapabilities
-from tether.plugin.changes import Changes
+from tether.plugin.api.policy import Policy
 from tether.plugin.db import migration, session
 from tether.plugin.db.group_commit import GroupCommit
-from tether.plugin.notifications import Notifications
+from tether.plugin.outbound import callbacks
+from tether.plugin.outbound.notifications import Notifications
 from tether.plugin.pipeline import Pipeline
-from tether.plugin.policy import Policy
-from tether.plugin.providers import Providers
-from tether.plugin.scheduler import Scheduler
+from tether.plugin.tasks import handoff, lifecycle, throttle
+from tether.plugin.tasks.accept_checks import AcceptChecks
+from tether.plugin.tasks.changes import Changes
 
 LOG = logging.getLogger(__name__)
 
@@ -85,7 +89,7 @@ class Core:
             self.engine if _in_memory(self.engine) else session.make_engine(conf, readonly=True)
         )
         self.reader = session.make_sessionmaker(self.read_engine)
-        self.agents = agents.Registry(conf.plugin.agent_down_time)
+        self.agents = registry.Registry(conf.plugin.agent_down_time)
         self.scheduler = Scheduler(self.providers, self.agents)
         self.policy = dataclasses.replace(lifecycle.Policy.from_conf(conf), router=self.scheduler.route)
         # Every process counts the tasks it finishes and wakes its own waiters.

@@ -13,10 +13,10 @@ from fastapi.responses import JSONResponse
 
 from tether.common.exceptions import InvalidInput
 from tether.common.resource_types import ResourceType
-from tether.plugin import operator_actions, repairs
 from tether.plugin.api import views
 from tether.plugin.api.deps import Api, OptionalJsonBody, authorized
 from tether.plugin.context import RequestContext
+from tether.plugin.tasks import operator_actions, repairs
 
 _NO_NUL = "^[^\\x00]*$"
 

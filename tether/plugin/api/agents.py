@@ -10,12 +10,12 @@ from sqlalchemy import orm
 from tether.common.capabilities import Capabilities
 from tether.common.exceptions import InvalidInput, NotFound
 from tether.common.states import TaskState
-from tether.plugin import operator_actions
 from tether.plugin.api import actions, views
 from tether.plugin.api.deps import Api, JsonBody, authorized
 from tether.plugin.context import RequestContext
 from tether.plugin.db import action_queries, agent_queries
 from tether.plugin.db.models import utcnow
+from tether.plugin.tasks import operator_actions
 
 Updater = Annotated[RequestContext, authorized("tether:agent:update")]
 

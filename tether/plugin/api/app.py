@@ -19,8 +19,8 @@ from tether import __version__
 from tether.common import log
 from tether.plugin.api import actions, agents, dead_letters, errors, health, metrics, resources, tasks
 from tether.plugin.api.accept import CreateRoutes
+from tether.plugin.api.console import install as install_console
 from tether.plugin.api.deps import Api, authorized
-from tether.plugin.console import install as install_console
 
 LOG = logging.getLogger(__name__)
 

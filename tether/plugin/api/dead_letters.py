@@ -19,10 +19,10 @@ from tether.common import dead_letter_queue
 from tether.common.dead_letter_reader import DeadLetter
 from tether.common.exceptions import ConfigError, InvalidInput, ServiceUnavailable
 from tether.common.transport import Broker
-from tether.plugin import operator_actions
 from tether.plugin.api import actions
 from tether.plugin.api.deps import Api, JsonBody, authorized
 from tether.plugin.context import RequestContext
+from tether.plugin.tasks import operator_actions
 
 T = TypeVar("T")
 

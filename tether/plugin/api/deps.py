@@ -16,14 +16,14 @@ from starlette.concurrency import run_in_threadpool
 from tether.common.exceptions import InvalidInput, PayloadTooLarge
 from tether.common.resource_types import Registry
 from tether.common.transport import Broker
-from tether.plugin import callbacks
-from tether.plugin.agents import Registry as AgentRegistry
-from tether.plugin.auth import Authenticator, NoAuth
-from tether.plugin.changes import Changes
+from tether.plugin.agents.registry import Registry as AgentRegistry
+from tether.plugin.api.auth import Authenticator, NoAuth
+from tether.plugin.api.policy import Policy
+from tether.plugin.api.waiters import Waiters
 from tether.plugin.context import RequestContext
-from tether.plugin.policy import Policy
-from tether.plugin.throttle import RateLimiter
-from tether.plugin.waiters import Waiters
+from tether.plugin.outbound import callbacks
+from tether.plugin.tasks.changes import Changes
+from tether.plugin.tasks.throttle import RateLimiter
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,8 +17,8 @@ from starlette.concurrency import run_in_threadpool
 from tether.common.exceptions import InvalidInput, NotFound
 from tether.common.resource_types import ResourceType
 from tether.common.states import OperatingStatus, ProvisioningStatus, TaskState
-from tether.plugin import idempotency, standby
-from tether.plugin.api import pagination, sync, views
+from tether.plugin.agents import standby
+from tether.plugin.api import idempotency, pagination, sync, views
 from tether.plugin.api.deps import Api, JsonBody, authorized, caller, json_body
 from tether.plugin.context import RequestContext
 from tether.plugin.db import agent_queries, queries, sync_queries

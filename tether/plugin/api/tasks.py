@@ -9,12 +9,12 @@ from starlette.concurrency import run_in_threadpool
 
 from tether.common.exceptions import InvalidInput, NotFound
 from tether.common.states import TaskState
-from tether.plugin import cancellation, operator_actions
 from tether.plugin.api import actions, pagination, views
 from tether.plugin.api.deps import Api, OptionalJsonBody, authorized
 from tether.plugin.context import RequestContext
 from tether.plugin.db import action_queries, queries
 from tether.plugin.db.models import Callback
+from tether.plugin.tasks import cancellation, operator_actions
 
 #: query parameter -> column; ``task_state`` is the spelling of the original
 #: Neutron task-API proposal, kept so its clients work unchanged.

@@ -106,7 +106,7 @@ class Resource(Base):
     #: for a root of a host-placed provider: the agent whose host holds it
     agent_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
     #: for a root of topology ACTIVE_STANDBY: the agent whose host holds it
-    #: ready to take over (:mod:`tether.plugin.standby`)
+    #: ready to take over (:mod:`tether.plugin.agents.standby`)
     standby_agent_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
     #: the digest of the tree the standby last reported holding
     standby_digest: orm.Mapped[str | None] = orm.mapped_column(sa.String(64))

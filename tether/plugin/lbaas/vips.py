@@ -23,9 +23,9 @@ from typing import Any
 from oslo_config import cfg
 
 from tether.common.exceptions import Conflict
-from tether.plugin.accept_checks import Acceptance, AcceptCheck
 from tether.plugin.db.models import Resource
 from tether.plugin.lbaas.vip_range import Address, VipRange
+from tether.plugin.tasks.accept_checks import Acceptance, AcceptCheck
 
 GROUP = "loadbalancer"
 

@@ -1,0 +1,143 @@
+"""The plugin's side of claims over kombu (see :mod:`tether.common.claims`).
+
+Each tick takes every claims request already delivered, decides all their
+claims in one transaction (:class:`~tether.plugin.tasks.claims.ClaimDecider`),
+publishes one reply per request to its ``reply_to`` and acks the requests.
+Replies are neither persistent nor confirmed: a lost one costs the agent a
+retry of the same claim, which is answered alike.
+
+A request that cannot be read is dead-lettered with the reason; a request
+that names no ``reply_to`` is too, as nobody could hear its answer.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import kombu
+import msgspec
+from oslo_config import cfg
+
+from tether.common import claims, connection, dead_lettering, transport, wire
+from tether.common.claims import Claim, ClaimAnswer
+from tether.common.exceptions import MalformedMessage, ServiceUnavailable
+from tether.common.publisher import Publisher
+from tether.plugin.tasks.claims import ClaimDecider
+
+LOG = logging.getLogger(__name__)
+
+OPTS: list[cfg.Opt] = [
+    cfg.IntOpt(
+        "claim_batch_size",
+        default=64,
+        min=1,
+        help="Claims requests taken from the broker before deciding them in one transaction "
+        "(the claim consumer's prefetch; each request carries up to 256 claims).",
+    ),
+]
+
+
+class _Request:
+    """A delivered claims request: its message, its claims, and their answers."""
+
+    def __init__(self, message: kombu.Message, raws: list[msgspec.Raw]) -> None:
+        self.message = message
+        self.claims: list[Claim | None] = []
+        self.answers: list[ClaimAnswer | None] = []
+        for index, raw in enumerate(raws):
+            try:
+                self.claims.append(wire.decode_claim(raw, index))
+                self.answers.append(None)
+            except MalformedMessage as exc:
+                LOG.warning("refused a malformed claim: %s", exc.msg)
+                self.claims.append(None)
+                self.answers.append(ClaimAnswer(error_type="MalformedMessage", error_message=exc.msg))
+
+
+class ClaimServer(connection.ConnectionLoop):
+    """Consumes the claims queue and answers each request."""
+
+    def __init__(self, broker: transport.Broker, decider: ClaimDecider, batch: int) -> None:
+        super().__init__(broker, "claim-server")
+        self.decider = decider
+        self.batch = batch
+        self.burst = batch
+        self._pending: list[_Request] = []
+        self._dead_letters = dead_lettering.DeadLetters(broker, "claims")
+        self._consumer: kombu.Consumer | None = None
+        self._producer: kombu.Producer | None = None
+        self._publisher: Publisher | None = None
+
+    def on_connect(self, connection_: kombu.Connection) -> None:
+        queue = self.broker.claims_queue()
+        self.broker.declare(connection_, [queue])
+        self._publisher = Publisher(connection_, self.broker.confirm_timeout)
+        self._producer = kombu.Producer(connection_.channel())
+        self._consumer = kombu.Consumer(
+            connection_.channel(),
+            queues=[queue],
+            on_message=self._on_message,
+            on_decode_error=self._on_undecodable,
+            prefetch_count=self.batch,
+        )
+        self._consumer.consume()
+        LOG.info("answering claims from %s on %s", queue.name, self.broker.url.masked)
+
+    def on_disconnect(self) -> None:
+        # Unacked requests come back to some consumer; the agents retry the rest.
+        self._pending.clear()
+        self._dead_letters.clear()
+        self._consumer = self._producer = self._publisher = None
+
+    def on_tick(self, connection_: kombu.Connection) -> None:
+        assert self._publisher is not None and self._producer is not None
+        self._dead_letters.flush(self._publisher)
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        wanted = [
+            (r, i, c) for r in batch for i, c in enumerate(r.claims) if c is not None and r.answers[i] is None
+        ]
+        try:
+            answers = self.decider.decide([c for _, _, c in wanted])
+        except ServiceUnavailable as exc:
+            answers = [ClaimAnswer(error_type=type(exc).__name__, error_message=exc.msg)] * len(wanted)
+        except Exception as exc:
+            # A bug, not an outage: asking again would meet it again. The
+            # agents dead-letter the work; the reaper publishes it again.
+            LOG.exception("deciding %d claim(s) failed", len(wanted))
+            error = ClaimAnswer(error_type=type(exc).__name__, error_message=str(exc).strip()[:500])
+            answers = [error] * len(wanted)
+        for (request, index, _), answer in zip(wanted, answers, strict=True):
+            request.answers[index] = answer
+        for request in batch:
+            properties = request.message.properties
+            self._producer.publish(
+                claims.encode_reply([a for a in request.answers if a is not None]),
+                exchange="",
+                routing_key=properties["reply_to"],
+                correlation_id=properties.get("correlation_id"),
+                content_type="application/json",
+                content_encoding="utf-8",
+                delivery_mode=1,
+                retry=False,
+            )
+            request.message.ack()
+
+    def on_stop(self, connection_: kombu.Connection) -> None:
+        if self._consumer is not None:
+            self._consumer.cancel()
+        self.on_tick(connection_)
+
+    def _on_undecodable(self, message: kombu.Message, exc: Exception) -> None:
+        self._dead_letters.add(message, wire.undecodable_reason("claims", message.headers, exc))
+
+    def _on_message(self, message: kombu.Message) -> None:
+        if not message.properties.get("reply_to"):
+            self._dead_letters.add(
+                message, "the claims request has no reply_to: its answer could not be sent"
+            )
+            return
+        raws = self._dead_letters.read(message, wire.decode_claims)
+        if raws is not None:
+            self._pending.append(_Request(message, list(raws)))
