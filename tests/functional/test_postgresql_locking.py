@@ -26,7 +26,7 @@ from tether.plugin.agents.providers import Providers
 from tether.plugin.context import RequestContext
 from tether.plugin.db import migration, session
 from tether.plugin.db.group_commit import GroupCommit
-from tether.plugin.db.models import Reservation, Resource, Task, utcnow
+from tether.plugin.db.models import Reservation, ResourceRecord, Task, utcnow
 from tether.plugin.lbaas import vips
 from tether.plugin.tasks import cancellation, lifecycle
 from tether.plugin.tasks.accept_checks import AcceptChecks
@@ -56,7 +56,7 @@ def _task(sessionmaker: orm.sessionmaker[orm.Session], state: str = "RUNNING") -
     resource_id, task_id = str(uuid.uuid4()), str(uuid.uuid4())
     with sessionmaker.begin() as db:
         db.add(
-            Resource(
+            ResourceRecord(
                 id=resource_id,
                 type="loadbalancer",
                 project_id="p",
@@ -245,7 +245,7 @@ def _lb(sessionmaker: orm.sessionmaker[orm.Session], vip: str | None) -> str:
     resource_id = str(uuid.uuid4())
     with sessionmaker.begin() as db:
         db.add(
-            Resource(
+            ResourceRecord(
                 id=resource_id,
                 type="loadbalancer",
                 project_id="p",

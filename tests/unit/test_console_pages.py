@@ -12,7 +12,7 @@ from tests.unit.conftest import accepted, claim, finish, report
 from tests.unit.console import ADMIN, node
 from tether.common.messages import ReportedError
 from tether.plugin.api.console.tree import usual_seconds
-from tether.plugin.db.models import Agent, Task
+from tether.plugin.db.models import AgentRecord, Task
 from tether.plugin.service import Plugin
 
 
@@ -229,7 +229,7 @@ def test_an_agent_that_fell_silent_shows_dead(client: TestClient, plugin: Plugin
     report(plugin, "agent-a", ["noop"], host="host-a")
     report(plugin, "agent-b", ["noop"], host="host-b")
     with plugin.sessionmaker.begin() as session:
-        agent = session.get(Agent, "agent-b")
+        agent = session.get(AgentRecord, "agent-b")
         assert agent is not None
         agent.last_heartbeat -= datetime.timedelta(minutes=5)
         agent.alive = False

@@ -22,10 +22,10 @@ from tether.common.states import OperatingStatus
 from tether.drivers.base import Callbacks
 from tether.drivers.noop import NoopDriver
 from tether.plugin.agents import status_polling
+from tether.plugin.agents.endpoint import PluginEndpoint
 from tether.plugin.agents.providers import Provider, Providers
-from tether.plugin.agents.rpc import PluginEndpoint
 from tether.plugin.db import queries
-from tether.plugin.db.models import Agent, Resource, utcnow
+from tether.plugin.db.models import AgentRecord, ResourceRecord, utcnow
 from tether.plugin.service import Plugin
 
 _TYPES = frozenset({"loadbalancer", "listener", "pool", "member", "healthmonitor"})
@@ -37,7 +37,7 @@ def _report(endpoint: PluginEndpoint, agent_id: str, providers: list[str], **ext
 
 def _silence(plugin: Plugin, agent_id: str, seconds: float) -> None:
     with plugin.sessionmaker.begin() as session:
-        agent = session.get(Agent, agent_id)
+        agent = session.get(AgentRecord, agent_id)
         assert agent is not None
         agent.last_heartbeat = utcnow() - datetime.timedelta(seconds=seconds)
 
@@ -114,7 +114,7 @@ def _host_placed(plugin: Plugin) -> PluginEndpoint:
 
 def _bind(plugin: Plugin, root_id: str, agent_id: str) -> None:
     with plugin.sessionmaker.begin() as session:
-        root = session.get(Resource, root_id)
+        root = session.get(ResourceRecord, root_id)
         assert root is not None
         root.agent_id = agent_id
 

@@ -16,8 +16,9 @@ from oslo_config import cfg
 from tether.common import config
 from tether.common.states import ProvisioningStatus
 from tether.drivers.base import Callbacks, Change, InvalidConfiguration, Resource, driver_group
-from tether.drivers.haproxy import HaproxyDriver, tls
-from tether.drivers.haproxy.config import render
+from tether.drivers.haproxy import HaproxyDriver
+from tether.drivers.haproxy import certificates as haproxy_certificates
+from tether.drivers.haproxy.haproxy_cfg import render
 from tether.drivers.lbaas_models import Loadbalancer
 
 ACTIVE, ERROR = ProvisioningStatus.ACTIVE, ProvisioningStatus.ERROR
@@ -306,11 +307,11 @@ def test_a_terminated_https_listener_binds_with_its_checked_certificate(tmp_path
     tree = _tree(
         [{"protocol": "TERMINATED_HTTPS", "protocol_port": 443, "default_tls_container_ref": "lb.pem"}]
     )
-    tls.install(tree.typed(Loadbalancer), str(tmp_path), str(certificates))
+    haproxy_certificates.install(tree.typed(Loadbalancer), str(tmp_path), str(certificates))
     frontend = _section(_rendered(tmp_path, tree), "l-0")
     assert "mode http" in frontend
     assert f"bind 192.0.2.10:443 ssl crt {tmp_path}/tls/l-0.pem" in frontend
     assert (tmp_path / "tls" / "l-0.pem").stat().st_mode & 0o777 == 0o600
     # Gone with its listener.
-    tls.install(_tree().typed(Loadbalancer), str(tmp_path), str(certificates))
+    haproxy_certificates.install(_tree().typed(Loadbalancer), str(tmp_path), str(certificates))
     assert not list((tmp_path / "tls").iterdir())

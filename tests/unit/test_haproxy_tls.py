@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tether.drivers.base import InvalidConfiguration, NotSupported, Resource
-from tether.drivers.haproxy import tls
+from tether.drivers.haproxy import certificates as haproxy_certificates
 from tether.drivers.lbaas_models import Listener
 
 
@@ -30,7 +30,7 @@ def certificates(tmp_path: pathlib.Path) -> pathlib.Path:
 
 def _refusal(ref: str | None, certificates: pathlib.Path) -> str:
     with pytest.raises(InvalidConfiguration) as refused:
-        tls.read(_listener(ref), str(certificates))
+        haproxy_certificates.read(_listener(ref), str(certificates))
     return refused.value.user_message
 
 
@@ -49,7 +49,8 @@ def test_a_reference_is_relative_to_the_directory_or_absolute_inside_it(certific
     pem = trustme.CA().issue_cert("lb.example").private_key_and_cert_chain_pem.bytes()
     (certificates / "site").mkdir()
     (certificates / "site" / "lb.pem").write_bytes(pem)
-    assert tls.read(_listener("site/lb.pem"), str(certificates)) == tls.read(
+    relative = haproxy_certificates.read(_listener("site/lb.pem"), str(certificates))
+    assert relative == haproxy_certificates.read(
         _listener(str(certificates / "site" / "lb.pem")), str(certificates)
     )
 
@@ -113,7 +114,7 @@ def test_haproxy_gets_the_certificate_first_then_its_chain_then_the_key(certific
     chain = b"".join(p.bytes() for p in leaf.cert_chain_pems)
     own = leaf.cert_chain_pems[0].bytes()
     (certificates / "lb.pem").write_bytes(leaf.private_key_pem.bytes() + chain.replace(own, b"") + own)
-    handed = tls.read(_listener("lb.pem"), str(certificates))
+    handed = haproxy_certificates.read(_listener("lb.pem"), str(certificates))
     certs = x509.load_pem_x509_certificates(handed)
     assert [c.subject for c in certs] == [
         x509.load_pem_x509_certificate(p.bytes()).subject for p in leaf.cert_chain_pems
@@ -125,7 +126,7 @@ def test_an_agent_without_a_certificate_directory_terminates_nothing() -> None:
     with pytest.raises(
         NotSupported, match=r"no certificate directory \(\[driver:haproxy\] certificate_dir\)"
     ):
-        tls.read(_listener("lb.pem"), None)
+        haproxy_certificates.read(_listener("lb.pem"), None)
 
 
 def _encrypted(key_pem: bytes) -> bytes:

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from tests.unit.conftest import accepted, claim, finish, report
 from tether.common.messages import ReportedError
-from tether.plugin.db.models import Agent, Resource
+from tether.plugin.db.models import AgentRecord, ResourceRecord
 from tether.plugin.service import Plugin
 
 BROKEN = ReportedError(type="DriverError", message="the device refused it")
@@ -65,10 +65,13 @@ def every_case(client: TestClient, plugin: Plugin) -> dict[str, tuple[str, str |
     report(plugin, "agent-dead", ["noop"])
     report(plugin, "agent-alive", ["noop"])
     with plugin.sessionmaker.begin() as session:
-        session.get(Resource, drifted["id"]).drift = {"missing": True, "summary": "missing on the device"}
-        session.get(Resource, lost["id"]).agent_id = "agent-dead"
-        session.get(Resource, alive["id"]).agent_id = "agent-alive"
-        session.get(Agent, "agent-dead").alive = False  # as the reaper leaves one it declared dead
+        session.get(ResourceRecord, drifted["id"]).drift = {
+            "missing": True,
+            "summary": "missing on the device",
+        }
+        session.get(ResourceRecord, lost["id"]).agent_id = "agent-dead"
+        session.get(ResourceRecord, alive["id"]).agent_id = "agent-alive"
+        session.get(AgentRecord, "agent-dead").alive = False  # as the reaper leaves one it declared dead
     cases["listener of a dead agent"] = (listener["id"], "agent_dead")
     return cases
 

@@ -13,7 +13,7 @@ from oslo_config import cfg
 from starlette.testclient import TestClient
 
 from tests.unit.conftest import wait_for
-from tether.agent.claims import ClaimChannel, ClaimTimeout
+from tether.agent.claim_channel import ClaimChannel, ClaimTimeout
 from tether.agent.plugin_api import ClaimFailed, PluginApi
 from tether.common import claims, connection, transport, wire
 from tether.common.claims import Claim

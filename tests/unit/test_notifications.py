@@ -11,7 +11,7 @@ from oslo_config import cfg
 from oslo_messaging.notify import _impl_test
 
 from tests.unit.conftest import finish, make_plugin, report, wait_for
-from tether.plugin.db.models import Agent, Resource, utcnow
+from tether.plugin.db.models import AgentRecord, ResourceRecord, utcnow
 from tether.plugin.service import Plugin
 
 
@@ -58,10 +58,12 @@ def test_the_trees_of_a_dead_agent_going_offline_are_notified(conf: cfg.ConfigOp
             lb = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
             report(enabled, "gone", ["noop"])
             with enabled.sessionmaker.begin() as session:
-                session.execute(sa.update(Resource).where(Resource.id == lb["id"]).values(agent_id="gone"))
                 session.execute(
-                    sa.update(Agent)
-                    .where(Agent.id == "gone")
+                    sa.update(ResourceRecord).where(ResourceRecord.id == lb["id"]).values(agent_id="gone")
+                )
+                session.execute(
+                    sa.update(AgentRecord)
+                    .where(AgentRecord.id == "gone")
                     .values(last_heartbeat=utcnow() - datetime.timedelta(hours=1))
                 )
             _impl_test.reset()

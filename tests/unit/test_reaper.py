@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from tests.unit.conftest import claim, make_plugin, report
-from tether.plugin.db.models import Agent, Outbox, Resource, Task, utcnow
+from tether.plugin.db.models import AgentRecord, Outbox, ResourceRecord, Task, utcnow
 from tether.plugin.service import Plugin
 
 
@@ -24,7 +24,7 @@ def _report(plugin: Plugin, agent_id: str, providers: list[str], ago: float = 0.
     report(plugin, agent_id, providers)
     if ago:
         with plugin.sessionmaker.begin() as session:
-            agent = session.get(Agent, agent_id)
+            agent = session.get(AgentRecord, agent_id)
             assert agent is not None
             agent.last_heartbeat = utcnow() - datetime.timedelta(seconds=ago)
 
@@ -239,12 +239,14 @@ def test_the_trees_a_dead_agent_held_go_offline_at_once_and_show_in_the_metrics(
     with plugin.sessionmaker.begin() as session:
         # Bound to the agent, as a host-placed root is, and ONLINE by its last report.
         session.execute(
-            sa.update(Resource)
-            .where(Resource.root_id == lb["id"])
+            sa.update(ResourceRecord)
+            .where(ResourceRecord.root_id == lb["id"])
             .values(agent_id="gone", operating_status="ONLINE")
         )
         session.execute(
-            sa.update(Resource).where(Resource.id == other["id"]).values(operating_status="ONLINE")
+            sa.update(ResourceRecord)
+            .where(ResourceRecord.id == other["id"])
+            .values(operating_status="ONLINE")
         )
     _report(plugin, "gone", ["noop"], ago=3600)
     plugin.pipeline.reaper.reap()

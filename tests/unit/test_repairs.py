@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from tests.unit.conftest import accepted, claim, finish, report, task_view
 from tether.common.messages import ReportedError
-from tether.plugin.db.models import Resource
+from tether.plugin.db.models import ResourceRecord
 from tether.plugin.service import Plugin
 
 ADMIN = {"X-Roles": "admin"}
@@ -230,7 +230,7 @@ def test_an_admin_reapplies_a_settled_resource_through_the_queue(client: TestCli
 def test_a_reapply_clears_drift_once_applied(client: TestClient, plugin: Plugin) -> None:
     lb = _lb(client, plugin)
     with plugin.sessionmaker.begin() as session:
-        session.get(Resource, lb["id"]).drift = {"missing": True, "summary": "missing on the device"}
+        session.get(ResourceRecord, lb["id"]).drift = {"missing": True, "summary": "missing on the device"}
     assert _show(client, lb["id"])["in_sync"] is False
     finish(plugin, _reapply(client, lb["id"]).json()["id"])
     shown = _show(client, lb["id"])

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from tests.unit.conftest import claim, finish
 from tether.common.messages import ReportedError, Result
 from tether.common.states import Outcome
-from tether.plugin.db.models import Resource
+from tether.plugin.db.models import ResourceRecord
 from tether.plugin.service import Plugin
 
 
@@ -147,7 +147,7 @@ def test_a_success_records_the_desired_state_as_applied_and_closes_its_attempt(
     assert (view["provisioning_status"], view["generation"], view["applied_generation"]) == ("ACTIVE", 2, 2)
     assert view["in_sync"] is True
     with plugin.sessionmaker() as session:
-        resource = session.get(Resource, lb["id"])
+        resource = session.get(ResourceRecord, lb["id"])
         assert resource is not None and resource.applied_attributes == resource.attributes
         assert resource.applied_attributes["name"] == "renamed"
     task = client.get(f"/v1/tasks/{update['task']['id']}").json()

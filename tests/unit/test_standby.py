@@ -19,7 +19,7 @@ from tether.common import messages
 from tether.common.capabilities import AllowedValues, Capabilities
 from tether.common.exceptions import MalformedMessage
 from tether.common.states import Outcome
-from tether.plugin.db.models import Agent, Resource, Task, utcnow
+from tether.plugin.db.models import AgentRecord, ResourceRecord, Task, utcnow
 from tether.plugin.service import Plugin
 
 PAIRED = {"provider": "haproxy", "vip_address": "10.0.0.10", "topology": "ACTIVE_STANDBY"}
@@ -42,7 +42,7 @@ def _report(plugin: Plugin, agent_id: str, host: str, ago: float = 0.0, **extra:
     answer = plugin.pipeline.endpoint.report_state({}, state=state | extra)
     if ago:
         with plugin.sessionmaker.begin() as session:
-            agent = session.get(Agent, agent_id)
+            agent = session.get(AgentRecord, agent_id)
             assert agent is not None
             agent.last_heartbeat = utcnow() - datetime.timedelta(seconds=ago)
     return answer
@@ -53,7 +53,7 @@ def _finish(plugin: Plugin, task_id: str, error: str | None = None) -> None:
     with plugin.sessionmaker() as session:
         task = session.get(Task, task_id)
         assert task is not None
-        root = session.get(Resource, task.root_id)
+        root = session.get(ResourceRecord, task.root_id)
         assert root is not None and root.agent_id
         agent_id = root.agent_id
     answer = plugin.pipeline.endpoint.claim(

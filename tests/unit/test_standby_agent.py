@@ -21,7 +21,7 @@ from tether.agent.standby import StandbyKeeper
 from tether.common import config
 from tether.drivers.base import Callbacks, Change, Driver, InProgress, Peer, Resource, driver_group
 from tether.drivers.haproxy import HaproxyDriver, keepalived
-from tether.drivers.haproxy.config import render
+from tether.drivers.haproxy.haproxy_cfg import render
 
 
 class PairedDriver(Driver):

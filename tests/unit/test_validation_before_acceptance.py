@@ -21,8 +21,8 @@ from tether.common.capabilities import (
     MaxChildren,
     UnsupportedAttribute,
 )
-from tether.plugin.agents.capabilities import UNCHECKED, ProviderCapabilities
-from tether.plugin.db.models import Agent, Resource, Task, utcnow
+from tether.plugin.agents.provider_capabilities import UNCHECKED, ProviderCapabilities
+from tether.plugin.db.models import AgentRecord, ResourceRecord, Task, utcnow
 from tether.plugin.service import Plugin
 
 ACME: list[str | Constraint] = [
@@ -57,7 +57,7 @@ def _report(
     plugin.pipeline.endpoint.report_state({}, state=state)
     if ago:
         with plugin.sessionmaker.begin() as session:
-            agent = session.get(Agent, agent_id)
+            agent = session.get(AgentRecord, agent_id)
             assert agent is not None
             agent.last_heartbeat = utcnow() - datetime.timedelta(seconds=ago)
 
@@ -75,7 +75,7 @@ def _created(client: TestClient, collection: str, body: dict[str, Any]) -> dict[
 def _rows(plugin: Plugin) -> tuple[int, int]:
     with plugin.sessionmaker() as session:
         return (
-            session.scalar(sa.select(sa.func.count()).select_from(Resource)) or 0,
+            session.scalar(sa.select(sa.func.count()).select_from(ResourceRecord)) or 0,
             session.scalar(sa.select(sa.func.count()).select_from(Task)) or 0,
         )
 
@@ -209,7 +209,7 @@ def test_mixed_driver_versions_accept_what_any_live_agent_supports(
     assert _post(client, "listeners", body | {"protocol_port": 444}).status_code == 400
     _report(plugin, "agent-new", [AllowedValues("listener", "protocol", {"HTTP", "HTTPS"})], ago=3600)
     with plugin.sessionmaker.begin() as session:
-        agent = session.get(Agent, "agent-new")
+        agent = session.get(AgentRecord, "agent-new")
         assert agent is not None
         agent.admin_state_up = True
     assert _post(client, "listeners", body | {"protocol_port": 445}).status_code == 400
@@ -258,5 +258,5 @@ def test_agents_report_what_their_drivers_support(conf: cfg.ConfigOpts, plugin: 
     }
     plugin.pipeline.endpoint.report_state({}, state=state)
     with plugin.sessionmaker() as session:
-        row = session.get(Agent, "agent-1")
+        row = session.get(AgentRecord, "agent-1")
         assert row is not None and row.capabilities == state["capabilities"]

@@ -3,7 +3,7 @@
 The connection thread consumes with a prefetch bound and hands each message
 to :class:`~tether.agent.held.HeldWork`, whose workers claim the task from
 the plugin (the claims go out on the same connection, see
-:mod:`tether.agent.claims`) and call the driver. Finished work comes back to
+:mod:`tether.agent.claim_channel`) and call the driver. Finished work comes back to
 the connection thread, woken for it, which publishes the results and only
 then acks the work messages (:mod:`tether.agent.outgoing`). Drivers may block
 without starving the connection's heartbeats; a call that overruns
@@ -20,7 +20,7 @@ import time
 import kombu
 
 from tether.agent.acks import Acks
-from tether.agent.claims import ClaimChannel
+from tether.agent.claim_channel import ClaimChannel
 from tether.agent.held import HeldWork
 from tether.agent.outgoing import Outgoing
 from tether.agent.runner import Runner

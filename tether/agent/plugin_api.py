@@ -1,5 +1,5 @@
 """The agent's side of the plugin's API: claims over kombu once the plugin
-says it takes them (:mod:`tether.agent.claims`), over oslo.messaging before
+says it takes them (:mod:`tether.agent.claim_channel`), over oslo.messaging before
 that and against a plugin of the previous release; state reports, resyncs,
 progress and devices' status over oslo.messaging (see :mod:`tether.common.rpc`).
 
@@ -22,7 +22,7 @@ from typing import Any
 
 from oslo_config import cfg
 
-from tether.agent.claims import ClaimChannel
+from tether.agent.claim_channel import ClaimChannel
 from tether.common import backoff, claims, log, messages, rpc
 from tether.common.claims import Claim
 from tether.common.exceptions import ServiceUnavailable, TetherError
@@ -335,11 +335,11 @@ class _Batcher:
         self._send = send
         self._most = most
         self._turn = threading.Condition()
-        self._waiting: list[_Slot] = []
+        self._waiting: list[_BatchSlot] = []
         self._sending = False
 
     def claim(self, request: dict[str, Any]) -> Any:
-        slot = _Slot(request)
+        slot = _BatchSlot(request)
         with self._turn:
             self._waiting.append(slot)
             while not slot.done:
@@ -361,14 +361,14 @@ class _Batcher:
             raise slot.answer
         return slot.answer
 
-    def _answers(self, batch: list[_Slot]) -> list[Any]:
+    def _answers(self, batch: list[_BatchSlot]) -> list[Any]:
         try:
             return self._send([slot.request for slot in batch])
         except Exception as exc:  # noqa: BLE001 - each worker of the batch gets it to handle
             return [exc] * len(batch)
 
 
-class _Slot:
+class _BatchSlot:
     def __init__(self, request: dict[str, Any]) -> None:
         self.request = request
         self.answer: Any = None

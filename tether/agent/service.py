@@ -11,7 +11,7 @@ from oslo_config import cfg
 from tether import __version__
 from tether.agent import driver_manager
 from tether.agent.audit import Auditor, lists_its_device
-from tether.agent.claims import ClaimChannel
+from tether.agent.claim_channel import ClaimChannel
 from tether.agent.consumer import WorkConsumer
 from tether.agent.heartbeat import Heartbeat
 from tether.agent.plugin_api import PluginApi

@@ -1,5 +1,5 @@
 """Keeping the standby copies of ``ACTIVE_STANDBY`` roots in step, the
-agent's side (the plugin's is :mod:`tether.plugin.agents.standby`).
+agent's side (the plugin's is :mod:`tether.plugin.agents.standby_pairs`).
 
 Every ``[agent] standby_interval`` the agent asks the plugin, for each
 host-placed driver that can be a standby (it implements

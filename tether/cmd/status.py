@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from oslo_config import cfg
 
 from tether.common.states import TaskState
-from tether.plugin.agents.registry import Registry as AgentRegistry
+from tether.plugin.agents.registry import AgentRegistry
 from tether.plugin.db import agent_queries, migration, session
 from tether.plugin.db.models import Outbox, Task, utcnow
 

@@ -35,7 +35,7 @@ from tether.common.resource_types import COMMON_PROPERTIES, Registry
 from tether.drivers.base import Change, Driver, DriverError, NotSupported, Resource
 
 
-class _Kit(Protocol):
+class _CapabilityKit(Protocol):
     """What the checks use of :class:`~tether.drivers.testing.DriverConformance`."""
 
     driver_class: ClassVar[type[Driver]]
@@ -52,7 +52,7 @@ class _Kit(Protocol):
 class CapabilityChecks:
     """The checks; see the module docstring."""
 
-    def test_the_declared_capabilities_are_well_formed(self: _Kit, tmp_path: pathlib.Path) -> None:
+    def test_the_declared_capabilities_are_well_formed(self: _CapabilityKit, tmp_path: pathlib.Path) -> None:
         cls = self.driver_class
         try:
             Capabilities.of(cls.capabilities, cls.resource_types)
@@ -79,7 +79,9 @@ class CapabilityChecks:
                 unknown = set(constraint.values) - set(schema["enum"])
                 assert not unknown, f"{constraint!r}: the API never accepts {sorted(map(str, unknown))}"
 
-    def test_the_declarations_refuse_what_the_driver_cannot_do(self: _Kit, tmp_path: pathlib.Path) -> None:
+    def test_the_declarations_refuse_what_the_driver_cannot_do(
+        self: _CapabilityKit, tmp_path: pathlib.Path
+    ) -> None:
         driver = self._driver(tmp_path)
         declared = driver.current_capabilities()
         for number, (change, expected) in enumerate(self.failure_cases(driver), 1):
@@ -100,7 +102,9 @@ class CapabilityChecks:
                     f"{expected.__name__}"
                 )
 
-    def test_the_driver_refuses_what_its_declarations_refuse(self: _Kit, tmp_path: pathlib.Path) -> None:
+    def test_the_driver_refuses_what_its_declarations_refuse(
+        self: _CapabilityKit, tmp_path: pathlib.Path
+    ) -> None:
         driver = self._driver(tmp_path)
         for constraint in driver.current_capabilities().constraints:
             for change in _breaking(self._tree(), self.sample, constraint):

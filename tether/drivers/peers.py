@@ -1,6 +1,6 @@
 """What a driver is told of the other host of an ``ACTIVE_STANDBY`` root.
 
-The plugin binds such a root to two agents (:mod:`tether.plugin.agents.standby`):
+The plugin binds such a root to two agents (:mod:`tether.plugin.agents.standby_pairs`):
 the active runs its tasks; the standby holds the same tree, applied through
 :meth:`tether.drivers.base.Driver.sync_standby`, ready to serve when the
 active's host fails. Each side's driver is told of the other as a

@@ -27,7 +27,7 @@ from tether.drivers.fixtures import UPDATES
 from tether.drivers.fixtures import run as _run
 
 
-class _Kit(Protocol):
+class _StepKit(Protocol):
     """What the checks use of :class:`~tether.drivers.testing.DriverConformance`."""
 
     def _driver(self, tmp_path: pathlib.Path) -> Driver: ...
@@ -46,7 +46,7 @@ class StepChecks:
     """The checks; see the module docstring."""
 
     def test_steps_are_named_alike_on_every_call_and_apply_twice_as_once(
-        self: _Kit, tmp_path: pathlib.Path
+        self: _StepKit, tmp_path: pathlib.Path
     ) -> None:
         driver, tree = self._driver(tmp_path), self._tree()
         for resource in self._claimed(tree):
@@ -66,7 +66,7 @@ class StepChecks:
             assert held is not None, f"{resource.type} {resource.id} is not on the device after its steps"
             self._assert_holds(held, resource)
 
-    def test_steps_resume_after_a_crash_in_any_step(self: _Kit, tmp_path: pathlib.Path) -> None:
+    def test_steps_resume_after_a_crash_in_any_step(self: _StepKit, tmp_path: pathlib.Path) -> None:
         driver = self._driver(tmp_path)
         for index, count in enumerate(self._step_counts(driver)):
             for crashed_in in range(count):
@@ -90,7 +90,7 @@ class StepChecks:
                 self._assert_holds(held, resource)
 
     def test_undoing_the_steps_done_in_reverse_restores_the_device(
-        self: _Kit, tmp_path: pathlib.Path
+        self: _StepKit, tmp_path: pathlib.Path
     ) -> None:
         driver = self._driver(tmp_path)
         for index, count in enumerate(self._step_counts(driver)):
@@ -113,7 +113,7 @@ class StepChecks:
                     f"(undone before step {failed_at + 1})"
                 )
 
-    def _step_counts(self: _Kit, driver: Driver) -> list[int]:
+    def _step_counts(self: _StepKit, driver: Driver) -> list[int]:
         """How many steps a create of each claimed type takes (0: none)."""
         tree = self._tree()
         return [

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 from tether.common import rpc
 from tether.plugin import link
 from tether.plugin.agents import unserved
-from tether.plugin.agents.rpc import PluginEndpoint
-from tether.plugin.agents.standby_rpc import StandbyEndpoint
+from tether.plugin.agents.endpoint import PluginEndpoint
+from tether.plugin.agents.standby_endpoint import StandbyEndpoint
 from tether.plugin.api import views
 from tether.plugin.outbound import callbacks
 from tether.plugin.tasks import dispatch, handoff, reaper, results
+from tether.plugin.tasks.claim_decider import ClaimDecider
 from tether.plugin.tasks.claim_server import ClaimServer
-from tether.plugin.tasks.claims import ClaimDecider
 
 if TYPE_CHECKING:
     from tether.plugin.service import Core

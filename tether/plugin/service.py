@@ -25,13 +25,13 @@ from tether.common.exceptions import ConfigError
 from tether.common.resource_types import Registry
 from tether.plugin import link
 from tether.plugin.agents import registry
-from tether.plugin.agents.capabilities import ProviderCapabilities
+from tether.plugin.agents.placement import Placement
+from tether.plugin.agents.provider_capabilities import ProviderCapabilities
 from tether.plugin.agents.providers import Providers
-from tether.plugin.agents.scheduler import Scheduler
 from tether.plugin.api import auth, waiters
 from tether.plugin.api.app import create_app
 from tether.plugin.api.deps import Api
-from tether.plugin.api.policy import Policy
+from tether.plugin.api.policy import AccessPolicy
 from tether.plugin.db import migration, session
 from tether.plugin.db.group_commit import GroupCommit
 from tether.plugin.outbound import callbacks
@@ -89,8 +89,8 @@ class Core:
             self.engine if _in_memory(self.engine) else session.make_engine(conf, readonly=True)
         )
         self.reader = session.make_sessionmaker(self.read_engine)
-        self.agents = registry.Registry(conf.plugin.agent_down_time)
-        self.scheduler = Scheduler(self.providers, self.agents)
+        self.agents = registry.AgentRegistry(conf.plugin.agent_down_time)
+        self.scheduler = Placement(self.providers, self.agents)
         self.policy = dataclasses.replace(lifecycle.Policy.from_conf(conf), router=self.scheduler.route)
         # Every process counts the tasks it finishes and wakes its own waiters.
         self.waiters = waiters.Waiters()
@@ -166,13 +166,13 @@ class Plugin(Core):
             limiter=_rate_limiter(conf, shared_by=1 if to_pipeline is None else conf.plugin.api_processes),
             check_callback=lambda url: callbacks.check_url(conf, url),
             auth=auth.from_conf(conf),
-            policy=Policy(conf, self.registry.values()),
+            policy=AccessPolicy(conf, self.registry.values()),
             broker=self.broker,
             wake_relay=wake_relay,
         )
-        self.listener: waiters.Listener | None = None
+        self.listener: waiters.FinishedListener | None = None
         if self.notifies_finished:
-            self.listener = waiters.Listener(self.engine, self.waiters)
+            self.listener = waiters.FinishedListener(self.engine, self.waiters)
         self.app = create_app(self.api, pipeline_problem)
 
     def start(self) -> None:

@@ -19,7 +19,7 @@ keeps the standby host's copy in step through :meth:`HaproxyDriver.sync_standby`
 
 Options (``[driver:haproxy]``): ``binary``, ``start_timeout``,
 ``certificate_dir`` (where TERMINATED_HTTPS listeners' certificates are:
-see :mod:`tether.drivers.haproxy.tls`), and those of the VIP on the host's
+see :mod:`tether.drivers.haproxy.certificates`), and those of the VIP on the host's
 interface (:mod:`tether.drivers.haproxy.vip`); ``keepalived_binary``,
 ``vrrp_advert_interval`` (ACTIVE_STANDBY).
 """
@@ -55,10 +55,10 @@ from tether.drivers.base import (
     Resource,
     driver_group,
 )
-from tether.drivers.haproxy import keepalived, pairing, tls
+from tether.drivers.haproxy import certificates, keepalived, pairing
 from tether.drivers.haproxy.capabilities import DECLARED, current
-from tether.drivers.haproxy.config import render, stats_socket, usable
 from tether.drivers.haproxy.executables import find_executable
+from tether.drivers.haproxy.haproxy_cfg import render, stats_socket, usable
 from tether.drivers.haproxy.stats import read_stats
 from tether.drivers.haproxy.vip import OPTS as VIP_OPTS
 from tether.drivers.haproxy.vip import VipPlumbing
@@ -226,7 +226,7 @@ class HaproxyDriver(Driver):
         with self._locked(directory):
             config = os.path.join(directory, "haproxy.cfg")
             candidate = config + ".new"
-            tls.install(lb, directory, self.certificate_dir)
+            certificates.install(lb, directory, self.certificate_dir)
             with open(candidate, "w") as f:
                 f.write(render(tree, directory))
             checked = self._run("-c", "-f", candidate)

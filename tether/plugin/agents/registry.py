@@ -27,9 +27,9 @@ from typing import Any
 from oslo_config import cfg
 from sqlalchemy import orm
 
-from tether.plugin.agents import capabilities
+from tether.plugin.agents import provider_capabilities
 from tether.plugin.db import agent_queries
-from tether.plugin.db.models import Agent, utcnow
+from tether.plugin.db.models import AgentRecord, utcnow
 
 LOG = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ OPTS: list[cfg.Opt] = [
 ]
 
 
-class Registry:
+class AgentRegistry:
     """
     :param listening_since: ``time.monotonic()`` since when this plugin has
         been connected to the broker, or None while it is not; without it the
@@ -66,12 +66,12 @@ class Registry:
         since = self.listening_since()
         return since is not None and time.monotonic() - since >= self.hearing_time
 
-    def alive(self, agent: Agent, now: datetime.datetime | None = None) -> bool:
+    def alive(self, agent: AgentRecord, now: datetime.datetime | None = None) -> bool:
         if agent.last_heartbeat >= (now or utcnow()) - self.down_time:
             return True
         return agent.alive and not self.listened_long_enough()
 
-    def live_for(self, session: orm.Session, provider: str) -> list[Agent]:
+    def live_for(self, session: orm.Session, provider: str) -> list[AgentRecord]:
         """Live, enabled agents that serve ``provider``."""
         now = utcnow()
         return [
@@ -80,13 +80,13 @@ class Registry:
             if a.admin_state_up and self.alive(a, now) and provider in (a.providers or [])
         ]
 
-    def report(self, session: orm.Session, state: dict[str, Any]) -> Agent:
+    def report(self, session: orm.Session, state: dict[str, Any]) -> AgentRecord:
         """Record one state report; the agent row as it now stands."""
         now = utcnow()
         agent = agent_queries.get_agent(session, state["agent_id"])
         started_at = datetime.datetime.fromisoformat(state["started_at"])
         if agent is None:
-            agent = Agent(
+            agent = AgentRecord(
                 id=state["agent_id"],
                 admin_state_up=True,
                 alive=True,
@@ -110,7 +110,9 @@ class Registry:
         agent.workers = int(state.get("workers", 0))
         agent.in_flight = int(state.get("in_flight", 0))
         agent.audits = [str(p) for p in state.get("audits") or []]
-        agent.capabilities = capabilities.reported(agent.id, agent.providers, state.get("capabilities"))
+        agent.capabilities = provider_capabilities.reported(
+            agent.id, agent.providers, state.get("capabilities")
+        )
         # RPC API 1.8: where peers reach each provider's driver (an active-standby pair).
         agent.addresses = {str(p): str(a) for p, a in (state.get("addresses") or {}).items()} or None
         agent.started_at = started_at
@@ -118,7 +120,7 @@ class Registry:
         agent.alive = True
         return agent
 
-    def declare_dead(self, session: orm.Session) -> Iterable[Agent]:
+    def declare_dead(self, session: orm.Session) -> Iterable[AgentRecord]:
         """Agents that have just been found dead."""
         if not self.listened_long_enough():
             return

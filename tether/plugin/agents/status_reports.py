@@ -26,12 +26,12 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from tether.common.states import OperatingStatus
-from tether.plugin.agents.rpc_checks import COUNTERS, valid_counters
+from tether.plugin.agents.endpoint_checks import COUNTERS, valid_counters
 from tether.plugin.db import queries
-from tether.plugin.db.models import Agent, Resource
+from tether.plugin.db.models import AgentRecord, ResourceRecord
 
-_ROOT = orm.aliased(Resource)
-_RESOURCES = cast(sa.Table, Resource.__table__)
+_ROOT = orm.aliased(ResourceRecord)
+_RESOURCES = cast(sa.Table, ResourceRecord.__table__)
 
 _SET_STATUS = (
     _RESOURCES.update()
@@ -57,7 +57,7 @@ class Applied:
 
 def apply(
     session: orm.Session,
-    agent: Agent | None,
+    agent: AgentRecord | None,
     provider: str | None,
     statuses: Mapping[str, Any],
     stats: Mapping[str, Any],
@@ -76,10 +76,16 @@ def apply(
         applied.refused = dict.fromkeys(ids, "the agent has not reported its state yet")
         return applied
     rows = session.execute(
-        sa.select(Resource.id, Resource.root_id, Resource.provider, Resource.operating_status, Resource.stats)
+        sa.select(
+            ResourceRecord.id,
+            ResourceRecord.root_id,
+            ResourceRecord.provider,
+            ResourceRecord.operating_status,
+            ResourceRecord.stats,
+        )
         .add_columns(_ROOT.agent_id.label("bound_to"))
-        .join(_ROOT, _ROOT.id == Resource.root_id)
-        .where(Resource.id.in_(ids))
+        .join(_ROOT, _ROOT.id == ResourceRecord.root_id)
+        .where(ResourceRecord.id.in_(ids))
     ).all()
     found = {row.id: row for row in rows}
     served = set(agent.providers or [])

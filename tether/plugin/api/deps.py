@@ -16,9 +16,9 @@ from starlette.concurrency import run_in_threadpool
 from tether.common.exceptions import InvalidInput, PayloadTooLarge
 from tether.common.resource_types import Registry
 from tether.common.transport import Broker
-from tether.plugin.agents.registry import Registry as AgentRegistry
+from tether.plugin.agents.registry import AgentRegistry
 from tether.plugin.api.auth import Authenticator, NoAuth
-from tether.plugin.api.policy import Policy
+from tether.plugin.api.policy import AccessPolicy
 from tether.plugin.api.waiters import Waiters
 from tether.plugin.context import RequestContext
 from tether.plugin.outbound import callbacks
@@ -31,7 +31,7 @@ class Api:
     registry: Registry
     changes: Changes
     reader: orm.sessionmaker[orm.Session]
-    policy: Policy
+    policy: AccessPolicy
     sessionmaker: orm.sessionmaker[orm.Session]
     agents: AgentRegistry
     default_limit: int

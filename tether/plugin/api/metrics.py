@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from tether.common.states import TaskState
 from tether.plugin.api.deps import Api, authorized
 from tether.plugin.db import agent_queries
-from tether.plugin.db.models import Resource, Task, UTCDateTime, utcnow
+from tether.plugin.db.models import ResourceRecord, Task, UTCDateTime, utcnow
 
 
 class DatabaseCollector(Collector):
@@ -99,8 +99,8 @@ def router(api: Api) -> fastapi.APIRouter:
 
 def _resources_by_status(session: orm.Session) -> list[tuple[str, str, int]]:
     rows = session.execute(
-        sa.select(Resource.provider, Resource.operating_status, sa.func.count()).group_by(
-            Resource.provider, Resource.operating_status
+        sa.select(ResourceRecord.provider, ResourceRecord.operating_status, sa.func.count()).group_by(
+            ResourceRecord.provider, ResourceRecord.operating_status
         )
     ).all()
     return [(provider, status, count) for provider, status, count in rows]

@@ -116,7 +116,7 @@ def list_rules(registry: Iterable[ResourceType] | None = None) -> list[policy.Ru
     return base_rules() + [rule for rtype in types for rule in resource_rules(rtype)]
 
 
-class Policy:
+class AccessPolicy:
     #: seconds a decision is remembered, so how late a changed policy file applies
     REMEMBER = 1.0
 

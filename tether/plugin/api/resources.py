@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from tether.common.exceptions import InvalidInput, NotFound
 from tether.common.resource_types import ResourceType
 from tether.common.states import OperatingStatus, ProvisioningStatus, TaskState
-from tether.plugin.agents import standby
+from tether.plugin.agents import standby_pairs
 from tether.plugin.api import idempotency, pagination, sync, views
 from tether.plugin.api.deps import Api, JsonBody, authorized, caller, json_body
 from tether.plugin.context import RequestContext
@@ -197,7 +197,7 @@ class Collection:
             task = queries.latest_task(session, row.id)
             agent = agent_queries.get_agent(session, row.agent_id) if row.agent_id else None
             view = sync.views_of(session, self.rtype, [(row, sync_queries.is_agent_dead(session, row))])[0]
-            standing_by = standby.view(session, row)
+            standing_by = standby_pairs.view(session, row)
         if agent is not None:
             view["host"] = agent.host
         if standing_by is not None:

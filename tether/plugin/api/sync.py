@@ -11,7 +11,7 @@ from tether.common.exceptions import InvalidInput
 from tether.common.resource_types import ResourceType
 from tether.plugin.api import views
 from tether.plugin.db import sync_queries
-from tether.plugin.db.models import Resource
+from tether.plugin.db.models import ResourceRecord
 
 #: ``?in_sync=`` as the list operations declare it (read by :func:`wanted`, strictly).
 LIST_PARAMETERS: dict[str, Any] = {
@@ -42,7 +42,7 @@ def wanted(value: str | None) -> bool | None:
 
 
 def views_of(
-    session: orm.Session, rtype: ResourceType, rows: list[tuple[Resource, bool]]
+    session: orm.Session, rtype: ResourceType, rows: list[tuple[ResourceRecord, bool]]
 ) -> list[dict[str, Any]]:
     """The answers for ``rows`` (each with whether its agent is dead), those
     out of sync with ``out_of_sync``: why, and the task behind it."""

@@ -8,10 +8,10 @@ from typing import Any
 from tether.common.resource_types import COMMON_PROPERTIES, ResourceType
 from tether.plugin.db import sync_queries
 from tether.plugin.db.models import (
-    Agent,
+    AgentRecord,
     Callback,
     OperatorAction,
-    Resource,
+    ResourceRecord,
     Task,
     TaskAttempt,
     TaskStep,
@@ -19,7 +19,7 @@ from tether.plugin.db.models import (
 
 
 def resource(
-    rtype: ResourceType, row: Resource, task: Task | None = None, agent_dead: bool = False
+    rtype: ResourceType, row: ResourceRecord, task: Task | None = None, agent_dead: bool = False
 ) -> dict[str, Any]:
     """:param agent_dead: the agent the resource's tree is bound to was declared dead."""
     view: dict[str, Any] = {"id": row.id}
@@ -119,7 +119,7 @@ def step(row: TaskStep) -> dict[str, Any]:
     }
 
 
-def agent(row: Agent, alive: bool) -> dict[str, Any]:
+def agent(row: AgentRecord, alive: bool) -> dict[str, Any]:
     return {
         "id": row.id,
         "host": row.host,

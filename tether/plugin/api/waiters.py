@@ -13,7 +13,7 @@ that wake-up; a pipeline in a process of its own forwards it to the API's
 transaction that finishes tasks sends their ids with ``NOTIFY``, which
 PostgreSQL delivers to every listening session when, and only if, it
 commits, and each plugin listens on a connection of its own
-(:class:`Listener`).
+(:class:`FinishedListener`).
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def send_finished(sessionmaker: orm.sessionmaker[orm.Session]) -> None:
             session.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
 
 
-class Listener(threading.Thread):
+class FinishedListener(threading.Thread):
     """Wakes this process's waiters for tasks other plugin processes finished."""
 
     def __init__(self, engine: sa.Engine, waiters: Waiters) -> None:

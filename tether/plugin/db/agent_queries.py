@@ -10,25 +10,25 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from tether.common.states import IN_FLIGHT_TASK_STATES, TaskState
-from tether.plugin.db.models import Agent, Resource, Task
+from tether.plugin.db.models import AgentRecord, ResourceRecord, Task
 from tether.plugin.db.queries import one_writer
 
 #: a second reference to tasks, for queries that compare two of its rows
 Task2 = orm.aliased(Task)
 
 
-def lock_agent(session: orm.Session, agent_id: str) -> Agent | None:
+def lock_agent(session: orm.Session, agent_id: str) -> AgentRecord | None:
     """An agent's row, locked: taken before its trees, as a state report takes it."""
-    query = sa.select(Agent).where(Agent.id == agent_id)
+    query = sa.select(AgentRecord).where(AgentRecord.id == agent_id)
     return session.scalars(query if one_writer(session) else query.with_for_update()).first()
 
 
-def get_agent(session: orm.Session, agent_id: str) -> Agent | None:
-    return session.get(Agent, agent_id)
+def get_agent(session: orm.Session, agent_id: str) -> AgentRecord | None:
+    return session.get(AgentRecord, agent_id)
 
 
-def list_agents(session: orm.Session) -> Sequence[Agent]:
-    return session.scalars(sa.select(Agent).order_by(Agent.id)).all()
+def list_agents(session: orm.Session) -> Sequence[AgentRecord]:
+    return session.scalars(sa.select(AgentRecord).order_by(AgentRecord.id)).all()
 
 
 def running_on(session: orm.Session, agent_id: str) -> Sequence[Task]:
@@ -79,19 +79,21 @@ def idle_trees_with_queue(session: orm.Session) -> Sequence[str]:
     ).all()
 
 
-def bound_to(session: orm.Session, agent_id: str) -> Sequence[Resource]:
+def bound_to(session: orm.Session, agent_id: str) -> Sequence[ResourceRecord]:
     """Root resources bound to an agent (host placement)."""
     return session.scalars(
-        sa.select(Resource)
-        .where(Resource.agent_id == agent_id, Resource.parent_id.is_(None))
-        .order_by(Resource.id)
+        sa.select(ResourceRecord)
+        .where(ResourceRecord.agent_id == agent_id, ResourceRecord.parent_id.is_(None))
+        .order_by(ResourceRecord.id)
     ).all()
 
 
 def roots_of(session: orm.Session, provider: str) -> Sequence[str]:
     """The ids of every root resource of ``provider``."""
     return session.scalars(
-        sa.select(Resource.id).where(Resource.provider == provider, Resource.parent_id.is_(None))
+        sa.select(ResourceRecord.id).where(
+            ResourceRecord.provider == provider, ResourceRecord.parent_id.is_(None)
+        )
     ).all()
 
 
@@ -108,12 +110,12 @@ def undispatched(session: orm.Session, providers: Sequence[str]) -> Sequence[Tas
     return session.scalars(unpublished).all()
 
 
-def newly_dead_agents(session: orm.Session, cutoff: datetime.datetime) -> Sequence[Agent]:
+def newly_dead_agents(session: orm.Session, cutoff: datetime.datetime) -> Sequence[AgentRecord]:
     """Agents still marked alive whose last report is older than ``cutoff``;
     rows another reaper holds are skipped, so each death is acted on once."""
     return session.scalars(
-        sa.select(Agent)
-        .where(Agent.alive.is_(True), Agent.last_heartbeat < cutoff)
-        .order_by(Agent.id)
+        sa.select(AgentRecord)
+        .where(AgentRecord.alive.is_(True), AgentRecord.last_heartbeat < cutoff)
+        .order_by(AgentRecord.id)
         .with_for_update(skip_locked=True)
     ).all()

@@ -25,11 +25,11 @@ from sqlalchemy import orm
 from tether.common.exceptions import TetherError
 from tether.common.states import IN_FLIGHT_TASK_STATES, ProvisioningStatus, TaskState
 from tether.plugin.db import prepared
-from tether.plugin.db.models import Outbox, Resource, Task, TaskAttempt
+from tether.plugin.db.models import Outbox, ResourceRecord, Task, TaskAttempt
 
 _TASKS = cast(sa.Table, Task.__table__)
 _ATTEMPTS = cast(sa.Table, TaskAttempt.__table__)
-_RESOURCES = cast(sa.Table, Resource.__table__)
+_RESOURCES = cast(sa.Table, ResourceRecord.__table__)
 
 
 class StaleClaim(TetherError):

@@ -81,7 +81,7 @@ class Base(orm.DeclarativeBase):
     type_annotation_map = {datetime.datetime: UTCDateTime, dict[str, Any]: sa.JSON}
 
 
-class Resource(Base):
+class ResourceRecord(Base):
     """The desired state of one resource and what is known of the device."""
 
     __tablename__ = "resources"
@@ -106,7 +106,7 @@ class Resource(Base):
     #: for a root of a host-placed provider: the agent whose host holds it
     agent_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
     #: for a root of topology ACTIVE_STANDBY: the agent whose host holds it
-    #: ready to take over (:mod:`tether.plugin.agents.standby`)
+    #: ready to take over (:mod:`tether.plugin.agents.standby_pairs`)
     standby_agent_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
     #: the digest of the tree the standby last reported holding
     standby_digest: orm.Mapped[str | None] = orm.mapped_column(sa.String(64))
@@ -240,7 +240,7 @@ class TaskStep(Base):
     error_message: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
 
 
-class Agent(Base):
+class AgentRecord(Base):
     """An agent as its heartbeats describe it."""
 
     __tablename__ = "agents"

@@ -10,12 +10,12 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from tether.common.states import IN_FLIGHT_TASK_STATES, ProvisioningStatus, TaskState
-from tether.plugin.db.models import Outbox, Resource, Task, TaskAttempt, TaskStep
+from tether.plugin.db.models import Outbox, ResourceRecord, Task, TaskAttempt, TaskStep
 
 
 def get_resource(
     session: orm.Session, resource_id: str, project_id: str | None, rtype: str | None = None
-) -> Resource | None:
+) -> ResourceRecord | None:
     """A resource by id, or None when absent or in another project.
 
     :param project_id: None for an admin, who sees every project.
@@ -24,18 +24,18 @@ def get_resource(
         # By primary key: a resource this session already holds costs no
         # statement and no flush (a batch of results then flushes once).
         # One it deleted is gone, as a query after the flush would find.
-        resource = session.get(Resource, resource_id)
+        resource = session.get(ResourceRecord, resource_id)
         return None if resource is None or resource in session.deleted else resource
-    query = sa.select(Resource).where(Resource.id == resource_id)
+    query = sa.select(ResourceRecord).where(ResourceRecord.id == resource_id)
     if project_id is not None:
-        query = query.where(Resource.project_id == project_id)
+        query = query.where(ResourceRecord.project_id == project_id)
     if rtype is not None:
-        query = query.where(Resource.type == rtype)
+        query = query.where(ResourceRecord.type == rtype)
     return session.scalars(query).one_or_none()
 
 
-def get_resources(session: orm.Session, resource_ids: Iterable[str]) -> Sequence[Resource]:
-    return session.scalars(sa.select(Resource).where(Resource.id.in_(list(resource_ids)))).all()
+def get_resources(session: orm.Session, resource_ids: Iterable[str]) -> Sequence[ResourceRecord]:
+    return session.scalars(sa.select(ResourceRecord).where(ResourceRecord.id.in_(list(resource_ids)))).all()
 
 
 def list_resources(
@@ -44,41 +44,43 @@ def list_resources(
     project_id: str | None,
     filters: dict[str, Any],
     limit: int,
-    marker: Resource | None,
-) -> Sequence[Resource]:
-    query = sa.select(Resource).where(Resource.type == rtype)
+    marker: ResourceRecord | None,
+) -> Sequence[ResourceRecord]:
+    query = sa.select(ResourceRecord).where(ResourceRecord.type == rtype)
     if project_id is not None:
-        query = query.where(Resource.project_id == project_id)
+        query = query.where(ResourceRecord.project_id == project_id)
     for column, value in filters.items():
-        query = query.where(getattr(Resource, column) == value)
-    return session.scalars(_page(query, Resource, marker, limit)).all()
+        query = query.where(getattr(ResourceRecord, column) == value)
+    return session.scalars(_page(query, ResourceRecord, marker, limit)).all()
 
 
-def children(session: orm.Session, resource_id: str) -> Sequence[Resource]:
+def children(session: orm.Session, resource_id: str) -> Sequence[ResourceRecord]:
     return session.scalars(
-        sa.select(Resource).where(Resource.parent_id == resource_id).order_by(Resource.created_at)
+        sa.select(ResourceRecord)
+        .where(ResourceRecord.parent_id == resource_id)
+        .order_by(ResourceRecord.created_at)
     ).all()
 
 
 def count_children(session: orm.Session, parent_id: str, type_name: str) -> int:
     """How many children of ``type_name`` a resource has, those being deleted left out."""
     query = sa.select(sa.func.count()).where(
-        Resource.parent_id == parent_id,
-        Resource.type == type_name,
-        Resource.provisioning_status != ProvisioningStatus.PENDING_DELETE,
+        ResourceRecord.parent_id == parent_id,
+        ResourceRecord.type == type_name,
+        ResourceRecord.provisioning_status != ProvisioningStatus.PENDING_DELETE,
     )
     return int(session.scalar(query) or 0)
 
 
-def tree(session: orm.Session, root_id: str) -> Sequence[Resource]:
+def tree(session: orm.Session, root_id: str) -> Sequence[ResourceRecord]:
     return session.scalars(
-        sa.select(Resource).where(Resource.root_id == root_id).order_by(Resource.created_at)
+        sa.select(ResourceRecord).where(ResourceRecord.root_id == root_id).order_by(ResourceRecord.created_at)
     ).all()
 
 
 def lock_root(session: orm.Session, root_id: str) -> None:
     if not one_writer(session):
-        session.execute(sa.select(Resource.id).where(Resource.id == root_id).with_for_update())
+        session.execute(sa.select(ResourceRecord.id).where(ResourceRecord.id == root_id).with_for_update())
 
 
 def lock_trees(session: orm.Session, root_ids: Iterable[str], skip_locked: bool = False) -> set[str]:
@@ -112,10 +114,10 @@ def _lock_roots(session: orm.Session, roots: list[str] | sa.Select[Any], skip_lo
     if isinstance(roots, list) and not roots:
         return set()
     query = (
-        sa.select(Resource.id)
-        .where(Resource.id.in_(roots))
-        .order_by(Resource.id)
-        .with_for_update(of=Resource, skip_locked=skip_locked)
+        sa.select(ResourceRecord.id)
+        .where(ResourceRecord.id.in_(roots))
+        .order_by(ResourceRecord.id)
+        .with_for_update(of=ResourceRecord, skip_locked=skip_locked)
     )
     return set(session.scalars(query))
 

@@ -19,18 +19,18 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from tether.common.states import IN_FLIGHT_TASK_STATES, ProvisioningStatus, TaskState
-from tether.plugin.db.models import Agent, Resource, Task
+from tether.plugin.db.models import AgentRecord, ResourceRecord, Task
 
 #: The root of the resource a query is about.
-_Root = orm.aliased(Resource)
+_Root = orm.aliased(ResourceRecord)
 
 
 def agent_dead() -> sa.ColumnElement[bool]:
     """True for a resource whose tree is bound to an agent the reaper declared dead."""
     return (
-        sa.select(Agent.id)
-        .join(_Root, _Root.agent_id == Agent.id)
-        .where(_Root.id == Resource.root_id, Agent.alive.is_(False))
+        sa.select(AgentRecord.id)
+        .join(_Root, _Root.agent_id == AgentRecord.id)
+        .where(_Root.id == ResourceRecord.root_id, AgentRecord.alive.is_(False))
         .exists()
     )
 
@@ -38,9 +38,9 @@ def agent_dead() -> sa.ColumnElement[bool]:
 def in_sync() -> sa.ColumnElement[bool]:
     """The ``in_sync`` of a resource, as SQL."""
     return sa.and_(
-        Resource.provisioning_status == ProvisioningStatus.ACTIVE.value,
-        Resource.applied_generation == Resource.generation,
-        Resource.drift.is_(None),
+        ResourceRecord.provisioning_status == ProvisioningStatus.ACTIVE.value,
+        ResourceRecord.applied_generation == ResourceRecord.generation,
+        ResourceRecord.drift.is_(None),
         sa.not_(agent_dead()),
     )
 
@@ -51,36 +51,36 @@ def list_resources(
     project_id: str | None,
     filters: dict[str, Any],
     limit: int,
-    marker: Resource | None,
+    marker: ResourceRecord | None,
     wanted: bool | None = None,
-) -> list[tuple[Resource, bool]]:
+) -> list[tuple[ResourceRecord, bool]]:
     """A page of resources, each with whether its agent is dead.
 
     :param wanted: only those in sync (True), or out of sync (False).
     """
     dead = agent_dead().label("agent_dead")
-    query = sa.select(Resource, dead).where(Resource.type == rtype)
+    query = sa.select(ResourceRecord, dead).where(ResourceRecord.type == rtype)
     if project_id is not None:
-        query = query.where(Resource.project_id == project_id)
+        query = query.where(ResourceRecord.project_id == project_id)
     for column, value in filters.items():
-        query = query.where(getattr(Resource, column) == value)
+        query = query.where(getattr(ResourceRecord, column) == value)
     if wanted is not None:
         query = query.where(in_sync() if wanted else sa.not_(in_sync()))
     if marker is not None:
         query = query.where(
-            sa.tuple_(Resource.created_at, Resource.id)
-            > sa.tuple_(sa.literal(marker.created_at, Resource.created_at.type), sa.literal(marker.id))
+            sa.tuple_(ResourceRecord.created_at, ResourceRecord.id)
+            > sa.tuple_(sa.literal(marker.created_at, ResourceRecord.created_at.type), sa.literal(marker.id))
         )
-    query = query.order_by(Resource.created_at, Resource.id).limit(limit)
+    query = query.order_by(ResourceRecord.created_at, ResourceRecord.id).limit(limit)
     return [(row, bool(lost)) for row, lost in session.execute(query)]
 
 
-def is_agent_dead(session: orm.Session, resource: Resource) -> bool:
-    query = sa.select(agent_dead()).select_from(Resource).where(Resource.id == resource.id)
+def is_agent_dead(session: orm.Session, resource: ResourceRecord) -> bool:
+    query = sa.select(agent_dead()).select_from(ResourceRecord).where(ResourceRecord.id == resource.id)
     return bool(session.scalar(query))
 
 
-def reasons(session: orm.Session, rows: Iterable[tuple[Resource, bool]]) -> dict[str, dict[str, Any]]:
+def reasons(session: orm.Session, rows: Iterable[tuple[ResourceRecord, bool]]) -> dict[str, dict[str, Any]]:
     """Why each of ``rows`` (resources out of sync, each with whether its
     agent is dead) may differ from its device, by resource id: a change in
     flight (``pending``, with its task), a dead agent (``agent_dead``), a
@@ -114,7 +114,7 @@ def reasons(session: orm.Session, rows: Iterable[tuple[Resource, bool]]) -> dict
     return answer
 
 
-def _failed(resource: Resource) -> bool:
+def _failed(resource: ResourceRecord) -> bool:
     return (
         resource.provisioning_status == ProvisioningStatus.ERROR
         or resource.applied_generation != resource.generation
@@ -138,7 +138,7 @@ def _reason(reason: str, task: Task | None, detail: str) -> dict[str, Any]:
     return view
 
 
-def is_in_sync(resource: Resource, agent_is_dead: bool) -> bool:
+def is_in_sync(resource: ResourceRecord, agent_is_dead: bool) -> bool:
     """:func:`in_sync` for a row already read."""
     return (
         resource.provisioning_status == ProvisioningStatus.ACTIVE

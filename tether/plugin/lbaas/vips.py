@@ -23,7 +23,7 @@ from typing import Any
 from oslo_config import cfg
 
 from tether.common.exceptions import Conflict
-from tether.plugin.db.models import Resource
+from tether.plugin.db.models import ResourceRecord
 from tether.plugin.lbaas.vip_range import Address, VipRange
 from tether.plugin.tasks.accept_checks import Acceptance, AcceptCheck
 
@@ -124,7 +124,7 @@ def _served(acceptance: Acceptance, address: Address) -> bool:
 def _same_tree(acceptance: Acceptance, holder: str | None) -> bool:
     if holder is None:
         return False
-    row = acceptance.session.get(Resource, holder)
+    row = acceptance.session.get(ResourceRecord, holder)
     return row is not None and row.root_id == acceptance.resource.root_id
 
 

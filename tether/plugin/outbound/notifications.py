@@ -23,7 +23,7 @@ from oslo_config import cfg
 from sqlalchemy import orm
 
 from tether.common import rpc
-from tether.plugin.db.models import Resource, Row, Task
+from tether.plugin.db.models import ResourceRecord, Row, Task
 from tether.plugin.db.session import after_commit
 
 LOG = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def task_changed(session: orm.Session, task: Task | Row) -> None:
         record(session, f"tether.task.{task.state.lower()}", task_payload(task))
 
 
-def resource_offline(session: orm.Session, resource: Resource, reason: str) -> None:
+def resource_offline(session: orm.Session, resource: ResourceRecord, reason: str) -> None:
     """``resource``'s operating status became OFFLINE outside any task."""
     if session.info.get(WANTED):
         record(
@@ -61,7 +61,7 @@ def resource_offline(session: orm.Session, resource: Resource, reason: str) -> N
         )
 
 
-def failed_over(session: orm.Session, root: Resource, dead: str, in_step: bool) -> None:
+def failed_over(session: orm.Session, root: ResourceRecord, dead: str, in_step: bool) -> None:
     """``root``'s standby agent became its active one, ``dead`` having died."""
     if session.info.get(WANTED):
         record(
@@ -79,7 +79,9 @@ def failed_over(session: orm.Session, root: Resource, dead: str, in_step: bool) 
         )
 
 
-def resource_changed(session: orm.Session, task: Task, status: str, resource: Resource | None = None) -> None:
+def resource_changed(
+    session: orm.Session, task: Task, status: str, resource: ResourceRecord | None = None
+) -> None:
     """:param resource: the resource that changed, when not the task's own
     (one under the target of a cascade delete)."""
     if session.info.get(WANTED):

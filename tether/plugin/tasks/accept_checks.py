@@ -42,7 +42,7 @@ from stevedore import extension
 from tether.common.exceptions import ConfigError, Conflict
 from tether.common.resource_types import Registry, ResourceType
 from tether.plugin.db import reservations
-from tether.plugin.db.models import Resource
+from tether.plugin.db.models import ResourceRecord
 from tether.plugin.tasks import references
 
 LOG = logging.getLogger(__name__)
@@ -57,9 +57,9 @@ class Acceptance:
     session: orm.Session
     rtype: ResourceType
     #: the resource as the change leaves it (a create's is written, with its id)
-    resource: Resource
+    resource: ResourceRecord
     #: the parent of a created child; None otherwise
-    parent: Resource | None = None
+    parent: ResourceRecord | None = None
     #: the attributes an update names, with their new values
     changes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -153,7 +153,11 @@ class AcceptChecks:
         return check is not None and check.checks_create_of_root(attributes)
 
     def create(
-        self, session: orm.Session, rtype: ResourceType, resource: Resource, parent: Resource | None
+        self,
+        session: orm.Session,
+        rtype: ResourceType,
+        resource: ResourceRecord,
+        parent: ResourceRecord | None,
     ) -> None:
         """Judge a create, its resource added to ``session``."""
         references.check_named(session, self.registry, rtype, resource, resource.attributes)
@@ -163,7 +167,7 @@ class AcceptChecks:
             check.create(Acceptance(session, rtype, resource, parent))
 
     def update(
-        self, session: orm.Session, rtype: ResourceType, resource: Resource, changes: Mapping[str, Any]
+        self, session: orm.Session, rtype: ResourceType, resource: ResourceRecord, changes: Mapping[str, Any]
     ) -> None:
         """Judge an update before ``resource`` takes ``changes``."""
         references.check_named(
@@ -173,7 +177,7 @@ class AcceptChecks:
         if check is not None:
             check.update(Acceptance(session, rtype, resource, changes=changes))
 
-    def delete(self, session: orm.Session, rtype: ResourceType, doomed: Sequence[Resource]) -> None:
+    def delete(self, session: orm.Session, rtype: ResourceType, doomed: Sequence[ResourceRecord]) -> None:
         """Judge a delete of ``doomed[0]`` that removes ``doomed``."""
         references.check_unreferenced(session, self.registry, doomed)
         check = self._checks.get(rtype.name)

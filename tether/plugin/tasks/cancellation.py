@@ -20,7 +20,7 @@ from tether.common.resource_types import Registry
 from tether.common.states import IN_FLIGHT_TASK_STATES, Operation, ProvisioningStatus, TaskState
 from tether.plugin.context import RequestContext
 from tether.plugin.db import queries
-from tether.plugin.db.models import Resource, Task
+from tether.plugin.db.models import ResourceRecord, Task
 from tether.plugin.tasks import lifecycle, references
 
 LOG = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def cancel(
     return task
 
 
-def _restore(session: orm.Session, resource: Resource, cancelled: Task) -> None:
+def _restore(session: orm.Session, resource: ResourceRecord, cancelled: Task) -> None:
     history = [
         t for t in queries.tasks_of(session, resource.id) if t.id != cancelled.id and t.state not in _UNDONE
     ]
@@ -111,7 +111,7 @@ def _restore(session: orm.Session, resource: Resource, cancelled: Task) -> None:
     resource.name = resource.attributes.get("name")
 
 
-def _remove_tree(session: orm.Session, policy: lifecycle.Policy, resource: Resource) -> None:
+def _remove_tree(session: orm.Session, policy: lifecycle.Policy, resource: ResourceRecord) -> None:
     """A create that never happened: its resource and anything queued under it go."""
     for child in queries.children(session, resource.id):
         for task in queries.tasks_of(session, child.id):

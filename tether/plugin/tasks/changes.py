@@ -9,7 +9,7 @@ newest desired state (:func:`tether.plugin.tasks.lifecycle.advance`). A delete
 supersedes the queued updates of its resource; a delete that arrives before
 the resource's create was claimed by any agent finishes both with no device
 work. A resource with children is deleted only with them, by a cascade
-delete (:mod:`tether.plugin.tasks.lifecycle.cascade`), which supersedes the
+delete (:mod:`tether.plugin.tasks.lifecycle.cascade_records`), which supersedes the
 waiting changes of every resource it removes.
 """
 
@@ -33,12 +33,12 @@ from tether.common.states import (
     ProvisioningStatus,
     TaskState,
 )
-from tether.plugin.agents.capabilities import ProviderCapabilities
+from tether.plugin.agents.provider_capabilities import ProviderCapabilities
 from tether.plugin.agents.providers import Providers
 from tether.plugin.context import RequestContext
 from tether.plugin.db import queries
 from tether.plugin.db.group_commit import GroupCommit
-from tether.plugin.db.models import Resource, Row, Task, utcnow
+from tether.plugin.db.models import ResourceRecord, Row, Task, utcnow
 from tether.plugin.tasks import lifecycle
 from tether.plugin.tasks.accept_checks import AcceptChecks
 from tether.plugin.tasks.lifecycle import roots
@@ -53,7 +53,7 @@ T = TypeVar("T")
 #: Idempotency-Key, because the rows are not the caller's after commit). A new
 #: root's answer, which writes nothing, is rendered from its rows before its
 #: transaction, with no session.
-Answer = Callable[[orm.Session | None, Resource | Row, Task | Row], T]
+Answer = Callable[[orm.Session | None, ResourceRecord | Row, Task | Row], T]
 
 OPTS: list[cfg.Opt] = [
     cfg.StrOpt(
@@ -206,7 +206,7 @@ class Changes:
         resource_id = str(uuid.uuid4())
         root_id = parent.root_id if parent is not None else resource_id
         now = utcnow()
-        resource = Resource(
+        resource = ResourceRecord(
             id=resource_id,
             type=rtype.name,
             project_id=parent.project_id if parent is not None else ctx.project_id,
@@ -299,7 +299,7 @@ class Changes:
 
     def _get(
         self, session: orm.Session, ctx: RequestContext, rtype: ResourceType, resource_id: Any
-    ) -> Resource:
+    ) -> ResourceRecord:
         resource = None
         if isinstance(resource_id, str):
             resource = queries.get_resource(session, resource_id, ctx.project_filter, rtype.name)
@@ -342,7 +342,7 @@ class Changes:
         provider: str,
         rtype: ResourceType,
         attributes: dict[str, Any],
-        parent: Resource | None = None,
+        parent: ResourceRecord | None = None,
     ) -> list[str]:
         """Refuse what the provider's drivers declared they cannot do; the task's notes."""
         if self.capabilities is None:
@@ -353,10 +353,10 @@ class Changes:
         self,
         session: orm.Session,
         ctx: RequestContext,
-        resource: Resource,
+        resource: ResourceRecord,
         operation: Operation,
         notes: list[str] | None = None,
-        doomed: Sequence[Resource] = (),
+        doomed: Sequence[ResourceRecord] = (),
     ) -> Task:
         """:param doomed: what a delete removes: the resource, and for a
         cascade delete everything under it."""
@@ -378,13 +378,13 @@ class Changes:
         return task
 
 
-def _describe(kids: Sequence[Resource]) -> str:
+def _describe(kids: Sequence[ResourceRecord]) -> str:
     shown = ", ".join(f"{k.type} {k.id}" for k in kids[:5])
     more = f" and {len(kids) - 5} more" if len(kids) > 5 else ""
     return f"{len(kids)} child resource(s): {shown}{more}"
 
 
-def _log_accepted(resource: Resource | Row, task: Task | Row) -> None:
+def _log_accepted(resource: ResourceRecord | Row, task: Task | Row) -> None:
     LOG.info(
         "accepted %s of %s %s as task %s (generation %d, provider %s)",
         task.operation,

@@ -1,7 +1,7 @@
 """The plugin's side of claims over kombu (see :mod:`tether.common.claims`).
 
 Each tick takes every claims request already delivered, decides all their
-claims in one transaction (:class:`~tether.plugin.tasks.claims.ClaimDecider`),
+claims in one transaction (:class:`~tether.plugin.tasks.claim_decider.ClaimDecider`),
 publishes one reply per request to its ``reply_to`` and acks the requests.
 Replies are neither persistent nor confirmed: a lost one costs the agent a
 retry of the same claim, which is answered alike.
@@ -22,7 +22,7 @@ from tether.common import claims, connection, dead_lettering, transport, wire
 from tether.common.claims import Claim, ClaimAnswer
 from tether.common.exceptions import MalformedMessage, ServiceUnavailable
 from tether.common.publisher import Publisher
-from tether.plugin.tasks.claims import ClaimDecider
+from tether.plugin.tasks.claim_decider import ClaimDecider
 
 LOG = logging.getLogger(__name__)
 

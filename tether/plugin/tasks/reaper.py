@@ -3,7 +3,7 @@
 Every non-terminal task carries a deadline. Each pass of the reaper:
 
 1. declares dead the agents whose reports stopped, promotes the standbys of
-   the roots they were active for (:mod:`tether.plugin.agents.standby`), replaces
+   the roots they were active for (:mod:`tether.plugin.agents.standby_pairs`), replaces
    those they stood by for, and retries (or fails) the tasks they were
    running;
 2. takes the tasks past their deadline and retries them or fails them with
@@ -30,13 +30,13 @@ from sqlalchemy import orm
 
 from tether.common.periodic import Periodic
 from tether.common.states import OperatingStatus, TaskState
-from tether.plugin.agents import standby
-from tether.plugin.agents.registry import Registry
-from tether.plugin.agents.scheduler import Scheduler
+from tether.plugin.agents import standby_pairs
+from tether.plugin.agents.placement import Placement
+from tether.plugin.agents.registry import AgentRegistry
 from tether.plugin.api import idempotency
 from tether.plugin.db import agent_queries, queries
 from tether.plugin.db.exceptions import DatabaseError
-from tether.plugin.db.models import Resource, Task, utcnow
+from tether.plugin.db.models import ResourceRecord, Task, utcnow
 from tether.plugin.outbound import notifications
 from tether.plugin.tasks import lifecycle
 
@@ -63,9 +63,9 @@ class Reaper(Periodic):
         self,
         sessionmaker: orm.sessionmaker[orm.Session],
         policy: lifecycle.Policy,
-        agents: Registry,
+        agents: AgentRegistry,
         interval: float,
-        scheduler: Scheduler | None = None,
+        scheduler: Placement | None = None,
         reschedule: bool = True,
         queue_depths: Callable[[Sequence[str]], dict[str, int | None]] | None = None,
         providers: Sequence[str] = (),
@@ -143,7 +143,7 @@ class Reaper(Periodic):
             for agent in list(self.agents.declare_dead(session)):
                 # First, so that the tasks abandoned below go to the promoted agent.
                 moved += self._promote(session, agent.id)
-                standby.replace(session, agent.id, self.agents)
+                standby_pairs.replace(session, agent.id, self.agents)
                 for task in agent_queries.running_on(session, agent.id):
                     lifecycle.abandon(
                         session,
@@ -163,7 +163,7 @@ class Reaper(Periodic):
         once, whether or not ``reschedule_on_agent_death``: their device has
         moved the traffic there already. Applied again in full only where
         the standby was not in step."""
-        promoted = standby.promote(session, dead, self.agents)
+        promoted = standby_pairs.promote(session, dead, self.agents)
         for root, in_step in promoted:
             notifications.failed_over(session, root, dead, in_step)
             self._reroute(session, root, dead)
@@ -185,7 +185,7 @@ class Reaper(Periodic):
             if live == self._live:
                 return 0
             self._live = live
-            return standby.fill(session, placed, self.agents, live)
+            return standby_pairs.fill(session, placed, self.agents, live)
 
     def _reschedule(self, session: orm.Session, dead: str) -> int:
         """Move the roots bound to a dead agent to live ones and apply them there in full."""
@@ -206,7 +206,7 @@ class Reaper(Periodic):
             lifecycle.reapply(session, self.policy, root, f"agent {dead} died; moved to {root.agent_id}")
         return len(roots)
 
-    def _reroute(self, session: orm.Session, root: Resource, dead: str) -> None:
+    def _reroute(self, session: orm.Session, root: ResourceRecord, dead: str) -> None:
         """Publish again, to the queue of ``root``'s new agent, its tasks that
         were published (or are about to be) to the dead agent's queue.
 

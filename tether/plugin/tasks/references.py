@@ -19,14 +19,14 @@ from tether.common.exceptions import Conflict, InvalidInput
 from tether.common.resource_types import Registry, ResourceType
 from tether.common.states import ProvisioningStatus
 from tether.plugin.db import queries
-from tether.plugin.db.models import Resource
+from tether.plugin.db.models import ResourceRecord
 
 
 def check_named(
     session: orm.Session,
     registry: Registry,
     rtype: ResourceType,
-    resource: Resource,
+    resource: ResourceRecord,
     attributes: Mapping[str, Any],
 ) -> None:
     """Each reference in ``attributes`` (all of a create's, those an update
@@ -56,7 +56,7 @@ def check_named(
             )
 
 
-def check_unreferenced(session: orm.Session, registry: Registry, doomed: Sequence[Resource]) -> None:
+def check_unreferenced(session: orm.Session, registry: Registry, doomed: Sequence[ResourceRecord]) -> None:
     """Nothing outside ``doomed`` (what a delete removes) may name one of them.
 
     :raises Conflict: naming the referrer, its attribute and what to do.
@@ -86,7 +86,11 @@ def check_unreferenced(session: orm.Session, registry: Registry, doomed: Sequenc
 
 
 def _dangling(
-    registry: Registry, referrer: Resource, attribute: str, target: Resource, deleted: Resource
+    registry: Registry,
+    referrer: ResourceRecord,
+    attribute: str,
+    target: ResourceRecord,
+    deleted: ResourceRecord,
 ) -> str:
     what = f"{target.type} {target.id}"
     if target is not deleted:

@@ -28,7 +28,7 @@ from tether.common.resource_types import ResourceType
 from tether.common.states import IN_FLIGHT_TASK_STATES, Operation, ProvisioningStatus, TaskState
 from tether.plugin.context import RequestContext
 from tether.plugin.db import queries
-from tether.plugin.db.models import Resource, Task
+from tether.plugin.db.models import ResourceRecord, Task
 from tether.plugin.tasks import lifecycle
 
 LOG = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def reapply(
     return lifecycle.reapply(session, policy, resource, why, request_id=ctx.request_id)
 
 
-def _check_idle(session: orm.Session, resource: Resource, done: str) -> None:
+def _check_idle(session: orm.Session, resource: ResourceRecord, done: str) -> None:
     """Refuse while a change of ``resource`` is in flight, naming it."""
     if not resource.provisioning_status.startswith("PENDING_"):
         return
@@ -152,14 +152,18 @@ def _check_idle(session: orm.Session, resource: Resource, done: str) -> None:
     )
 
 
-def _latest_change(session: orm.Session, resource: Resource) -> Task | None:
+def _latest_change(session: orm.Session, resource: ResourceRecord) -> Task | None:
     """The resource's newest task that was not called back or folded into another."""
     changes = [t for t in queries.tasks_of(session, resource.id) if t.state not in _UNDONE]
     return changes[-1] if changes else None
 
 
 def _delete_again(
-    session: orm.Session, policy: lifecycle.Policy, ctx: RequestContext, resource: Resource, failed: Task
+    session: orm.Session,
+    policy: lifecycle.Policy,
+    ctx: RequestContext,
+    resource: ResourceRecord,
+    failed: Task,
 ) -> Task:
     kids = queries.children(session, resource.id)
     if kids and not failed.cascade:

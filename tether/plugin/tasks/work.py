@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 from tether.common import messages
 from tether.common.states import Operation
-from tether.plugin.db.models import Resource, Row, Task
+from tether.plugin.db.models import ResourceRecord, Row, Task
 
 
-def message(task: Task, resource: Resource, tree: Sequence[Resource]) -> messages.Work:
+def message(task: Task, resource: ResourceRecord, tree: Sequence[ResourceRecord]) -> messages.Work:
     """The work message of ``task`` on ``resource``, with ``tree`` (the root's resources) nested."""
     if task.cascade:
         return messages.Work(
@@ -38,7 +38,7 @@ def work_task(task: Task | Row) -> messages.WorkTask:
 
 
 def desired(
-    resource: Resource, children: list[messages.DesiredResource] | None = None
+    resource: ResourceRecord, children: list[messages.DesiredResource] | None = None
 ) -> messages.DesiredResource:
     return messages.DesiredResource(
         type=resource.type,
@@ -52,7 +52,7 @@ def desired(
     )
 
 
-def desired_tree(rows: Sequence[Resource]) -> messages.DesiredResource:
+def desired_tree(rows: Sequence[ResourceRecord]) -> messages.DesiredResource:
     """Nest a root's resources under the root, parents before children."""
     children: dict[str, list[messages.DesiredResource]] = {r.id: [] for r in rows}
     nodes = {r.id: desired(r, children[r.id]) for r in rows}

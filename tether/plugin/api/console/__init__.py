@@ -12,7 +12,7 @@ from __future__ import annotations
 import fastapi
 from fastapi.staticfiles import StaticFiles
 
-from tether.plugin.api.console import actions, caller, login, pages, render
+from tether.plugin.api.console import action_pages, caller, login, pages, render
 from tether.plugin.api.console.events import LiveEvents
 from tether.plugin.api.deps import Api
 
@@ -25,6 +25,6 @@ def install(app: fastapi.FastAPI, api: Api) -> LiveEvents:
     app.state.console_events = events
     app.include_router(login.router(api))
     app.include_router(pages.router(api, events))
-    app.include_router(actions.router(api))
+    app.include_router(action_pages.router(api))
     app.mount(f"{caller.PATH}/static", StaticFiles(directory=render.STATIC), name="console-static")
     return events

@@ -12,7 +12,7 @@ from sqlalchemy import orm
 
 from tether.common.states import IN_FLIGHT_TASK_STATES, StepState, TaskState
 from tether.plugin.api.console.tree import aware
-from tether.plugin.db.models import Agent, Callback, Outbox, Task, TaskAttempt, TaskStep
+from tether.plugin.db.models import AgentRecord, Callback, Outbox, Task, TaskAttempt, TaskStep
 
 #: the task columns the tasks page filters on, by query parameter
 FILTERS = {
@@ -182,5 +182,5 @@ def running_by_agent(session: orm.Session) -> dict[str, int]:
     return {agent_id: count for agent_id, count in rows if agent_id is not None}
 
 
-def agents(session: orm.Session) -> Sequence[Agent]:
-    return session.scalars(sa.select(Agent).order_by(Agent.host, Agent.id)).all()
+def agents(session: orm.Session) -> Sequence[AgentRecord]:
+    return session.scalars(sa.select(AgentRecord).order_by(AgentRecord.host, AgentRecord.id)).all()

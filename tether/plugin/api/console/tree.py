@@ -18,7 +18,7 @@ from sqlalchemy import orm
 
 from tether.common.resource_types import Registry
 from tether.common.states import ProvisioningStatus, TaskState
-from tether.plugin.db.models import Outbox, Resource, Task, TaskAttempt, utcnow
+from tether.plugin.db.models import Outbox, ResourceRecord, Task, TaskAttempt, utcnow
 
 #: the finished tasks the usual time of an operation is taken from: the
 #: newest this many of all (an index range), and of those the newest
@@ -44,18 +44,18 @@ class Why:
 
 @dataclasses.dataclass
 class Node:
-    resource: Resource
+    resource: ResourceRecord
     in_sync: bool
     why: Why | None = None
     #: children by type, in the registry's order of types
     children: list[tuple[str, list[Node]]] = dataclasses.field(default_factory=list)
 
 
-def settled(row: Resource) -> bool:
+def settled(row: ResourceRecord) -> bool:
     return row.provisioning_status == ProvisioningStatus.ACTIVE and row.drift is None
 
 
-def in_sync(row: Resource) -> bool:
+def in_sync(row: ResourceRecord) -> bool:
     # The API's definition (views.in_sync), repeated here so the console
     # does not import the REST layer's views for one line.
     return settled(row) and row.applied_generation == row.generation
@@ -70,17 +70,21 @@ def trees(
 ) -> tuple[list[Node], bool]:
     """The newest ``limit`` roots (of ``project_id``, or every project's) as
     trees; and whether there are more."""
-    query = sa.select(Resource).where(Resource.parent_id.is_(None))
+    query = sa.select(ResourceRecord).where(ResourceRecord.parent_id.is_(None))
     if project_id is not None:
-        query = query.where(Resource.project_id == project_id)
+        query = query.where(ResourceRecord.project_id == project_id)
     if root_id is not None:
-        query = query.where(Resource.id == root_id)
-    roots = list(session.scalars(query.order_by(Resource.created_at.desc(), Resource.id).limit(limit + 1)))
+        query = query.where(ResourceRecord.id == root_id)
+    roots = list(
+        session.scalars(query.order_by(ResourceRecord.created_at.desc(), ResourceRecord.id).limit(limit + 1))
+    )
     more = len(roots) > limit
     roots = roots[:limit]
     if not roots:
         return [], False
-    rows = list(session.scalars(sa.select(Resource).where(Resource.root_id.in_([r.id for r in roots]))))
+    rows = list(
+        session.scalars(sa.select(ResourceRecord).where(ResourceRecord.root_id.in_([r.id for r in roots])))
+    )
     whys = explain(session, [r for r in rows if not in_sync(r)])
     nodes = {r.id: Node(r, in_sync(r), whys.get(r.id)) for r in rows}
     by_parent: dict[str | None, list[Node]] = {}
@@ -96,7 +100,7 @@ def trees(
     return [nodes[r.id] for r in roots if r.id in nodes], more
 
 
-def explain(session: orm.Session, unsettled: Sequence[Resource]) -> dict[str, Why]:
+def explain(session: orm.Session, unsettled: Sequence[ResourceRecord]) -> dict[str, Why]:
     """The latest task of each resource in ``unsettled``, with its current
     attempt, its next retry and the usual time of its operation."""
     if not unsettled:

@@ -37,7 +37,7 @@ The rules:
 * a task that finishes moves its resource: ACTIVE (or gone, after a delete)
   on success, ERROR with ``last_error`` on failure, and dispatches the next
   task queued on its tree; a cascade delete moves every resource under its
-  target the same way (:mod:`tether.plugin.tasks.lifecycle.cascade`).
+  target the same way (:mod:`tether.plugin.tasks.lifecycle.cascade_records`).
 
 The set-based writes (:mod:`tether.plugin.db.attempts`) carry the fencing in
 their ``WHERE``: a write decided on a stale read matches no row, and the
@@ -46,7 +46,7 @@ batch fails rather than overwrite anything.
 
 from __future__ import annotations
 
-from tether.plugin.tasks.lifecycle.cascade import mark_deleting, subtree
+from tether.plugin.tasks.lifecycle.cascade_records import mark_deleting, subtree
 from tether.plugin.tasks.lifecycle.claiming import (
     ClaimDecision,
     ClaimedTask,
@@ -56,8 +56,8 @@ from tether.plugin.tasks.lifecycle.claiming import (
     taken_by,
 )
 from tether.plugin.tasks.lifecycle.finished import FINISHED, FINISHED_METRICS
-from tether.plugin.tasks.lifecycle.policy import OPTS, Policy
 from tether.plugin.tasks.lifecycle.reapplying import reapply
+from tether.plugin.tasks.lifecycle.retries import OPTS, Policy
 from tether.plugin.tasks.lifecycle.settling import settle_simply
 from tether.plugin.tasks.lifecycle.transitions import (
     abandon,

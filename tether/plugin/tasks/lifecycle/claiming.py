@@ -21,7 +21,7 @@ from tether.common.states import TaskState
 from tether.plugin.db import attempts
 from tether.plugin.db.models import Task, utcnow
 from tether.plugin.outbound import notifications
-from tether.plugin.tasks.lifecycle.policy import Policy
+from tether.plugin.tasks.lifecycle.retries import Policy
 
 LOG = logging.getLogger(__name__)
 

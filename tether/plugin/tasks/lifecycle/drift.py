@@ -26,9 +26,9 @@ from sqlalchemy import orm
 
 from tether.common.states import IN_FLIGHT_TASK_STATES, ProvisioningStatus
 from tether.plugin.db import queries
-from tether.plugin.db.models import Agent, Resource, Task
-from tether.plugin.tasks.lifecycle.policy import Policy
+from tether.plugin.db.models import AgentRecord, ResourceRecord, Task
 from tether.plugin.tasks.lifecycle.reapplying import reapply
+from tether.plugin.tasks.lifecycle.retries import Policy
 
 LOG = logging.getLogger(__name__)
 
@@ -38,13 +38,13 @@ MISSING = "missing on the device"
 def targets(session: orm.Session, provider: str, roots: Sequence[str] | None) -> dict[str, dict[str, Any]]:
     """The settled resources of ``provider`` (of the trees ``roots`` only,
     for a host-placed one), with what their device should hold."""
-    query = sa.select(Resource).where(
-        Resource.provider == provider,
-        Resource.provisioning_status == ProvisioningStatus.ACTIVE.value,
-        Resource.applied_generation == Resource.generation,
+    query = sa.select(ResourceRecord).where(
+        ResourceRecord.provider == provider,
+        ResourceRecord.provisioning_status == ProvisioningStatus.ACTIVE.value,
+        ResourceRecord.applied_generation == ResourceRecord.generation,
     )
     if roots is not None:
-        query = query.where(Resource.root_id.in_(list(roots)))
+        query = query.where(ResourceRecord.root_id.in_(list(roots)))
     return {
         row.id: {"type": row.type, "generation": row.generation, "attributes": row.applied_attributes or {}}
         for row in session.scalars(query)
@@ -54,7 +54,7 @@ def targets(session: orm.Session, provider: str, roots: Sequence[str] | None) ->
 def record(
     session: orm.Session,
     policy: Policy,
-    agent: Agent,
+    agent: AgentRecord,
     provider: str,
     placed: Mapping[str, Mapping[str, Any]],
     audited: Mapping[str, int],
@@ -81,7 +81,7 @@ def record(
     }
     # Trees first, as every writer that decides on a tree holds its root;
     # then the resources, read under those locks.
-    roots = session.scalars(sa.select(Resource.root_id).where(Resource.id.in_(list(mine))))
+    roots = session.scalars(sa.select(ResourceRecord.root_id).where(ResourceRecord.id.in_(list(mine))))
     queries.lock_trees(session, set(roots))
     repaired: list[str] = []
     for row in queries.get_resources(session, mine):
@@ -134,7 +134,7 @@ def _difference(reported: Any) -> dict[str, Any] | None:
     return {"attributes": attributes, "summary": f"differs on the device: {', '.join(sorted(attributes))}"}
 
 
-def _repair(session: orm.Session, policy: Policy, resource: Resource) -> bool:
+def _repair(session: orm.Session, policy: Policy, resource: ResourceRecord) -> bool:
     """Queue an update that applies ``resource``'s desired state again,
     unless its tree is busy (whatever runs there applies it anyway)."""
     busy = session.scalar(

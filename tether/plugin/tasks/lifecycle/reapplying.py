@@ -10,8 +10,8 @@ import logging
 from sqlalchemy import orm
 
 from tether.common.states import Operation, ProvisioningStatus
-from tether.plugin.db.models import Resource, Task
-from tether.plugin.tasks.lifecycle.policy import Policy
+from tether.plugin.db.models import ResourceRecord, Task
+from tether.plugin.tasks.lifecycle.retries import Policy
 from tether.plugin.tasks.lifecycle.transitions import advance, new_task
 
 LOG = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ LOG = logging.getLogger(__name__)
 def reapply(
     session: orm.Session,
     policy: Policy,
-    resource: Resource,
+    resource: ResourceRecord,
     reason: str,
     request_id: str | None = None,
     verb: str = "re-applies",

@@ -28,14 +28,14 @@ from sqlalchemy import orm
 from tether.common import messages, transport
 from tether.common.states import OperatingStatus, Operation, ProvisioningStatus, TaskState
 from tether.plugin.db import group_commit
-from tether.plugin.db.models import EncodedJSON, Outbox, Resource, Row, Task, utcnow
+from tether.plugin.db.models import EncodedJSON, Outbox, ResourceRecord, Row, Task, utcnow
 from tether.plugin.outbound import notifications
 from tether.plugin.tasks import handoff, work
-from tether.plugin.tasks.lifecycle.policy import Policy
+from tether.plugin.tasks.lifecycle.retries import Policy
 
 LOG = logging.getLogger(__name__)
 
-_RESOURCES = cast(sa.Table, Resource.__table__)
+_RESOURCES = cast(sa.Table, ResourceRecord.__table__)
 _TASKS = cast(sa.Table, Task.__table__)
 _OUTBOX = cast(sa.Table, Outbox.__table__)
 

@@ -15,7 +15,7 @@ from tether.plugin.db import attempts
 from tether.plugin.db.models import utcnow
 from tether.plugin.outbound import notifications
 from tether.plugin.tasks.lifecycle import finished
-from tether.plugin.tasks.lifecycle.policy import Policy
+from tether.plugin.tasks.lifecycle.retries import Policy
 
 LOG = logging.getLogger(__name__)
 

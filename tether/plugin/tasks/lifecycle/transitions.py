@@ -22,11 +22,11 @@ from tether.common.states import (
     TaskState,
 )
 from tether.plugin.db import queries
-from tether.plugin.db.models import Outbox, Resource, Task, TaskAttempt, utcnow
+from tether.plugin.db.models import Outbox, ResourceRecord, Task, TaskAttempt, utcnow
 from tether.plugin.outbound import callbacks, notifications
 from tether.plugin.tasks import work
-from tether.plugin.tasks.lifecycle import cascade, finished
-from tether.plugin.tasks.lifecycle.policy import Policy
+from tether.plugin.tasks.lifecycle import cascade_records, finished
+from tether.plugin.tasks.lifecycle.retries import Policy
 
 LOG = logging.getLogger(__name__)
 
@@ -35,9 +35,9 @@ def enqueue(
     session: orm.Session,
     policy: Policy,
     task: Task,
-    resource: Resource,
+    resource: ResourceRecord,
     delay: float = 0.0,
-    tree: Sequence[Resource] | None = None,
+    tree: Sequence[ResourceRecord] | None = None,
 ) -> None:
     """Make ``task`` PENDING and commit its work message to the outbox.
 
@@ -202,7 +202,7 @@ def succeed(session: orm.Session, policy: Policy, task: Task, statuses: dict[str
     apply_statuses(session, task, statuses or {})
     if resource is not None:
         if task.operation == Operation.DELETE and task.cascade:
-            cascade.remove(session, task, resource)
+            cascade_records.remove(session, task, resource)
         elif task.operation == Operation.DELETE:
             session.delete(resource)
             session.flush()
@@ -243,7 +243,7 @@ def fail(
         if task.operation == Operation.CREATE:
             resource.operating_status = OperatingStatus.OFFLINE
         if task.cascade:
-            cascade.settle_failed(session, task, resource, message)
+            cascade_records.settle_failed(session, task, resource, message)
     _finish(session, policy, task, TaskState.FAILED)
 
 
@@ -254,7 +254,11 @@ def supersede(session: orm.Session, policy: Policy, task: Task, by: Task) -> Non
 
 
 def fold_into_delete(
-    session: orm.Session, policy: Policy, resource: Resource, delete: Task, doomed: Sequence[Resource]
+    session: orm.Session,
+    policy: Policy,
+    resource: ResourceRecord,
+    delete: Task,
+    doomed: Sequence[ResourceRecord],
 ) -> None:
     """A delete just accepted makes the waiting changes of what it removes
     moot (SUPERSEDED); if the resource's create never reached an agent,
@@ -292,7 +296,7 @@ def fold_into_delete(
 
 
 def new_task(
-    resource: Resource,
+    resource: ResourceRecord,
     operation: Operation,
     request_id: str | None = None,
     callback_url: str | None = None,

@@ -1,7 +1,7 @@
 """Deciding claims, a batch per transaction, whichever way they came.
 
 Agents of this release claim over kombu (:mod:`tether.plugin.tasks.claim_server`),
-agents of the previous one over oslo.messaging (:mod:`tether.plugin.agents.rpc`);
+agents of the previous one over oslo.messaging (:mod:`tether.plugin.agents.endpoint`);
 both hand their claims here, and each claim's transition is
 :func:`tether.plugin.tasks.lifecycle.decide_claim`'s.
 """

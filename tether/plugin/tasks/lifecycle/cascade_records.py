@@ -20,13 +20,13 @@ from sqlalchemy import orm
 
 from tether.common.states import ProvisioningStatus
 from tether.plugin.db import queries
-from tether.plugin.db.models import Resource, Task
+from tether.plugin.db.models import ResourceRecord, Task
 from tether.plugin.outbound import notifications
 
 
-def subtree(session: orm.Session, resource: Resource) -> list[Resource]:
+def subtree(session: orm.Session, resource: ResourceRecord) -> list[ResourceRecord]:
     """``resource`` and everything under it, parents before children."""
-    under: dict[str | None, list[Resource]] = collections.defaultdict(list)
+    under: dict[str | None, list[ResourceRecord]] = collections.defaultdict(list)
     for row in queries.tree(session, resource.root_id):
         under[row.parent_id].append(row)
     found = [resource]
@@ -38,14 +38,14 @@ def subtree(session: orm.Session, resource: Resource) -> list[Resource]:
     return found
 
 
-def mark_deleting(doomed: Sequence[Resource]) -> None:
+def mark_deleting(doomed: Sequence[ResourceRecord]) -> None:
     """What accepting a delete does to each resource it removes."""
     for resource in doomed:
         resource.generation += 1
         resource.provisioning_status = ProvisioningStatus.PENDING_DELETE
 
 
-def remove(session: orm.Session, task: Task, resource: Resource) -> None:
+def remove(session: orm.Session, task: Task, resource: ResourceRecord) -> None:
     """The cascade delete ``task`` succeeded: its subtree is gone."""
     for doomed in reversed(subtree(session, resource)):
         session.delete(doomed)
@@ -54,7 +54,7 @@ def remove(session: orm.Session, task: Task, resource: Resource) -> None:
         notifications.resource_changed(session, task, "DELETED", doomed)
 
 
-def settle_failed(session: orm.Session, task: Task, resource: Resource, message: str) -> None:
+def settle_failed(session: orm.Session, task: Task, resource: ResourceRecord, message: str) -> None:
     """The cascade delete ``task`` failed for good: each resource under its
     target ends as the target did (restored when the driver undid the whole
     operation and the resource had been applied, ERROR otherwise)."""

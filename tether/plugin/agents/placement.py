@@ -9,7 +9,7 @@ agent is dead at dispatch time, the root is bound anew. A ``shared``
 provider's tasks go to its one queue, taken by any of its agents.
 
 A root of topology ``ACTIVE_STANDBY`` is bound to a standby agent too, on
-another host when one exists (:mod:`tether.plugin.agents.standby`).
+another host when one exists (:mod:`tether.plugin.agents.standby_pairs`).
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ import logging
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from tether.plugin.agents import standby
+from tether.plugin.agents import standby_pairs
 from tether.plugin.agents.providers import Providers
-from tether.plugin.agents.registry import Registry
+from tether.plugin.agents.registry import AgentRegistry
 from tether.plugin.db import agent_queries, queries
-from tether.plugin.db.models import Resource, Task
+from tether.plugin.db.models import ResourceRecord, Task
 
 LOG = logging.getLogger(__name__)
 
 
-class Scheduler:
-    def __init__(self, providers: Providers, agents: Registry) -> None:
+class Placement:
+    def __init__(self, providers: Providers, agents: AgentRegistry) -> None:
         self.providers = providers
         self.agents = agents
 
@@ -48,10 +48,10 @@ class Scheduler:
             return task.provider
         agent = self.bound_agent(session, root) or self.bind(session, root)
         if agent:
-            standby.ensure(session, root, self.agents)
+            standby_pairs.ensure(session, root, self.agents)
         return f"{task.provider}.{agent}" if agent else None
 
-    def bound_agent(self, session: orm.Session, root: Resource) -> str | None:
+    def bound_agent(self, session: orm.Session, root: ResourceRecord) -> str | None:
         if root.agent_id is None:
             return None
         agent = agent_queries.get_agent(session, root.agent_id)
@@ -59,16 +59,16 @@ class Scheduler:
             return root.agent_id
         return None
 
-    def bind(self, session: orm.Session, root: Resource, exclude: str | None = None) -> str | None:
+    def bind(self, session: orm.Session, root: ResourceRecord, exclude: str | None = None) -> str | None:
         live = [
             a.id
             for a in self.agents.live_for(session, root.provider)
-            if a.id != exclude and (not standby.wanted(root) or standby.able(a, root))
+            if a.id != exclude and (not standby_pairs.wanted(root) or standby_pairs.able(a, root))
         ]
         if not live:
             return None
         load = collections.Counter(
-            session.scalars(sa.select(Resource.agent_id).where(Resource.agent_id.in_(live))).all()
+            session.scalars(sa.select(ResourceRecord.agent_id).where(ResourceRecord.agent_id.in_(live))).all()
         )
         chosen = min(live, key=lambda a: (load[a], a))
         previous, root.agent_id = root.agent_id, chosen

@@ -7,7 +7,7 @@ import os
 import tempfile
 
 from tether.drivers.base import InvalidConfiguration, Resource
-from tether.drivers.haproxy import checks, tls
+from tether.drivers.haproxy import certificates, checks
 from tether.drivers.lbaas_models import Listener, Loadbalancer, Member, Pool
 
 # HTTPS listeners and pools pass TLS through; PROXY pools speak it to their members.
@@ -77,8 +77,8 @@ def _frontend(lb: Loadbalancer, listener: Listener, pool: Pool | None, directory
     bind = f"    bind {_host(lb.vip_address or '0.0.0.0')}:{listener.protocol_port}"
     if lb.topology == "ACTIVE_STANDBY":
         bind += _PAIRED_BIND
-    if tls.terminates(listener):
-        bind += f" ssl crt {checks.word(tls.bundle_path(directory, listener.id))}"
+    if certificates.terminates(listener):
+        bind += f" ssl crt {checks.word(certificates.bundle_path(directory, listener.id))}"
     lines = [f"frontend {listener.id}", f"    mode {_MODES.get(listener.protocol, 'tcp')}", bind]
     if listener.connection_limit > 0:
         lines.append(f"    maxconn {listener.connection_limit}")

@@ -35,10 +35,10 @@ from tether.common.capabilities import Capabilities
 from tether.common.exceptions import InvalidInput
 from tether.common.resource_types import ResourceType
 from tether.plugin.db import agent_queries, queries
-from tether.plugin.db.models import Agent, Resource, utcnow
+from tether.plugin.db.models import AgentRecord, ResourceRecord, utcnow
 
 if TYPE_CHECKING:  # the registry records reports with reported() below
-    from tether.plugin.agents.registry import Registry as AgentRegistry
+    from tether.plugin.agents.registry import AgentRegistry as AgentRegistry
 
 LOG = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class ProviderCapabilities:
         provider: str,
         rtype: ResourceType,
         attributes: Mapping[str, Any],
-        parent: Resource | None = None,
+        parent: ResourceRecord | None = None,
     ) -> list[str]:
         """Refuse the desired ``attributes`` of a ``rtype`` of ``provider``
         when no declaration that counts takes them.
@@ -141,7 +141,7 @@ class ProviderCapabilities:
                     latest[provider] = (agent.last_heartbeat, declared)
         return {provider: tuple(live.get(provider) or [newest]) for provider, (_, newest) in latest.items()}
 
-    def _parse(self, agent: Agent, provider: str, stored: Any) -> Capabilities | None:
+    def _parse(self, agent: AgentRecord, provider: str, stored: Any) -> Capabilities | None:
         key = repr(stored)
         parsed = self._parsed.get(key)
         if parsed is None:

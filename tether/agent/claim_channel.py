@@ -45,9 +45,9 @@ class ClaimChannel:
         self.wake: Callable[[], None] = lambda: None
         # Unique per process: a restarted agent must not take its past life's replies.
         self._owner = f"{owner}.{uuid.uuid4().hex[:8]}"
-        self._waiting: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
+        self._waiting: queue.SimpleQueue[_ReplySlot] = queue.SimpleQueue()
         # correlation id -> (monotonic time sent, the slots of that request)
-        self._sent: dict[str, tuple[float, list[_Slot]]] = {}
+        self._sent: dict[str, tuple[float, list[_ReplySlot]]] = {}
         self._producer: kombu.Producer | None = None
         self._reply_to = ""
         self.connected = threading.Event()
@@ -57,7 +57,7 @@ class ClaimChannel:
 
         :raises ClaimTimeout: no answer within ``timeout`` seconds.
         """
-        slot = _Slot(claim)
+        slot = _ReplySlot(claim)
         self._waiting.put(slot)
         self.wake()
         if not slot.answered.wait(self.timeout):
@@ -94,7 +94,7 @@ class ClaimChannel:
         """Send the claims made since the last tick, as one request (connection thread)."""
         if self._producer is None:
             return
-        batch: list[_Slot] = []
+        batch: list[_ReplySlot] = []
         while len(batch) < claims.MAX_CLAIMS:
             try:
                 batch.append(self._waiting.get_nowait())
@@ -146,7 +146,7 @@ class ClaimChannel:
             slot.answered.set()
 
 
-class _Slot:
+class _ReplySlot:
     def __init__(self, claim: Claim) -> None:
         self.claim = claim
         self.answer: ClaimAnswer | None = None

@@ -38,9 +38,9 @@ from sqlalchemy import orm
 
 from tether.common.capabilities import Capabilities
 from tether.common.states import ProvisioningStatus
-from tether.plugin.agents.registry import Registry
+from tether.plugin.agents.registry import AgentRegistry
 from tether.plugin.db import agent_queries, queries
-from tether.plugin.db.models import Agent, Resource, Row
+from tether.plugin.db.models import AgentRecord, ResourceRecord, Row
 from tether.plugin.tasks import work
 
 LOG = logging.getLogger(__name__)
@@ -49,12 +49,14 @@ ATTRIBUTE = "topology"
 ACTIVE_STANDBY = "ACTIVE_STANDBY"
 
 
-def wanted(root: Resource) -> bool:
+def wanted(root: ResourceRecord) -> bool:
     """Does ``root`` ask for a standby?"""
     return root.parent_id is None and (root.attributes or {}).get(ATTRIBUTE) == ACTIVE_STANDBY
 
 
-def choose(session: orm.Session, root: Resource, agents: Registry, exclude: Iterable[str] = ()) -> str | None:
+def choose(
+    session: orm.Session, root: ResourceRecord, agents: AgentRegistry, exclude: Iterable[str] = ()
+) -> str | None:
     """Bind ``root`` to a standby agent: a live one other than its active,
     on another host if any serves the provider, the least loaded (roots
     held as active or standby) first. None when there is none."""
@@ -73,9 +75,11 @@ def choose(session: orm.Session, root: Resource, agents: Registry, exclude: Iter
         return None
     ids = [a.id for a in candidates]
     load = collections.Counter(
-        session.scalars(sa.select(Resource.agent_id).where(Resource.agent_id.in_(ids))).all()
+        session.scalars(sa.select(ResourceRecord.agent_id).where(ResourceRecord.agent_id.in_(ids))).all()
     ) + collections.Counter(
-        session.scalars(sa.select(Resource.standby_agent_id).where(Resource.standby_agent_id.in_(ids))).all()
+        session.scalars(
+            sa.select(ResourceRecord.standby_agent_id).where(ResourceRecord.standby_agent_id.in_(ids))
+        ).all()
     )
     chosen = min(ids, key=lambda a: (load[a], a))
     if chosen != previous:
@@ -91,7 +95,7 @@ def choose(session: orm.Session, root: Resource, agents: Registry, exclude: Iter
     return chosen
 
 
-def able(agent: Agent, root: Resource) -> bool:
+def able(agent: AgentRecord, root: ResourceRecord) -> bool:
     """Can ``agent``'s driver of ``root``'s provider hold ``root``'s topology,
     by what it declared? (Yes when it declared nothing: an older agent.)"""
     wire = (agent.capabilities or {}).get(root.provider)
@@ -105,7 +109,7 @@ def able(agent: Agent, root: Resource) -> bool:
     return declared.judge(root.type, topology, {}) is None
 
 
-def ensure(session: orm.Session, root: Resource, agents: Registry) -> None:
+def ensure(session: orm.Session, root: ResourceRecord, agents: AgentRegistry) -> None:
     """Give ``root`` a live standby if it wants one and has none."""
     if not wanted(root) or root.agent_id is None:
         return
@@ -116,7 +120,7 @@ def ensure(session: orm.Session, root: Resource, agents: Registry) -> None:
     choose(session, root, agents)
 
 
-def promote(session: orm.Session, dead: str, agents: Registry) -> list[tuple[Resource, bool]]:
+def promote(session: orm.Session, dead: str, agents: AgentRegistry) -> list[tuple[ResourceRecord, bool]]:
     """The roots whose active agent ``dead`` died and whose standby lives:
     each now has its standby as active, and a new standby if one can be
     had. With each, whether the promoted agent held the tree in step."""
@@ -144,10 +148,12 @@ def promote(session: orm.Session, dead: str, agents: Registry) -> list[tuple[Res
     return promoted
 
 
-def replace(session: orm.Session, dead: str, agents: Registry) -> int:
+def replace(session: orm.Session, dead: str, agents: AgentRegistry) -> int:
     """Roots whose standby agent ``dead`` died get another (or none)."""
     roots = session.scalars(
-        sa.select(Resource).where(Resource.standby_agent_id == dead, Resource.parent_id.is_(None))
+        sa.select(ResourceRecord).where(
+            ResourceRecord.standby_agent_id == dead, ResourceRecord.parent_id.is_(None)
+        )
     ).all()
     for root in roots:
         queries.lock_root(session, root.id)
@@ -156,7 +162,7 @@ def replace(session: orm.Session, dead: str, agents: Registry) -> int:
     return len(roots)
 
 
-def fill(session: orm.Session, providers: Sequence[str], agents: Registry, live: Collection[str]) -> int:
+def fill(session: orm.Session, providers: Sequence[str], agents: AgentRegistry, live: Collection[str]) -> int:
     """Roots of ``providers`` that want a standby and have none (no second
     agent served the provider when they were placed), or one that is not
     among the ``live`` agents (disabled, or dead and not yet replaced): a
@@ -164,26 +170,28 @@ def fill(session: orm.Session, providers: Sequence[str], agents: Registry, live:
     if not providers:
         return 0
     lacking = session.scalars(
-        sa.select(Resource).where(
-            Resource.provider.in_(list(providers)),
-            Resource.parent_id.is_(None),
-            Resource.agent_id.is_not(None),
-            sa.or_(Resource.standby_agent_id.is_(None), Resource.standby_agent_id.not_in(list(live))),
+        sa.select(ResourceRecord).where(
+            ResourceRecord.provider.in_(list(providers)),
+            ResourceRecord.parent_id.is_(None),
+            ResourceRecord.agent_id.is_not(None),
+            sa.or_(
+                ResourceRecord.standby_agent_id.is_(None), ResourceRecord.standby_agent_id.not_in(list(live))
+            ),
         )
     ).all()
     return sum(choose(session, root, agents) is not None for root in lacking if wanted(root))
 
 
-def stood_by(session: orm.Session, agent_id: str) -> Sequence[Resource]:
+def stood_by(session: orm.Session, agent_id: str) -> Sequence[ResourceRecord]:
     """Roots ``agent_id`` stands by for."""
     return session.scalars(
-        sa.select(Resource)
-        .where(Resource.standby_agent_id == agent_id, Resource.parent_id.is_(None))
-        .order_by(Resource.id)
+        sa.select(ResourceRecord)
+        .where(ResourceRecord.standby_agent_id == agent_id, ResourceRecord.parent_id.is_(None))
+        .order_by(ResourceRecord.id)
     ).all()
 
 
-def held_by_active(rows: Sequence[Resource]) -> list[Row]:
+def held_by_active(rows: Sequence[ResourceRecord]) -> list[Row]:
     """A settled tree as its active's device holds it: each resource with
     the attributes of the generation a driver last applied (after a failed
     update, the one before it, as the drift audit compares)."""
@@ -202,7 +210,7 @@ def held_by_active(rows: Sequence[Resource]) -> list[Row]:
     ]
 
 
-def digest(rows: Sequence[Resource | Row]) -> str:
+def digest(rows: Sequence[ResourceRecord | Row]) -> str:
     """What a standby must hold of a tree, as one digest: each resource's
     identity, attributes and whether its create failed (a device leaves
     such a one out), in id order."""
@@ -212,7 +220,7 @@ def digest(rows: Sequence[Resource | Row]) -> str:
     return hashlib.sha256(json.dumps(held, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def settled_tree(session: orm.Session, root: Resource) -> tuple[Any, str] | None:
+def settled_tree(session: orm.Session, root: ResourceRecord) -> tuple[Any, str] | None:
     """The tree of ``root`` as a standby applies it (as the active holds it,
     :func:`held_by_active`), and its digest; None while a change of it is
     in the works (the active has not applied it yet, and may refuse it)."""
@@ -222,10 +230,10 @@ def settled_tree(session: orm.Session, root: Resource) -> tuple[Any, str] | None
     if any(str(r.provisioning_status).startswith("PENDING") for r in rows):
         return None
     held = held_by_active(rows)
-    return msgspec.to_builtins(work.desired_tree(cast(list[Resource], held))), digest(held)
+    return msgspec.to_builtins(work.desired_tree(cast(list[ResourceRecord], held))), digest(held)
 
 
-def in_step_of(session: orm.Session, root: Resource) -> bool:
+def in_step_of(session: orm.Session, root: ResourceRecord) -> bool:
     """Does ``root``'s standby hold its tree as it now stands?"""
     if not root.standby_agent_id or not root.standby_digest:
         return False
@@ -233,7 +241,7 @@ def in_step_of(session: orm.Session, root: Resource) -> bool:
     return settled is not None and settled[1] == root.standby_digest
 
 
-def peer(agent: Agent | None, provider: str) -> dict[str, Any] | None:
+def peer(agent: AgentRecord | None, provider: str) -> dict[str, Any] | None:
     """An agent as its peer's driver sees it."""
     if agent is None:
         return None
@@ -241,7 +249,7 @@ def peer(agent: Agent | None, provider: str) -> dict[str, Any] | None:
     return {"agent_id": agent.id, "host": agent.host, "address": address}
 
 
-def view(session: orm.Session, root: Resource) -> dict[str, Any] | None:
+def view(session: orm.Session, root: ResourceRecord) -> dict[str, Any] | None:
     """The ``standby`` block of a root's API answer: only for one that wants
     a standby and is placed on hosts (a shared provider's is on no host)."""
     if not wanted(root) or root.agent_id is None:
@@ -254,5 +262,5 @@ def view(session: orm.Session, root: Resource) -> dict[str, Any] | None:
     }
 
 
-def _failed_create(row: Resource | Row) -> bool:
+def _failed_create(row: ResourceRecord | Row) -> bool:
     return row.provisioning_status == ProvisioningStatus.ERROR and not row.applied_generation

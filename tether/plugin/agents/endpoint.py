@@ -24,14 +24,14 @@ from tether.common import claims, messages, rpc
 from tether.common.claims import MAX_CLAIMS, Claim, ClaimAnswer
 from tether.common.exceptions import MalformedMessage
 from tether.common.states import MAX_STEPS, StepState
-from tether.plugin.agents import rpc_checks as checks
-from tether.plugin.agents import standby, status_polling, status_reports
+from tether.plugin.agents import endpoint_checks as checks
+from tether.plugin.agents import standby_pairs, status_polling, status_reports
 from tether.plugin.agents.providers import Providers
-from tether.plugin.agents.registry import Registry
+from tether.plugin.agents.registry import AgentRegistry
 from tether.plugin.db import agent_queries, queries
 from tether.plugin.tasks import lifecycle
-from tether.plugin.tasks.claims import ClaimDecider
-from tether.plugin.tasks.lifecycle import drift, steps
+from tether.plugin.tasks.claim_decider import ClaimDecider
+from tether.plugin.tasks.lifecycle import drift, step_records
 
 LOG = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class PluginEndpoint:
         self,
         sessionmaker: orm.sessionmaker[orm.Session],
         policy: lifecycle.Policy,
-        agents: Registry,
+        agents: AgentRegistry,
         providers: Providers | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
@@ -148,7 +148,7 @@ class PluginEndpoint:
             raise checks.bad("plan_steps", "names", "a list of distinct step names", names)
         with self._sessionmaker.begin() as session:
             task = queries.task_for_update(session, task_id)
-            done = steps.plan(session, task, attempt, names)
+            done = step_records.plan(session, task, attempt, names)
             return {"current": False} if done is None else {"current": True, "done": done}
 
     @checks.checked
@@ -173,14 +173,14 @@ class PluginEndpoint:
         checks.identifier("step", "agent_id", agent_id)
         if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position < MAX_STEPS:
             raise checks.bad("step", "position", f"an integer from 0 to {MAX_STEPS - 1}", position)
-        if state not in steps.REPORTED:
-            raise checks.bad("step", "state", f"one of {', '.join(sorted(steps.REPORTED))}", state)
+        if state not in step_records.REPORTED:
+            raise checks.bad("step", "state", f"one of {', '.join(sorted(step_records.REPORTED))}", state)
         checks.identifier("step", "error_type", error_type, optional=True)
         checks.text("step", "error_message", error_message, 10_000, optional=True)
         with self._sessionmaker.begin() as session:
             task = queries.task_for_update(session, task_id)
             try:
-                current = steps.record(
+                current = step_records.record(
                     session, task, attempt, agent_id, position, StepState(state), error_type, error_message
                 )
             except LookupError as exc:
@@ -270,8 +270,8 @@ class PluginEndpoint:
                 session, agent, None, state.get("statuses") or {}, state.get("stats") or {}, self._host_placed
             )
             by_provider: dict[str, list[str]] = {}
-            # What it stands by for is held on its host too (tether.plugin.agents.standby).
-            for root in [*bound, *standby.stood_by(session, agent.id)]:
+            # What it stands by for is held on its host too (tether.plugin.agents.standby_pairs).
+            for root in [*bound, *standby_pairs.stood_by(session, agent.id)]:
                 by_provider.setdefault(root.provider, []).append(root.id)
             return {
                 "admin_state_up": agent.admin_state_up,
