@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, ClassVar, Literal
 
 from oslo_config import cfg
@@ -377,3 +377,10 @@ class Driver(abc.ABC):
 def driver_group(name: str) -> str:
     """The ini section of a driver's own options."""
     return f"driver:{name}"
+
+
+def opts_entry_point(driver: type[Driver]) -> Callable[[], list[tuple[str, list[cfg.Opt]]]]:
+    """What a driver package names as its ``oslo.config.opts`` entry point, so that
+    oslo-config-generator (``namespace = <the entry point's name>``) lists its
+    ``[driver:NAME]`` section: ``list_opts = opts_entry_point(MyDriver)``."""
+    return lambda: [(driver_group(driver.name), driver.list_opts())]

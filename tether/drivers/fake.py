@@ -93,7 +93,16 @@ from oslo_config import cfg
 
 from tether.common.states import OperatingStatus
 from tether.drivers import noop
-from tether.drivers.base import Change, DeviceUnreachable, DriverError, InProgress, Step, Steps, driver_group
+from tether.drivers.base import (
+    Change,
+    DeviceUnreachable,
+    DriverError,
+    InProgress,
+    Step,
+    Steps,
+    driver_group,
+    opts_entry_point,
+)
 from tether.drivers.noop import NoopDriver
 
 LOG = logging.getLogger(__name__)
@@ -371,3 +380,7 @@ def _instructions(change: Change) -> Mapping[str, Any]:
 def _counters(text: str) -> dict[str, float]:
     """``sessions=12,bytes_in=3400`` as counters."""
     return {k: float(v) for k, v in (pair.split("=", 1) for pair in text.split(","))}
+
+
+#: the ``oslo.config.opts`` entry point of ``[driver:fake]``
+list_opts = opts_entry_point(FakeDriver)

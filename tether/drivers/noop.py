@@ -18,7 +18,7 @@ from typing import Any
 from oslo_config import cfg
 
 from tether.common.states import OperatingStatus
-from tether.drivers.base import Change, Driver, InProgress, Steps, driver_group
+from tether.drivers.base import Change, Driver, InProgress, Steps, driver_group, opts_entry_point
 
 OPTS: list[cfg.Opt] = [
     cfg.StrOpt(
@@ -87,3 +87,7 @@ class NoopDriver(Driver):
             os.write(fd, line.encode())
         finally:
             os.close(fd)
+
+
+#: the ``oslo.config.opts`` entry point of ``[driver:noop]``
+list_opts = opts_entry_point(NoopDriver)
