@@ -29,7 +29,7 @@ from typing import Any
 from oslo_config import cfg
 
 from tether.drivers.base import Change, InProgress, driver_group
-from tether.drivers.fake import FakeDriver
+from tether.reference_drivers.fake import FakeDriver
 
 NAME = "hostfake"
 REPO = pathlib.Path(__file__).resolve().parents[2]

@@ -67,7 +67,7 @@ STATUS_INTERVAL = 2.0  # [agent] status_interval: the owner of a VIP announces i
 AMQP_HEARTBEAT = 2  # [messaging] heartbeat: the broker drops a silent kombu connection after 2-3 of these
 RPC_HEARTBEAT = 4  # [oslo_messaging_rabbit] heartbeat_timeout_threshold: the same for the RPC connections
 
-# The fake driver's instructions (tether/drivers/fake.py). Long enough to be
+# The fake driver's instructions (tether/reference_drivers/fake.py). Long enough to be
 # in the works when the cable is pulled, short enough that the victim's own
 # copies finish while it is cut off.
 LONG_OPERATION = {"fake.operation_s": "10"}  # the device works on; the agent acks and polls

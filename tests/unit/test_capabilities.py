@@ -22,8 +22,8 @@ from tether.common.capabilities import (
 from tether.common.exceptions import ConfigError
 from tether.drivers.base import Change, NotSupported, Resource
 from tether.drivers.fixtures import RecordingCallbacks
-from tether.drivers.haproxy import HaproxyDriver
-from tether.drivers.noop import NoopDriver
+from tether.reference_drivers.haproxy import HaproxyDriver
+from tether.reference_drivers.noop import NoopDriver
 
 PROTOCOLS = AllowedValues("listener", "protocol", {"HTTP", "HTTPS", "TCP"})
 ACME: list[str | Constraint] = [

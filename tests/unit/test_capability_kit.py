@@ -12,8 +12,8 @@ import pytest
 
 from tether.common.capabilities import AllowedValues, MaxChildren, UnsupportedAttribute
 from tether.drivers.base import Change, Driver, DriverError, NotSupported, Resource
-from tether.drivers.noop import NoopDriver
 from tether.drivers.testing import DriverConformance
+from tether.reference_drivers.noop import NoopDriver
 
 NO_UDP = AllowedValues("listener", "protocol", {"TCP", "HTTP", "HTTPS", "TERMINATED_HTTPS"})
 

@@ -20,9 +20,9 @@ from tether.drivers.base import (
     Step,
     Steps,
 )
-from tether.drivers.fake import FakeDriver
-from tether.drivers.noop import NoopDriver
 from tether.drivers.testing import DriverConformance
+from tether.reference_drivers.fake import FakeDriver
+from tether.reference_drivers.noop import NoopDriver
 
 
 class _Noopish(DriverConformance):

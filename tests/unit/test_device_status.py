@@ -20,13 +20,13 @@ from tether.agent.service import Agent as AgentService
 from tether.agent.status_poller import StatusPoller, takes_roots
 from tether.common.states import OperatingStatus
 from tether.drivers.base import Callbacks
-from tether.drivers.noop import NoopDriver
 from tether.plugin.agents import status_polling
 from tether.plugin.agents.endpoint import PluginEndpoint
 from tether.plugin.agents.providers import Provider, Providers
 from tether.plugin.db import queries
 from tether.plugin.db.models import AgentRecord, ResourceRecord, utcnow
 from tether.plugin.service import Plugin
+from tether.reference_drivers.noop import NoopDriver
 
 _TYPES = frozenset({"loadbalancer", "listener", "pool", "member", "healthmonitor"})
 

@@ -17,8 +17,8 @@ from tests.unit.conftest import wait_for
 from tether.agent.audit import Auditor, compare
 from tether.agent.service import Agent
 from tether.drivers.base import Callbacks
-from tether.drivers.noop import NoopDriver
 from tether.plugin.service import Plugin
+from tether.reference_drivers.noop import NoopDriver
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pathlib
 import pytest
 
 from tether.drivers.base import InvalidConfiguration
-from tether.drivers.haproxy import driver, executables
+from tether.reference_drivers.haproxy import driver, executables
 
 
 def test_haproxy_is_found_in_sbin_with_a_users_path(

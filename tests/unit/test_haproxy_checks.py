@@ -29,7 +29,7 @@ from tests.unit.conftest import wait_for
 from tether.common import config
 from tether.common.states import OperatingStatus
 from tether.drivers.base import Callbacks, Change, NotSupported, Resource, driver_group
-from tether.drivers.haproxy import HaproxyDriver
+from tether.reference_drivers.haproxy import HaproxyDriver
 
 
 @pytest.fixture

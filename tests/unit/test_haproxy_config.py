@@ -16,10 +16,10 @@ from oslo_config import cfg
 from tether.common import config
 from tether.common.states import ProvisioningStatus
 from tether.drivers.base import Callbacks, Change, InvalidConfiguration, Resource, driver_group
-from tether.drivers.haproxy import HaproxyDriver
-from tether.drivers.haproxy import certificates as haproxy_certificates
-from tether.drivers.haproxy.haproxy_cfg import render
 from tether.drivers.lbaas_models import Loadbalancer
+from tether.reference_drivers.haproxy import HaproxyDriver
+from tether.reference_drivers.haproxy import certificates as haproxy_certificates
+from tether.reference_drivers.haproxy.haproxy_cfg import render
 
 ACTIVE, ERROR = ProvisioningStatus.ACTIVE, ProvisioningStatus.ERROR
 

@@ -18,8 +18,8 @@ import pytest
 
 from tests.unit.conftest import wait_for
 from tether.drivers.base import Change, Driver, Resource
-from tether.drivers.haproxy import HaproxyDriver
 from tether.drivers.testing import DriverConformance
+from tether.reference_drivers.haproxy import HaproxyDriver
 
 
 def _free_port() -> int:

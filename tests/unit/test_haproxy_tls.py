@@ -12,8 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tether.drivers.base import InvalidConfiguration, NotSupported, Resource
-from tether.drivers.haproxy import certificates as haproxy_certificates
 from tether.drivers.lbaas_models import Listener
+from tether.reference_drivers.haproxy import certificates as haproxy_certificates
 
 
 def _listener(ref: str | None) -> Listener:

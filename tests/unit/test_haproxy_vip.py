@@ -1,4 +1,4 @@
-"""The VIP on the agent's host (tether.drivers.haproxy.vip): the commands it
+"""The VIP on the agent's host (tether.reference_drivers.haproxy.vip): the commands it
 runs, idempotency and the errors people read, against stand-ins for ``ip``
 and ``arping`` on PATH that keep a host's addresses in a file and answer as
 iproute2 6.1 and iputils 20221126 do. The real commands, across namespaced
@@ -19,8 +19,8 @@ import pytest
 from tests.unit import test_haproxy_conformance as conformance
 from tests.unit.conftest import wait_for
 from tether.drivers.base import Change, DeviceUnreachable, InvalidConfiguration, Resource
-from tether.drivers.haproxy import HaproxyDriver
-from tether.drivers.haproxy.vip import VipPlumbing
+from tether.reference_drivers.haproxy import HaproxyDriver
+from tether.reference_drivers.haproxy.vip import VipPlumbing
 
 # An interface every host has, so that the check at start passes; the stand-in
 # for ip keeps its own addresses for it.
@@ -306,7 +306,7 @@ def test_an_announcement_that_fails_is_logged_and_fails_nothing(
     host: FakeHost, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     host.set(no_raw=True)
-    with caplog.at_level(logging.WARNING, logger="tether.drivers.haproxy.vip"):
+    with caplog.at_level(logging.WARNING, logger="tether.reference_drivers.haproxy.vip"):
         _hold(_plumbing(tmp_path), "lb-1", "192.0.2.10")
     assert ("192.0.2.10", 32) in host.addresses()
     assert "gratuitous ARP for VIP 192.0.2.10 on lo failed" in caplog.text

@@ -1,7 +1,7 @@
 """The folders are the architecture: plugin/ and agent/ never import each
 other, plugin/ never imports drivers/ (it reads what a driver class declares
-off the class stevedore loads), and drivers/ (the vendor SDK) imports only
-common/ and drivers/."""
+off the class stevedore loads), drivers/ (the vendor SDK) imports only
+common/ and drivers/, and reference_drivers/ is written on the SDK alone."""
 
 from __future__ import annotations
 
@@ -17,10 +17,12 @@ from tether.common import exceptions
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "tether"
 
 FORBIDDEN = {
-    "plugin": ("tether.agent", "tether.cmd", "tether.drivers"),
-    "agent": ("tether.plugin", "tether.cmd"),
-    "drivers": ("tether.plugin", "tether.agent", "tether.cmd"),
-    "common": ("tether.plugin", "tether.agent", "tether.drivers", "tether.cmd"),
+    "plugin": ("tether.agent", "tether.cmd", "tether.drivers", "tether.reference_drivers"),
+    "agent": ("tether.plugin", "tether.cmd", "tether.reference_drivers"),
+    "drivers": ("tether.plugin", "tether.agent", "tether.cmd", "tether.reference_drivers"),
+    # Written on the SDK as a vendor's driver would be.
+    "reference_drivers": ("tether.plugin", "tether.agent", "tether.cmd"),
+    "common": ("tether.plugin", "tether.agent", "tether.drivers", "tether.reference_drivers", "tether.cmd"),
 }
 
 

@@ -20,8 +20,8 @@ from tests.unit.test_standby import PAIRED, _finish
 from tether.agent.standby import StandbyKeeper
 from tether.common import config
 from tether.drivers.base import Callbacks, Change, Driver, InProgress, Peer, Resource, driver_group
-from tether.drivers.haproxy import HaproxyDriver, keepalived
-from tether.drivers.haproxy.haproxy_cfg import render
+from tether.reference_drivers.haproxy import HaproxyDriver, keepalived
+from tether.reference_drivers.haproxy.haproxy_cfg import render
 
 
 class PairedDriver(Driver):

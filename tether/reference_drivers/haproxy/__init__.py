@@ -1,7 +1,7 @@
 """The ``haproxy`` driver: load balancers as HAProxy processes on the agent's host."""
 
 from tether.drivers.base import opts_entry_point
-from tether.drivers.haproxy.driver import HaproxyDriver
+from tether.reference_drivers.haproxy.driver import HaproxyDriver
 
 __all__ = ["HaproxyDriver", "list_opts"]
 

@@ -13,14 +13,14 @@ Operating status and counters come from the stats socket and travel with the
 agent's state reports.
 
 A load balancer of topology ``ACTIVE_STANDBY`` runs on two hosts, with
-keepalived moving its VIP between them (:mod:`tether.drivers.haproxy.keepalived`)
+keepalived moving its VIP between them (:mod:`tether.reference_drivers.haproxy.keepalived`)
 instead of the VIP plumbing: tasks apply it on the active host; the agent
 keeps the standby host's copy in step through :meth:`HaproxyDriver.sync_standby`.
 
 Options (``[driver:haproxy]``): ``binary``, ``start_timeout``,
 ``certificate_dir`` (where TERMINATED_HTTPS listeners' certificates are:
-see :mod:`tether.drivers.haproxy.certificates`), and those of the VIP on the host's
-interface (:mod:`tether.drivers.haproxy.vip`); ``keepalived_binary``,
+see :mod:`tether.reference_drivers.haproxy.certificates`), and those of the VIP on the host's
+interface (:mod:`tether.reference_drivers.haproxy.vip`); ``keepalived_binary``,
 ``vrrp_advert_interval`` (ACTIVE_STANDBY).
 """
 
@@ -55,14 +55,14 @@ from tether.drivers.base import (
     Resource,
     driver_group,
 )
-from tether.drivers.haproxy import certificates, keepalived, pairing
-from tether.drivers.haproxy.capabilities import DECLARED, current
-from tether.drivers.haproxy.executables import find_executable
-from tether.drivers.haproxy.haproxy_cfg import render, stats_socket, usable
-from tether.drivers.haproxy.stats import read_stats
-from tether.drivers.haproxy.vip import OPTS as VIP_OPTS
-from tether.drivers.haproxy.vip import VipPlumbing
 from tether.drivers.lbaas_models import Loadbalancer
+from tether.reference_drivers.haproxy import certificates, keepalived, pairing
+from tether.reference_drivers.haproxy.capabilities import DECLARED, current
+from tether.reference_drivers.haproxy.executables import find_executable
+from tether.reference_drivers.haproxy.haproxy_cfg import render, stats_socket, usable
+from tether.reference_drivers.haproxy.stats import read_stats
+from tether.reference_drivers.haproxy.vip import OPTS as VIP_OPTS
+from tether.reference_drivers.haproxy.vip import VipPlumbing
 
 LOG = logging.getLogger(__name__)
 

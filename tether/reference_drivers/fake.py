@@ -92,7 +92,6 @@ from typing import Any
 from oslo_config import cfg
 
 from tether.common.states import OperatingStatus
-from tether.drivers import noop
 from tether.drivers.base import (
     Change,
     DeviceUnreachable,
@@ -103,7 +102,8 @@ from tether.drivers.base import (
     driver_group,
     opts_entry_point,
 )
-from tether.drivers.noop import NoopDriver
+from tether.reference_drivers import noop
+from tether.reference_drivers.noop import NoopDriver
 
 LOG = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ from typing import Any
 from oslo_config import cfg
 
 from tether.drivers.base import DeviceUnreachable, DriverError, InvalidConfiguration
-from tether.drivers.haproxy.executables import find_executable
+from tether.reference_drivers.haproxy.executables import find_executable
 
 LOG = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from tether.common.capabilities import AllowedValues, Capabilities, Constraint, MaxChildren
-from tether.drivers.haproxy import checks
+from tether.reference_drivers.haproxy import checks
 
 _NO_UDP = "HAProxy proxies TCP only, not UDP."
 

@@ -7,8 +7,8 @@ import os
 import tempfile
 
 from tether.drivers.base import InvalidConfiguration, Resource
-from tether.drivers.haproxy import certificates, checks
 from tether.drivers.lbaas_models import Listener, Loadbalancer, Member, Pool
+from tether.reference_drivers.haproxy import certificates, checks
 
 # HTTPS listeners and pools pass TLS through; PROXY pools speak it to their members.
 _MODES = {"HTTP": "http", "TCP": "tcp", "HTTPS": "tcp", "PROXY": "tcp", "TERMINATED_HTTPS": "http"}

@@ -4,7 +4,7 @@ host plays for a load balancer, who its peer is, and keepalived told so.
 Beside ``haproxy.cfg`` in the load balancer's directory: ``role``
 (``active`` or ``standby``), ``peer`` (the other host's address on
 ``vip_interface``, empty when there is none) and keepalived's files
-(:mod:`tether.drivers.haproxy.keepalived`).
+(:mod:`tether.reference_drivers.haproxy.keepalived`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from tether.drivers.base import InvalidConfiguration, Peer, Resource
-from tether.drivers.haproxy import keepalived
 from tether.drivers.lbaas_models import Loadbalancer
+from tether.reference_drivers.haproxy import keepalived
 
 LOG = logging.getLogger(__name__)
 
