@@ -24,6 +24,7 @@ from tether.common.resource_types import Registry
 from tether.common.states import Outcome
 from tether.plugin.agents.providers import Providers
 from tether.plugin.context import RequestContext
+from tether.plugin.db import exceptions as db_exceptions
 from tether.plugin.db import migration, session
 from tether.plugin.db.group_commit import GroupCommit
 from tether.plugin.db.models import Reservation, ResourceRecord, Task, utcnow
@@ -45,6 +46,7 @@ def sessionmaker(database: Database) -> Iterator[orm.sessionmaker[orm.Session]]:
     url = database.connection()
     assert url is not None
     engine = sa.create_engine(url)
+    db_exceptions.install(engine)  # as the plugin's engines: the database's errors as tether's
     migration.upgrade(engine)
     yield session.make_sessionmaker(engine)
     engine.dispose()
