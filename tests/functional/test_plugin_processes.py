@@ -162,6 +162,13 @@ def test_several_api_processes_serve_one_socket_and_each_hears_the_pipeline(
             assert deployment.http.get("/healthz", headers={"Connection": "close"}).status_code == 200
         assert all(cpu_ticks(roles[name]) > before[name] for name in before), (before, roles)
         # Every API process hears finished tasks (?wait) and the pipeline's status (/readyz).
+        # The pipeline's loops connect after the API listens, and each API process learns of it
+        # at the pipeline's next status message (every half second): ready, twenty times running.
+        deadline, running = time.monotonic() + 30, 0
+        while running < 20:
+            ready = deployment.http.get("/readyz", headers={"Connection": "close"})
+            running = running + 1 if ready.status_code == 200 else 0
+            assert time.monotonic() < deadline, ready.text
         for _ in range(6):
             assert a_task_succeeds(deployment)
             ready = deployment.http.get("/readyz", headers={"Connection": "close"})

@@ -31,8 +31,11 @@ class Backoff:
 #: a broker connection lost or refused: at most 2 s apart, as tether's RPC
 #: connections (``[oslo_messaging_rabbit] rabbit_interval_max``), so that an
 #: agent whose network heals consumes its work again as soon as it reports;
-#: the jitter spreads the agents that lost the broker together
-RECONNECT = Backoff(first=0.5, cap=2.0, jitter=0.5)
+#: the jitter spreads the agents that lost the broker together. The first
+#: try waits half a second at least, as oslo.messaging's: a cluster that lost
+#: a node needs that long to elect the quorum queues' new leaders, and a
+#: consumer that came back sooner was seen to hear nothing after.
+RECONNECT = Backoff(first=1.0, cap=2.0, jitter=0.5)
 #: the database away or locked, for a loop that keeps its broker connection meanwhile
 DATABASE = Backoff(first=1.0, cap=30.0)
 #: an agent's claim that got no answer (the plugin or the broker away)
