@@ -15,6 +15,7 @@ from tests.unit.conftest import make_plugin
 from tether.common.exceptions import Conflict, ServiceUnavailable
 from tether.plugin.db import session as db_session
 from tether.plugin.db.exceptions import DatabaseError, DatabaseUnavailable, DuplicateEntry
+from tether.plugin.service import Plugin
 
 
 @pytest.fixture
@@ -98,3 +99,18 @@ def test_a_write_the_locked_database_refuses_answers_503_with_retry_after_and_no
         "The database is busy or unreachable; retry in a moment.",
     )
     assert client.post("/v1/loadbalancers", json={"provider": "noop"}).status_code == 202
+
+
+def test_a_plugin_starts_while_another_writer_holds_the_database(
+    conf: cfg.ConfigOpts, tmp_path: pathlib.Path
+) -> None:
+    conf.set_override("busy_timeout", 0.1, group="database")
+    make_plugin(conf).stop()  # the schema, migrated
+    other = sqlite3.connect(tmp_path / "tether.sqlite", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # a long migration, or an administrator's session
+    try:
+        plugin = Plugin(conf)  # the schema check reads; it must not wait for the writer
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    plugin.stop()

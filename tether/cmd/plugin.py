@@ -54,7 +54,7 @@ def _check(conf: cfg.ConfigOpts) -> None:
     """Refuse once, before starting children that would each refuse."""
     Registry.load()
     Providers.load(conf.plugin.providers)
-    engine = session.make_engine(conf)
+    engine = session.make_engine(conf, readonly=True)
     try:
         check_schema(conf, engine)
     finally:

@@ -80,14 +80,16 @@ class Core:
         self.providers = Providers.load(conf.plugin.providers)
         self.broker = transport.Broker(conf)
         self.engine = session.make_engine(conf)
-        if migrate:
-            migration.upgrade(self.engine)
-        else:
-            check_schema(conf, self.engine)
-        self.sessionmaker = session.make_sessionmaker(self.engine)
         self.read_engine = (
             self.engine if _in_memory(self.engine) else session.make_engine(conf, readonly=True)
         )
+        if migrate:
+            migration.upgrade(self.engine)
+        else:
+            # Read on the reader: a writer holding the database (a long migration,
+            # an administrator's session) must not stop a plugin from starting.
+            check_schema(conf, self.read_engine)
+        self.sessionmaker = session.make_sessionmaker(self.engine)
         self.reader = session.make_sessionmaker(self.read_engine)
         self.agents = registry.AgentRegistry(conf.plugin.agent_down_time)
         self.scheduler = Placement(self.providers, self.agents)
