@@ -1,5 +1,5 @@
 """The plugin's accept path alone: accepts per second and the plugin's CPU
-per accept, with no agent running.
+per accept, with no agent running (one declares the provider, then stops).
 
     .venv/bin/python -m bench.accepts --seconds 10 --runs 3
     .venv/bin/python -m bench.accepts --profile /tmp/accepts.svg   # py-spy --gil over one run
@@ -55,7 +55,7 @@ def main() -> None:
         tether = Tether(
             pathlib.Path(tmp),
             rabbitmq,
-            agents=0,
+            agents=1,
             # Nobody drains the tasks: neither the reaper nor backpressure may step in.
             plugin_options={"pending_timeout": 86400, "separate_pipeline": not args.one_process}
             | ({"api_processes": args.api_processes} if args.api_processes else {}),

@@ -75,11 +75,29 @@ class Tether(Settling):
         self.urls = [f"{base}/v1/loadbalancers" for base in self.deployment.base_urls]
 
     def start(self, with_agents: bool = True) -> None:
+        """The plugins and agents; ``with_agents=False`` stops the agents
+        once their state reports have declared their providers, so that the
+        plugin publishes every task as it would to them, as in any deployment
+        but a brand new one."""
         self.deployment.migrate()
         for replica in range(len(self.deployment.plugins)):
             self.deployment.start_plugin(replica=replica)
-        if with_agents:
-            self.start_agents()
+        self.start_agents()
+        if not with_agents:
+            self.wait_declared()
+            for agent in self.deployment.agents:
+                agent.stop()
+
+    def wait_declared(self, timeout: float = 60.0) -> None:
+        """Until every configured provider's placement is known to the plugin."""
+        deadline = time.monotonic() + timeout
+        url = f"{self.deployment.base_url}/v1/providers"
+        while time.monotonic() < deadline:
+            answer = httpx2.get(url, headers={"X-Roles": "admin"}, timeout=30).json()
+            if all(p["placement"] for p in answer["providers"]):
+                return
+            time.sleep(0.1)
+        raise SystemExit(f"agents left a provider undeclared for {timeout:.0f} s: {answer}")
 
     def start_agents(self) -> None:
         for agent in self.deployment.agents:

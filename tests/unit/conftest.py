@@ -3,6 +3,7 @@ in-memory transport, inside the test process."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from oslo_config import cfg
 from tether.agent import driver_manager
 from tether.agent import service as agent_service
 from tether.common import config, messages, rpc
+from tether.common.exceptions import ConfigError
 from tether.common.states import Operation, Outcome
 from tether.plugin import opts as plugin_opts
 from tether.plugin.db.models import utcnow
@@ -65,13 +67,18 @@ def make_plugin(conf: cfg.ConfigOpts) -> Plugin:
     """A plugin whose relay and result consumer are not running, though it
     has listened to agents long enough to judge their silence."""
     plugin = Plugin(conf, migrate=True)
+    # As tether-allinone's plugin does: the drivers its agents will declare.
+    plugin.providers.assume(declarations(["noop", "fake"]))
     plugin.pipeline.results.connected_since = time.monotonic() - plugin.agents.hearing_time
     return plugin
 
 
 @pytest.fixture
-def plugin(conf: cfg.ConfigOpts) -> Plugin:
-    return make_plugin(conf)
+def plugin(conf: cfg.ConfigOpts) -> Iterator[Plugin]:
+    plugin = make_plugin(conf)
+    yield plugin
+    # Its database connections: a thousand tests' worth would run out of descriptors.
+    plugin.dispose()
 
 
 @pytest.fixture
@@ -123,6 +130,15 @@ def task_view(client: TestClient, task_id: str) -> Any:
     return client.get(f"/v1/tasks/{task_id}").json()
 
 
+def declarations(providers: list[str]) -> dict[str, Any]:
+    """What agents serving ``providers`` declare of their drivers (those installed)."""
+    declared = {}
+    for name in providers:
+        with contextlib.suppress(ConfigError):
+            declared[name] = driver_manager.declaration(driver_manager.load_driver_class(name))
+    return declared
+
+
 def agent_state(agent_id: str, providers: list[str], **extra: Any) -> dict[str, Any]:
     """What an agent says of itself in a state report."""
     return {
@@ -133,6 +149,7 @@ def agent_state(agent_id: str, providers: list[str], **extra: Any) -> dict[str, 
         "workers": 1,
         "in_flight": 0,
         "started_at": utcnow().isoformat(),
+        "drivers": declarations(providers),
     } | extra
 
 

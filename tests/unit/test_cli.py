@@ -104,7 +104,7 @@ def test_a_failed_task_exits_non_zero_with_its_error(
 def test_api_errors_are_printed_for_people(api_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(capsys, "loadbalancer", "create", "--provider", "acme-missing")
     assert code == 1
-    assert "has no configured driver" in err and "request req-" in err
+    assert "is not configured; configured providers" in err and "request req-" in err
 
 
 def test_tasks_agents_and_providers_have_commands(api_url: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,7 +22,6 @@ from tether.common.states import OperatingStatus
 from tether.drivers.base import Callbacks
 from tether.plugin.agents import status_polling
 from tether.plugin.agents.endpoint import PluginEndpoint
-from tether.plugin.agents.providers import Provider, Providers
 from tether.plugin.db import queries
 from tether.plugin.db.models import AgentRecord, ResourceRecord, utcnow
 from tether.plugin.service import Plugin
@@ -107,9 +106,14 @@ def test_each_live_agent_polls_its_share_and_a_dead_agents_roots_move_to_the_oth
 
 
 def _host_placed(plugin: Plugin) -> PluginEndpoint:
-    """The plugin's endpoint, were ``fake`` a host-placed provider."""
-    providers = Providers([Provider("fake", "host", _TYPES), Provider("noop", "shared", _TYPES)])
-    return PluginEndpoint(plugin.sessionmaker, plugin.policy, plugin.agents, providers)
+    """The plugin's endpoint, to which agents report ``fake`` as a host-placed provider."""
+    return _HostPlaced(plugin.sessionmaker, plugin.policy, plugin.agents, plugin.providers)
+
+
+class _HostPlaced(PluginEndpoint):
+    def report_state(self, ctxt: Any, state: dict[str, Any]) -> dict[str, Any]:
+        declared = {"fake": {"placement": "host", "resource_types": sorted(_TYPES)}}
+        return super().report_state(ctxt, state | {"drivers": state["drivers"] | declared})
 
 
 def _bind(plugin: Plugin, root_id: str, agent_id: str) -> None:

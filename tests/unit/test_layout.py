@@ -1,14 +1,17 @@
 """The folders are the architecture: plugin/ and agent/ never import each
-other, plugin/ never imports drivers/ (it reads what a driver class declares
-off the class stevedore loads), drivers/ (the vendor SDK) imports only
+other, plugin/ never imports drivers/ (it learns what each driver declares
+from the agents' state reports), drivers/ (the vendor SDK) imports only
 common/ and drivers/, and reference_drivers/ is written on the SDK alone."""
 
 from __future__ import annotations
 
 import ast
 import importlib
+import json
 import pathlib
 import pkgutil
+import subprocess
+import sys
 
 import pytest
 
@@ -45,6 +48,48 @@ def test_component_imports_stay_inside_their_boundary(component: str) -> None:
         if name.startswith(FORBIDDEN[component])
     ]
     assert crossings == []
+
+
+_PLUGIN_ALONE = """
+import json, sys
+from fastapi.testclient import TestClient
+from oslo_config import cfg
+from tether.common import config, rpc
+from tether.plugin import opts
+from tether.plugin.service import Plugin
+
+conf = cfg.CONF
+config.register_opts(conf)
+opts.register_opts(conf)
+conf([], project="tether", default_config_files=[])
+rpc.register_opts(conf)
+conf.set_override("transport_url", "memory://")
+conf.set_override("state_path", sys.argv[1])
+conf.set_override("providers", ["acme", "noop"], group="plugin")
+plugin = Plugin(conf, migrate=True)
+with TestClient(plugin.app) as client:
+    answer = client.post("/v1/loadbalancers", json={"name": "a", "provider": "acme"})
+drivers = ("tether.drivers", "tether.reference_drivers")
+loaded = [m for m in sys.modules if m.startswith(drivers)]
+print(json.dumps({"status": answer.status_code, "body": answer.json(), "loaded": loaded}))
+"""
+
+
+def test_a_plugin_accepts_for_a_provider_whose_driver_is_installed_nowhere_and_loads_no_driver(
+    tmp_path: pathlib.Path,
+) -> None:
+    """The plugin learns placement and resource types from agents' reports:
+    it starts and accepts for a provider no package on its host provides,
+    and no driver module, reference or vendor, is ever imported."""
+    ran = subprocess.run(
+        [sys.executable, "-c", _PLUGIN_ALONE, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert ran.returncode == 0, ran.stderr
+    seen = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert seen["loaded"] == []
+    assert seen["status"] == 202, seen["body"]
+    # Nothing declared yet: accepted unchecked, and the task says so.
+    assert "no agent of provider acme has reported" in " ".join(seen["body"]["task"]["notes"])
 
 
 def test_the_exception_tree_draws_every_error_of_tether_under_its_base() -> None:

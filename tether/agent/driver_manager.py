@@ -14,6 +14,7 @@ from stevedore import driver as stevedore_driver
 from stevedore.exception import NoMatches
 
 from tether.agent.reports import Reports
+from tether.common.declarations import Declaration
 from tether.common.exceptions import ConfigError
 from tether.common.states import OperatingStatus
 from tether.drivers.base import Callbacks, Driver, driver_group
@@ -141,5 +142,21 @@ def load_drivers(conf: cfg.ConfigOpts, names: list[str], callbacks: Callbacks) -
                 reason=f"driver {name!r} ({cls.__module__}.{cls.__qualname__}) declares malformed "
                 f"capabilities: {exc}"
             ) from exc
+        try:
+            declaration(drivers[name])
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                reason=f"driver {name!r} ({cls.__module__}.{cls.__qualname__}) declares a malformed "
+                f"placement or resource_types: {exc}"
+            ) from exc
         LOG.info("provider %s: driver %s", name, origin)
     return drivers
+
+
+def declaration(driver: Driver) -> dict[str, Any]:
+    """What the plugin learns of ``driver`` from this agent's state reports.
+
+    :raises ValueError: naming what is malformed.
+    """
+    wire = {"placement": driver.placement, "resource_types": list(driver.resource_types)}
+    return Declaration.from_wire(wire).to_wire()

@@ -169,6 +169,10 @@ class Agent:
             self.drivers, self.plugin, self.agent_id, conf.agent.audit_interval, conf.agent.repair_drift
         )
         self.standby = StandbyKeeper(self.drivers, self.plugin, self.agent_id, conf.agent.standby_interval)
+        #: each driver's placement and resource types, whence the plugin routes (RPC API 1.9)
+        self.declarations = {
+            name: driver_manager.declaration(driver) for name, driver in self.drivers.items()
+        }
         #: where peers reach each host-placed driver (RPC API 1.8)
         self.addresses = {
             name: address
@@ -220,6 +224,7 @@ class Agent:
             # RPC API 1.6; an older plugin ignores it.
             "capabilities": self.capabilities,
             "addresses": self.addresses,
+            "drivers": self.declarations,
             "started_at": self.started_at.isoformat(),
             "driver_timeout": self.conf.agent.driver_timeout,
         }

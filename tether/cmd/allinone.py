@@ -96,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             agent_service.Agent(conf, agent_id=f"{conf.host}-agent-{i + 1}")
             for i in range(conf.allinone.agents)
         ]
+        if agents:
+            # Its own agents' drivers, known before their first report.
+            plugin.providers.assume(agents[0].declarations)
     except TetherError as exc:
         daemon.fail(PROG, exc)
     plugin.start()

@@ -18,7 +18,6 @@ from tether.cmd import daemon
 from tether.common.exceptions import TetherError
 from tether.common.resource_types import Registry
 from tether.plugin import link, opts, processes
-from tether.plugin.agents.providers import Providers
 from tether.plugin.db import session
 from tether.plugin.pipeline import Pipeline
 from tether.plugin.service import Core, Plugin, check_schema
@@ -53,7 +52,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _check(conf: cfg.ConfigOpts) -> None:
     """Refuse once, before starting children that would each refuse."""
     Registry.load()
-    Providers.load(conf.plugin.providers)
     engine = session.make_engine(conf, readonly=True)
     try:
         check_schema(conf, engine)

@@ -30,6 +30,10 @@ Versions of the plugin's RPC API (``TOPIC``):
   ``ACTIVE_STANDBY`` pair); ``report_state``'s ``state`` may carry
   ``addresses``, by provider, where peers reach its driver (ignored by an
   older plugin, so still called as 1.0)
+* 1.9 - ``report_state``'s ``state`` may carry ``drivers``: each provider's
+  placement and resource types (:mod:`tether.common.declarations`), which a
+  plugin of this release routes by instead of loading drivers (ignored by an
+  older plugin, so still called as 1.0)
 
 Agents of 0.2 claim on the claims queue once a plugin's answer to their
 state report says ``kombu_claims``; ``claim`` and ``claim_batch`` stay for
@@ -54,7 +58,7 @@ with warnings.catch_warnings():
     from oslo_messaging import opts as oslo_messaging_opts
 
 TOPIC = "tether-plugin"
-API_VERSION = "1.8"
+API_VERSION = "1.9"
 CONTROL_EXCHANGE = "tether"
 
 #: oslo.messaging's defaults that tether changes: durable queues that

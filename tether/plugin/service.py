@@ -48,8 +48,9 @@ OPTS: list[cfg.Opt] = [
     cfg.ListOpt(
         "providers",
         default=["noop", "fake"],
-        help="Providers (driver names in the tether.drivers entry-point namespace) that "
-        "resources may name; agents serving them must be running for changes to apply.",
+        help="Providers that resources may name, as agents serve them ([agent] providers). "
+        "What each is (its placement and resource types) the plugin learns from those "
+        "agents' state reports: no driver needs to be installed beside the plugin.",
     ),
     cfg.BoolOpt(
         "separate_pipeline",
@@ -77,7 +78,6 @@ class Core:
     def __init__(self, conf: cfg.ConfigOpts, migrate: bool = False) -> None:
         self.conf = conf
         self.registry = Registry.load()
-        self.providers = Providers.load(conf.plugin.providers)
         self.broker = transport.Broker(conf)
         self.engine = session.make_engine(conf)
         self.read_engine = (
@@ -92,6 +92,7 @@ class Core:
         self.sessionmaker = session.make_sessionmaker(self.engine)
         self.reader = session.make_sessionmaker(self.read_engine)
         self.agents = registry.AgentRegistry(conf.plugin.agent_down_time)
+        self.providers = Providers(conf.plugin.providers, self.agents, self.reader)
         self.scheduler = Placement(self.providers, self.agents)
         self.policy = dataclasses.replace(lifecycle.Policy.from_conf(conf), router=self.scheduler.route)
         # Every process counts the tasks it finishes and wakes its own waiters.

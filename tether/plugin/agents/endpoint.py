@@ -245,7 +245,7 @@ class PluginEndpoint:
         """The settled resources of ``provider`` the agent audits, or None
         when another agent audits that device."""
         roots: list[str] | None = None
-        if self._providers is not None and self._providers.is_host_placed(provider):
+        if self._providers is not None and self._providers.is_host_placed(provider, session):
             roots = [
                 root.id for root in agent_queries.bound_to(session, agent_id) if root.provider == provider
             ]
@@ -264,6 +264,8 @@ class PluginEndpoint:
         checks.check_state(state)
         with self._sessionmaker.begin() as session:
             agent = self._agents.report(session, state)
+            if self._providers is not None and agent.drivers:
+                self._providers.heard(agent.drivers, session)
             bound = agent_queries.bound_to(session, agent.id)
             # What agents of an earlier release report, polled or pushed, of any provider.
             status_reports.apply(

@@ -37,11 +37,16 @@ class Placement:
     def route(self, session: orm.Session, task: Task) -> str | None:
         """The routing key of ``task``'s work message, binding its root if needed.
 
-        None when no live agent can take it: the task waits, undispatched,
-        for the reaper to dispatch it once an agent appears, or to fail it
-        naming the provider at its deadline.
+        None when no live agent can take it, or no agent has declared the
+        provider's placement yet: the task waits, undispatched, for the
+        reaper to dispatch it once an agent appears, or to fail it naming
+        the provider at its deadline.
         """
-        if not self.providers.is_host_placed(task.provider):
+        placement = self.providers.placement(task.provider, session)
+        if placement is None:
+            LOG.debug("task %s waits: no agent of %s has declared its placement", task.id, task.provider)
+            return None
+        if placement == "shared":
             return task.provider
         root = queries.get_resource(session, task.root_id, None)
         if root is None:

@@ -158,7 +158,7 @@ class ProviderCapabilities:
 
 
 #: The agents whose malformed declarations were logged, so each is logged once.
-_WARNED: set[tuple[str, str, str]] = set()
+_WARNED: set[tuple[str, ...]] = set()
 
 
 def reported(agent_id: str, providers: list[str], declared: Any) -> dict[str, Any] | None:
@@ -169,7 +169,8 @@ def reported(agent_id: str, providers: list[str], declared: Any) -> dict[str, An
     if declared is None:
         return None
     if not isinstance(declared, dict):
-        _warn(agent_id, "*", f"capabilities must be an object by provider, not {type(declared).__name__}")
+        problem = f"capabilities must be an object by provider, not {type(declared).__name__}"
+        warn_malformed(agent_id, "*", problem)
         return None
     kept = {}
     for provider, wire in declared.items():
@@ -178,19 +179,27 @@ def reported(agent_id: str, providers: list[str], declared: Any) -> dict[str, An
         try:
             kept[provider] = Capabilities.from_wire(wire).to_wire()
         except ValueError as exc:
-            _warn(agent_id, provider, str(exc))
+            warn_malformed(agent_id, provider, str(exc))
     return kept
 
 
-def _warn(agent_id: str, provider: str, problem: str) -> None:
-    if (agent_id, provider, problem) in _WARNED:
-        return
-    if len(_WARNED) > 1000:
-        _WARNED.clear()
-    _WARNED.add((agent_id, provider, problem))
-    LOG.warning(
-        "agent %s reported malformed capabilities for %s, which count as none reported: %s",
+def warn_malformed(agent_id: str, provider: str, problem: str, what: str = "capabilities") -> None:
+    """Log once that an agent reported a malformed ``what`` of ``provider``."""
+    warn_once(
+        (agent_id, provider, problem),
+        "agent %s reported malformed %s for %s, which count as none reported: %s",
         agent_id,
+        what,
         provider,
         problem,
     )
+
+
+def warn_once(key: tuple[str, ...], message: str, *args: object) -> None:
+    """Log a warning about what agents report once per ``key``, not every report."""
+    if key in _WARNED:
+        return
+    if len(_WARNED) > 1000:
+        _WARNED.clear()
+    _WARNED.add(key)
+    LOG.warning(message, *args)

@@ -1,83 +1,202 @@
-"""The providers this plugin accepts, and what their drivers declare.
+"""The providers resources may name, and what their agents declared of them.
 
-The plugin loads driver classes (never instances: devices are the agents'
-business) to learn each provider's placement and supported resource types,
-the class attributes ``tether.drivers.base.Driver`` declares. It reads them
-off the class stevedore found and imports no driver code of its own: the
-driver SDK is the agents' and the vendors'.
+An operator lists the providers in ``[plugin] providers``; what each one is
+(its placement, the resource types it serves) the plugin learns from the
+state reports of the agents that serve it (:mod:`tether.common.declarations`),
+kept in ``agents.drivers``, so that every API process and replica knows
+alike and a restarted plugin remembers. The plugin loads no driver: a
+vendor's package is installed on the agents' hosts only.
+
+Which declaration counts: that of the live, enabled agent heard from last,
+else that of any agent heard from last. Until an agent of a provider has
+reported, its placement is unknown and:
+
+* a change is accepted unchecked (its task's ``notes`` say so, see
+  :mod:`tether.plugin.agents.provider_capabilities`);
+* its task waits undispatched, as a host-placed one with no live agent
+  does, and the reaper dispatches it once an agent has reported, or fails
+  it naming the provider at its ``pending_timeout``. Publishing it to a
+  guessed queue could strand it where no agent listens.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterable
-from typing import Any
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from stevedore import extension
+from sqlalchemy import orm
 
-from tether.common.exceptions import ConfigError, InvalidInput
+from tether.common.declarations import Declaration
+from tether.common.exceptions import InvalidInput
+from tether.plugin.agents import provider_capabilities
+from tether.plugin.db import agent_queries
+from tether.plugin.db.models import AgentRecord, utcnow
 
-NAMESPACE = "tether.drivers"
+if TYPE_CHECKING:  # the registry stores reports with reported() below
+    from tether.plugin.agents.registry import AgentRegistry as AgentRegistry
 
-
-@dataclasses.dataclass(frozen=True)
-class Provider:
-    name: str
-    placement: str
-    resource_types: frozenset[str]
+LOG = logging.getLogger(__name__)
 
 
 class Providers:
-    """The configured providers, checked against the installed drivers."""
+    """The configured providers with their declarations, read from the
+    agents' rows at most every :attr:`CACHE` seconds."""
 
-    def __init__(self, providers: Iterable[Provider]) -> None:
-        self._providers = {p.name: p for p in providers}
+    CACHE = 1.0
 
-    @classmethod
-    def load(cls, names: Iterable[str], option: str = "[plugin] providers") -> Providers:
-        names = list(names)
-        manager: extension.ExtensionManager[Any] = extension.ExtensionManager(NAMESPACE, invoke_on_load=False)
-        installed = {ext.name: ext.plugin for ext in manager}
-        missing = [n for n in names if n not in installed]
-        if missing:
-            raise ConfigError(
-                reason=f"{option} names {', '.join(missing)}, but no installed package "
-                f"provides such a driver in {NAMESPACE} (installed: "
-                f"{', '.join(sorted(installed)) or 'none'}); install the driver's package "
-                "or remove it from the option."
-            )
-        providers = []
-        for name in names:
-            driver = installed[name]
-            providers.append(Provider(name, driver.placement, frozenset(driver.resource_types)))
-        return cls(providers)
+    def __init__(
+        self,
+        names: Iterable[str],
+        agents: AgentRegistry,
+        reader: orm.sessionmaker[orm.Session] | None = None,
+    ) -> None:
+        self.names = sorted(set(names))
+        self.agents = agents
+        self.reader = reader
+        self._lock = threading.Lock()
+        self._cache: tuple[float, dict[str, Declaration]] = (-float("inf"), {})
+        #: the disagreements already logged, so that each is logged once
+        self._disagreements: set[tuple[str, frozenset[str]]] = set()
+        self._assumed: dict[str, Declaration] = {}
 
-    @property
-    def names(self) -> list[str]:
-        return sorted(self._providers)
+    def assume(self, declared: Mapping[str, Any]) -> None:
+        """What counts for each provider of ``declared`` (in the wire form)
+        until an agent has declared it: tether-allinone's plugin knows its
+        own agent's drivers before that agent's first report.
 
-    def placement(self, name: str) -> str:
-        return self._providers[name].placement
-
-    def is_host_placed(self, name: str) -> bool:
-        provider = self._providers.get(name)
-        return provider is not None and provider.placement == "host"
-
-    def get(self, name: str, resource_type: str) -> Provider:
-        """The provider a root resource names.
-
-        :raises InvalidInput: listing the configured providers.
+        :raises ValueError: naming a malformed declaration.
         """
-        provider = self._providers.get(name)
-        if provider is None:
+        assumed = {name: Declaration.from_wire(wire) for name, wire in declared.items()}
+        with self._lock:
+            self._assumed |= assumed
+            self._cache = (-float("inf"), {})
+
+    def declared(self, session: orm.Session | None = None) -> dict[str, Declaration]:
+        """The declaration that counts, by provider; a provider no agent
+        has declared is absent.
+
+        :param session: the caller's, inside its transaction, or None to
+            read with this plugin's reader.
+        """
+        with self._lock:
+            stamp, declared = self._cache
+            if time.monotonic() - stamp <= self.CACHE:
+                return declared
+        if session is not None:
+            declared = self._read(agent_queries.list_agents(session))
+        else:
+            assert self.reader is not None, "reading declarations without a session needs a reader"
+            with self.reader() as reading:
+                declared = self._read(agent_queries.list_agents(reading))
+        with self._lock:
+            declared = self._assumed | declared
+            self._cache = (time.monotonic(), declared)
+        return declared
+
+    def heard(self, drivers: Mapping[str, Any], session: orm.Session) -> None:
+        """An agent has just reported ``drivers`` (as stored): read the
+        agents' rows again on the next question if that changes anything, so
+        that a provider declared for the first time is routed at once."""
+        known = self.declared(session)
+        if any(p not in known or known[p].to_wire() != wire for p, wire in drivers.items()):
+            with self._lock:
+                self._cache = (-float("inf"), self._cache[1])
+
+    def placement(self, name: str, session: orm.Session | None = None) -> str | None:
+        """``host`` or ``shared``; None until an agent of ``name`` has reported."""
+        declaration = self.declared(session).get(name)
+        return None if declaration is None else declaration.placement
+
+    def is_host_placed(self, name: str, session: orm.Session | None = None) -> bool:
+        return self.placement(name, session) == "host"
+
+    def is_shared(self, name: str, session: orm.Session | None = None) -> bool:
+        """Whether tasks of ``name`` go to its one queue, whichever agents
+        are alive: declared ``shared``. Others wait unpublished while no
+        live agent can take them (host placement) or none has declared it."""
+        return self.placement(name, session) == "shared"
+
+    def check(self, name: str, resource_type: str) -> None:
+        """A root resource may name ``name`` for a ``resource_type``.
+
+        :raises InvalidInput: listing the configured providers, or the types
+            the provider's driver serves.
+        """
+        if name not in self.names:
             raise InvalidInput(
-                f"Provider {name!r} has no configured driver; configured providers: "
+                f"Provider {name!r} is not configured; configured providers: "
                 f"{', '.join(self.names) or 'none'}.",
                 path="$.provider",
             )
-        if resource_type not in provider.resource_types:
+        declaration = self.declared().get(name)
+        if declaration is not None and resource_type not in declaration.resource_types:
             raise InvalidInput(
                 f"Provider {name!r} does not support {resource_type} resources "
-                f"(it supports: {', '.join(sorted(provider.resource_types))})."
+                f"(it supports: {', '.join(sorted(declaration.resource_types))})."
             )
-        return provider
+
+    def _read(self, fleet: Sequence[AgentRecord]) -> dict[str, Declaration]:
+        now = utcnow()
+        chosen: dict[str, tuple[tuple[bool, Any], Declaration]] = {}
+        placements: dict[str, set[str]] = {}
+        for agent in fleet:
+            live = agent.admin_state_up and self.agents.alive(agent, now)
+            for provider, stored in (agent.drivers or {}).items():
+                try:
+                    declaration = Declaration.from_wire(stored)
+                except ValueError as exc:
+                    # Checked when the agent reported it: a row written otherwise.
+                    LOG.warning("agent %s: stored declaration of %s ignored: %s", agent.id, provider, exc)
+                    continue
+                if live:
+                    placements.setdefault(provider, set()).add(declaration.placement)
+                rank = (live, agent.last_heartbeat)
+                if provider not in chosen or rank > chosen[provider][0]:
+                    chosen[provider] = (rank, declaration)
+        for provider, seen in placements.items():
+            self._disagree(provider, seen, chosen[provider][1].placement)
+        return {provider: declaration for provider, (_, declaration) in chosen.items()}
+
+    def _disagree(self, provider: str, seen: set[str], counted: str) -> None:
+        key = (provider, frozenset(seen))
+        if len(seen) < 2 or key in self._disagreements:
+            return
+        self._disagreements.add(key)
+        LOG.error(
+            "live agents of provider %s declare different placements (%s): its tasks follow the "
+            "agent heard from last (%s); serve one provider with one driver on every agent",
+            provider,
+            ", ".join(sorted(seen)),
+            counted,
+        )
+
+
+def reported(agent_id: str, providers: list[str], declared: Any) -> dict[str, Any] | None:
+    """The driver declarations of a state report as the plugin stores them,
+    those of the agent's providers only, each checked; a malformed one is
+    logged and left out rather than refusing the report, which keeps the
+    agent alive. None when the agent reports none (an older release)."""
+    if declared is None:
+        provider_capabilities.warn_once(
+            (agent_id, "drivers"),
+            "agent %s declares no driver placement (it is of an older release): tasks of a provider "
+            "no agent has declared wait undispatched; upgrade agents before plugins",
+            agent_id,
+        )
+        return None
+    if not isinstance(declared, dict):
+        problem = f"drivers must be an object by provider, not {type(declared).__name__}"
+        provider_capabilities.warn_malformed(agent_id, "*", problem, "driver declarations")
+        return None
+    kept = {}
+    for provider, wire in declared.items():
+        if provider not in providers:
+            continue
+        try:
+            kept[provider] = Declaration.from_wire(wire).to_wire()
+        except ValueError as exc:
+            provider_capabilities.warn_malformed(agent_id, provider, str(exc), "a driver declaration")
+    return kept

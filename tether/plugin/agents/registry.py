@@ -27,7 +27,7 @@ from typing import Any
 from oslo_config import cfg
 from sqlalchemy import orm
 
-from tether.plugin.agents import provider_capabilities
+from tether.plugin.agents import provider_capabilities, providers
 from tether.plugin.db import agent_queries
 from tether.plugin.db.models import AgentRecord, utcnow
 
@@ -113,6 +113,8 @@ class AgentRegistry:
         agent.capabilities = provider_capabilities.reported(
             agent.id, agent.providers, state.get("capabilities")
         )
+        # RPC API 1.9: each driver's placement and resource types.
+        agent.drivers = providers.reported(agent.id, agent.providers, state.get("drivers"))
         # RPC API 1.8: where peers reach each provider's driver (an active-standby pair).
         agent.addresses = {str(p): str(a) for p, a in (state.get("addresses") or {}).items()} or None
         agent.started_at = started_at

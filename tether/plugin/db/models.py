@@ -267,6 +267,9 @@ class AgentRecord(Base):
     #: by provider, the address its driver's peers on other hosts reach it
     #: at (e.g. for VRRP), as the agent last reported it
     addresses: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON(none_as_null=True))
+    #: by provider, its driver's placement and resource types as the agent
+    #: last reported them (None: an agent of a release that reports none)
+    drivers: orm.Mapped[dict[str, Any] | None] = orm.mapped_column(sa.JSON(none_as_null=True))
     created_at: orm.Mapped[datetime.datetime] = orm.mapped_column(default=utcnow)
 
 

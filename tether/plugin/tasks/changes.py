@@ -125,11 +125,12 @@ class Changes:
         self.registry.validate(rtype, body)
         attributes = rtype.defaults() | dict(body)
         # A new root conflicts with nothing: no savepoint, and its rows go in
-        # with the batch's bulk insert. A host-placed one binds an agent first.
+        # with the batch's bulk insert. A host-placed one binds an agent first;
+        # one whose provider no agent has declared waits unpublished.
         if (
             rtype.parent is None
             and not answer_writes
-            and not self.providers.is_host_placed(attributes.get("provider", ""))
+            and self.providers.is_shared(attributes.get("provider", ""))
             and not self.checks.checks_root(rtype, attributes)
         ):
             return self._create_root(ctx, rtype, attributes, answer)
@@ -169,7 +170,7 @@ class Changes:
         # Everything but the backlog check and the inserts happens here, in
         # the request's thread: the writer's thread holds the write turn.
         provider = attributes["provider"]
-        self.providers.get(provider, rtype.name)
+        self.providers.check(provider, rtype.name)
         notes = self._judge(None, provider, rtype, attributes)
         accepted = roots.build(
             self.policy, rtype.name, ctx.project_id, attributes, ctx.request_id, ctx.callback_url, notes
@@ -201,7 +202,7 @@ class Changes:
             provider_name = parent.provider
         else:
             provider_name = attributes["provider"]
-        self.providers.get(provider_name, rtype.name)
+        self.providers.check(provider_name, rtype.name)
         self._check_backlog(session, provider_name)
         resource_id = str(uuid.uuid4())
         root_id = parent.root_id if parent is not None else resource_id

@@ -87,7 +87,9 @@ class ClaimDecider:
 
     def _bound_to(self, session: orm.Session, task: Any) -> str | None:
         """The agent a host-placed task's tree is bound to."""
-        if task is None or self._providers is None or not self._providers.is_host_placed(task.provider):
+        if task is None or self._providers is None:
+            return None
+        if not self._providers.is_host_placed(task.provider, session):
             return None
         root = queries.get_resource(session, task.root_id, None)
         return None if root is None else root.agent_id

@@ -179,8 +179,8 @@ class Reaper(Periodic):
         if self.scheduler is None:
             return 0
         providers = self.scheduler.providers
-        placed = [p for p in providers.names if providers.is_host_placed(p)]
         with self.sessionmaker.begin() as session:
+            placed = [p for p in providers.names if providers.is_host_placed(p, session)]
             live = frozenset(a.id for p in placed for a in self.agents.live_for(session, p))
             if live == self._live:
                 return 0
@@ -240,7 +240,7 @@ class Reaper(Periodic):
         if self.queue_depths is None:
             return 0
         key: str | None = task.provider
-        if self.scheduler is not None and self.scheduler.providers.is_host_placed(task.provider):
+        if self.scheduler is not None and self.scheduler.providers.is_host_placed(task.provider, session):
             root = queries.get_resource(session, task.root_id, None)
             key = f"{task.provider}.{root.agent_id}" if root is not None and root.agent_id else None
         if key is None:
@@ -250,17 +250,23 @@ class Reaper(Periodic):
         return self._depths.get(key) or 0
 
     def _dispatch_waiting(self) -> int:
-        # Host-placed tasks that found no live agent wait undispatched; one may be here now.
+        # Host-placed tasks that found no live agent wait undispatched, as do
+        # those of a provider no agent had declared yet; one may be here now.
+        # A provider still undeclared is left alone: enqueueing would only
+        # push its tasks' deadlines on, and they must fail at them.
         if self.scheduler is None:
             return 0
         with self.sessionmaker.begin() as session:
             providers = self.scheduler.providers
             waiting = agent_queries.undispatched(
-                session, [p for p in providers.names if providers.is_host_placed(p)]
+                session, [p for p in providers.names if providers.placement(p, session)]
             )
             for task in waiting:
                 resource = queries.get_resource(session, task.resource_id, None)
-                if resource is not None and self.agents.live_for(session, task.provider):
+                if resource is not None and (
+                    providers.is_shared(task.provider, session)
+                    or self.agents.live_for(session, task.provider)
+                ):
                     lifecycle.enqueue(session, self.policy, task, resource)
             return len(waiting)
 
@@ -297,6 +303,17 @@ class Reaper(Periodic):
                 "NoLiveAgent",
                 f"no live agent serves provider {task.provider}; start an agent with "
                 f"`[agent] providers` including {task.provider}, then retry the request",
+            )
+            return
+        if self.scheduler is not None and self.scheduler.providers.placement(task.provider, session) is None:
+            lifecycle.fail(
+                session,
+                self.policy,
+                task,
+                "NoLiveAgent",
+                f"no agent serving provider {task.provider} has declared its driver's placement "
+                "(agents of an older release declare none): upgrade an agent of "
+                f"{task.provider}, then retry the request",
             )
             return
         extend = datetime.timedelta(seconds=self.policy.pending_timeout)
