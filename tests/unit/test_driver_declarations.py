@@ -136,9 +136,9 @@ def test_a_malformed_declaration_is_logged_and_the_agent_still_registers(
     with caplog.at_level(logging.WARNING):
         _report(plugin, "agent-1", {"noop": {"placement": "everywhere", "resource_types": ["pool"]}})
         _report(plugin, "agent-2", ["not", "an", "object"])  # type: ignore[arg-type]
-    assert "agent agent-1 reported malformed a driver declaration for noop" in caplog.text
+    assert "agent agent-1 reported malformed driver declarations for noop" in caplog.text
     assert "placement" in caplog.text and "everywhere" in caplog.text
-    assert "drivers must be an object by provider, not list" in caplog.text
+    assert "driver declarations must be an object by provider, not list" in caplog.text
     with plugin.sessionmaker() as session:
         assert {a.id for a in session.scalars(sa.select(AgentRecord))} == {"agent-1", "agent-2"}
     assert plugin.providers.placement("noop") is None

@@ -24,9 +24,7 @@ the attribute, the value and what is supported, with the body's ``path``.
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import orm
@@ -34,7 +32,9 @@ from sqlalchemy import orm
 from tether.common.capabilities import Capabilities
 from tether.common.exceptions import InvalidInput
 from tether.common.resource_types import ResourceType
-from tether.plugin.db import agent_queries, queries
+from tether.plugin.agents import report_checks
+from tether.plugin.agents.fleet_view import FleetView
+from tether.plugin.db import queries
 from tether.plugin.db.models import AgentRecord, ResourceRecord, utcnow
 
 if TYPE_CHECKING:  # the registry records reports with reported() below
@@ -53,17 +53,12 @@ class UnsupportedByProvider(InvalidInput):
     """A change the provider's drivers declared they cannot carry out."""
 
 
-class ProviderCapabilities:
+class ProviderCapabilities(FleetView[dict[str, tuple[Capabilities, ...]]]):
     """What counts for each provider, read from the agents' rows at most
     every :attr:`CACHE` seconds: a burst of requests costs one query."""
 
-    CACHE = 1.0
-
     def __init__(self, agents: AgentRegistry, reader: orm.sessionmaker[orm.Session] | None = None) -> None:
-        self.agents = agents
-        self.reader = reader
-        self._lock = threading.Lock()
-        self._cache: tuple[float, dict[str, tuple[Capabilities, ...]]] = (-float("inf"), {})
+        super().__init__(agents, reader, {})
         #: parsed declarations by their stored form: agents report the same one every few seconds
         self._parsed: dict[str, Capabilities] = {}
 
@@ -111,21 +106,9 @@ class ProviderCapabilities:
     def declared(self, session: orm.Session | None = None) -> dict[str, tuple[Capabilities, ...]]:
         """The distinct declarations that count, by provider; a provider
         that no agent ever reported a declaration for is absent."""
-        with self._lock:
-            stamp, declared = self._cache
-            if time.monotonic() - stamp <= self.CACHE:
-                return declared
-        if session is not None:
-            declared = self._read(agent_queries.list_agents(session))
-        else:
-            assert self.reader is not None, "judging without a session needs a reader"
-            with self.reader() as reading:
-                declared = self._read(agent_queries.list_agents(reading))
-        with self._lock:
-            self._cache = (time.monotonic(), declared)
-        return declared
+        return self.view(session)
 
-    def _read(self, fleet: Any) -> dict[str, tuple[Capabilities, ...]]:
+    def _read(self, fleet: Sequence[AgentRecord]) -> dict[str, tuple[Capabilities, ...]]:
         now = utcnow()
         live: dict[str, list[Capabilities]] = {}
         latest: dict[str, tuple[Any, Capabilities]] = {}
@@ -157,49 +140,12 @@ class ProviderCapabilities:
         return parsed
 
 
-#: The agents whose malformed declarations were logged, so each is logged once.
-_WARNED: set[tuple[str, ...]] = set()
-
-
 def reported(agent_id: str, providers: list[str], declared: Any) -> dict[str, Any] | None:
-    """The declarations of a state report as the plugin stores them, those
-    of the agent's providers only, each checked; a malformed one is logged
-    (once) and left out rather than refusing the report, which keeps the
-    agent alive. None when the agent reports none (an older release)."""
+    """The declarations of a state report as the plugin stores them, each
+    checked (:func:`report_checks.by_provider`). None when the agent reports
+    none (an older release)."""
     if declared is None:
         return None
-    if not isinstance(declared, dict):
-        problem = f"capabilities must be an object by provider, not {type(declared).__name__}"
-        warn_malformed(agent_id, "*", problem)
-        return None
-    kept = {}
-    for provider, wire in declared.items():
-        if provider not in providers:
-            continue
-        try:
-            kept[provider] = Capabilities.from_wire(wire).to_wire()
-        except ValueError as exc:
-            warn_malformed(agent_id, provider, str(exc))
-    return kept
-
-
-def warn_malformed(agent_id: str, provider: str, problem: str, what: str = "capabilities") -> None:
-    """Log once that an agent reported a malformed ``what`` of ``provider``."""
-    warn_once(
-        (agent_id, provider, problem),
-        "agent %s reported malformed %s for %s, which count as none reported: %s",
-        agent_id,
-        what,
-        provider,
-        problem,
+    return report_checks.by_provider(
+        agent_id, providers, declared, lambda wire: Capabilities.from_wire(wire).to_wire(), "capabilities"
     )
-
-
-def warn_once(key: tuple[str, ...], message: str, *args: object) -> None:
-    """Log a warning about what agents report once per ``key``, not every report."""
-    if key in _WARNED:
-        return
-    if len(_WARNED) > 1000:
-        _WARNED.clear()
-    _WARNED.add(key)
-    LOG.warning(message, *args)

@@ -22,8 +22,6 @@ reported, its placement is unknown and:
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +29,8 @@ from sqlalchemy import orm
 
 from tether.common.declarations import Declaration
 from tether.common.exceptions import InvalidInput
-from tether.plugin.agents import provider_capabilities
-from tether.plugin.db import agent_queries
+from tether.plugin.agents import report_checks
+from tether.plugin.agents.fleet_view import FleetView
 from tether.plugin.db.models import AgentRecord, utcnow
 
 if TYPE_CHECKING:  # the registry stores reports with reported() below
@@ -41,11 +39,9 @@ if TYPE_CHECKING:  # the registry stores reports with reported() below
 LOG = logging.getLogger(__name__)
 
 
-class Providers:
+class Providers(FleetView[dict[str, Declaration]]):
     """The configured providers with their declarations, read from the
     agents' rows at most every :attr:`CACHE` seconds."""
-
-    CACHE = 1.0
 
     def __init__(
         self,
@@ -53,11 +49,8 @@ class Providers:
         agents: AgentRegistry,
         reader: orm.sessionmaker[orm.Session] | None = None,
     ) -> None:
+        super().__init__(agents, reader, {})
         self.names = sorted(set(names))
-        self.agents = agents
-        self.reader = reader
-        self._lock = threading.Lock()
-        self._cache: tuple[float, dict[str, Declaration]] = (-float("inf"), {})
         #: the disagreements already logged, so that each is logged once
         self._disagreements: set[tuple[str, frozenset[str]]] = set()
         self._assumed: dict[str, Declaration] = {}
@@ -69,32 +62,17 @@ class Providers:
 
         :raises ValueError: naming a malformed declaration.
         """
-        assumed = {name: Declaration.from_wire(wire) for name, wire in declared.items()}
-        with self._lock:
-            self._assumed |= assumed
-            self._cache = (-float("inf"), {})
+        self._assumed |= {name: Declaration.from_wire(wire) for name, wire in declared.items()}
+        self.forget()
 
     def declared(self, session: orm.Session | None = None) -> dict[str, Declaration]:
         """The declaration that counts, by provider; a provider no agent
-        has declared is absent.
+        has declared (nor assumed) is absent.
 
         :param session: the caller's, inside its transaction, or None to
             read with this plugin's reader.
         """
-        with self._lock:
-            stamp, declared = self._cache
-            if time.monotonic() - stamp <= self.CACHE:
-                return declared
-        if session is not None:
-            declared = self._read(agent_queries.list_agents(session))
-        else:
-            assert self.reader is not None, "reading declarations without a session needs a reader"
-            with self.reader() as reading:
-                declared = self._read(agent_queries.list_agents(reading))
-        with self._lock:
-            declared = self._assumed | declared
-            self._cache = (time.monotonic(), declared)
-        return declared
+        return self.view(session)
 
     def heard(self, drivers: Mapping[str, Any], session: orm.Session) -> None:
         """An agent has just reported ``drivers`` (as stored): read the
@@ -102,8 +80,7 @@ class Providers:
         that a provider declared for the first time is routed at once."""
         known = self.declared(session)
         if any(p not in known or known[p].to_wire() != wire for p, wire in drivers.items()):
-            with self._lock:
-                self._cache = (-float("inf"), self._cache[1])
+            self.forget()
 
     def placement(self, name: str, session: orm.Session | None = None) -> str | None:
         """``host`` or ``shared``; None until an agent of ``name`` has reported."""
@@ -158,7 +135,7 @@ class Providers:
                     chosen[provider] = (rank, declaration)
         for provider, seen in placements.items():
             self._disagree(provider, seen, chosen[provider][1].placement)
-        return {provider: declaration for provider, (_, declaration) in chosen.items()}
+        return self._assumed | {provider: declaration for provider, (_, declaration) in chosen.items()}
 
     def _disagree(self, provider: str, seen: set[str], counted: str) -> None:
         key = (provider, frozenset(seen))
@@ -176,27 +153,18 @@ class Providers:
 
 def reported(agent_id: str, providers: list[str], declared: Any) -> dict[str, Any] | None:
     """The driver declarations of a state report as the plugin stores them,
-    those of the agent's providers only, each checked; a malformed one is
-    logged and left out rather than refusing the report, which keeps the
-    agent alive. None when the agent reports none (an older release)."""
+    each checked (:func:`report_checks.by_provider`). None when the agent
+    reports none (an older release), which is said once."""
     if declared is None:
-        provider_capabilities.warn_once(
+        report_checks.warn_once(
             (agent_id, "drivers"),
             "agent %s declares no driver placement (it is of an older release): tasks of a provider "
             "no agent has declared wait undispatched; upgrade agents before plugins",
             agent_id,
         )
         return None
-    if not isinstance(declared, dict):
-        problem = f"drivers must be an object by provider, not {type(declared).__name__}"
-        provider_capabilities.warn_malformed(agent_id, "*", problem, "driver declarations")
-        return None
-    kept = {}
-    for provider, wire in declared.items():
-        if provider not in providers:
-            continue
-        try:
-            kept[provider] = Declaration.from_wire(wire).to_wire()
-        except ValueError as exc:
-            provider_capabilities.warn_malformed(agent_id, provider, str(exc), "a driver declaration")
-    return kept
+    return report_checks.by_provider(agent_id, providers, declared, _stored, "driver declarations")
+
+
+def _stored(wire: Any) -> dict[str, Any]:
+    return Declaration.from_wire(wire).to_wire()
