@@ -23,6 +23,7 @@ from tether.common.exceptions import Conflict
 from tether.common.resource_types import Registry
 from tether.common.states import Outcome
 from tether.plugin.agents.providers import Providers
+from tether.plugin.agents.registry import AgentRegistry
 from tether.plugin.context import RequestContext
 from tether.plugin.db import exceptions as db_exceptions
 from tether.plugin.db import migration, session
@@ -88,6 +89,14 @@ def _task(sessionmaker: orm.sessionmaker[orm.Session], state: str = "RUNNING") -
             )
         )
     return task_id
+
+
+def _noop(sessionmaker: orm.sessionmaker[orm.Session]) -> Providers:
+    """Provider noop, as its agents declare it."""
+    providers = Providers(["noop"], AgentRegistry(60), sessionmaker)
+    types = ["healthmonitor", "listener", "loadbalancer", "member", "pool"]
+    providers.assume({"noop": {"placement": "shared", "resource_types": types}})
+    return providers
 
 
 def _waiting_on_a_lock(sessionmaker: orm.sessionmaker[orm.Session]) -> bool:
@@ -181,7 +190,7 @@ def test_a_delete_meeting_a_claim_of_the_create_waits_and_queues_behind_it(
         resource_id = create.resource_id
     registry = Registry.load()
     writer = GroupCommit(sessionmaker, 1)
-    changes = Changes(registry, Providers.load(["noop"]), writer, lifecycle.Policy())
+    changes = Changes(registry, _noop(sessionmaker), writer, lifecycle.Policy())
 
     def delete() -> Any:
         answer = changes.delete(
@@ -208,7 +217,7 @@ def _lbaas_changes(sessionmaker: orm.sessionmaker[orm.Session]) -> tuple[Changes
     registry = Registry.load()
     writer = GroupCommit(sessionmaker, 1)
     checks = AcceptChecks.load(conf, registry)
-    return Changes(registry, Providers.load(["noop"]), writer, lifecycle.Policy(), checks=checks), writer
+    return Changes(registry, _noop(sessionmaker), writer, lifecycle.Policy(), checks=checks), writer
 
 
 def _held_by_another_replica(
