@@ -65,10 +65,10 @@ conf([], project="tether", default_config_files=[])
 rpc.register_opts(conf)
 conf.set_override("transport_url", "memory://")
 conf.set_override("state_path", sys.argv[1])
-conf.set_override("providers", ["acme", "noop"], group="plugin")
+conf.set_override("providers", ["nowhere", "noop"], group="plugin")
 plugin = Plugin(conf, migrate=True)
 with TestClient(plugin.app) as client:
-    answer = client.post("/v1/loadbalancers", json={"name": "a", "provider": "acme"})
+    answer = client.post("/v1/loadbalancers", json={"name": "a", "provider": "nowhere"})
 drivers = ("tether.drivers", "tether.reference_drivers")
 loaded = [m for m in sys.modules if m.startswith(drivers)]
 print(json.dumps({"status": answer.status_code, "body": answer.json(), "loaded": loaded}))
@@ -89,7 +89,7 @@ def test_a_plugin_accepts_for_a_provider_whose_driver_is_installed_nowhere_and_l
     assert seen["loaded"] == []
     assert seen["status"] == 202, seen["body"]
     # Nothing declared yet: accepted unchecked, and the task says so.
-    assert "no agent of provider acme has reported" in " ".join(seen["body"]["task"]["notes"])
+    assert "no agent of provider nowhere has reported" in " ".join(seen["body"]["task"]["notes"])
 
 
 def test_the_exception_tree_draws_every_error_of_tether_under_its_base() -> None:
