@@ -12,6 +12,7 @@ from sqlalchemy import orm
 
 from tether.common.states import IN_FLIGHT_TASK_STATES, StepState, TaskState
 from tether.plugin.api.console.tree import aware
+from tether.plugin.db import action_queries
 from tether.plugin.db.models import AgentRecord, Callback, Outbox, Task, TaskAttempt, TaskStep
 
 #: the task columns the tasks page filters on, by query parameter
@@ -63,8 +64,8 @@ class Moment:
 
 def timeline(session: orm.Session, task: Task) -> list[Moment]:
     """What happened to ``task``, oldest first: its transitions, every
-    claim and how it ended, its steps and undo steps, its retry and its
-    callback."""
+    claim and how it ended, its steps and undo steps, its retry, what
+    people did to it by hand and its callback."""
     moments = [Moment(task.created_at, "accepted", "plugin", f"{task.operation} {task.resource_type}")]
     attempts = list(
         session.scalars(
@@ -132,6 +133,12 @@ def timeline(session: orm.Session, task: Task) -> list[Moment]:
             detail = f"applied by task {task.superseded_by}"
         tone = "ok" if task.state == TaskState.SUCCEEDED else "bad"
         moments.append(Moment(task.finished_at, task.state, task.agent_id or "plugin", detail, tone))
+    for done in action_queries.of_task(session, task.id):
+        # Who asked by hand, and why: a retry shows on the failed task and on its retry.
+        detail = f"{done.target_type} {done.target_id}: {done.reason or 'no reason given'}"
+        roles = f" ({', '.join(done.roles)})" if done.roles else ""
+        who = f"project {done.project_id}{roles}"
+        moments.append(Moment(done.created_at, f"{done.action} asked by hand", who, detail))
     callback = session.get(Callback, task.id)
     if callback is not None:
         tone = {"DELIVERED": "ok", "FAILED": "bad"}.get(callback.state, "wait")
