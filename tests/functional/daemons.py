@@ -95,6 +95,17 @@ class Daemon:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def restart_agent(agent: Daemon, timeout: float = 30.0) -> None:
+    """Start a stopped or killed agent again and wait until it consumes, so
+    that a SIGTERM after finds its handler installed and it stops cleanly."""
+    before = agent.log().count(" consuming ")
+    agent.start()
+    deadline = time.monotonic() + timeout
+    while agent.log().count(" consuming ") <= before:
+        assert time.monotonic() < deadline, f"{agent.name} did not start consuming:\n{agent.log()}"
+        time.sleep(0.1)
+
+
 class Database:
     """The plugin database of each deployment: an SQLite file under its state
     path, or a new database on a shared PostgreSQL cluster."""

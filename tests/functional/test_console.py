@@ -8,15 +8,34 @@ restart, is watched in test_pipeline.py.)"""
 
 from __future__ import annotations
 
+import pathlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 from .browser import live, resource_status, until
-from .daemons import Daemon, Deployment
+from .daemons import Database, Deployment, restart_agent, running
+from .rabbitmq import RabbitMQNode
 
 A = {"X-Project-Id": "project-a"}
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    rabbitmq: RabbitMQNode, database: Database, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """The plugin and two agents, which report every second and are dead 3 s
+    after their last report: the dead-agent test waits seconds, not tens."""
+    root: pathlib.Path = tmp_path_factory.mktemp("console")
+    fast = Deployment(
+        root, rabbitmq, database, plugin_options={"agent_down_time": 3}, agent_options={"report_interval": 1}
+    )
+    with running(fast) as deployment:
+        yield deployment
 
 
 def _sign_in(browser: Any, deployment: Deployment, project: str, roles: set[str]) -> None:
@@ -50,11 +69,14 @@ def test_a_failure_shows_its_error_and_the_retry_action_makes_a_new_task(
     lb = _failed_load_balancer(deployment)
     _sign_in(browser, deployment, "project-a", {"member"})
     until(lambda: resource_status(browser, lb["id"]) == "ERROR", "the failed load balancer on the page")
-    node = browser.find_element(By.ID, f"r-{lb['id']}")
-    assert "no capacity on the fake device" in node.text
+    node_text = "return document.getElementById(arguments[0]).textContent;"
+    text = browser.execute_script(node_text, f"r-{lb['id']}")
+    assert "no capacity on the fake device" in text
     # The action asks first: it shows the CLI twin and wants the box ticked.
-    retry = node.find_element(By.XPATH, ".//details[summary[starts-with(., 'Retry')]]")
-    retry.find_element(By.TAG_NAME, "summary").click()
+    # The live page swaps its content as the plugin commits, so the opening
+    # is tried until it holds; an open action then holds the page still.
+    until(lambda: _open_action(browser, lb["id"], "Retry"), "the retry action open")
+    retry = browser.find_element(By.CSS_SELECTOR, f"#r-{lb['id']} details.action[open]")
     assert f"tether task retry {lb['task']['id']} --reason" in retry.text
     retry.find_element(By.NAME, "reason").send_keys("capacity added")
     retry.find_element(By.NAME, "confirm").click()
@@ -67,6 +89,17 @@ def test_a_failure_shows_its_error_and_the_retry_action_makes_a_new_task(
     assert task["resource_id"] == lb["id"] and task["project_id"] == "project-a", task
     # Who retried, and why, is on the new task's timeline.
     assert "retry asked by hand" in browser.page_source and "capacity added" in browser.page_source
+
+
+def _open_action(browser: Any, resource_id: str, label: str) -> bool:
+    try:
+        node = browser.find_element(By.ID, f"r-{resource_id}")
+        action = node.find_element(By.XPATH, f".//details[summary[starts-with(., '{label}')]]")
+        if action.get_attribute("open") is None:
+            action.find_element(By.TAG_NAME, "summary").click()
+        return action.get_attribute("open") is not None
+    except StaleElementReferenceException:
+        return False
 
 
 def test_another_project_sees_nothing_and_acting_on_its_ids_is_not_found(
@@ -104,10 +137,10 @@ def test_a_killed_agent_shows_dead_on_the_open_agents_page(deployment: Deploymen
     victim.kill()
     try:
         # agent_down_time and the reaper's pass, then the page's own update.
-        until(lambda: _agent_state(browser, victim.name) == "dead", f"{victim.name} dead on the page", 60)
+        until(lambda: _agent_state(browser, victim.name) == "dead", f"{victim.name} dead on the page", 30)
         assert browser.execute_script("return window.tetherSamePage === true;"), "the page was reloaded"
     finally:
-        _restart(victim)
+        restart_agent(victim)
     until(lambda: _agent_state(browser, victim.name) == "alive", f"{victim.name} alive again", 60)
 
 
@@ -118,10 +151,3 @@ def _agent_state(browser: Any, agent_id: str) -> str | None:
         f"a-{agent_id}",
     )
     return state
-
-
-def _restart(agent: Daemon) -> None:
-    """Back to two agents; once it consumes, a SIGTERM finds its handler."""
-    before = agent.log().count(" consuming ")
-    agent.start()
-    until(lambda: agent.log().count(" consuming ") > before, f"{agent.name} consuming again", 30)

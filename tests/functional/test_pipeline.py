@@ -14,7 +14,7 @@ import kombu
 import pytest
 
 from .browser import live, resource_status, until
-from .daemons import BIN, Daemon, Database, Deployment
+from .daemons import BIN, Database, Deployment, restart_agent
 from .rabbitmq import RabbitMQNode
 
 pytestmark = pytest.mark.functional
@@ -173,18 +173,7 @@ def test_an_agent_killed_during_a_driver_call_loses_nothing(deployment: Deployme
     dead = [a for a in deployment.agents if not a.alive]
     assert len(dead) == 1, "fake.crash should have killed exactly one agent"
     assert dead[0].wait_exit(5) == -9
-    _restart(dead[0])
-
-
-def _restart(agent: Daemon) -> None:
-    """Back to two agents for whoever comes next; once it consumes, a SIGTERM
-    finds its handler installed and it stops cleanly."""
-    before = agent.log().count(" consuming ")
-    agent.start()
-    deadline = time.monotonic() + 30
-    while agent.log().count(" consuming ") <= before:
-        assert time.monotonic() < deadline, f"{agent.name} did not start consuming:\n{agent.log()}"
-        time.sleep(0.1)
+    restart_agent(dead[0])
 
 
 def _step_journal(deployment: Deployment, resource_id: str) -> list[tuple[str, str]]:
@@ -213,7 +202,7 @@ def test_an_operation_in_steps_resumes_on_another_agent_after_its_agent_dies_mid
     dead = [a for a in deployment.agents if not a.alive]
     assert [a.name for a in dead] == [first]
     assert dead[0].wait_exit(5) == -9
-    _restart(dead[0])
+    restart_agent(dead[0])
 
 
 def test_a_step_failing_for_good_undoes_the_steps_before_it_in_reverse_order(deployment: Deployment) -> None:
