@@ -249,6 +249,9 @@ def test_oslo_messaging_reconnects_at_least_every_2_s_unless_the_operator_says_o
     transport = rpc.get_transport(conf)  # connects only when first used
     try:
         assert conf.oslo_messaging_rabbit.rabbit_interval_max == used
+        # A reply to a caller that is gone (an agent killed mid-call) is given
+        # up once that caller has stopped waiting: the agents' default rpc_timeout.
+        assert conf.oslo_messaging_rabbit.kombu_missing_consumer_retry_timeout == 10
     finally:
         transport.cleanup()
 

@@ -62,11 +62,18 @@ API_VERSION = "1.9"
 CONTROL_EXCHANGE = "tether"
 
 #: oslo.messaging's defaults that tether changes: durable queues that
-#: survive a broker restart, and reconnect attempts at most 2 s apart (oslo's
+#: survive a broker restart; reconnect attempts at most 2 s apart (oslo's
 #: own 30 s let an agent back from a long outage report only after the
 #: plugin, which waits twice ``agent_down_time`` after its own reconnection,
-#: had declared it dead).
-_RABBIT_DEFAULTS: dict[str, object] = {"rabbit_quorum_queue": True, "rabbit_interval_max": 2}
+#: had declared it dead); and a reply whose caller's queue is gone (an agent
+#: killed mid-call) given up after 10 s, the agents' default ``rpc_timeout``,
+#: by when that caller has stopped waiting (oslo's 60 s held the RPC worker,
+#: and a stopping plugin, as long).
+_RABBIT_DEFAULTS: dict[str, object] = {
+    "rabbit_quorum_queue": True,
+    "rabbit_interval_max": 2,
+    "kombu_missing_consumer_retry_timeout": 10,
+}
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
