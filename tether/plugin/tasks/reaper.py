@@ -53,6 +53,13 @@ OPTS: list[cfg.Opt] = [
 ]
 
 _BATCH = 500
+#: Seconds after this reaper first sees a shared provider declared (or
+#: starts) during which it looks for that provider's tasks accepted while
+#: it was not: long enough for every API process's view of the agents
+#: (a second old at most) to have caught up. Looking every pass would read
+#: the provider's whole PENDING backlog once a second; a straggler after
+#: the window is published again at its deadline like any unclaimed task.
+SHARED_SWEEP = 10.0
 
 
 class Reaper(Periodic):
@@ -85,6 +92,8 @@ class Reaper(Periodic):
         self._depths: dict[str, int | None] = {}
         #: the live agents of host-placed providers when standbys were last filled
         self._live: frozenset[str] | None = None
+        #: since when (monotonic) each shared provider has been seen declared
+        self._shared_since: dict[str, float] = {}
 
     def tick(self) -> int:
         return self.reap()
@@ -252,15 +261,11 @@ class Reaper(Periodic):
     def _dispatch_waiting(self) -> int:
         # Host-placed tasks that found no live agent wait undispatched, as do
         # those of a provider no agent had declared yet; one may be here now.
-        # A provider still undeclared is left alone: enqueueing would only
-        # push its tasks' deadlines on, and they must fail at them.
         if self.scheduler is None:
             return 0
         with self.sessionmaker.begin() as session:
             providers = self.scheduler.providers
-            waiting = agent_queries.undispatched(
-                session, [p for p in providers.names if providers.placement(p, session)]
-            )
+            waiting = agent_queries.undispatched(session, self._waiting_for_dispatch(session))
             for task in waiting:
                 resource = queries.get_resource(session, task.resource_id, None)
                 if resource is not None and (
@@ -269,6 +274,26 @@ class Reaper(Periodic):
                 ):
                     lifecycle.enqueue(session, self.policy, task, resource)
             return len(waiting)
+
+    def _waiting_for_dispatch(self, session: orm.Session) -> list[str]:
+        """The providers whose undispatched tasks may go now: host-placed
+        ones, and shared ones within :data:`SHARED_SWEEP` of being declared.
+        A provider still undeclared is left alone: enqueueing would only
+        push its tasks' deadlines on, and they must fail at them."""
+        assert self.scheduler is not None
+        providers = self.scheduler.providers
+        now = time.monotonic()
+        found = []
+        for name in providers.names:
+            placement = providers.placement(name, session)
+            if placement == "shared":
+                if now - self._shared_since.setdefault(name, now) > SHARED_SWEEP:
+                    continue
+            elif placement is None:
+                self._shared_since.pop(name, None)
+                continue
+            found.append(name)
+        return found
 
     def _unstick_trees(self) -> int:
         # A tree with queued changes and none in the works would wait for
