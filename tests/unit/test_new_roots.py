@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from typing import Any
 
 import msgspec
@@ -55,3 +57,23 @@ def test_a_new_root_on_the_bulk_path_leaves_the_rows_and_message_of_the_orm_path
     theirs = {k: v for k, v in orm_.json().items() if k not in {"id", "task", "created_at", "updated_at"}}
     assert mine == theirs
     assert bulk.json()["task"]["state"] == orm_.json()["task"]["state"] == "PENDING"
+
+
+def test_resources_and_tasks_get_ids_in_the_order_they_were_made(client: TestClient) -> None:
+    # Time-ordered ids keep a batch's rows together in every index on them.
+    made = []
+    for i in range(4):
+        # An Idempotency-Key takes the ORM path; none, the bulk one.
+        headers = {"Idempotency-Key": f"key-{i}"} if i % 2 else {}
+        response = client.post("/v1/loadbalancers", json={"provider": "noop"}, headers=headers)
+        assert response.status_code == 202, response.text
+        made.append(response.json())
+        time.sleep(0.002)  # a new millisecond: within one, RFC 9562 orders by a counter
+    for ids in ([lb["id"] for lb in made], [lb["task"]["id"] for lb in made]):
+        assert all(uuid.UUID(i).version == 7 for i in ids), ids
+        assert ids == sorted(ids), ids
+    listener = client.post(
+        "/v1/listeners", json={"loadbalancer_id": made[-1]["id"], "protocol": "HTTP", "protocol_port": 80}
+    )
+    assert listener.status_code == 202, listener.text
+    assert made[-1]["id"] < listener.json()["id"]

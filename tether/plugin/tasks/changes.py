@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -36,7 +35,7 @@ from tether.common.states import (
 from tether.plugin.agents.provider_capabilities import ProviderCapabilities
 from tether.plugin.agents.providers import Providers
 from tether.plugin.context import RequestContext
-from tether.plugin.db import queries
+from tether.plugin.db import ids, queries
 from tether.plugin.db.group_commit import GroupCommit
 from tether.plugin.db.models import ResourceRecord, Row, Task, utcnow
 from tether.plugin.tasks import lifecycle
@@ -204,7 +203,7 @@ class Changes:
             provider_name = attributes["provider"]
         self.providers.check(provider_name, rtype.name)
         self._check_backlog(session, provider_name)
-        resource_id = str(uuid.uuid4())
+        resource_id = ids.new_id()
         root_id = parent.root_id if parent is not None else resource_id
         now = utcnow()
         resource = ResourceRecord(

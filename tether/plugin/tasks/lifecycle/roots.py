@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-import uuid
 from typing import Any, cast
 
 import msgspec
@@ -27,7 +26,7 @@ from sqlalchemy import orm
 
 from tether.common import messages, transport
 from tether.common.states import OperatingStatus, Operation, ProvisioningStatus, TaskState
-from tether.plugin.db import group_commit
+from tether.plugin.db import group_commit, ids
 from tether.plugin.db.models import EncodedJSON, Outbox, ResourceRecord, Row, Task, utcnow
 from tether.plugin.outbound import notifications
 from tether.plugin.tasks import handoff, work
@@ -68,7 +67,7 @@ def build(
     root binds an agent first, which reads the database.
     """
     now = utcnow()
-    resource_id = str(uuid.uuid4())
+    resource_id = ids.new_id()
     provider = attributes["provider"]
     encoded = msgspec.json.encode(attributes)
     resource = Row(
@@ -93,7 +92,7 @@ def build(
         updated_at=now,
     )
     task = Row(
-        id=str(uuid.uuid4()),
+        id=ids.new_id(),
         resource_id=resource_id,
         resource_type=resource_type,
         root_id=resource_id,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import datetime
 import logging
-import uuid
 from collections.abc import Sequence
 
 from sqlalchemy import orm
@@ -21,7 +20,7 @@ from tether.common.states import (
     ProvisioningStatus,
     TaskState,
 )
-from tether.plugin.db import queries
+from tether.plugin.db import ids, queries
 from tether.plugin.db.models import Outbox, ResourceRecord, Task, TaskAttempt, utcnow
 from tether.plugin.outbound import callbacks, notifications
 from tether.plugin.tasks import work
@@ -308,7 +307,7 @@ def new_task(
     """
     now = utcnow()
     return Task(
-        id=str(uuid.uuid4()),
+        id=ids.new_id(),
         resource_id=resource.id,
         resource_type=resource.type,
         root_id=resource.root_id,
