@@ -19,6 +19,7 @@ from tether.plugin.agents import unserved
 from tether.plugin.agents.endpoint import PluginEndpoint
 from tether.plugin.agents.standby_endpoint import StandbyEndpoint
 from tether.plugin.api import views
+from tether.plugin.db import checkpoints
 from tether.plugin.outbound import callbacks
 from tether.plugin.tasks import dispatch, handoff, reaper, results
 from tether.plugin.tasks.claim_decider import ClaimDecider
@@ -65,6 +66,8 @@ class Pipeline:
             providers=core.providers.names,
         )
         self.callbacks = callbacks.Deliverer(conf, core.sessionmaker, lambda session, task: views.task(task))
+        database = checkpoints.database_file(core.engine)
+        self.checkpointer = None if database is None else checkpoints.Checkpointer(database)
         # Reports arrive over the broker the result consumer listens on:
         # while it is cut off, an agent's silence proves nothing.
         core.agents.listening_since = lambda: self.results.connected_since
@@ -113,6 +116,8 @@ class Pipeline:
         self.results.start()
         self.claims.start()
         self.reaper.start()
+        if self.checkpointer is not None:
+            self.checkpointer.start()
         unserved.warn_unserved(conf, conf.plugin.providers)
         if conf.callbacks.secret:  # without one no callback can have been accepted
             self.callbacks.start()
@@ -128,5 +133,7 @@ class Pipeline:
         self.callbacks.stop()
         self.relay.stop()
         self.results.stop()
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         for to_api in self._links:
             to_api.stop()

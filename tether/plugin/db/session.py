@@ -29,6 +29,7 @@ from oslo_config import cfg
 from sqlalchemy import event, orm
 
 from tether.common import metrics
+from tether.plugin.db import checkpoints
 from tether.plugin.db import exceptions as db_exceptions
 from tether.plugin.db.models import json_serializer
 
@@ -136,6 +137,9 @@ def _sqlite_engine(url: sa.URL, busy_timeout: float, immediate: bool) -> sa.Engi
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if immediate:
+            # The pipeline's checkpointer does this beside the writers.
+            cursor.execute(f"PRAGMA wal_autocheckpoint={checkpoints.BACKSTOP}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
