@@ -105,8 +105,7 @@ class RabbitMQCluster:
         if tls:
             raise RabbitMQNodeError("the test cluster has no TLS listeners")
         seed = self.running()[0]
-        seed.rabbitmqctl("-q", "add_vhost", name)
-        seed.rabbitmqctl("-q", "set_permissions", "-p", name, self.user, ".*", ".*", ".*")
+        seed.define_vhost(name, self.user)
         hosts = [f"{self.user}:{self.password}@127.0.0.1:{node.port}" for node in self.nodes]
         return f"rabbit://{','.join(hosts)}/{name}", ";".join(f"amqp://{host}/{name}" for host in hosts)
 

@@ -25,7 +25,7 @@ import pytest
 from tests.functional.daemons import Daemon, free_port, write_ini
 
 BIN = pathlib.Path(sys.executable).parent
-SECONDS = int(os.environ.get("TETHER_API_FUZZ_SECONDS", "15"))
+SECONDS = int(os.environ.get("TETHER_API_FUZZ_SECONDS", "25"))
 ADMIN_TAGS = ("agent", "provider", "metrics", "dead-letter", "reapply")
 
 
