@@ -3,7 +3,9 @@ recorded result that is not the API.
 
 The outbox relay publishes committed work, the claim server and the RPC
 server answer agents, the result consumer records what they did, the reaper
-retries what they left, and callbacks go out. It runs in the API's process
+retries what they left, and callbacks go out; on SQLite a checkpointer
+copies the write-ahead log back into the database beside the writers
+(:mod:`tether.plugin.db.checkpoints`). It runs in the API's process
 (the all-in-one, tests) or in one of its own beside it
 (:mod:`tether.plugin.processes`).
 """

@@ -3,9 +3,10 @@
 Version 7 UUIDs (RFC 9562) begin with the millisecond they were made, so
 rows made together sit together in every index on their id, their root's
 id and their resource's id. With random (version 4) ids each accept landed
-in a different leaf page of six indexes: a commit of sixteen accepts on a
-table of 100,000 rows wrote some hundred pages to the WAL, and its write
-turn cost twice the CPU it does now (docs/performance.md). Clients see the
+in a different leaf page of six indexes, and a commit wrote every one of
+them to the WAL: on tables of 100,000 accepts, the write of a batch of
+sixteen took half again the CPU it takes now and held the write turn
+nearly twice as long (``bench/inserts.py``). Clients see the
 same kind of id as before; the time in it is the ``created_at`` they are
 shown anyway.
 """
