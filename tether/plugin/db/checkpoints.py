@@ -18,7 +18,6 @@ plugin) or falls behind.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 
 import sqlalchemy as sa
@@ -34,11 +33,12 @@ BACKSTOP = 10_000
 
 
 def database_file(engine: sa.Engine) -> str | None:
-    """The file of an SQLite engine's database; None for memory or another database."""
+    """The file of an SQLite engine's database (its path already expanded by
+    :func:`tether.plugin.db.session.make_engine`); None for memory or another database."""
     url = engine.url
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None
-    return os.path.expanduser(url.database)
+    return url.database
 
 
 class Checkpointer(Periodic):
