@@ -64,7 +64,7 @@ Retrier = Annotated[RequestContext, authorized("tether:task:retry")]
 
 
 def accepted(view: dict[str, Any]) -> JSONResponse:
-    return JSONResponse(view, status_code=202, headers={"Location": f"/v1/tasks/{view['id']}"})
+    return views.Answer(view, status_code=202, headers={"Location": f"/v1/tasks/{view['id']}"})
 
 
 def tasks_router(api: Api) -> fastapi.APIRouter:

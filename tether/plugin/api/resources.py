@@ -288,7 +288,7 @@ class _Keyed:
 
 
 def _accepted(view: dict[str, Any], location: str) -> JSONResponse:
-    return JSONResponse(view, status_code=202, headers={"Location": location})
+    return views.Answer(view, status_code=202, headers={"Location": location})
 
 
 def _cascade(request: fastapi.Request, rtype: ResourceType) -> bool:

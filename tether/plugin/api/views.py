@@ -5,6 +5,9 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+import msgspec
+from fastapi.responses import JSONResponse
+
 from tether.common.resource_types import COMMON_PROPERTIES, ResourceType
 from tether.plugin.db import sync_queries
 from tether.plugin.db.models import (
@@ -164,3 +167,12 @@ def action(row: OperatorAction) -> dict[str, Any]:
         "outcome": row.outcome,
         "at": _time(row.created_at),
     }
+
+
+class Answer(JSONResponse):
+    """A JSON answer written by msgspec: the same compact UTF-8 text as
+    Starlette's ``json.dumps``, in a tenth of the time, for the answers
+    clients get at a rate (every 202)."""
+
+    def render(self, content: Any) -> bytes:
+        return msgspec.json.encode(content)

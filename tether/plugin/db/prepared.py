@@ -1,5 +1,5 @@
-"""Updates run in batches through the DB-API's ``executemany``, compiled once
-per dialect.
+"""Inserts and updates run in batches through the DB-API's ``executemany``,
+compiled once per dialect.
 
 For a batch, Core processes every row's parameters in Python: it builds a
 dictionary per row, runs each value through its type's processor and adds
@@ -14,13 +14,13 @@ caller's transaction.
 The rows are mappings of the statement's bind parameter names, less a prefix
 the statement gives them; a parameter they leave out takes the statement's
 own value or its column's Python-side ``onupdate``, made once per batch.
-(The group commit's bulk insert went the same way and measured no
-different, once timestamps were cheap to write.)
+An insert's rows give every column they want written; a column they leave
+out takes its Python-side default, made once per batch, or the database's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,10 +31,10 @@ import sqlalchemy as sa
 #: given or made value
 _Bind = tuple[str, str | None, Any, Any]
 #: the driver's SQL, whether its parameters are positional, its parameters,
-#: and the columns whose onupdate a batch makes
-_Plan = tuple[str, bool, list[_Bind], dict[str, sa.Column[Any]]]
+#: the columns whose default or onupdate a batch makes, and how it makes one
+_Plan = tuple[str, bool, list[_Bind], dict[str, sa.Column[Any]], Callable[[sa.Column[Any]], Any]]
 
-_plans: dict[tuple[sa.Update, tuple[str, ...], sa.Dialect], _Plan] = {}
+_plans: dict[tuple[sa.Update | sa.Table, tuple[str, ...], sa.Dialect], _Plan] = {}
 
 
 def execute(
@@ -50,8 +50,25 @@ def execute(
     plan = _plans.get((statement, keys, connection.dialect)) or _plan(
         statement, keys, prefix, connection.dialect
     )
-    sql, positional, binds, made_by = plan
-    made = {name: _onupdate(column) for name, column in made_by.items()}
+    return _run(connection, plan, rows)
+
+
+def insert(connection: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` (all with the same keys, named after ``table``'s columns)."""
+    keys = tuple(rows[0])
+    plan = _plans.get((table, keys, connection.dialect))
+    if plan is None:
+        statement = table.insert()
+        compiled = statement.compile(dialect=connection.dialect, column_keys=list(keys))
+        made_by = {column.key: column for column in compiled.insert_prefetch if column.key not in keys}
+        plan = _compiled_plan(compiled, {key: key for key in keys}, made_by, connection.dialect, _default)
+        _plans[(table, keys, connection.dialect)] = plan
+    _run(connection, plan, rows)
+
+
+def _run(connection: sa.Connection, plan: _Plan, rows: Sequence[Mapping[str, Any]]) -> int:
+    sql, positional, binds, made_by, make = plan
+    made = {name: make(column) for name, column in made_by.items()}
     params: list[Any] = []
     for row in rows:
         values = [
@@ -65,16 +82,35 @@ def execute(
 
 
 def _onupdate(column: sa.Column[Any]) -> Any:
-    default = column.onupdate
+    return _made(column.onupdate)
+
+
+def _default(column: sa.Column[Any]) -> Any:
+    return _made(column.default)
+
+
+def _made(default: Any) -> Any:
     # Zero-argument callables (utcnow) are wrapped to take Core's execution context.
-    return default.arg(None) if callable(default.arg) else default.arg  # type: ignore[union-attr]
+    return default.arg(None) if callable(default.arg) else default.arg
 
 
 def _plan(statement: sa.Update, keys: tuple[str, ...], prefix: str, dialect: sa.Dialect) -> _Plan:
     compiled = statement.compile(dialect=dialect)
-    names = compiled.positiontup if compiled.positional else list(dict.fromkeys(compiled.bind_names.values()))
     given = {f"{prefix}{key}": key for key in keys}
     made_by = {column.key: column for column in compiled.update_prefetch if column.key not in given}
+    plan = _compiled_plan(compiled, given, made_by, dialect, _onupdate)
+    _plans[(statement, keys, dialect)] = plan
+    return plan
+
+
+def _compiled_plan(
+    compiled: Any,
+    given: dict[str, str],
+    made_by: dict[str, sa.Column[Any]],
+    dialect: sa.Dialect,
+    make: Callable[[sa.Column[Any]], Any],
+) -> _Plan:
+    names = compiled.positiontup if compiled.positional else list(dict.fromkeys(compiled.bind_names.values()))
     binds: list[_Bind] = []
     for name in names or []:
         bind = compiled.binds[name]
@@ -84,6 +120,4 @@ def _plan(statement: sa.Update, keys: tuple[str, ...], prefix: str, dialect: sa.
         else:
             value = bind.effective_value
             binds.append((name, None, value if process is None else process(value), None))
-    plan = (compiled.string, bool(compiled.positional), binds, made_by)
-    _plans[(statement, keys, dialect)] = plan
-    return plan
+    return (compiled.string, bool(compiled.positional), binds, made_by, make)
