@@ -10,17 +10,25 @@ from . import postgresql
 from .browser import start_browser
 from .daemons import Database, Deployment, running
 from .netns import NetnsError, Network
+from .pki import PKI, issue
 from .rabbitmq import INSTALL_HINT, RABBITMQ_SERVER, RabbitMQNode, is_installed
 
 
 @pytest.fixture(scope="session")
-def rabbitmq() -> Iterator[RabbitMQNode]:
-    """A private RabbitMQ node shared by the whole session (see rabbitmq.py)."""
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    return issue(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def rabbitmq(pki: PKI) -> Iterator[RabbitMQNode]:
+    """A private RabbitMQ node shared by the whole session (see rabbitmq.py),
+    with a TLS listener beside the plain one for test_tls.py: a node of its
+    own took 11 to 15 s of every pass."""
     if not is_installed():
         # A failure, never a skip: a silently skipped functional suite looks
         # exactly like a passing one in CI.
         pytest.fail(f"{RABBITMQ_SERVER} is missing: {INSTALL_HINT}", pytrace=False)
-    node = RabbitMQNode()
+    node = RabbitMQNode(tls=pki.server)
     try:
         node.start()
         yield node

@@ -1,9 +1,9 @@
-"""TLS to RabbitMQ: a private node with a TLS listener, a throwaway CA, and
-tether configured through oslo.messaging's ``[oslo_messaging_rabbit]`` options."""
+"""TLS to RabbitMQ: the session's node on its TLS listener, a throwaway CA
+(pki.py), and tether configured through oslo.messaging's
+``[oslo_messaging_rabbit]`` options."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import pathlib
 import time
@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import trustme
 from oslo_config import cfg
 
 from tether.common import config
@@ -19,66 +18,19 @@ from tether.common.connection import ConnectionLoop
 from tether.common.transport import Broker
 
 from .daemons import Database, Deployment, running, write_ini
-from .rabbitmq import INSTALL_HINT, RABBITMQ_SERVER, RabbitMQNode, TLSFiles, is_installed
+from .pki import PKI
+from .rabbitmq import RabbitMQNode
 
 pytestmark = pytest.mark.functional
 
 
-@dataclasses.dataclass(frozen=True)
-class PKI:
-    ca: pathlib.Path
-    server: TLSFiles
-    client_cert: pathlib.Path
-    client_key: pathlib.Path
-    #: a CA that signed nothing the node shows, and a client certificate of its own
-    other_ca: pathlib.Path
-    stranger_cert: pathlib.Path
-    stranger_key: pathlib.Path
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
-    root = tmp_path_factory.mktemp("pki")
-    ca, other = trustme.CA(), trustme.CA()
-    # The address only, not "localhost": connecting by that name then shows
-    # that the host name is checked and not only the signature.
-    server = ca.issue_cert("127.0.0.1")
-    client = ca.issue_cert("tether-client", common_name="tether-client")
-    stranger = other.issue_cert("stranger", common_name="stranger")
-    ca.cert_pem.write_to_path(str(root / "ca.pem"))
-    other.cert_pem.write_to_path(str(root / "other-ca.pem"))
-    server.cert_chain_pems[0].write_to_path(str(root / "server.pem"))
-    server.private_key_pem.write_to_path(str(root / "server.key"))
-    for name, issued in (("client", client), ("stranger", stranger)):
-        issued.cert_chain_pems[0].write_to_path(str(root / f"{name}.pem"))
-        issued.private_key_pem.write_to_path(str(root / f"{name}.key"))
-    return PKI(
-        ca=root / "ca.pem",
-        server=TLSFiles(ca=root / "ca.pem", cert=root / "server.pem", key=root / "server.key"),
-        client_cert=root / "client.pem",
-        client_key=root / "client.key",
-        other_ca=root / "other-ca.pem",
-        stranger_cert=root / "stranger.pem",
-        stranger_key=root / "stranger.key",
-    )
-
-
-@pytest.fixture(scope="module")
-def tls_node(pki: PKI) -> Iterator[RabbitMQNode]:
-    """A node of its own: the session's node has no TLS listener."""
-    if not is_installed():
-        pytest.fail(f"{RABBITMQ_SERVER} is missing: {INSTALL_HINT}", pytrace=False)
-    with RabbitMQNode(tls=pki.server) as node:
-        yield node
-
-
 @pytest.fixture(scope="module")
 def tls_deployment(
-    tls_node: RabbitMQNode, pki: PKI, database: Database, tmp_path_factory: pytest.TempPathFactory
+    rabbitmq: RabbitMQNode, pki: PKI, database: Database, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
     deployment = Deployment(
         tmp_path_factory.mktemp("tls-deployment"),
-        tls_node,
+        rabbitmq,
         database,
         agents=1,
         tls=True,
@@ -138,24 +90,24 @@ def test_a_resource_goes_active_through_the_tls_listener(tls_deployment: Deploym
 
 
 def test_every_connection_of_the_deployment_is_tls_on_the_tls_port(
-    tls_deployment: Deployment, tls_node: RabbitMQNode
+    tls_deployment: Deployment, rabbitmq: RabbitMQNode
 ) -> None:
     # Only the TLS port is in the deployment's transport_url, and the node
     # says each connection (kombu's and oslo.messaging's) is encrypted.
-    assert f":{tls_node.tls_port}/" in tls_deployment.transport_url
+    assert f":{rabbitmq.tls_port}/" in tls_deployment.transport_url
     vhost = tls_deployment.transport_url.rsplit("/", 1)[1]
-    connections = _connections(tls_node, vhost)
+    connections = _connections(rabbitmq, vhost)
     # the plugin's relay and result consumer, the agent's consumer, and RPC
     assert len(connections) >= 4, connections
-    assert {(c["ssl"], c["port"]) for c in connections} == {("true", str(tls_node.tls_port))}
+    assert {(c["ssl"], c["port"]) for c in connections} == {("true", str(rabbitmq.tls_port))}
     assert all(c["ssl_protocol"].startswith("tlsv1.") for c in connections), connections
 
 
 @pytest.mark.no_database
 def test_a_client_that_trusts_another_ca_is_refused_with_a_clear_error(
-    tls_node: RabbitMQNode, pki: PKI, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+    rabbitmq: RabbitMQNode, pki: PKI, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    transport_url, _ = tls_node.add_vhost("tether-tls-other-ca", tls=True)
+    transport_url, _ = rabbitmq.add_vhost("tether-tls-other-ca", tls=True)
     broker = _broker(tmp_path, transport_url, ssl="true", ssl_ca_file=pki.other_ca)
     message = _refusal(broker, caplog)
     # RabbitMQ sends its CA along with its certificate: a CA we do not trust.
@@ -167,9 +119,9 @@ def test_a_client_that_trusts_another_ca_is_refused_with_a_clear_error(
 
 @pytest.mark.no_database
 def test_the_broker_must_be_named_in_its_certificate(
-    tls_node: RabbitMQNode, pki: PKI, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+    rabbitmq: RabbitMQNode, pki: PKI, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    transport_url, _ = tls_node.add_vhost("tether-tls-wrong-name", tls=True)
+    transport_url, _ = rabbitmq.add_vhost("tether-tls-wrong-name", tls=True)
     by_name = transport_url.replace("127.0.0.1", "localhost")
     broker = _broker(tmp_path, by_name, ssl="true", ssl_ca_file=pki.ca)
     message = _refusal(broker, caplog)
@@ -180,9 +132,9 @@ def test_the_broker_must_be_named_in_its_certificate(
 
 @pytest.mark.no_database
 def test_tls_to_the_plain_port_says_to_check_the_port(
-    tls_node: RabbitMQNode, pki: PKI, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+    rabbitmq: RabbitMQNode, pki: PKI, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    transport_url, _ = tls_node.add_vhost("tether-tls-plain-port")
+    transport_url, _ = rabbitmq.add_vhost("tether-tls-plain-port")
     broker = _broker(tmp_path, transport_url, ssl="true", ssl_ca_file=pki.ca)
     message = _refusal(broker, caplog)
     assert "the TLS handshake with the broker failed" in message
@@ -191,9 +143,9 @@ def test_tls_to_the_plain_port_says_to_check_the_port(
 
 @pytest.mark.no_database
 def test_the_transport_url_query_and_a_client_certificate_reach_the_broker(
-    tls_node: RabbitMQNode, pki: PKI, tmp_path: pathlib.Path
+    rabbitmq: RabbitMQNode, pki: PKI, tmp_path: pathlib.Path
 ) -> None:
-    transport_url, _ = tls_node.add_vhost("tether-tls-client-cert", tls=True)
+    transport_url, _ = rabbitmq.add_vhost("tether-tls-client-cert", tls=True)
     broker = _broker(
         tmp_path,
         f"{transport_url}?ssl=1&ssl_ca_file={pki.ca}",
@@ -202,16 +154,16 @@ def test_the_transport_url_query_and_a_client_certificate_reach_the_broker(
     )
     with broker.connect() as connection:
         connection.ensure_connection(max_retries=1)
-        (seen,) = _connections(tls_node, "tether-tls-client-cert")
+        (seen,) = _connections(rabbitmq, "tether-tls-client-cert")
     assert seen["ssl"] == "true"
     assert "CN=tether-client" in seen["peer_cert_subject"]
 
 
 @pytest.mark.no_database
 def test_a_client_certificate_from_an_unknown_ca_is_refused_by_the_broker(
-    tls_node: RabbitMQNode, pki: PKI, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+    rabbitmq: RabbitMQNode, pki: PKI, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    transport_url, _ = tls_node.add_vhost("tether-tls-stranger", tls=True)
+    transport_url, _ = rabbitmq.add_vhost("tether-tls-stranger", tls=True)
     broker = _broker(
         tmp_path,
         transport_url,
