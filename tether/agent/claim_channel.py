@@ -21,10 +21,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import kombu
 
-from tether.common import claims, transport, wire
+from tether.common import claims, publisher, transport, wire
 from tether.common.claims import Claim, ClaimAnswer
 from tether.common.exceptions import MalformedMessage, TetherError
 
@@ -48,7 +49,7 @@ class ClaimChannel:
         self._waiting: queue.SimpleQueue[_ReplySlot] = queue.SimpleQueue()
         # correlation id -> (monotonic time sent, the slots of that request)
         self._sent: dict[str, tuple[float, list[_ReplySlot]]] = {}
-        self._producer: kombu.Producer | None = None
+        self._channel: Any = None
         self._reply_to = ""
         self.connected = threading.Event()
 
@@ -76,7 +77,7 @@ class ClaimChannel:
         channel = connection.channel()
         replies = self.broker.reply_queue(self._owner)
         kombu.Consumer(channel, queues=[replies], on_message=self._on_reply, no_ack=True).consume()
-        self._producer = kombu.Producer(channel)
+        self._channel = channel
         self._reply_to = replies.name
         self.connected.set()
 
@@ -84,7 +85,7 @@ class ClaimChannel:
         """Replies to what was sent are gone with the channel: those workers
         claim again at once, rather than at the end of their wait."""
         self.connected.clear()
-        self._producer = None
+        self._channel = None
         for _, batch in self._sent.values():
             for slot in batch:
                 slot.answered.set()
@@ -92,7 +93,7 @@ class ClaimChannel:
 
     def flush(self) -> None:
         """Send the claims made since the last tick, as one request (connection thread)."""
-        if self._producer is None:
+        if self._channel is None:
             return
         batch: list[_ReplySlot] = []
         while len(batch) < claims.MAX_CLAIMS:
@@ -105,17 +106,13 @@ class ClaimChannel:
             return
         correlation_id = uuid.uuid4().hex
         self._sent[correlation_id] = (time.monotonic(), batch)
-        self._producer.publish(
+        publisher.publish(
+            self._channel,
+            self.broker.claims_exchange.name,
+            transport.CLAIMS_QUEUE,
             claims.encode_request([slot.claim for slot in batch]),
-            exchange=self.broker.claims_exchange,
-            routing_key=transport.CLAIMS_QUEUE,
-            reply_to=self._reply_to,
-            correlation_id=correlation_id,
-            content_type="application/json",
-            content_encoding="utf-8",
             # Not persistent: an unanswered claim is claimed again.
-            delivery_mode=1,
-            retry=False,
+            {"delivery_mode": 1, "reply_to": self._reply_to, "correlation_id": correlation_id},
         )
         if not self._waiting.empty():
             self.wake()

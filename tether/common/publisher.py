@@ -37,6 +37,21 @@ class Envelope:
     type: str | None = None
 
 
+def publish(
+    channel: Any,
+    exchange: str,
+    routing_key: str,
+    body: bytes,
+    properties: dict[str, Any],
+    headers: dict[str, Any] | None = None,
+    mandatory: bool = False,
+) -> None:
+    """One JSON message, by the channel's own publish: kombu's Producer would
+    serialise, compress and declare nothing here, at a third of the cost."""
+    message = channel.prepare_message(body, 0, "application/json", "utf-8", headers, properties)
+    channel.basic_publish(message, exchange=exchange, routing_key=routing_key, mandatory=mandatory)
+
+
 class Publisher:
     """Publishes persistent messages and waits for the broker's confirms.
 
@@ -87,14 +102,13 @@ class Publisher:
             properties = {"delivery_mode": 2, "message_id": envelope.message_id}
             if envelope.type is not None:
                 properties["type"] = envelope.type
-            # The channel's own publish: kombu's Producer would serialise,
-            # compress and declare nothing here, at a third of the cost.
-            channel.basic_publish(
-                channel.prepare_message(
-                    envelope.body, 0, "application/json", "utf-8", envelope.headers, properties
-                ),
-                exchange=envelope.exchange.name,
-                routing_key=envelope.routing_key,
+            publish(
+                channel,
+                envelope.exchange.name,
+                envelope.routing_key,
+                envelope.body,
+                properties,
+                envelope.headers,
                 # A message no queue takes is returned, not silently dropped.
                 mandatory=self._confirms,
             )

@@ -13,12 +13,13 @@ that names no ``reply_to`` is too, as nobody could hear its answer.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import kombu
 import msgspec
 from oslo_config import cfg
 
-from tether.common import claims, connection, dead_lettering, transport, wire
+from tether.common import claims, connection, dead_lettering, publisher, transport, wire
 from tether.common.claims import Claim, ClaimAnswer
 from tether.common.exceptions import MalformedMessage, ServiceUnavailable
 from tether.common.publisher import Publisher
@@ -65,14 +66,14 @@ class ClaimServer(connection.ConnectionLoop):
         self._pending: list[_Request] = []
         self._dead_letters = dead_lettering.DeadLetters(broker, "claims")
         self._consumer: kombu.Consumer | None = None
-        self._producer: kombu.Producer | None = None
+        self._replies: Any = None
         self._publisher: Publisher | None = None
 
     def on_connect(self, connection_: kombu.Connection) -> None:
         queue = self.broker.claims_queue()
         self.broker.declare(connection_, [queue])
         self._publisher = Publisher(connection_, self.broker.confirm_timeout)
-        self._producer = kombu.Producer(connection_.channel())
+        self._replies = connection_.channel()
         self._consumer = kombu.Consumer(
             connection_.channel(),
             queues=[queue],
@@ -87,10 +88,10 @@ class ClaimServer(connection.ConnectionLoop):
         # Unacked requests come back to some consumer; the agents retry the rest.
         self._pending.clear()
         self._dead_letters.clear()
-        self._consumer = self._producer = self._publisher = None
+        self._consumer = self._replies = self._publisher = None
 
     def on_tick(self, connection_: kombu.Connection) -> None:
-        assert self._publisher is not None and self._producer is not None
+        assert self._publisher is not None and self._replies is not None
         self._dead_letters.flush(self._publisher)
         if not self._pending:
             return
@@ -112,15 +113,12 @@ class ClaimServer(connection.ConnectionLoop):
             request.answers[index] = answer
         for request in batch:
             properties = request.message.properties
-            self._producer.publish(
+            publisher.publish(
+                self._replies,
+                "",
+                properties["reply_to"],
                 claims.encode_reply([a for a in request.answers if a is not None]),
-                exchange="",
-                routing_key=properties["reply_to"],
-                correlation_id=properties.get("correlation_id"),
-                content_type="application/json",
-                content_encoding="utf-8",
-                delivery_mode=1,
-                retry=False,
+                {"delivery_mode": 1, "correlation_id": properties.get("correlation_id")},
             )
             request.message.ack()
 
