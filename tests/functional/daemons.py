@@ -357,6 +357,17 @@ class Deployment:
             time.sleep(0.2)
         raise AssertionError(f"tasks unfinished after {timeout} s: {self.unfinished()}\n{self.logs()}")
 
+    def every(self, collection: str) -> list[dict[str, Any]]:
+        """Every item of ``/v1/<collection>``, a thousand to a page."""
+        items: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": 1000}
+        while True:
+            page = self.http.get(f"/v1/{collection}", params=params).json()
+            items.extend(page[collection])
+            if not page["links"]:
+                return items
+            params["marker"] = items[-1]["id"]
+
     def unfinished(self) -> list[dict[str, Any]]:
         tasks: list[dict[str, Any]] = []
         for state in ("QUEUED", "PENDING", "RUNNING"):

@@ -238,9 +238,10 @@ def test_nothing_is_lost_or_stuck_under_agent_plugin_and_broker_failures(
     journal = [json.loads(line) for line in deployment.journal.read_text().splitlines()]
     applied = {(j["resource_id"], j["generation"], j["task_id"]) for j in journal}
     unexplained = []
+    resources = {lb["id"]: lb for lb in deployment.every("loadbalancers")}
     for task_id, (kind, resource_id, name) in load.accepted.items():
         task = tasks[task_id]
-        resource = deployment.http.get(f"/v1/loadbalancers/{resource_id}").json()
+        resource = resources[resource_id]
         _assert_no_fenced_result_applied(task)
         final = [h for h in task["history"] if h["applied"] and h["attempt"] == task["attempt"]]
         if kind == "fail":

@@ -40,17 +40,6 @@ def _wait_status(
     raise AssertionError(f"{collection} {resource_id} still PENDING:\n{deployment.logs()}")
 
 
-def _all(deployment: Deployment, collection: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    params: dict[str, Any] = {"limit": 1000}
-    while True:
-        page = deployment.http.get(f"/v1/{collection}", params=params).json()
-        items.extend(page[collection])
-        if not page["links"]:
-            return items
-        params["marker"] = items[-1]["id"]
-
-
 def test_five_hundred_resources_end_active_or_in_the_error_the_fake_driver_was_told(
     deployment: Deployment,
 ) -> None:
@@ -106,7 +95,7 @@ def test_five_hundred_resources_end_active_or_in_the_error_the_fake_driver_was_t
     deployment.wait_settled()
 
     resources = {
-        c: _all(deployment, c) for c in ("loadbalancers", "listeners", "pools", "members", "healthmonitors")
+        c: deployment.every(c) for c in ("loadbalancers", "listeners", "pools", "members", "healthmonitors")
     }
     total = sum(len(v) for v in resources.values())
     assert total >= 500
