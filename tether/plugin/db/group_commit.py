@@ -18,7 +18,7 @@ its rows to :func:`insert` as plain mappings, and they are inserted with one
 ``executemany`` per table for the whole batch just before the commit, through
 the DB-API (:mod:`tether.plugin.db.prepared`). Building, flushing and
 expunging a few ORM objects per unit cost more than the rest of an accept,
-and Core's processing of each row's parameters a sixth of the API process.
+and Core's processing of each row's parameters a tenth of the API process.
 """
 
 from __future__ import annotations
