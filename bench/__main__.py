@@ -34,7 +34,7 @@ import psutil
 
 from bench import backlog, curve, load, peers, scale
 from bench.deployment import RssSampler, Tether, accept_floor, latencies, rss
-from bench.scale import TETHER_ROLES, BrokerMeter, CpuMeter, IdleMeter, ms_per_task
+from bench.scale import TETHER_ROLES, BrokerMeter, CpuMeter, IdleMeter, busy_cores, ms_per_task
 from tests.functional.rabbitmq import RabbitMQNode
 
 MB = 1024 * 1024
@@ -208,8 +208,10 @@ def measure_tether(root: pathlib.Path, node: RabbitMQNode, args: argparse.Namesp
         rate = full["tasks_per_s"] / 2
         since = _utcnow()
         _say(f"half load: {rate:.0f} requests/s for {args.seconds:.0f} s")
+        half_cpu = CpuMeter(tether, node, roles=PLUGIN_HALVES)
         sent = load.open_loop(tether.url, rate, args.seconds, BODY)
         tether.wait_settled(120, progress=_progress("half load: draining"))
+        half_used = half_cpu.stop()
         half = latencies([t for t in tether.tasks() if t[0] >= since])
         points = (
             curve.run(tether, "tether", full["tasks_per_s"], args.curve_seconds, BODY, _say)
@@ -235,6 +237,12 @@ def measure_tether(root: pathlib.Path, node: RabbitMQNode, args: argparse.Namesp
         "half_load_p99_ms": half["p99_ms"],
         # CPU milliseconds each role spent per task, wrk's load and the drain
         "cpu_ms_per_task": ms_per_task(used, tuple(PLUGIN_HALVES), int(full["tasks"])),
+        # The same at half load, and how much of the machine it kept busy
+        # (the load's sender included): a task alone in each batch and
+        # wake-up costs more than its share of a full one.
+        "half_load_cpu_ms_per_task": ms_per_task(half_used, tuple(PLUGIN_HALVES), int(half["tasks"])),
+        "busy_cores": busy_cores(used),
+        "half_load_busy_cores": busy_cores(half_used),
         "curve": points,
         "memory_mb": {
             name: {
@@ -318,6 +326,7 @@ SUMMARY = (
     "p50_ms",
     "p99_ms",
     "half_load_p99_ms",
+    "half_load_busy_cores",
     "accepts_per_s",
     "celery_http_tasks_per_s",
     "oslo_http_tasks_per_s",
@@ -384,6 +393,18 @@ def _tether_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
         ),
     ]
     rows += _budget_rows(results)
+    if "half_load_cpu_ms_per_task" in results:
+        half, cores = results["half_load_cpu_ms_per_task"], psutil.cpu_count() or 1
+        rows += [
+            (
+                "  at half load, CPU ms per task: plugin / agents / broker",
+                f"{half['plugin']:.2f} / {half['agents']:.2f} / {half['broker']:.2f}",
+            ),
+            (
+                "  cores the machine kept busy: full / half load",
+                f"{_ms(results, 'busy_cores', 'half_load_busy_cores', digits=2)} of {cores}",
+            ),
+        ]
     for name, memory in results["memory_mb"].items():
         rows.append((f"RSS {name} idle / peak MB", f"{memory['idle']:.0f} / {memory['peak']:.0f}"))
     return rows

@@ -138,6 +138,11 @@ def ms_per_task(used: dict[str, float], roles: tuple[str, ...], tasks: int) -> d
     return {role: used[f"{role}_cpu"] / 100 * used["wall_s"] * 1000 / tasks for role in (*roles, "broker")}
 
 
+def busy_cores(used: dict[str, float]) -> float:
+    """Cores the whole machine kept busy, from :meth:`CpuMeter.stop`."""
+    return (psutil.cpu_count() or 1) - used["idle_cpu"] / 100
+
+
 class BrokerMeter:
     """The broker's CPU seconds between start and stop."""
 
