@@ -237,3 +237,52 @@ def test_units_without_a_savepoint_insert_in_bulk_and_a_failing_one_leaves_nothi
     assert texts(sessionmaker) == {"a", "c", "d"}
     # "d" in a savepoint of its own; "a" and "c" in one statement, at the commit.
     assert [s for s in statements if s[0] == "INSERT"] == [("INSERT", False), ("INSERT", True)]
+
+
+def _taken(writer: GroupCommit) -> None:
+    """Return once the writer has taken what was queued."""
+    for _ in range(1000):
+        if writer._queue.empty():
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("the writer never took its queue")
+
+
+def test_a_unit_alone_waits_for_a_second_and_they_share_a_commit(
+    sessionmaker: orm.sessionmaker[orm.Session],
+) -> None:
+    commits = []
+    db_session.after_commit(sessionmaker, [], lambda session: commits.append(1))
+    writer = GroupCommit(sessionmaker, wait=30.0)
+    try:
+        first = writer.submit(add("first"))
+        _taken(writer)
+        # Taken, and waiting for company rather than committed alone.
+        assert not first.done()
+        second = writer.submit(add("second"))
+        assert (first.result(10), second.result(10)) == ("first", "second")
+    finally:
+        writer.stop()
+    assert len(commits) == 1
+    assert texts(sessionmaker) == {"first", "second"}
+
+
+def test_a_unit_alone_with_no_wait_is_committed_at_once(
+    sessionmaker: orm.sessionmaker[orm.Session],
+) -> None:
+    writer = GroupCommit(sessionmaker, wait=0.0)
+    try:
+        assert writer.submit(add("alone")).result(10) == "alone"
+    finally:
+        writer.stop()
+
+
+def test_stopping_ends_the_wait_for_company(sessionmaker: orm.sessionmaker[orm.Session]) -> None:
+    writer = GroupCommit(sessionmaker, wait=30.0)
+    lone = writer.submit(add("lone"))
+    _taken(writer)
+    stopper = threading.Thread(target=writer.stop)
+    stopper.start()
+    stopper.join(10)
+    assert not stopper.is_alive()
+    assert lone.result(0) == "lone"

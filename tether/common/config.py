@@ -64,6 +64,17 @@ MESSAGING_OPTS: list[cfg.Opt] = [
         min=0,
         help="AMQP heartbeat in seconds; 0 disables it.",
     ),
+    cfg.FloatOpt(
+        "batch_wait",
+        default=0.001,
+        min=0.0,
+        max=0.05,
+        help="Seconds a consumer that has just taken a message waits for the next before "
+        "acting on what it holds (the plugin deciding claims and recording results, an "
+        "agent handing out work): under moderate load, batches of two or three instead of "
+        "one each, for less CPU per task. It adds at most this much latency per message; "
+        "under full load the next message is already there. 0 acts on each at once.",
+    ),
 ]
 
 

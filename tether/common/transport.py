@@ -161,6 +161,7 @@ class Broker:
         self.delivery_limit = conf.messaging.max_deliveries
         self.confirm_timeout = conf.messaging.confirm_timeout
         self.heartbeat = conf.messaging.heartbeat
+        self.batch_wait = conf.messaging.batch_wait
         self.tls = None if self.url.in_memory else tls.from_conf(conf, self.url.query)
         self.work_exchange = kombu.Exchange(WORK_EXCHANGE, type="direct", durable=True)
         self.results_exchange = kombu.Exchange(RESULTS_EXCHANGE, type="direct", durable=True)

@@ -137,7 +137,7 @@ class Plugin(Core):
         hands_over = self.engine.dialect.name == "sqlite"
         if hands_over:
             handoff.install(self.sessionmaker, hand_over)
-        self.writer = GroupCommit(self.sessionmaker, conf.api.group_commit_size)
+        self.writer = GroupCommit(self.sessionmaker, conf.api.group_commit_size, conf.api.group_commit_wait)
         self.changes = Changes(
             self.registry,
             self.providers,

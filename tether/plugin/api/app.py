@@ -37,6 +37,16 @@ OPTS: list[cfg.Opt] = [
         "update and delete requests share a commit and its fsync, and each is answered "
         "once that commit is durable. 1 commits every change on its own.",
     ),
+    cfg.FloatOpt(
+        "group_commit_wait",
+        default=0.001,
+        min=0.0,
+        max=0.05,
+        help="Seconds a change that reaches the group commit alone waits for a second one "
+        "before it is committed: under moderate load two changes share a transaction instead "
+        "of taking one each, for at most this much more latency. Under full load changes "
+        "queue anyway and nothing waits. 0 commits a lone change at once.",
+    ),
     cfg.IntOpt("default_page_size", default=100, min=1, help="Items in a page when no limit is given."),
     cfg.IntOpt("max_page_size", default=1000, min=1, help="Largest limit a list request may ask for."),
     cfg.IntOpt(

@@ -1,0 +1,79 @@
+"""A connection loop's burst: what it takes from the broker before its tick's work."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from tether.common.connection import ConnectionLoop
+
+
+class _Connection:
+    """What :meth:`ConnectionLoop.wait` uses of a kombu connection: its
+    socket, and ``drain_events`` taking one event (a byte) from it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.connection = SimpleNamespace(transport=SimpleNamespace(sock=sock))
+        self.sock = sock
+        self.taken = 0
+
+    def drain_events(self, timeout: float) -> None:
+        self.sock.settimeout(timeout)
+        self.sock.recv(1)
+        self.taken += 1
+
+
+@pytest.fixture
+def broker_end() -> Iterator[tuple[socket.socket, _Connection]]:
+    ours, theirs = socket.socketpair()
+    yield theirs, _Connection(ours)
+    ours.close()
+    theirs.close()
+
+
+def _loop(batch_wait: float, burst: int) -> ConnectionLoop:
+    loop = ConnectionLoop(SimpleNamespace(batch_wait=batch_wait), "test-loop")  # type: ignore[arg-type]
+    loop.burst = burst
+    return loop
+
+
+def _later(sock: socket.socket, seconds: float) -> threading.Timer:
+    """Send the second event ``seconds`` from now."""
+    timer = threading.Timer(seconds, sock.send, args=(b"2",))
+    timer.start()
+    return timer
+
+
+def test_a_lone_event_waits_for_a_second_one_within_the_batch_wait(broker_end: Any) -> None:
+    broker, connection = broker_end
+    broker.send(b"1")
+    second = _later(broker, 0.05)
+    _loop(batch_wait=30.0, burst=2).wait(connection)
+    second.join()
+    assert connection.taken == 2
+
+
+def test_with_no_batch_wait_the_tick_takes_only_what_has_arrived(broker_end: Any) -> None:
+    broker, connection = broker_end
+    broker.send(b"1")
+    second = _later(broker, 10)
+    _loop(batch_wait=0.0, burst=2).wait(connection)
+    assert second.is_alive()
+    second.cancel()
+    assert connection.taken == 1
+
+
+def test_a_burst_of_one_does_not_wait(broker_end: Any) -> None:
+    broker, connection = broker_end
+    broker.send(b"1")
+    second = _later(broker, 10)
+    _loop(batch_wait=30.0, burst=1).wait(connection)
+    # Back before the second event was even sent.
+    assert second.is_alive()
+    second.cancel()
+    assert connection.taken == 1
