@@ -77,3 +77,24 @@ def test_a_burst_of_one_does_not_wait(broker_end: Any) -> None:
     assert second.is_alive()
     second.cancel()
     assert connection.taken == 1
+
+
+def test_the_batch_wait_runs_from_the_first_event_not_from_each(broker_end: Any) -> None:
+    broker, connection = broker_end
+    broker.send(b"1")
+    # Events keep coming well within the wait of the last one, but the
+    # burst may not outlast the wait of the first.
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.wait(0.02):
+            broker.send(b"n")
+
+    sender = threading.Thread(target=trickle)
+    sender.start()
+    try:
+        _loop(batch_wait=0.2, burst=1000).wait(connection)
+    finally:
+        stop.set()
+        sender.join()
+    assert 2 <= connection.taken < 100

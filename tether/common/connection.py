@@ -141,8 +141,8 @@ class ConnectionLoop:
                     LOG.debug("%s: releasing the connection failed", self.name, exc_info=True)
 
     def wait(self, connection: kombu.Connection) -> None:
-        """Take broker events until the tick ends, a burst is taken, none
-        follows within the broker's ``batch_wait``, or :meth:`wake`."""
+        """Take broker events until the tick ends, a burst is taken, the
+        broker's ``batch_wait`` from the first has passed, or :meth:`wake`."""
         sock = _socket(connection)
         if sock is None:
             # The in-memory transport polls; it has no socket to watch.
@@ -162,13 +162,15 @@ class ConnectionLoop:
             if sock not in ready:
                 return
         try:
+            # What has arrived, and what arrives within the batch wait of the
+            # first: a lone message would cost a wake-up, a transaction and
+            # an ack of its own, and a second one is often a millisecond away.
+            until = time.monotonic() + self.broker.batch_wait
             for taken in range(1, self.burst + 1):
                 connection.drain_events(timeout=self.tick)
-                # What has arrived, and what arrives within the batch wait:
-                # a lone message would cost a wake-up, a transaction and an
-                # ack of its own, and a second one is often a millisecond away.
                 if taken == self.burst or (
-                    not _buffered(sock) and not select.select([sock], [], [], self.broker.batch_wait)[0]
+                    not _buffered(sock)
+                    and not select.select([sock], [], [], max(0.0, until - time.monotonic()))[0]
                 ):
                     break
         except TimeoutError:
