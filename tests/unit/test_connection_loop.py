@@ -58,21 +58,16 @@ def test_a_lone_event_waits_for_a_second_one_within_the_batch_wait(broker_end: A
     assert connection.taken == 2
 
 
-def test_with_no_batch_wait_the_tick_takes_only_what_has_arrived(broker_end: Any) -> None:
+@pytest.mark.parametrize(
+    ("batch_wait", "burst"),
+    [(0.0, 2), (30.0, 1)],
+    ids=["no batch wait: only what has arrived", "a burst of one: nothing to wait for"],
+)
+def test_the_tick_does_not_wait(broker_end: Any, batch_wait: float, burst: int) -> None:
     broker, connection = broker_end
     broker.send(b"1")
     second = _later(broker, 10)
-    _loop(batch_wait=0.0, burst=2).wait(connection)
-    assert second.is_alive()
-    second.cancel()
-    assert connection.taken == 1
-
-
-def test_a_burst_of_one_does_not_wait(broker_end: Any) -> None:
-    broker, connection = broker_end
-    broker.send(b"1")
-    second = _later(broker, 10)
-    _loop(batch_wait=30.0, burst=1).wait(connection)
+    _loop(batch_wait=batch_wait, burst=burst).wait(connection)
     # Back before the second event was even sent.
     assert second.is_alive()
     second.cancel()
