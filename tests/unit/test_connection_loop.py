@@ -93,3 +93,31 @@ def test_the_batch_wait_runs_from_the_first_event_not_from_each(broker_end: Any)
         stop.set()
         sender.join()
     assert 2 <= connection.taken < 100
+
+
+def test_taking_what_arrived_takes_it_all_and_waits_for_nothing_more(broker_end: Any) -> None:
+    broker, connection = broker_end
+    broker.send(b"123")
+    fourth = _later(broker, 10)
+    assert _loop(batch_wait=30.0, burst=10).take_arrived(connection)
+    assert fourth.is_alive()
+    fourth.cancel()
+    assert connection.taken == 3
+
+
+def test_taking_what_arrived_stops_at_a_burst(broker_end: Any) -> None:
+    broker, connection = broker_end
+    broker.send(b"12345")
+    assert _loop(batch_wait=0.0, burst=2).take_arrived(connection)
+    assert connection.taken == 2
+
+
+def test_a_connection_that_fails_while_taking_what_arrived_is_left_for_the_tick(broker_end: Any) -> None:
+    broker, connection = broker_end
+    broker.send(b"1")
+
+    def broken(timeout: float) -> None:
+        raise ConnectionResetError("the broker went away")
+
+    connection.drain_events = broken
+    assert not _loop(batch_wait=0.0, burst=10).take_arrived(connection)

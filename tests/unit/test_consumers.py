@@ -129,7 +129,7 @@ class FlakyRecorder(ResultRecorder):
         self.bad_task = bad_task
         self.recorded: list[str] = []
 
-    def record(self, results: Any) -> None:
+    def record(self, results: Any, more: Any = None) -> None:
         if self.bad_task is None or any(r.task_id == self.bad_task for r in results):
             raise self.error
         self.recorded.extend(r.task_id for r in results)
@@ -190,8 +190,12 @@ class UnknownTasks(ResultRecorder):
     def __init__(self, unknown: set[str]) -> None:
         self.unknown = unknown
         self.recorded: list[str] = []
+        self.batches = 0
 
-    def record(self, results: Any) -> set[str]:
+    def record(self, results: Any, more: Any = None) -> set[str]:
+        # As the database's write turn is taken: what came meanwhile joins.
+        results = [*results, *(more() if more is not None else [])]
+        self.batches += 1
         self.recorded.extend(r.task_id for r in results if r.task_id not in self.unknown)
         return {r.task_id for r in results if r.task_id in self.unknown}
 
@@ -227,6 +231,28 @@ def test_a_results_message_with_a_result_for_no_task_is_dead_lettered_once_the_o
     assert reason.endswith("its other results were recorded")
     assert dead.properties["type"] == messages.RESULTS_TYPE  # so a requeue is read as results again
     assert kombu.Queue(transport.DEAD_LETTER_QUEUE)(conn.default_channel).get(no_ack=True) is None
+
+
+def test_results_that_come_while_a_batch_waits_for_the_write_turn_are_recorded_with_it(
+    connection: Any,
+) -> None:
+    broker, conn = connection
+    recorder = UnknownTasks(set())
+    consumer = ResultConsumer(broker, recorder, batch=10)
+    consumer.on_connect(conn)
+    first = _result("t1")
+    consumer._on_message(first)
+    kombu.Producer(conn.default_channel).publish(
+        messages.encode(messages.Result(task_id="t2", attempt=1, outcome=Outcome.SUCCEEDED, agent_id="a")),
+        exchange=broker.results_queue().exchange,
+        routing_key=broker.results_queue().routing_key,
+        content_type="application/json",
+        content_encoding="utf-8",
+    )
+    consumer.on_tick(conn)
+    assert (recorder.recorded, recorder.batches) == (["t1", "t2"], 1)
+    assert first.acked == 1
+    assert kombu.Queue(broker.results_queue().name)(conn.default_channel).get(no_ack=True) is None
 
 
 def test_a_malformed_result_among_good_ones_is_refused_alone(connection: Any) -> None:

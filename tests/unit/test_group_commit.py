@@ -286,3 +286,19 @@ def test_stopping_ends_the_wait_for_company(sessionmaker: orm.sessionmaker[orm.S
     stopper.join(10)
     assert not stopper.is_alive()
     assert lone.result(0) == "lone"
+
+
+def test_units_that_queue_while_the_writer_waits_for_the_write_turn_share_its_commit(
+    writer: GroupCommit, sessionmaker: orm.sessionmaker[orm.Session]
+) -> None:
+    commits = []
+    db_session.after_commit(sessionmaker, [], lambda session: commits.append(1))
+    with sessionmaker.begin() as other:
+        other.connection()  # another writer holds the turn
+        first = writer.submit(add("first"))
+        _taken(writer)
+        later = [writer.submit(add(f"later-{i}")) for i in range(3)]
+    assert first.result(10) == "first"
+    assert [f.result(10) for f in later] == [f"later-{i}" for i in range(3)]
+    # The other writer's commit, then one for all four.
+    assert len(commits) == 2

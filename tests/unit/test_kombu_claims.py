@@ -67,10 +67,10 @@ def test_concurrent_claims_travel_in_one_request_and_each_worker_gets_its_own_an
     requests = 0
     decide = claim_server.pipeline.claims.decider.decide
 
-    def counted(batch: list[Claim]) -> list[claims.ClaimAnswer]:
+    def counted(batch: list[Claim], *more: Any) -> list[claims.ClaimAnswer]:
         nonlocal requests
         requests += 1
-        return decide(batch)
+        return decide(batch, *more)
 
     claim_server.pipeline.claims.decider.decide = counted  # type: ignore[method-assign]
     ready = threading.Barrier(4)
@@ -92,6 +92,37 @@ def test_concurrent_claims_travel_in_one_request_and_each_worker_gets_its_own_an
     assert answers["no-such-task"].unknown and not answers["no-such-task"].run
     assert "does not exist" in (answers["no-such-task"].reason or "")
     assert requests < 4
+
+
+def test_claims_that_come_while_a_batch_waits_for_the_write_turn_are_decided_with_it(
+    client: TestClient, claim_server: Plugin, channel: ClaimChannel
+) -> None:
+    first, second = _create(client), _create(client)
+    batches: list[list[str]] = []
+    decide = claim_server.pipeline.claims.decider.decide
+
+    def counted(batch: list[Claim], *more: Any) -> list[claims.ClaimAnswer]:
+        batches.append([claim.task_id for claim in batch])
+        return decide(batch, *more)
+
+    claim_server.pipeline.claims.decider.decide = counted  # type: ignore[method-assign]
+    answers: dict[str, claims.ClaimAnswer] = {}
+
+    def work(task_id: str) -> None:
+        answers[task_id] = channel.claim(_claim(task_id, f"claim-{task_id}"))
+
+    threads = [threading.Thread(target=work, args=(task_id,)) for task_id in (first, second)]
+    with claim_server.sessionmaker.begin() as other:
+        other.connection()  # another writer holds the turn
+        threads[0].start()
+        wait_for(lambda: batches)
+        threads[1].start()
+        # Its request is with the broker, not yet taken.
+        wait_for(lambda: len(channel._sent) == 2)
+    for thread in threads:
+        thread.join(5)
+    assert batches == [[first]]
+    assert all(answers[t].run and answers[t].attempt == 1 for t in (first, second))
 
 
 def test_an_unanswered_claim_times_out_and_the_same_claim_made_again_is_answered_alike(

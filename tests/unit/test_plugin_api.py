@@ -89,7 +89,7 @@ def test_work_whose_kombu_claim_the_plugin_fails_on_is_dead_lettered_once_not_re
 ) -> None:
     claimed: list[str] = []
 
-    def failing_decide(claims: list[Any]) -> Any:
+    def failing_decide(claims: list[Any], *more: Any) -> Any:
         claimed.extend(claim.task_id for claim in claims)
         raise KeyError("a bug in deciding claims")
 

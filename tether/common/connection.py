@@ -26,9 +26,6 @@ from tether.common.transport import Broker
 
 LOG = logging.getLogger(__name__)
 
-#: Seconds a tick's burst waits for one more event that has not arrived yet.
-BURST_WAIT = 0.001
-
 
 class ConnectionLoop:
     """A thread that owns one broker connection and everything done on it.
@@ -148,8 +145,9 @@ class ConnectionLoop:
             # The in-memory transport polls; it has no socket to watch.
             try:
                 connection.drain_events(timeout=self.tick)
+                until = time.monotonic() + self.broker.batch_wait
                 for _ in range(self.burst - 1):
-                    connection.drain_events(timeout=BURST_WAIT)
+                    connection.drain_events(timeout=max(0.0, until - time.monotonic()))
             except TimeoutError:
                 pass
             return
@@ -175,6 +173,31 @@ class ConnectionLoop:
                     break
         except TimeoutError:
             pass
+
+    def take_arrived(self, connection: kombu.Connection) -> bool:
+        """Take the broker events that have arrived, up to a burst, without
+        waiting for more: for a tick whose work has waited (for a database's
+        write turn) while they came, so that they share it.
+
+        A failing connection is left for the tick's next use of it to meet,
+        since this runs inside that work: whether it could be read.
+        """
+        sock = _socket(connection)
+        try:
+            for _ in range(self.burst):
+                if sock is None:
+                    # The in-memory transport: a zero timeout takes only what is there.
+                    connection.drain_events(timeout=0)
+                    continue
+                if not _buffered(sock) and not select.select([sock], [], [], 0)[0]:
+                    break
+                connection.drain_events(timeout=self.tick)
+        except TimeoutError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - met again by the tick's publish or ack
+            LOG.debug("%s: reading what arrived failed: %r", self.name, exc)
+            return False
+        return True
 
     def on_connect(self, connection: kombu.Connection) -> None:
         """Declare queues, start consumers."""

@@ -122,37 +122,44 @@ class GroupCommit:
     def _loop(self) -> None:
         while True:
             item = self._queue.get()
-            batch: list[Item] = []
-            stopping = item is _STOP
-            if not stopping:
-                batch.append(item)
-            # Whatever queued while the last batch committed goes in this
-            # one; a unit alone waits a moment for company.
-            lonely = not stopping and self.wait > 0 and self._queue.empty()
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get(timeout=self.wait) if lonely else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                lonely = False
-                if item is _STOP:
-                    stopping = True
-                    continue
-                batch.append(item)
-            if batch:
-                self._commit(batch)
-            if stopping and self._queue.empty():
+            if item is _STOP:
                 return
+            batch = [item]
+            if self.wait > 0 and self._queue.empty():
+                # A unit alone waits a moment for company.
+                batch += self._queued(1, self.wait)
+            # Whatever queued while the last batch committed goes in this one.
+            batch += self._queued(self.max_batch - len(batch))
+            self._commit(batch)
+
+    def _queued(self, room: int, wait: float = 0.0) -> list[Item]:
+        """Units waiting, up to ``room``; ``wait`` seconds for the first of them."""
+        taken: list[Item] = []
+        while len(taken) < room:
+            try:
+                item = self._queue.get(timeout=wait) if wait and not taken else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                # Behind the units handed in before it: they are committed first.
+                self._queue.put(_STOP)
+                break
+            taken.append(item)
+        return taken
 
     def _commit(self, batch: list[Item]) -> None:
         # A caller that gave up before its unit ran (an API client that went
         # away) cancelled it; once running, a unit commits or fails with its batch.
-        batch = [item for item in batch if item[1].set_running_or_notify_cancel()]
+        batch = _running(batch)
         if not batch:
             return
         outcomes: list[tuple[concurrent.futures.Future[Any], Any, BaseException | None]] = []
         try:
             with self.sessionmaker.begin() as session:
+                # Beginning takes the database's write turn, which may have
+                # waited for another writer: what queued meanwhile rides along.
+                session.connection()
+                batch += _running(self._queued(self.max_batch - len(batch)))
                 for unit, future, savepoint in batch:
                     run = _run_unit if savepoint else _run_deferred
                     outcomes.append((future, *run(session, unit)))
@@ -168,6 +175,10 @@ class GroupCommit:
                 future.set_exception(error)
             else:
                 future.set_result(result)
+
+
+def _running(batch: list[Item]) -> list[Item]:
+    return [item for item in batch if item[1].set_running_or_notify_cancel()]
 
 
 def _run_unit(session: orm.Session, unit: Unit) -> tuple[Any, BaseException | None]:

@@ -9,7 +9,7 @@ both hand their claims here, and each claim's transition is
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import orm
@@ -38,7 +38,9 @@ class ClaimDecider:
         self._policy = policy
         self._providers = providers
 
-    def decide(self, claims: Sequence[Claim]) -> list[ClaimAnswer]:
+    def decide(
+        self, claims: Sequence[Claim], more: Callable[[], Sequence[Claim]] | None = None
+    ) -> list[ClaimAnswer]:
         """An answer to each claim, in order.
 
         :raises ServiceUnavailable: the database is locked or away; the
@@ -48,6 +50,11 @@ class ClaimDecider:
             return []
         try:
             with self._sessionmaker.begin() as session:
+                if more is not None:
+                    # Beginning takes the write turn, which may have waited
+                    # for another writer: claims that came meanwhile ride along.
+                    session.connection()
+                    claims = [*claims, *more()]
                 return self._decide(session, claims)
         except DatabaseUnavailable as exc:
             LOG.warning("claims met a database outage: %s", exc.detail)

@@ -96,11 +96,19 @@ class ClaimServer(connection.ConnectionLoop):
         if not self._pending:
             return
         batch, self._pending = self._pending, []
-        wanted = [
-            (r, i, c) for r in batch for i, c in enumerate(r.claims) if c is not None and r.answers[i] is None
-        ]
+        wanted = _wanted(batch)
+
+        def arrived() -> list[Claim]:
+            if not self.take_arrived(connection_):
+                return []
+            more, self._pending = self._pending, []
+            batch.extend(more)
+            extra = _wanted(more)
+            wanted.extend(extra)
+            return [claim for _, _, claim in extra]
+
         try:
-            answers = self.decider.decide([c for _, _, c in wanted])
+            answers = self.decider.decide([c for _, _, c in wanted], arrived)
         except ServiceUnavailable as exc:
             answers = [ClaimAnswer(error_type=type(exc).__name__, error_message=exc.msg)] * len(wanted)
         except Exception as exc:
@@ -139,3 +147,10 @@ class ClaimServer(connection.ConnectionLoop):
         raws = self._dead_letters.read(message, wire.decode_claims)
         if raws is not None:
             self._pending.append(_Request(message, list(raws)))
+
+
+def _wanted(batch: list[_Request]) -> list[tuple[_Request, int, Claim]]:
+    """The claims of ``batch`` still to decide, with their request and place in it."""
+    return [
+        (r, i, c) for r in batch for i, c in enumerate(r.claims) if c is not None and r.answers[i] is None
+    ]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -129,9 +128,7 @@ class OutboxRelay(connection.ConnectionLoop):
             timeout = min(timeout, self.broker.heartbeat / 4)
         self._wake.wait(timeout)
         self._wake.clear()
-        if not self.broker.url.in_memory:
-            with contextlib.suppress(socket.timeout):
-                connection.drain_events(timeout=0.001)
+        self.take_arrived(connection)
 
     def on_tick(self, connection: kombu.Connection) -> None:
         try:

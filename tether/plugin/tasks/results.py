@@ -8,9 +8,10 @@ a redelivered result is harmless. A batch of results shares one commit.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import kombu
 from oslo_config import cfg
@@ -43,12 +44,21 @@ class ResultRecorder:
         self.sessionmaker = sessionmaker
         self.policy = policy
 
-    def record(self, results: Sequence[messages.Result]) -> set[str]:
+    def record(
+        self,
+        results: Sequence[messages.Result],
+        more: Callable[[], Sequence[messages.Result]] | None = None,
+    ) -> set[str]:
         """Record results in one transaction.
 
         :returns: the ids of tasks that do not exist; their results changed nothing.
         """
         with self.sessionmaker.begin() as session:
+            if more is not None:
+                # Beginning takes the write turn, which may have waited for
+                # another writer: results that came meanwhile ride along.
+                session.connection()
+                results = [*results, *more()]
             queries.lock_trees_of_tasks(session, [r.task_id for r in results])
             # Without the task's own lock, a claim taking the task over could
             # commit after this read, and the result of the attempt it
@@ -124,7 +134,8 @@ class ResultConsumer(connection.ConnectionLoop):
             return
         batch, self._pending = self._pending, []
         try:
-            unknown = self.recorder.record([r for _, r in batch]) or set()
+            arrived = functools.partial(self._arrived, connection, batch)
+            unknown = self.recorder.record([r for _, r in batch], arrived) or set()
             handled = batch
         except Exception as exc:
             if _transient(exc):
@@ -135,6 +146,16 @@ class ResultConsumer(connection.ConnectionLoop):
         self._db_failures = 0
         self._settle(handled, unknown)
         self._dead_letters.flush(self._publisher)
+
+    def _arrived(
+        self, connection: kombu.Connection, batch: list[tuple[kombu.Message, messages.Result]]
+    ) -> list[messages.Result]:
+        """Results that came while ``batch`` waited for the write turn, added to it."""
+        if not self.take_arrived(connection):
+            return []
+        more, self._pending = self._pending, []
+        batch.extend(more)
+        return [result for _, result in more]
 
     def _settle(self, handled: list[tuple[kombu.Message, messages.Result]], unknown: set[str]) -> None:
         """Ack each message whose results are recorded; dead-letter, with
