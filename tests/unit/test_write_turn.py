@@ -3,6 +3,7 @@ with a timeout and handed over when the other process lets go."""
 
 from __future__ import annotations
 
+import os
 import pathlib
 import subprocess
 import sys
@@ -139,4 +140,30 @@ def test_a_write_waits_for_another_process_and_fails_as_sqlite_would_after_the_b
             connection.exec_driver_sql("CREATE TABLE notes (text TEXT)")
     finally:
         holder.close()
+        engine.dispose()
+
+
+def test_a_commit_that_wrote_syncs_the_log_once_it_has_handed_the_turn_on(
+    conf: cfg.ConfigOpts, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "db.sqlite"
+    conf.set_override("connection", f"sqlite:///{path}", group="database")
+    engine = db_session.make_engine(conf)
+    synced: list[tuple[str, str]] = []
+    fdatasync = os.fdatasync
+
+    def seen(fd: int) -> None:
+        # Which file, and whether another process could take the turn now.
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), probe(pathlib.Path(f"{path}.write-turn"))))
+        fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", seen)
+    try:
+        with engine.begin() as connection:
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL: synced here
+            connection.exec_driver_sql("CREATE TABLE notes (text TEXT)")
+        with engine.begin() as connection:
+            connection.exec_driver_sql("INSERT INTO notes VALUES ('one')")
+        assert synced == [(f"{path}-wal", "free")] * 2
+    finally:
         engine.dispose()

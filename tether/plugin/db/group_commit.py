@@ -156,13 +156,15 @@ class GroupCommit:
         outcomes: list[tuple[concurrent.futures.Future[Any], Any, BaseException | None]] = []
         try:
             with self.sessionmaker.begin() as session:
-                # Beginning takes the database's write turn, which may have
-                # waited for another writer: what queued meanwhile rides along.
+                # Units without a savepoint write nothing yet: they run before
+                # the write turn is taken, the others take it.
+                outcomes += _run_units(session, batch)
                 session.connection()
-                batch += _running(self._queued(self.max_batch - len(batch)))
-                for unit, future, savepoint in batch:
-                    run = _run_unit if savepoint else _run_deferred
-                    outcomes.append((future, *run(session, unit)))
+                # Taking the turn may have waited for another writer: what
+                # queued meanwhile rides along.
+                late = _running(self._queued(self.max_batch - len(batch)))
+                batch += late
+                outcomes += _run_units(session, late)
                 _insert_deferred(session)
         except BaseException as exc:  # noqa: BLE001 - the writer thread must outlive any batch
             if not isinstance(exc, Exception):
@@ -175,6 +177,15 @@ class GroupCommit:
                 future.set_exception(error)
             else:
                 future.set_result(result)
+
+
+def _run_units(
+    session: orm.Session, batch: list[Item]
+) -> list[tuple[concurrent.futures.Future[Any], Any, BaseException | None]]:
+    return [
+        (future, *(_run_unit if savepoint else _run_deferred)(session, unit))
+        for unit, future, savepoint in batch
+    ]
 
 
 def _running(batch: list[Item]) -> list[Item]:

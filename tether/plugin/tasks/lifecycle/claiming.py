@@ -15,10 +15,11 @@ from typing import Any, Protocol
 
 from sqlalchemy import orm
 
-from tether.common import log, metrics
+from tether.common import metrics
 from tether.common.claims import Claim, ClaimAnswer
 from tether.common.states import TaskState
 from tether.plugin.db import attempts
+from tether.plugin.db import session as session_lib
 from tether.plugin.db.models import Task, utcnow
 from tether.plugin.outbound import notifications
 from tether.plugin.tasks.lifecycle.retries import Policy
@@ -148,15 +149,17 @@ def take(
         }
         if request.redelivered:
             metrics.REDELIVERIES.labels(task.provider).inc()
-        with log.request_context(request.request_id):
-            LOG.info(
-                "task %s claimed by agent %s (attempt %d of %d%s)",
-                task.id,
-                request.agent_id,
-                attempt,
-                policy.max_attempts,
-                ", redelivered" if request.redelivered else "",
-            )
+        session_lib.log_after_commit(
+            session,
+            LOG,
+            "task %s claimed by agent %s (attempt %d of %d%s)",
+            task.id,
+            request.agent_id,
+            attempt,
+            policy.max_attempts,
+            ", redelivered" if request.redelivered else "",
+            request_id=request.request_id,
+        )
         answers.append(_run(policy, attempt))
     attempts.close_attempts(session, closes, now)
     attempts.take(session, takes)

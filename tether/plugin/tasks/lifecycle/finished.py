@@ -1,6 +1,6 @@
 """What every finish of a task leaves behind, however it was written: the
 task named for the waiters and metrics that run after the commit, and the
-line in the log."""
+line in the log, written once it is committed."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import orm
 
 from tether.common.states import TaskState
+from tether.plugin.db import session as session_lib
 
 LOG = logging.getLogger(__name__)
 
@@ -28,7 +29,9 @@ def note(session: orm.Session, task: Any, state: TaskState, finished_at: datetim
     session.info.setdefault(FINISHED_METRICS, []).append(
         (task.provider, task.operation, state.value, elapsed)
     )
-    LOG.info(
+    session_lib.log_after_commit(
+        session,
+        LOG,
         "task %s (%s %s %s, attempt %d on agent %s) %s%s",
         task.id,
         task.operation,
