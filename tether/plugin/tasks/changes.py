@@ -36,6 +36,7 @@ from tether.plugin.agents.provider_capabilities import ProviderCapabilities
 from tether.plugin.agents.providers import Providers
 from tether.plugin.context import RequestContext
 from tether.plugin.db import ids, queries
+from tether.plugin.db import session as session_lib
 from tether.plugin.db.group_commit import GroupCommit
 from tether.plugin.db.models import ResourceRecord, Row, Task, utcnow
 from tether.plugin.tasks import lifecycle
@@ -179,7 +180,7 @@ class Changes:
         def unit(session: orm.Session) -> T:
             self._check_backlog(session, provider)
             roots.add(session, accepted)
-            _log_accepted(accepted.resource, accepted.task)
+            _log_accepted(session, accepted.resource, accepted.task)
             return answered
 
         return self._write(unit, savepoint=False, wake=not self.hands_over)
@@ -370,7 +371,7 @@ class Changes:
             lifecycle.enqueue(session, self.policy, task, resource, tree=[resource])
         else:
             session.flush()
-        _log_accepted(resource, task)
+        _log_accepted(session, resource, task)
         if operation == Operation.DELETE:
             lifecycle.fold_into_delete(session, self.policy, resource, task, doomed)
         if task.state == TaskState.QUEUED:
@@ -384,8 +385,11 @@ def _describe(kids: Sequence[ResourceRecord]) -> str:
     return f"{len(kids)} child resource(s): {shown}{more}"
 
 
-def _log_accepted(resource: ResourceRecord | Row, task: Task | Row) -> None:
-    LOG.info(
+def _log_accepted(session: orm.Session, resource: ResourceRecord | Row, task: Task | Row) -> None:
+    # Once committed: an accept whose commit fails was not accepted.
+    session_lib.log_after_commit(
+        session,
+        LOG,
         "accepted %s of %s %s as task %s (generation %d, provider %s)",
         task.operation,
         resource.type,
