@@ -59,19 +59,25 @@ def test_a_lone_event_waits_for_a_second_one_within_the_batch_wait(broker_end: A
 
 
 @pytest.mark.parametrize(
-    ("batch_wait", "burst"),
-    [(0.0, 2), (30.0, 1)],
-    ids=["no batch wait: only what has arrived", "a burst of one: nothing to wait for"],
+    ("call", "batch_wait", "burst", "sent", "taken"),
+    [("wait", 0.0, 2, b"1", 1), ("wait", 30.0, 1, b"1", 1), ("take_arrived", 30.0, 10, b"123", 3)],
+    ids=[
+        "no batch wait: only what has arrived",
+        "a burst of one: nothing to wait for",
+        "taking what arrived: all of it, and nothing more",
+    ],
 )
-def test_the_tick_does_not_wait(broker_end: Any, batch_wait: float, burst: int) -> None:
+def test_the_tick_does_not_wait(
+    broker_end: Any, call: str, batch_wait: float, burst: int, sent: bytes, taken: int
+) -> None:
     broker, connection = broker_end
-    broker.send(b"1")
-    second = _later(broker, 10)
-    _loop(batch_wait=batch_wait, burst=burst).wait(connection)
-    # Back before the second event was even sent.
-    assert second.is_alive()
-    second.cancel()
-    assert connection.taken == 1
+    broker.send(sent)
+    later = _later(broker, 10)
+    assert getattr(_loop(batch_wait=batch_wait, burst=burst), call)(connection) is not False
+    # Back before the next event was even sent.
+    assert later.is_alive()
+    later.cancel()
+    assert connection.taken == taken
 
 
 def test_the_batch_wait_runs_from_the_first_event_not_from_each(broker_end: Any) -> None:
@@ -93,16 +99,6 @@ def test_the_batch_wait_runs_from_the_first_event_not_from_each(broker_end: Any)
         stop.set()
         sender.join()
     assert 2 <= connection.taken < 100
-
-
-def test_taking_what_arrived_takes_it_all_and_waits_for_nothing_more(broker_end: Any) -> None:
-    broker, connection = broker_end
-    broker.send(b"123")
-    fourth = _later(broker, 10)
-    assert _loop(batch_wait=30.0, burst=10).take_arrived(connection)
-    assert fourth.is_alive()
-    fourth.cancel()
-    assert connection.taken == 3
 
 
 def test_taking_what_arrived_stops_at_a_burst(broker_end: Any) -> None:
