@@ -573,7 +573,12 @@ class RabbitMQNode:
         )
         self._reap_server()
         self._stop_epmd()
-        error_class = _PortTakenError if "eaddrinuse" in errors else RabbitMQNodeError
+        # A listener's port, or the distribution port the node checks before
+        # it starts (logged to the startup log only: the node's own log does
+        # not exist yet), taken since _free_ports().
+        said = errors + _tail(self.startup_log)
+        taken = any(sign in said for sign in ("eaddrinuse", "dist_port_already_used"))
+        error_class = _PortTakenError if taken else RabbitMQNodeError
         raise error_class(message)
 
     def _descendant_pids(self) -> list[int]:
