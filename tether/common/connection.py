@@ -179,8 +179,8 @@ class ConnectionLoop:
         waiting for more: for a tick whose work has waited (for a database's
         write turn) while they came, so that they share it.
 
-        A failing connection is left for the tick's next use of it to meet,
-        since this runs inside that work: whether it could be read.
+        Whether the connection could be read: a failing one is left for the
+        tick's next use of it to meet, since this runs inside that work.
         """
         sock = _socket(connection)
         try:

@@ -16,11 +16,12 @@ next looks.
 
 SQLite's ``synchronous=FULL`` syncs the write-ahead log inside the commit,
 while the writer holds the only write turn: at half load a quarter of each
-turn went to waiting for the disk. Writers run with ``synchronous=NORMAL`` instead (the
-log is written, not synced, at commit; checkpoints still sync) and sync the
-log themselves once they have handed the turn on, before the commit returns:
-before a ``202``, a claim's answer or a result's ack. The log is appended
-to in order, so a sync makes every commit before it durable too.
+turn went to waiting for the disk. Writers run with ``synchronous=NORMAL``
+instead (the log is written, not synced, at commit; checkpoints still sync)
+and sync the log themselves once they have handed the turn on, before the
+commit returns: before a ``202``, a claim's answer or a result's ack. The
+log is appended to in order, so a sync makes every commit before it durable
+too.
 """
 
 from __future__ import annotations

@@ -43,6 +43,9 @@ class ClaimDecider:
     ) -> list[ClaimAnswer]:
         """An answer to each claim, in order.
 
+        :param more: called once the transaction holds the write turn: claims
+            that arrived meanwhile, decided with these and answered after them.
+
         :raises ServiceUnavailable: the database is locked or away; the
             agents claim again shortly.
         """

@@ -51,6 +51,9 @@ class ResultRecorder:
     ) -> set[str]:
         """Record results in one transaction.
 
+        :param more: called once the transaction holds the write turn:
+            results that arrived meanwhile, recorded with these.
+
         :returns: the ids of tasks that do not exist; their results changed nothing.
         """
         with self.sessionmaker.begin() as session:
