@@ -167,3 +167,8 @@ def test_a_commit_that_wrote_syncs_the_log_once_it_has_handed_the_turn_on(
         assert synced == [(f"{path}-wal", "free")] * 2
     finally:
         engine.dispose()
+
+
+def test_a_log_that_is_gone_has_nothing_to_sync(tmp_path: pathlib.Path) -> None:
+    # SQLite deletes it once the last connection has checkpointed it into the database.
+    db_session.sync_log(str(tmp_path / "db.sqlite-wal"))
