@@ -33,7 +33,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from oslo_config import cfg
@@ -92,6 +92,8 @@ def make_engine(conf: cfg.ConfigOpts, readonly: bool = False) -> sa.Engine:
     return engine
 
 
+T = TypeVar("T")
+
 #: ``session.info`` key: log lines written once the transaction commits
 LOG_LINES = "tether.log-lines"
 
@@ -100,6 +102,16 @@ def make_sessionmaker(engine: sa.Engine) -> orm.sessionmaker[orm.Session]:
     maker = orm.sessionmaker(engine, expire_on_commit=False)
     after_commit(maker, [LOG_LINES], _write_log_lines)
     return maker
+
+
+def with_arrived(session: orm.Session, items: Sequence[T], more: Callable[[], Sequence[T]] | None) -> list[T]:
+    """``items``, and what ``more`` says arrived while ``session`` waited for
+    the write turn, which beginning takes (it may wait for another writer):
+    work that came meanwhile rides along instead of waiting for the next turn."""
+    if more is None:
+        return list(items)
+    session.connection()
+    return [*items, *more()]
 
 
 def log_after_commit(

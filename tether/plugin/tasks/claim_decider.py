@@ -19,6 +19,7 @@ from tether.common.claims import Claim, ClaimAnswer
 from tether.common.exceptions import ServiceUnavailable
 from tether.plugin.agents.providers import Providers
 from tether.plugin.db import attempts, queries
+from tether.plugin.db import session as session_lib
 from tether.plugin.db.exceptions import DatabaseUnavailable
 from tether.plugin.tasks import lifecycle
 
@@ -53,12 +54,7 @@ class ClaimDecider:
             return []
         try:
             with self._sessionmaker.begin() as session:
-                if more is not None:
-                    # Beginning takes the write turn, which may have waited
-                    # for another writer: claims that came meanwhile ride along.
-                    session.connection()
-                    claims = [*claims, *more()]
-                return self._decide(session, claims)
+                return self._decide(session, session_lib.with_arrived(session, claims, more))
         except DatabaseUnavailable as exc:
             LOG.warning("claims met a database outage: %s", exc.detail)
             raise ServiceUnavailable(

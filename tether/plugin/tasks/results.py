@@ -21,6 +21,7 @@ from tether.common import backoff, connection, dead_lettering, log, messages, tr
 from tether.common.exceptions import MalformedMessage
 from tether.common.publisher import Publisher
 from tether.plugin.db import attempts, queries
+from tether.plugin.db import session as session_lib
 from tether.plugin.db.exceptions import DatabaseUnavailable
 from tether.plugin.tasks import lifecycle
 
@@ -57,11 +58,7 @@ class ResultRecorder:
         :returns: the ids of tasks that do not exist; their results changed nothing.
         """
         with self.sessionmaker.begin() as session:
-            if more is not None:
-                # Beginning takes the write turn, which may have waited for
-                # another writer: results that came meanwhile ride along.
-                session.connection()
-                results = [*results, *more()]
+            results = session_lib.with_arrived(session, results, more)
             queries.lock_trees_of_tasks(session, [r.task_id for r in results])
             # Without the task's own lock, a claim taking the task over could
             # commit after this read, and the result of the attempt it
