@@ -14,8 +14,9 @@ import pytest
 from oslo_config import cfg
 
 from tether.plugin.db import session as db_session
+from tether.plugin.db import write_turn
 from tether.plugin.db.exceptions import DatabaseUnavailable
-from tether.plugin.db.session import FileTurn
+from tether.plugin.db.write_turn import FileTurn
 
 # Another process that takes the turn, says so, and lets go when told.
 HOLDER = textwrap.dedent(
@@ -171,4 +172,4 @@ def test_a_commit_that_wrote_syncs_the_log_once_it_has_handed_the_turn_on(
 
 def test_a_log_that_is_gone_has_nothing_to_sync(tmp_path: pathlib.Path) -> None:
     # SQLite deletes it once the last connection has checkpointed it into the database.
-    db_session.sync_log(str(tmp_path / "db.sqlite-wal"))
+    write_turn.sync_log(str(tmp_path / "db.sqlite-wal"))

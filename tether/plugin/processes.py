@@ -14,7 +14,7 @@ each API child to the pipeline child with a pair of datagram sockets
 * the **pipeline** child runs :class:`~tether.plugin.pipeline.Pipeline`.
 
 They share the database: on SQLite they take turns to write through a file
-lock beside it (:class:`~tether.plugin.db.session.FileTurn`), on PostgreSQL
+lock beside it (:class:`~tether.plugin.db.write_turn.FileTurn`), on PostgreSQL
 they are clients like any replica's. Their Prometheus counters are kept in a
 directory all write (``prometheus_client``'s multiprocess mode) and served
 together by each API child.

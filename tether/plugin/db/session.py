@@ -4,34 +4,17 @@ SQLite is the embedded default, used with WAL (readers never wait for the
 writer), the write-ahead log synced after every write transaction's commit
 (an accepted request survives power loss) and foreign keys on. Writers
 begin with ``BEGIN IMMEDIATE``, so two of them queue on the busy timeout
-instead of failing with "database is locked" when one upgrades a read lock;
+instead of failing with "database is locked" when one upgrades a read lock,
+and take SQLite's one write turn in order (:mod:`tether.plugin.db.write_turn`);
 readers use a second engine with plain deferred transactions, so a GET never
 waits for a write.
-
-The write turn is taken before ``BEGIN IMMEDIATE``, first among this
-process's threads (a Python lock) and then among processes (a ``flock`` on a
-file beside the database), so that a plugin's API and pipeline processes
-hand it over as soon as it is free rather than when SQLite's busy handler
-next looks.
-
-SQLite's ``synchronous=FULL`` syncs the write-ahead log inside the commit,
-while the writer holds the only write turn: at half load a quarter of each
-turn went to waiting for the disk. Writers run with ``synchronous=NORMAL``
-instead (the log is written, not synced, at commit; checkpoints still sync)
-and sync the log themselves once they have handed the turn on, before the
-commit returns: before a ``202``, a claim's answer or a result's ack. The
-log is appended to in order, so a sync makes every commit before it durable
-too.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import sqlite3
-import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -40,7 +23,7 @@ from oslo_config import cfg
 from sqlalchemy import event, orm
 
 from tether.common import log, metrics
-from tether.plugin.db import checkpoints
+from tether.plugin.db import checkpoints, write_turn
 from tether.plugin.db import exceptions as db_exceptions
 from tether.plugin.db.models import json_serializer
 
@@ -54,6 +37,14 @@ OPTS: list[cfg.Opt] = [
         "machine, postgresql+psycopg://USER:PASS@HOST/DB to scale out.",
     ),
     cfg.IntOpt("pool_size", default=10, min=1, help="Connections kept open (not SQLite)."),
+    cfg.BoolOpt(
+        "write_turn_realtime",
+        default=True,
+        help="SQLite: run the thread that holds the database's one write turn at real-time "
+        "priority (SCHED_RR 1) for the length of its transaction, so that every other writer "
+        "waits for its work and not for a busy core. Needs CAP_SYS_NICE or LimitRTPRIO=1; "
+        "without either the daemon logs a warning once and holds the turn at ordinary priority.",
+    ),
     cfg.FloatOpt(
         "busy_timeout",
         default=30.0,
@@ -73,7 +64,12 @@ def make_engine(conf: cfg.ConfigOpts, readonly: bool = False) -> sa.Engine:
     """
     url = sa.make_url(conf.database.connection)
     if url.get_backend_name() == "sqlite":
-        engine = _sqlite_engine(url, conf.database.busy_timeout, immediate=not readonly)
+        engine = _sqlite_engine(
+            url,
+            conf.database.busy_timeout,
+            immediate=not readonly,
+            realtime=conf.database.write_turn_realtime,
+        )
     else:
         connect_args = {}
         if url.get_backend_name() == "postgresql":
@@ -158,7 +154,7 @@ def after_commit(
     event.listen(sessionmaker, "after_rollback", on_rollback)
 
 
-def _sqlite_engine(url: sa.URL, busy_timeout: float, immediate: bool) -> sa.Engine:
+def _sqlite_engine(url: sa.URL, busy_timeout: float, immediate: bool, realtime: bool = True) -> sa.Engine:
     if url.database and url.database != ":memory:":
         # $state_path may start with ~ (the all-in-one's does); SQLite would
         # take it as a directory called "~" under the working directory.
@@ -168,10 +164,11 @@ def _sqlite_engine(url: sa.URL, busy_timeout: float, immediate: bool) -> sa.Engi
     connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": busy_timeout}
     on_file = url.database not in (None, "", ":memory:")
     if immediate:
-        connect_args["factory"] = _serialized_writes(
+        connect_args["factory"] = write_turn.connection_class(
             busy_timeout,
-            FileTurn(f"{url.database}.write-turn") if on_file else None,
+            write_turn.FileTurn(f"{url.database}.write-turn") if on_file else None,
             f"{url.database}-wal" if on_file else None,
+            write_turn.TurnPriority(realtime and on_file),
         )
     engine = sa.create_engine(
         url,
@@ -186,7 +183,7 @@ def _sqlite_engine(url: sa.URL, busy_timeout: float, immediate: bool) -> sa.Engi
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        # A writer syncs the log itself, after its turn (see above).
+        # A writer syncs the log itself, after its turn (see write_turn).
         cursor.execute(f"PRAGMA synchronous={'NORMAL' if immediate and on_file else 'FULL'}")
         cursor.execute("PRAGMA foreign_keys=ON")
         if immediate:
@@ -212,146 +209,3 @@ def _sqlite_engine(url: sa.URL, busy_timeout: float, immediate: bool) -> sa.Engi
             raise
 
     return engine
-
-
-def _serialized_writes(
-    busy_timeout: float, across: FileTurn | None, log_path: str | None
-) -> type[sqlite3.Connection]:
-    """A connection class whose write transactions take turns, and sync the
-    write-ahead log at ``log_path`` once they have committed and handed the
-    turn on.
-
-    SQLite admits one writer at a time and makes the others wait in its busy
-    handler, which sleeps 1, 2, 5, 10... ms between looks: under concurrent
-    writers most of their time goes to sleeping after the lock is free. A
-    Python lock hands the turn over as the last writer of this process
-    commits, and ``across`` as the last writer of another process does.
-    """
-    turn = threading.Lock()
-
-    class Connection(sqlite3.Connection):
-        _has_turn = False
-
-        def take_write_turn(self) -> None:
-            # Bounded like SQLite's own wait, and failing as it does.
-            deadline = time.monotonic() + busy_timeout
-            if not turn.acquire(timeout=busy_timeout):
-                raise sqlite3.OperationalError("database is locked")
-            if across is not None and not across.acquire(max(deadline - time.monotonic(), 0.0)):
-                turn.release()
-                raise sqlite3.OperationalError("database is locked")
-            self._has_turn = True
-
-        def end_write_turn(self) -> None:
-            if self._has_turn:
-                self._has_turn = False
-                if across is not None:
-                    across.release()
-                turn.release()
-
-        def commit(self) -> None:
-            writing = self._has_turn
-            try:
-                super().commit()
-            finally:
-                self.end_write_turn()
-            # Every write transaction, as no change count shows DDL; with
-            # nothing new in the log the sync costs a system call.
-            if writing and log_path is not None:
-                sync_log(log_path)
-
-        def rollback(self) -> None:
-            try:
-                super().rollback()
-            finally:
-                self.end_write_turn()
-
-        def close(self) -> None:
-            try:
-                super().close()
-            finally:
-                self.end_write_turn()
-
-    return Connection
-
-
-def sync_log(path: str) -> None:
-    """Make what has been written to the write-ahead log at ``path`` durable.
-
-    The file is opened anew each time: SQLite deletes the log when the last
-    connection closes, and a descriptor kept open would sync the deleted one.
-    A log that is gone was checkpointed into the database first, and a
-    checkpoint syncs the database.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return
-    try:
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
-
-
-class FileTurn:
-    """An exclusive ``flock`` on ``path``, taken with a timeout.
-
-    The lock belongs to this process (its open file), so the thread that
-    takes it need not be the one that blocks for it: a free lock is taken at
-    once; a held one is waited for by a helper thread, blocked in the kernel
-    until the holder lets go (no polling), while the caller waits at most
-    its timeout. A turn the helper gets for a caller that gave up is handed
-    to the next caller, or let go at once if there is none. The kernel
-    releases the lock of a process that dies holding it.
-
-    Callers take turns among themselves first (one at a time per process).
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        self._cond = threading.Condition()
-        self._held = False
-        self._callers = 0
-        self._fetching = False
-        self._helper: threading.Thread | None = None
-
-    def acquire(self, timeout: float) -> bool:
-        with self._cond:
-            if not self._fetching:
-                try:
-                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    self._fetching = True
-                    if self._helper is None:
-                        self._helper = threading.Thread(
-                            target=self._fetch, name="sqlite-write-turn", daemon=True
-                        )
-                        self._helper.start()
-                    self._cond.notify_all()
-                else:
-                    self._held = True
-                    return True
-            self._callers += 1
-            try:
-                return self._cond.wait_for(lambda: self._held, timeout)
-            finally:
-                self._callers -= 1
-
-    def release(self) -> None:
-        with self._cond:
-            self._held = False
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    def _fetch(self) -> None:
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._fetching)
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-            with self._cond:
-                self._fetching = False
-                if self._callers:
-                    self._held = True
-                    self._cond.notify_all()
-                else:
-                    fcntl.flock(self._fd, fcntl.LOCK_UN)
