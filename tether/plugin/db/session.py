@@ -37,14 +37,6 @@ OPTS: list[cfg.Opt] = [
         "machine, postgresql+psycopg://USER:PASS@HOST/DB to scale out.",
     ),
     cfg.IntOpt("pool_size", default=10, min=1, help="Connections kept open (not SQLite)."),
-    cfg.BoolOpt(
-        "write_turn_realtime",
-        default=True,
-        help="SQLite: run the thread that holds the database's one write turn at real-time "
-        "priority (SCHED_RR 1) for the length of its transaction, so that every other writer "
-        "waits for its work and not for a busy core. Needs CAP_SYS_NICE or LimitRTPRIO=1; "
-        "without either the daemon logs a warning once and holds the turn at ordinary priority.",
-    ),
     cfg.FloatOpt(
         "busy_timeout",
         default=30.0,
@@ -64,12 +56,7 @@ def make_engine(conf: cfg.ConfigOpts, readonly: bool = False) -> sa.Engine:
     """
     url = sa.make_url(conf.database.connection)
     if url.get_backend_name() == "sqlite":
-        engine = _sqlite_engine(
-            url,
-            conf.database.busy_timeout,
-            immediate=not readonly,
-            realtime=conf.database.write_turn_realtime,
-        )
+        engine = _sqlite_engine(url, conf.database.busy_timeout, immediate=not readonly)
     else:
         connect_args = {}
         if url.get_backend_name() == "postgresql":
@@ -154,7 +141,7 @@ def after_commit(
     event.listen(sessionmaker, "after_rollback", on_rollback)
 
 
-def _sqlite_engine(url: sa.URL, busy_timeout: float, immediate: bool, realtime: bool = True) -> sa.Engine:
+def _sqlite_engine(url: sa.URL, busy_timeout: float, immediate: bool) -> sa.Engine:
     if url.database and url.database != ":memory:":
         # $state_path may start with ~ (the all-in-one's does); SQLite would
         # take it as a directory called "~" under the working directory.
@@ -168,7 +155,6 @@ def _sqlite_engine(url: sa.URL, busy_timeout: float, immediate: bool, realtime: 
             busy_timeout,
             write_turn.FileTurn(f"{url.database}.write-turn") if on_file else None,
             f"{url.database}-wal" if on_file else None,
-            write_turn.TurnPriority(realtime and on_file),
         )
     engine = sa.create_engine(
         url,

@@ -8,46 +8,35 @@ threads (a Python lock) and then among processes (:class:`FileTurn`, a
 ``flock`` beside the database), and it passes to the next writer as soon as
 the last one commits.
 
-Every writer of the deployment waits for the one that holds the turn, so a
-holder that waits for anything else makes them all wait:
-
-- **for the disk.** SQLite's ``synchronous=FULL`` syncs the write-ahead log
-  inside the commit: at half load a quarter of each turn went to it. Writers
-  run ``synchronous=NORMAL`` and sync the log themselves (:func:`sync_log`)
-  once they have handed the turn on, before the commit returns: before a
-  ``202``, a claim's answer or a result's ack. The log is appended to in
-  order, so one sync makes every commit before it durable too.
-- **for a core.** On a machine whose cores the API, the pipeline, agents and
-  the broker share, a holder spent as long waiting to be scheduled as
-  running (measured at 500 tasks/s on two cores: 1.5-2.6 ms of its 2.6-5.4
-  ms). So it runs at the lowest real-time priority while it holds the turn
-  (:class:`TurnPriority`), and at its own again before it syncs. At most one
-  thread of a database is raised at a time, for one transaction.
+Every writer of the deployment waits for the one that holds the turn, so
+the holder must not wait for anything else, the disk included. SQLite's
+``synchronous=FULL`` syncs the write-ahead log inside the commit: at half
+load a quarter of each turn went to it. Writers run ``synchronous=NORMAL``
+and sync the log themselves (:func:`sync_log`) once they have handed the
+turn on, before the commit returns: before a ``202``, a claim's answer or a
+result's ack. The log is appended to in order, so one sync makes every
+commit before it durable too.
 """
 
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import sqlite3
 import threading
 import time
 
-LOG = logging.getLogger(__name__)
-
 
 def connection_class(
-    busy_timeout: float, across: FileTurn | None, log_path: str | None, priority: TurnPriority
+    busy_timeout: float, across: FileTurn | None, log_path: str | None
 ) -> type[sqlite3.Connection]:
-    """A connection class whose write transactions take turns, hold them
-    at ``priority``, and sync the write-ahead log at ``log_path`` once
-    they have committed and handed the turn on."""
+    """A connection class whose write transactions take turns, and sync the
+    write-ahead log at ``log_path`` once they have committed and handed the
+    turn on."""
     turn = threading.Lock()
 
     class Connection(sqlite3.Connection):
         _has_turn = False
-        _raised: int | None = None
 
         def take_write_turn(self) -> None:
             # Bounded like SQLite's own wait, and failing as it does.
@@ -58,7 +47,6 @@ def connection_class(
                 turn.release()
                 raise sqlite3.OperationalError("database is locked")
             self._has_turn = True
-            self._raised = priority.raise_()
 
         def end_write_turn(self) -> None:
             if self._has_turn:
@@ -66,9 +54,6 @@ def connection_class(
                 if across is not None:
                     across.release()
                 turn.release()
-                if self._raised is not None:
-                    priority.lower(self._raised)
-                    self._raised = None
 
         def commit(self) -> None:
             writing = self._has_turn
@@ -94,56 +79,6 @@ def connection_class(
                 self.end_write_turn()
 
     return Connection
-
-
-class TurnPriority:
-    """Real-time scheduling (``SCHED_RR``, priority 1) for the thread that
-    holds the write turn, so that ordinary threads (agents, the broker, the
-    API's event loop) do not take its core while every writer waits for it.
-
-    Raising needs ``CAP_SYS_NICE`` or an ``RLIMIT_RTPRIO`` of at least 1
-    (systemd's ``LimitRTPRIO=1``); without either the first attempt logs
-    how to grant it and the turn is held at ordinary priority from then on.
-    A process already under another scheduling policy is left as it is. The
-    kernel's real-time throttling (``kernel.sched_rt_runtime_us``) still
-    bounds what a long transaction could take.
-    """
-
-    def __init__(self, enabled: bool) -> None:
-        self._enabled = (
-            enabled and hasattr(os, "sched_setscheduler") and os.sched_getscheduler(0) == os.SCHED_OTHER
-        )
-
-    @property
-    def enabled(self) -> bool:
-        return self._enabled
-
-    def raise_(self) -> int | None:
-        """Raise the calling thread; its id, to :meth:`lower` it by, or
-        ``None`` when it was not raised."""
-        if not self._enabled:
-            return None
-        try:
-            # Not inherited: a process forked meanwhile starts ordinary.
-            os.sched_setscheduler(0, os.SCHED_RR | os.SCHED_RESET_ON_FORK, os.sched_param(1))
-        except OSError as exc:
-            self._enabled = False
-            LOG.warning(
-                "cannot raise the priority of SQLite's write turn (%s): writers will wait longer for "
-                "it on a busy machine. Grant the daemon CAP_SYS_NICE or LimitRTPRIO=1 (systemd), or "
-                "set [database] write_turn_realtime = false to stop trying",
-                exc.strerror or exc,
-            )
-            return None
-        return threading.get_native_id()
-
-    def lower(self, thread_id: int) -> None:
-        """Back to ordinary scheduling; by thread id, so that a turn ended on
-        another thread (a connection closed by its pool) lowers the right one."""
-        try:
-            os.sched_setscheduler(thread_id, os.SCHED_OTHER, os.sched_param(0))
-        except ProcessLookupError:
-            pass  # the thread has ended
 
 
 def sync_log(path: str) -> None:
