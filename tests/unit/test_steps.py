@@ -199,6 +199,7 @@ def test_counters_a_driver_reports_from_its_own_thread_reach_the_resource(
 ) -> None:
     lb = _create(client, **{"fake.stats": "sessions=12,bytes_in=3400"})
     _finished(client, lb["task"]["id"])
-    # Sent on their own within about a second, not with the next state report.
-    body = wait_for(lambda: (b := client.get(f"/v1/loadbalancers/{lb['id']}").json()).get("stats") and b, 3)
+    # Sent on their own within about a second; the bound is loose for a
+    # loaded machine running the unit tests four at a time on two cores.
+    body = wait_for(lambda: (b := client.get(f"/v1/loadbalancers/{lb['id']}").json()).get("stats") and b, 10)
     assert body["stats"] == {"sessions": 12.0, "bytes_in": 3400.0}
