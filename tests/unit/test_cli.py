@@ -8,12 +8,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import uvicorn
 
 from tether.agent.service import Agent
 from tether.cli.main import main
+from tether.cli.tasks import StepWatch
 from tether.plugin.service import Plugin
 
 
@@ -82,6 +84,52 @@ def test_wait_prints_each_step_as_it_ends(api_url: str, capsys: pytest.CaptureFi
     ]
     # Meanwhile the task's progress names the step under way.
     assert any(re.search(r"RUNNING \(step \d of 3: fake step \d of 3\)", line) for line in lines), err
+
+
+def _steps(*states: str, failed: str = "") -> list[dict[str, Any]]:
+    # When each end happens: steps 1 and 2 done, 3 failed, then 2 and 1 undone.
+    ends = {"DONE": lambda n: n, "FAILED": lambda n: 3, "UNDONE": lambda n: 6 - n}
+    return [
+        {"name": f"s{n}", "state": state, "finished_at": f"t{ends[state](n)}" if state in ends else None}
+        | ({"error": {"message": failed}} if state == "FAILED" else {})
+        for n, state in enumerate(states, 1)
+    ]
+
+
+@pytest.mark.parametrize(
+    "polls",
+    [
+        # Every end seen as it happened.
+        [
+            ("DONE", "RUNNING", "PENDING"),
+            ("DONE", "DONE", "FAILED"),
+            ("DONE", "UNDONE", "FAILED"),
+            ("UNDONE", "UNDONE", "FAILED"),
+        ],
+        # A poll a second apart finds step 2 already being undone and step 3 failed.
+        [
+            ("DONE", "RUNNING", "PENDING"),
+            ("DONE", "RUNNING", "FAILED"),
+            ("RUNNING", "UNDONE", "FAILED"),
+            ("UNDONE", "UNDONE", "FAILED"),
+        ],
+        # Or sees nothing until it is all over.
+        [("PENDING", "PENDING", "PENDING"), ("UNDONE", "UNDONE", "FAILED")],
+    ],
+    ids=["every-end-seen", "step-2-done-unseen", "nothing-seen"],
+)
+def test_step_lines_keep_the_order_steps_ended_in_whatever_the_polls_saw(
+    polls: list[tuple[str, ...]],
+) -> None:
+    watch = StepWatch()
+    said = [line for poll in polls for line in watch.lines(_steps(*poll, failed="refused"))]
+    assert said == [
+        "step 1 of 3 (s1) DONE",
+        "step 2 of 3 (s2) DONE",
+        "step 3 of 3 (s3) FAILED: refused",
+        "step 2 of 3 (s2) UNDONE",
+        "step 1 of 3 (s1) UNDONE",
+    ]
 
 
 def test_a_failed_task_exits_non_zero_with_its_error(

@@ -55,7 +55,7 @@ def follow(client: Client, task_id: str) -> dict[str, Any]:
     """Show the task's transitions, and each step as it ends, live until it
     ends; the task as it ended."""
     started, last, wait = time.monotonic(), None, 1.0
-    seen: dict[str, str] = {}
+    watch = StepWatch()
 
     def say(line: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] task {task_id}: {line}", file=sys.stderr, flush=True)
@@ -67,7 +67,7 @@ def follow(client: Client, task_id: str) -> dict[str, Any]:
             say(line)
             last = line
         steps = task.get("steps") or []
-        for line in _step_lines(steps, seen):
+        for line in watch.lines(steps):
             say(line)
         if task["state"] in TERMINAL:
             break
@@ -79,23 +79,40 @@ def follow(client: Client, task_id: str) -> dict[str, Any]:
     return task
 
 
-def _step_lines(steps: list[dict[str, Any]], seen: dict[str, str]) -> list[str]:
-    """A line for each step that ended since ``seen`` (updated), in the
-    order they ended: an undo implies the step was done, even if no poll
-    saw it so, and undos end after everything else."""
-    implied: list[tuple[Any, ...]] = []
-    ended: list[tuple[Any, ...]] = []
-    for number, step in enumerate(steps, 1):
-        state, before = step["state"], seen.get(step["name"])
-        seen[step["name"]] = state
-        if state not in STEP_ENDS or state == before:
-            continue
-        head = f"step {number} of {len(steps)} ({step['name']})"
-        if state in ("UNDONE", "UNDO_FAILED") and before not in ("DONE", "FAILED"):
-            implied.append((number, f"{head} DONE"))
-        error = f": {step['error']['message']}" if step.get("error") else ""
-        ended.append((step.get("finished_at") or "", number, f"{head} {state}{error}"))
-    return [line for *_, line in sorted(implied)] + [line for *_, line in sorted(ended)]
+class StepWatch:
+    """What the polls of one task's steps have shown so far."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, str] = {}
+        self.said_done: set[str] = set()
+
+    def lines(self, steps: list[dict[str, Any]]) -> list[str]:
+        """A line for each step that ended since the last poll, in the order
+        they ended. Steps run in order, so a step that has started shows that
+        every step before it was done, even if no poll saw it so (a poll a
+        second apart can find step 2 already being undone and step 3 failed);
+        undos end after everything else."""
+        started = max((n for n, step in enumerate(steps, 1) if step["state"] != "PENDING"), default=0)
+        implied: list[tuple[Any, ...]] = []
+        ended: list[tuple[Any, ...]] = []
+        for number, step in enumerate(steps, 1):
+            name, state = step["name"], step["state"]
+            before, self.seen[name] = self.seen.get(name), state
+            head = f"step {number} of {len(steps)} ({name})"
+            if (
+                name not in self.said_done
+                and "FAILED" not in (state, before)
+                and ((number < started and state != "DONE") or state in ("UNDONE", "UNDO_FAILED"))
+            ):
+                implied.append((number, f"{head} DONE"))
+                self.said_done.add(name)
+            if state not in STEP_ENDS or state == before or (state == "DONE" and name in self.said_done):
+                continue
+            if state == "DONE":
+                self.said_done.add(name)
+            error = f": {step['error']['message']}" if step.get("error") else ""
+            ended.append((step.get("finished_at") or "", number, f"{head} {state}{error}"))
+        return [line for *_, line in sorted(implied)] + [line for *_, line in sorted(ended)]
 
 
 def all_pages(client: Client, path: str, key: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
