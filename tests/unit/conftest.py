@@ -69,7 +69,7 @@ def make_plugin(conf: cfg.ConfigOpts) -> Plugin:
     plugin = Plugin(conf, migrate=True)
     # As tether-allinone's plugin does: the drivers its agents will declare.
     plugin.providers.assume(declarations(["noop", "fake"]))
-    plugin.pipeline.results.connected_since = time.monotonic() - plugin.agents.hearing_time
+    plugin.pipeline.traffic.connected_since = time.monotonic() - plugin.agents.hearing_time
     return plugin
 
 

@@ -36,7 +36,7 @@ def _no_cache(monkeypatch: pytest.MonkeyPatch) -> None:
 def plugin(conf: cfg.ConfigOpts) -> Iterator[Plugin]:
     """A plugin that no agent has reported to, and that assumes nothing."""
     plugin = Plugin(conf, migrate=True)
-    plugin.pipeline.results.connected_since = -1e9
+    plugin.pipeline.traffic.connected_since = -1e9
     yield plugin
     plugin.dispose()
 

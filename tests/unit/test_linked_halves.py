@@ -74,7 +74,7 @@ def test_agents_are_judged_by_what_the_pipeline_has_heard(halves: Halves) -> Non
         assert [a["alive"] for a in agents] == [True]
     heard = halves.api.agents.listening_since
     assert heard is not None
-    assert wait_for(heard) == halves.pipeline.results.connected_since
+    assert wait_for(heard) == halves.pipeline.traffic.connected_since
 
 
 def test_finished_tasks_that_found_no_room_wake_every_waiter_later() -> None:

@@ -89,12 +89,12 @@ def test_work_whose_kombu_claim_the_plugin_fails_on_is_dead_lettered_once_not_re
 ) -> None:
     claimed: list[str] = []
 
-    def failing_decide(claims: list[Any], *more: Any) -> Any:
+    def failing_decide(session: Any, claims: list[Any]) -> Any:
         claimed.extend(claim.task_id for claim in claims)
         raise KeyError("a bug in deciding claims")
 
     wait_for(lambda: all(agent.plugin.kombu_claims for agent in pipeline))
-    with mock.patch.object(plugin.pipeline.claims.decider, "decide", failing_decide):
+    with mock.patch.object(plugin.pipeline.claims.decider, "decide_in", failing_decide):
         lb = client.post("/v1/loadbalancers", json={"provider": "noop"}).json()
         reason = _dead_letter().headers[transport.DEAD_LETTER_REASON]
         task_id = lb["task"]["id"]
@@ -103,7 +103,8 @@ def test_work_whose_kombu_claim_the_plugin_fails_on_is_dead_lettered_once_not_re
         )
         wait_for(lambda: not any(agent.consumer.in_flight for agent in pipeline))  # as above
         assert _ready_work("noop") == 0
-        assert claimed == [lb["task"]["id"]]
+        # Decided with the tick's results, then alone; the agent did not claim again.
+        assert claimed == [lb["task"]["id"]] * 2
     assert client.get(f"/v1/tasks/{lb['task']['id']}").json()["state"] == "PENDING"
 
 

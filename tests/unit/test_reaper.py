@@ -64,12 +64,12 @@ def test_a_plugin_cut_off_from_the_broker_takes_no_silence_for_death(
     claim(plugin, running["task"]["id"], agent_id="a")
     _expire(plugin, lb["task"]["id"])
     for listening_since in (None, time.monotonic() - plugin.agents.hearing_time / 2):
-        plugin.pipeline.results.connected_since = listening_since
+        plugin.pipeline.traffic.connected_since = listening_since
         plugin.pipeline.reaper.reap()
         assert client.get(f"/v1/tasks/{lb['task']['id']}").json()["state"] == "PENDING"
         assert client.get(f"/v1/tasks/{running['task']['id']}").json()["state"] == "RUNNING"
         assert client.get("/v1/agents/a", headers={"X-Roles": "admin"}).json()["alive"] is True
-    plugin.pipeline.results.connected_since = time.monotonic() - plugin.agents.hearing_time
+    plugin.pipeline.traffic.connected_since = time.monotonic() - plugin.agents.hearing_time
     _expire(plugin, lb["task"]["id"])  # it was published again meanwhile, for the agent taken as alive
     plugin.pipeline.reaper.reap()
     assert client.get("/v1/agents/a", headers={"X-Roles": "admin"}).json()["alive"] is False

@@ -2,7 +2,8 @@
 recorded result that is not the API.
 
 The outbox relay publishes committed work, the claim server and the RPC
-server answer agents, the result consumer records what they did, the reaper
+server answer agents, the result consumer records what they did (the two
+on one thread and connection, :mod:`tether.plugin.tasks.agent_traffic`), the reaper
 retries what they left, and callbacks go out; on SQLite a checkpointer
 copies the write-ahead log back into the database beside the writers
 (:mod:`tether.plugin.db.checkpoints`). It runs in the API's process
@@ -24,6 +25,7 @@ from tether.plugin.api import views
 from tether.plugin.db import checkpoints
 from tether.plugin.outbound import callbacks
 from tether.plugin.tasks import dispatch, handoff, reaper, results
+from tether.plugin.tasks.agent_traffic import AgentTraffic
 from tether.plugin.tasks.claim_decider import ClaimDecider
 from tether.plugin.tasks.claim_server import ClaimServer
 
@@ -57,6 +59,8 @@ class Pipeline:
             ClaimDecider(core.sessionmaker, core.policy, core.providers),
             conf.plugin.claim_batch_size,
         )
+        # Claims and results share a thread, a connection and each tick's transaction.
+        self.traffic = AgentTraffic(core.broker, core.sessionmaker, self.claims, self.results)
         self.reaper = reaper.Reaper(
             core.sessionmaker,
             core.policy,
@@ -72,13 +76,13 @@ class Pipeline:
         self.checkpointer = None if database is None else checkpoints.Checkpointer(database)
         # Reports arrive over the broker the result consumer listens on:
         # while it is cut off, an agent's silence proves nothing.
-        core.agents.listening_since = lambda: self.results.connected_since
+        core.agents.listening_since = lambda: self.traffic.connected_since
         self._rpc_server: Any = None
         self._links: list[link.Link] = []
 
     def problem(self) -> str | None:
         """What keeps the pipeline from the broker, for ``/readyz``."""
-        down = [loop.name for loop in (self.relay, self.results, self.claims) if not loop.connected.is_set()]
+        down = [loop.name for loop in (self.relay, self.traffic) if not loop.connected.is_set()]
         if down:
             return f"not connected to the broker at {self.core.broker.url.masked}: {', '.join(down)}"
         return None
@@ -98,7 +102,7 @@ class Pipeline:
         for to_api in to_apis:
 
             def report(to_api: link.Link = to_api) -> None:
-                to_api.send(link.STATUS, link.status(self.problem(), self.results.connected_since))
+                to_api.send(link.STATUS, link.status(self.problem(), self.traffic.connected_since))
 
             to_api.start(
                 {
@@ -115,8 +119,7 @@ class Pipeline:
         )
         self._rpc_server.start()
         self.relay.start()
-        self.results.start()
-        self.claims.start()
+        self.traffic.start()
         self.reaper.start()
         if self.checkpointer is not None:
             self.checkpointer.start()
@@ -126,15 +129,14 @@ class Pipeline:
 
     def stop(self) -> None:
         """Stop taking calls, then drain: the relay publishes what is committed,
-        the result consumer records what it holds."""
+        claims held are answered and results held recorded."""
         if self._rpc_server is not None:
             self._rpc_server.stop()
             self._rpc_server.wait()
-        self.claims.stop()
         self.reaper.stop()
         self.callbacks.stop()
         self.relay.stop()
-        self.results.stop()
+        self.traffic.stop()
         if self.checkpointer is not None:
             self.checkpointer.stop()
         for to_api in self._links:

@@ -54,14 +54,14 @@ class ClaimDecider:
             return []
         try:
             with self._sessionmaker.begin() as session:
-                return self._decide(session, session_lib.with_arrived(session, claims, more))
+                return self.decide_in(session, session_lib.with_arrived(session, claims, more))
         except DatabaseUnavailable as exc:
-            LOG.warning("claims met a database outage: %s", exc.detail)
-            raise ServiceUnavailable(
-                reason="the plugin's database is unavailable; claim again shortly"
-            ) from exc
+            raise unavailable(exc) from exc
 
-    def _decide(self, session: orm.Session, claims: Sequence[Claim]) -> list[ClaimAnswer]:
+    def decide_in(self, session: orm.Session, claims: Sequence[Claim]) -> list[ClaimAnswer]:
+        """:meth:`decide` in ``session``'s transaction, which the caller commits."""
+        if not claims:
+            return []
         # One statement locks the batch's tasks, reading what deciding needs.
         tasks = attempts.for_claims(session, [claim.task_id for claim in claims])
         answers: list[ClaimAnswer | None] = []
@@ -99,3 +99,9 @@ class ClaimDecider:
             return None
         root = queries.get_resource(session, task.root_id, None)
         return None if root is None else root.agent_id
+
+
+def unavailable(exc: DatabaseUnavailable) -> ServiceUnavailable:
+    """What claims are answered during a database outage: claim again shortly."""
+    LOG.warning("claims met a database outage: %s", exc.detail)
+    return ServiceUnavailable(reason="the plugin's database is unavailable; claim again shortly")

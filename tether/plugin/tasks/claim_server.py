@@ -13,19 +13,24 @@ that names no ``reply_to`` is too, as nobody could hear its answer.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import kombu
 import msgspec
 from oslo_config import cfg
+from sqlalchemy import orm
 
 from tether.common import claims, connection, dead_lettering, publisher, transport, wire
 from tether.common.claims import Claim, ClaimAnswer
-from tether.common.exceptions import MalformedMessage, ServiceUnavailable
+from tether.common.exceptions import MalformedMessage, ServiceUnavailable, TetherError
 from tether.common.publisher import Publisher
 from tether.plugin.tasks.claim_decider import ClaimDecider
 
 LOG = logging.getLogger(__name__)
+
+#: claims decided in a transaction, each with its request, its place in it and its answer
+Decided = Sequence[tuple[tuple["_Request", int, Claim], ClaimAnswer]]
 
 OPTS: list[cfg.Opt] = [
     cfg.IntOpt(
@@ -56,7 +61,12 @@ class _Request:
 
 
 class ClaimServer(connection.ConnectionLoop):
-    """Consumes the claims queue and answers each request."""
+    """Consumes the claims queue and answers each request.
+
+    It runs alone, or as a part of :class:`~tether.plugin.tasks.agent_traffic.AgentTraffic`
+    (the plugin's pipeline), which drives the same steps on a connection and
+    in a transaction shared with the result consumer.
+    """
 
     def __init__(self, broker: transport.Broker, decider: ClaimDecider, batch: int) -> None:
         super().__init__(broker, "claim-server")
@@ -65,7 +75,7 @@ class ClaimServer(connection.ConnectionLoop):
         self.burst = batch
         self._pending: list[_Request] = []
         self._dead_letters = dead_lettering.DeadLetters(broker, "claims")
-        self._consumer: kombu.Consumer | None = None
+        self.consumer: kombu.Consumer | None = None
         self._replies: Any = None
         self._publisher: Publisher | None = None
 
@@ -74,34 +84,47 @@ class ClaimServer(connection.ConnectionLoop):
         self.broker.declare(connection_, [queue])
         self._publisher = Publisher(connection_, self.broker.confirm_timeout)
         self._replies = connection_.channel()
-        self._consumer = kombu.Consumer(
+        self.consumer = kombu.Consumer(
             connection_.channel(),
             queues=[queue],
             on_message=self._on_message,
             on_decode_error=self._on_undecodable,
             prefetch_count=self.batch,
         )
-        self._consumer.consume()
+        self.consumer.consume()
         LOG.info("answering claims from %s on %s", queue.name, self.broker.url.masked)
 
     def on_disconnect(self) -> None:
         # Unacked requests come back to some consumer; the agents retry the rest.
         self._pending.clear()
         self._dead_letters.clear()
-        self._consumer = self._replies = self._publisher = None
+        self.consumer = self._replies = self._publisher = None
+
+    def flush_dead_letters(self) -> None:
+        assert self._publisher is not None
+        self._dead_letters.flush(self._publisher)
 
     def on_tick(self, connection_: kombu.Connection) -> None:
-        assert self._publisher is not None and self._replies is not None
-        self._dead_letters.flush(self._publisher)
-        if not self._pending:
-            return
+        self.flush_dead_letters()
+        batch = self.take()
+        if batch:
+            self.decide_alone(batch, connection_)
+            self.answer(batch)
+
+    def take(self) -> list[_Request]:
+        """The requests delivered and not yet answered."""
         batch, self._pending = self._pending, []
+        return batch
+
+    def decide_alone(self, batch: list[_Request], connection_: kombu.Connection | None = None) -> None:
+        """Decide ``batch``'s claims in a transaction of their own, with the
+        requests that arrive on ``connection_`` while it waits for the write turn."""
         wanted = _wanted(batch)
 
         def arrived() -> list[Claim]:
-            if not self.take_arrived(connection_):
+            if connection_ is None or not self.take_arrived(connection_):
                 return []
-            more, self._pending = self._pending, []
+            more = self.take()
             batch.extend(more)
             extra = _wanted(more)
             wanted.extend(extra)
@@ -110,15 +133,33 @@ class ClaimServer(connection.ConnectionLoop):
         try:
             answers = self.decider.decide([c for _, _, c in wanted], arrived)
         except ServiceUnavailable as exc:
-            answers = [ClaimAnswer(error_type=type(exc).__name__, error_message=exc.msg)] * len(wanted)
+            self.refuse(batch, exc)
+            return
         except Exception as exc:
             # A bug, not an outage: asking again would meet it again. The
             # agents dead-letter the work; the reaper publishes it again.
             LOG.exception("deciding %d claim(s) failed", len(wanted))
-            error = ClaimAnswer(error_type=type(exc).__name__, error_message=str(exc).strip()[:500])
-            answers = [error] * len(wanted)
-        for (request, index, _), answer in zip(wanted, answers, strict=True):
-            request.answers[index] = answer
+            self.refuse(batch, exc)
+            return
+        _fill(zip(wanted, answers, strict=True))
+
+    def decide_in(self, session: orm.Session, batch: list[_Request]) -> Decided:
+        """Decide ``batch``'s claims in ``session``'s transaction, which the
+        caller commits before it gives them to :meth:`answer`."""
+        wanted = _wanted(batch)
+        return list(zip(wanted, self.decider.decide_in(session, [c for _, _, c in wanted]), strict=True))
+
+    def refuse(self, batch: list[_Request], exc: Exception) -> None:
+        """Answer every claim of ``batch`` still undecided with ``exc``."""
+        message = exc.msg if isinstance(exc, TetherError) else str(exc).strip()[:500]
+        answer = ClaimAnswer(error_type=type(exc).__name__, error_message=message)
+        _fill((claim, answer) for claim in _wanted(batch))
+
+    def answer(self, batch: list[_Request], decided: Decided = ()) -> None:
+        """Send each request its answers (those ``decided`` in a transaction
+        that has committed among them), and ack it."""
+        assert self._replies is not None
+        _fill(decided)
         for request in batch:
             properties = request.message.properties
             publisher.publish(
@@ -131,8 +172,8 @@ class ClaimServer(connection.ConnectionLoop):
             request.message.ack()
 
     def on_stop(self, connection_: kombu.Connection) -> None:
-        if self._consumer is not None:
-            self._consumer.cancel()
+        if self.consumer is not None:
+            self.consumer.cancel()
         self.on_tick(connection_)
 
     def _on_undecodable(self, message: kombu.Message, exc: Exception) -> None:
@@ -147,6 +188,11 @@ class ClaimServer(connection.ConnectionLoop):
         raws = self._dead_letters.read(message, wire.decode_claims)
         if raws is not None:
             self._pending.append(_Request(message, list(raws)))
+
+
+def _fill(decided: Iterable[tuple[tuple[_Request, int, Claim], ClaimAnswer]]) -> None:
+    for (request, index, _), answer in decided:
+        request.answers[index] = answer
 
 
 def _wanted(batch: list[_Request]) -> list[tuple[_Request, int, Claim]]:

@@ -58,18 +58,23 @@ class ResultRecorder:
         :returns: the ids of tasks that do not exist; their results changed nothing.
         """
         with self.sessionmaker.begin() as session:
-            results = session_lib.with_arrived(session, results, more)
-            queries.lock_trees_of_tasks(session, [r.task_id for r in results])
-            # Without the task's own lock, a claim taking the task over could
-            # commit after this read, and the result of the attempt it
-            # replaced would overwrite it.
-            found = attempts.for_results(session, [r.task_id for r in results])
-            busy = attempts.busy_trees(session, {task.root_id for task in found.values()})
-            rest = lifecycle.settle_simply(
-                session, self.policy, [(found[r.task_id], r) for r in results if r.task_id in found], busy
-            )
-            if rest:
-                self._record(session, rest)
+            return self.record_in(session, session_lib.with_arrived(session, results, more))
+
+    def record_in(self, session: orm.Session, results: Sequence[messages.Result]) -> set[str]:
+        """:meth:`record` in ``session``'s transaction, which the caller commits."""
+        if not results:
+            return set()
+        queries.lock_trees_of_tasks(session, [r.task_id for r in results])
+        # Without the task's own lock, a claim taking the task over could
+        # commit after this read, and the result of the attempt it
+        # replaced would overwrite it.
+        found = attempts.for_results(session, [r.task_id for r in results])
+        busy = attempts.busy_trees(session, {task.root_id for task in found.values()})
+        rest = lifecycle.settle_simply(
+            session, self.policy, [(found[r.task_id], r) for r in results if r.task_id in found], busy
+        )
+        if rest:
+            self._record(session, rest)
         return {r.task_id for r in results if r.task_id not in found}
 
     def _record(self, session: orm.Session, results: Sequence[messages.Result]) -> None:
@@ -88,7 +93,12 @@ class ResultRecorder:
 
 
 class ResultConsumer(connection.ConnectionLoop):
-    """The plugin's consumer of the results queue."""
+    """The plugin's consumer of the results queue.
+
+    It runs alone, or as a part of :class:`~tether.plugin.tasks.agent_traffic.AgentTraffic`
+    (the plugin's pipeline), which drives the same steps on a connection and
+    in a transaction shared with the claim server.
+    """
 
     def __init__(self, broker: transport.Broker, recorder: ResultRecorder, batch: int) -> None:
         super().__init__(broker, "result-consumer")
@@ -104,13 +114,13 @@ class ResultConsumer(connection.ConnectionLoop):
         self._db_failures = 0
         self._retry_at = 0.0
         self._dead_letters = dead_lettering.DeadLetters(broker, "result")
-        self._consumer: kombu.Consumer | None = None
+        self.consumer: kombu.Consumer | None = None
 
     def on_connect(self, connection: kombu.Connection) -> None:
         queue = self.broker.results_queue()
         self.broker.declare(connection, [queue])
         self._publisher = Publisher(connection, self.broker.confirm_timeout)
-        self._consumer = consumer = kombu.Consumer(
+        self.consumer = consumer = kombu.Consumer(
             connection.channel(),
             queues=[queue],
             on_message=self._on_message,
@@ -127,25 +137,40 @@ class ResultConsumer(connection.ConnectionLoop):
         self._dead_letters.clear()
         self._publisher = None
 
-    def on_tick(self, connection: kombu.Connection) -> None:
+    def flush_dead_letters(self) -> None:
         assert self._publisher is not None
         self._dead_letters.flush(self._publisher)
+
+    def on_tick(self, connection: kombu.Connection) -> None:
+        self.flush_dead_letters()
+        batch = self.take()
+        if batch:
+            self.record_alone(batch, functools.partial(self._arrived, connection, batch))
+
+    def take(self) -> list[tuple[kombu.Message, messages.Result]]:
+        """The results delivered and not yet recorded; none while a database
+        outage is waited out."""
         if not self._pending or time.monotonic() < self._retry_at:
-            return
+            return []
         batch, self._pending = self._pending, []
+        return batch
+
+    def record_alone(
+        self,
+        batch: list[tuple[kombu.Message, messages.Result]],
+        arrived: Callable[[], Sequence[messages.Result]] | None = None,
+    ) -> None:
+        """Record ``batch`` in a transaction of its own, and ack it."""
         try:
-            arrived = functools.partial(self._arrived, connection, batch)
             unknown = self.recorder.record([r for _, r in batch], arrived) or set()
             handled = batch
         except Exception as exc:
             if _transient(exc):
-                self._retry_later(batch, exc)
+                self.retry_later(batch, exc)
                 return
             LOG.exception("recording a batch of %d results failed; recording one by one", len(batch))
             handled, unknown = self._record_one_by_one(batch)
-        self._db_failures = 0
-        self._settle(handled, unknown)
-        self._dead_letters.flush(self._publisher)
+        self.settle(handled, unknown)
 
     def _arrived(
         self, connection: kombu.Connection, batch: list[tuple[kombu.Message, messages.Result]]
@@ -157,9 +182,11 @@ class ResultConsumer(connection.ConnectionLoop):
         batch.extend(more)
         return [result for _, result in more]
 
-    def _settle(self, handled: list[tuple[kombu.Message, messages.Result]], unknown: set[str]) -> None:
+    def settle(self, handled: list[tuple[kombu.Message, messages.Result]], unknown: set[str]) -> None:
         """Ack each message whose results are recorded; dead-letter, with
         why, each that held one that changed nothing or was refused."""
+        assert self._publisher is not None
+        self._db_failures = 0
         settling: dict[int, tuple[kombu.Message, list[str]]] = {}
         for message, result in handled:
             key = id(message)
@@ -180,15 +207,20 @@ class ResultConsumer(connection.ConnectionLoop):
                 self._dead_letters.add(message, "; ".join(why) + "; its other results were recorded")
             else:
                 self._dead_letters.add(message, "; ".join(why))
+        self._dead_letters.flush(self._publisher)
 
     def on_stop(self, connection: kombu.Connection) -> None:
         # Drain: stop deliveries, record and ack what arrived.
-        if self._consumer is not None:
-            self._consumer.cancel()
-        self._retry_at = 0.0
+        if self.consumer is not None:
+            self.consumer.cancel()
+        self.stop_waiting()
         self.on_tick(connection)
 
-    def _retry_later(self, batch: list[tuple[kombu.Message, messages.Result]], exc: Exception) -> None:
+    def stop_waiting(self) -> None:
+        """Record what is held at the next tick, even during a database outage's backoff."""
+        self._retry_at = 0.0
+
+    def retry_later(self, batch: list[tuple[kombu.Message, messages.Result]], exc: Exception) -> None:
         # The database is down or locked: keep the results unacked and try
         # again; acking now would lose them.
         self._pending = batch + self._pending
@@ -209,7 +241,7 @@ class ResultConsumer(connection.ConnectionLoop):
             except Exception as exc:  # noqa: BLE001
                 if _transient(exc):
                     rest = batch[index:]
-                    self._retry_later(rest, exc)
+                    self.retry_later(rest, exc)
                     # A message is settled once, when all its results are.
                     waiting = {id(m) for m, _ in rest}
                     return [(m, r) for m, r in handled if id(m) not in waiting], unknown
