@@ -13,7 +13,9 @@ transaction, then answers the claims and acks the results.
 
 Claims are decided before results are recorded: a claim and a result of the
 same task in one tick are written as two transactions in that order would
-be, the fencing by attempt deciding alike. A transaction that fails for a
+be, the fencing by attempt deciding alike. Where rows are locked, the tick
+locks the results' trees and then all its tasks first, in the order every
+other transaction takes them. A transaction that fails for a
 reason other than the database's absence is tried again as two, each with
 its own handling of what it cannot write, so that a bug in one never holds
 up the other.
@@ -26,10 +28,11 @@ import logging
 import kombu
 from sqlalchemy import orm
 
-from tether.common import connection, transport
+from tether.common import connection, messages, transport
+from tether.plugin.db import attempts, queries
 from tether.plugin.db.exceptions import DatabaseUnavailable
 from tether.plugin.tasks.claim_decider import unavailable
-from tether.plugin.tasks.claim_server import ClaimServer
+from tether.plugin.tasks.claim_server import ClaimServer, Request
 from tether.plugin.tasks.results import ResultConsumer
 
 LOG = logging.getLogger(__name__)
@@ -79,6 +82,7 @@ class AgentTraffic(connection.ConnectionLoop):
                 if self.take_arrived(connection_):
                     claims.extend(self.claims.take())
                     results.extend(self.results.take())
+                _lock(session, claims, [r for _, r in results])
                 decided = self.claims.decide_in(session, claims)
                 unknown = self.results.recorder.record_in(session, [r for _, r in results])
         except DatabaseUnavailable as exc:
@@ -100,3 +104,15 @@ class AgentTraffic(connection.ConnectionLoop):
             return
         self.claims.answer(claims, decided)
         self.results.settle(results, unknown)
+
+
+def _lock(session: orm.Session, claims: list[Request], results: list[messages.Result]) -> None:
+    """Where rows are locked (PostgreSQL), take the tick's locks in the order
+    every transaction takes them, trees first and then tasks by id: claims
+    then results would lock some tasks before the results' trees, and two
+    sorted sets one after the other are not one sorted set."""
+    if queries.one_writer(session):
+        return
+    queries.lock_trees_of_tasks(session, [r.task_id for r in results])
+    claimed = [claim.task_id for request in claims for claim in request.claims if claim is not None]
+    attempts.lock_tasks(session, [*claimed, *(r.task_id for r in results)])

@@ -30,7 +30,7 @@ from tether.plugin.tasks.claim_decider import ClaimDecider
 LOG = logging.getLogger(__name__)
 
 #: claims decided in a transaction, each with its request, its place in it and its answer
-Decided = Sequence[tuple[tuple["_Request", int, Claim], ClaimAnswer]]
+Decided = Sequence[tuple[tuple["Request", int, Claim], ClaimAnswer]]
 
 OPTS: list[cfg.Opt] = [
     cfg.IntOpt(
@@ -43,7 +43,7 @@ OPTS: list[cfg.Opt] = [
 ]
 
 
-class _Request:
+class Request:
     """A delivered claims request: its message, its claims, and their answers."""
 
     def __init__(self, message: kombu.Message, raws: list[msgspec.Raw]) -> None:
@@ -73,7 +73,7 @@ class ClaimServer(connection.ConnectionLoop):
         self.decider = decider
         self.batch = batch
         self.burst = batch
-        self._pending: list[_Request] = []
+        self._pending: list[Request] = []
         self._dead_letters = dead_lettering.DeadLetters(broker, "claims")
         self.consumer: kombu.Consumer | None = None
         self._replies: Any = None
@@ -111,12 +111,12 @@ class ClaimServer(connection.ConnectionLoop):
             self.decide_alone(batch, connection_)
             self.answer(batch)
 
-    def take(self) -> list[_Request]:
+    def take(self) -> list[Request]:
         """The requests delivered and not yet answered."""
         batch, self._pending = self._pending, []
         return batch
 
-    def decide_alone(self, batch: list[_Request], connection_: kombu.Connection | None = None) -> None:
+    def decide_alone(self, batch: list[Request], connection_: kombu.Connection | None = None) -> None:
         """Decide ``batch``'s claims in a transaction of their own, with the
         requests that arrive on ``connection_`` while it waits for the write turn."""
         wanted = _wanted(batch)
@@ -143,19 +143,19 @@ class ClaimServer(connection.ConnectionLoop):
             return
         _fill(zip(wanted, answers, strict=True))
 
-    def decide_in(self, session: orm.Session, batch: list[_Request]) -> Decided:
+    def decide_in(self, session: orm.Session, batch: list[Request]) -> Decided:
         """Decide ``batch``'s claims in ``session``'s transaction, which the
         caller commits before it gives them to :meth:`answer`."""
         wanted = _wanted(batch)
         return list(zip(wanted, self.decider.decide_in(session, [c for _, _, c in wanted]), strict=True))
 
-    def refuse(self, batch: list[_Request], exc: Exception) -> None:
+    def refuse(self, batch: list[Request], exc: Exception) -> None:
         """Answer every claim of ``batch`` still undecided with ``exc``."""
         message = exc.msg if isinstance(exc, TetherError) else str(exc).strip()[:500]
         answer = ClaimAnswer(error_type=type(exc).__name__, error_message=message)
         _fill((claim, answer) for claim in _wanted(batch))
 
-    def answer(self, batch: list[_Request], decided: Decided = ()) -> None:
+    def answer(self, batch: list[Request], decided: Decided = ()) -> None:
         """Send each request its answers (those ``decided`` in a transaction
         that has committed among them), and ack it."""
         assert self._replies is not None
@@ -187,15 +187,15 @@ class ClaimServer(connection.ConnectionLoop):
             return
         raws = self._dead_letters.read(message, wire.decode_claims)
         if raws is not None:
-            self._pending.append(_Request(message, list(raws)))
+            self._pending.append(Request(message, list(raws)))
 
 
-def _fill(decided: Iterable[tuple[tuple[_Request, int, Claim], ClaimAnswer]]) -> None:
+def _fill(decided: Iterable[tuple[tuple[Request, int, Claim], ClaimAnswer]]) -> None:
     for (request, index, _), answer in decided:
         request.answers[index] = answer
 
 
-def _wanted(batch: list[_Request]) -> list[tuple[_Request, int, Claim]]:
+def _wanted(batch: list[Request]) -> list[tuple[Request, int, Claim]]:
     """The claims of ``batch`` still to decide, with their request and place in it."""
     return [
         (r, i, c) for r in batch for i, c in enumerate(r.claims) if c is not None and r.answers[i] is None
