@@ -102,11 +102,11 @@ def pipeline(plugin: Plugin, conf: cfg.ConfigOpts) -> Iterator[list[agent_servic
 
 @pytest.fixture
 def claim_server(plugin: Plugin) -> Iterator[Plugin]:
-    """The plugin with its claim server answering claims requests."""
-    plugin.pipeline.claims.start()
-    assert plugin.pipeline.claims.connected.wait(5)
+    """The plugin with its claims and results loop answering claims requests."""
+    plugin.pipeline.traffic.start()
+    assert plugin.pipeline.traffic.connected.wait(5)
     yield plugin
-    plugin.pipeline.claims.stop()
+    plugin.pipeline.traffic.stop()
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:

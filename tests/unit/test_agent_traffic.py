@@ -102,11 +102,11 @@ def test_a_tick_decides_claims_and_records_results_in_one_transaction(
     assert (_state(client, claimed), _state(client, finishing)) == ("RUNNING", "SUCCEEDED")
 
 
-def test_a_claim_and_a_result_of_one_task_in_one_tick_are_fenced_as_if_apart(
+def test_a_result_goes_before_a_claim_of_its_task_in_the_same_tick(
     plugin: Plugin, client: TestClient, traffic: tuple[AgentTraffic, kombu.Connection]
 ) -> None:
-    """The claim goes first: a redelivery another agent claims makes the
-    result of the attempt it replaced stale."""
+    """A redelivery another agent claims as the first agent reports: the
+    task is finished, not run again."""
     loop, conn = traffic
     task_id = _running(plugin, client)
     taking_over = Claim(task_id, "agent-2", "c2", redelivered=True, driver_timeout=60.0)
@@ -115,11 +115,29 @@ def test_a_claim_and_a_result_of_one_task_in_one_tick_are_fenced_as_if_apart(
     loop.results._on_message(result)
     loop.on_tick(conn)
     [answer] = _reply(conn)
+    assert not answer.run
+    assert answer.reason == f"task {task_id} is already SUCCEEDED"
     task = client.get(f"/v1/tasks/{task_id}").json()
-    # The attempt it fenced off reported too late: the task runs on.
-    assert (answer.run, answer.attempt) == (True, 2)
-    assert (task["state"], task["attempt"]) == ("RUNNING", 2)
+    assert (task["state"], task["attempt"]) == ("SUCCEEDED", 1)
     assert result.acked == 1
+
+
+def test_where_rows_are_locked_a_tick_writes_results_and_claims_apart(
+    plugin: Plugin, client: TestClient, traffic: tuple[AgentTraffic, kombu.Connection], commits: list[int]
+) -> None:
+    loop, conn = traffic
+    loop.shared = False
+    finishing, claimed = _running(plugin, client), _task(client)
+    request, result = _request(_claim(claimed)), _result(finishing)
+    loop.claims._on_message(request)
+    loop.results._on_message(result)
+    commits.clear()
+    loop.on_tick(conn)
+    assert len(commits) == 2
+    [answer] = _reply(conn)
+    assert answer.run
+    assert (request.acked, result.acked) == (1, 1)
+    assert (_state(client, claimed), _state(client, finishing)) == ("RUNNING", "SUCCEEDED")
 
 
 def test_a_failing_claim_decision_does_not_hold_up_the_results_of_its_tick(
@@ -139,7 +157,7 @@ def test_a_failing_claim_decision_does_not_hold_up_the_results_of_its_tick(
     assert (answer.error_type, answer.run) == ("KeyError", False)
     assert (request.acked, result.acked) == (1, 1)
     assert (_state(client, claimed), _state(client, finishing)) == ("PENDING", "SUCCEEDED")
-    assert "recording 1 result(s) together failed; each apart" in caplog.text
+    assert "recording 1 result(s) and deciding 1 claims request(s) together failed; each apart" in caplog.text
 
 
 def test_during_a_database_outage_claims_are_answered_and_results_kept_unacked(

@@ -125,4 +125,4 @@ def test_the_claim_server_outlives_whatever_reaches_its_queue(
             return any(b'"unknown":true' in reply for reply in replies)
 
         wait_for(answered, timeout=10)
-    assert claim_server.pipeline.claims.connected.is_set()
+    assert claim_server.pipeline.traffic.connected.is_set()

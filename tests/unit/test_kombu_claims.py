@@ -65,14 +65,14 @@ def test_concurrent_claims_travel_in_one_request_and_each_worker_gets_its_own_an
     tasks = [_create(client) for _ in range(3)]
     answers: dict[str, claims.ClaimAnswer] = {}
     requests = 0
-    decide = claim_server.pipeline.claims.decider.decide
+    decide = claim_server.pipeline.claims.decider.decide_in
 
-    def counted(batch: list[Claim], *more: Any) -> list[claims.ClaimAnswer]:
+    def counted(session: Any, batch: list[Claim]) -> list[claims.ClaimAnswer]:
         nonlocal requests
         requests += 1
-        return decide(batch, *more)
+        return decide(session, batch)
 
-    claim_server.pipeline.claims.decider.decide = counted  # type: ignore[method-assign]
+    claim_server.pipeline.claims.decider.decide_in = counted  # type: ignore[method-assign]
     ready = threading.Barrier(4)
 
     def work(task_id: str) -> None:
@@ -99,13 +99,13 @@ def test_claims_that_come_while_a_batch_waits_for_the_write_turn_are_decided_wit
 ) -> None:
     first, second = _create(client), _create(client)
     batches: list[list[str]] = []
-    decide = claim_server.pipeline.claims.decider.decide
+    decide = claim_server.pipeline.claims.decider.decide_in
 
-    def counted(batch: list[Claim], *more: Any) -> list[claims.ClaimAnswer]:
+    def counted(session: Any, batch: list[Claim]) -> list[claims.ClaimAnswer]:
         batches.append([claim.task_id for claim in batch])
-        return decide(batch, *more)
+        return decide(session, batch)
 
-    claim_server.pipeline.claims.decider.decide = counted  # type: ignore[method-assign]
+    claim_server.pipeline.claims.decider.decide_in = counted  # type: ignore[method-assign]
     answers: dict[str, claims.ClaimAnswer] = {}
 
     def work(task_id: str) -> None:
@@ -115,13 +115,14 @@ def test_claims_that_come_while_a_batch_waits_for_the_write_turn_are_decided_wit
     with claim_server.sessionmaker.begin() as other:
         other.connection()  # another writer holds the turn
         threads[0].start()
-        wait_for(lambda: batches)
+        # The first request is taken, its tick waits for the turn.
+        wait_for(lambda: not claim_server.pipeline.claims._pending and channel._sent)
         threads[1].start()
-        # Its request is with the broker, not yet taken.
+        # The second request is with the broker, not yet taken.
         wait_for(lambda: len(channel._sent) == 2)
     for thread in threads:
         thread.join(5)
-    assert batches == [[first]]
+    assert batches == [[first, second]]
     assert all(answers[t].run and answers[t].attempt == 1 for t in (first, second))
 
 
@@ -132,13 +133,13 @@ def test_an_unanswered_claim_times_out_and_the_same_claim_made_again_is_answered
     channel.timeout = 0.3
     with pytest.raises(ClaimTimeout, match=f"no answer to the claim of task {task_id}"):
         channel.claim(_claim(task_id))
-    plugin.pipeline.claims.start()
+    plugin.pipeline.traffic.start()
     try:
         # The request made while no plugin listened is answered as well, to nobody.
         first = channel.claim(_claim(task_id))
         again = channel.claim(_claim(task_id))
     finally:
-        plugin.pipeline.claims.stop()
+        plugin.pipeline.traffic.stop()
     assert (first.run, first.attempt) == (again.run, again.attempt) == (True, 1)
 
 

@@ -50,7 +50,7 @@ def test_no_secret_reaches_the_logs_or_any_answer(
     # oslo.messaging's RPC server would block start until the broker is up;
     # tether's own connection loops retry in the background and log why.
     plugin.pipeline.relay.start()
-    plugin.pipeline.results.start()
+    plugin.pipeline.traffic.start()
     try:
         with TestClient(plugin.app) as client:
             admin = {"X-Auth-Token": token}
@@ -64,7 +64,7 @@ def test_no_secret_reaches_the_logs_or_any_answer(
             ):
                 answers.append(client.request(method, path, headers=headers, json={"provider": "noop"}))
             # Both connection loops fail to connect, and log it.
-            wait_for(lambda: {"outbox-relay", "result-consumer"} <= _reconnecting(caplog))
+            wait_for(lambda: {"outbox-relay", "agent-traffic"} <= _reconnecting(caplog))
             answers.append(client.get("/readyz"))
     finally:
         plugin.stop()

@@ -59,8 +59,14 @@ class Pipeline:
             ClaimDecider(core.sessionmaker, core.policy, core.providers),
             conf.plugin.claim_batch_size,
         )
-        # Claims and results share a thread, a connection and each tick's transaction.
-        self.traffic = AgentTraffic(core.broker, core.sessionmaker, self.claims, self.results)
+        # Claims and results share a thread, a connection and, on SQLite, each tick's transaction.
+        self.traffic = AgentTraffic(
+            core.broker,
+            core.sessionmaker,
+            self.claims,
+            self.results,
+            shared=core.engine.dialect.name == "sqlite",
+        )
         self.reaper = reaper.Reaper(
             core.sessionmaker,
             core.policy,

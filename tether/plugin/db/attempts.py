@@ -190,13 +190,6 @@ _BUSY_TREES = (
     .having(sa.func.count() > 1)
 )
 
-_LOCK_TASKS = (
-    sa.select(Task.id)
-    .where(Task.id.in_(sa.bindparam("ids", expanding=True)))
-    .order_by(Task.id)
-    .with_for_update()
-)
-
 _DELETE_OUTBOX = sa.delete(Outbox).where(Outbox.task_id.in_(sa.bindparam("ids", expanding=True)))
 
 
@@ -215,13 +208,6 @@ def for_results(session: orm.Session, task_ids: Sequence[str]) -> dict[str, Any]
         row.id: row
         for row in session.connection().execute(_FOR_RESULTS, {"ids": sorted(set(task_ids))}).all()
     }
-
-
-def lock_tasks(session: orm.Session, task_ids: Iterable[str]) -> None:
-    """Lock tasks in id order, for a transaction that reads them in more than one statement."""
-    ids = sorted(set(task_ids))
-    if ids:
-        session.connection().execute(_LOCK_TASKS, {"ids": ids})
 
 
 def busy_trees(session: orm.Session, root_ids: Iterable[str]) -> set[str]:

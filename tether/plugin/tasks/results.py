@@ -145,7 +145,7 @@ class ResultConsumer(connection.ConnectionLoop):
         self.flush_dead_letters()
         batch = self.take()
         if batch:
-            self.record_alone(batch, functools.partial(self._arrived, connection, batch))
+            self.record_alone(batch, connection)
 
     def take(self) -> list[tuple[kombu.Message, messages.Result]]:
         """The results delivered and not yet recorded; none while a database
@@ -156,11 +156,11 @@ class ResultConsumer(connection.ConnectionLoop):
         return batch
 
     def record_alone(
-        self,
-        batch: list[tuple[kombu.Message, messages.Result]],
-        arrived: Callable[[], Sequence[messages.Result]] | None = None,
+        self, batch: list[tuple[kombu.Message, messages.Result]], connection: kombu.Connection | None = None
     ) -> None:
-        """Record ``batch`` in a transaction of its own, and ack it."""
+        """Record ``batch`` in a transaction of its own, with the results that
+        arrive on ``connection`` while it waits for the write turn, and ack them."""
+        arrived = None if connection is None else functools.partial(self._arrived, connection, batch)
         try:
             unknown = self.recorder.record([r for _, r in batch], arrived) or set()
             handled = batch
