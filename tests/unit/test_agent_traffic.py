@@ -81,21 +81,38 @@ def _running(plugin: Plugin, client: TestClient) -> str:
     return task_id
 
 
-def _state(client: TestClient, task_id: str) -> str:
-    return str(client.get(f"/v1/tasks/{task_id}").json()["state"])
-
-
-def test_a_tick_decides_claims_and_records_results_in_one_transaction(
-    plugin: Plugin, client: TestClient, traffic: tuple[AgentTraffic, kombu.Connection], commits: list[int]
-) -> None:
-    loop, conn = traffic
+def _one_of_each(
+    plugin: Plugin, client: TestClient, loop: AgentTraffic
+) -> tuple[str, str, StandInMessage, StandInMessage]:
+    """A result of one running task and a claim of a new one, delivered to
+    ``loop``: the task finishing, the task claimed, and their messages."""
     finishing, claimed = _running(plugin, client), _task(client)
     request, result = _request(_claim(claimed)), _result(finishing)
     loop.claims._on_message(request)
     loop.results._on_message(result)
+    return finishing, claimed, request, result
+
+
+def _state(client: TestClient, task_id: str) -> str:
+    return str(client.get(f"/v1/tasks/{task_id}").json()["state"])
+
+
+@pytest.mark.parametrize(("shared", "transactions"), [(True, 1), (False, 2)])
+def test_a_tick_records_results_and_decides_claims_in_one_transaction_where_writers_take_turns(
+    plugin: Plugin,
+    client: TestClient,
+    traffic: tuple[AgentTraffic, kombu.Connection],
+    commits: list[int],
+    shared: bool,
+    transactions: int,
+) -> None:
+    """SQLite shares one; where rows are locked one by one, two, one after the other."""
+    loop, conn = traffic
+    loop.shared = shared
+    finishing, claimed, request, result = _one_of_each(plugin, client, loop)
     commits.clear()
     loop.on_tick(conn)
-    assert len(commits) == 1
+    assert len(commits) == transactions
     [answer] = _reply(conn)
     assert answer.run and answer.attempt == 1
     assert (request.acked, result.acked) == (1, 1)
@@ -122,24 +139,6 @@ def test_a_result_goes_before_a_claim_of_its_task_in_the_same_tick(
     assert result.acked == 1
 
 
-def test_where_rows_are_locked_a_tick_writes_results_and_claims_apart(
-    plugin: Plugin, client: TestClient, traffic: tuple[AgentTraffic, kombu.Connection], commits: list[int]
-) -> None:
-    loop, conn = traffic
-    loop.shared = False
-    finishing, claimed = _running(plugin, client), _task(client)
-    request, result = _request(_claim(claimed)), _result(finishing)
-    loop.claims._on_message(request)
-    loop.results._on_message(result)
-    commits.clear()
-    loop.on_tick(conn)
-    assert len(commits) == 2
-    [answer] = _reply(conn)
-    assert answer.run
-    assert (request.acked, result.acked) == (1, 1)
-    assert (_state(client, claimed), _state(client, finishing)) == ("RUNNING", "SUCCEEDED")
-
-
 def test_a_failing_claim_decision_does_not_hold_up_the_results_of_its_tick(
     plugin: Plugin,
     client: TestClient,
@@ -147,10 +146,7 @@ def test_a_failing_claim_decision_does_not_hold_up_the_results_of_its_tick(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     loop, conn = traffic
-    finishing, claimed = _running(plugin, client), _task(client)
-    request, result = _request(_claim(claimed)), _result(finishing)
-    loop.claims._on_message(request)
-    loop.results._on_message(result)
+    finishing, claimed, request, result = _one_of_each(plugin, client, loop)
     with mock.patch.object(loop.claims.decider, "decide_in", side_effect=KeyError("a bug")):
         loop.on_tick(conn)
     [answer] = _reply(conn)
@@ -164,10 +160,7 @@ def test_during_a_database_outage_claims_are_answered_and_results_kept_unacked(
     plugin: Plugin, client: TestClient, traffic: tuple[AgentTraffic, kombu.Connection]
 ) -> None:
     loop, conn = traffic
-    finishing, claimed = _running(plugin, client), _task(client)
-    request, result = _request(_claim(claimed)), _result(finishing)
-    loop.claims._on_message(request)
-    loop.results._on_message(result)
+    finishing, claimed, request, result = _one_of_each(plugin, client, loop)
     down = DatabaseUnavailable(detail="disk I/O error", retry_after=1)
     with mock.patch.object(loop.results.recorder, "record_in", side_effect=down):
         loop.on_tick(conn)
