@@ -1,6 +1,7 @@
 """The plugin's side of claims over kombu (see :mod:`tether.common.claims`).
 
-Each tick takes every claims request already delivered, decides all their
+Each tick of the claims and results loop (:mod:`tether.plugin.tasks.agent_traffic`)
+takes every claims request already delivered, decides all their
 claims in one transaction (:class:`~tether.plugin.tasks.claim_decider.ClaimDecider`),
 publishes one reply per request to its ``reply_to`` and acks the requests.
 Replies are neither persistent nor confirmed: a lost one costs the agent a
@@ -61,11 +62,10 @@ class Request:
 
 
 class ClaimServer(connection.ConnectionLoop):
-    """Consumes the claims queue and answers each request.
-
-    It runs alone, or as a part of :class:`~tether.plugin.tasks.agent_traffic.AgentTraffic`
-    (the plugin's pipeline), which drives the same steps on a connection and
-    in a transaction shared with the result consumer.
+    """Consumes the claims queue and answers each request, in the steps
+    :class:`~tether.plugin.tasks.agent_traffic.AgentTraffic` drives on the
+    connection and, on SQLite, in the transaction it shares with the result
+    consumer; it has no tick of its own.
     """
 
     def __init__(self, broker: transport.Broker, decider: ClaimDecider, batch: int) -> None:
@@ -103,13 +103,6 @@ class ClaimServer(connection.ConnectionLoop):
     def flush_dead_letters(self) -> None:
         assert self._publisher is not None
         self._dead_letters.flush(self._publisher)
-
-    def on_tick(self, connection_: kombu.Connection) -> None:
-        self.flush_dead_letters()
-        batch = self.take()
-        if batch:
-            self.decide_alone(batch, connection_)
-            self.answer(batch)
 
     def take(self) -> list[Request]:
         """The requests delivered and not yet answered."""
@@ -170,11 +163,6 @@ class ClaimServer(connection.ConnectionLoop):
                 {"delivery_mode": 1, "correlation_id": properties.get("correlation_id")},
             )
             request.message.ack()
-
-    def on_stop(self, connection_: kombu.Connection) -> None:
-        if self.consumer is not None:
-            self.consumer.cancel()
-        self.on_tick(connection_)
 
     def _on_undecodable(self, message: kombu.Message, exc: Exception) -> None:
         self._dead_letters.add(message, wire.undecodable_reason("claims", message.headers, exc))

@@ -95,9 +95,9 @@ class ResultRecorder:
 class ResultConsumer(connection.ConnectionLoop):
     """The plugin's consumer of the results queue.
 
-    It runs alone, or as a part of :class:`~tether.plugin.tasks.agent_traffic.AgentTraffic`
-    (the plugin's pipeline), which drives the same steps on a connection and
-    in a transaction shared with the claim server.
+    The pipeline runs it as a part of :class:`~tether.plugin.tasks.agent_traffic.AgentTraffic`,
+    which drives the same steps on its connection and, on SQLite, in a
+    transaction shared with the claim server; its own tick records alone.
     """
 
     def __init__(self, broker: transport.Broker, recorder: ResultRecorder, batch: int) -> None:
