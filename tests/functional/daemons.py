@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx2
@@ -348,6 +348,15 @@ class Deployment:
     def logs(self) -> str:
         return "\n".join(f"----- {d.name} -----\n{d.log()[-6000:]}" for d in [*self.plugins, *self.agents])
 
+    def lines_naming(self, words: Sequence[str], most: int = 40) -> str:
+        """Each daemon's log lines, from its start, that name any of ``words``
+        (task ids, say): what a log's tail no longer holds."""
+        found = []
+        for daemon in [*self.plugins, *self.agents]:
+            lines = [line for line in daemon.log().splitlines() if any(w in line for w in words)]
+            found.append(f"----- {daemon.name}: {len(lines)} line(s) -----\n" + "\n".join(lines[-most:]))
+        return "\n".join(found)
+
     def wait_settled(self, timeout: float = 180.0) -> None:
         """Wait until no task is QUEUED, PENDING or RUNNING."""
         deadline = time.monotonic() + timeout
@@ -355,7 +364,9 @@ class Deployment:
             if not self.unfinished():
                 return
             time.sleep(0.2)
-        raise AssertionError(f"tasks unfinished after {timeout} s: {self.unfinished()}\n{self.logs()}")
+        left = self.unfinished()
+        named = self.lines_naming([task["id"] for task in left][:20])
+        raise AssertionError(f"tasks unfinished after {timeout} s: {left}\n{named}\n{self.logs()}")
 
     def every(self, collection: str) -> list[dict[str, Any]]:
         """Every item of ``/v1/<collection>``, a thousand to a page."""
