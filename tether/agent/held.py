@@ -133,6 +133,10 @@ class HeldWork:
             deliveries = self._running.pop(pending.task_id, [])
             if current:
                 self._long[pending.task_id] = pending
+            else:
+                # Fenced off at a later poll: held no longer, or the agent
+                # would count it in flight for good.
+                self._long.pop(pending.task_id, None)
         for delivery in deliveries:
             self.outgoing.finished(delivery, None)
         if current:
