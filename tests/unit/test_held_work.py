@@ -1,4 +1,4 @@
-"""HeldWork: what an agent holds between a delivery and its answer."""
+"""What an agent holds between a delivery and its answer, and lets go of when an attempt ends."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import time
 import types
 from typing import Any
 
-from tests.unit.conftest import wait_for
+import pytest
+
+from tests.unit.conftest import sample_work, wait_for
 from tether.agent.held import HeldWork
-from tether.agent.runner import Pending
+from tether.agent.runner import Pending, Runner
 from tether.drivers.operations import InProgress
 
 
@@ -53,3 +55,18 @@ def test_a_long_operation_fenced_off_at_a_later_poll_is_held_no_longer() -> None
         assert (held.count, runner.polls) == (0, polls)  # and not polled again
     finally:
         held.stop()
+
+
+def test_a_long_operations_poll_that_overruns_ends_its_progress_reports(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runner = Runner({}, object(), "agent-1", "host", 30.0)  # type: ignore[arg-type]
+    work = sample_work("fake")
+    runner.reports.keep(work.task_id, 1)  # the device works on between polls
+    runner.reports.progress("copying", task_id=work.task_id)
+    assert not caplog.records
+    result = runner.timed_out(work, 1, "started")
+    assert result.error is not None and result.error.type == "DriverTimeout"
+    # The attempt is over: progress for it is no longer taken.
+    runner.reports.progress("still copying", task_id=work.task_id)
+    assert "progress 'still copying' dropped" in caplog.text

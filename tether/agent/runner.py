@@ -252,6 +252,8 @@ class Runner:
             f"{self.driver_timeout:g} s (driver_timeout)."
         )
         LOG.error("task %s: %s", work.task_id, error.msg)
+        # A long operation's poll that overran ends the operation too.
+        self.reports.drop(work.task_id, attempt)
         return self._result(work, attempt, started, {}, error)
 
     def _result(
