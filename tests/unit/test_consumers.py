@@ -123,6 +123,15 @@ def test_an_unreadable_work_message_is_dead_lettered_then_acked(connection: Any)
     assert "not JSON" in dead.headers[transport.DEAD_LETTER_REASON]
 
 
+def _record(consumer: ResultConsumer, conn: Any) -> None:
+    """What the claims and results loop does with the results delivered when
+    it records them in a transaction of their own (``AgentTraffic._apart``)."""
+    consumer.flush_dead_letters()
+    batch = consumer.take()
+    if batch:
+        consumer.record_alone(batch, conn)
+
+
 class FlakyRecorder(ResultRecorder):
     def __init__(self, error: Exception, bad_task: str | None = None) -> None:
         self.error = error
@@ -149,7 +158,7 @@ def test_results_stay_unacked_while_the_database_is_down(connection: Any) -> Non
     results = [_result("t1"), _result("t2")]
     for message in results:
         consumer._on_message(message)
-    consumer.on_tick(conn)
+    _record(consumer, conn)
     assert [m.acked for m in results] == [0, 0]
     assert len(consumer._pending) == 2
 
@@ -164,7 +173,7 @@ def test_one_result_that_cannot_be_recorded_is_dead_lettered_and_the_rest_record
     results = [_result("t1"), _result("t2"), _result("t3")]
     for message in results:
         consumer._on_message(message)
-    consumer.on_tick(conn)
+    _record(consumer, conn)
     assert recorder.recorded == ["t1", "t3"]
     assert [m.acked for m in results] == [1, 1, 1]
     dead = kombu.Queue(transport.DEAD_LETTER_QUEUE)(conn.default_channel).get(no_ack=True)
@@ -208,7 +217,7 @@ def test_results_in_one_message_are_recorded_with_the_others_and_it_is_acked_onc
     together, alone = _results("t1", "t2", "t3"), _result("t4")
     consumer._on_message(together)
     consumer._on_message(alone)
-    consumer.on_tick(conn)
+    _record(consumer, conn)
     assert recorder.recorded == ["t1", "t2", "t3", "t4"]
     assert (together.acked, alone.acked) == (1, 1)
 
@@ -222,7 +231,7 @@ def test_a_results_message_with_a_result_for_no_task_is_dead_lettered_once_the_o
     consumer._publisher = Publisher(conn, 5)
     together = _results("t1", "t2", "t3")
     consumer._on_message(together)
-    consumer.on_tick(conn)
+    _record(consumer, conn)
     assert recorder.recorded == ["t1"]
     assert together.acked == 1  # by the dead-lettering, after its copy is confirmed
     dead = kombu.Queue(transport.DEAD_LETTER_QUEUE)(conn.default_channel).get(no_ack=True)
@@ -249,7 +258,7 @@ def test_results_that_come_while_a_batch_waits_for_the_write_turn_are_recorded_w
         content_type="application/json",
         content_encoding="utf-8",
     )
-    consumer.on_tick(conn)
+    _record(consumer, conn)
     assert (recorder.recorded, recorder.batches) == (["t1", "t2"], 1)
     assert first.acked == 1
     assert kombu.Queue(broker.results_queue().name)(conn.default_channel).get(no_ack=True) is None
@@ -265,7 +274,7 @@ def test_a_malformed_result_among_good_ones_is_refused_alone(connection: Any) ->
     mixed = StandInMessage(body)
     mixed.properties["type"] = messages.RESULTS_TYPE
     consumer._on_message(mixed)
-    consumer.on_tick(conn)
+    _record(consumer, conn)
     assert recorder.recorded == ["t1"]
     assert mixed.acked == 1
     dead = kombu.Queue(transport.DEAD_LETTER_QUEUE)(conn.default_channel).get(no_ack=True)

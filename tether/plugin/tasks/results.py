@@ -95,9 +95,9 @@ class ResultRecorder:
 class ResultConsumer(connection.ConnectionLoop):
     """The plugin's consumer of the results queue.
 
-    The pipeline runs it as a part of :class:`~tether.plugin.tasks.agent_traffic.AgentTraffic`,
-    which drives the same steps on its connection and, on SQLite, in a
-    transaction shared with the claim server; its own tick records alone.
+    Its steps are driven by :class:`~tether.plugin.tasks.agent_traffic.AgentTraffic`
+    on its connection and, on SQLite, in a transaction shared with the claim
+    server; it has no tick of its own.
     """
 
     def __init__(self, broker: transport.Broker, recorder: ResultRecorder, batch: int) -> None:
@@ -140,12 +140,6 @@ class ResultConsumer(connection.ConnectionLoop):
     def flush_dead_letters(self) -> None:
         assert self._publisher is not None
         self._dead_letters.flush(self._publisher)
-
-    def on_tick(self, connection: kombu.Connection) -> None:
-        self.flush_dead_letters()
-        batch = self.take()
-        if batch:
-            self.record_alone(batch, connection)
 
     def take(self) -> list[tuple[kombu.Message, messages.Result]]:
         """The results delivered and not yet recorded; none while a database
@@ -208,13 +202,6 @@ class ResultConsumer(connection.ConnectionLoop):
             else:
                 self._dead_letters.add(message, "; ".join(why))
         self._dead_letters.flush(self._publisher)
-
-    def on_stop(self, connection: kombu.Connection) -> None:
-        # Drain: stop deliveries, record and ack what arrived.
-        if self.consumer is not None:
-            self.consumer.cancel()
-        self.stop_waiting()
-        self.on_tick(connection)
 
     def stop_waiting(self) -> None:
         """Record what is held at the next tick, even during a database outage's backoff."""
